@@ -1,0 +1,61 @@
+"""The in-memory dataset type shared by every loader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset: inputs ``x`` (N, *input_shape) float32, labels ``y`` (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(f"split has {self.x.shape[0]} inputs but {self.y.shape[0]} labels")
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device: torch.device | str) -> Split:
+        """Return this split with both tensors on ``device``."""
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass(frozen=True)
+class InMemoryDataset:
+    """A whole dataset held as tensors, so training never touches a per-sample DataLoader.
+
+    Inputs are already normalized; ``input_shape`` excludes the batch dimension.
+    """
+
+    name: str
+    train: Split
+    validation: Split
+    test: Split
+    class_names: tuple[str, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input, without the batch dimension (e.g. ``(1, 28, 28)``)."""
+        return tuple(self.train.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes K."""
+        return len(self.class_names)
+
+    @property
+    def chance_accuracy(self) -> float:
+        """Accuracy of guessing, 1/K: the floor a_min of the midpoint fit."""
+        return 1.0 / self.num_classes
+
+    def split(self, name: str) -> Split:
+        """Return the split called ``train``, ``validation`` or ``test``."""
+        if name not in ("train", "validation", "test"):
+            raise ValueError(f"unknown split {name!r}; choose train, validation or test")
+        return getattr(self, name)

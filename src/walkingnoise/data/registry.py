@@ -1,0 +1,187 @@
+"""Dataset registry, the shared train/validation split, and the missing-files error."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from walkingnoise.data.dataset import InMemoryDataset, Split
+
+__all__ = [
+    "DATA_ROOT_ENV",
+    "SPLIT_SEED",
+    "DatasetLoader",
+    "DatasetNotFoundError",
+    "UnknownDatasetError",
+    "data_root",
+    "dataset_names",
+    "load_dataset",
+    "register_dataset",
+    "split_train_validation",
+    "stratified_holdout_indices",
+    "train_validation_indices",
+]
+
+logger = logging.getLogger(__name__)
+
+SPLIT_SEED = 0
+"""Seed of every data split: fixed, and independent of any experiment's seed."""
+
+DATA_ROOT_ENV = "WALKINGNOISE_DATA"
+"""Environment variable naming the data root used when a loader gets ``root=None``."""
+
+
+DatasetLoader = Callable[..., InMemoryDataset]
+"""A registered loader: ``(root, *, val_fraction=0.1, **options) -> InMemoryDataset``."""
+
+
+_REGISTRY: dict[str, DatasetLoader] = {}
+
+
+class UnknownDatasetError(KeyError):
+    """Raised by :func:`load_dataset` for an unregistered name; the message lists known names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """Raised when a dataset's files are not on disk; the message says what to put where."""
+
+    missing: tuple[str, ...] = ()
+    searched: tuple[Path, ...] = ()
+
+    @classmethod
+    def missing_files(
+        cls, dataset: str, missing: Sequence[str], searched: Sequence[Path], hint: str = ""
+    ) -> DatasetNotFoundError:
+        """Build the error for ``missing`` file names not found in any of the ``searched`` dirs."""
+        message = (
+            f"dataset {dataset!r}: missing {', '.join(missing)}; "
+            f"searched {', '.join(str(d) for d in searched)}"
+        )
+        if hint:
+            message += f"; {hint}"
+        err = cls(message)
+        err.missing = tuple(missing)
+        err.searched = tuple(searched)
+        return err
+
+
+def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
+    """Decorator that registers a loader under ``name`` so :func:`load_dataset` can find it.
+
+    Raises:
+        ValueError: ``name`` is empty or already registered.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"dataset name must be a non-empty string, got {name!r}")
+
+    def decorator(loader: DatasetLoader) -> DatasetLoader:
+        if name in _REGISTRY:
+            existing = _REGISTRY[name]
+            raise ValueError(
+                f"dataset {name!r} is already registered by "
+                f"{existing.__module__}.{getattr(existing, '__qualname__', existing)}"
+            )
+        _REGISTRY[name] = loader
+        return loader
+
+    return decorator
+
+
+def dataset_names() -> list[str]:
+    """Names of all registered datasets, sorted."""
+    return sorted(_REGISTRY)
+
+
+def load_dataset(name: str, root: str | Path | None = None, **options: object) -> InMemoryDataset:
+    """Load the registered dataset ``name`` from ``root`` with loader-specific ``options``.
+
+    Raises:
+        UnknownDatasetError: no dataset of that name (a ``KeyError``; the message lists known ones).
+    """
+    try:
+        loader = _REGISTRY[name]
+    except KeyError:
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}; known: {', '.join(dataset_names())}"
+        ) from None
+    dataset = loader(root, **options)
+    if not isinstance(dataset, InMemoryDataset):
+        raise TypeError(f"loader of dataset {name!r} returned {type(dataset).__name__}")
+    logger.info(
+        "loaded dataset %s: train %d, validation %d, test %d, input shape %s",
+        name,
+        len(dataset.train),
+        len(dataset.validation),
+        len(dataset.test),
+        dataset.input_shape,
+    )
+    return dataset
+
+
+def data_root(root: str | Path | None) -> Path:
+    """Resolve a loader's ``root``: as given, else ``$WALKINGNOISE_DATA``, else a user cache dir."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(DATA_ROOT_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "walkingnoise" / "data"
+
+
+def _check_fraction(name: str, value: float) -> None:
+    """Reject a split fraction outside [0, 1)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
+def train_validation_indices(
+    n: int, val_fraction: float, seed: int = SPLIT_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministically shuffle ``range(n)`` and return sorted (train, validation) indices.
+
+    The validation part has ``round(n * val_fraction)`` elements; both parts keep file order.
+    """
+    _check_fraction("val_fraction", val_fraction)
+    n_val = round(n * val_fraction)
+    if n_val >= n:
+        raise ValueError(f"val_fraction {val_fraction} leaves no training data out of {n}")
+    generator = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=generator)
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def split_train_validation(
+    x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int = SPLIT_SEED
+) -> tuple[Split, Split]:
+    """Split official training data into (train, validation) with a fixed shuffled permutation."""
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+    train_idx, val_idx = train_validation_indices(int(y.shape[0]), val_fraction, seed)
+    return Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
+
+
+def stratified_holdout_indices(
+    y: torch.Tensor, fraction: float, seed: int = SPLIT_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hold out ``round(n_c * fraction)`` of each class c, seeded: returns (rest, held-out) indices.
+
+    Used where no official test set exists, so every class appears in the held-out part.
+    """
+    _check_fraction("fraction", fraction)
+    generator = torch.Generator().manual_seed(seed)
+    held: list[torch.Tensor] = []
+    for label in torch.unique(y):
+        members = torch.nonzero(y == label).flatten()
+        perm = members[torch.randperm(len(members), generator=generator)]
+        held.append(perm[: round(len(members) * fraction)])
+    held_idx = torch.cat(held).sort().values
+    mask = torch.ones(len(y), dtype=torch.bool)
+    mask[held_idx] = False
+    return torch.nonzero(mask).flatten(), held_idx

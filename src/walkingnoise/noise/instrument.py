@@ -1,0 +1,356 @@
+"""Attach noise sites to any ``nn.Module`` without the model's code knowing.
+
+Two mechanisms, tried in this order by ``method="auto"``:
+
+``fx``
+    ``torch.fx`` traces the model into a graph. A site is inserted after the input, after every
+    call of a module of a selected kind, and after selected functional operations (``x + y`` of
+    a skip connection, ``torch.matmul``, ``F.relu``, ...). Modules of PyTorch itself (e.g.
+    ``nn.MultiheadAttention``) are not traced into, so their internal operations get no site.
+``hooks``
+    When tracing fails (data-dependent control flow, untraceable calls), forward hooks on the
+    modules of the selected kinds do the same for module calls; functional operations then get
+    no site. The hooks are attached to the given model itself (``NoisyModel.remove_hooks``).
+
+Both keep the model's parameters: the instrumented model trains and saves the same tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+from walkingnoise.noise.kinds import (
+    BINARY_KINDS,
+    DEFAULT_KINDS,
+    check_kinds,
+    function_kind,
+    module_kind,
+)
+from walkingnoise.noise.models import NoiseLevel, NoiseModel
+from walkingnoise.noise.placement import Placement
+from walkingnoise.noise.site import NoiseSite, SiteInfo
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+Method = Literal["auto", "fx", "hooks"]
+
+
+class NoisyModel(nn.Module):
+    """A model with noise sites attached; ``set_noise`` decides which sites inject what.
+
+    Attributes:
+        net: the model that runs (an ``fx.GraphModule`` or the original model with hooks).
+        source: the original clean model (shares its parameters with ``net``); save this one.
+        sites: the ``NoiseSite`` modules, index i = site i.
+        method: ``fx`` or ``hooks``, the mechanism that attached the sites.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        source: nn.Module,
+        sites: Sequence[NoiseSite],
+        method: Literal["fx", "hooks"],
+        handles: Sequence[Any] = (),
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self._source = (source,)
+        self.sites = nn.ModuleList(sites)
+        self.method = method
+        self._handles = list(handles)
+        self.noise: NoiseModel | None = None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the model; active sites add noise on the way."""
+        return self.net(*args, **kwargs)
+
+    @property
+    def source(self) -> nn.Module:
+        """The original clean model; its ``state_dict`` has the model's own keys."""
+        return self._source[0]
+
+    @property
+    def site_table(self) -> list[SiteInfo]:
+        """One ``SiteInfo`` per site, in forward order."""
+        return [site.info for site in self.sites]
+
+    def site_frame(self) -> pd.DataFrame:
+        """The site table as a DataFrame (index, name, kind, shape)."""
+        import pandas as pd
+
+        return pd.DataFrame([vars(info) for info in self.site_table]).set_index("index")
+
+    def set_noise(
+        self,
+        noise: NoiseModel | None,
+        placement: Placement | None = None,
+        sigma: NoiseLevel | None = None,
+    ) -> dict[int, NoiseLevel]:
+        """Configure every site at once; returns the map {site index: σ} now in force.
+
+        Sites outside the placement are switched off. ``noise=None`` switches all off. The model
+        is not rebuilt: calling this again between forward passes changes σ at run time.
+        """
+        levels: dict[int, NoiseLevel] = {}
+        if noise is not None:
+            if placement is None:
+                raise ValueError("set_noise needs a placement when noise is given")
+            levels = placement.resolve(self.site_table, sigma)
+            for value in levels.values():
+                noise.levels(value)
+        self.noise = noise
+        for site in self.sites:
+            site.set_noise(noise, levels.get(site.info.index))
+        return levels
+
+    def clear_noise(self) -> None:
+        """Switch noise off at every site."""
+        self.set_noise(None)
+
+    @contextmanager
+    def noise_disabled(self) -> Iterator[NoisyModel]:
+        """Within the block, no site injects noise (for clean evaluation); settings are kept."""
+        previous = [site.enabled for site in self.sites]
+        for site in self.sites:
+            site.enabled = False
+        try:
+            yield self
+        finally:
+            for site, enabled in zip(self.sites, previous, strict=True):
+                site.enabled = enabled
+
+    @contextmanager
+    def noise_preserved(self) -> Iterator[NoisyModel]:
+        """Within the block, ``set_noise`` may be called freely; the configuration is restored."""
+        saved = (self.noise, [(site.noise, site.levels) for site in self.sites])
+        try:
+            yield self
+        finally:
+            self.noise = saved[0]
+            for site, (noise, levels) in zip(self.sites, saved[1], strict=True):
+                site.noise, site.levels = noise, levels
+
+    def remove_hooks(self) -> None:
+        """Detach the forward hooks of the ``hooks`` mechanism from the original model."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def instrument(
+    model: nn.Module,
+    example_input: torch.Tensor | tuple[Any, ...],
+    *,
+    kinds: frozenset[str] | set[str] | tuple[str, ...] = DEFAULT_KINDS,
+    method: Method = "auto",
+) -> NoisyModel:
+    """Attach a noise site at the input and after every operation of the selected ``kinds``.
+
+    Args:
+        model: any module; its parameters are shared, not copied.
+        example_input: one batch (a tensor, or a tuple of positional arguments) used to trace the
+            model and record each site's output shape. It is run once in eval mode without
+            gradients, so BatchNorm statistics are not touched.
+        kinds: site kinds to instrument (see ``walkingnoise.noise.kinds.SITE_KINDS``); ``input``
+            puts site 0 at the network input.
+        method: ``fx``, ``hooks``, or ``auto`` (fx, falling back to hooks with a log line).
+
+    Returns:
+        The ``NoisyModel``; its ``site_table`` lists index, name, kind and shape of every site.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> noisy = instrument(net, torch.zeros(1, 4))
+        >>> [s.name for s in noisy.site_table]
+        ['input', '0:Linear', '1:ReLU', '2:Linear']
+    """
+    kinds = check_kinds(kinds)
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
+    if method not in ("auto", "fx", "hooks"):
+        raise ValueError(f"method must be 'auto', 'fx' or 'hooks', not {method!r}")
+    if method in ("auto", "fx"):
+        try:
+            with _probing(model):
+                return _instrument_fx(model, args, kinds)
+        except Exception as error:
+            if method == "fx":
+                raise
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            log.warning(
+                "torch.fx could not trace %s (%s); using module hooks instead: functional "
+                "operations such as skip-connection adds get no noise site",
+                type(model).__name__,
+                reason,
+            )
+    with _probing(model):
+        return _instrument_hooks(model, args, kinds)
+
+
+@contextmanager
+def _probing(model: nn.Module) -> Iterator[None]:
+    """Run example passes in eval mode without gradients, restoring the training flag after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    if isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value
+    return None
+
+
+def _first_meta(meta: Any) -> TensorMetadata | None:
+    if not isinstance(meta, TensorMetadata) and isinstance(meta, (tuple, list)) and meta:
+        meta = meta[0]
+    if isinstance(meta, TensorMetadata) and meta.dtype.is_floating_point:
+        return meta
+    return None
+
+
+class _SiteTracer(fx.Tracer):
+    """Traces into user modules, stopping at modules that get a site and at PyTorch's own."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return module_kind(m) is not None or super().is_leaf_module(m, module_qualified_name)
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Suffix repeated names with ``#2``, ``#3``... (a module called twice gets two sites)."""
+    seen: Counter[str] = Counter()
+    result = []
+    for name in names:
+        seen[name] += 1
+        result.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return result
+
+
+def _fx_candidate(
+    node: fx.Node, modules: dict[str, nn.Module], n_inputs: int
+) -> tuple[str, str] | None:
+    """(name, kind) of the site that should follow ``node``, before kind filtering."""
+    if node.op == "placeholder":
+        return ("input" if n_inputs == 1 else f"input:{node.target}", "input")
+    if node.op == "call_module":
+        module = modules[str(node.target)]
+        kind = module_kind(module)
+        return None if kind is None else (f"{node.target}:{type(module).__name__}", kind)
+    if node.op in ("call_function", "call_method"):
+        kind = function_kind(node.target)
+        if kind is None:
+            return None
+        if kind in BINARY_KINDS:
+            tensors = [a for a in node.args if isinstance(a, fx.Node) and _first_meta(a.meta.get("tensor_meta"))]
+            if len(tensors) < 2:
+                return None
+        op = node.target if isinstance(node.target, str) else node.target.__name__
+        op = op.strip("_")
+        stack = node.meta.get("nn_module_stack") or {}
+        scope = next(reversed(stack.values()))[0] if stack else ""
+        return (f"{scope}:{op}" if scope else op, kind)
+    return None
+
+
+def _instrument_fx(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str]) -> NoisyModel:
+    graph = _SiteTracer().trace(model)
+    gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+    ShapeProp(gm).propagate(*args)
+    modules = dict(gm.named_modules())
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    chosen: list[tuple[fx.Node, str, str, tuple[int, ...]]] = []
+    for node in graph.nodes:
+        meta = _first_meta(node.meta.get("tensor_meta"))
+        candidate = _fx_candidate(node, modules, len(placeholders))
+        if meta is None or candidate is None or candidate[1] not in kinds:
+            continue
+        chosen.append((node, candidate[0], candidate[1], tuple(meta.shape)))
+    names = _unique([name for _, name, _, _ in chosen])
+    sites = [
+        NoiseSite(SiteInfo(index=i, name=name, kind=kind, shape=shape))
+        for i, (name, (_, _, kind, shape)) in enumerate(zip(names, chosen, strict=True))
+    ]
+    gm.add_module("noise_sites", nn.ModuleList(sites))
+    for i, (node, *_rest) in enumerate(chosen):
+        with graph.inserting_after(node):
+            site_node = graph.call_module(f"noise_sites.{i}", (node,))
+        node.replace_all_uses_with(site_node, delete_user_cb=lambda user, s=site_node: user is not s)
+    graph.lint()
+    gm.recompile()
+    return NoisyModel(gm, model, sites, "fx")
+
+
+def _instrument_hooks(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str]) -> NoisyModel:
+    targets: dict[nn.Module, tuple[str, str]] = {}
+    covered: list[str] = []
+    for name, module in model.named_modules():
+        kind = module_kind(module)
+        if kind is None or kind not in kinds or any(name.startswith(p + ".") for p in covered):
+            continue
+        covered.append(name)
+        label = f"{name}:{type(module).__name__}" if name else type(module).__name__
+        targets[module] = (label, kind)
+
+    calls: list[tuple[nn.Module, tuple[int, ...]]] = []
+
+    def record(module: nn.Module, _inputs: Any, output: Any) -> None:
+        tensor = _first_tensor(output)
+        if tensor is not None:
+            calls.append((module, tuple(tensor.shape)))
+
+    probes = [m.register_forward_hook(record) for m in targets]
+    try:
+        model(*args)
+    finally:
+        for probe in probes:
+            probe.remove()
+
+    infos: list[tuple[str, str, tuple[int, ...]]] = []
+    first = _first_tensor(args[0]) if args else None
+    if "input" in kinds and first is not None:
+        infos.append(("input", "input", tuple(first.shape)))
+    infos += [(*targets[module], shape) for module, shape in calls]
+    names = _unique([name for name, _, _ in infos])
+    sites = [
+        NoiseSite(SiteInfo(index=i, name=name, kind=kind, shape=shape))
+        for i, (name, (_, kind, shape)) in enumerate(zip(names, infos, strict=True))
+    ]
+    offset = 1 if infos and infos[0][1] == "input" else 0
+    per_module: dict[nn.Module, list[NoiseSite]] = {}
+    for (module, _), site in zip(calls, sites[offset:], strict=True):
+        per_module.setdefault(module, []).append(site)
+    call_count: Counter[nn.Module] = Counter()
+
+    def start(_module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        call_count.clear()
+        if offset and inputs and _first_tensor(inputs[0]) is not None:
+            return (sites[0](inputs[0]), *inputs[1:])
+        return None
+
+    def inject(module: nn.Module, _inputs: Any, output: Any) -> Any:
+        own = per_module[module]
+        site = own[min(call_count[module], len(own) - 1)]
+        call_count[module] += 1
+        return site(output)
+
+    handles = [model.register_forward_pre_hook(start)]
+    handles += [m.register_forward_hook(inject) for m in per_module]
+    return NoisyModel(model, model, sites, "hooks", handles)

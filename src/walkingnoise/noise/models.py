@@ -1,0 +1,190 @@
+"""Noise models: what happens to an activation tensor at one noise site.
+
+The equations are those of Walking Noise (Borras, Klein, Fröning, arXiv 2212.10430, Sec. 3):
+
+========================  =====================================================
+additive                  y = x + n,        n ~ N(0, σ²)
+multiplicative            y = x · m,        m ~ N(1, σ²)
+mixed, ``mul_first``      y = x · m + n,    m ~ N(1, σ_mul²), n ~ N(0, σ_add²)
+mixed, ``add_first``      y = (x + n) · m
+========================  =====================================================
+
+A fresh sample is drawn for every element on every forward pass, from PyTorch's global generator
+(so ``torch.manual_seed`` makes it reproducible).
+
+Gradient. The sampled noise never carries a gradient. With the default
+``gradient="forward_only"`` the noise acts in the forward pass only, as the papers describe it:
+the backward pass sees the site as the identity, ∂y/∂x = 1 for every model (a straight-through
+estimator). With ``gradient="through_noise"`` autograd differentiates the noisy expression with the
+sample held fixed, as the published Walking Noise code does: ∂y/∂x = 1 (additive), m
+(multiplicative and both mixed orders).
+
+Noise levels are float32 tensors. σ up to 1e13 is safe for inputs of normal scale: the noise is
+formed as ``randn · σ`` (never σ², which overflows float32 above ~1.8e19).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+
+Gradient = Literal["forward_only", "through_noise"]
+MixedOrder = Literal["mul_first", "add_first"]
+NoiseLevel = float | tuple[float, float]
+
+
+def _gaussian(x: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Zero-mean Gaussian noise shaped like ``x`` with standard deviation ``std`` (broadcast)."""
+    return torch.randn_like(x) * std.to(x.dtype)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoiseModel(ABC):
+    """Base of all noise models: the kind of noise plus when it is switched on.
+
+    Attributes:
+        training: inject while the model is in training mode (``model.train()``).
+        evaluation: inject while the model is in evaluation mode (``model.eval()``).
+        gradient: ``forward_only`` (default; backward sees the identity) or ``through_noise``
+            (autograd differentiates through the fixed sample).
+    """
+
+    name: ClassVar[str]
+    level_names: ClassVar[tuple[str, ...]]
+    training: bool = True
+    evaluation: bool = True
+    gradient: Gradient = "forward_only"
+
+    def __post_init__(self) -> None:
+        if self.gradient not in ("forward_only", "through_noise"):
+            raise ValueError(
+                f"gradient must be 'forward_only' or 'through_noise', not {self.gradient!r}"
+            )
+
+    @abstractmethod
+    def levels(self, sigma: NoiseLevel) -> tuple[float, ...]:
+        """Turn a user-facing σ into this model's level vector (one entry per ``level_names``)."""
+
+    @abstractmethod
+    def sample(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """The noisy value of ``x`` (no gradient rules applied) for a level vector ``levels``."""
+
+    def active_in(self, training: bool) -> bool:
+        """Whether this model injects noise in training (True) or evaluation (False) mode."""
+        return self.training if training else self.evaluation
+
+    def apply(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """Perturb ``x`` with fresh noise, following this model's gradient rule."""
+        if self.gradient == "through_noise":
+            return self.sample(x, levels)
+        with torch.no_grad():
+            delta = self.sample(x, levels) - x
+        return x + delta
+
+
+def _check_sigma(name: str, value: float) -> float:
+    value = float(value)
+    if not value >= 0.0 or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number ≥ 0, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdditiveNoise(NoiseModel):
+    """y = x + n, n ~ N(0, σ²). σ is in the units of the activation."""
+
+    name: ClassVar[str] = "additive"
+    level_names: ClassVar[tuple[str, ...]] = ("sigma",)
+
+    def levels(self, sigma: NoiseLevel) -> tuple[float, ...]:
+        """The single level (σ,)."""
+        if isinstance(sigma, tuple):
+            raise ValueError(f"additive noise takes one σ, got {sigma!r}")
+        return (_check_sigma("sigma", sigma),)
+
+    def sample(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """x + N(0, σ²)."""
+        return x + _gaussian(x, levels[..., 0])
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiplicativeNoise(NoiseModel):
+    """y = x · m, m ~ N(1, σ²). σ is relative to the activation's magnitude."""
+
+    name: ClassVar[str] = "multiplicative"
+    level_names: ClassVar[tuple[str, ...]] = ("sigma",)
+
+    def levels(self, sigma: NoiseLevel) -> tuple[float, ...]:
+        """The single level (σ,)."""
+        if isinstance(sigma, tuple):
+            raise ValueError(f"multiplicative noise takes one σ, got {sigma!r}")
+        return (_check_sigma("sigma", sigma),)
+
+    def sample(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """x · N(1, σ²)."""
+        return x * (1.0 + _gaussian(x, levels[..., 0]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixedNoise(NoiseModel):
+    """Multiplicative and additive noise at one site, in the given order.
+
+    σ is either a pair ``(σ_mul, σ_add)`` or, when ``ratio`` is set, one amplitude A with
+    σ_add = A·r and σ_mul = A·(1 − r) (the paper's amplitude/ratio parameterisation).
+
+    Attributes:
+        order: ``mul_first`` (y = x·m + n) or ``add_first`` (y = (x + n)·m).
+        ratio: r in (0, 1) to read a scalar σ as an amplitude; None to require a pair.
+    """
+
+    name: ClassVar[str] = "mixed"
+    level_names: ClassVar[tuple[str, ...]] = ("sigma_mul", "sigma_add")
+    order: MixedOrder = "mul_first"
+    ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.order not in ("mul_first", "add_first"):
+            raise ValueError(f"order must be 'mul_first' or 'add_first', not {self.order!r}")
+        if self.ratio is not None and not 0.0 < self.ratio < 1.0:
+            raise ValueError(f"ratio must lie in (0, 1), got {self.ratio!r}")
+
+    def levels(self, sigma: NoiseLevel) -> tuple[float, ...]:
+        """(σ_mul, σ_add) from a pair, or from an amplitude when ``ratio`` is set."""
+        if isinstance(sigma, tuple):
+            if len(sigma) != 2:
+                raise ValueError(f"mixed noise takes (sigma_mul, sigma_add), got {sigma!r}")
+            return (_check_sigma("sigma_mul", sigma[0]), _check_sigma("sigma_add", sigma[1]))
+        if self.ratio is None:
+            raise ValueError(
+                "mixed noise needs σ as a pair (sigma_mul, sigma_add), or a ratio to read "
+                f"the scalar {sigma!r} as an amplitude"
+            )
+        amplitude = _check_sigma("amplitude", sigma)
+        return (amplitude * (1.0 - self.ratio), amplitude * self.ratio)
+
+    def sample(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """x·m + n (``mul_first``) or (x + n)·m (``add_first``)."""
+        m = 1.0 + _gaussian(x, levels[..., 0])
+        n = _gaussian(x, levels[..., 1])
+        if self.order == "mul_first":
+            return x * m + n
+        return (x + n) * m
+
+
+NOISE_MODELS: dict[str, type[NoiseModel]] = {
+    cls.name: cls for cls in (AdditiveNoise, MultiplicativeNoise, MixedNoise)
+}
+
+
+def make_noise_model(name: str, **options: object) -> NoiseModel:
+    """Build a noise model by name (``additive``, ``multiplicative``, ``mixed``)."""
+    try:
+        cls = NOISE_MODELS[name]
+    except KeyError:
+        known = ", ".join(NOISE_MODELS)
+        raise ValueError(f"unknown noise model {name!r}; known: {known}") from None
+    return cls(**options)

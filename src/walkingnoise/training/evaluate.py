@@ -1,0 +1,133 @@
+"""Evaluation of a model on a split, with its noise sites as configured, repeated R times."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from walkingnoise.data.dataset import Split
+from walkingnoise.noise.instrument import NoisyModel
+from walkingnoise.noise.models import NoiseLevel, NoiseModel
+from walkingnoise.noise.placement import Placement
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Accuracy and loss over R repeated passes; the spread comes from fresh noise each pass."""
+
+    accuracies: tuple[float, ...]
+    losses: tuple[float, ...]
+
+    @property
+    def accuracy(self) -> float:
+        """Mean accuracy over the repeats (fraction in [0, 1])."""
+        return sum(self.accuracies) / len(self.accuracies)
+
+    @property
+    def accuracy_std(self) -> float:
+        """Sample standard deviation of the accuracy over the repeats (0 for one repeat)."""
+        return _std(self.accuracies)
+
+    @property
+    def loss(self) -> float:
+        """Mean cross-entropy over the repeats."""
+        return sum(self.losses) / len(self.losses)
+
+    @property
+    def loss_std(self) -> float:
+        """Sample standard deviation of the loss over the repeats."""
+        return _std(self.losses)
+
+    def as_dict(self, prefix: str) -> dict[str, float]:
+        """Flat metrics ``{prefix}_accuracy``, ``{prefix}_accuracy_std``, ``{prefix}_loss``, ..."""
+        return {
+            f"{prefix}_accuracy": self.accuracy,
+            f"{prefix}_accuracy_std": self.accuracy_std,
+            f"{prefix}_loss": self.loss,
+            f"{prefix}_loss_std": self.loss_std,
+        }
+
+
+def _std(values: tuple[float, ...]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+@torch.no_grad()
+def accuracy_and_loss(model: nn.Module, split: Split, batch_size: int = 1024) -> tuple[float, float]:
+    """One pass over ``split`` in eval mode: (accuracy, mean cross-entropy)."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    try:
+        for start in range(0, len(split), batch_size):
+            x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
+            logits = model(x)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == y).sum().item()
+    finally:
+        model.train(was_training)
+    return correct / len(split), loss_sum / len(split)
+
+
+def evaluate(
+    model: NoisyModel, split: Split, *, repeats: int = 1, batch_size: int = 1024
+) -> Evaluation:
+    """Evaluate with the model's evaluation noise, ``repeats`` times when any site is active."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be ≥ 1, got {repeats}")
+    was_training = model.training
+    model.eval()
+    noisy = any(site.is_active() for site in model.sites)
+    model.train(was_training)
+    runs = [accuracy_and_loss(model, split, batch_size) for _ in range(repeats if noisy else 1)]
+    return Evaluation(tuple(a for a, _ in runs), tuple(loss for _, loss in runs))
+
+
+def evaluate_clean(model: NoisyModel, split: Split, *, batch_size: int = 1024) -> Evaluation:
+    """Evaluate with every noise site switched off."""
+    with model.noise_disabled():
+        return evaluate(model, split, batch_size=batch_size)
+
+
+def evaluate_placements(
+    model: NoisyModel,
+    split: Split,
+    noise: NoiseModel,
+    placements: Sequence[Placement],
+    sigmas: Sequence[NoiseLevel],
+    *,
+    repeats: int = 1,
+    batch_size: int = 1024,
+) -> list[dict[str, Any]]:
+    """Evaluate one trained model at every (placement, σ); no retraining.
+
+    This is how inference-only experiments share one clean training run. The model's own noise
+    configuration is restored afterwards. Returns one row per pair: placement, site (for
+    walking placements), sigma, accuracy, accuracy_std, loss.
+    """
+    rows = []
+    with model.noise_preserved():
+        for placement in placements:
+            for sigma in sigmas:
+                model.set_noise(noise, placement, sigma)
+                result = evaluate(model, split, repeats=repeats, batch_size=batch_size)
+                rows.append(
+                    {
+                        "placement": str(placement),
+                        "site": getattr(placement, "site", None),
+                        "sigma": sigma,
+                        "accuracy": result.accuracy,
+                        "accuracy_std": result.accuracy_std,
+                        "loss": result.loss,
+                    }
+                )
+    return rows

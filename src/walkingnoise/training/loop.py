@@ -1,0 +1,121 @@
+"""The training loop: in-memory batches, Adam, cosine annealing, optional clamping."""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from walkingnoise._progress import bar_disabled
+from walkingnoise.data.dataset import Split
+from walkingnoise.noise.instrument import NoisyModel
+from walkingnoise.training.clamp import clamp_weights
+from walkingnoise.training.evaluate import accuracy_and_loss
+from walkingnoise.training.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did: mean training loss and accuracy (with training noise, if any),
+    clean validation accuracy, and the learning rate used."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_accuracy: float | None
+    lr: float
+
+
+@dataclass
+class TrainHistory:
+    """Per-epoch records; ``diverged`` is set when the loss stopped being finite."""
+
+    epochs: list[EpochRecord] = field(default_factory=list)
+    diverged: bool = False
+
+
+def make_optimizer(
+    model: nn.Module, recipe: Recipe
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam with the recipe's learning rate, and its per-epoch learning-rate schedule."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+    else:
+        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    return optimizer, scheduler
+
+
+def train_model(
+    model: nn.Module,
+    train: Split,
+    recipe: Recipe,
+    *,
+    seed: int,
+    validation: Split | None = None,
+    progress: bool | None = None,
+) -> TrainHistory:
+    """Train ``model`` in place on ``train`` following ``recipe``.
+
+    Batches are drawn from a permutation seeded by ``seed`` (model initialisation and noise use
+    the global generator, seeded by the caller). A final batch of one sample is skipped, since
+    BatchNorm cannot normalise it. Validation accuracy is measured without noise.
+    ``progress=None`` shows a bar only on a terminal.
+    """
+    optimizer, scheduler = make_optimizer(model, recipe)
+    generator = torch.Generator().manual_seed(seed)
+    history = TrainHistory()
+    n = len(train)
+    bar = tqdm(range(recipe.epochs), desc="epochs", unit="epoch", disable=bar_disabled(progress))
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(n, generator=generator).to(train.x.device)
+        loss_sum, correct, seen = 0.0, 0, 0
+        lr = optimizer.param_groups[0]["lr"]
+        for start in range(0, n, recipe.batch_size):
+            index = order[start : start + recipe.batch_size]
+            if len(index) < 2:
+                continue
+            x, y = train.x[index], train.y[index]
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if recipe.clamp is not None:
+                clamp_weights(model, recipe.clamp)
+            loss_sum += loss.item() * len(index)
+            correct += (logits.detach().argmax(dim=1) == y).sum().item()
+            seen += len(index)
+        scheduler.step()
+        train_loss = loss_sum / max(seen, 1)
+        val_accuracy = None
+        if validation is not None and len(validation):
+            with _noise_off(model):
+                val_accuracy = accuracy_and_loss(model, validation, recipe.eval_batch_size)[0]
+        record = EpochRecord(epoch, train_loss, correct / max(seen, 1), val_accuracy, lr)
+        history.epochs.append(record)
+        bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=_fmt(val_accuracy))
+        log.debug("epoch %d: %s", epoch, record)
+        if not math.isfinite(train_loss):
+            history.diverged = True
+            log.warning("training diverged at epoch %d (loss %s); stopping", epoch, train_loss)
+            break
+    bar.close()
+    return history
+
+
+def _noise_off(model: nn.Module) -> AbstractContextManager:
+    return model.noise_disabled() if isinstance(model, NoisyModel) else nullcontext()
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

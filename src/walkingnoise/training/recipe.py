@@ -1,0 +1,32 @@
+"""The training recipe: optimizer, schedule, batch size, epochs, weight clamping."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Recipe(BaseModel):
+    """How a model is trained; the defaults are the Walking Noise paper's settings.
+
+    Attributes:
+        epochs: passes over the training split (the paper: 100 for MNIST MLPs, 300 for CIFAR-10).
+        batch_size: samples per optimizer step (paper: 128; 512 for speech commands).
+        lr: Adam's learning rate (paper: 1e-3; 5e-4 for speech commands).
+        weight_decay: Adam's L2 penalty.
+        schedule: ``cosine`` annealing of the learning rate to 0 over all epochs, or ``constant``.
+        clamp: if set, clamp every weight (not BatchNorm parameters, not biases) to
+            [-clamp, clamp] after each optimizer step; the paper uses 1.0.
+        eval_batch_size: samples per forward pass during evaluation (memory only).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    clamp: float | None = Field(default=None, gt=0)
+    eval_batch_size: int = Field(default=1024, ge=1)

@@ -1,0 +1,97 @@
+"""Run one experiment end to end: data, model, noise, training, clean and noisy evaluation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from walkingnoise.data import InMemoryDataset, load_dataset
+from walkingnoise.experiment import Experiment
+from walkingnoise.models import build_model
+from walkingnoise.noise.instrument import NoisyModel, instrument
+from walkingnoise.training.evaluate import evaluate, evaluate_clean
+from walkingnoise.training.loop import TrainHistory, train_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExperimentResult:
+    """Metrics of one experiment plus the trained model.
+
+    ``metrics`` holds ``{clean,noisy}_{validation,test}_{accuracy,loss}`` and their ``_std``
+    over the noisy repeats, all accuracies as fractions in [0, 1].
+    """
+
+    experiment: Experiment
+    model: NoisyModel
+    history: TrainHistory
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def build_noisy_model(experiment: Experiment, dataset: InMemoryDataset) -> NoisyModel:
+    """Build the experiment's model for ``dataset``, instrument it, and configure its noise.
+
+    The global generator is seeded with the experiment's seed first, so the initial weights are
+    a function of the seed alone.
+    """
+    torch.manual_seed(experiment.seed)
+    clean = build_model(
+        experiment.model,
+        dataset.input_shape,
+        dataset.num_classes,
+        batchnorm=experiment.batchnorm,
+    )
+    noisy = instrument(clean, dataset.train.x[:2])
+    noisy.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
+    return noisy
+
+
+def run_experiment(
+    experiment: Experiment,
+    *,
+    dataset: InMemoryDataset | None = None,
+    data_root: str | Path | None = None,
+    progress: bool | None = None,
+) -> ExperimentResult:
+    """Train and evaluate one experiment; pass ``dataset`` to reuse data already in memory."""
+    started = time.perf_counter()
+    if dataset is None:
+        dataset = load_dataset(experiment.dataset, root=data_root)
+    loaded = time.perf_counter()
+    model = build_noisy_model(experiment, dataset)
+    history = train_model(
+        model,
+        dataset.train,
+        experiment.recipe,
+        seed=experiment.seed,
+        validation=dataset.validation,
+        progress=progress,
+    )
+    trained = time.perf_counter()
+    batch = experiment.recipe.eval_batch_size
+    metrics: dict[str, float] = {}
+    for split in ("validation", "test"):
+        data = dataset.split(split)
+        metrics |= evaluate_clean(model, data, batch_size=batch).as_dict(f"clean_{split}")
+        noisy = evaluate(model, data, repeats=experiment.eval_repeats, batch_size=batch)
+        metrics |= noisy.as_dict(f"noisy_{split}")
+    finished = time.perf_counter()
+    log.info(
+        "%s: clean test accuracy %.4f, noisy %.4f ± %.4f",
+        experiment.content_hash()[:12],
+        metrics["clean_test_accuracy"],
+        metrics["noisy_test_accuracy"],
+        metrics["noisy_test_accuracy_std"],
+    )
+    seconds = {
+        "load": loaded - started,
+        "train": trained - loaded,
+        "evaluate": finished - trained,
+    }
+    return ExperimentResult(experiment, model, history, metrics, seconds)
