@@ -74,7 +74,9 @@ def quickstart(
     ]
 
     jobs = [(p, s) for p in placements for s in sigmas]
-    for placement, sigma in tqdm(jobs, desc="noisy training", unit="model", disable=bar_disabled(progress)):
+    for placement, sigma in tqdm(
+        jobs, desc="noisy training", unit="model", disable=bar_disabled(progress)
+    ):
         experiment = base.model_copy(
             update={"placement": str(placement), "sigma": float(sigma), "train_noise": True}
         )

@@ -259,7 +259,11 @@ def _fx_candidate(
         if kind is None:
             return None
         if kind in BINARY_KINDS:
-            tensors = [a for a in node.args if isinstance(a, fx.Node) and _first_meta(a.meta.get("tensor_meta"))]
+            tensors = [
+                a
+                for a in node.args
+                if isinstance(a, fx.Node) and _first_meta(a.meta.get("tensor_meta"))
+            ]
             if len(tensors) < 2:
                 return None
         op = node.target if isinstance(node.target, str) else node.target.__name__
@@ -292,7 +296,9 @@ def _instrument_fx(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str
     for i, (node, *_rest) in enumerate(chosen):
         with graph.inserting_after(node):
             site_node = graph.call_module(f"noise_sites.{i}", (node,))
-        node.replace_all_uses_with(site_node, delete_user_cb=lambda user, s=site_node: user is not s)
+        node.replace_all_uses_with(
+            site_node, delete_user_cb=lambda user, s=site_node: user is not s
+        )
     graph.lint()
     gm.recompile()
     return NoisyModel(gm, model, sites, "fx")

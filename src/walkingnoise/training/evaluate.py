@@ -62,7 +62,9 @@ def _std(values: tuple[float, ...]) -> float:
 
 
 @torch.no_grad()
-def accuracy_and_loss(model: nn.Module, split: Split, batch_size: int = 1024) -> tuple[float, float]:
+def accuracy_and_loss(
+    model: nn.Module, split: Split, batch_size: int = 1024
+) -> tuple[float, float]:
     """One pass over ``split`` in eval mode: (accuracy, mean cross-entropy)."""
     was_training = model.training
     model.eval()

@@ -1,0 +1,276 @@
+"""Instrumenting arbitrary models: a ResNet, a Transformer block, the hooks fallback."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from walkingnoise.noise import (
+    DEFAULT_KINDS,
+    AdditiveNoise,
+    GlobalPlacement,
+    NoiseSite,
+    WalkingPlacement,
+    instrument,
+)
+
+
+class BasicBlock(nn.Module):
+    """A ResNet basic block: conv-bn-relu-conv-bn, plus the (projected) input, then ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+class TinyResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.layer1 = BasicBlock(8, 8)
+        self.layer2 = BasicBlock(8, 16, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.stem(x)))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class EncoderBlock(nn.Module):
+    """A pre-norm Transformer encoder block: attention and feed-forward, each with a residual."""
+
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.ff(self.norm2(x))
+
+
+class HandAttention(nn.Module):
+    """Scaled dot-product attention written with matmul and softmax."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.scale = 1 / math.sqrt(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        weights = torch.softmax(q @ k.transpose(-2, -1) * self.scale, dim=-1)
+        return torch.matmul(weights, v)
+
+
+class DataDependent(nn.Module):
+    """Untraceable by torch.fx: control flow on a tensor value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 8)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.fc1(x))
+        if h.sum() > -1.0:
+            h = h * 1.0
+        return self.fc2(h) + x[:, :2]
+
+
+def _kinds(noisy) -> list[str]:
+    return [info.kind for info in noisy.site_table]
+
+
+def _names(noisy) -> list[str]:
+    return [info.name for info in noisy.site_table]
+
+
+def test_resnet_gets_sites_after_layers_and_skip_connection_adds() -> None:
+    noisy = instrument(TinyResNet(), torch.randn(2, 3, 8, 8))
+    assert noisy.method == "fx"
+    names = _names(noisy)
+    assert names[:4] == ["input", "stem:Conv2d", "bn:BatchNorm2d", "relu"]
+    assert names[4:11] == [
+        "layer1.conv1:Conv2d",
+        "layer1.bn1:BatchNorm2d",
+        "layer1:relu",
+        "layer1.conv2:Conv2d",
+        "layer1.bn2:BatchNorm2d",
+        "layer1:add",
+        "layer1:relu#2",
+    ]
+    assert "layer2.shortcut.0:Conv2d" in names
+    assert names[-2:] == ["pool:AdaptiveAvgPool2d", "fc:Linear"]
+    assert _kinds(noisy).count("add") == 2
+    assert len(names) == len(set(names))
+    shapes = {info.name: info.shape for info in noisy.site_table}
+    assert shapes["layer2:add"] == (2, 16, 4, 4)
+    assert shapes["fc:Linear"] == (2, 10)
+
+
+def test_noise_at_a_skip_connection_add_changes_the_output() -> None:
+    torch.manual_seed(0)
+    noisy = instrument(TinyResNet(), torch.randn(2, 3, 8, 8)).eval()
+    x = torch.randn(4, 3, 8, 8)
+    clean = noisy(x)
+    add = next(i.index for i in noisy.site_table if i.name == "layer1:add")
+    noisy.set_noise(AdditiveNoise(), WalkingPlacement(add), 1.0)
+    assert not torch.allclose(noisy(x), clean)
+    noisy.clear_noise()
+    torch.testing.assert_close(noisy(x), clean)
+
+
+def test_transformer_encoder_block_sites() -> None:
+    noisy = instrument(EncoderBlock(), torch.randn(2, 5, 16))
+    assert noisy.method == "fx"
+    assert _kinds(noisy) == [
+        "input",
+        "norm",
+        "attention",
+        "add",
+        "norm",
+        "linear",
+        "activation",
+        "linear",
+        "add",
+    ]
+    assert _names(noisy)[2] == "attn:MultiheadAttention"
+    assert all(info.shape == (2, 5, 16) for info in noisy.site_table if info.kind == "add")
+    noisy.set_noise(AdditiveNoise(), WalkingPlacement(2), 0.5)
+    x = torch.randn(3, 5, 16)
+    assert noisy.eval()(x).shape == (3, 5, 16)
+
+
+def test_hand_written_attention_gets_matmul_and_softmax_sites() -> None:
+    noisy = instrument(HandAttention(), torch.randn(2, 5, 8))
+    assert _names(noisy) == ["input", "qkv:Linear", "matmul", "softmax", "matmul#2"]
+    assert noisy.site_table[2].shape == (2, 5, 5)
+
+
+def test_instrumented_model_without_noise_computes_the_same_function() -> None:
+    torch.manual_seed(0)
+    model = TinyResNet().eval()
+    x = torch.randn(3, 3, 8, 8)
+    expected = model(x)
+    noisy = instrument(model, x[:2])
+    noisy.set_noise(AdditiveNoise(), GlobalPlacement(), 0.0)
+    torch.testing.assert_close(noisy.eval()(x), expected)
+
+
+def test_parameters_are_shared_not_copied() -> None:
+    model = TinyResNet()
+    noisy = instrument(model, torch.randn(2, 3, 8, 8))
+    assert {id(p) for p in noisy.parameters()} == {id(p) for p in model.parameters()}
+    assert noisy.source is model
+    assert set(noisy.source.state_dict()) == set(TinyResNet().state_dict())
+
+
+def test_probing_leaves_batchnorm_statistics_and_mode_alone() -> None:
+    model = TinyResNet().train()
+    before = model.bn.running_mean.clone()
+    instrument(model, torch.randn(2, 3, 8, 8) + 5.0)
+    assert torch.equal(model.bn.running_mean, before)
+    assert model.training
+
+
+def test_untraceable_model_falls_back_to_hooks(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="walkingnoise"):
+        noisy = instrument(DataDependent(), torch.randn(2, 4))
+    assert noisy.method == "hooks"
+    assert "could not trace DataDependent" in caplog.text
+    assert _names(noisy) == ["input", "fc1:Linear", "act:ReLU", "fc2:Linear"]
+    assert [i.shape for i in noisy.site_table] == [(2, 4), (2, 8), (2, 8), (2, 2)]
+    noisy.eval()
+    x = torch.randn(5, 4)
+    clean = noisy(x)
+    for site in range(4):
+        noisy.set_noise(AdditiveNoise(), WalkingPlacement(site), 1.0)
+        assert not torch.allclose(noisy(x), clean), site
+    noisy.clear_noise()
+    torch.testing.assert_close(noisy(x), clean)
+    noisy.remove_hooks()
+    noisy.set_noise(AdditiveNoise(), GlobalPlacement(), 1.0)
+    torch.testing.assert_close(noisy.source(x), clean)
+
+
+def test_explicit_fx_on_an_untraceable_model_raises() -> None:
+    with pytest.raises(Exception, match="control flow"):
+        instrument(DataDependent(), torch.randn(2, 4), method="fx")
+
+
+def test_hooks_and_fx_agree_on_a_sequential_model() -> None:
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)
+        )
+
+    x = torch.randn(6, 4, 4)
+    by_fx = instrument(net(), x, method="fx")
+    by_hooks = instrument(net(), x, method="hooks")
+    assert by_fx.site_table == by_hooks.site_table
+    torch.testing.assert_close(by_fx.eval()(x), by_hooks.eval()(x))
+
+
+def test_a_module_called_twice_gets_two_sites() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.fc(x))
+
+    for method in ("fx", "hooks"):
+        noisy = instrument(Twice(), torch.randn(2, 4), method=method)
+        assert _names(noisy) == ["input", "fc:Linear", "fc:Linear#2"], method
+        noisy.eval().set_noise(AdditiveNoise(), WalkingPlacement(1), 1.0)
+        x = torch.randn(3, 4)
+        assert not torch.allclose(noisy(x), noisy.source(x))
+
+
+def test_kind_selection() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    noisy = instrument(model, torch.randn(2, 4), kinds=DEFAULT_KINDS - {"batchnorm", "input"})
+    assert _kinds(noisy) == ["linear", "activation", "linear"]
+    with pytest.raises(ValueError, match="unknown site kind"):
+        instrument(model, torch.randn(2, 4), kinds={"linear", "dense"})
+
+
+def test_flatten_and_dropout_get_no_site() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.1), nn.Linear(4, 2))
+    noisy = instrument(model, torch.randn(2, 2, 2))
+    assert _names(noisy) == ["input", "2:Linear"]
+
+
+def test_noise_sites_are_modules_of_the_instrumented_model() -> None:
+    noisy = instrument(TinyResNet(), torch.randn(2, 3, 8, 8))
+    found = [m for m in noisy.modules() if isinstance(m, NoiseSite)]
+    assert len(found) == len(noisy.site_table)
