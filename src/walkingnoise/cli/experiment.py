@@ -1,61 +1,17 @@
-"""The ``walking-noise`` command: a thin layer that parses arguments and calls library functions."""
+"""Commands for single experiments: ``train``, ``sites``, ``models``, ``quickstart``."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
-from collections.abc import Sequence
 
-import pydantic
-
-from walkingnoise import __version__
-
-log = logging.getLogger("walkingnoise")
+from walkingnoise.cli._common import add_data_options, add_progress_option, parse_sigma
 
 
-class UsageError(ValueError):
-    """A command-line value that cannot be used."""
-
-
-def _sigma(text: str) -> float | tuple[float, float]:
-    """Parse ``0.5`` or a mixed-noise pair ``0.1,0.5`` (σ_mul, σ_add)."""
-    try:
-        parts = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number or a pair 'MUL,ADD': {text!r}") from None
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        return (parts[0], parts[1])
-    raise argparse.ArgumentTypeError(f"expected one σ or a pair 'MUL,ADD', got {text!r}")
-
-
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="digits", help="dataset name (default: digits)")
-    parser.add_argument("--data-root", default=None, help="directory holding the dataset files")
-
-
-def _add_progress_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="show progress bars (default: only on a terminal)",
-    )
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="walking-noise",
-        description="Measure where and how much activation noise a neural network tolerates.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the ``train``, ``sites``, ``models`` and ``quickstart`` commands."""
 
     train = commands.add_parser("train", help="train and evaluate one experiment")
-    _add_data_options(train)
+    add_data_options(train)
     train.add_argument("--model", default="mlp", help="model name (see `walking-noise models`)")
     train.add_argument(
         "--batchnorm", action=argparse.BooleanOptionalAction, default=True, help="use BatchNorm"
@@ -76,7 +32,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default="global",
         help="global | global-except:KIND | walking:INDEX | map:I=S;J=S (default: global)",
     )
-    train.add_argument("--sigma", type=_sigma, default=None, help="σ, or MUL,ADD for mixed")
+    train.add_argument("--sigma", type=parse_sigma, default=None, help="σ, or MUL,ADD for mixed")
     train.add_argument(
         "--train-noise", action="store_true", help="inject the noise during training too"
     )
@@ -87,24 +43,27 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-repeats", type=int, default=5, help="noisy evaluations R")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", default=None, help="write the trained model to this file")
-    _add_progress_option(train)
+    add_progress_option(train)
+    train.set_defaults(handler=_cmd_train)
 
     sites = commands.add_parser("sites", help="print the noise-site table of a model")
     sites.add_argument("model", help="model name (see `walking-noise models`)")
-    _add_data_options(sites)
+    add_data_options(sites)
     sites.add_argument(
         "--batchnorm", action=argparse.BooleanOptionalAction, default=True, help="use BatchNorm"
     )
+    sites.set_defaults(handler=_cmd_sites)
 
-    commands.add_parser("models", help="list the built-in models")
+    models = commands.add_parser("models", help="list the built-in models")
+    models.set_defaults(handler=_cmd_models)
 
     quick = commands.add_parser(
         "quickstart", help="MLP on the bundled digits: accuracy vs σ, global and walking noise"
     )
     quick.add_argument("--epochs", type=int, default=30)
     quick.add_argument("--seed", type=int, default=0)
-    _add_progress_option(quick)
-    return parser
+    add_progress_option(quick)
+    quick.set_defaults(handler=_cmd_quickstart)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -186,43 +145,3 @@ def _cmd_quickstart(args: argparse.Namespace) -> None:
     ):
         print(f"\n{title}:")
         print(accuracy_table(frame, training).to_string(float_format=lambda v: f"{v:.1f}"))
-
-
-COMMANDS = {
-    "train": _cmd_train,
-    "sites": _cmd_sites,
-    "models": _cmd_models,
-    "quickstart": _cmd_quickstart,
-}
-
-
-def _one_line(error: BaseException) -> str:
-    """A single-line description of a user-facing error."""
-    if isinstance(error, pydantic.ValidationError):
-        parts = []
-        for item in error.errors():
-            where = ".".join(str(p) for p in item["loc"])
-            parts.append(f"{where}: {item['msg']}" if where else item["msg"])
-        return "; ".join(parts)
-    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-    return " ".join(str(text).split())
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``walking-noise``; returns the exit status (2 for bad input)."""
-    args = _build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        COMMANDS[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError, PermissionError) as error:
-        print(f"walking-noise: error: {_one_line(error)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("walking-noise: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The ``walking-noise`` command: a thin layer that parses arguments and calls library functions.
+
+Each module of this package adds one group of subcommands through its ``register`` function;
+every subcommand sets a ``handler`` taking the parsed arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from walkingnoise import __version__
+from walkingnoise.cli import experiment
+from walkingnoise.cli._common import one_line
+
+COMMAND_GROUPS = (experiment,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every command group registered."""
+    parser = argparse.ArgumentParser(
+        prog="walking-noise",
+        description="Measure where and how much activation noise a neural network tolerates.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``walking-noise``; returns the exit status (2 for bad input)."""
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.handler(args)
+    except (ValueError, KeyError, FileNotFoundError, PermissionError) as error:
+        print(f"walking-noise: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("walking-noise: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,48 @@
+"""Argument helpers and error formatting shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+
+import pydantic
+
+
+def parse_sigma(text: str) -> float | tuple[float, float]:
+    """Parse ``0.5`` or a mixed-noise pair ``0.1,0.5`` (σ_mul, σ_add)."""
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or a pair 'MUL,ADD': {text!r}") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return (parts[0], parts[1])
+    raise argparse.ArgumentTypeError(f"expected one σ or a pair 'MUL,ADD', got {text!r}")
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """``--dataset`` and ``--data-root``."""
+    parser.add_argument("--dataset", default="digits", help="dataset name (default: digits)")
+    parser.add_argument("--data-root", default=None, help="directory holding the dataset files")
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    """``--progress/--no-progress``; the default shows bars only on a terminal."""
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress bars (default: only on a terminal)",
+    )
+
+
+def one_line(error: BaseException) -> str:
+    """A single-line description of a user-facing error."""
+    if isinstance(error, pydantic.ValidationError):
+        parts = []
+        for item in error.errors():
+            where = ".".join(str(p) for p in item["loc"])
+            parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+        return "; ".join(parts)
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(str(text).split())
