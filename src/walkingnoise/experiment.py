@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from walkingnoise.data.registry import dataset_names
+from walkingnoise.models.registry import model_names
 from walkingnoise.noise.models import (
     AdditiveNoise,
     MixedNoise,
@@ -52,10 +55,32 @@ class Experiment(BaseModel):
     eval_repeats: int = Field(default=5, ge=1)
     seed: int = Field(default=0, ge=0)
 
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_known(cls, value: str) -> str:
+        if value not in dataset_names():
+            raise ValueError(f"unknown dataset {value!r}; known: {', '.join(dataset_names())}")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_known(cls, value: str) -> str:
+        if value not in model_names():
+            raise ValueError(f"unknown model {value!r}; known: {', '.join(model_names())}")
+        return value
+
     @field_validator("placement")
     @classmethod
     def _placement_parses(cls, value: str) -> str:
         return str(parse_placement(value))
+
+    @field_validator("sigma")
+    @classmethod
+    def _sigma_finite(cls, value: float | tuple[float, float] | None) -> object:
+        for part in value if isinstance(value, tuple) else (value,):
+            if part is not None and not 0.0 <= part < math.inf:
+                raise ValueError(f"sigma must be finite and ≥ 0, got {part}")
+        return value
 
     @model_validator(mode="after")
     def _sigma_fits(self) -> Experiment:
@@ -67,6 +92,28 @@ class Experiment(BaseModel):
         if self.sigma is not None:
             model.levels(self.sigma)
         return self
+
+    @property
+    def trains_with_noise(self) -> bool:
+        """Whether training differs from a clean training (noise on during training)."""
+        return self.noise != "none" and self.train_noise
+
+    def clean_training(self) -> Experiment:
+        """The clean training this experiment's model comes from when noise is off in training.
+
+        Every inference-only experiment with the same dataset, model, BatchNorm flag, recipe and
+        seed shares it, so its content hash identifies one trained model.
+        """
+        keep = {"dataset", "model", "batchnorm", "recipe", "seed"}
+        return Experiment(**{k: v for k, v in self if k in keep}, noise="none")
+
+    def evaluation_seed(self) -> int:
+        """A seed for the noise of evaluation, derived from the content hash.
+
+        Seeding evaluation per experiment makes its noisy metrics independent of which other
+        experiments were evaluated before it on the same model, and of the executor.
+        """
+        return int(self.content_hash()[:15], 16)
 
     def placement_spec(self) -> Placement:
         """The placement object this experiment's ``placement`` string describes."""

@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from walkingnoise import __version__
-from walkingnoise.cli import experiment
+from walkingnoise.cli import experiment, sweep
 from walkingnoise.cli._common import one_line
 
-COMMAND_GROUPS = (experiment,)
+COMMAND_GROUPS = (experiment, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.handler(args)
-    except (ValueError, KeyError, FileNotFoundError, PermissionError) as error:
+    except (ValueError, KeyError, OSError) as error:
         print(f"walking-noise: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

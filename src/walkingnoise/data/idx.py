@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from walkingnoise.data.errors import DatasetFormatError, one_line
+
 __all__ = ["IDX_DTYPES", "IdxFormatError", "parse_idx", "read_idx"]
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -34,16 +36,11 @@ _EXPECTED_MAGIC = (
 )
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(DatasetFormatError):
     """Raised when a file is not a well-formed IDX file (or not the IDX content a loader expects).
 
     The message is one line that starts with the file's path and says what is wrong.
     """
-
-
-def _one_line(text: str) -> str:
-    """Collapse whitespace so a wrapped exception text fits on one line."""
-    return " ".join(text.split())
 
 
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
@@ -107,5 +104,5 @@ def read_idx(path: str | Path) -> np.ndarray:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
-            raise IdxFormatError(f"{path}: corrupt gzip stream: {_one_line(str(exc))}") from exc
+            raise IdxFormatError(f"{path}: corrupt gzip stream: {one_line(exc)}") from exc
     return parse_idx(data, source=str(path))

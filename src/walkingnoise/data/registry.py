@@ -1,24 +1,28 @@
-"""Dataset registry, the shared train/validation split, and the missing-files error."""
+"""Dataset registry, the shared train/validation split, and the data root."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from walkingnoise.data.dataset import InMemoryDataset, Split
+from walkingnoise.data.errors import DatasetNotFoundError
+from walkingnoise.data.status import DatasetStatus
 
 __all__ = [
     "DATA_ROOT_ENV",
     "SPLIT_SEED",
     "DatasetLoader",
+    "DatasetLocator",
     "DatasetNotFoundError",
     "UnknownDatasetError",
     "data_root",
     "dataset_names",
+    "dataset_status",
     "load_dataset",
     "register_dataset",
     "split_train_validation",
@@ -36,10 +40,14 @@ DATA_ROOT_ENV = "WALKINGNOISE_DATA"
 
 
 DatasetLoader = Callable[..., InMemoryDataset]
-"""A registered loader: ``(root, *, val_fraction=0.1, **options) -> InMemoryDataset``."""
+"""A registered loader: ``(root, *, val_fraction=0.1, download=False, **options)``."""
+
+DatasetLocator = Callable[[str | Path | None], DatasetStatus]
+"""Finds a dataset's files under a root without reading them (for ``walking-noise data list``)."""
 
 
 _REGISTRY: dict[str, DatasetLoader] = {}
+_LOCATORS: dict[str, DatasetLocator] = {}
 
 
 class UnknownDatasetError(KeyError):
@@ -49,31 +57,13 @@ class UnknownDatasetError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """Raised when a dataset's files are not on disk; the message says what to put where."""
-
-    missing: tuple[str, ...] = ()
-    searched: tuple[Path, ...] = ()
-
-    @classmethod
-    def missing_files(
-        cls, dataset: str, missing: Sequence[str], searched: Sequence[Path], hint: str = ""
-    ) -> DatasetNotFoundError:
-        """Build the error for ``missing`` file names not found in any of the ``searched`` dirs."""
-        message = (
-            f"dataset {dataset!r}: missing {', '.join(missing)}; "
-            f"searched {', '.join(str(d) for d in searched)}"
-        )
-        if hint:
-            message += f"; {hint}"
-        err = cls(message)
-        err.missing = tuple(missing)
-        err.searched = tuple(searched)
-        return err
-
-
-def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
+def register_dataset(
+    name: str, *, locate: DatasetLocator | None = None
+) -> Callable[[DatasetLoader], DatasetLoader]:
     """Decorator that registers a loader under ``name`` so :func:`load_dataset` can find it.
+
+    ``locate(root)`` reports which of the dataset's files are on disk. Datasets that need no
+    files (bundled ones) leave it out; they never receive :func:`load_dataset`'s ``download``.
 
     Raises:
         ValueError: ``name`` is empty or already registered.
@@ -89,6 +79,8 @@ def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
                 f"{existing.__module__}.{getattr(existing, '__qualname__', existing)}"
             )
         _REGISTRY[name] = loader
+        if locate is not None:
+            _LOCATORS[name] = locate
         return loader
 
     return decorator
@@ -99,18 +91,33 @@ def dataset_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_dataset(name: str, root: str | Path | None = None, **options: object) -> InMemoryDataset:
-    """Load the registered dataset ``name`` from ``root`` with loader-specific ``options``.
-
-    Raises:
-        UnknownDatasetError: no dataset of that name (a ``KeyError``; the message lists known ones).
-    """
+def _loader(name: str) -> DatasetLoader:
+    """The loader registered as ``name``, or :class:`UnknownDatasetError` listing known names."""
     try:
-        loader = _REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
         raise UnknownDatasetError(
             f"unknown dataset {name!r}; known: {', '.join(dataset_names())}"
         ) from None
+
+
+def load_dataset(
+    name: str, root: str | Path | None = None, download: object = False, **options: object
+) -> InMemoryDataset:
+    """Load the registered dataset ``name`` from ``root`` with loader-specific ``options``.
+
+    With ``download=True`` a file-based dataset fetches its missing files first (checksums
+    verified; see :mod:`walkingnoise.data.download`); a sequence of
+    :class:`~walkingnoise.data.download.RemoteFile` fetches those instead of the official ones.
+    Datasets that need no files ignore it.
+
+    Raises:
+        UnknownDatasetError: no dataset of that name (a ``KeyError``; the message lists known ones).
+        DatasetNotFoundError: files are missing (one line saying what to put where).
+    """
+    loader = _loader(name)
+    if download is not False and name in _LOCATORS:
+        options["download"] = download
     dataset = loader(root, **options)
     if not isinstance(dataset, InMemoryDataset):
         raise TypeError(f"loader of dataset {name!r} returned {type(dataset).__name__}")
@@ -123,6 +130,15 @@ def load_dataset(name: str, root: str | Path | None = None, **options: object) -
         dataset.input_shape,
     )
     return dataset
+
+
+def dataset_status(name: str, root: str | Path | None = None) -> DatasetStatus:
+    """Which files of dataset ``name`` are on disk under ``root`` (nothing is read or checked)."""
+    _loader(name)
+    locate = _LOCATORS.get(name)
+    if locate is None:
+        return DatasetStatus(name=name, note="no files needed")
+    return locate(root)
 
 
 def data_root(root: str | Path | None) -> Path:

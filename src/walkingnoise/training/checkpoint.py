@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import torch
 
 from walkingnoise import __version__
+from walkingnoise._files import write_atomic
 from walkingnoise.data.dataset import InMemoryDataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
 from walkingnoise.noise.instrument import NoisyModel, instrument
+
+FORMAT = "walkingnoise-checkpoint-1"
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read or does not hold what it should."""
 
 
-FORMAT = "walkingnoise-checkpoint-1"
-
-
-def save_checkpoint(
-    path: str | Path, model: NoisyModel, experiment: Experiment, dataset: InMemoryDataset
-) -> Path:
-    """Write the clean model's weights, its experiment and data shape atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def checkpoint_bytes(model: NoisyModel, experiment: Experiment, dataset: InMemoryDataset) -> bytes:
+    """Serialize the clean model's weights, its experiment and the data shape."""
     payload = {
         "format": FORMAT,
         "version": __version__,
@@ -36,32 +31,32 @@ def save_checkpoint(
         "num_classes": dataset.num_classes,
         "state_dict": model.source.state_dict(),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(
+    path: str | Path, model: NoisyModel, experiment: Experiment, dataset: InMemoryDataset
+) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename)."""
+    path = Path(path)
+    write_atomic(path, checkpoint_bytes(model, experiment, dataset))
     return path
 
 
-def load_checkpoint(path: str | Path) -> tuple[Experiment, NoisyModel]:
-    """Rebuild a saved model, instrumented and with its experiment's noise configured.
+def read_checkpoint(data: bytes, source: str = "<bytes>") -> tuple[Experiment, NoisyModel]:
+    """Rebuild a model from checkpoint bytes, instrumented and with its experiment's noise.
 
-    The file is read with ``weights_only=True``: it cannot run code.
+    The bytes are read with ``weights_only=True``: they cannot run code.
     """
-    path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+        raise CheckpointError(f"{source}: not a readable checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a walkingnoise checkpoint")
+        raise CheckpointError(f"{source}: not a walkingnoise checkpoint")
     try:
         experiment = Experiment.model_validate(payload["experiment"])
         input_shape = tuple(payload["input_shape"])
@@ -71,7 +66,13 @@ def load_checkpoint(path: str | Path) -> tuple[Experiment, NoisyModel]:
         clean.load_state_dict(payload["state_dict"])
     except (KeyError, ValueError, RuntimeError) as error:
         first = str(error).splitlines()[0]
-        raise CheckpointError(f"{path}: inconsistent checkpoint ({first})") from None
+        raise CheckpointError(f"{source}: inconsistent checkpoint ({first})") from None
     noisy = instrument(clean, torch.zeros(2, *input_shape))
     noisy.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
     return experiment, noisy
+
+
+def load_checkpoint(path: str | Path) -> tuple[Experiment, NoisyModel]:
+    """Read a checkpoint file (see ``read_checkpoint``)."""
+    path = Path(path)
+    return read_checkpoint(path.read_bytes(), str(path))

@@ -6,9 +6,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from walkingnoise.analysis.weights import weight_statistics
 from walkingnoise.data import InMemoryDataset, load_dataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
@@ -33,6 +35,11 @@ class ExperimentResult:
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def weights(self) -> dict[str, dict[str, float]]:
+        """Per-layer weight statistics of the trained model."""
+        return weight_statistics(self.model.source)
+
 
 def build_noisy_model(experiment: Experiment, dataset: InMemoryDataset) -> NoisyModel:
     """Build the experiment's model for ``dataset``, instrument it, and configure its noise.
@@ -52,6 +59,43 @@ def build_noisy_model(experiment: Experiment, dataset: InMemoryDataset) -> Noisy
     return noisy
 
 
+def train_experiment(
+    experiment: Experiment, dataset: InMemoryDataset, *, progress: bool | None = None
+) -> tuple[NoisyModel, TrainHistory]:
+    """Build and train the experiment's model (with its training noise, if any)."""
+    model = build_noisy_model(experiment, dataset)
+    history = train_model(
+        model,
+        dataset.train,
+        experiment.recipe,
+        seed=experiment.seed,
+        validation=dataset.validation,
+        progress=progress,
+    )
+    return model, history
+
+
+def evaluate_experiment(
+    experiment: Experiment, model: NoisyModel, dataset: InMemoryDataset
+) -> dict[str, float]:
+    """Clean and noisy metrics on validation and test, with the experiment's evaluation noise.
+
+    The model's noise is set to the experiment's and the generator seeded with
+    ``experiment.evaluation_seed()``, so a shared clean model gives every inference-only
+    experiment the numbers it would get alone.
+    """
+    model.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
+    torch.manual_seed(experiment.evaluation_seed())
+    batch = experiment.recipe.eval_batch_size
+    metrics: dict[str, float] = {}
+    for split in ("validation", "test"):
+        data = dataset.split(split)
+        metrics |= evaluate_clean(model, data, batch_size=batch).as_dict(f"clean_{split}")
+        noisy = evaluate(model, data, repeats=experiment.eval_repeats, batch_size=batch)
+        metrics |= noisy.as_dict(f"noisy_{split}")
+    return metrics
+
+
 def run_experiment(
     experiment: Experiment,
     *,
@@ -64,23 +108,9 @@ def run_experiment(
     if dataset is None:
         dataset = load_dataset(experiment.dataset, root=data_root)
     loaded = time.perf_counter()
-    model = build_noisy_model(experiment, dataset)
-    history = train_model(
-        model,
-        dataset.train,
-        experiment.recipe,
-        seed=experiment.seed,
-        validation=dataset.validation,
-        progress=progress,
-    )
+    model, history = train_experiment(experiment, dataset, progress=progress)
     trained = time.perf_counter()
-    batch = experiment.recipe.eval_batch_size
-    metrics: dict[str, float] = {}
-    for split in ("validation", "test"):
-        data = dataset.split(split)
-        metrics |= evaluate_clean(model, data, batch_size=batch).as_dict(f"clean_{split}")
-        noisy = evaluate(model, data, repeats=experiment.eval_repeats, batch_size=batch)
-        metrics |= noisy.as_dict(f"noisy_{split}")
+    metrics = evaluate_experiment(experiment, model, dataset)
     finished = time.perf_counter()
     log.info(
         "%s: clean test accuracy %.4f, noisy %.4f ± %.4f",
@@ -89,9 +119,10 @@ def run_experiment(
         metrics["noisy_test_accuracy"],
         metrics["noisy_test_accuracy_std"],
     )
-    seconds = {
-        "load": loaded - started,
-        "train": trained - loaded,
-        "evaluate": finished - trained,
-    }
+    seconds = {"load": loaded - started, "train": trained - loaded, "evaluate": finished - trained}
     return ExperimentResult(experiment, model, history, metrics, seconds)
+
+
+def history_records(history: TrainHistory) -> list[dict[str, Any]]:
+    """The per-epoch history as plain dicts (JSON-ready)."""
+    return [vars(record).copy() for record in history.epochs]

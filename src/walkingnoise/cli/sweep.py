@@ -1,0 +1,87 @@
+"""Commands for studies: ``run``, ``status``, ``retry``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from walkingnoise.cli._common import add_progress_option
+from walkingnoise.sweep.spec import DEFAULT_MAX_EXPERIMENTS
+
+
+def default_store(sweep: Path) -> Path:
+    """Where a sweep's store goes when ``--store`` is not given: ``runs/<sweep name>.sqlite``."""
+    return Path("runs") / f"{sweep.stem}.sqlite"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the ``run``, ``status`` and ``retry`` commands."""
+    run = commands.add_parser("run", help="run (or resume) every experiment of a sweep file")
+    run.add_argument("sweep", type=Path, help="the sweep file (YAML)")
+    run.add_argument("--store", type=Path, default=None, help="default: runs/<sweep>.sqlite")
+    run.add_argument("--dry-run", action="store_true", help="count, plan and stop")
+    run.add_argument("--executor", default="inprocess", choices=["inprocess", "process", "ray"])
+    run.add_argument("--workers", type=int, default=1, help="processes for --executor process")
+    run.add_argument("--ray-address", default=None, help="an existing Ray cluster to join")
+    run.add_argument("--data-root", default=None, help="directory holding the dataset files")
+    run.add_argument(
+        "--yes", action="store_true", help="run sweeps larger than the experiment limit"
+    )
+    add_progress_option(run)
+    run.set_defaults(handler=_cmd_run)
+
+    status = commands.add_parser("status", help="experiments per status in a store")
+    status.add_argument("store", type=Path)
+    status.set_defaults(handler=_cmd_status)
+
+    retry = commands.add_parser("retry", help="put failed experiments back to pending")
+    retry.add_argument("store", type=Path)
+    retry.add_argument("--failed", action="store_true", required=True, help="retry failed ones")
+    retry.set_defaults(handler=_cmd_retry)
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from walkingnoise.sweep import Store, load_sweep, make_executor, run_sweep
+
+    spec = load_sweep(args.sweep)
+    path = args.store or default_store(args.sweep)
+    options = {
+        "data_root": args.data_root,
+        "max_experiments": None if args.yes else DEFAULT_MAX_EXPERIMENTS,
+    }
+    if args.dry_run:
+        summary = run_sweep(spec, path, dry_run=True, **options)
+        print(f"store: {path}")
+        print(summary.describe())
+        return
+    with make_executor(
+        args.executor, workers=args.workers, ray_address=args.ray_address
+    ) as executor:
+        summary = run_sweep(spec, path, executor=executor, progress=args.progress, **options)
+    with Store(path, create=False) as store:
+        counts = store.counts()
+    print(summary.describe())
+    print(f"store: {path}  ({counts['done']} done, {counts['failed']} failed in total)")
+    if summary.failed:
+        print(f"see the errors with load_results, then `walking-noise retry {path} --failed`")
+
+
+def _cmd_status(args: argparse.Namespace) -> None:
+    from walkingnoise.sweep import Store
+
+    with Store(args.store, create=False) as store:
+        counts = store.counts()
+        trainings = store.training_count()
+    total = sum(counts.values())
+    print(f"{args.store}: {total} experiments")
+    for status, count in counts.items():
+        print(f"  {status:8s} {count}")
+    print(f"  clean trainings stored: {trainings}")
+
+
+def _cmd_retry(args: argparse.Namespace) -> None:
+    from walkingnoise.sweep import Store
+
+    with Store(args.store, create=False) as store:
+        count = store.retry_failed()
+    print(f"{count} failed experiments put back to pending; run the sweep again to retry them")

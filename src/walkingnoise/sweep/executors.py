@@ -1,0 +1,185 @@
+"""Executors: where units of work run. In-process, a local process pool, or a Ray cluster.
+
+Every executor only computes; results come back to the one process that writes the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+ExecutorName = Literal["inprocess", "process", "ray"]
+
+
+class TaskError(Exception):
+    """A task that raised or whose worker died; carries the formatted traceback."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text.strip().splitlines()[-1] if text.strip() else "task failed")
+        self.traceback = text
+
+
+class Executor:
+    """Runs ``fn(item, *args)`` for each item and yields ``(item, result or TaskError)``."""
+
+    name = "base"
+
+    def run(
+        self, fn: Callable[..., Any], items: Sequence[Any], *args: Any
+    ) -> Iterator[tuple[Any, Any]]:
+        """Yield each item with its result as the results arrive."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class InProcessExecutor(Executor):
+    """Runs every task in this process, one after another (the default)."""
+
+    name = "inprocess"
+
+    def run(
+        self, fn: Callable[..., Any], items: Sequence[Any], *args: Any
+    ) -> Iterator[tuple[Any, Any]]:
+        """Yield each item with its result, in order."""
+        for item in items:
+            try:
+                yield item, fn(item, *args)
+            except Exception:
+                yield item, TaskError(traceback.format_exc())
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class ProcessExecutor(Executor):
+    """A pool of local worker processes (started with ``spawn``, safe with PyTorch threads)."""
+
+    name = "process"
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be ≥ 1, got {workers}")
+        self.workers = workers
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(threads,),
+        )
+
+    def run(
+        self, fn: Callable[..., Any], items: Sequence[Any], *args: Any
+    ) -> Iterator[tuple[Any, Any]]:
+        """Yield each item with its result as workers finish; keep 2 tasks per worker queued."""
+        pending: dict[Future, Any] = {}
+        queue = iter(items)
+        limit = 2 * self.workers
+
+        def submit() -> None:
+            for item in queue:
+                pending[self._pool.submit(fn, item, *args)] = item
+                if len(pending) >= limit:
+                    return
+
+        submit()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                item = pending.pop(future)
+                try:
+                    yield item, future.result()
+                except Exception as error:
+                    text = "".join(traceback.format_exception(error))
+                    yield item, TaskError(text)
+            submit()
+
+    def close(self) -> None:
+        """Shut the pool down, cancelling queued tasks."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor(Executor):
+    """Tasks on a Ray cluster: ``address`` of an existing one, or a local Ray on this machine."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError(
+                "the ray executor needs Ray: pip install 'walkingnoise[ray]'"
+            ) from None
+        self._ray = ray
+        self._started = not ray.is_initialized()
+        if self._started:
+            options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+            if address is None and workers is not None:
+                options["num_cpus"] = workers
+            ray.init(address=address, **options)
+        self.workers = int(ray.available_resources().get("CPU", 1)) or 1
+
+    def run(
+        self, fn: Callable[..., Any], items: Sequence[Any], *args: Any
+    ) -> Iterator[tuple[Any, Any]]:
+        """Yield each item with its result as tasks finish; keep 2 tasks per CPU in flight."""
+        ray = self._ray
+        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
+        shared = [ray.put(arg) for arg in args]
+        pending: dict[Any, Any] = {}
+        queue = iter(items)
+        limit = 2 * self.workers
+
+        def submit() -> None:
+            for item in queue:
+                pending[remote.remote(item, *shared)] = item
+                if len(pending) >= limit:
+                    return
+
+        submit()
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                item = pending.pop(ref)
+                try:
+                    yield item, ray.get(ref)
+                except Exception as error:
+                    yield item, TaskError("".join(traceback.format_exception(error)))
+            submit()
+
+    def close(self) -> None:
+        """Shut down the local Ray this executor started (a cluster it joined stays up)."""
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def make_executor(
+    name: ExecutorName = "inprocess", *, workers: int = 1, ray_address: str | None = None
+) -> Executor:
+    """An executor by name: ``inprocess``, ``process`` (``workers`` processes) or ``ray``."""
+    if name == "inprocess":
+        return InProcessExecutor()
+    if name == "process":
+        return ProcessExecutor(workers)
+    if name == "ray":
+        return RayExecutor(ray_address, workers if workers > 1 else None)
+    raise ValueError(f"unknown executor {name!r}; choose inprocess, process or ray")

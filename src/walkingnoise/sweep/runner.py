@@ -1,0 +1,185 @@
+"""Running a sweep: expand, skip what the store has, plan, execute, record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from walkingnoise._progress import bar_disabled
+from walkingnoise.sweep.executors import Executor, InProcessExecutor, TaskError
+from walkingnoise.sweep.planner import Plan, WorkUnit, plan
+from walkingnoise.sweep.sites import SiteCounter
+from walkingnoise.sweep.spec import DEFAULT_MAX_EXPERIMENTS, SweepEntry, SweepSpec, expand
+from walkingnoise.sweep.store import Store
+from walkingnoise.sweep.work import Outcome, UnitOutcome, run_unit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep run found and did."""
+
+    experiments: int
+    done_before: int
+    failed_before: int
+    to_run: int
+    trainings: int
+    shared_trainings: int
+    ran: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        """One paragraph for the terminal."""
+        lines = [
+            f"{self.experiments} experiments: {self.done_before} already done, "
+            f"{self.failed_before} failed before (use `retry`), {self.to_run} to run",
+            f"{self.to_run} to run need {self.trainings} trainings "
+            f"({self.shared_trainings} clean trainings shared by inference-only experiments)",
+        ]
+        if self.ran or self.failed:
+            lines.append(
+                f"ran {self.ran} experiments ({self.failed} failed) in {self.seconds:.1f} s"
+            )
+        return "\n".join(lines)
+
+
+def prepare(entries: list[SweepEntry], store: Store) -> tuple[Plan, SweepSummary]:
+    """Register a sweep's experiments in the store and plan what is left to run."""
+    stale = store.requeue_stale()
+    if stale:
+        log.warning("%d experiments of dead processes put back to pending", stale)
+    store.add((entry.experiment, entry.block) for entry in entries)
+    statuses = store.statuses([entry.experiment.content_hash() for entry in entries])
+    todo = [e.experiment for e in entries if statuses[e.experiment.content_hash()] == "pending"]
+
+    def trained(key: str) -> bytes | None:
+        record = store.training(key)
+        return None if record is None else record.checkpoint.read_bytes()
+
+    work = plan(todo, trained=trained)
+    counts = store.counts(list(statuses))
+    summary = SweepSummary(
+        experiments=len(entries),
+        done_before=counts["done"],
+        failed_before=counts["failed"],
+        to_run=len(todo),
+        trainings=work.trainings,
+        shared_trainings=work.shared_trainings,
+    )
+    return work, summary
+
+
+def run_sweep(
+    spec: SweepSpec,
+    store: Store | str | Path,
+    *,
+    executor: Executor | None = None,
+    data_root: str | Path | None = None,
+    max_experiments: int | None = DEFAULT_MAX_EXPERIMENTS,
+    dry_run: bool = False,
+    progress: bool | None = None,
+) -> SweepSummary:
+    """Run every experiment of ``spec`` that ``store`` does not have yet.
+
+    The sweep is expanded and validated before the store is opened (or created), so a bad
+    sweep file writes nothing. Results are written by this process alone, as units finish.
+    Experiments another process is running are left to it. On an exception (Ctrl-C included)
+    the experiments this run claimed but did not finish go back to pending, so running again
+    resumes.
+    """
+    entries = expand(spec, site_count=SiteCounter(data_root), max_experiments=max_experiments)
+    if isinstance(store, Store):
+        return _run(entries, spec.name, store, executor, data_root, dry_run, progress)
+    with Store(store) as opened:
+        return _run(entries, spec.name, opened, executor, data_root, dry_run, progress)
+
+
+def _run(
+    entries: list[SweepEntry],
+    name: str,
+    store: Store,
+    executor: Executor | None,
+    data_root: str | Path | None,
+    dry_run: bool,
+    progress: bool | None,
+) -> SweepSummary:
+    work, summary = prepare(entries, store)
+    if dry_run or not work.units:
+        return summary
+    executor = executor or InProcessExecutor()
+    started = time.perf_counter()
+    claimed_units = []
+    for unit in work.units:
+        claimed = set(store.claim([e.content_hash() for e in unit.members]))
+        members = tuple(e for e in unit.members if e.content_hash() in claimed)
+        if members:
+            claimed_units.append(WorkUnit(members, unit.shared_training, unit.checkpoint))
+    open_keys = {e.content_hash() for u in claimed_units for e in u.members}
+    bar = tqdm(total=len(open_keys), desc=name, unit="exp", disable=bar_disabled(progress))
+    try:
+        root = None if data_root is None else str(data_root)
+        for unit, result in executor.run(run_unit, claimed_units, root):
+            if isinstance(result, TaskError):
+                result = UnitOutcome([Outcome(e, error=result.traceback) for e in unit.members])
+            _record(store, unit, result)
+            for outcome in result.members:
+                open_keys.discard(outcome.experiment.content_hash())
+                summary.ran += 1
+                summary.failed += outcome.error is not None
+            bar.update(len(result.members))
+            bar.set_postfix(failed=summary.failed)
+    finally:
+        bar.close()
+        if open_keys:
+            store.release(sorted(open_keys))
+        summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
+    """Write a unit's outcomes: the shared clean training first, then each member."""
+    training = result.training
+    if training is not None and training.error is None and training.checkpoint is not None:
+        store.save_training(
+            training.experiment,
+            training.checkpoint,
+            history=training.history,
+            weights=training.weights,
+            metrics=training.metrics,
+            timings=training.timings,
+            diverged=training.diverged,
+        )
+    shared = None
+    if unit.shared_training is not None and training is None:
+        shared = store.training(unit.shared_training.content_hash())
+    for outcome in result.members:
+        key = outcome.experiment.content_hash()
+        if outcome.error is not None:
+            log.warning(
+                "experiment %s failed: %s", key[:12], outcome.error.strip().splitlines()[-1]
+            )
+            store.fail(key, outcome.error)
+            continue
+        checkpoint = None
+        if outcome.checkpoint is not None:
+            checkpoint = store.write_checkpoint(key, outcome.checkpoint)
+        elif unit.shared_training is not None:
+            record = shared or store.training(unit.shared_training.content_hash())
+            checkpoint = None if record is None else record.checkpoint
+            if record is not None and not outcome.history:
+                outcome.history, outcome.diverged = record.history, record.diverged
+        store.finish(
+            key,
+            metrics=outcome.metrics,
+            history=outcome.history,
+            weights=outcome.weights,
+            timings=outcome.timings,
+            diverged=outcome.diverged,
+            checkpoint=checkpoint,
+        )

@@ -1,0 +1,39 @@
+"""Number of noise sites of an experiment's model, for ``walking:*`` and index checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from walkingnoise.data import load_dataset
+from walkingnoise.experiment import Experiment
+from walkingnoise.models import build_model
+from walkingnoise.noise.instrument import instrument
+
+
+class SiteCounter:
+    """Counts the sites of (dataset, model, batchnorm) once each; loads each dataset once."""
+
+    def __init__(self, data_root: str | Path | None = None) -> None:
+        self.data_root = data_root
+        self._shapes: dict[str, tuple[tuple[int, ...], int]] = {}
+        self._counts: dict[tuple[str, str, bool], int] = {}
+
+    def shape(self, dataset: str) -> tuple[tuple[int, ...], int]:
+        """(input shape, number of classes) of a dataset."""
+        if dataset not in self._shapes:
+            data = load_dataset(dataset, root=self.data_root)
+            self._shapes[dataset] = (data.input_shape, data.num_classes)
+        return self._shapes[dataset]
+
+    def __call__(self, experiment: Experiment) -> int:
+        """The number of noise sites of the experiment's instrumented model."""
+        key = (experiment.dataset, experiment.model, experiment.batchnorm)
+        if key not in self._counts:
+            input_shape, classes = self.shape(experiment.dataset)
+            model = build_model(
+                experiment.model, input_shape, classes, batchnorm=experiment.batchnorm
+            )
+            self._counts[key] = len(instrument(model, torch.zeros(2, *input_shape)).sites)
+        return self._counts[key]

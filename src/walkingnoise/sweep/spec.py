@@ -1,0 +1,421 @@
+"""Sweep files: YAML studies of fixed values, grid axes and named sub-blocks.
+
+The shape is SEML's. A block has ``fixed`` values, ``grid`` axes and any number of named
+sub-blocks, which add (and override) their own. The sweep is the union, over the leaf blocks, of
+the Cartesian product of the grid axes. Keys are experiment fields; nested fields are written as
+mappings in ``fixed`` (``recipe: {epochs: 5}``) or dotted in ``grid`` (``recipe.epochs``).
+
+Grid axes::
+
+    {type: choice, options: [a, b, c]}
+    {type: range, min: 0, max: 10, step: 2}       # 0, 2, 4, 6, 8 (max excluded)
+    {type: linspace, min: 0, max: 2, num: 21}     # both ends included
+    {type: logspace, min: -2, max: 2, num: 9}     # 10**min … 10**max, exponents as in numpy
+
+``placement: walking:*`` stands for one walking placement per noise site of the model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from walkingnoise.experiment import Experiment
+
+#: A sweep with more experiments than this needs an explicit confirmation (``--yes``).
+DEFAULT_MAX_EXPERIMENTS = 20_000
+WALKING_ALL = "walking:*"
+SiteCount = Callable[[Experiment], int]
+_TOP_LEVEL_META = ("name", "description")
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot be used; the message is one line and names the YAML path."""
+
+
+class SweepTooLargeError(SweepError):
+    """The sweep would create more experiments than allowed without confirmation."""
+
+
+class _Axis(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def values(self) -> list[Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class ChoiceAxis(_Axis):
+    """An explicit list of values."""
+
+    type: Literal["choice"]
+    options: list[Any] = Field(min_length=1)
+
+    def values(self) -> list[Any]:
+        """The options, in order."""
+        return list(self.options)
+
+
+def _finite(value: float, name: str) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite")
+    return value
+
+
+class RangeAxis(_Axis):
+    """``min, min + step, …`` below ``max`` (integers stay integers)."""
+
+    type: Literal["range"]
+    min: float
+    max: float
+    step: float = 1
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> RangeAxis:
+        for name in ("min", "max", "step"):
+            _finite(getattr(self, name), name)
+        if self.step == 0:
+            raise ValueError("step must not be 0")
+        return self
+
+    def values(self) -> list[Any]:
+        """The values of ``numpy.arange(min, max, step)``."""
+        values = np.arange(self.min, self.max, self.step)
+        if all(float(v).is_integer() for v in (self.min, self.step)):
+            return [int(v) for v in values]
+        return [float(v) for v in values]
+
+
+class LinspaceAxis(_Axis):
+    """``num`` evenly spaced values from ``min`` to ``max`` inclusive."""
+
+    type: Literal["linspace"]
+    min: float
+    max: float
+    num: int = Field(ge=1)
+
+    def values(self) -> list[Any]:
+        """The values of ``numpy.linspace(min, max, num)``."""
+        _finite(self.min, "min"), _finite(self.max, "max")
+        return [float(v) for v in np.linspace(self.min, self.max, self.num)]
+
+
+class LogspaceAxis(_Axis):
+    """``num`` log-spaced values from ``10**min`` to ``10**max`` inclusive."""
+
+    type: Literal["logspace"]
+    min: float
+    max: float
+    num: int = Field(ge=1)
+
+    def values(self) -> list[Any]:
+        """The values of ``numpy.logspace(min, max, num)``."""
+        _finite(self.min, "min"), _finite(self.max, "max")
+        return [float(v) for v in np.logspace(self.min, self.max, self.num)]
+
+
+Axis = Annotated[ChoiceAxis | RangeAxis | LinspaceAxis | LogspaceAxis, Field(discriminator="type")]
+_AXIS = pydantic.TypeAdapter(Axis)
+
+
+@dataclass
+class Block:
+    """One block of a sweep file: its own fixed values and axes, and its sub-blocks.
+
+    ``fixed`` and ``grid`` map a dotted experiment field to (value or axis, YAML path).
+    """
+
+    path: str
+    fixed: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    grid: dict[str, tuple[ChoiceAxis | RangeAxis | LinspaceAxis | LogspaceAxis, str]] = field(
+        default_factory=dict
+    )
+    children: list[Block] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep file."""
+
+    name: str
+    root: Block
+    source: str = "<sweep>"
+
+    def leaves(self) -> Iterator[tuple[Block, ...]]:
+        """Every leaf block with its ancestors, root first."""
+
+        def walk(block: Block, chain: tuple[Block, ...]) -> Iterator[tuple[Block, ...]]:
+            chain = (*chain, block)
+            if not block.children:
+                yield chain
+            for child in block.children:
+                yield from walk(child, chain)
+
+        yield from walk(self.root, ())
+
+
+@dataclass(frozen=True)
+class SweepEntry:
+    """One experiment of a sweep and the block it came from."""
+
+    experiment: Experiment
+    block: str
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _flatten(value: Mapping[str, Any], prefix: str, path: str) -> dict[str, tuple[Any, str]]:
+    flat: dict[str, tuple[Any, str]] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise SweepError(f"{_join(path, str(key))}: keys must be strings")
+        dotted, where = _join(prefix, key), _join(path, key)
+        if isinstance(item, Mapping):
+            flat |= _flatten(item, dotted, where)
+        else:
+            flat[dotted] = (item, where)
+    return flat
+
+
+def _parse_block(raw: Any, path: str, *, top: bool = False) -> Block:
+    if not isinstance(raw, Mapping):
+        kind = type(raw).__name__
+        where = path or "the file"
+        raise SweepError(
+            f"{where}: a block must be a mapping of fixed, grid and sub-blocks, not {kind}"
+        )
+    block = Block(path=path)
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            raise SweepError(f"{_join(path, str(key))}: keys must be strings")
+        where = _join(path, key)
+        if top and key in _TOP_LEVEL_META:
+            continue
+        if key == "fixed":
+            if not isinstance(value, Mapping):
+                raise SweepError(f"{where}: must be a mapping of field: value")
+            block.fixed = _flatten(value, "", where)
+        elif key == "grid":
+            if not isinstance(value, Mapping):
+                raise SweepError(f"{where}: must be a mapping of field: axis")
+            for name, axis in value.items():
+                block.grid[str(name)] = (
+                    _parse_axis(axis, _join(where, str(name))),
+                    _join(where, str(name)),
+                )
+        else:
+            block.children.append(_parse_block(value, where))
+    return block
+
+
+def _parse_axis(raw: Any, path: str) -> ChoiceAxis | RangeAxis | LinspaceAxis | LogspaceAxis:
+    if not isinstance(raw, Mapping) or "type" not in raw:
+        raise SweepError(
+            f"{path}: a grid axis is a mapping with type choice, range, linspace or logspace"
+        )
+    try:
+        axis = _AXIS.validate_python(dict(raw))
+    except pydantic.ValidationError as error:
+        raise SweepError(_axis_error(error, path)) from None
+    try:
+        if not axis.values():
+            raise SweepError(f"{path}: the axis has no values")
+    except ValueError as error:
+        raise SweepError(f"{path}: {error}") from None
+    return axis
+
+
+def _axis_error(error: pydantic.ValidationError, path: str) -> str:
+    item = error.errors()[0]
+    parts = [str(p) for p in item["loc"]]
+    if parts and parts[0] in ("choice", "range", "linspace", "logspace"):
+        parts = parts[1:]
+    where = _join(path, ".".join(parts)) if parts else path
+    return f"{where}: {item['msg'].removeprefix('Value error, ')}"
+
+
+def parse_sweep(text: str | bytes, source: str = "<sweep>") -> SweepSpec:
+    """Parse the YAML text of a sweep file (safe loader) into a ``SweepSpec``."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise SweepError(
+                f"{source}: not UTF-8 text (byte 0x{text[error.start]:02x} at offset {error.start})"
+            ) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SweepError(f"{source}: YAML syntax error{where}: {problem}") from None
+    if raw is None:
+        raise SweepError(f"{source}: the sweep file is empty")
+    root = _parse_block(raw, "", top=True)
+    name = raw.get("name", Path(source).stem) if isinstance(raw, Mapping) else "sweep"
+    return SweepSpec(name=str(name), root=root, source=source)
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and parse a sweep file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SweepError(f"{path}: no such sweep file") from None
+    except IsADirectoryError:
+        raise SweepError(f"{path}: is a directory, not a sweep file") from None
+    return parse_sweep(data, str(path))
+
+
+def _merged(chain: tuple[Block, ...]) -> tuple[dict[str, tuple[Any, str]], dict[str, tuple]]:
+    """Fixed values and axes of a leaf, later blocks overriding earlier ones key by key."""
+    fixed: dict[str, tuple[Any, str]] = {}
+    grid: dict[str, tuple] = {}
+    for block in chain:
+        for key in block.fixed:
+            grid.pop(key, None)
+        for key in block.grid:
+            fixed.pop(key, None)
+        fixed |= block.fixed
+        grid |= block.grid
+    return fixed, grid
+
+
+def count_experiments(spec: SweepSpec) -> int:
+    """Upper bound on the experiments of a sweep, without building them (``walking:*`` as 1)."""
+    total = 0
+    for chain in spec.leaves():
+        _, grid = _merged(chain)
+        total += math.prod(len(axis.values()) for axis, _ in grid.values())
+    return total
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *parents, last = dotted.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SweepError(f"{dotted}: {part} is not a mapping field")
+        node[last] = value
+    return nested
+
+
+def _locate(loc: tuple[Any, ...], origins: Mapping[str, str], leaf: str) -> str:
+    """The YAML path of the value behind a pydantic error location."""
+    dotted = ".".join(str(p) for p in loc if not isinstance(p, int))
+    if not dotted:
+        return leaf or "fixed"
+    for key in (dotted, *(k for k in origins if k.startswith(dotted + "."))):
+        if key in origins:
+            return origins[key]
+    parent = dotted.rsplit(".", 1)[0]
+    return origins.get(parent, _join(leaf, "fixed." + dotted) if leaf else "fixed." + dotted)
+
+
+def _known_fields(parents: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) model at ``parents`` inside ``Experiment``."""
+    model: type[BaseModel] = Experiment
+    for name in parents:
+        annotation = model.model_fields[str(name)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return list(model.model_fields)
+
+
+def _validate(config: dict[str, Any], origins: Mapping[str, str], leaf: str) -> Experiment:
+    try:
+        return Experiment.model_validate(_unflatten(config))
+    except pydantic.ValidationError as error:
+        item = error.errors()[0]
+        where = _locate(tuple(item["loc"]), origins, leaf)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = f"unknown key; known: {', '.join(_known_fields(tuple(item['loc'][:-1])))}"
+        raise SweepError(f"{where}: {message}") from None
+
+
+def expand(
+    spec: SweepSpec,
+    *,
+    site_count: SiteCount | None = None,
+    max_experiments: int | None = DEFAULT_MAX_EXPERIMENTS,
+) -> list[SweepEntry]:
+    """All distinct experiments of the sweep, in a deterministic order.
+
+    Args:
+        site_count: ``(experiment) -> int`` giving the number of noise sites of its model, used to
+            expand ``walking:*`` and to reject site indices beyond the model; None skips both.
+        max_experiments: refuse (``SweepTooLargeError``) sweeps larger than this; None for no limit.
+    """
+    bound = count_experiments(spec)
+    if max_experiments is not None and bound > max_experiments:
+        raise SweepTooLargeError(
+            f"{spec.source}: the sweep has {bound} experiments, more than the limit of "
+            f"{max_experiments}; check the grid sizes, or confirm with --yes"
+        )
+    entries: dict[str, SweepEntry] = {}
+    for chain in spec.leaves():
+        leaf = chain[-1].path
+        fixed, grid = _merged(chain)
+        origins = {key: where for key, (_, where) in fixed.items()}
+        origins |= {key: where for key, (_, where) in grid.items()}
+        keys = list(grid)
+        for combination in itertools.product(*(grid[k][0].values() for k in keys)):
+            config = {key: value for key, (value, _) in fixed.items()}
+            config |= dict(zip(keys, combination, strict=True))
+            for experiment in _expand_sites(config, origins, leaf, site_count):
+                entries.setdefault(
+                    experiment.content_hash(), SweepEntry(experiment, leaf or "root")
+                )
+        if max_experiments is not None and len(entries) > max_experiments:
+            raise SweepTooLargeError(
+                f"{spec.source}: the sweep has more than {max_experiments} experiments; "
+                "confirm with --yes"
+            )
+    return list(entries.values())
+
+
+def _expand_sites(
+    config: dict[str, Any], origins: Mapping[str, str], leaf: str, site_count: SiteCount | None
+) -> Iterator[Experiment]:
+    if config.get("placement") != WALKING_ALL:
+        experiment = _validate(config, origins, leaf)
+        if site_count is not None:
+            _check_sites(experiment, site_count(experiment), origins, leaf)
+        yield experiment
+        return
+    probe = _validate({**config, "placement": "walking:0"}, origins, leaf)
+    if site_count is None:
+        raise SweepError(f"{origins.get('placement', leaf)}: walking:* needs the model's sites")
+    for index in range(site_count(probe)):
+        yield probe.model_copy(update={"placement": f"walking:{index}"})
+
+
+def _check_sites(
+    experiment: Experiment, n_sites: int, origins: Mapping[str, str], leaf: str
+) -> None:
+    placement = experiment.placement_spec()
+    indices = [getattr(placement, "site", None), *list(getattr(placement, "sigmas", {}) or {})]
+    for index in indices:
+        if index is not None and not 0 <= index < n_sites:
+            where = origins.get("placement", leaf)
+            raise SweepError(
+                f"{where}: site {index} is beyond the {n_sites} noise sites (0..{n_sites - 1}) of "
+                f"{experiment.model} (batchnorm={experiment.batchnorm}) on {experiment.dataset}"
+            )

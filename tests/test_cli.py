@@ -1,0 +1,208 @@
+"""The ``walking-noise`` command: real runs, the site table, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from walkingnoise.cli import main
+from walkingnoise.data import load_dataset
+from walkingnoise.experiment import Experiment
+from walkingnoise.models import model_names
+from walkingnoise.training import Recipe, evaluate_clean
+from walkingnoise.training.checkpoint import load_checkpoint
+from walkingnoise.training.run import run_experiment
+
+TRAIN_ARGS = [
+    "train",
+    "--dataset",
+    "digits",
+    "--model",
+    "mlp",
+    "--batchnorm",
+    "--noise",
+    "additive",
+    "--placement",
+    "walking:3",
+    "--sigma",
+    "0.5",
+    "--train-noise",
+    "--epochs",
+    "3",
+    "--seed",
+    "0",
+]
+CLEAN = re.compile(r"^clean test accuracy: (\d+\.\d+) %$", re.MULTILINE)
+NOISY = re.compile(r"^noisy test accuracy: (\d+\.\d+) ± (\d+\.\d+) %", re.MULTILINE)
+
+
+def _run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "walkingnoise.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def _accuracies(out: str) -> tuple[float, float, float]:
+    clean, noisy = CLEAN.search(out), NOISY.search(out)
+    assert clean is not None, out
+    assert noisy is not None, out
+    values = float(clean.group(1)), float(noisy.group(1)), float(noisy.group(2))
+    assert all(0.0 <= v <= 100.0 for v in values)
+    return values
+
+
+# --- train ----------------------------------------------------------------------------------
+
+
+def test_train_prints_accuracies_of_the_library_run_and_saves_a_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "out" / "model.pt"
+    assert main([*TRAIN_ARGS, "--save", str(path)]) == 0
+    captured = capsys.readouterr()
+    clean, noisy, _std = _accuracies(captured.out)
+    assert "noisy training" in captured.out
+    assert str(path) in captured.out
+    # The same numbers as the library gives for the same experiment.
+    experiment = Experiment(
+        placement="walking:3", sigma=0.5, train_noise=True, recipe=Recipe(epochs=3), seed=0
+    )
+    result = run_experiment(experiment, dataset=load_dataset("digits"), progress=False)
+    assert f"{clean:.2f}" == f"{100 * result.metrics['clean_test_accuracy']:.2f}"
+    assert f"{noisy:.2f}" == f"{100 * result.metrics['noisy_test_accuracy']:.2f}"
+    # The checkpoint holds that experiment and a model with the printed clean accuracy.
+    loaded, model = load_checkpoint(path)
+    assert loaded == experiment
+    accuracy = evaluate_clean(model, load_dataset("digits").test).accuracy
+    assert f"{100 * accuracy:.2f}" == f"{clean:.2f}"
+
+
+@pytest.mark.slow
+def test_python_dash_m_runs_the_real_command(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    done = _run_module(*TRAIN_ARGS, "--save", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    _accuracies(done.stdout)
+    experiment, _model = load_checkpoint(path)
+    assert (experiment.placement, experiment.sigma, experiment.train_noise) == (
+        "walking:3",
+        0.5,
+        True,
+    )
+    assert experiment.recipe.epochs == 3
+
+
+# --- sites and models -----------------------------------------------------------------------
+
+
+def _site_rows(out: str) -> list[str]:
+    return [line for line in out.splitlines() if re.match(r"^\d+\s", line)]
+
+
+def test_sites_prints_the_mlp_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sites", "mlp", "--dataset", "digits"]) == 0
+    out = capsys.readouterr().out
+    rows = _site_rows(out)
+    assert len(rows) == 11
+    assert "11 noise sites" in out
+    assert rows[0].split()[:3] == ["0", "input", "input"]
+    assert rows[1].split() == ["1", "layers.1:Linear", "linear", "64"]
+    assert rows[-1].split() == ["10", "layers.10:Linear", "linear", "10"]
+
+
+def test_sites_without_batchnorm(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sites", "mlp", "--dataset", "digits", "--no-batchnorm"]) == 0
+    out = capsys.readouterr().out
+    rows = _site_rows(out)
+    assert len(rows) == 8
+    assert "BatchNorm" not in out
+    assert [row.split()[2] for row in rows] == [
+        "input",
+        "linear",
+        "activation",
+        "linear",
+        "activation",
+        "linear",
+        "activation",
+        "linear",
+    ]
+
+
+def test_models_lists_the_registered_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert listed == model_names()
+    assert {"mlp", "mlp256", "mlp1024", "lenet5", "cnn_s"} <= set(listed)
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "walking-noise: error:" in capsys.readouterr().err
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("walking-noise: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (["--dataset", "nope-ds"], "nope-ds"),
+        (["--model", "nope-model"], "nope-model"),
+        (["--sigma=-0.5"], "-0.5"),
+        (["--sigma", "nan"], "nan"),
+        (["--placement", "walking:99"], "99"),
+        (["--placement", "walk:3"], "walk:3"),
+        (["--noise", "mixed", "--sigma", "0.5"], "ratio"),
+        (["--model", "lenet5"], "lenet5"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_bad_train_input_exits_2_with_one_line_and_writes_nothing(
+    change: list[str], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*TRAIN_ARGS, "--save", str(tmp_path / "model.pt"), "--epochs", "1", *change]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert fragment in _one_error_line(captured.err)
+    assert "accuracy" not in captured.out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lenet5_on_digits_sites_names_model_and_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sites", "lenet5", "--dataset", "digits"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "lenet5" in line
+    assert "(1, 8, 8)" in line
+
+
+def test_unknown_model_for_sites(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sites", "nope-model"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "nope-model" in line
+    assert "mlp" in line  # the known names are listed
+
+
+def test_error_from_the_real_command_is_one_line(tmp_path: Path) -> None:
+    done = _run_module("sites", "lenet5", "--dataset", "digits", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    line = _one_error_line(done.stderr)
+    assert "lenet5" in line
+    assert "(1, 8, 8)" in line

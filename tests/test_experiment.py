@@ -1,0 +1,182 @@
+"""The Experiment: a stable content hash and validation of every field combination."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+
+from walkingnoise.experiment import Experiment
+from walkingnoise.noise import AdditiveNoise, MixedNoise, MultiplicativeNoise, WalkingPlacement
+from walkingnoise.training import Recipe
+
+BASE: dict[str, Any] = {
+    "dataset": "digits",
+    "model": "mlp",
+    "batchnorm": True,
+    "recipe": {"epochs": 4, "lr": 1e-3},
+    "noise": "additive",
+    "placement": "walking:3",
+    "sigma": 0.5,
+    "train_noise": True,
+    "eval_repeats": 3,
+    "seed": 2,
+}
+
+
+def _hash(**overrides: Any) -> str:
+    return Experiment(**{**BASE, **overrides}).content_hash()
+
+
+# --- content hash ---------------------------------------------------------------------------
+
+
+def test_hash_is_64_hex_characters() -> None:
+    assert re.fullmatch(r"[0-9a-f]{64}", _hash())
+
+
+def test_hash_ignores_keyword_order() -> None:
+    reversed_kwargs = dict(reversed(list(BASE.items())))
+    assert Experiment(**reversed_kwargs).content_hash() == _hash()
+
+
+def test_hash_survives_a_dict_round_trip() -> None:
+    experiment = Experiment(**BASE)
+    for mode in ("python", "json"):
+        again = Experiment.model_validate(experiment.model_dump(mode=mode))
+        assert again == experiment
+        assert again.content_hash() == experiment.content_hash()
+
+
+def test_hash_is_the_same_for_equivalent_spellings() -> None:
+    assert _hash(recipe=Recipe(epochs=4)) == _hash()
+    assert _hash(sigma=1) == _hash(sigma=1.0)
+    assert _hash(placement="walking:03") == _hash(placement=" walking:3 ")
+    assert _hash(placement="map:3=0.5;0=0.1", sigma=None) == _hash(
+        placement="map:0=0.1;3=0.5", sigma=None
+    )
+    # A default left out and the same default written out.
+    defaults = {k: v for k, v in BASE.items() if k != "seed"}
+    assert Experiment(**defaults).content_hash() == Experiment(**defaults, seed=0).content_hash()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sigma": 0.6},
+        {"seed": 3},
+        {"placement": "walking:4"},
+        {"placement": "global"},
+        {"recipe": {"epochs": 5, "lr": 1e-3}},
+        {"recipe": {"epochs": 4, "lr": 1e-3, "clamp": 1.0}},
+        {"train_noise": False},
+        {"batchnorm": False},
+        {"noise": "multiplicative"},
+        {"model": "mlp256"},
+        {"dataset": "mnist"},
+        {"eval_repeats": 4},
+        {"gradient": "through_noise"},
+    ],
+    ids=lambda change: ",".join(f"{k}={v}" for k, v in change.items()),
+)
+def test_changing_one_field_changes_the_hash(change: dict[str, Any]) -> None:
+    assert _hash(**change) != _hash()
+
+
+def test_experiment_is_frozen() -> None:
+    experiment = Experiment(**BASE)
+    with pytest.raises(pydantic.ValidationError):
+        experiment.sigma = 0.9
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"colour": "red"}, "colour"),
+        ({"recipe": {"epochs": 4, "momentum": 0.9}}, "momentum"),
+        ({"sigma": -0.5}, "-0.5"),
+        ({"sigma": math.nan}, "nan"),
+        ({"sigma": math.inf}, "inf"),
+        ({"placement": "walk:3"}, "walk:3"),
+        ({"placement": "walking:x"}, "walking:x"),
+        ({"placement": "global-except:"}, "global-except:"),
+        ({"noise": "mixed", "sigma": 0.5}, "ratio"),
+        ({"noise": "additive", "sigma": (0.1, 0.2)}, "one σ"),
+        ({"noise": "multiplicative", "sigma": (0.1, 0.2)}, "one σ"),
+        ({"noise": "mixed", "sigma": (0.1, -0.2)}, "-0.2"),
+        ({"noise": "additive", "placement": "global", "sigma": None}, "needs sigma"),
+        ({"noise": "additive", "sigma": None}, "needs sigma"),
+        ({"noise": "gaussian"}, "noise"),
+        ({"noise": "mixed", "sigma": 0.5, "ratio": 1.5}, "ratio"),
+        ({"eval_repeats": 0}, "eval_repeats"),
+        ({"seed": -1}, "seed"),
+        ({"recipe": {"epochs": 0}}, "epochs"),
+    ],
+    ids=lambda value: str(value) if isinstance(value, dict) else "",
+)
+def test_invalid_experiments_are_rejected(overrides: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(pydantic.ValidationError) as error:
+        Experiment(**{**BASE, **overrides})
+    assert fragment in str(error.value)
+
+
+def test_map_placement_carries_its_own_sigma() -> None:
+    experiment = Experiment(**{**BASE, "placement": "map:0=0.1;3=0.5", "sigma": None})
+    assert experiment.placement == "map:0=0.1;3=0.5"
+    assert experiment.placement_spec().sigmas == {0: 0.1, 3: 0.5}
+
+
+def test_map_placement_with_a_negative_sigma_is_rejected() -> None:
+    """Like a negative scalar σ, a negative σ inside the map must fail validation."""
+    with pytest.raises(pydantic.ValidationError, match="-1"):
+        Experiment(**{**BASE, "placement": "map:0=0.1;3=-1", "sigma": None})
+
+
+def test_map_placement_with_a_sigma_as_well_is_rejected() -> None:
+    """The map carries the levels; a σ beside it is refused at run time, so refuse it here."""
+    with pytest.raises(pydantic.ValidationError, match="sigma"):
+        Experiment(**{**BASE, "placement": "map:0=0.1", "sigma": 0.5})
+
+
+def test_noise_none_needs_no_sigma() -> None:
+    experiment = Experiment(**{**BASE, "noise": "none", "sigma": None})
+    assert experiment.noise_model() is None
+
+
+def test_mixed_noise_accepts_a_pair_or_an_amplitude_with_ratio() -> None:
+    pair = Experiment(**{**BASE, "noise": "mixed", "sigma": [0.1, 0.2]})
+    assert pair.sigma == (0.1, 0.2)
+    amplitude = Experiment(**{**BASE, "noise": "mixed", "sigma": 1.0, "ratio": 0.25})
+    model = amplitude.noise_model()
+    assert isinstance(model, MixedNoise)
+    assert model.levels(1.0) == (0.75, 0.25)
+
+
+def test_noise_model_follows_the_fields() -> None:
+    additive = Experiment(**BASE).noise_model()
+    assert isinstance(additive, AdditiveNoise)
+    assert (additive.training, additive.evaluation) == (True, True)
+    inference_only = Experiment(**{**BASE, "train_noise": False}).noise_model()
+    assert (inference_only.training, inference_only.evaluation) == (False, True)
+    mult = Experiment(**{**BASE, "noise": "multiplicative", "gradient": "through_noise"})
+    assert isinstance(mult.noise_model(), MultiplicativeNoise)
+    assert mult.noise_model().gradient == "through_noise"
+    mixed = Experiment(**{**BASE, "noise": "mixed", "sigma": (0.1, 0.2), "order": "add_first"})
+    assert mixed.noise_model().order == "add_first"
+    assert Experiment(**BASE).placement_spec() == WalkingPlacement(3)
+
+
+def test_pydantic_is_a_declared_dependency() -> None:
+    """experiment.py, recipe.py and cli.py import pydantic; a clean install must bring it."""
+    tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in dependencies}
+    assert "pydantic" in names
