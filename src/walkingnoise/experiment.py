@@ -17,7 +17,7 @@ from walkingnoise.noise.models import (
     MultiplicativeNoise,
     NoiseModel,
 )
-from walkingnoise.noise.placement import Placement, parse_placement
+from walkingnoise.noise.placement import Placement, SiteMapPlacement, parse_placement
 from walkingnoise.training.recipe import Recipe
 
 NoiseName = Literal["none", "additive", "multiplicative", "mixed"]
@@ -86,11 +86,19 @@ class Experiment(BaseModel):
     def _sigma_fits(self) -> Experiment:
         if self.noise == "none":
             return self
-        if self.sigma is None and not self.placement.startswith("map:"):
-            raise ValueError(f"noise {self.noise!r} with placement {self.placement!r} needs sigma")
         model = self.noise_model()
-        if self.sigma is not None:
-            model.levels(self.sigma)
+        placement = self.placement_spec()
+        if isinstance(placement, SiteMapPlacement):
+            if self.sigma is not None:
+                raise ValueError(
+                    f"placement {self.placement!r} carries its own σ values; leave sigma unset"
+                )
+            for level in placement.sigmas.values():
+                model.levels(level)
+            return self
+        if self.sigma is None:
+            raise ValueError(f"noise {self.noise!r} with placement {self.placement!r} needs sigma")
+        model.levels(self.sigma)
         return self
 
     @property
@@ -130,9 +138,26 @@ class Experiment(BaseModel):
             return MixedNoise(order=self.order, ratio=self.ratio, **flags)
         return None
 
+    def identity(self) -> dict[str, object]:
+        """The fields that decide the outcome, as JSON-ready values.
+
+        Fields that cannot matter are left out, so experiments that differ only in them are
+        one experiment: ``order`` and ``ratio`` unless the noise is mixed, ``gradient`` unless
+        noise is on in training, and everything about noise when ``noise`` is ``none``.
+        """
+        fields = self.model_dump(mode="json")
+        if self.noise != "mixed":
+            del fields["order"], fields["ratio"]
+        if not self.trains_with_noise:
+            del fields["gradient"]
+        if self.noise == "none":
+            for name in ("placement", "sigma", "train_noise", "eval_repeats"):
+                del fields[name]
+        return fields
+
     def canonical_json(self) -> str:
-        """Key-sorted compact JSON of every field: the basis of the content hash."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Key-sorted compact JSON of ``identity()``: the basis of the content hash."""
+        return json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
 
     def content_hash(self) -> str:
         """SHA-256 of the canonical JSON: equal experiments get equal hashes."""

@@ -1,4 +1,4 @@
-"""Fixtures for the data tests: the real MNIST t10k bytes from ../shared and IDX writers."""
+"""Fixtures for the data tests: real MNIST t10k bytes from ../shared, tiny files of every format."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ import pytest
 
 from walkingnoise.data import read_idx
 
-from .helpers import T10K_IMAGES, T10K_LABELS, encode_idx
+from .helpers import (
+    T10K_IMAGES,
+    T10K_LABELS,
+    encode_idx,
+    svhn_arrays,
+    write_cifar_dir,
+    write_speech_tree,
+    write_svhn_mat,
+)
 
 MNIST_T10K_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist-t10k"
 
@@ -72,3 +80,60 @@ def mnist_torchvision_root(
         shutil.copyfile(mnist_t10k_dir / f"{name}.gz", raw / f"{name}.gz")
         shutil.copyfile(t10k_raw_dir / name, raw / name.replace("t10k", "train"))
     return root
+
+
+# --- tiny files in the real formats of the other datasets --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root in torchvision's layout ROOT/FashionMNIST/raw/ with 40 train and 12 test images."""
+    root = tmp_path_factory.mktemp("fashion-root")
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 40), ("t10k", 12)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (raw / f"{part}-images-idx3-ubyte.gz").write_bytes(gzip.compress(encode_idx(images)))
+        (raw / f"{part}-labels-idx1-ubyte").write_bytes(encode_idx(labels))
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root with a tiny ``cifar-10-batches-py/`` (12 images per batch, Python 2 pickles)."""
+    root = tmp_path_factory.mktemp("cifar-root")
+    write_cifar_dir(root / "cifar-10-batches-py")
+    return root
+
+
+@pytest.fixture(scope="session")
+def svhn_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root with tiny ``train_32x32.mat`` (30 images) and ``test_32x32.mat`` (10)."""
+    root = tmp_path_factory.mktemp("svhn-root")
+    for name, n, seed in (("train_32x32.mat", 30, 0), ("test_32x32.mat", 10, 1)):
+        write_svhn_mat(root / name, *svhn_arrays(n, seed))
+    return root
+
+
+@pytest.fixture(scope="session")
+def speech_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root holding a tiny Speech Commands tree in SpeechCommands/speech_commands_v0.02/."""
+    root = tmp_path_factory.mktemp("speech-template")
+    write_speech_tree(root / "SpeechCommands" / "speech_commands_v0.02")
+    return root
+
+
+@pytest.fixture
+def speech_root(speech_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny Speech Commands root (tests may change or cache into it)."""
+    root = tmp_path / "speech-root"
+    shutil.copytree(speech_template, root)
+    return root
+
+
+@pytest.fixture
+def speech_dir(speech_root: Path) -> Path:
+    """The extracted dataset directory inside :func:`speech_root`."""
+    return speech_root / "SpeechCommands" / "speech_commands_v0.02"

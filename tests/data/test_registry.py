@@ -10,9 +10,11 @@ import torch
 
 from walkingnoise.data import (
     DatasetNotFoundError,
+    DatasetStatus,
     InMemoryDataset,
     Split,
     dataset_names,
+    dataset_status,
     load_dataset,
     register_dataset,
     registry,
@@ -26,7 +28,14 @@ from walkingnoise.data.registry import (
 )
 
 # Fixture giving the root each registered dataset needs; datasets not listed take root=None.
-DATASET_ROOT_FIXTURES = {"mnist": "mnist_torchvision_root", "mnist-t10k": "mnist_t10k_dir"}
+DATASET_ROOT_FIXTURES = {
+    "mnist": "mnist_torchvision_root",
+    "mnist-t10k": "mnist_t10k_dir",
+    "fashion_mnist": "fashion_root",
+    "cifar10": "cifar_root",
+    "svhn": "svhn_root",
+    "speech_commands": "speech_root",
+}
 
 
 @pytest.fixture
@@ -34,6 +43,7 @@ def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> dict:
     """A copy of the registry that this test may add to without leaking into other tests."""
     copy = dict(registry._REGISTRY)
     monkeypatch.setattr(registry, "_REGISTRY", copy)
+    monkeypatch.setattr(registry, "_LOCATORS", dict(registry._LOCATORS))
     return copy
 
 
@@ -47,7 +57,7 @@ def _tiny_dataset(name: str, n: int = 4) -> InMemoryDataset:
 
 def test_builtin_names_are_registered_and_sorted() -> None:
     names = dataset_names()
-    assert {"digits", "mnist", "mnist-t10k"} <= set(names)
+    assert set(DATASET_ROOT_FIXTURES) | {"digits"} == set(names)
     assert names == sorted(names)
 
 
@@ -211,7 +221,62 @@ def test_every_registered_dataset_is_well_formed(name: str, request: pytest.Fixt
         assert split.y.dtype == torch.int64
         assert tuple(split.x.shape[1:]) == dataset.input_shape
         assert torch.isfinite(split.x).all()
-        assert split.x.min() >= -1.0
-        assert split.x.max() <= 1.0
         assert 0 <= split.y.min() <= split.y.max() < dataset.num_classes
+        norm = dataset.metadata["normalization"]
+        if norm is not None:  # pixels in [0, 1] mapped by (x - mean) / std per channel
+            mean, std = torch.tensor(norm["mean"]), torch.tensor(norm["std"])
+            assert split.x.min() >= float(((0 - mean) / std).min()) - 1e-5
+            assert split.x.max() <= float(((1 - mean) / std).max()) + 1e-5
+            assert len(norm["mean"]) == dataset.input_shape[0]
     assert len(dataset.validation) < len(dataset.train)
+    assert "paper_augmentation" in dataset.metadata
+    if dataset.class_weights is not None:
+        assert dataset.class_weights.shape == (dataset.num_classes,)
+
+
+@pytest.mark.parametrize("name", dataset_names())
+def test_every_registered_dataset_reports_its_files(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    fixture = DATASET_ROOT_FIXTURES.get(name)
+    if fixture is None:  # bundled: nothing on disk, always present
+        status = dataset_status(name, tmp_path)
+        assert status.present
+        assert status.files == ()
+        return
+    root = request.getfixturevalue(fixture)
+    status = dataset_status(name, root)
+    assert status.present, status.missing
+    assert status.size_bytes > 0
+    assert all(path.exists() for path in status.files)
+    empty = dataset_status(name, tmp_path)
+    assert not empty.present
+    assert empty.missing
+    assert empty.size_bytes == 0
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset(name, tmp_path)
+    assert "\n" not in str(err.value)
+    assert str(tmp_path) in str(err.value)
+
+
+def test_dataset_status_of_unknown_name_lists_known_names() -> None:
+    with pytest.raises(UnknownDatasetError, match="known: cifar10, digits"):
+        dataset_status("nope")
+
+
+def test_download_is_passed_only_to_file_based_loaders(isolated_registry: dict) -> None:
+    seen = []
+
+    def locate(root: str | Path | None) -> DatasetStatus:
+        return DatasetStatus("files")
+
+    @register_dataset("files", locate=locate)
+    def load_files(root: str | Path | None, *, download: object = False):
+        seen.append(download)
+        return _tiny_dataset("files")
+
+    load_dataset("files")
+    load_dataset("files", download=True)
+    assert seen == [False, True]
+    # Datasets without files never receive it (digits ignores download=True).
+    assert load_dataset("digits", download=True).name == "digits"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -31,6 +33,13 @@ class InMemoryDataset:
     """A whole dataset held as tensors, so training never touches a per-sample DataLoader.
 
     Inputs are already normalized; ``input_shape`` excludes the batch dimension.
+
+    Attributes:
+        class_weights: optional (K,) float32 weights for a weighted cross-entropy, e.g. inverse
+            class density for Speech Commands; None means unweighted.
+        metadata: free-form facts about the data for later stages, e.g. ``normalization``
+            (mean/std applied), ``paper_augmentation`` (what the papers' training added; loaders
+            never augment), ``source`` (where the files were read).
     """
 
     name: str
@@ -38,6 +47,16 @@ class InMemoryDataset:
     validation: Split
     test: Split
     class_names: tuple[str, ...]
+    class_weights: torch.Tensor | None = field(default=None, compare=False)
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        weights = self.class_weights
+        if weights is not None and tuple(weights.shape) != (len(self.class_names),):
+            raise ValueError(
+                f"class_weights has shape {tuple(weights.shape)}, expected "
+                f"({len(self.class_names)},) for {len(self.class_names)} classes"
+            )
 
     @property
     def input_shape(self) -> tuple[int, ...]:

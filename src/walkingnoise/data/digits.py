@@ -49,4 +49,8 @@ def load_digits(
         validation=validation,
         test=Split(x[test_idx], y[test_idx]),
         class_names=tuple(str(c) for c in range(10)),
+        metadata={
+            "normalization": {"mean": (0.5,), "std": (0.5,)} if normalize else None,
+            "paper_augmentation": "none",
+        },
     )

@@ -82,8 +82,8 @@ def train_model(
         lr = optimizer.param_groups[0]["lr"]
         for start in range(0, n, recipe.batch_size):
             index = order[start : start + recipe.batch_size]
-            if len(index) < 2:
-                continue
+            if len(index) < 2 and recipe.batch_size > 1:
+                continue  # the one-sample remainder of an epoch: BatchNorm cannot normalise it
             x, y = train.x[index], train.y[index]
             logits = model(x)
             loss = F.cross_entropy(logits, y)
@@ -95,13 +95,15 @@ def train_model(
             loss_sum += loss.item() * len(index)
             correct += (logits.detach().argmax(dim=1) == y).sum().item()
             seen += len(index)
+        if seen == 0:
+            raise ValueError(f"the training split of {n} samples gives no batch to train on")
         scheduler.step()
-        train_loss = loss_sum / max(seen, 1)
+        train_loss = loss_sum / seen
         val_accuracy = None
         if validation is not None and len(validation):
             with _noise_off(model):
                 val_accuracy = accuracy_and_loss(model, validation, recipe.eval_batch_size)[0]
-        record = EpochRecord(epoch, train_loss, correct / max(seen, 1), val_accuracy, lr)
+        record = EpochRecord(epoch, train_loss, correct / seen, val_accuracy, lr)
         history.epochs.append(record)
         bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=_fmt(val_accuracy))
         log.debug("epoch %d: %s", epoch, record)

@@ -1,0 +1,43 @@
+"""Reading WAV recordings with soundfile (an optional dependency: ``pip install '.[speech]'``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from walkingnoise.data.errors import DatasetFormatError, one_line
+
+__all__ = ["read_wav", "require_soundfile"]
+
+
+def require_soundfile() -> ModuleType:
+    """Import soundfile, or raise ImportError saying which extra installs it."""
+    try:
+        import soundfile
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "reading speech recordings needs the optional dependency soundfile: "
+            "pip install 'walkingnoise[speech]'"
+        ) from error
+    return soundfile
+
+
+def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Samples of a mono recording as float32 in [-1, 1) (16-bit PCM divided by 32768).
+
+    Raises:
+        DatasetFormatError: unreadable file, another sample rate, or more than one channel.
+    """
+    soundfile = require_soundfile()
+    path = Path(path)
+    try:
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, ValueError) as error:  # LibsndfileError is a RuntimeError
+        raise DatasetFormatError(f"{path}: not a readable WAV file: {one_line(error)}") from error
+    if rate != sample_rate:
+        raise DatasetFormatError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
+    if samples.shape[1] != 1:
+        raise DatasetFormatError(f"{path}: {samples.shape[1]} channels, expected mono")
+    return samples[:, 0]

@@ -1,0 +1,170 @@
+"""Datasets published as IDX image/label file pairs (MNIST, FashionMNIST): find, read, check.
+
+Both publish ``train-{images-idx3,labels-idx1}-ubyte`` and ``t10k-…`` files, raw or ``.gz``; they
+are found directly in ``root`` or in torchvision's layout ``root/<Folder>/raw/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from walkingnoise.data.dataset import InMemoryDataset, Split
+from walkingnoise.data.download import RemoteFile, locate_or_download
+from walkingnoise.data.idx import IdxFormatError, read_idx
+from walkingnoise.data.registry import data_root, split_train_validation
+from walkingnoise.data.status import DatasetStatus
+
+__all__ = ["IDX_PAIR_FILES", "IdxPairLayout", "idx_pair_tensors", "load_idx_pair_dataset"]
+
+logger = logging.getLogger(__name__)
+
+IDX_PAIR_FILES: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+"""Part name → (images, labels) file names as published, without the optional ``.gz``."""
+
+
+@dataclass(frozen=True)
+class IdxPairLayout:
+    """Where an IDX-pair dataset lives and what its files must hold.
+
+    Attributes:
+        folder: torchvision's folder name (``MNIST``, ``FashionMNIST``): files in
+            ``root/<folder>/raw/`` are found as well as files directly in ``root``.
+        class_names: one name per label value 0..K-1.
+        image_shape: (height, width) of every image.
+        files: part name → (images, labels) file names without ``.gz``.
+    """
+
+    folder: str
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int] = (28, 28)
+    files: Mapping[str, tuple[str, str]] = field(default_factory=lambda: dict(IDX_PAIR_FILES))
+
+    def search_dirs(self, root: str | Path | None) -> list[Path]:
+        """Directories searched, in order: ``root``, then ``root/<folder>/raw``."""
+        base = data_root(root)
+        return [base, base / self.folder / "raw"]
+
+    def status(self, dataset: str, root: str | Path | None, parts: Sequence[str]) -> DatasetStatus:
+        """Which files of ``parts`` are on disk (raw preferred over ``.gz``, ``root`` first)."""
+        dirs = self.search_dirs(root)
+        names = [name for part in parts for name in self.files[part]]
+        found = {f"{name}[.gz]": _find_file(dirs, name) for name in names}
+        hint = (
+            f"place the published IDX files (raw or .gz) in {dirs[-1]}/ or directly in "
+            f"{dirs[0]}/ (ROOT/{self.folder}/raw/ is torchvision's layout)"
+        )
+        return DatasetStatus.of(dataset, found, dirs, hint=hint)
+
+    def read_parts(
+        self,
+        dataset: str,
+        root: str | Path | None,
+        parts: Sequence[str],
+        download: bool | Sequence[RemoteFile] = False,
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Locate all files of ``parts`` (one error for all missing), then read and check them.
+
+        Raises:
+            DatasetNotFoundError: a file is in none of :meth:`search_dirs` (and was not fetched).
+            IdxFormatError: a file is not valid IDX or not shaped as this dataset's files.
+        """
+        status = locate_or_download(
+            dataset, root, lambda r: self.status(dataset, r, parts), download
+        )
+        paths = dict(zip(_labels(self, parts), status.files, strict=True))
+        arrays = {}
+        for part in parts:
+            images_name, labels_name = self.files[part]
+            images_path, labels_path = paths[f"{images_name}[.gz]"], paths[f"{labels_name}[.gz]"]
+            images, labels = read_idx(images_path), read_idx(labels_path)
+            self.check_pair(images, labels, images_path, labels_path)
+            logger.debug("read %d %s images from %s", len(labels), dataset, images_path)
+            arrays[part] = (images, labels)
+        return arrays
+
+    def check_pair(
+        self, images: np.ndarray, labels: np.ndarray, images_path: Path, labels_path: Path
+    ) -> None:
+        """Check a pair: 3-D ubyte images of ``image_shape``, 1-D ubyte labels, same count, < K."""
+        height, width = self.image_shape
+        if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
+            raise IdxFormatError(
+                f"{images_path}: expected 3-D ubyte images of {height}x{width}, found shape "
+                f"{images.shape} {images.dtype}"
+            )
+        if labels.ndim != 1 or labels.dtype != np.uint8:
+            raise IdxFormatError(
+                f"{labels_path}: expected 1-D ubyte labels, found shape {labels.shape} "
+                f"{labels.dtype}"
+            )
+        if images.shape[0] != labels.shape[0]:
+            raise IdxFormatError(
+                f"{images_path} has {images.shape[0]} images but {labels_path} has "
+                f"{labels.shape[0]} labels"
+            )
+        top = len(self.class_names) - 1
+        if labels.size and int(labels.max()) > top:
+            raise IdxFormatError(
+                f"{labels_path}: labels must be in 0..{top}, found {int(labels.max())}"
+            )
+
+
+def _labels(layout: IdxPairLayout, parts: Sequence[str]) -> list[str]:
+    """Display names of the files of ``parts``, in the order :meth:`IdxPairLayout.status` uses."""
+    return [f"{name}[.gz]" for part in parts for name in layout.files[part]]
+
+
+def _find_file(dirs: Sequence[Path], name: str) -> Path | None:
+    """First of ``name`` or ``name.gz`` that exists in ``dirs``, raw preferred, else None."""
+    for directory in dirs:
+        for candidate in (directory / name, directory / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def idx_pair_tensors(
+    images: np.ndarray, labels: np.ndarray, normalize: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, H, W) → float32 (N, 1, H, W) in [0, 1], or [-1, 1] by (x - 0.5) / 0.5."""
+    x = torch.from_numpy(images).unsqueeze(1).to(torch.float32).div_(255.0)
+    if normalize:
+        x.sub_(0.5).div_(0.5)
+    return x, torch.from_numpy(labels).to(torch.int64)
+
+
+def load_idx_pair_dataset(
+    layout: IdxPairLayout,
+    name: str,
+    root: str | Path | None,
+    *,
+    val_fraction: float,
+    normalize: bool,
+    download: bool | Sequence[RemoteFile] = False,
+    metadata: Mapping[str, Any] | None = None,
+) -> InMemoryDataset:
+    """Official train → train/validation (fixed split), t10k → test, as in-memory tensors."""
+    arrays = layout.read_parts(name, root, ["train", "t10k"], download)
+    train, validation = split_train_validation(
+        *idx_pair_tensors(*arrays["train"], normalize), val_fraction
+    )
+    info = dict(metadata or {})
+    info["normalization"] = {"mean": (0.5,), "std": (0.5,)} if normalize else None
+    return InMemoryDataset(
+        name=name,
+        train=train,
+        validation=validation,
+        test=Split(*idx_pair_tensors(*arrays["t10k"], normalize)),
+        class_names=layout.class_names,
+        metadata=info,
+    )
