@@ -16,9 +16,14 @@ from walkingnoise.noise.site import SiteInfo
 class SiteCounter:
     """Site tables of (dataset, model, batchnorm), built once each; each dataset loaded once."""
 
-    def __init__(self, data_root: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        data_root: str | Path | None = None,
+        shapes: dict[str, tuple[tuple[int, ...], int]] | None = None,
+    ) -> None:
+        """``shapes`` may give (input shape, classes) of datasets so they need not be loaded."""
         self.data_root = data_root
-        self._shapes: dict[str, tuple[tuple[int, ...], int]] = {}
+        self._shapes: dict[str, tuple[tuple[int, ...], int]] = dict(shapes or {})
         self._tables: dict[tuple[str, str, bool], list[SiteInfo]] = {}
 
     def shape(self, dataset: str) -> tuple[tuple[int, ...], int]:

@@ -397,14 +397,26 @@ def _expand_sites(
     if config.get("placement") != WALKING_ALL:
         experiment = _validate(config, origins, leaf)
         if site_count is not None:
-            _check_sites(experiment, site_count(experiment), origins, leaf)
+            n_sites = _count_sites(experiment, site_count, origins, leaf)
+            _check_sites(experiment, n_sites, origins, leaf)
         yield experiment
         return
     probe = _validate({**config, "placement": "walking:0"}, origins, leaf)
     if site_count is None:
         raise SweepError(f"{origins.get('placement', leaf)}: walking:* needs the model's sites")
-    for index in range(site_count(probe)):
+    for index in range(_count_sites(probe, site_count, origins, leaf)):
         yield probe.model_copy(update={"placement": f"walking:{index}"})
+
+
+def _count_sites(
+    experiment: Experiment, site_count: SiteCount, origins: Mapping[str, str], leaf: str
+) -> int:
+    """The model's site count; a model that cannot take the dataset is an error at ``model``."""
+    try:
+        return site_count(experiment)
+    except ValueError as error:
+        where = origins.get("model", origins.get("dataset", leaf or "fixed"))
+        raise SweepError(f"{where}: {' '.join(str(error).split())}") from None
 
 
 def _check_sites(

@@ -1,0 +1,84 @@
+"""Tests for ``fashion_mnist``: the IDX-pair code shared with MNIST, FashionMNIST's layout."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from walkingnoise.data import DatasetNotFoundError, IdxFormatError, load_dataset, read_idx
+from walkingnoise.data.fashion_mnist import FASHION_MNIST_CLASS_NAMES, FASHION_MNIST_LAYOUT
+from walkingnoise.data.mnist import MNIST_LAYOUT
+
+from .helpers import encode_idx
+
+
+def _raw(root: Path) -> Path:
+    return root / "FashionMNIST" / "raw"
+
+
+def test_loads_torchvision_layout_with_paper_normalization(fashion_root: Path) -> None:
+    dataset = load_dataset("fashion_mnist", fashion_root)
+    assert dataset.name == "fashion_mnist"
+    assert dataset.class_names == FASHION_MNIST_CLASS_NAMES
+    assert dataset.class_names[9] == "Ankle boot"
+    assert (len(dataset.train), len(dataset.validation), len(dataset.test)) == (36, 4, 12)
+    assert dataset.input_shape == (1, 28, 28)
+    images = read_idx(_raw(fashion_root) / "t10k-images-idx3-ubyte.gz")
+    expected = (torch.from_numpy(images).float()[:, None] / 255 - 0.5) / 0.5
+    torch.testing.assert_close(dataset.test.x, expected, rtol=0, atol=1e-6)
+    assert dataset.test.y.tolist() == [i % 10 for i in range(12)]
+    assert dataset.metadata["normalization"] == {"mean": (0.5,), "std": (0.5,)}
+
+
+def test_unnormalized_pixels_are_in_unit_range(fashion_root: Path) -> None:
+    dataset = load_dataset("fashion_mnist", fashion_root, normalize=False)
+    assert dataset.test.x.min() >= 0.0
+    assert dataset.test.x.max() <= 1.0
+    assert dataset.test.x.max() > 0.9
+    assert dataset.metadata["normalization"] is None
+
+
+def test_flat_layout_is_found(fashion_root: Path, tmp_path: Path) -> None:
+    for path in _raw(fashion_root).iterdir():
+        shutil.copyfile(path, tmp_path / path.name)
+    assert len(load_dataset("fashion_mnist", tmp_path).test) == 12
+
+
+def test_missing_files_name_fashion_layout(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("fashion_mnist", tmp_path)
+    message = str(err.value)
+    assert message.startswith("dataset 'fashion_mnist': missing train-images-idx3-ubyte[.gz]")
+    assert str(tmp_path / "FashionMNIST" / "raw") in message
+    assert "ROOT/FashionMNIST/raw/" in message
+    assert "\n" not in message
+
+
+def test_label_beyond_the_ten_classes_is_rejected(fashion_root: Path, tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    shutil.copytree(_raw(fashion_root), raw)
+    labels = np.full(12, 10, dtype=np.uint8)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(encode_idx(labels))
+    with pytest.raises(IdxFormatError, match=r"labels must be in 0\.\.9, found 10"):
+        load_dataset("fashion_mnist", tmp_path)
+
+
+def test_corrupt_gzip_names_the_file(fashion_root: Path, tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    shutil.copytree(_raw(fashion_root), raw)
+    bad = raw / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(gzip.compress(b"x" * 100)[:20])
+    with pytest.raises(IdxFormatError) as err:
+        load_dataset("fashion_mnist", tmp_path)
+    assert str(err.value).startswith(f"{bad}: ")
+
+
+def test_mnist_and_fashion_share_one_reader() -> None:
+    assert type(MNIST_LAYOUT) is type(FASHION_MNIST_LAYOUT)
+    assert MNIST_LAYOUT.files == FASHION_MNIST_LAYOUT.files
+    assert (MNIST_LAYOUT.folder, FASHION_MNIST_LAYOUT.folder) == ("MNIST", "FashionMNIST")
