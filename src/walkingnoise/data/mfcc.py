@@ -166,6 +166,8 @@ def mfcc(waveforms: torch.Tensor, settings: MfccSettings | None = None) -> torch
             f"clips must have {settings.clip_samples} samples, got {waveforms.shape[-1]}"
         )
     x = waveforms.to(torch.float32)
+    if x.numel() == 0:  # some FFT backends reject empty batches
+        return x.new_zeros(*x.shape[:-1], settings.num_frames, settings.num_coefficients)
     frames = x.unfold(-1, settings.window_samples, settings.hop_samples)
     window = torch.hann_window(
         settings.window_samples, periodic=True, dtype=torch.float32, device=x.device

@@ -49,13 +49,21 @@ class SweepSummary:
         return "\n".join(lines)
 
 
-def prepare(entries: list[SweepEntry], store: Store) -> tuple[Plan, SweepSummary]:
-    """Register a sweep's experiments in the store and plan what is left to run."""
-    stale = store.requeue_stale()
-    if stale:
-        log.warning("%d experiments of dead processes put back to pending", stale)
-    store.add((entry.experiment, entry.block) for entry in entries)
-    statuses = store.statuses([entry.experiment.content_hash() for entry in entries])
+def prepare(
+    entries: list[SweepEntry], store: Store, *, register: bool = True
+) -> tuple[Plan, SweepSummary]:
+    """Plan what is left to run; with ``register``, first add the experiments to the store.
+
+    Without ``register`` (a dry run) the store is only read: experiments it lacks count as
+    pending.
+    """
+    if register:
+        stale = store.requeue_stale()
+        if stale:
+            log.warning("%d experiments of dead processes put back to pending", stale)
+        store.add((entry.experiment, entry.block) for entry in entries)
+    found = store.statuses([entry.experiment.content_hash() for entry in entries])
+    statuses = {e.experiment.content_hash(): "pending" for e in entries} | found
     todo = [e.experiment for e in entries if statuses[e.experiment.content_hash()] == "pending"]
 
     def trained(key: str) -> bytes | None:
@@ -63,11 +71,11 @@ def prepare(entries: list[SweepEntry], store: Store) -> tuple[Plan, SweepSummary
         return None if record is None else record.checkpoint.read_bytes()
 
     work = plan(todo, trained=trained)
-    counts = store.counts(list(statuses))
+    done = sum(status == "done" for status in statuses.values())
     summary = SweepSummary(
         experiments=len(entries),
-        done_before=counts["done"],
-        failed_before=counts["failed"],
+        done_before=done,
+        failed_before=sum(status == "failed" for status in statuses.values()),
         to_run=len(todo),
         trainings=work.trainings,
         shared_trainings=work.shared_trainings,
@@ -91,26 +99,32 @@ def run_sweep(
     sweep file writes nothing. Results are written by this process alone, as units finish.
     Experiments another process is running are left to it. On an exception (Ctrl-C included)
     the experiments this run claimed but did not finish go back to pending, so running again
-    resumes.
+    resumes. A ``dry_run`` only counts and plans: the store is read, never created or written.
     """
     entries = expand(spec, site_count=SiteCounter(data_root), max_experiments=max_experiments)
+    if dry_run and not isinstance(store, Store):
+        with Store(store if Path(store).is_file() else ":memory:") as readable:
+            return prepare(entries, readable, register=False)[1]
+    if dry_run:
+        return prepare(entries, store, register=False)[1]
     if isinstance(store, Store):
-        return _run(entries, spec.name, store, executor, data_root, dry_run, progress)
+        return _run(entries, spec, store, executor, data_root, progress)
     with Store(store) as opened:
-        return _run(entries, spec.name, opened, executor, data_root, dry_run, progress)
+        return _run(entries, spec, opened, executor, data_root, progress)
 
 
 def _run(
     entries: list[SweepEntry],
-    name: str,
+    spec: SweepSpec,
     store: Store,
     executor: Executor | None,
     data_root: str | Path | None,
-    dry_run: bool,
     progress: bool | None,
 ) -> SweepSummary:
     work, summary = prepare(entries, store)
-    if dry_run or not work.units:
+    if spec.text:
+        store.save_sweep(spec.name, spec.text)
+    if not work.units:
         return summary
     executor = executor or InProcessExecutor()
     started = time.perf_counter()
@@ -121,7 +135,7 @@ def _run(
         if members:
             claimed_units.append(WorkUnit(members, unit.shared_training, unit.checkpoint))
     open_keys = {e.content_hash() for u in claimed_units for e in u.members}
-    bar = tqdm(total=len(open_keys), desc=name, unit="exp", disable=bar_disabled(progress))
+    bar = tqdm(total=len(open_keys), desc=spec.name, unit="exp", disable=bar_disabled(progress))
     try:
         root = None if data_root is None else str(data_root)
         for unit, result in executor.run(run_unit, claimed_units, root):

@@ -148,6 +148,7 @@ class SweepSpec:
     name: str
     root: Block
     source: str = "<sweep>"
+    text: str = ""
 
     def leaves(self) -> Iterator[tuple[Block, ...]]:
         """Every leaf block with its ancestors, root first."""
@@ -264,7 +265,7 @@ def parse_sweep(text: str | bytes, source: str = "<sweep>") -> SweepSpec:
         raise SweepError(f"{source}: the sweep file is empty")
     root = _parse_block(raw, "", top=True)
     name = raw.get("name", Path(source).stem) if isinstance(raw, Mapping) else "sweep"
-    return SweepSpec(name=str(name), root=root, source=source)
+    return SweepSpec(name=str(name), root=root, source=source, text=text)
 
 
 def load_sweep(path: str | Path) -> SweepSpec:

@@ -308,6 +308,18 @@ class Store:
             rows.append(row)
         return rows
 
+    # -- sweep files ------------------------------------------------------------------------
+
+    def save_sweep(self, name: str, text: str) -> None:
+        """Keep the text of a sweep file run on this store (the latest one per name)."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"sweep:{name}", text))
+
+    def sweeps(self) -> dict[str, str]:
+        """Name → YAML text of every sweep file run on this store."""
+        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'sweep:%'")
+        return {key.removeprefix("sweep:"): value for key, value in rows}
+
     # -- clean trainings --------------------------------------------------------------------
 
     def training(self, key: str) -> TrainingRecord | None:

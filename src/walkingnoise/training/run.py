@@ -80,6 +80,8 @@ def evaluate_experiment(
 ) -> dict[str, float]:
     """Clean and noisy metrics on validation and test, with the experiment's evaluation noise.
 
+    Also records ``chance_accuracy`` (1/K), the floor of the midpoint fit.
+
     The model's noise is set to the experiment's and the generator seeded with
     ``experiment.evaluation_seed()``, so a shared clean model gives every inference-only
     experiment the numbers it would get alone.
@@ -87,7 +89,7 @@ def evaluate_experiment(
     model.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
     torch.manual_seed(experiment.evaluation_seed())
     batch = experiment.recipe.eval_batch_size
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {"chance_accuracy": dataset.chance_accuracy}
     for split in ("validation", "test"):
         data = dataset.split(split)
         metrics |= evaluate_clean(model, data, batch_size=batch).as_dict(f"clean_{split}")
