@@ -1,66 +1,167 @@
-"""The quickstart study on digits: rows, the effect of σ, and the accuracy table."""
+"""The quickstart study: its expansion, and the crossing table on a scaled-down run."""
 
 from __future__ import annotations
 
+import math
+from importlib import resources
+from pathlib import Path
+
 import pandas as pd
 import pytest
+import yaml
 
-from walkingnoise.quickstart import accuracy_table, quickstart
+from walkingnoise.analysis.crossing import half_accuracy_crossing
+from walkingnoise.experiment import Experiment
+from walkingnoise.quickstart import crossing_table, quickstart_spec
+from walkingnoise.sweep import load_results, parse_sweep, run_sweep
+from walkingnoise.sweep.planner import plan
+from walkingnoise.sweep.sites import SiteCounter
+from walkingnoise.sweep.spec import count_experiments, expand
 
-SIGMAS = (0.01, 100.0)
-PLACEMENTS = ("global-except:batchnorm", "walking:0", "walking:10")
-TRAININGS = ("inference-only", "noisy")
-
-pytestmark = pytest.mark.slow
+SITES = (0, 10)
+COLUMNS = ["add/eval-only", "add/noisy", "mul/eval-only", "mul/noisy"]
 
 
 @pytest.fixture(scope="module")
-def frame() -> pd.DataFrame:
-    return quickstart(epochs=5, sigmas=SIGMAS, sites=(0, 10), eval_repeats=2, progress=False)
+def entries() -> list:
+    return expand(quickstart_spec(), site_count=SiteCounter())
 
 
-def test_one_row_per_training_placement_and_sigma(frame: pd.DataFrame) -> None:
-    assert len(frame) == len(TRAININGS) * len(PLACEMENTS) * len(SIGMAS)
-    keys = set(zip(frame["training"], frame["placement"], frame["sigma"], strict=True))
-    assert keys == {(t, p, s) for t in TRAININGS for p in PLACEMENTS for s in SIGMAS}
-    assert frame["accuracy"].between(0.0, 1.0).all()
-    assert (frame["accuracy_std"] >= 0).all()
-    names = dict(zip(frame["placement"], frame["site_name"], strict=True))
-    assert names == {
-        "global-except:batchnorm": "all",
-        "walking:0": "input",
-        "walking:10": "layers.10:Linear",
-    }
-    assert 0.5 < frame.attrs["clean_accuracy"] <= 1.0
+def test_quickstart_expands_to_1216_experiments(entries: list) -> None:
+    # 2 noises × 2 trainings × 2 seeds × 8 σ × (11 sites with BatchNorm + 8 without).
+    assert len(entries) == 2 * 2 * 2 * 8 * (11 + 8) == 1216
+    assert count_experiments(quickstart_spec()) == 2 * 2 * 2 * 2 * 8  # walking:* counted once
+    assert len({e.experiment.content_hash() for e in entries}) == 1216
+    blocks = pd.Series([e.block for e in entries]).value_counts().to_dict()
+    assert blocks == {"additive": 608, "multiplicative": 608}
+    experiments = [e.experiment for e in entries]
+    with_bn = [e for e in experiments if e.batchnorm]
+    assert {e.placement for e in with_bn} == {f"walking:{i}" for i in range(11)}
+    without = [e for e in experiments if not e.batchnorm]
+    assert {e.placement for e in without} == {f"walking:{i}" for i in range(8)}
+    assert {e.recipe.epochs for e in experiments} == {15}
+    assert {e.eval_repeats for e in experiments} == {3}
+    assert {e.seed for e in experiments} == {0, 1}
+    assert {e.dataset for e in experiments} == {"digits"}
 
 
-def test_small_sigma_beats_large_sigma_everywhere(frame: pd.DataFrame) -> None:
-    for (training, placement), part in frame.groupby(["training", "placement"]):
-        acc = part.set_index("sigma")["accuracy"]
-        assert acc[0.01] > acc[100.0], (training, placement)
-        # A tiny σ costs (almost) nothing against the clean model.
-        if training == "inference-only":
-            assert acc[0.01] == pytest.approx(frame.attrs["clean_accuracy"], abs=0.03)
+def test_quickstart_sigma_grids(entries: list) -> None:
+    sigmas = {noise: sorted({e.experiment.sigma for e in entries if e.experiment.noise == noise})
+              for noise in ("additive", "multiplicative")}  # fmt: skip
+    assert sigmas["additive"] == pytest.approx([10 ** (-2 + 4 * i / 7) for i in range(8)])
+    assert sigmas["multiplicative"] == pytest.approx([10 ** (-1.5 + 3.5 * i / 7) for i in range(8)])
 
 
-def test_huge_global_noise_is_near_chance(frame: pd.DataFrame) -> None:
-    huge = frame[(frame["placement"] == "global-except:batchnorm") & (frame["sigma"] == 100.0)]
-    assert len(huge) == 2
-    assert (huge["accuracy"] < 0.3).all()
+def test_quickstart_trains_each_clean_model_once(entries: list) -> None:
+    work = plan([e.experiment for e in entries])
+    # Every noisy-training experiment trains its own model; inference-only ones share one
+    # clean model per (BatchNorm flag, seed).
+    assert work.trainings == 608 + 4
+    assert work.shared_trainings == 4
 
 
-@pytest.mark.parametrize("training", TRAININGS)
-def test_accuracy_table_has_sigma_rows_and_site_named_columns(
-    frame: pd.DataFrame, training: str
-) -> None:
-    table = accuracy_table(frame, training)
-    assert table.shape == (len(SIGMAS), len(PLACEMENTS))
-    assert list(table.index) == list(SIGMAS)
-    assert list(table.columns) == [
-        "global-except:batchnorm",
-        "walking:0 input",
-        "walking:10 layers.10:Linear",
+def test_quickstart_is_the_first_example() -> None:
+    example = Path(__file__).parents[1] / "examples" / "01_quickstart.yaml"
+    if not example.is_file():
+        pytest.skip("no examples folder beside the tests")
+    shipped = resources.files("walkingnoise.studies").joinpath("quickstart.yaml").read_text()
+    assert example.read_text() == shipped
+
+
+# -- the crossing table on a scaled-down copy of the study ----------------------------------------
+
+
+def _scaled_down() -> str:
+    raw = yaml.safe_load(
+        resources.files("walkingnoise.studies").joinpath("quickstart.yaml").read_text()
+    )
+    raw["name"] = "quickstart-small"
+    raw["fixed"]["recipe"]["epochs"] = 2
+    raw["fixed"]["eval_repeats"] = 2
+    del raw["fixed"]["placement"]
+    raw["grid"]["placement"] = {"type": "choice", "options": [f"walking:{s}" for s in SITES]}
+    raw["grid"]["batchnorm"]["options"] = [True]
+    raw["grid"]["seed"]["options"] = [0]
+    raw["additive"]["grid"]["sigma"] = {"type": "logspace", "min": -1, "max": 2, "num": 3}
+    raw["multiplicative"]["grid"]["sigma"] = {"type": "logspace", "min": -1, "max": 2, "num": 3}
+    return yaml.safe_dump(raw)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    store = tmp_path_factory.mktemp("quickstart") / "small.sqlite"
+    summary = run_sweep(parse_sweep(_scaled_down(), "small.yaml"), store, progress=False)
+    # 2 sites × 2 trainings × 3 σ × 2 noises
+    assert (summary.experiments, summary.ran, summary.failed) == (24, 24, 0)
+    assert summary.trainings == 12 + 1
+    return load_results(store)
+
+
+def _expected(results: pd.DataFrame, noise: str, train_noise: bool, site: int) -> float:
+    part = results[
+        (results["noise"] == noise)
+        & (results["train_noise"] == train_noise)
+        & (results["placement"] == f"walking:{site}")
     ]
-    part = frame[frame["training"] == training]
-    row = part[(part["placement"] == "walking:10") & (part["sigma"] == 0.01)].iloc[0]
-    assert table.loc[0.01, "walking:10 layers.10:Linear"] == pytest.approx(100 * row["accuracy"])
+    curve = part.groupby("sigma")["noisy_test_accuracy"].mean()
+    assert len(curve) == 3
+    return half_accuracy_crossing(list(curve.index), list(curve.values), 0.1)
+
+
+@pytest.mark.slow
+def test_crossing_table_per_site_noise_and_training(results: pd.DataFrame) -> None:
+    table = crossing_table(results, batchnorm=True)
+    assert list(table.index) == list(SITES)
+    assert table.index.name == "site"
+    assert sorted(table.columns) == COLUMNS
+    for site in SITES:
+        for noise in ("additive", "multiplicative"):
+            for train_noise, training in ((True, "noisy"), (False, "eval-only")):
+                value = table.loc[site, f"{noise[:3]}/{training}"]
+                expected = _expected(results, noise, train_noise, site)
+                if math.isinf(expected):
+                    assert math.isinf(value)
+                else:
+                    assert value == pytest.approx(expected, rel=1e-12)
+    # σ = 100 at the input leaves nothing of a digit: every curve crosses within the grid.
+    assert (table.loc[0] < 100).all()
+
+
+@pytest.mark.slow
+def test_crossing_table_averages_over_seeds_first(results: pd.DataFrame) -> None:
+    # A second seed whose accuracies are lower by 0.2 at σ = 10 (only): the mean curve moves.
+    other = results.assign(seed=1, hash=results["hash"] + "-1")
+    at_ten = other["sigma"].round(9) == 10.0
+    other.loc[at_ten, "noisy_test_accuracy"] -= 0.2
+    both = pd.concat([results, other], ignore_index=True)
+    table = crossing_table(both, batchnorm=True)
+    averaged = both.assign(seed=0)
+    for site in SITES:
+        for noise in ("additive", "multiplicative"):
+            for train_noise, training in ((True, "noisy"), (False, "eval-only")):
+                expected = _expected(averaged, noise, train_noise, site)
+                value = table.loc[site, f"{noise[:3]}/{training}"]
+                assert value == pytest.approx(expected, rel=1e-12) or (
+                    math.isinf(expected) and math.isinf(value)
+                )
+
+
+@pytest.mark.slow
+def test_crossing_table_with_site_names(results: pd.DataFrame) -> None:
+    names = {s.index: s.name for s in SiteCounter().table(Experiment(noise="none"))}
+    table = crossing_table(results, batchnorm=True, names=names)
+    assert list(table.index) == ["0 input", "10 layers.10:Linear"]
+    plain = crossing_table(results, batchnorm=True)
+    assert table.to_numpy().tolist() == plain.to_numpy().tolist()
+
+
+@pytest.mark.slow
+def test_crossing_table_ignores_unfinished_rows(results: pd.DataFrame) -> None:
+    pending = results.copy()
+    first = pending.index[0]
+    pending.loc[first, "status"] = "pending"
+    pending.loc[first, "noisy_test_accuracy"] = 0.0  # would change the curve if it counted
+    changed = results.drop(index=first)
+    pd.testing.assert_frame_equal(
+        crossing_table(pending, batchnorm=True), crossing_table(changed, batchnorm=True)
+    )

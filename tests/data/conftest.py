@@ -120,6 +120,7 @@ def svhn_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def speech_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A root holding a tiny Speech Commands tree in SpeechCommands/speech_commands_v0.02/."""
+    pytest.importorskip("soundfile", reason="speech_commands needs the 'speech' extra")
     root = tmp_path_factory.mktemp("speech-template")
     write_speech_tree(root / "SpeechCommands" / "speech_commands_v0.02")
     return root

@@ -79,8 +79,17 @@ def py2_pickle(obj: object) -> bytes:
     return b"\x80\x02" + _py2_value(obj) + b"."
 
 
-CIFAR_CLASSES = [b"airplane", b"automobile", b"bird", b"cat", b"deer"] + [
-    b"dog", b"frog", b"horse", b"ship", b"truck"
+CIFAR_CLASSES = [
+    b"airplane",
+    b"automobile",
+    b"bird",
+    b"cat",
+    b"deer",
+    b"dog",
+    b"frog",
+    b"horse",
+    b"ship",
+    b"truck",
 ]
 
 

@@ -70,7 +70,9 @@ def test_new_files_key_replaces_entry_other_settings_keep_theirs(tmp_path: Path)
     old = cache.store("a" * 64, "1" * 64, _arrays())
     other_settings = cache.store("b" * 64, "1" * 64, _arrays())
     new = cache.store("a" * 64, "2" * 64, _arrays())
-    assert old is not None and other_settings is not None and new is not None
+    assert old is not None
+    assert other_settings is not None
+    assert new is not None
     assert not old.exists()
     assert other_settings.exists()
     assert new.exists()

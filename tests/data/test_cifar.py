@@ -43,7 +43,7 @@ def test_loads_batches_folder(tmp_path: Path) -> None:
     assert dataset.test.y.tolist() == labels
     # Channel order: the first 1024 values of a row are the red plane.
     assert dataset.test.x[0, 0, 0, 1] == _expected(data)[0, 0, 0, 1]
-    train_labels = sum((written[f"data_batch_{i}"][1] for i in range(1, 6)), [])
+    train_labels = [label for i in range(1, 6) for label in written[f"data_batch_{i}"][1]]
     pool = torch.cat([dataset.train.y, dataset.validation.y])
     assert sorted(pool.tolist()) == sorted(train_labels)
     assert dataset.metadata["normalization"] == {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
@@ -79,13 +79,18 @@ def test_partial_folder_lists_missing_batches(cifar_root: Path, tmp_path: Path) 
     (folder / "batches.meta").unlink()
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("cifar10", tmp_path)
-    assert err.value.missing == ("cifar-10-batches-py/data_batch_3", "cifar-10-batches-py/batches.meta")
+    assert err.value.missing == (
+        "cifar-10-batches-py/data_batch_3",
+        "cifar-10-batches-py/batches.meta",
+    )
 
 
 @pytest.fixture
 def folder(cifar_root: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny batches folder."""
-    return Path(shutil.copytree(cifar_root / "cifar-10-batches-py", tmp_path / "cifar-10-batches-py"))
+    return Path(
+        shutil.copytree(cifar_root / "cifar-10-batches-py", tmp_path / "cifar-10-batches-py")
+    )
 
 
 @pytest.mark.parametrize(

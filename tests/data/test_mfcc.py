@@ -54,7 +54,9 @@ def _numpy_mfcc(clip: np.ndarray) -> np.ndarray:
     for m in range(40):
         lo, center, hi = edges[m], edges[m + 1], edges[m + 2]
         for b in range(1, 257):
-            bank[b, m] = max(0.0, min((bins[b] - lo) / (center - lo), (hi - bins[b]) / (hi - center)))
+            bank[b, m] = max(
+                0.0, min((bins[b] - lo) / (center - lo), (hi - bins[b]) / (hi - center))
+            )
     out = np.zeros((49, 10))
     for f in range(49):
         frame = clip[320 * f : 320 * f + 480] * window
@@ -108,7 +110,9 @@ def test_batches_and_silence_are_finite() -> None:
     out = mfcc(batch)
     assert out.shape == (3, 2, 49, 10)
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(out[0, 0, 0, 0], torch.tensor(40 * math.log(1e-6) * 2 / math.sqrt(80)))
+    torch.testing.assert_close(
+        out[0, 0, 0, 0], torch.tensor(40 * math.log(1e-6) * 2 / math.sqrt(80))
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -280,3 +282,14 @@ def test_download_is_passed_only_to_file_based_loaders(isolated_registry: dict) 
     assert seen == [False, True]
     # Datasets without files never receive it (digits ignores download=True).
     assert load_dataset("digits", download=True).name == "digits"
+
+
+def test_importing_the_package_loads_no_optional_dependency() -> None:
+    code = (
+        "import sys, walkingnoise.data, walkingnoise.cli; "
+        "print(sorted(m for m in ('soundfile', 'scipy.io', 'librosa') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -30,7 +30,9 @@ class _Evals:
 def test_crafted_os_system_pickle_is_refused_and_nothing_runs(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     payload = pickle.dumps({b"data": _RunsShell(marker)})
-    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load global (posix|os|nt)\.system"):
+    with pytest.raises(
+        pickle.UnpicklingError, match=r"refusing to load global (posix|os|nt)\.system"
+    ):
         restricted_loads(payload)
     assert not marker.exists()
     # The same bytes do run code with a plain pickle.loads: the test payload is real.

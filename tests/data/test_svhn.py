@@ -26,9 +26,9 @@ def test_loads_and_maps_label_10_to_digit_0(svhn_root: Path) -> None:
     assert 10 not in dataset.test.y.tolist()
     # Image i of the file is X[:, :, :, i]; channel c of pixel (r, col) is X[r, col, c, i].
     expected = torch.from_numpy(x.transpose(3, 2, 0, 1).copy()).float() / 255
-    expected = (expected - torch.tensor(SVHN_MEAN).view(1, 3, 1, 1)) / torch.tensor(
-        SVHN_STD
-    ).view(1, 3, 1, 1)
+    expected = (expected - torch.tensor(SVHN_MEAN).view(1, 3, 1, 1)) / torch.tensor(SVHN_STD).view(
+        1, 3, 1, 1
+    )
     torch.testing.assert_close(dataset.test.x, expected, rtol=0, atol=1e-5)
     assert dataset.test.x[4, 2, 7, 9] == expected[4, 2, 7, 9]
 

@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from walkingnoise import __version__
-from walkingnoise.cli import data, experiment, sweep
+from walkingnoise.cli import analysis, data, experiment, sweep
 from walkingnoise.cli._common import one_line
 
-COMMAND_GROUPS = (experiment, sweep, data)
+COMMAND_GROUPS = (experiment, sweep, data, analysis)
 
 
 def build_parser() -> argparse.ArgumentParser:

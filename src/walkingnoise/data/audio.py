@@ -16,7 +16,7 @@ def require_soundfile() -> ModuleType:
     """Import soundfile, or raise ImportError saying which extra installs it."""
     try:
         import soundfile
-    except ImportError as error:  # pragma: no cover - depends on the environment
+    except ImportError as error:
         raise ImportError(
             "reading speech recordings needs the optional dependency soundfile: "
             "pip install 'walkingnoise[speech]'"

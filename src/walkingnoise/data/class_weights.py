@@ -12,7 +12,7 @@ def inverse_density_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
 
     ``n_c`` is the count of class c in ``y``, ``N`` the total and ``K'`` the number of classes
     that occur; absent classes get weight 0. Frequent classes (Speech Commands' "unknown", about
-    60 % of the training clips) are down-weighted, rare ones up-weighted, so every class
+    64 % of the recordings) are down-weighted, rare ones up-weighted, so every class
     contributes equally to the loss (scikit-learn's "balanced" weights).
 
     Example:

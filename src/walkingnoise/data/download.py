@@ -34,7 +34,12 @@ from tqdm.auto import tqdm
 from walkingnoise import __version__
 from walkingnoise._progress import bar_disabled
 from walkingnoise.data.errors import DatasetFormatError, DatasetNotFoundError, one_line
-from walkingnoise.data.registry import data_root, dataset_status
+from walkingnoise.data.registry import (
+    UnknownDatasetError,
+    data_root,
+    dataset_names,
+    dataset_status,
+)
 from walkingnoise.data.status import DatasetStatus
 
 __all__ = [
@@ -271,7 +276,8 @@ TensorFlow Datasets.
 
 def official_files(name: str) -> tuple[RemoteFile, ...]:
     """The published files of dataset ``name`` (empty for datasets that need none, e.g. digits)."""
-    dataset_status(name)  # raises UnknownDatasetError listing the known names
+    if name not in dataset_names():
+        raise UnknownDatasetError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
     return OFFICIAL_FILES.get(name, ())
 
 
@@ -539,6 +545,10 @@ def _extract_into_place(archive: Path, remote: RemoteFile, root: Path) -> Path:
             raise DatasetFormatError(f"{archive}: has no folder {remote.archive_dir!r}")
         if final.exists():
             raise FileExistsError(f"{final} appeared while extracting {archive}; not replacing it")
+        if source == scratch:  # mkdtemp made it private (0700): give it the usual permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            source.chmod(0o777 & ~umask)
         os.replace(source, final)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

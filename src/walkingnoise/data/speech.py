@@ -9,10 +9,15 @@ Classes (in this order): the ten keywords yes, no, up, down, left, right, on, of
 ``silence`` and ``unknown``.
 
 - **Splits** are the official ones: files in ``validation_list.txt`` → validation, in
-  ``testing_list.txt`` → test, every other recording → train.
+  ``testing_list.txt`` → test, every other recording → train (as torchaudio). MLPerf Tiny tests
+  on the separately published, class-balanced ``speech_commands_test_set_v0.02`` (4,890 clips)
+  instead; its test accuracy is therefore not directly comparable.
 - **unknown** is every recording of the 25 other words, all of them kept, as MLPerf Tiny (via
-  TensorFlow Datasets) does; they are ~60 % of each split. :attr:`InMemoryDataset.class_weights`
-  holds inverse-density weights of the training split, which down-weight them (SPEC §3).
+  TensorFlow Datasets) does; they are about 64 % of the recordings. MLPerf's reference trains on
+  this imbalance unweighted; the Walking Noise runs weight the loss by inverse class density
+  (SPEC §3), so :attr:`InMemoryDataset.class_weights` holds those weights of the training split
+  (unknown gets the smallest). TensorFlow's speech_commands example instead subsamples unknown
+  to 10 %; not done here.
 - **silence** clips are cut from the ``_background_noise_`` recordings. Each recording is divided
   by time into 80 % / 10 % / 10 % for train / validation / test, so no background audio is shared
   between splits. A split gets ``ceil(silence_fraction × its keyword clips)`` clips (default 10 %,
@@ -100,7 +105,11 @@ def _status(root: str | Path | None) -> DatasetStatus:
     for directory in dirs:
         if all((directory / name).exists() for name in needed):
             return DatasetStatus("speech_commands", files=(directory,), searched=tuple(dirs))
-    best = next((d for d in dirs[1:] if d.is_dir()), dirs[1])
+    # Report what is missing where the dataset seems to be (else torchaudio's layout).
+    best = next(
+        (d for d in dirs if d.is_dir() and any((d / n).exists() for n in (*needed, *KEYWORDS))),
+        dirs[1],
+    )
     return DatasetStatus(
         "speech_commands",
         missing=tuple(name for name in needed if not (best / name).exists()),
@@ -217,18 +226,14 @@ def _word_features(
     ) as bar:
         for start in range(0, len(items), _BATCH):
             batch = items[start : start + _BATCH]
-            clips = (
-                np.stack(
-                    [
-                        prepare_clip(
-                            read_wav(index.directory / rel, settings.sample_rate),
-                            settings.clip_samples,
-                        )
-                        for rel, _ in batch
-                    ]
-                )
-                if batch
-                else np.zeros((0, settings.clip_samples), np.float32)
+            clips = np.stack(
+                [
+                    prepare_clip(
+                        read_wav(index.directory / rel, settings.sample_rate),
+                        settings.clip_samples,
+                    )
+                    for rel, _ in batch
+                ]
             )
             out[start : start + len(batch)] = _features(clips, settings)
             bar.update(len(batch))

@@ -37,8 +37,13 @@ NoiseLevel = float | tuple[float, float]
 
 
 def _gaussian(x: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Zero-mean Gaussian noise shaped like ``x`` with standard deviation ``std`` (broadcast)."""
-    return torch.randn_like(x) * std.to(x.dtype)
+    """Zero-mean Gaussian noise shaped like ``x`` with standard deviation ``std``.
+
+    ``std`` is a scalar, or has one value per entry of ``x``'s leading dimensions (one per
+    stacked model), broadcast over the rest.
+    """
+    std = std.to(x.dtype).reshape(*std.shape, *([1] * (x.dim() - std.dim())))
+    return torch.randn_like(x) * std
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +75,11 @@ class NoiseModel(ABC):
 
     @abstractmethod
     def sample(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-        """The noisy value of ``x`` (no gradient rules applied) for a level vector ``levels``."""
+        """The noisy value of ``x`` (no gradient rules applied) for a level vector ``levels``.
+
+        ``levels`` has shape (..., MAX_LEVELS): its leading dimensions, if any, index stacked
+        models and match the leading dimensions of ``x``.
+        """
 
     def active_in(self, training: bool) -> bool:
         """Whether this model injects noise in training (True) or evaluation (False) mode."""

@@ -10,6 +10,9 @@ from torch import nn
 
 from walkingnoise.noise.models import NoiseLevel, NoiseModel
 
+#: Length of every site's level vector: the most levels a noise model has (mixed: 2).
+MAX_LEVELS = 2
+
 
 @dataclass(frozen=True)
 class SiteInfo:
@@ -32,8 +35,9 @@ class SiteInfo:
 class NoiseSite(nn.Module):
     """Injects the configured noise into the tensor passing through it; the identity otherwise.
 
-    The noise level lives in a non-persistent buffer, so σ can be changed at run time
-    (``set_noise``) without rebuilding the model and without touching its ``state_dict``.
+    The noise levels live in a non-persistent buffer of ``MAX_LEVELS`` entries (unused ones are
+    0), so σ can be changed at run time (``set_noise``) without rebuilding the model and without
+    touching its ``state_dict``, and the levels of several models stack into one tensor.
     A tuple output (e.g. ``nn.MultiheadAttention``'s) gets noise on its first element.
     """
 
@@ -44,22 +48,26 @@ class NoiseSite(nn.Module):
         self.info = info
         self.noise: NoiseModel | None = None
         self.enabled = True
-        self.register_buffer("levels", torch.zeros(0), persistent=False)
+        self.register_buffer("levels", torch.zeros(MAX_LEVELS), persistent=False)
 
     def set_noise(self, noise: NoiseModel | None, sigma: NoiseLevel | None = None) -> None:
         """Switch noise on with ``noise`` at level ``sigma``, or off with ``noise=None``."""
+        like = self.levels
         if noise is None or sigma is None:
             self.noise = None
-            self.levels = torch.zeros(0, device=self.levels.device)
+            self.levels = torch.zeros(MAX_LEVELS, dtype=like.dtype, device=like.device)
             return
         values = noise.levels(sigma)
         self.noise = noise if any(v > 0 for v in values) else None
-        self.levels = torch.tensor(values, dtype=torch.float32, device=self.levels.device)
+        padded = list(values) + [0.0] * (MAX_LEVELS - len(values))
+        self.levels = torch.tensor(padded, dtype=like.dtype, device=like.device)
 
     @property
     def sigma(self) -> tuple[float, ...]:
-        """The current level vector as floats (empty when the site is off)."""
-        return tuple(self.levels.tolist()) if self.noise is not None else ()
+        """The current levels as floats, one per ``noise.level_names`` (empty when off)."""
+        if self.noise is None:
+            return ()
+        return tuple(self.levels.tolist()[: len(self.noise.level_names)])
 
     def is_active(self) -> bool:
         """Whether a forward pass in the current train/eval mode injects noise."""

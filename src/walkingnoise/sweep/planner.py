@@ -3,7 +3,8 @@
 Inference-only experiments (noise off in training) never retrain: all of them with the same
 dataset, model, BatchNorm flag, recipe and seed share one clean training, done once or found in
 the store, and are then only evaluated. Noisy-training experiments that differ only in σ, site,
-placement or seed form a cohort; a cohort is split into units of at most ``max_unit`` members,
+placement, seed or weight clamping form a cohort; a cohort is split into units of at most
+``max_unit`` members,
 which the engine may train together.
 """
 
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 
 from walkingnoise.experiment import Experiment
 
-#: Fields that may differ inside one cohort (the vectorizable axes).
+#: Fields that may differ inside one cohort (the vectorizable axes), and recipe fields.
 COHORT_AXES = ("sigma", "placement", "seed", "train_noise", "eval_repeats")
+COHORT_RECIPE_AXES = ("clamp",)
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ class Plan:
 
 def cohort_key(experiment: Experiment) -> str:
     """Everything but the vectorizable axes: experiments with equal keys can train as a stack."""
-    fields = experiment.model_dump(mode="json", exclude=set(COHORT_AXES))
+    exclude: dict[str, object] = dict.fromkeys(COHORT_AXES, True)
+    exclude["recipe"] = set(COHORT_RECIPE_AXES)
+    fields = experiment.model_dump(mode="json", exclude=exclude)
     return json.dumps(fields, sort_keys=True)
 
 
@@ -74,7 +78,7 @@ def plan(
     experiments: Sequence[Experiment],
     *,
     trained: Callable[[str], bytes | None] = lambda _key: None,
-    max_unit: int = 16,
+    max_unit: int = 64,
 ) -> Plan:
     """Group experiments into work units.
 

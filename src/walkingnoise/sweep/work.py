@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -10,11 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from walkingnoise.analysis.weights import weight_statistics
-from walkingnoise.data import InMemoryDataset, load_dataset
+from walkingnoise.data import InMemoryDataset, Split, load_dataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep.planner import WorkUnit
 from walkingnoise.training.checkpoint import checkpoint_bytes, read_checkpoint
+from walkingnoise.training.cohort import Trained, evaluate_shared, train_cohort
+from walkingnoise.training.memory import default_device
 from walkingnoise.training.run import evaluate_experiment, history_records, train_experiment
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,8 +45,14 @@ class UnitOutcome:
 
 
 @lru_cache(maxsize=4)
-def _dataset(name: str, root: str | None) -> InMemoryDataset:
-    return load_dataset(name, root=root)
+def _dataset(name: str, root: str | None, device: str) -> InMemoryDataset:
+    """A dataset loaded once per process and moved to ``device`` once."""
+    data = load_dataset(name, root=root)
+    if device == "cpu":
+        return data
+    splits = {s: Split(*(t.to(device) for t in (data.split(s).x, data.split(s).y)))
+              for s in ("train", "validation", "test")}  # fmt: skip
+    return InMemoryDataset(data.name, **splits, class_names=data.class_names)
 
 
 def run_unit(
@@ -49,15 +60,45 @@ def run_unit(
 ) -> UnitOutcome:
     """Run every member of ``unit``; a failing member is reported, the others still run."""
     first = unit.members[0]
-    dataset = _dataset(first.dataset, None if data_root is None else str(data_root))
+    device = default_device()
+    dataset = _dataset(first.dataset, None if data_root is None else str(data_root), device.type)
     if unit.shared_training is None:
-        return UnitOutcome(
-            [_train_and_evaluate(e, dataset, save_checkpoints) for e in unit.members]
-        )
+        return UnitOutcome(_train_members(unit.members, dataset, save_checkpoints))
     return _evaluate_shared(unit, dataset)
 
 
-def _train_and_evaluate(
+def _outcome(trained: Trained, dataset: InMemoryDataset, save_checkpoint: bool) -> Outcome:
+    return Outcome(
+        trained.experiment,
+        metrics=trained.metrics,
+        history=history_records(trained.history),
+        weights=weight_statistics(trained.model.source),
+        timings=trained.seconds,
+        diverged=trained.history.diverged,
+        checkpoint=(
+            checkpoint_bytes(trained.model, trained.experiment, dataset)
+            if save_checkpoint
+            else None
+        ),
+    )
+
+
+def _train_members(
+    members: tuple[Experiment, ...], dataset: InMemoryDataset, save_checkpoints: bool
+) -> list[Outcome]:
+    """Train a cohort as stacks; if that fails, each member alone with its own error."""
+    try:
+        return [_outcome(t, dataset, save_checkpoints) for t in train_cohort(members, dataset)]
+    except Exception:
+        log.warning("stacked training failed; training one model at a time:\n%s", _last_line())
+    return [_train_alone(e, dataset, save_checkpoints) for e in members]
+
+
+def _last_line() -> str:
+    return traceback.format_exc().strip().splitlines()[-1]
+
+
+def _train_alone(
     experiment: Experiment, dataset: InMemoryDataset, save_checkpoint: bool
 ) -> Outcome:
     started = time.perf_counter()
@@ -65,15 +106,9 @@ def _train_and_evaluate(
         model, history = train_experiment(experiment, dataset, progress=False)
         trained = time.perf_counter()
         metrics = evaluate_experiment(experiment, model, dataset)
-        finished = time.perf_counter()
-        return Outcome(
-            experiment,
-            metrics=metrics,
-            history=history_records(history),
-            weights=weight_statistics(model.source),
-            timings={"train": trained - started, "evaluate": finished - trained},
-            diverged=history.diverged,
-            checkpoint=checkpoint_bytes(model, experiment, dataset) if save_checkpoint else None,
+        seconds = {"train": trained - started, "evaluate": time.perf_counter() - trained}
+        return _outcome(
+            Trained(experiment, model, history, metrics, seconds), dataset, save_checkpoint
         )
     except Exception:
         return Outcome(experiment, error=traceback.format_exc())
@@ -87,6 +122,7 @@ def _evaluate_shared(unit: WorkUnit, dataset: InMemoryDataset) -> UnitOutcome:
     try:
         if unit.checkpoint is not None:
             _, model = read_checkpoint(unit.checkpoint, f"clean model {training.content_hash()}")
+            model.to(dataset.test.x.device)
             history: list[dict[str, Any]] = []
             diverged = False
         else:
@@ -105,18 +141,25 @@ def _evaluate_shared(unit: WorkUnit, dataset: InMemoryDataset) -> UnitOutcome:
         error = traceback.format_exc()
         return UnitOutcome([Outcome(e, error=error) for e in unit.members])
     weights = weight_statistics(model.source)
+    begin = time.perf_counter()
+    try:
+        all_metrics = evaluate_shared(model, unit.members, dataset)
+    except Exception:
+        log.warning("stacked evaluation failed; evaluating one at a time:\n%s", _last_line())
+        all_metrics = [None] * len(unit.members)
+    each = (time.perf_counter() - begin) / len(unit.members)
     members = []
-    for experiment in unit.members:
-        begin = time.perf_counter()
+    for experiment, metrics in zip(unit.members, all_metrics, strict=True):
         try:
-            metrics = evaluate_experiment(experiment, model, dataset)
+            if metrics is None:
+                metrics = evaluate_experiment(experiment, model, dataset)
             members.append(
                 Outcome(
                     experiment,
                     metrics=metrics,
                     history=history,
                     weights=weights,
-                    timings={"evaluate": time.perf_counter() - begin},
+                    timings={"evaluate": each},
                     diverged=diverged,
                 )
             )

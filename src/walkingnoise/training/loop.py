@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
@@ -43,10 +44,10 @@ class TrainHistory:
 
 
 def make_optimizer(
-    model: nn.Module, recipe: Recipe
+    parameters: Iterable[torch.Tensor], recipe: Recipe
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam with the recipe's learning rate, and its per-epoch learning-rate schedule."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
     else:
@@ -70,7 +71,7 @@ def train_model(
     BatchNorm cannot normalise it. Validation accuracy is measured without noise.
     ``progress=None`` shows a bar only on a terminal.
     """
-    optimizer, scheduler = make_optimizer(model, recipe)
+    optimizer, scheduler = make_optimizer(model.parameters(), recipe)
     generator = torch.Generator().manual_seed(seed)
     history = TrainHistory()
     n = len(train)

@@ -1,0 +1,418 @@
+"""The paper's tables as pandas DataFrames: μ per group and per site, preservation, weights.
+
+- :func:`midpoint_table`: one logistic fit per curve (Walking Noise, Sec. 3), μ ± error and
+  flags; :func:`double_midpoint_table` the two-logistic variant.
+- :func:`site_table`: walking-noise groups, one row per site with its name (Sec. 5, Fig. 2).
+- :func:`global_table`: global noise, dataset × model × BatchNorm × noise (Tables 1 and 4).
+- :func:`preservation_table`: accuracy at the largest σ over accuracy without noise (Fig. 5).
+- :func:`weight_ratio_table`: mean |w| per layer of two groups and their ratio (Table 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from walkingnoise.analysis.curves import (
+    GROUP_COLUMNS,
+    accuracy_curves,
+    curve_group_columns,
+    iter_curves,
+    prepare_results,
+)
+from walkingnoise.analysis.midpoint import (
+    DEFAULT_FLOOR,
+    Space,
+    fit_double_logistic,
+    fit_midpoint,
+)
+
+log = logging.getLogger(__name__)
+
+AMin = Literal["chance", "free", "auto"] | float
+#: ``(dataset, model, batchnorm) -> {site index: name}``.
+SiteNames = Callable[[str, str, bool], Mapping[int, str]]
+
+
+def resolve_a_min(a_min: AMin, group: Mapping[str, Any], chance: float) -> float | None:
+    """The a_min of a group's fit: chance (1/K), None (free), or free only where it must be.
+
+    ``auto`` frees a_min for multiplicative noise with BatchNorm, where accuracy does not fall
+    to chance (Walking Noise, Sec. 5); a float is used as is. Unknown chance means free.
+    """
+    if isinstance(a_min, int | float) and not isinstance(a_min, bool):
+        return float(a_min)
+    if a_min == "free":
+        return None
+    if a_min == "auto" and group.get("noise") == "multiplicative" and group.get("batchnorm"):
+        return None
+    if a_min not in ("chance", "auto"):
+        raise ValueError(f"a_min must be chance, free, auto or a number, not {a_min!r}")
+    return chance if math.isfinite(chance) else None
+
+
+def _curves(data: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``data`` itself if it is already made by ``accuracy_curves``, else its curves."""
+    if "mean" in data.columns and "sem" in data.columns and "status" not in data.columns:
+        return data
+    return accuracy_curves(data, metric)
+
+
+def _fit_rows(
+    curves: pd.DataFrame,
+    fitter: Callable[..., Any],
+    *,
+    a_min: AMin,
+    space: Space,
+    floor: float,
+    n_test: int | None,
+) -> pd.DataFrame:
+    columns = curve_group_columns(curves)
+    rows = []
+    for group, curve in iter_curves(curves):
+        curve = curve[np.isfinite(curve["sigma"].to_numpy(dtype=float))]
+        if curve.empty:  # σ pairs (mixed noise as σ_mul, σ_add): a map, not a curve
+            continue
+        chance = float(np.nanmean(curve["chance"])) if curve["chance"].notna().any() else math.nan
+        n = curve["n"].to_numpy(dtype=float)
+        fit = fitter(
+            curve["sigma"],
+            curve["mean"],
+            curve["sem"],
+            a_min=resolve_a_min(a_min, group, chance),
+            space=space,
+            floor=floor,
+            n_samples=None if n_test is None else n_test * np.maximum(n, 1),
+        )
+        rows.append(
+            group
+            | {
+                "site": curve["site"].iloc[0],
+                "seeds": int(curve["n"].max()),
+                "diverged": int(curve["diverged"].sum()),
+                "chance": chance,
+            }
+            | fit.as_dict()
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["site"] = table["site"].astype("Int64")
+    table.attrs["group_columns"] = columns
+    return table
+
+
+def fit_curves(
+    curves: pd.DataFrame,
+    *,
+    a_min: AMin = "chance",
+    space: Space = "auto",
+    floor: float = DEFAULT_FLOOR,
+    n_test: int | None = None,
+) -> pd.DataFrame:
+    """One :func:`~walkingnoise.analysis.midpoint.fit_midpoint` per curve of ``curves``.
+
+    Args:
+        curves: made by :func:`~walkingnoise.analysis.curves.accuracy_curves`.
+        a_min: ``chance`` (default: 1/K from the results), ``free``, ``auto`` (free for
+            multiplicative noise with BatchNorm) or a number.
+        space: ``auto``, ``log`` or ``linear`` (see ``choose_space``).
+        floor: smallest Δy of a point.
+        n_test: test-set size, for the binomial floor of Δy; None if unknown.
+
+    Returns:
+        Group columns, ``site``, ``seeds``, ``diverged``, ``chance`` and every field of
+        ``MidpointFit`` (``mu``, ``mu_err``, …, ``quality``).
+    """
+    return _fit_rows(curves, fit_midpoint, a_min=a_min, space=space, floor=floor, n_test=n_test)
+
+
+def midpoint_table(
+    results: pd.DataFrame,
+    *,
+    a_min: AMin = "chance",
+    space: Space = "auto",
+    floor: float = DEFAULT_FLOOR,
+    n_test: int | None = None,
+    metric: str = "noisy_test_accuracy",
+) -> pd.DataFrame:
+    """μ ± error and fit quality for every curve in ``results`` (from ``load_results``).
+
+    See :func:`fit_curves` for the arguments and columns; ``metric`` is the accuracy fitted.
+    """
+    curves = _curves(results, metric)
+    return fit_curves(curves, a_min=a_min, space=space, floor=floor, n_test=n_test)
+
+
+def double_midpoint_table(
+    results: pd.DataFrame,
+    *,
+    a_min: AMin = "chance",
+    space: Space = "auto",
+    floor: float = DEFAULT_FLOOR,
+    n_test: int | None = None,
+    metric: str = "noisy_test_accuracy",
+) -> pd.DataFrame:
+    """Like :func:`midpoint_table` with two stacked logistics per curve (μ1, μ2, plateau)."""
+    curves = _curves(results, metric)
+    return _fit_rows(
+        curves, fit_double_logistic, a_min=a_min, space=space, floor=floor, n_test=n_test
+    )
+
+
+def _as_midpoints(data: pd.DataFrame, **options: Any) -> pd.DataFrame:
+    if "mu" in data.columns and "quality" in data.columns:
+        return data
+    return midpoint_table(data, **options)
+
+
+def dataset_site_names(data_root: str | None = None) -> SiteNames:
+    """Site names from the instrumented model; ``{}`` where the dataset cannot be loaded."""
+    from walkingnoise.experiment import Experiment
+    from walkingnoise.sweep.sites import SiteCounter
+
+    counter = SiteCounter(data_root)
+    cache: dict[tuple[str, str, bool], dict[int, str]] = {}
+
+    def names(dataset: str, model: str, batchnorm: bool) -> Mapping[int, str]:
+        key = (dataset, model, bool(batchnorm))
+        if key not in cache:
+            try:
+                probe = Experiment(dataset=dataset, model=model, batchnorm=batchnorm, noise="none")
+                cache[key] = {info.index: info.name for info in counter.table(probe)}
+            except Exception as error:  # names are a nicety: any failure leaves indices only
+                log.info("no site names for %s/%s: %s", dataset, model, error)
+                cache[key] = {}
+        return cache[key]
+
+    return names
+
+
+def site_table(
+    data: pd.DataFrame, *, site_names: SiteNames | None = None, **options: Any
+) -> pd.DataFrame:
+    """Walking-noise μ per group and site, in site order, with ``site_name`` where known.
+
+    ``data`` is a midpoint table or results (then fitted with ``options``, see
+    :func:`midpoint_table`). ``site_names`` defaults to no names (see :func:`dataset_site_names`).
+    """
+    table = _as_midpoints(data, **options)
+    if table.empty or "site" not in table:
+        return pd.DataFrame(columns=[*GROUP_COLUMNS, "site", "site_name", "mu", "mu_err"])
+    walking = table[table["site"].notna()].copy()
+    names = [
+        (site_names(r["dataset"], r["model"], r["batchnorm"]) if site_names else {}).get(
+            int(r["site"]), ""
+        )
+        for _, r in walking.iterrows()
+    ]
+    walking.insert(walking.columns.get_loc("site") + 1, "site_name", names)
+    columns = [c for c in curve_group_columns(table) if c != "placement"]
+    walking = walking.sort_values([*columns, "site"], kind="stable", na_position="first")
+    walking.attrs = dict(table.attrs)
+    return walking.reset_index(drop=True)
+
+
+def global_table(data: pd.DataFrame, **options: Any) -> pd.DataFrame:
+    """Global-noise μ rows (placement ``global`` or ``global-except:…``), as in Tables 1 and 4.
+
+    Long format (one row per group); :func:`pivot_mu` makes the paper's layout from it.
+    """
+    table = _as_midpoints(data, **options)
+    if table.empty:
+        return table
+    mask = table["placement"].astype(str).str.startswith("global")
+    columns = [c for c in curve_group_columns(table) if c in table]
+    out = table[mask].sort_values(columns, kind="stable", na_position="first")
+    out.attrs = dict(table.attrs)
+    return out.reset_index(drop=True)
+
+
+def format_mu(mu: float, err: float) -> str:
+    """``μ ± err`` with the error to two significant digits (``0.52 ± 0.031``)."""
+    if not math.isfinite(mu):
+        return "n/a"
+    if not math.isfinite(err) or err <= 0:
+        return f"{mu:.3g} ± ?" if not math.isfinite(err) else f"{mu:.3g}"
+    digits = max(0, 1 - math.floor(math.log10(err)))
+    if abs(mu) >= 1e5 or (0 < abs(mu) < 1e-3):
+        return f"{mu:.2e} ± {err:.1e}"
+    return f"{mu:.{digits}f} ± {err:.{digits}f}" if digits <= 6 else f"{mu:.3g} ± {err:.2g}"
+
+
+def pivot_mu(
+    table: pd.DataFrame,
+    index: list[str] | tuple[str, ...] = ("dataset", "model", "train_noise", "recipe.clamp"),
+    columns: list[str] | tuple[str, ...] = ("noise", "batchnorm"),
+    *,
+    keep: tuple[str, ...] = ("dataset", "model", "noise", "batchnorm"),
+    flag: bool = True,
+) -> pd.DataFrame:
+    """μ ± err strings laid out like the paper's tables; ``*`` marks a fit with a quality flag.
+
+    Index and column levels that take one value only are dropped, except those in ``keep``.
+    """
+    if table.empty:
+        return pd.DataFrame()
+    frame = table.copy()
+    frame["cell"] = [
+        format_mu(r["mu"], r["mu_err"]) + ("*" if flag and r["quality"] != "ok" else "")
+        for _, r in frame.iterrows()
+    ]
+
+    def levels(names: list[str] | tuple[str, ...]) -> list[str]:
+        present = [c for c in names if c in frame]
+        return [c for c in present if c in keep or frame[c].map(_display).nunique() > 1]
+
+    rows, cols = levels(index), levels(columns)
+    for column in (*rows, *cols):
+        frame[column] = frame[column].map(_display)
+    if not rows:
+        frame["_all"], rows = "", ["_all"]
+    cells = frame.groupby([*rows, *cols], sort=False)["cell"].first()
+    return cells.unstack(cols) if cols else cells.to_frame("μ")
+
+
+def _display(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def preservation_table(data: pd.DataFrame, metric: str = "noisy_test_accuracy") -> pd.DataFrame:
+    """Per curve: accuracy at the largest σ over accuracy without noise (Walking Noise, Sec. 5).
+
+    "Without noise" is the clean test accuracy of the models of the smallest σ of the curve
+    (for inference-only noise every σ shares one clean model per seed; for noisy training the
+    least noisy training is the baseline). The error propagates both standard errors.
+    """
+    curves = _curves(data, metric)
+    columns = curve_group_columns(curves)
+    rows = []
+    for group, curve in iter_curves(curves):
+        curve = curve[np.isfinite(curve["sigma"].to_numpy(dtype=float))]
+        if curve.empty:
+            continue
+        last, first = curve.iloc[-1], curve.iloc[0]
+        clean, clean_sem = float(first["clean"]), float(first["clean_sem"])
+        value, sem = float(last["mean"]), float(last["sem"])
+        ratio = value / clean if clean > 0 else math.nan
+        err = (
+            abs(ratio) * math.hypot(sem / value if value else 0.0, clean_sem / clean)
+            if (clean > 0)
+            else math.nan
+        )
+        rows.append(
+            group
+            | {
+                "site": curve["site"].iloc[0],
+                "sigma_max": float(last["sigma"]),
+                "accuracy_max_sigma": value,
+                "accuracy_max_sigma_sem": sem,
+                "clean_accuracy": clean,
+                "clean_accuracy_sem": clean_sem,
+                "preservation": ratio,
+                "preservation_err": err,
+                "chance": float(last["chance"]),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["site"] = table["site"].astype("Int64")
+    table.attrs["group_columns"] = columns
+    return table
+
+
+def _matches(frame: pd.DataFrame, selection: Mapping[str, Any]) -> pd.Series:
+    mask = pd.Series(True, index=frame.index)
+    for column, wanted in selection.items():
+        if column not in frame:
+            raise KeyError(f"no column {column!r} in the results to select {wanted!r} on")
+        values = frame[column]
+        if wanted is None or (isinstance(wanted, float) and math.isnan(wanted)):
+            mask &= values.isna() | values.astype(str).isin(["", "None"])
+        else:
+            mask &= values == wanted
+    return mask
+
+
+def _natural(name: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def weight_ratio_table(
+    results: pd.DataFrame,
+    group_a: Mapping[str, Any],
+    group_b: Mapping[str, Any],
+    *,
+    stat: str = "mean_abs",
+    by: str | list[str] | None = None,
+) -> pd.DataFrame:
+    """Per layer, mean of a weight statistic over the models of two groups and their ratio a/b.
+
+    Walking Noise (Table 2) compares mean |w| of unclamped and clamped training under additive
+    noise: with BatchNorm the weights grow to outgrow the noise. Groups select result rows by
+    column values (``{"recipe.clamp": None}`` vs ``{"recipe.clamp": 1.0}``); models shared by
+    several experiments (one clean training per seed) count once. ``by`` splits the table, e.g.
+    by ``"site"`` or ``["batchnorm", "site"]``.
+    """
+    frame = prepare_results(results)
+    if "weights" not in frame:
+        raise ValueError("the results have no per-layer weights column")
+    by_columns = [by] if isinstance(by, str) else list(by or [])
+    rows = []
+    parts = frame.groupby(by_columns, dropna=False, sort=True) if by_columns else [((), frame)]
+    for key, part in parts:
+        key = key if isinstance(key, tuple) else (key,)
+        stats = {}
+        for label, selection in (("a", group_a), ("b", group_b)):
+            chosen = part[_matches(part, selection)]
+            if "training" in chosen:
+                chosen = chosen.drop_duplicates("training")
+            per_layer: dict[str, list[float]] = {}
+            for weights in chosen["weights"]:
+                for layer, values in (weights or {}).items():
+                    if stat in values and values[stat] is not None:
+                        per_layer.setdefault(layer, []).append(float(values[stat]))
+            stats[label] = per_layer
+        for layer in sorted(set(stats["a"]) | set(stats["b"]), key=_natural):
+            a = np.asarray(stats["a"].get(layer, []), dtype=float)
+            b = np.asarray(stats["b"].get(layer, []), dtype=float)
+            mean_a = float(a.mean()) if a.size else math.nan
+            mean_b = float(b.mean()) if b.size else math.nan
+            sem_a = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else 0.0
+            sem_b = float(b.std(ddof=1) / math.sqrt(b.size)) if b.size > 1 else 0.0
+            ratio = mean_a / mean_b if mean_b else math.nan
+            err = (
+                abs(ratio) * math.hypot(sem_a / mean_a, sem_b / mean_b)
+                if mean_a and mean_b and math.isfinite(ratio)
+                else math.nan
+            )
+            rows.append(
+                dict(zip(by_columns, key, strict=True))
+                | {
+                    "layer": layer,
+                    f"{stat}_a": mean_a,
+                    f"{stat}_a_sem": sem_a,
+                    "models_a": int(a.size),
+                    f"{stat}_b": mean_b,
+                    f"{stat}_b_sem": sem_b,
+                    "models_b": int(b.size),
+                    "ratio": ratio,
+                    "ratio_err": err,
+                }
+            )
+    table = pd.DataFrame(rows)
+    table.attrs["group_a"] = dict(group_a)
+    table.attrs["group_b"] = dict(group_b)
+    return table

@@ -1,0 +1,130 @@
+"""Commands for results: ``fit`` (the μ table in the terminal) and ``report`` (HTML/MD/CSV)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def default_report_dir(store: Path) -> Path:
+    """Where a store's report goes without ``--out``: ``<store dir>/<store name>-report``."""
+    return store.with_name(f"{store.stem}-report")
+
+
+def _add_a_min(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--a-min",
+        default="chance",
+        choices=["chance", "free", "auto"],
+        help="floor of the logistic: chance level 1/K (default), fitted (free), or fitted only "
+        "for multiplicative noise with BatchNorm (auto)",
+    )
+
+
+def _add_site_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-site-names",
+        dest="site_names",
+        action="store_false",
+        help="show site indices only (names need each dataset loaded once)",
+    )
+    parser.add_argument("--data-root", default=None, help="directory holding the dataset files")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the ``fit`` and ``report`` commands."""
+    fit = commands.add_parser(
+        "fit", help="fit the midpoint noise level μ of every curve in a store and print them"
+    )
+    fit.add_argument("store", type=Path, help="the study's store (.sqlite)")
+    _add_a_min(fit)
+    fit.add_argument(
+        "--double", action="store_true", help="fit two stacked logistics (curves with a plateau)"
+    )
+    fit.add_argument("--csv", type=Path, default=None, help="also write the full table here")
+    _add_site_options(fit)
+    fit.set_defaults(handler=_cmd_fit)
+
+    report = commands.add_parser(
+        "report", help="write the HTML report (figures, tables, config) of a store"
+    )
+    report.add_argument("store", type=Path, help="the study's store (.sqlite)")
+    report.add_argument(
+        "--out", type=Path, default=None, help="report folder (default: <store>-report beside it)"
+    )
+    _add_a_min(report)
+    report.add_argument(
+        "--link-figures",
+        action="store_true",
+        help="link the PNG files from index.html instead of embedding them",
+    )
+    _add_site_options(report)
+    report.set_defaults(handler=_cmd_report)
+
+
+def _cmd_fit(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from walkingnoise.analysis.tables import (
+        dataset_site_names,
+        double_midpoint_table,
+        format_mu,
+        midpoint_table,
+    )
+    from walkingnoise.report.markdown import cell_text, varying_columns
+    from walkingnoise.sweep import Store, load_results
+
+    with Store(args.store, create=False) as store:
+        results = load_results(store)
+    fitter = double_midpoint_table if args.double else midpoint_table
+    table = fitter(results, a_min=args.a_min)
+    if table.empty:
+        print(f"{args.store}: no finished experiments with a scalar σ to fit")
+        return
+    if args.csv is not None:
+        table.to_csv(args.csv, index=False)
+    shown = table[varying_columns(table, always=("placement",))].map(cell_text)
+    if args.site_names and table["site"].notna().any():
+        names = dataset_site_names(args.data_root)
+        shown["site"] = [
+            names(r["dataset"], r["model"], r["batchnorm"]).get(int(r["site"]), "")
+            if pd.notna(r["site"])
+            else ""
+            for _, r in table.iterrows()
+        ]
+    parts = ("1", "2") if args.double else ("",)
+    for k in parts:
+        shown[f"μ{k} ± err"] = [
+            format_mu(m, e) for m, e in zip(table[f"mu{k}"], table[f"mu{k}_err"], strict=True)
+        ]
+    if args.double:
+        shown["plateau"] = table["plateau"].map(cell_text)
+    else:
+        shown["s"] = table["s"].map(cell_text)
+    shown["a_min"] = table["a_min"].map(cell_text)
+    shown["χ²/dof"] = table["chi2_red"].map(cell_text)
+    shown["quality"] = table["quality"]
+    with pd.option_context("display.max_rows", None, "display.width", 250):
+        print(shown.to_string(index=False))
+    flagged = int((table["quality"] != "ok").sum())
+    spaces = " and ".join(sorted(table["space"].unique()))
+    print(
+        f"\n{len(table)} curves fitted in {spaces} σ, {flagged} with a quality flag "
+        f"(a_min: {args.a_min}); log-space widths s are in decades"
+    )
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from walkingnoise.report import write_report
+
+    out = args.out or default_report_dir(args.store)
+    index = write_report(
+        args.store,
+        out,
+        a_min=args.a_min,
+        embed=not args.link_figures,
+        site_names=args.site_names,
+        data_root=args.data_root,
+    )
+    print(f"report: {index}")
+    print(f"tables: {out / 'tables'} (CSV and Markdown), figures: {out / 'figures'} (PNG, SVG)")

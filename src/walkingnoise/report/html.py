@@ -1,0 +1,531 @@
+"""The study report: every table and figure of a store, as HTML, Markdown and CSV.
+
+:func:`write_report` reads only the store (results and the sweep files run on it) and writes::
+
+    OUT/index.html      the report; figures embedded as base64 PNG (one file to share)
+    OUT/report.md       the same tables in Markdown, figures linked from figures/
+    OUT/figures/*.png   every figure, also as .svg (for papers)
+    OUT/tables/*.csv    every table in full precision, and as .md
+
+Re-running regenerates all of it (figures no longer produced are removed). Every string that
+comes from the store — sweep names and texts, block names, settings, error messages — is
+escaped with :func:`html.escape`; the page has no scripts and loads nothing from elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from walkingnoise import __version__
+from walkingnoise.analysis.curves import accuracy_curves, curve_group_columns, describe_group
+from walkingnoise.analysis.tables import (
+    AMin,
+    SiteNames,
+    dataset_site_names,
+    fit_curves,
+    format_mu,
+    global_table,
+    pivot_mu,
+    preservation_table,
+    site_table,
+    weight_ratio_table,
+)
+from walkingnoise.report import figures
+from walkingnoise.report.markdown import (
+    cell_text,
+    markdown_escape,
+    markdown_table,
+    readable_midpoints,
+    write_table,
+)
+
+log = logging.getLogger(__name__)
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
+h1, h2, h3 { font-weight: 600; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .85em; }
+th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; } tr:nth-child(even) td { background: #fafafa; }
+pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
+figure { margin: 1em 0; } figcaption { font-size: .85em; color: #555; }
+img { max-width: 100%; height: auto; } .warn { color: #8a4b00; } .note { color: #555; }
+"""
+#: Walking families (dataset, model, BatchNorm, noise) shown in per-site figures and tables.
+_SITE_FAMILY = ("dataset", "model", "batchnorm", "noise")
+#: Fig. 5 compares datasets: one figure per (model, BatchNorm, noise).
+_PRESERVATION_FAMILY = ("model", "batchnorm", "noise")
+
+
+def esc(value: object) -> str:
+    """HTML-escaped text of any value (quotes included)."""
+    return html.escape(str(value), quote=True)
+
+
+def html_table(frame: pd.DataFrame, *, index: bool = False) -> str:
+    """A plain ``<table>`` of ``frame`` with every header and cell escaped."""
+    if index:
+        frame = frame.reset_index()
+    if isinstance(frame.columns, pd.MultiIndex):
+        frame = frame.copy()
+        frame.columns = [" / ".join(cell_text(p) for p in c if cell_text(p)) for c in frame.columns]
+    if frame.columns.empty:
+        return '<p class="note">(empty)</p>'
+    head = "".join(f"<th>{esc(cell_text(c))}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(cell_text(v))}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(index=False)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+@dataclass
+class _Report:
+    """HTML and Markdown written side by side, plus the figure files produced."""
+
+    out: Path
+    embed: bool
+    html: list[str] = field(default_factory=list)
+    md: list[str] = field(default_factory=list)
+    written: set[Path] = field(default_factory=set)
+    count: int = 0
+
+    def heading(self, title: str, level: int = 2, anchor: str = "") -> None:
+        ident = f' id="{esc(anchor)}"' if anchor else ""
+        self.html.append(f"<h{level}{ident}>{esc(title)}</h{level}>")
+        self.md.append(f"\n{'#' * level} {markdown_escape(title)}\n")
+
+    def paragraph(self, text: str, css: str = "") -> None:
+        style = f' class="{css}"' if css else ""
+        self.html.append(f"<p{style}>{esc(text)}</p>")
+        self.md.append(f"{markdown_escape(text)}\n")
+
+    def items(self, lines: Iterable[str], css: str = "") -> None:
+        lines = list(lines)
+        if not lines:
+            return
+        style = f' class="{css}"' if css else ""
+        self.html.append(f"<ul{style}>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>")
+        self.md.append("".join(f"- {markdown_escape(x)}\n" for x in lines))
+
+    def table(self, frame: pd.DataFrame, *, index: bool = False) -> None:
+        self.html.append(html_table(frame, index=index))
+        self.md.append(markdown_table(frame, index=index))
+
+    def pre(self, text: str) -> None:
+        self.html.append(f"<pre>{esc(text)}</pre>")
+        longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+        fence = "`" * max(3, longest + 1)  # a code block is literal: no escaping needed
+        self.md.append(f"{fence}yaml\n{text.rstrip()}\n{fence}\n")
+
+    def figure(self, figure: Any, kind: str, caption: str, group: Mapping[str, Any]) -> None:
+        self.count += 1
+        name = f"{self.count:02d}-{kind}-{_slug(_label(group))}"
+        folder = self.out / "figures"
+        paths = figures.save_figure(figure, folder, name)
+        self.written.update(paths)
+        png = paths[0]
+        if self.embed:
+            data = base64.b64encode(png.read_bytes()).decode("ascii")
+            src = f"data:image/png;base64,{data}"
+        else:
+            src = f"figures/{png.name}"
+        self.html.append(
+            f'<figure><img src="{esc(src)}" alt="{esc(caption)}">'
+            f'<figcaption>{esc(caption)} (<a href="figures/{esc(png.name)}">PNG</a>, '
+            f'<a href="figures/{esc(paths[1].name)}">SVG</a>)</figcaption></figure>'
+        )
+        self.md.append(f"![{markdown_escape(caption)}](figures/{png.name})\n")
+
+
+def _slug(text: str) -> str:
+    """A file-name part made of ``a-z0-9-`` only."""
+    slug = re.sub(r"[^a-z0-9.]+", "-", text.lower()).replace(".", "").strip("-")
+    return slug[:60].strip("-") or "all"
+
+
+def _families(frame: pd.DataFrame, columns: Iterable[str]) -> list[tuple[dict, pd.DataFrame]]:
+    columns = [c for c in columns if c in frame]
+    if frame.empty:
+        return []
+    if not columns:
+        return [({}, frame)]
+    out = []
+    for key, part in frame.groupby(columns, dropna=False, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        part = part.copy()
+        part.attrs = dict(frame.attrs)
+        out.append((dict(zip(columns, key, strict=True)), part))
+    return out
+
+
+def _label(group: Mapping[str, Any]) -> str:
+    return describe_group(dict(group)) or "all"
+
+
+def write_report(
+    store: str | Path,
+    out_dir: str | Path,
+    *,
+    a_min: AMin = "chance",
+    embed: bool = True,
+    site_names: bool | SiteNames = True,
+    data_root: str | Path | None = None,
+) -> Path:
+    """Write the HTML/Markdown/CSV report of ``store`` into ``out_dir``; returns ``index.html``.
+
+    Args:
+        store: the study's SQLite store (``StoreError``, an ``OSError``, if it does not exist).
+        out_dir: folder for the report (created; earlier figures in it are replaced).
+        a_min: floor of the midpoint fits: ``chance``, ``free``, ``auto`` or a number.
+        embed: put the PNG figures into ``index.html`` as base64; False links ``figures/``.
+        site_names: True looks up site names from the models (loading each dataset once);
+            False shows indices only; or a ``(dataset, model, batchnorm) -> {index: name}``.
+        data_root: where the datasets are, for site names.
+    """
+    from walkingnoise.sweep.results import load_results
+    from walkingnoise.sweep.store import Store
+
+    with Store(store, create=False) as db:
+        results = load_results(db)
+        sweeps = db.sweeps()
+        counts = db.counts()
+        trainings = db.training_count()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names: SiteNames | None
+    if callable(site_names):
+        names = site_names
+    else:
+        names = (
+            dataset_site_names(None if data_root is None else str(data_root))
+            if site_names
+            else None
+        )
+
+    report = _Report(out, embed)
+    title = f"Walking Noise report: {Path(store).name}"
+    report.heading(title, 1)
+    report.paragraph(
+        f"Store {Path(store)}; walkingnoise {__version__}. Everything below is computed from "
+        "the store alone; running `walking-noise report` again regenerates it."
+    )
+    _summary(report, results, counts, trainings)
+
+    curves = accuracy_curves(results)
+    fits = fit_curves(curves, a_min=a_min)
+    sites = site_table(fits, site_names=names) if not fits.empty else fits
+    preservation = preservation_table(curves)
+    tables = out / "tables"
+
+    _warnings(report, results, fits, a_min)
+    _midpoints(report, fits, sites, tables)
+    _walking(report, curves, fits, sites, preservation, names, tables)
+    _global(report, curves, fits, tables)
+    _mixed(report, curves)
+    _weights(report, results, tables)
+    _config(report, results, sweeps)
+
+    for stale in (out / "figures").glob("*"):
+        if stale.suffix in (".png", ".svg") and stale not in report.written:
+            stale.unlink()
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>\n"
+        + "\n".join(report.html)
+        + "\n</body></html>\n"
+    )
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    (out / "report.md").write_text("\n".join(report.md), encoding="utf-8")
+    log.info("report written to %s (%d figures)", index, report.count)
+    return index
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def _summary(
+    report: _Report, results: pd.DataFrame, counts: Mapping[str, int], trainings: int
+) -> None:
+    report.heading("Summary")
+    total = sum(counts.values())
+    report.items(
+        [
+            f"{total} experiments: "
+            + ", ".join(f"{count} {status}" for status, count in counts.items()),
+            f"{trainings} shared clean trainings stored",
+        ]
+    )
+    if "block" in results and len(results):
+        blocks = results.groupby(["block", "status"], dropna=False).size().unstack(fill_value=0)
+        blocks.index.name = "block"
+        blocks.columns.name = None
+        report.table(blocks, index=True)
+
+
+def _warnings(report: _Report, results: pd.DataFrame, fits: pd.DataFrame, a_min: AMin) -> None:
+    report.heading("Fit quality and warnings", anchor="warnings")
+    report.paragraph(
+        f"Midpoint fits: the logistic F(σ) = 2·δa / (1 + exp((σ − μ)/s)) + a_min by weighted "
+        f"least squares, each σ weighted by the standard error of its mean over seeds (with a "
+        f"floor); a_min = {a_min}. σ spanning a factor ≥ 100 is fitted in log10 σ, where s is "
+        "in decades. A * marks a flagged fit in the tables.",
+        "note",
+    )
+    lines = []
+    if not fits.empty:
+        columns = curve_group_columns(fits)
+        for _, row in fits[fits["quality"] != "ok"].iterrows():
+            group = {c: row[c] for c in columns if c in row}
+            lines.append(f"{_label(group)}: {row['quality']}")
+    failed = int((results["status"] == "failed").sum()) if "status" in results else 0
+    if failed:
+        lines.append(f"{failed} experiments failed; `walking-noise retry STORE --failed`")
+        errors = results.loc[results["status"] == "failed", "error"].dropna()
+        for text in errors.head(3):
+            lines.append("error: " + (str(text).strip().splitlines() or [""])[-1][:300])
+    if "diverged" in results:
+        diverged = int(results["diverged"].fillna(False).astype(bool).sum())
+        if diverged:
+            lines.append(f"{diverged} experiments diverged in training (kept with their accuracy)")
+    if lines:
+        report.items(lines, "warn")
+    else:
+        report.paragraph("No warnings: every fit converged with μ inside the sampled σ.")
+
+
+def _midpoints(report: _Report, fits: pd.DataFrame, sites: pd.DataFrame, tables: Path) -> None:
+    report.heading("Midpoint noise levels", anchor="midpoints")
+    if fits.empty:
+        report.paragraph("No finished experiments with a scalar σ to fit.")
+        return
+    shown = readable_midpoints(fits)
+    write_table(fits, tables, "midpoints", shown)
+    report.table(shown)
+    report.paragraph("Full table: tables/midpoints.csv (all fit parameters and flags).", "note")
+
+
+def _site_pivot(part: pd.DataFrame) -> pd.DataFrame:
+    """Sites as rows, one column per series (noisy training, clamping, …), μ ± err cells."""
+    columns = [
+        c for c in curve_group_columns(part) if c in part and c not in (*_SITE_FAMILY, "placement")
+    ]
+    varying = [c for c in columns if part[c].map(cell_text).nunique() > 1]
+    frame = part.copy()
+    frame["series"] = [
+        describe_group({c: r[c] for c in varying}) or "μ" for _, r in frame.iterrows()
+    ]
+    frame["row"] = [
+        f"{int(s)} {n}".strip() for s, n in zip(frame["site"], frame["site_name"], strict=True)
+    ]
+    frame["cell"] = [
+        format_mu(m, e) + ("" if q == "ok" else "*")
+        for m, e, q in zip(frame["mu"], frame["mu_err"], frame["quality"], strict=True)
+    ]
+    frame = frame.sort_values("site", kind="stable")
+    table = frame.pivot_table(
+        index="row", columns="series", values="cell", aggfunc="first", sort=False
+    )
+    table = table.reindex(list(dict.fromkeys(frame["row"])))
+    table.index.name = "site"
+    table.columns.name = None
+    return table
+
+
+def _walking(
+    report: _Report,
+    curves: pd.DataFrame,
+    fits: pd.DataFrame,
+    sites: pd.DataFrame,
+    preservation: pd.DataFrame,
+    names: SiteNames | None,
+    tables: Path,
+) -> None:
+    walking = curves[curves["site"].notna() & curves["sigma"].notna()]
+    walking = walking[walking["noise"] != "mixed"]
+    if walking.empty:
+        return
+    report.heading("Walking noise: per-site robustness", anchor="walking")
+    site_rows = sites[sites["noise"] != "mixed"] if not sites.empty else sites
+    write_table(site_rows, tables, "sites")
+    for family, part in _families(site_rows, _SITE_FAMILY):
+        report.heading(f"μ per site: {_label(family)}", 3)
+        report.table(_site_pivot(part), index=True)
+        names_map = _names(names, family)
+        family_curves = _select(walking, family)
+        report.figure(
+            figures.site_mu_figure(
+                part, title=f"μ per site: {_label(family)}", site_names=names_map
+            ),
+            "site-mu",
+            f"Midpoint noise level per site, {_label(family)} (cf. paper Fig. 2)",
+            family,
+        )
+        finite = part["mu"][np.isfinite(part["mu"].astype(float)) & part["mu_in_range"]]
+        sigma_max = float(family_curves["sigma"].max())
+        target = float(np.exp(np.log(finite.astype(float)).median())) if len(finite) else sigma_max
+        target = figures.nearest_sigma(family_curves, target)
+        report.figure(
+            figures.site_accuracy_figure(
+                family_curves, target, title=_label(family), site_names=names_map
+            ),
+            "site-accuracy",
+            f"Accuracy per site at σ = {target:.3g} (median per-site μ), {_label(family)} "
+            "(cf. paper Fig. 3)",
+            family,
+        )
+        others = [c for c in curve_group_columns(family_curves) if c not in (*family, "placement")]
+        for sub, sub_curves in _families(family_curves, others):
+            label = _label(family | sub)
+            report.figure(
+                figures.accuracy_figure(sub_curves, fits, title=label, site_names=names_map),
+                "accuracy",
+                f"Accuracy vs σ per site with fitted logistics, {label} (cf. Fig. 1)",
+                family | sub,
+            )
+
+    report.heading("Accuracy preserved at the largest σ", 3)
+    kept = preservation[preservation["site"].notna() & (preservation["noise"] != "mixed")]
+    if not kept.empty:
+        shown = kept.copy()
+        write_table(kept, tables, "preservation")
+        columns = [c for c in curve_group_columns(kept) if c != "placement"]
+        varying = [c for c in columns if kept[c].map(cell_text).nunique() > 1]
+        display = shown[varying].map(cell_text) if varying else pd.DataFrame(index=shown.index)
+        display["site"] = shown["site"].astype(int)
+        display["σ max"] = shown["sigma_max"].map(cell_text)
+        display["preserved"] = [
+            format_mu(v, e)
+            for v, e in zip(shown["preservation"], shown["preservation_err"], strict=True)
+        ]
+        display["clean accuracy"] = shown["clean_accuracy"].map(cell_text)
+        report.table(display.reset_index(drop=True))
+        for family, part in _families(kept, _PRESERVATION_FAMILY):
+            report.figure(
+                figures.preservation_figure(
+                    part,
+                    title=f"preserved accuracy: {_label(family)}",
+                    site_names=_names(names, {"dataset": part["dataset"].iloc[0]} | family),
+                ),
+                "preservation",
+                f"Accuracy at the largest σ / clean accuracy per site, {_label(family)} "
+                "(cf. paper Fig. 5)",
+                family,
+            )
+
+
+def _global(report: _Report, curves: pd.DataFrame, fits: pd.DataFrame, tables: Path) -> None:
+    table = global_table(fits) if not fits.empty else fits
+    if table.empty:
+        return
+    report.heading("Global noise", anchor="global")
+    write_table(table, tables, "global", readable_midpoints(table))
+    report.table(pivot_mu(table), index=True)
+    report.paragraph("μ ± error per configuration (cf. paper Tables 1 and 4).", "note")
+    glob = curves[
+        curves["placement"].astype(str).str.startswith("global") & curves["sigma"].notna()
+    ]
+    family_columns = [c for c in curve_group_columns(glob) if c not in ("batchnorm", "placement")]
+    for family, part in _families(glob, family_columns):
+        label = _label(family)
+        report.figure(
+            figures.accuracy_figure(part, fits, title=label),
+            "global",
+            f"Accuracy vs σ, global noise, {label} (cf. paper Fig. 1)",
+            family,
+        )
+
+
+def _mixed(report: _Report, curves: pd.DataFrame) -> None:
+    mixed = curves[(curves["noise"] == "mixed") & (curves["sigma_mul"] > 0)]
+    mixed = mixed[mixed["sigma_add"] > 0]
+    if mixed.empty:
+        return
+    report.heading("Mixed noise", anchor="mixed")
+    columns = [c for c in curve_group_columns(mixed) if c not in ("order", "ratio")]
+    for family, part in _families(mixed, columns):
+        label = _label(family)
+        report.figure(
+            figures.mixed_heatmap_figure(part, title=label),
+            "mixed",
+            f"Accuracy over σ_mul × σ_add, {label} (cf. paper Fig. 6)",
+            family,
+        )
+
+
+def _weights(report: _Report, results: pd.DataFrame, tables: Path) -> None:
+    if "weights" not in results or "recipe.clamp" not in results:
+        return
+    done = results[results["status"] == "done"] if "status" in results else results
+    clamps = pd.to_numeric(done["recipe.clamp"], errors="coerce")
+    values = sorted(float(c) for c in clamps.dropna().unique())
+    if not values or clamps.notna().all():
+        return
+    report.heading("Weight growth: unclamped vs clamped", anchor="weights")
+    report.paragraph(
+        "Mean |w| per layer, averaged over the trained models of each configuration; ratio = "
+        "unclamped / clamped (cf. paper Table 2).",
+        "note",
+    )
+    frames = []
+    by = [c for c in ("dataset", "model", "batchnorm", "noise", "train_noise") if c in done]
+    for clamp in values:
+        table = weight_ratio_table(done, {"recipe.clamp": None}, {"recipe.clamp": clamp}, by=by)
+        table = table[(table["models_a"] > 0) & (table["models_b"] > 0)]
+        if table.empty:
+            continue
+        frames.append(table.assign(clamp=clamp))
+    if not frames:
+        report.paragraph("No configuration has both clamped and unclamped models.")
+        return
+    table = pd.concat(frames, ignore_index=True)
+    write_table(table, tables, "weights")
+    display = table[[*by, "clamp", "layer"]].map(cell_text)
+    display["mean |w| unclamped"] = table["mean_abs_a"].map(cell_text)
+    display["mean |w| clamped"] = table["mean_abs_b"].map(cell_text)
+    display["ratio"] = [
+        format_mu(r, e) for r, e in zip(table["ratio"], table["ratio_err"], strict=True)
+    ]
+    report.table(display)
+
+
+def _config(report: _Report, results: pd.DataFrame, sweeps: Mapping[str, str]) -> None:
+    report.heading("Sweep files", anchor="config")
+    if not sweeps:
+        report.paragraph("The store keeps no sweep file (experiments were added directly).")
+    for name, text in sorted(sweeps.items()):
+        report.heading(name, 3)
+        report.pre(text)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _names(names: SiteNames | None, family: Mapping[str, Any]) -> dict[int, str]:
+    if names is None or not {"dataset", "model", "batchnorm"} <= set(family):
+        return {}
+    return dict(names(family["dataset"], family["model"], bool(family["batchnorm"])))
+
+
+def _select(frame: pd.DataFrame, values: Mapping[str, Any]) -> pd.DataFrame:
+    mask = pd.Series(True, index=frame.index)
+    for column, value in values.items():
+        if isinstance(value, float) and math.isnan(value):
+            mask &= frame[column].isna()
+        else:
+            mask &= frame[column] == value
+    part = frame[mask]
+    part.attrs = dict(frame.attrs)
+    return part

@@ -1,0 +1,206 @@
+"""Cohorts: experiments that train or evaluate together as stacks of models.
+
+``train_cohort`` trains noisy-training experiments that share dataset, model and recipe
+(clamping may differ) as stacks; ``evaluate_shared`` evaluates inference-only experiments of one
+clean model at all their (placement, σ) in stacked passes. Both split the work to fit the memory
+budget, and fall back to one model at a time, with a log line, for models a stack cannot run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from walkingnoise.data.dataset import InMemoryDataset
+from walkingnoise.experiment import Experiment
+from walkingnoise.noise.instrument import NoisyModel
+from walkingnoise.training.evaluate import Evaluation, evaluate_clean
+from walkingnoise.training.loop import TrainHistory
+from walkingnoise.training.memory import models_per_stack
+from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
+from walkingnoise.training.stacked import NotStackableError, StackedModel
+from walkingnoise.training.stacked_loop import evaluate_stacked, train_stacked
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Trained:
+    """One trained experiment of a cohort: model, history, metrics, seconds per phase."""
+
+    experiment: Experiment
+    model: NoisyModel
+    history: TrainHistory
+    metrics: dict[str, float]
+    seconds: dict[str, float]
+
+
+def _chunks(items: Sequence, size: int) -> list[Sequence]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _seed_for(experiments: Sequence[Experiment]) -> int:
+    """A seed for a stacked evaluation, fixed by the experiments it evaluates."""
+    digest = hashlib.sha256("".join(e.content_hash() for e in experiments).encode()).hexdigest()
+    return int(digest[:15], 16)
+
+
+def _metrics(
+    dataset: InMemoryDataset,
+    clean: dict[str, Evaluation],
+    noisy: dict[str, Evaluation],
+    repeats: int,
+) -> dict[str, float]:
+    metrics: dict[str, float] = {"chance_accuracy": dataset.chance_accuracy}
+    for split in ("validation", "test"):
+        metrics |= clean[split].as_dict(f"clean_{split}")
+        first = Evaluation(noisy[split].accuracies[:repeats], noisy[split].losses[:repeats])
+        metrics |= first.as_dict(f"noisy_{split}")
+    return metrics
+
+
+def train_cohort(
+    experiments: Sequence[Experiment],
+    dataset: InMemoryDataset,
+    *,
+    max_models: int | None = None,
+    progress: bool | None = False,
+) -> list[Trained]:
+    """Train and evaluate noisy-training experiments of one cohort, as stacks where possible."""
+    if not experiments:
+        return []
+    probe = build_noisy_model(experiments[0], dataset)
+    recipe = experiments[0].recipe
+    fit = models_per_stack(probe, recipe.batch_size, dataset.train.x.device, training=True)
+    size = min(fit, max_models or fit)
+    results: list[Trained] = []
+    for chunk in _chunks(list(experiments), size):
+        results += _train_chunk(chunk, dataset, progress)
+    return results
+
+
+def _train_chunk(
+    chunk: Sequence[Experiment], dataset: InMemoryDataset, progress: bool | None
+) -> list[Trained]:
+    started = time.perf_counter()
+    models = [build_noisy_model(e, dataset) for e in chunk]
+    try:
+        stack = StackedModel(models)
+    except NotStackableError as error:
+        log.info("training %d models one at a time: %s", len(chunk), error)
+        return [_train_alone(e, dataset) for e in chunk]
+    histories = train_stacked(
+        stack,
+        dataset.train,
+        chunk[0].recipe,
+        seeds=[e.seed for e in chunk],
+        clamps=[e.recipe.clamp for e in chunk],
+        validation=dataset.validation,
+        progress=progress,
+    )
+    trained = time.perf_counter()
+    repeats = max(e.eval_repeats for e in chunk)
+    torch.manual_seed(_seed_for(chunk))
+    batch = chunk[0].recipe.eval_batch_size
+    clean = {s: evaluate_stacked(stack, dataset.split(s), clean=True, batch_size=batch)
+             for s in ("validation", "test")}  # fmt: skip
+    noisy = {s: evaluate_stacked(stack, dataset.split(s), repeats=repeats, batch_size=batch)
+             for s in ("validation", "test")}  # fmt: skip
+    stack.write_back(models)
+    finished = time.perf_counter()
+    seconds = {
+        "train": (trained - started) / len(chunk),
+        "evaluate": (finished - trained) / len(chunk),
+    }
+    return [
+        Trained(
+            experiment,
+            model,
+            histories[k],
+            _metrics(
+                dataset,
+                {s: clean[s][k] for s in clean},
+                {s: noisy[s][k] for s in noisy},
+                experiment.eval_repeats,
+            ),
+            dict(seconds),
+        )
+        for k, (experiment, model) in enumerate(zip(chunk, models, strict=True))
+    ]
+
+
+def _train_alone(experiment: Experiment, dataset: InMemoryDataset) -> Trained:
+    started = time.perf_counter()
+    model, history = train_experiment(experiment, dataset, progress=False)
+    trained = time.perf_counter()
+    metrics = evaluate_experiment(experiment, model, dataset)
+    seconds = {"train": trained - started, "evaluate": time.perf_counter() - trained}
+    return Trained(experiment, model, history, metrics, seconds)
+
+
+def evaluate_shared(
+    model: NoisyModel,
+    experiments: Sequence[Experiment],
+    dataset: InMemoryDataset,
+    *,
+    max_models: int | None = None,
+) -> list[dict[str, float]]:
+    """Metrics of inference-only experiments that all evaluate one trained ``model``.
+
+    The clean metrics are computed once; the noisy ones in stacks of copies of the model, each
+    copy with its experiment's placement and σ.
+    """
+    if not experiments:
+        return []
+    batch = experiments[0].recipe.eval_batch_size
+    with model.noise_preserved():
+        model.clear_noise()
+        clean = {s: evaluate_clean(model, dataset.split(s), batch_size=batch)
+                 for s in ("validation", "test")}  # fmt: skip
+    fit = models_per_stack(model, batch, dataset.test.x.device, training=False)
+    size = min(fit, max_models or fit)
+    by_noise: dict[object, list[int]] = {}
+    for i, experiment in enumerate(experiments):
+        by_noise.setdefault(experiment.noise_model(), []).append(i)
+    metrics: list[dict[str, float]] = [{} for _ in experiments]
+    for indices in by_noise.values():
+        for chunk in _chunks(indices, size):
+            members = [experiments[i] for i in chunk]
+            for i, values in zip(
+                chunk, _evaluate_chunk(model, members, dataset, clean), strict=True
+            ):
+                metrics[i] = values
+    return metrics
+
+
+def _evaluate_chunk(
+    model: NoisyModel,
+    members: Sequence[Experiment],
+    dataset: InMemoryDataset,
+    clean: dict[str, Evaluation],
+) -> list[dict[str, float]]:
+    if members[0].noise_model() is None:
+        return [_metrics(dataset, clean, clean, 1) for _ in members]
+    try:
+        stack = StackedModel([model] * len(members))
+    except NotStackableError as error:
+        log.info("evaluating %d experiments one at a time: %s", len(members), error)
+        return [evaluate_experiment(e, model, dataset) for e in members]
+    sites = model.site_table
+    stack.set_noise(
+        [(e.noise_model(), e.placement_spec().resolve(sites, e.sigma)) for e in members]
+    )
+    repeats = max(e.eval_repeats for e in members)
+    torch.manual_seed(_seed_for(members))
+    batch = members[0].recipe.eval_batch_size
+    noisy = {s: evaluate_stacked(stack, dataset.split(s), repeats=repeats, batch_size=batch)
+             for s in ("validation", "test")}  # fmt: skip
+    return [
+        _metrics(dataset, clean, {s: noisy[s][k] for s in noisy}, e.eval_repeats)
+        for k, e in enumerate(members)
+    ]

@@ -1,0 +1,74 @@
+"""Device choice and memory budgets: how many stacked models fit at once."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+
+import torch
+
+from walkingnoise.noise.instrument import NoisyModel
+
+log = logging.getLogger(__name__)
+
+#: Environment variable overriding the memory budget, in bytes or with a unit ("2GB", "512MiB").
+BUDGET_ENV = "WALKINGNOISE_MEMORY_BUDGET"
+_UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parse_bytes(text: str) -> int:
+    """Parse ``1500000``, ``2GB`` or ``512MiB`` into bytes."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in _UNITS:
+        raise ValueError(f"{BUDGET_ENV}: not a size: {text!r} (e.g. 2GB, 512MiB, 1000000)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes a stack may use: half the available RAM, 70 % of free GPU memory, or the override."""
+    override = os.environ.get(BUDGET_ENV)
+    if override:
+        return parse_bytes(override)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(0.7 * free)
+    return _available_ram() // 2
+
+
+def bytes_per_model(model: NoisyModel, batch_size: int, *, training: bool) -> int:
+    """A generous estimate of one stacked model's memory for one batch.
+
+    Parameters count 5 times in training (weights, gradients, two Adam moments, the stacked
+    copy), activations 6 times (saved for backward, noise, gradients); evaluation keeps 3.
+    """
+    params = sum(p.numel() for p in model.source.parameters())
+    activations = sum(math.prod(info.shape[1:]) for info in model.site_table) * batch_size
+    if training:
+        return 4 * (5 * params + 6 * activations)
+    return 4 * (params + 3 * activations)
+
+
+def models_per_stack(
+    model: NoisyModel, batch_size: int, device: torch.device, *, training: bool
+) -> int:
+    """How many models of this kind fit into one stack within the memory budget (≥ 1)."""
+    fit = memory_budget(device) // max(1, bytes_per_model(model, batch_size, training=training))
+    return max(1, int(fit))

@@ -1,0 +1,365 @@
+"""K models of one architecture run as one: every tensor carries a leading model dimension.
+
+The instrumented model's ``torch.fx`` graph is interpreted node by node. Each layer and
+function runs once for all K models under ``torch.func.vmap`` over stacked parameters and
+buffers (a Linear becomes a batched matmul, a convolution a grouped one; BatchNorm keeps
+running statistics per model). Noise sites run outside ``vmap``: at each site noise is drawn
+only for the models that have noise there, so a cohort of walking-noise models, each noisy at
+one site, samples no more noise than the models would alone.
+
+Every model keeps its own initial weights, σ and site, BatchNorm statistics, clamping and
+optimizer state (Adam is elementwise, so one Adam over stacked tensors is K independent ones).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from walkingnoise.noise.instrument import NoisyModel
+from walkingnoise.noise.kinds import module_kind
+from walkingnoise.noise.models import NoiseLevel, NoiseModel
+from walkingnoise.noise.site import MAX_LEVELS
+from walkingnoise.training.clamp import clampable_weights
+
+_SITES = "noise_sites."
+
+
+class NotStackableError(RuntimeError):
+    """The models cannot run as a stack (hooks instrumentation, untraceable operations...)."""
+
+
+def _vmapped(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """Call ``fn`` under vmap over every tensor in ``args``/``kwargs`` (all are stacked)."""
+    flat, spec = tree_flatten((args, kwargs))
+    positions = [i for i, leaf in enumerate(flat) if isinstance(leaf, torch.Tensor)]
+    if not positions:
+        raise NotStackableError(f"{getattr(fn, '__name__', fn)} has no tensor input to stack")
+
+    def call(*tensors: torch.Tensor) -> Any:
+        leaves = list(flat)
+        for position, tensor in zip(positions, tensors, strict=True):
+            leaves[position] = tensor
+        inner_args, inner_kwargs = tree_unflatten(leaves, spec)
+        return fn(*inner_args, **inner_kwargs)
+
+    return vmap(call, randomness="different")(*(flat[i] for i in positions))
+
+
+def _merged(fn: Callable[..., Any], x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """Apply a per-sample ``fn`` to (K, B, ...) by merging the model and batch dimensions."""
+    k, b = x.shape[:2]
+    out = fn(x.reshape(k * b, *x.shape[2:]), *args, **kwargs)
+    return out.reshape(k, b, *out.shape[1:])
+
+
+def _linear(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Stacked ``nn.Linear``: one batched matmul for all K models."""
+    weight, bias = state["weight"], state.get("bias")
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])
+    wt = weight.transpose(1, 2)
+    out = torch.bmm(flat, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), flat, wt)
+    return out.reshape(*x.shape[:-1], weight.shape[1])
+
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def _conv(module: nn.modules.conv._ConvNd, state: dict[str, torch.Tensor], x: torch.Tensor):
+    """Stacked convolution: the K models' filters as groups of one grouped convolution."""
+    k, b = x.shape[:2]
+    weight, bias = state["weight"], state.get("bias")
+    merged = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
+    out = _CONV[weight.dim() - 3](
+        merged,
+        weight.reshape(k * weight.shape[1], *weight.shape[2:]),
+        None if bias is None else bias.reshape(-1),
+        module.stride,
+        module.padding,
+        module.dilation,
+        k * module.groups,
+    )
+    return out.reshape(b, k, -1, *out.shape[2:]).transpose(0, 1)
+
+
+def _batchnorm(module: nn.modules.batchnorm._BatchNorm, state: dict[str, torch.Tensor], x):
+    """Stacked BatchNorm: K models' channels side by side, statistics per model and channel."""
+    k, b, c = x.shape[:3]
+    merged = x.transpose(0, 1).reshape(b, k * c, *x.shape[3:])
+    training = module.training or not module.track_running_stats
+    mean, var = state.get("running_mean"), state.get("running_var")
+    if module.training and module.track_running_stats:
+        state["num_batches_tracked"].add_(1)
+    weight, bias = state.get("weight"), state.get("bias")
+    out = F.batch_norm(
+        merged,
+        None if mean is None else mean.view(-1),
+        None if var is None else var.view(-1),
+        None if weight is None else weight.reshape(-1),
+        None if bias is None else bias.reshape(-1),
+        training,
+        module.momentum,
+        module.eps,
+    )
+    return out.reshape(b, k, c, *x.shape[3:]).transpose(0, 1)
+
+
+def _fast_module(module: nn.Module, state: dict[str, torch.Tensor]) -> Callable | None:
+    """A stacked implementation of a module, or None to fall back to vmap."""
+    if type(module) is nn.Linear:
+        return lambda x: _linear(state, x)
+    if (
+        isinstance(module, nn.modules.conv._ConvNd)
+        and not module.transposed
+        and module.padding_mode == "zeros"
+        and isinstance(module.padding, tuple)
+    ):
+        return lambda x: _conv(module, state, x)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
+        return lambda x: _batchnorm(module, state, x)
+    if (
+        not state
+        and module_kind(module) != "batchnorm"
+        and type(module).__module__.startswith("torch.nn.")
+    ):
+        return lambda x: _merged(module, x)
+    return None
+
+
+#: Functions applied per sample: (K, B, ...) inputs can be merged to (K·B, ...).
+_PER_SAMPLE_FUNCTIONS = {
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg,
+    torch.add, torch.sub, torch.mul, torch.relu, torch.sigmoid, torch.tanh, torch.flatten,
+    F.relu, F.relu6, F.gelu, F.silu, F.leaky_relu, F.elu, F.hardtanh, F.dropout,
+    F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+}  # fmt: skip
+
+
+class _Interpreter(fx.Interpreter):
+    """Runs the instrumented graph on stacked tensors."""
+
+    def __init__(self, stack: StackedModel, batch: int) -> None:
+        super().__init__(stack.template.net, garbage_collect_values=True)
+        self.stack = stack
+        self.batch = batch
+
+    def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
+        if target.startswith(_SITES):
+            return self.stack._site(int(target[len(_SITES) :]), args[0])
+        fast = self.stack._fast.get(target)
+        if fast is not None and len(args) == 1 and not kwargs and self._activation(args[0]):
+            return fast(args[0])
+        module = self.fetch_attr(target)
+        state = self.stack._module_state[target]
+        if not state:
+            return _vmapped(module, args, kwargs)
+        names = list(state)
+
+        def call(tensors: tuple[torch.Tensor, ...], *inner: Any, **inner_kw: Any) -> Any:
+            return functional_call(module, dict(zip(names, tensors, strict=True)), inner, inner_kw)
+
+        return _vmapped(call, (tuple(state[n] for n in names), *args), kwargs)
+
+    def call_function(self, target: Callable, args: tuple, kwargs: dict) -> Any:
+        if target is getattr and len(args) == 2 and args[1] == "shape":
+            return args[0].shape[1:]
+        if target in _PER_SAMPLE_FUNCTIONS:
+            tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+            if tensors and all(self._activation(t) for t in tensors):
+                if target is torch.flatten:
+                    start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
+                    if start < 1:
+                        return _vmapped(target, args, kwargs)
+                return self._merged_call(target, args, kwargs)
+        return _vmapped(target, args, kwargs)
+
+    def _activation(self, value: Any) -> bool:
+        """Whether ``value`` is an activation (K, B, ...), not a stacked parameter."""
+        return (
+            isinstance(value, torch.Tensor)
+            and value.dim() >= 2
+            and value.shape[0] == self.stack.size
+            and value.shape[1] == self.batch
+            and id(value) not in self.stack._tensor_ids
+        )
+
+    def _merged_call(self, target: Callable, args: tuple, kwargs: dict) -> Any:
+        k, b = self.stack.size, self.batch
+
+        def merge(value: Any) -> Any:
+            return (
+                value.reshape(k * b, *value.shape[2:]) if isinstance(value, torch.Tensor) else value
+            )
+
+        flat, spec = tree_flatten((args, kwargs))
+        inner_args, inner_kwargs = tree_unflatten([merge(v) for v in flat], spec)
+        out = target(*inner_args, **inner_kwargs)
+        return out.reshape(k, b, *out.shape[1:])
+
+    def call_method(self, target: str, args: tuple, kwargs: dict) -> Any:
+        if target == "size":
+            sizes = args[0].shape[1:]
+            return sizes if len(args) == 1 else sizes[args[1]]
+        if target == "dim":
+            return args[0].dim() - 1
+        return _vmapped(lambda obj, *a, **kw: getattr(obj, target)(*a, **kw), args, kwargs)
+
+    def get_attr(self, target: str, args: tuple, kwargs: dict) -> Any:
+        stacked = self.stack._tensors.get(target)
+        return stacked if stacked is not None else super().get_attr(target, args, kwargs)
+
+
+class StackedModel:
+    """K instrumented models of one architecture as stacked tensors (see the module doc).
+
+    Attributes:
+        template: the first model; its modules run with the stacked tensors swapped in.
+        size: K, the number of models.
+    """
+
+    def __init__(self, models: Sequence[NoisyModel]) -> None:
+        if not models:
+            raise ValueError("a stack needs at least one model")
+        template = models[0]
+        if template.method != "fx":
+            raise NotStackableError(
+                "the model was instrumented with hooks (torch.fx could not trace it)"
+            )
+        self.template = template
+        self.size = len(models)
+        self.training = True
+        self.noise_enabled = True
+        net = template.net
+        names = [n for n, _ in net.named_parameters()]
+        buffer_names = [n for n, _ in net.named_buffers() if not n.startswith(_SITES)]
+        self.persistent = [k for k in net.state_dict() if not k.startswith(_SITES)]
+        nets = [m.net for m in models]
+        try:
+            params = [dict(m.named_parameters()) for m in nets]
+            buffers = [dict(m.named_buffers()) for m in nets]
+            self._params = {
+                n: torch.stack([p[n].detach() for p in params]).requires_grad_() for n in names
+            }
+            self._buffers = {n: torch.stack([b[n] for b in buffers]) for n in buffer_names}
+        except (KeyError, RuntimeError) as error:
+            raise NotStackableError(f"the models differ in structure ({error})") from None
+        self._tensors = {**self._params, **self._buffers}
+        self._module_state: dict[str, dict[str, torch.Tensor]] = {}
+        for node in net.graph.nodes:
+            if node.op == "call_module" and not str(node.target).startswith(_SITES):
+                prefix = f"{node.target}."
+                self._module_state[str(node.target)] = {
+                    n[len(prefix) :]: t for n, t in self._tensors.items() if n.startswith(prefix)
+                }
+        self._tensor_ids = {id(t) for t in self._tensors.values()}
+        modules = dict(net.named_modules())
+        self._fast = {
+            name: fast
+            for name, state in self._module_state.items()
+            if (fast := _fast_module(modules[name], state)) is not None
+        }
+        weight_ids = {id(w) for w in clampable_weights(template.source)}
+        self._clampable = [n for n, p in net.named_parameters() if id(p) in weight_ids]
+        self._site_noise: dict[int, tuple[NoiseModel, torch.Tensor, torch.Tensor]] = {}
+        self.set_noise([(m.noise, _levels_of(m)) for m in models])
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The stacked parameters (leaf tensors with a leading model dimension)."""
+        return list(self._params.values())
+
+    def train(self, mode: bool = True) -> StackedModel:
+        """Training mode for every model (BatchNorm batch statistics, training noise)."""
+        self.training = mode
+        self.template.train(mode)
+        return self
+
+    def eval(self) -> StackedModel:
+        """Evaluation mode for every model."""
+        return self.train(False)
+
+    def set_noise(self, members: Sequence[tuple[NoiseModel | None, dict[int, NoiseLevel]]]) -> None:
+        """Per model: its noise model and {site: σ}. All models must share one noise model."""
+        if len(members) != self.size:
+            raise ValueError(f"expected noise for {self.size} models, got {len(members)}")
+        kinds = {noise for noise, levels in members if noise is not None and levels}
+        if len(kinds) > 1:
+            raise NotStackableError(f"the models use different noise models: {kinds}")
+        self._site_noise = {}
+        if not kinds:
+            return
+        noise = kinds.pop()
+        device = next(iter(self._params.values())).device
+        per_site: dict[int, list[tuple[int, tuple[float, ...]]]] = {}
+        for k, (_, levels) in enumerate(members):
+            for site, sigma in levels.items():
+                values = noise.levels(sigma)
+                if any(v > 0 for v in values):
+                    padded = (*values, *([0.0] * (MAX_LEVELS - len(values))))
+                    per_site.setdefault(site, []).append((k, padded))
+        for site, entries in per_site.items():
+            index = torch.tensor([k for k, _ in entries], device=device)
+            levels = torch.tensor([v for _, v in entries], dtype=torch.float32, device=device)
+            self._site_noise[site] = (noise, index, levels)
+
+    def noisy_sites(self) -> dict[int, int]:
+        """{site index: number of models with noise there}."""
+        return {site: len(index) for site, (_, index, _) in self._site_noise.items()}
+
+    # -- running ----------------------------------------------------------------------------
+
+    def __call__(self, x: torch.Tensor, *, shared: bool = False) -> torch.Tensor:
+        """Logits (K, B, ...) for inputs (K, B, ...), or for one batch (B, ...) if ``shared``."""
+        if shared:
+            x = x.unsqueeze(0).expand(self.size, *x.shape)
+        return _Interpreter(self, x.shape[1]).run(x)
+
+    def _site(self, index: int, x: Any) -> Any:
+        config = self._site_noise.get(index)
+        if config is None or not self.noise_enabled:
+            return x
+        noise, members, levels = config
+        if not noise.active_in(self.training):
+            return x
+        if isinstance(x, tuple):
+            return (self._site(index, x[0]), *x[1:])
+        if len(members) == self.size:
+            return noise.apply(x, levels)
+        return x.index_copy(0, members, noise.apply(x[members], levels))
+
+    @torch.no_grad()
+    def clamp_(self, limits: torch.Tensor) -> None:
+        """Clamp every model's weights (not norm layers, not biases) to ±limits[k]."""
+        for name in self._clampable:
+            weight = self._params[name]
+            bound = limits.to(weight).reshape(-1, *([1] * (weight.dim() - 1)))
+            torch.clamp(weight, -bound, bound, out=weight)
+
+    def state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Model k's state dict, with the keys of the original clean model."""
+        return {name: self._tensors[name][k].detach().clone() for name in self.persistent}
+
+    def write_back(self, models: Sequence[NoisyModel]) -> None:
+        """Copy every model's stacked weights and statistics into its own module."""
+        for k, model in enumerate(models):
+            model.source.load_state_dict(self.state_dict(k))
+
+
+def _levels_of(model: NoisyModel) -> dict[int, NoiseLevel]:
+    """The {site: σ} now configured on a model's sites."""
+    levels: dict[int, NoiseLevel] = {}
+    for site in model.sites:
+        values = site.sigma
+        if values:
+            levels[site.info.index] = values[0] if len(values) == 1 else (values[0], values[1])
+    return levels

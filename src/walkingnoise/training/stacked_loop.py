@@ -1,0 +1,141 @@
+"""Training and evaluation of a ``StackedModel``: K models, one forward/backward per batch."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from walkingnoise._progress import bar_disabled
+from walkingnoise.data.dataset import Split
+from walkingnoise.training.evaluate import Evaluation
+from walkingnoise.training.loop import EpochRecord, TrainHistory, make_optimizer
+from walkingnoise.training.recipe import Recipe
+from walkingnoise.training.stacked import StackedModel
+
+log = logging.getLogger(__name__)
+
+
+def train_stacked(
+    stack: StackedModel,
+    train: Split,
+    recipe: Recipe,
+    *,
+    seeds: Sequence[int],
+    clamps: Sequence[float | None] | None = None,
+    validation: Split | None = None,
+    progress: bool | None = None,
+) -> list[TrainHistory]:
+    """Train every model of ``stack`` as ``train_model`` would train it alone.
+
+    Model k draws its batches from a permutation seeded by ``seeds[k]`` (the same batches as
+    alone), and is clamped to ``clamps[k]`` (None: not clamped). The loss is the sum of the
+    models' mean cross-entropies, so each model's gradient is its own.
+    """
+    k_models = stack.size
+    if len(seeds) != k_models:
+        raise ValueError(f"expected {k_models} seeds, got {len(seeds)}")
+    clamps = list(clamps) if clamps is not None else [None] * k_models
+    limits = None
+    if any(c is not None for c in clamps):
+        limits = torch.tensor([math.inf if c is None else c for c in clamps])
+    optimizer, scheduler = make_optimizer(stack.parameters(), recipe)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    histories = [TrainHistory() for _ in range(k_models)]
+    n = len(train)
+    device = train.x.device
+    bar = tqdm(range(recipe.epochs), desc="epochs", unit="epoch", disable=bar_disabled(progress))
+    for epoch in bar:
+        stack.train()
+        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+        loss_sum = torch.zeros(k_models, dtype=torch.float64, device=device)
+        correct = torch.zeros(k_models, dtype=torch.int64, device=device)
+        seen = 0
+        lr = optimizer.param_groups[0]["lr"]
+        for start in range(0, n, recipe.batch_size):
+            index = order[:, start : start + recipe.batch_size]
+            size = index.shape[1]
+            if size < 2 and recipe.batch_size > 1:
+                continue
+            x, y = train.x[index], train.y[index]
+            logits = stack(x)
+            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(
+                k_models, size
+            )
+            per_model = losses.mean(dim=1)
+            optimizer.zero_grad(set_to_none=True)
+            per_model.sum().backward()
+            optimizer.step()
+            if limits is not None:
+                stack.clamp_(limits)
+            loss_sum += per_model.detach().double() * size
+            correct += (logits.detach().argmax(dim=-1) == y).sum(dim=1)
+            seen += size
+        if seen == 0:
+            raise ValueError(f"the training split of {n} samples gives no batch to train on")
+        scheduler.step()
+        val = None
+        if validation is not None and len(validation):
+            val = [e.accuracy for e in evaluate_stacked(stack, validation, clean=True)]
+        train_loss = (loss_sum / seen).tolist()
+        train_accuracy = (correct.double() / seen).tolist()
+        for k, history in enumerate(histories):
+            if history.diverged:
+                continue
+            history.epochs.append(
+                EpochRecord(
+                    epoch, train_loss[k], train_accuracy[k], None if val is None else val[k], lr
+                )
+            )
+            if not math.isfinite(train_loss[k]):
+                history.diverged = True
+                log.warning("model %d of the stack diverged at epoch %d", k, epoch)
+        bar.set_postfix(loss=f"{sum(train_loss) / k_models:.4f}")
+    bar.close()
+    return histories
+
+
+@torch.no_grad()
+def evaluate_stacked(
+    stack: StackedModel,
+    split: Split,
+    *,
+    repeats: int = 1,
+    batch_size: int = 1024,
+    clean: bool = False,
+) -> list[Evaluation]:
+    """Evaluate every model on the same split; ``repeats`` noisy passes, one clean pass."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be ≥ 1, got {repeats}")
+    was_training, was_enabled = stack.training, stack.noise_enabled
+    stack.eval()
+    stack.noise_enabled = not clean
+    noisy = not clean and bool(stack.noisy_sites())
+    accuracies: list[list[float]] = [[] for _ in range(stack.size)]
+    losses: list[list[float]] = [[] for _ in range(stack.size)]
+    try:
+        for _ in range(repeats if noisy else 1):
+            correct = torch.zeros(stack.size, dtype=torch.float64, device=split.x.device)
+            loss = torch.zeros(stack.size, dtype=torch.float64, device=split.x.device)
+            for start in range(0, len(split), batch_size):
+                x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
+                logits = stack(x, shared=True)
+                target = y.unsqueeze(0).expand(stack.size, -1)
+                loss += (
+                    F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+                    .view(stack.size, -1)
+                    .sum(dim=1)
+                    .double()
+                )
+                correct += (logits.argmax(dim=-1) == target).sum(dim=1).double()
+            for k in range(stack.size):
+                accuracies[k].append(correct[k].item() / len(split))
+                losses[k].append(loss[k].item() / len(split))
+    finally:
+        stack.train(was_training)
+        stack.noise_enabled = was_enabled
+    return [Evaluation(tuple(a), tuple(lo)) for a, lo in zip(accuracies, losses, strict=True)]

@@ -1,0 +1,246 @@
+"""Curves and tables from a store: grouping, defaults, μ per site, global, preservation, weights."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from walkingnoise.analysis.curves import accuracy_curves, describe_group, prepare_results
+from walkingnoise.analysis.synthetic import write_synthetic_store
+from walkingnoise.analysis.tables import (
+    dataset_site_names,
+    format_mu,
+    global_table,
+    midpoint_table,
+    pivot_mu,
+    preservation_table,
+    resolve_a_min,
+    site_table,
+    weight_ratio_table,
+)
+from walkingnoise.experiment import Experiment
+from walkingnoise.sweep import Store, load_results
+from walkingnoise.training.recipe import Recipe
+
+SIGMAS = tuple(np.logspace(-2, 2, 9))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    path = write_synthetic_store(tmp_path_factory.mktemp("store") / "synthetic.sqlite", seeds=3)
+    return load_results(path)
+
+
+@pytest.fixture(scope="module")
+def fits(results: pd.DataFrame) -> pd.DataFrame:
+    return midpoint_table(results, a_min="auto")
+
+
+def _walking(table: pd.DataFrame, **values: object) -> pd.DataFrame:
+    mask = table["site"].notna() & (table["noise"] != "mixed")
+    for column, value in values.items():
+        mask &= table[column].isna() if value is None else table[column] == value
+    return table[mask].set_index("site")
+
+
+def test_curves_have_one_row_per_group_and_sigma(results: pd.DataFrame) -> None:
+    curves = accuracy_curves(results)
+    scalar = curves[curves["noise"] != "mixed"]
+    assert (scalar["n"] == 3).all()
+    assert np.allclose(scalar["sem"], scalar["std"] / math.sqrt(3))
+    assert not curves.duplicated(
+        [
+            "placement",
+            "noise",
+            "batchnorm",
+            "train_noise",
+            "recipe.clamp",
+            "order",
+            "ratio",
+            "sigma",
+        ]
+    ).any()
+    one = scalar[(scalar["placement"] == "walking:0") & scalar["recipe.clamp"].isna()]
+    one = one[one["batchnorm"] & ~one["train_noise"] & (one["noise"] == "additive")]
+    assert sorted(one["sigma"]) == pytest.approx(SIGMAS)
+    raw = results[(results["placement"] == "walking:0") & results["recipe.clamp"].isna()]
+    raw = raw[raw["batchnorm"] & ~raw["train_noise"].astype(bool) & (raw["noise"] == "additive")]
+    first = raw[np.isclose(raw["sigma"].astype(float), SIGMAS[3])]["noisy_test_accuracy"]
+    row = one[np.isclose(one["sigma"], SIGMAS[3])].iloc[0]
+    assert row["mean"] == pytest.approx(first.mean())
+    assert row["std"] == pytest.approx(first.std(ddof=1))
+    assert row["chance"] == pytest.approx(0.1)
+
+
+def test_mixed_amplitude_and_ratio_become_sigma_pairs(results: pd.DataFrame) -> None:
+    mixed = accuracy_curves(results)
+    mixed = mixed[mixed["noise"] == "mixed"]
+    assert set(mixed["order"]) == {"mul_first", "add_first"}
+    assert np.allclose(mixed["sigma_add"], mixed["sigma"] * mixed["ratio"])
+    assert np.allclose(mixed["sigma_mul"], mixed["sigma"] * (1 - mixed["ratio"]))
+
+
+def test_missing_config_columns_get_defaults() -> None:
+    """The store leaves out order/ratio (non-mixed) and fields at their defaults."""
+    frame = pd.DataFrame(
+        {
+            "status": ["done", "done", "failed"],
+            "dataset": ["digits"] * 3,
+            "model": ["mlp"] * 3,
+            "noise": ["additive", "mixed", "additive"],
+            "placement": ["walking:2", "walking:2", "global"],
+            "sigma": [0.5, [0.1, 0.2], 1.0],
+            "seed": [0, 0, 0],
+            "noisy_test_accuracy": [0.8, 0.7, 0.5],
+        }
+    )
+    prepared = prepare_results(frame)
+    assert len(prepared) == 2  # only finished experiments
+    assert list(prepared["order"]) == ["", "mul_first"]
+    assert prepared["ratio"].isna().all()
+    assert prepared["recipe.clamp"].isna().all()
+    assert list(prepared["batchnorm"]) == [True, True]
+    assert list(prepared["site"]) == [2, 2]
+    assert prepared.loc[1, "sigma_mul"] == 0.1
+    assert prepared.loc[1, "sigma_add"] == 0.2
+    assert math.isnan(prepared.loc[1, "sigma"])
+    curves = accuracy_curves(frame)
+    assert len(curves) == 2
+    assert (curves["diverged"] == 0).all()
+
+
+def test_diverged_experiments_count_and_are_marked(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        experiments = [
+            Experiment(placement="walking:1", sigma=s, seed=seed, recipe=Recipe(epochs=1))
+            for s in (0.01, 0.1, 1.0, 10.0, 100.0)
+            for seed in (0, 1)
+        ]
+        store.add((e, "b") for e in experiments)
+        store.claim([e.content_hash() for e in experiments])
+        for i, e in enumerate(experiments):
+            accuracy = 0.9 if e.sigma < 1 else 0.1
+            store.finish(
+                e.content_hash(),
+                metrics={"noisy_test_accuracy": accuracy, "chance_accuracy": 0.1},
+                history=[],
+                weights={},
+                timings={},
+                diverged=i == 9,
+                checkpoint=None,
+            )
+    results = load_results(tmp_path / "s.sqlite")
+    curves = accuracy_curves(results)
+    assert curves["diverged"].sum() == 1
+    table = midpoint_table(results)
+    assert table["diverged"].tolist() == [1]
+    assert table["seeds"].tolist() == [2]
+
+
+def test_a_min_choices() -> None:
+    mul_bn = {"noise": "multiplicative", "batchnorm": True}
+    assert resolve_a_min("chance", mul_bn, 0.1) == 0.1
+    assert resolve_a_min("auto", mul_bn, 0.1) is None
+    assert resolve_a_min("auto", {"noise": "additive", "batchnorm": True}, 0.1) == 0.1
+    assert resolve_a_min("free", {}, 0.1) is None
+    assert resolve_a_min(0.25, {}, 0.1) == 0.25
+    assert resolve_a_min("chance", {}, math.nan) is None
+    with pytest.raises(ValueError, match="a_min must be"):
+        resolve_a_min("sometimes", {}, 0.1)  # type: ignore[arg-type]
+
+
+def test_midpoints_recover_the_synthetic_truth(fits: pd.DataFrame) -> None:
+    """The synthetic store's μ: gain × (0.3 + 2·|site − S/2| / S), gain 1 / 10 / 3 (clamped)."""
+    for train, clamp, gain in ((False, None, 1.0), (True, None, 10.0), (True, 1.0, 3.0)):
+        part = _walking(fits, noise="additive", batchnorm=True, train_noise=train)
+        part = (
+            part[part["recipe.clamp"].isna()]
+            if clamp is None
+            else part[part["recipe.clamp"] == clamp]
+        )
+        assert len(part) == 11
+        truth = gain * (0.3 + 2.0 * np.abs(part.index.to_numpy(dtype=float) - 5.5) / 11)
+        assert (part["quality"] == "ok").all()
+        assert np.allclose(part["mu"], truth, rtol=0.15)
+    base = _walking(fits, noise="additive", batchnorm=True, train_noise=False)
+    noisy = _walking(fits, noise="additive", batchnorm=True, train_noise=True)
+    assert (noisy.loc[noisy["recipe.clamp"].isna(), "mu"] > base["mu"]).all()
+
+
+def test_auto_frees_a_min_for_multiplicative_noise_with_batchnorm(fits: pd.DataFrame) -> None:
+    part = _walking(fits, noise="multiplicative", batchnorm=True)
+    assert part["a_min_free"].all()
+    assert np.allclose(part.loc[0:7, "a_min"], 0.35, atol=0.03)
+    assert np.allclose(part.loc[8:10, "a_min"], 0.1, atol=0.03)
+    additive = _walking(fits, noise="additive")
+    assert not additive["a_min_free"].any()
+
+
+def test_site_table_orders_sites_and_names_them(fits: pd.DataFrame) -> None:
+    sites = site_table(fits, site_names=dataset_site_names())
+    part = sites[(sites["noise"] == "additive") & ~sites["batchnorm"]]
+    assert list(part["site"]) == list(range(8))
+    assert part["site_name"].iloc[0] == "input"
+    assert part["site_name"].iloc[1] == "layers.1:Linear"
+    unnamed = site_table(fits)
+    assert (unnamed["site_name"] == "").all()
+
+
+def test_global_table_and_pivot(fits: pd.DataFrame) -> None:
+    table = global_table(fits)
+    assert len(table) == 4
+    assert set(table["placement"]) == {"global", "global-except:batchnorm"}
+    pivot = pivot_mu(table)
+    assert pivot.shape == (1, 4)
+    assert list(pivot.columns.names) == ["noise", "batchnorm"]
+    value, error = pivot.loc[("digits", "mlp"), ("additive", "yes")].split(" ± ")
+    assert abs(float(value) - 0.2) <= 3 * float(error)
+
+
+def test_format_mu() -> None:
+    assert format_mu(0.5234, 0.0312) == "0.523 ± 0.031"
+    assert format_mu(12.3, 1.7) == "12.3 ± 1.7"
+    assert format_mu(3.2e7, 4e6) == "3.20e+07 ± 4.0e+06"
+    assert format_mu(math.nan, 1.0) == "n/a"
+    assert format_mu(1.0, math.inf) == "1 ± ?"
+
+
+def test_preservation_table(results: pd.DataFrame) -> None:
+    table = preservation_table(results)
+    part = _walking(table, noise="multiplicative", batchnorm=True)
+    assert (part["sigma_max"] == 100.0).all()
+    early, late = part.loc[0:6, "preservation"], part.loc[8:10, "preservation"]
+    assert np.allclose(early, 0.35 / 0.95, atol=0.05)
+    assert (late < 0.15).all()
+    row = part.loc[0]
+    assert row["preservation"] == pytest.approx(row["accuracy_max_sigma"] / row["clean_accuracy"])
+    assert row["preservation_err"] > 0
+
+
+def test_weight_ratio_between_unclamped_and_clamped(results: pd.DataFrame) -> None:
+    noisy = results[results["train_noise"].astype(bool) & (results["noise"] == "additive")]
+    table = weight_ratio_table(noisy, {"recipe.clamp": None}, {"recipe.clamp": 1.0})
+    assert list(table["layer"]) == ["layers.1", "layers.2", "layers.4", "layers.10"]
+    assert np.allclose(table["ratio"], 2.0, rtol=0.02)
+    assert (table["models_a"] == table["models_b"]).all()
+    by = weight_ratio_table(noisy, {"recipe.clamp": None}, {"recipe.clamp": 1.0}, by="site")
+    assert set(by["site"]) == set(range(11))
+    with pytest.raises(KeyError, match="no column"):
+        weight_ratio_table(noisy, {"nothing": 1}, {"recipe.clamp": 1.0})
+
+
+def test_describe_group() -> None:
+    group = {
+        "dataset": "digits",
+        "batchnorm": False,
+        "train_noise": True,
+        "recipe.clamp": 1.0,
+        "ratio": math.nan,
+        "order": "",
+        "recipe.lr": 0.01,
+    }
+    assert describe_group(group) == "digits · no BN · noisy training · clamp 1 · lr=0.01"

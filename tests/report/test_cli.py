@@ -1,0 +1,62 @@
+"""``walking-noise fit`` and ``walking-noise report`` on a synthetic store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from walkingnoise.cli import main
+
+
+def test_fit_prints_the_mu_table(synthetic_store: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["fit", str(synthetic_store), "--a-min", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "μ ± err" in out
+    assert "quality" in out
+    assert "layers.10:Linear" in out  # site names
+    assert "62 curves fitted in log σ" in out
+
+
+def test_fit_double_and_csv(
+    synthetic_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    csv = tmp_path / "fits.csv"
+    args = ["fit", str(synthetic_store), "--double", "--no-site-names", "--csv", str(csv)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "μ1 ± err" in out
+    assert "plateau" in out
+    assert csv.read_text().startswith("dataset,")
+
+
+@pytest.mark.slow  # shares the tiny real sweep of test_report
+def test_report_writes_the_folder(
+    tiny_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "report"
+    assert main(["report", str(tiny_store), "--out", str(out), "--link-figures"]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'index.html'}" in printed
+    assert (out / "index.html").is_file()
+    assert (out / "report.md").is_file()
+    assert any((out / "figures").glob("*site-mu*.svg"))
+
+
+def test_report_goes_beside_the_store_by_default(tmp_path: Path) -> None:
+    from walkingnoise.cli.analysis import default_report_dir
+
+    assert default_report_dir(tmp_path / "runs" / "quickstart.sqlite") == (
+        tmp_path / "runs" / "quickstart-report"
+    )
+
+
+@pytest.mark.parametrize("command", ["fit", "report"])
+def test_a_missing_store_is_one_line_and_status_2(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    missing = tmp_path / "missing.sqlite"
+    assert main([command, str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"walking-noise: error: {missing}: no such store\n"
+    assert not missing.exists()

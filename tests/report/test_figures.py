@@ -1,0 +1,148 @@
+"""Every figure function draws a non-empty PNG and a valid SVG from a small synthetic store."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from walkingnoise.analysis.curves import accuracy_curves
+from walkingnoise.analysis.tables import fit_curves, preservation_table, site_table
+from walkingnoise.report import figures
+from walkingnoise.sweep import load_results
+
+
+@pytest.fixture(scope="module")
+def curves(synthetic_store: Path) -> pd.DataFrame:
+    return accuracy_curves(load_results(synthetic_store))
+
+
+@pytest.fixture(scope="module")
+def fits(curves: pd.DataFrame) -> pd.DataFrame:
+    return fit_curves(curves, a_min="auto")
+
+
+def _walking(frame: pd.DataFrame, noise: str = "additive", batchnorm: bool = True) -> pd.DataFrame:
+    part = frame[frame["site"].notna() & (frame["noise"] == noise)]
+    return part[part["batchnorm"] == batchnorm]
+
+
+def _check_images(out: Path, name: str) -> None:
+    """The PNG decodes to a picture with content; the SVG is XML with an <svg> root."""
+    from matplotlib.image import imread
+
+    png, svg = out / f"{name}.png", out / f"{name}.svg"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = imread(png)
+    assert pixels.shape[0] > 100
+    assert pixels.shape[1] > 100
+    assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 10  # not blank
+    assert ET.parse(svg).getroot().tag.endswith("svg")
+
+
+def test_accuracy_figure_with_fits(
+    curves: pd.DataFrame, fits: pd.DataFrame, tmp_path: Path
+) -> None:
+    part = _walking(curves)
+    part = part[~part["train_noise"] & part["recipe.clamp"].isna()]
+    figure = figures.accuracy_figure(part, fits, site_names={0: "input"}, out=tmp_path, name="a")
+    _check_images(tmp_path, "a")
+    ax = figure.axes[0]
+    assert ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "0 input" in labels
+    assert "chance" in labels
+
+
+def test_accuracy_figure_of_one_curve_marks_mu(
+    curves: pd.DataFrame, fits: pd.DataFrame, tmp_path: Path
+) -> None:
+    one = curves[curves["placement"] == "global"]
+    one = one[one["noise"] == "additive"]
+    figure = figures.accuracy_figure(one, fits, out=tmp_path, name="one")
+    _check_images(tmp_path, "one")
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    assert any(t.startswith("μ = ") for t in texts)
+
+
+def test_accuracy_figure_without_fits_on_a_linear_grid(tmp_path: Path) -> None:
+    curve = pd.DataFrame(
+        {
+            "dataset": "digits",
+            "placement": "global",
+            "sigma": np.linspace(0, 2, 11),
+            "mean": np.linspace(0.9, 0.1, 11),
+            "sem": 0.01,
+            "chance": 0.1,
+            "site": pd.NA,
+        }
+    )
+    curve.attrs["group_columns"] = ["dataset", "placement"]
+    figure = figures.accuracy_figure(curve, None, out=tmp_path, name="lin")
+    _check_images(tmp_path, "lin")
+    assert figure.axes[0].get_xscale() == "linear"
+
+
+def test_site_mu_figure(fits: pd.DataFrame, tmp_path: Path) -> None:
+    sites = site_table(_walking(fits))
+    figure = figures.site_mu_figure(sites, site_names={0: "input"}, out=tmp_path, name="mu")
+    _check_images(tmp_path, "mu")
+    ax = figure.axes[0]
+    assert ax.get_yscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["inference-only", "noisy training", "noisy training · clamp 1"]
+    assert [t.get_text() for t in ax.get_xticklabels()][:2] == ["0 input", "1"]
+
+
+def test_site_accuracy_figure(curves: pd.DataFrame, tmp_path: Path) -> None:
+    part = _walking(curves)
+    sigma = figures.nearest_sigma(part, 0.9)
+    assert sigma == pytest.approx(1.0)
+    figure = figures.site_accuracy_figure(part, sigma, out=tmp_path, name="acc")
+    _check_images(tmp_path, "acc")
+    assert "σ = 1" in figure.axes[0].get_title()
+
+
+def test_preservation_figure(curves: pd.DataFrame, tmp_path: Path) -> None:
+    table = preservation_table(_walking(curves, "multiplicative"))
+    figures.preservation_figure(table, out=tmp_path, name="keep")
+    _check_images(tmp_path, "keep")
+
+
+def test_mixed_heatmap_has_a_panel_per_order(curves: pd.DataFrame, tmp_path: Path) -> None:
+    figure = figures.mixed_heatmap_figure(
+        curves[curves["noise"] == "mixed"], out=tmp_path, name="mixed"
+    )
+    _check_images(tmp_path, "mixed")
+    titles = [ax.get_title() for ax in figure.axes]
+    assert "mul-first" in titles
+    assert "add-first" in titles
+
+
+def test_mixed_heatmap_with_collinear_points_falls_back_to_points(
+    curves: pd.DataFrame, tmp_path: Path
+) -> None:
+    """One ratio puts every point on a line in log σ: no triangulation, still a figure."""
+    one = curves[(curves["noise"] == "mixed") & (curves["ratio"] == 0.5)]
+    figures.mixed_heatmap_figure(one, out=tmp_path, name="line")
+    _check_images(tmp_path, "line")
+
+
+def test_dollar_signs_in_labels_do_not_start_mathtext(tmp_path: Path) -> None:
+    curve = pd.DataFrame(
+        {
+            "model": ["$x^", "$y_"],
+            "placement": "global",
+            "sigma": [0.1, 10.0],
+            "mean": 0.5,
+            "sem": 0.01,
+            "chance": 0.1,
+            "site": pd.NA,
+        }
+    )
+    curve.attrs["group_columns"] = ["model", "placement"]
+    figures.accuracy_figure(curve, None, title="cost $5", out=tmp_path, name="dollar")
+    _check_images(tmp_path, "dollar")

@@ -1,0 +1,133 @@
+"""The report of a real (tiny) sweep: it builds, parses, has every image, and escapes names."""
+
+from __future__ import annotations
+
+import base64
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from walkingnoise.report import write_report
+from walkingnoise.sweep import StoreError
+
+from .conftest import IMG_ERROR, SCRIPT_BLOCK, SCRIPT_NAME
+
+PNG = b"\x89PNG\r\n\x1a\n"
+VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+
+class _Page(HTMLParser):
+    """Collects image sources, tag names and <pre> texts; checks tags are balanced."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.images: list[str] = []
+        self.tags: list[str] = []
+        self.stack: list[str] = []
+        self.pre: list[str] = []
+        self.text: list[str] = []
+        self._in_pre = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs).get("src") or "")
+        if tag not in VOID:
+            self.stack.append(tag)
+        self._in_pre = self._in_pre or tag == "pre"
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack, f"</{tag}> closes nothing"
+        assert self.stack[-1] == tag, (tag, self.stack[-3:])
+        self.stack.pop()
+        if tag == "pre":
+            self._in_pre = False
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._in_pre:
+            self.pre.append(data)
+
+
+def _parse(index: Path) -> _Page:
+    page = _Page()
+    page.feed(index.read_text(encoding="utf-8"))
+    page.close()
+    assert page.stack == []
+    return page
+
+
+pytestmark = pytest.mark.slow  # a real sweep, then a dozen figures: ~10 s
+
+
+@pytest.fixture(scope="module")
+def embedded(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_report(tiny_store, tmp_path_factory.mktemp("report") / "out")
+
+
+def test_report_of_a_real_sweep_parses_with_every_image_embedded(embedded: Path) -> None:
+    assert embedded.name == "index.html"
+    page = _parse(embedded)
+    assert len(page.images) >= 4
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == PNG
+    out = embedded.parent
+    for name in ("midpoints", "sites", "preservation"):
+        assert (out / "tables" / f"{name}.csv").stat().st_size > 0
+        assert (out / "tables" / f"{name}.md").read_text().startswith("|")
+    assert sorted(p.suffix for p in (out / "figures").iterdir()).count(".svg") == len(page.images)
+    text = " ".join(page.text)
+    assert "Midpoint noise levels" in text
+    assert "walking:10" in text
+    assert "layers.10:Linear" in text  # site names from the model
+    assert any("logspace" in pre for pre in page.pre)  # the sweep file
+
+
+def test_linked_figures_exist_beside_the_page(tiny_store: Path, tmp_path: Path) -> None:
+    index = write_report(tiny_store, tmp_path, embed=False, site_names=False)
+    page = _parse(index)
+    assert page.images
+    for src in page.images:
+        assert src.startswith("figures/")
+        assert not src.startswith("/")
+        assert (tmp_path / src).read_bytes()[:8] == PNG
+
+
+def test_names_from_the_store_are_escaped(embedded: Path) -> None:
+    html = embedded.read_text(encoding="utf-8")
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(&#x27;block&#x27;)&lt;/script&gt;" in html  # block names
+    assert "&lt;script&gt;alert(&#x27;name&#x27;)&lt;/script&gt;" in html  # the sweep's name
+    page = _parse(embedded)
+    assert "script" not in page.tags
+    assert "x" not in page.images  # the failed experiment's error text stays text
+    text = "".join(page.text)
+    assert SCRIPT_BLOCK in text
+    assert SCRIPT_NAME in text
+    assert IMG_ERROR in text
+    markdown = (embedded.parent / "report.md").read_text(encoding="utf-8")
+    outside_code = re.sub(r"^```.*?^```", "", markdown, flags=re.DOTALL | re.MULTILINE)
+    assert "<script" not in outside_code
+    assert "&lt;script&gt;" in outside_code
+    assert f'name: "tiny {SCRIPT_NAME}"' in markdown  # the sweep file, verbatim in a code block
+
+
+def test_rerunning_regenerates_everything_from_the_store(tiny_store: Path, tmp_path: Path) -> None:
+    first = write_report(tiny_store, tmp_path, site_names=False).read_text(encoding="utf-8")
+    figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    (tmp_path / "figures" / figures[0]).unlink()
+    (tmp_path / "tables" / "midpoints.csv").unlink()
+    (tmp_path / "figures" / "99-stale.png").write_bytes(PNG)
+    second = write_report(tiny_store, tmp_path, site_names=False).read_text(encoding="utf-8")
+    assert second == first
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == figures
+    assert (tmp_path / "tables" / "midpoints.csv").is_file()
+
+
+def test_a_missing_store_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no such store"):
+        write_report(tmp_path / "nothing.sqlite", tmp_path / "out")
+    assert not (tmp_path / "nothing.sqlite").exists()

@@ -1,0 +1,79 @@
+"""Small sweeps on the bundled digits and read-only looks into a store's database."""
+
+from __future__ import annotations
+
+import sqlite3
+import textwrap
+from pathlib import Path
+
+from walkingnoise.sweep.spec import SweepSpec, parse_sweep
+
+#: Four noisy trainings and four inference-only experiments sharing one clean training.
+MIXED_SWEEP = """
+name: mixed
+fixed:
+  dataset: digits
+  model: mlp
+  noise: additive
+  eval_repeats: 2
+  recipe: {epochs: 2}
+grid:
+  sigma: {type: choice, options: [0.1, 1.0]}
+  placement: {type: choice, options: ["walking:0", "walking:5"]}
+  train_noise: {type: choice, options: [true, false]}
+"""
+
+#: Six inference-only experiments (3 σ × 2 placements) of one seed: one clean training.
+EVAL_ONLY_SWEEP = """
+name: eval-only
+fixed:
+  dataset: digits
+  model: mlp
+  noise: additive
+  train_noise: false
+  eval_repeats: 2
+  seed: 0
+  recipe: {epochs: 2}
+grid:
+  sigma: {type: choice, options: %s}
+  placement: {type: choice, options: ["walking:0", "walking:7"]}
+"""
+
+
+def spec(text: str, source: str = "test.yaml") -> SweepSpec:
+    """Parse a sweep written inline (dedented)."""
+    return parse_sweep(textwrap.dedent(text), source)
+
+
+def eval_only_spec(sigmas: list[float]) -> SweepSpec:
+    """``EVAL_ONLY_SWEEP`` with these σ values."""
+    return spec(EVAL_ONLY_SWEEP % (sigmas,))
+
+
+def write_sweep(folder: Path, text: str, name: str = "sweep.yaml") -> Path:
+    """Write a sweep file and return its path."""
+    path = folder / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection that cannot create or change the database."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+
+
+def status_counts(path: Path) -> dict[str, int]:
+    """Experiments per status, read without the ``Store`` class."""
+    with read_only(path) as db:
+        rows = db.execute("SELECT status, COUNT(*) FROM experiments GROUP BY status").fetchall()
+    db.close()
+    return dict(rows)
+
+
+def pragma(path: Path, name: str) -> str:
+    """The value of a one-row PRAGMA, e.g. ``journal_mode`` or ``integrity_check``."""
+    db = sqlite3.connect(path)
+    try:
+        return str(db.execute(f"PRAGMA {name}").fetchone()[0])
+    finally:
+        db.close()

@@ -1,0 +1,176 @@
+"""The study commands ``run``, ``status`` and ``retry`` of ``walking-noise``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from walkingnoise.cli import main
+
+from .helpers import status_counts, write_sweep
+
+#: Two noisy trainings, two inference-only experiments, and one experiment that cannot train
+#: (batches of one sample with BatchNorm).
+SWEEP = """
+name: tiny
+fixed:
+  dataset: digits
+  model: mlp
+  noise: additive
+  placement: "walking:2"
+  eval_repeats: 1
+  recipe: {epochs: 1}
+grid:
+  sigma: {type: choice, options: [0.1, 1.0]}
+  train_noise: {type: choice, options: [true, false]}
+"""
+BROKEN = """
+broken:
+  fixed:
+    sigma: 0.5
+    train_noise: true
+    recipe: {epochs: 1, batch_size: 1}
+"""
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_dry_run_counts_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = write_sweep(tmp_path, SWEEP)
+    store = tmp_path / "runs" / "tiny.sqlite"
+    code, out, err = _run(capsys, "run", str(sweep), "--store", str(store), "--dry-run")
+    assert code == 0, err
+    assert f"store: {store}" in out
+    assert "4 experiments: 0 already done, 0 failed before (use `retry`), 4 to run" in out
+    assert "4 to run need 3 trainings (1 clean trainings shared" in out
+    assert not store.parent.exists()
+
+
+def test_the_default_store_is_under_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_sweep(tmp_path, SWEEP, "my_study.yaml")
+    code, out, _ = _run(capsys, "run", "my_study.yaml", "--dry-run")
+    assert code == 0
+    assert "store: runs/my_study.sqlite" in out
+
+
+def test_run_status_and_a_second_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = write_sweep(tmp_path, SWEEP)
+    store = tmp_path / "tiny.sqlite"
+    code, out, err = _run(capsys, "run", str(sweep), "--store", str(store), "--no-progress")
+    assert code == 0, err
+    assert "ran 4 experiments (0 failed)" in out
+    assert f"store: {store}  (4 done, 0 failed in total)" in out
+    assert status_counts(store) == {"done": 4}
+
+    code, out, _ = _run(capsys, "status", str(store))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"{store}: 4 experiments"
+    assert "  pending  0" in lines
+    assert "  running  0" in lines
+    assert "  done     4" in lines
+    assert "  failed   0" in lines
+    assert "  clean trainings stored: 1" in lines
+
+    code, out, _ = _run(capsys, "run", str(sweep), "--store", str(store), "--dry-run")
+    assert code == 0
+    assert "4 experiments: 4 already done, 0 failed before (use `retry`), 0 to run" in out
+    assert "0 to run need 0 trainings" in out
+    code, out, _ = _run(capsys, "run", str(sweep), "--store", str(store), "--no-progress")
+    assert code == 0
+    assert "ran " not in out
+    assert status_counts(store) == {"done": 4}
+
+
+def test_a_failed_experiment_and_retry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = write_sweep(tmp_path, SWEEP + BROKEN)
+    store = tmp_path / "tiny.sqlite"
+    code, out, err = _run(capsys, "run", str(sweep), "--store", str(store), "--no-progress")
+    assert code == 0, err
+    assert "ran 1 experiments (1 failed)" in out
+    assert f"walking-noise retry {store} --failed" in out
+    assert status_counts(store) == {"failed": 1}
+
+    code, out, _ = _run(capsys, "status", str(store))
+    assert "  failed   1" in out.splitlines()
+
+    code, out, _ = _run(capsys, "retry", str(store), "--failed")
+    assert code == 0
+    assert out.startswith("1 failed experiments put back to pending")
+    assert status_counts(store) == {"pending": 1}
+    code, out, _ = _run(capsys, "retry", str(store), "--failed")
+    assert out.startswith("0 failed experiments")
+
+
+def test_retry_needs_failed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["retry", str(tmp_path / "s.sqlite")])
+    assert caught.value.code == 2
+    assert "--failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["status", "retry"])
+def test_a_missing_store_is_one_line_and_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    store = tmp_path / "absent.sqlite"
+    args = [command, str(store)] + (["--failed"] if command == "retry" else [])
+    code, out, err = _run(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert err == f"walking-noise: error: {store}: no such store\n"
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_bad_sweep_exits_2_with_the_yaml_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dry_run: bool
+) -> None:
+    sweep = write_sweep(tmp_path, SWEEP.replace("walking:2", "walking:11"))
+    store = tmp_path / "runs" / "bad.sqlite"
+    args = ["run", str(sweep), "--store", str(store)] + (["--dry-run"] if dry_run else [])
+    code, out, err = _run(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("walking-noise: error: fixed.placement: site 11 is beyond the 11 noise")
+    assert not store.parent.exists()
+
+
+def test_a_sweep_over_the_limit_needs_yes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = write_sweep(
+        tmp_path, "fixed: {noise: none}\ngrid: {seed: {type: range, min: 0, max: 30000}}\n"
+    )
+    code, _, err = _run(capsys, "run", str(sweep), "--store", str(tmp_path / "s.sqlite"))
+    assert code == 2
+    assert "30000 experiments, more than the limit of 20000" in err
+    assert "--yes" in err
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_the_real_command_reports_a_bad_sweep_in_one_line(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, "fixed:\n  noise: additive\n  sigmaa: 0.1\n", "typo.yaml")
+    done = subprocess.run(
+        [sys.executable, "-m", "walkingnoise.cli", "run", str(sweep), "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("walking-noise: error: fixed.sigmaa: unknown key; known:")
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,199 @@
+"""Executors: a process pool and a real local Ray give the numbers of an in-process run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from walkingnoise.experiment import Experiment
+from walkingnoise.sweep import Store, load_results, make_executor, run_sweep
+from walkingnoise.sweep.executors import (
+    Executor,
+    InProcessExecutor,
+    ProcessExecutor,
+    RayExecutor,
+    TaskError,
+)
+from walkingnoise.sweep.planner import WorkUnit
+from walkingnoise.sweep.work import UnitOutcome, run_unit
+
+from .helpers import MIXED_SWEEP, spec
+
+pytestmark = pytest.mark.slow
+
+ACCURACIES = [
+    "clean_validation_accuracy",
+    "clean_test_accuracy",
+    "noisy_validation_accuracy",
+    "noisy_validation_accuracy_std",
+    "noisy_test_accuracy",
+    "noisy_test_accuracy_std",
+]
+LOSSES = ["clean_validation_loss", "clean_test_loss", "noisy_validation_loss", "noisy_test_loss"]
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ProcessExecutor]:
+    with ProcessExecutor(2) as executor:
+        yield executor
+
+
+@pytest.fixture(scope="module")
+def ray() -> Iterator[RayExecutor]:
+    pytest.importorskip("ray")
+    saved = {key: os.environ.get(key) for key in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    executor = RayExecutor(workers=2)
+    try:
+        yield executor
+    finally:
+        executor.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    import ray as ray_module
+
+    assert not ray_module.is_initialized()
+
+
+def _run(executor: Executor, path: Path) -> pd.DataFrame:
+    summary = run_sweep(spec(MIXED_SWEEP), path, executor=executor, progress=False)
+    assert (summary.ran, summary.failed) == (8, 0)
+    with Store(path, create=False) as store:
+        assert store.training_count() == 1
+    return load_results(path).set_index("hash").sort_index()
+
+
+@pytest.fixture(scope="module")
+def results(
+    tmp_path_factory: pytest.TempPathFactory, pool: ProcessExecutor, ray: RayExecutor
+) -> dict[str, pd.DataFrame]:
+    folder = tmp_path_factory.mktemp("executors")
+    return {
+        "inprocess": _run(InProcessExecutor(), folder / "inprocess.sqlite"),
+        "process": _run(pool, folder / "process.sqlite"),
+        "ray": _run(ray, folder / "ray.sqlite"),
+    }
+
+
+def test_every_executor_runs_the_same_experiments(results: dict[str, pd.DataFrame]) -> None:
+    reference = results["inprocess"]
+    assert len(reference) == 8
+    assert reference["train_noise"].sum() == 4
+    for name, frame in results.items():
+        assert list(frame.index) == list(reference.index), name
+        assert set(frame["status"]) == {"done"}, name
+        assert list(frame["training"]) == list(reference["training"]), name
+        assert [len(h) for h in frame["history"]] == [2] * 8, name
+
+
+def test_process_pool_and_ray_give_identical_numbers(results: dict[str, pd.DataFrame]) -> None:
+    columns = ACCURACIES + LOSSES
+    pd.testing.assert_frame_equal(
+        results["process"][columns], results["ray"][columns], check_exact=True
+    )
+
+
+@pytest.mark.parametrize("name", ["process", "ray"])
+def test_workers_give_the_numbers_of_an_in_process_run(
+    results: dict[str, pd.DataFrame], name: str
+) -> None:
+    """The same seeds give the same results whichever executor ran them (DESIGN: determinism)."""
+    reference, other = results["inprocess"], results[name]
+    pd.testing.assert_frame_equal(reference[ACCURACIES], other[ACCURACIES], check_exact=True)
+    pd.testing.assert_frame_equal(reference[LOSSES], other[LOSSES], rtol=1e-5, atol=0)
+
+
+def test_with_one_thread_in_process_matches_the_pool_exactly(
+    tmp_path: Path, results: dict[str, pd.DataFrame]
+) -> None:
+    """Pool workers compute with one intra-op thread each (2 workers on 2 cores, or Ray's
+    one CPU per task); an in-process run with one thread gives their numbers bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = _run(InProcessExecutor(), tmp_path / "single.sqlite")
+    finally:
+        torch.set_num_threads(threads)
+    columns = ACCURACIES + LOSSES
+    pd.testing.assert_frame_equal(single[columns], results["process"][columns], check_exact=True)
+
+
+# -- failures inside tasks ---------------------------------------------------------------------
+
+
+def _unit_without_data() -> WorkUnit:
+    experiment = Experiment(dataset="mnist", noise="additive", sigma=0.1, train_noise=True)
+    return WorkUnit((experiment,))
+
+
+def _assert_missing_data(result: object) -> None:
+    assert isinstance(result, TaskError)
+    text = result.traceback
+    assert "Traceback (most recent call last)" in text
+    assert "DatasetNotFoundError" in text
+    assert "mnist" in text
+    assert "run_unit" in text  # the worker's frames are part of the text
+    assert "\n" not in str(result)
+
+
+def test_a_raising_task_in_a_process_pool_is_a_task_error(
+    pool: ProcessExecutor, tmp_path: Path
+) -> None:
+    units = [_unit_without_data()]
+    ((item, result),) = list(pool.run(run_unit, units, str(tmp_path)))
+    assert item is units[0]
+    _assert_missing_data(result)
+
+
+def test_a_raising_task_on_ray_is_a_task_error(ray: RayExecutor, tmp_path: Path) -> None:
+    units = [_unit_without_data()]
+    ((item, result),) = list(ray.run(run_unit, units, str(tmp_path)))
+    assert item is units[0]
+    _assert_missing_data(result)
+
+
+def test_a_raising_task_in_process_is_a_task_error(tmp_path: Path) -> None:
+    ((_, result),) = list(InProcessExecutor().run(run_unit, [_unit_without_data()], str(tmp_path)))
+    _assert_missing_data(result)
+
+
+def test_a_pool_returns_results_of_good_and_bad_tasks(
+    pool: ProcessExecutor, tmp_path: Path
+) -> None:
+    good = WorkUnit(
+        (Experiment(noise="additive", sigma=0.1, eval_repeats=1, recipe={"epochs": 1}),),
+        shared_training=Experiment(noise="none", recipe={"epochs": 1}),
+    )
+    bad = [_unit_without_data(), _unit_without_data()]
+    units = [bad[0], good, bad[1]]
+    results = {id(item): result for item, result in pool.run(run_unit, units, str(tmp_path))}
+    assert len(results) == 3
+    outcome = results[id(good)]
+    assert isinstance(outcome, UnitOutcome)
+    assert outcome.training is not None
+    assert outcome.training.checkpoint
+    assert outcome.members[0].error is None
+    assert 0 <= outcome.members[0].metrics["noisy_test_accuracy"] <= 1
+    _assert_missing_data(results[id(bad[0])])
+    _assert_missing_data(results[id(bad[1])])
+
+
+# -- construction ------------------------------------------------------------------------------
+
+
+def test_make_executor_by_name() -> None:
+    assert isinstance(make_executor(), InProcessExecutor)
+    assert isinstance(make_executor("inprocess"), InProcessExecutor)
+    with pytest.raises(ValueError, match="unknown executor 'dask'; choose inprocess, process"):
+        make_executor("dask")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="workers must be ≥ 1, got 0"):
+        make_executor("process", workers=0)

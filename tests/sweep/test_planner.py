@@ -1,0 +1,134 @@
+"""Planning: shared clean trainings for inference-only experiments, cohorts of noisy trainings."""
+
+from __future__ import annotations
+
+from walkingnoise.experiment import Experiment
+from walkingnoise.sweep.planner import cohort_key, plan
+
+
+def _inference_only(seed: int = 0, **fields: object) -> list[Experiment]:
+    return [
+        Experiment(
+            noise=noise, sigma=sigma, placement=placement, seed=seed, train_noise=False, **fields
+        )
+        for noise in ("additive", "multiplicative")
+        for sigma in (0.1, 1.0)
+        for placement in ("walking:0", "walking:4", "global")
+    ]
+
+
+def _noisy(n: int, **fields: object) -> list[Experiment]:
+    return [
+        Experiment(noise="additive", sigma=0.1 * (i + 1), placement=f"walking:{i % 3}",
+                   train_noise=True, **fields)
+        for i in range(n)
+    ]
+
+
+def test_inference_only_experiments_share_one_training() -> None:
+    experiments = _inference_only()
+    work = plan(experiments)
+    assert len(work.units) == 1
+    (unit,) = work.units
+    assert unit.members == tuple(experiments)
+    assert unit.shared_training == experiments[0].clean_training()
+    assert unit.shared_training.noise == "none"
+    assert unit.checkpoint is None
+    assert (work.experiments, work.trainings, work.shared_trainings) == (12, 1, 1)
+
+
+def test_one_shared_training_per_seed_model_and_recipe() -> None:
+    experiments = (
+        _inference_only(seed=0)
+        + _inference_only(seed=1)
+        + _inference_only(seed=0, batchnorm=False)
+        + _inference_only(seed=0, recipe={"epochs": 3})
+    )
+    work = plan(experiments)
+    assert work.trainings == 4
+    assert work.shared_trainings == 4
+    assert [len(u.members) for u in work.units] == [12, 12, 12, 12]
+    trainings = {u.shared_training.content_hash() for u in work.units}
+    assert len(trainings) == 4
+    for unit in work.units:
+        assert {m.clean_training() for m in unit.members} == {unit.shared_training}
+
+
+def test_eval_repeats_and_gradient_do_not_split_a_shared_training() -> None:
+    experiments = [
+        Experiment(noise="additive", sigma=0.5, eval_repeats=2),
+        Experiment(noise="additive", sigma=0.5, eval_repeats=7, gradient="through_noise"),
+        Experiment(noise="mixed", sigma=(0.1, 0.2), order="add_first"),
+        Experiment(noise="none"),
+    ]
+    work = plan(experiments)
+    assert len(work.units) == 1
+    assert work.trainings == 1
+
+
+def test_noisy_trainings_form_cohorts_chunked_by_max_unit() -> None:
+    first = _noisy(5)
+    second = _noisy(3, recipe={"lr": 0.01})
+    third = [*_noisy(2, seed=4), *_noisy(1, seed=9)]  # seeds may differ inside a cohort
+    work = plan([*first, *second, *third], max_unit=2)
+    assert [len(u.members) for u in work.units] == [2, 2, 2, 2, 2, 1]
+    assert [u.members for u in work.units] == [
+        tuple(first[:2]),
+        tuple(first[2:4]),
+        (first[4], third[0]),
+        tuple(third[1:]),
+        tuple(second[:2]),
+        (second[2],),
+    ]
+    for unit in work.units:
+        assert unit.shared_training is None
+        assert len({cohort_key(m) for m in unit.members}) == 1
+        assert unit.trainings == len(unit.members)
+    assert (work.experiments, work.trainings, work.shared_trainings) == (11, 11, 0)
+    keys = {cohort_key(m) for m in first + third}
+    assert len(keys) == 1
+    assert cohort_key(second[0]) not in keys
+
+
+def test_a_cohort_is_split_only_beyond_max_unit() -> None:
+    assert [len(u.members) for u in plan(_noisy(40), max_unit=16).units] == [16, 16, 8]
+    assert [len(u.members) for u in plan(_noisy(40), max_unit=40).units] == [40]
+
+
+def test_mixed_plan_counts() -> None:
+    work = plan([*_noisy(4), *_inference_only()])
+    assert work.experiments == 16
+    assert work.trainings == 4 + 1
+    assert work.shared_trainings == 1
+
+
+def test_a_clean_training_already_stored_needs_no_training() -> None:
+    experiments = _inference_only() + _inference_only(seed=1)
+    stored = experiments[0].clean_training().content_hash()
+    asked: list[str] = []
+
+    def trained(key: str) -> bytes | None:
+        asked.append(key)
+        return b"checkpoint" if key == stored else None
+
+    work = plan(experiments, trained=trained)
+    assert sorted(asked) == sorted(
+        {experiments[0].clean_training().content_hash(), experiments[-1].clean_training().content_hash()}
+    )
+    assert work.trainings == 1
+    assert work.shared_trainings == 1
+    by_seed = {u.shared_training.seed: u for u in work.units}
+    assert by_seed[0].checkpoint == b"checkpoint"
+    assert by_seed[0].trainings == 0
+    assert by_seed[1].checkpoint is None
+
+    all_stored = plan(experiments, trained=lambda _key: b"checkpoint")
+    assert all_stored.trainings == 0
+    assert all_stored.shared_trainings == 0
+    assert all_stored.experiments == 24
+
+
+def test_an_empty_plan() -> None:
+    work = plan([])
+    assert work.units == ()
+    assert (work.experiments, work.trainings, work.shared_trainings) == (0, 0, 0)

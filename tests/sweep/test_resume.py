@@ -1,0 +1,101 @@
+"""Kill -9 a running sweep, then resume it: every experiment done exactly once."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from walkingnoise.sweep import Store, load_results, load_sweep, run_sweep
+
+from .helpers import pragma, read_only, write_sweep
+
+pytestmark = pytest.mark.slow
+
+#: 30 noisy trainings in 10 cohorts (one per learning rate) of 3, so results arrive in steps.
+SWEEP = """
+name: resume
+fixed:
+  dataset: digits
+  model: mlp
+  noise: additive
+  placement: "walking:4"
+  train_noise: true
+  eval_repeats: 2
+  recipe: {epochs: 3}
+grid:
+  recipe.lr: {type: linspace, min: 0.001, max: 0.01, num: 10}
+  sigma: {type: choice, options: [0.1, 0.3, 1.0]}
+"""
+N = 30
+
+
+def _counts(path: Path) -> dict[str, int]:
+    try:
+        db = read_only(path)
+        try:
+            rows = db.execute("SELECT status, COUNT(*) FROM experiments GROUP BY status")
+            return dict(rows.fetchall())
+        finally:
+            db.close()
+    except sqlite3.OperationalError:  # not created yet, or its tables not yet
+        return {}
+
+
+def test_kill_9_then_resume_gives_exactly_n_done_rows(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, SWEEP)
+    store = tmp_path / "resume.sqlite"
+    command = [sys.executable, "-m", "walkingnoise.cli", "run", str(sweep), "--store", str(store)]
+    log = (tmp_path / "run.log").open("wb")
+    child = subprocess.Popen(
+        [*command, "--no-progress"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            counts = _counts(store) if store.exists() else {}
+            if counts.get("done", 0) > 0:
+                break
+            assert child.poll() is None, (tmp_path / "run.log").read_text()
+            assert time.monotonic() < deadline, f"no experiment finished in time: {counts}"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        log.close()
+    assert child.returncode == -signal.SIGKILL
+
+    assert pragma(store, "integrity_check") == "ok"
+    killed = _counts(store)
+    assert sum(killed.values()) == N
+    assert 0 < killed.get("done", 0) < N, killed
+    assert killed.get("running", 0) > 0, killed  # claimed by the dead process
+    with Store(store, create=False) as opened:
+        stuck = {row["pid"] for row in opened.rows() if row["status"] == "running"}
+    assert stuck == {child.pid}
+
+    summary = run_sweep(load_sweep(sweep), store, progress=False)
+    assert summary.done_before == killed["done"]
+    assert summary.to_run == N - killed["done"]
+    assert (summary.ran, summary.failed) == (N - killed["done"], 0)
+
+    frame = load_results(store)
+    assert len(frame) == N
+    assert frame["hash"].nunique() == N
+    assert set(frame["status"]) == {"done"}
+    assert frame["noisy_test_accuracy"].notna().all()
+    with Store(store, create=False) as opened:
+        assert opened.counts() == {"pending": 0, "running": 0, "done": N, "failed": 0}
+        attempts = sorted(row["attempts"] for row in opened.rows())
+    # The experiments the killed run had claimed but not finished ran a second time.
+    assert attempts.count(2) == N - killed["done"]
+    assert attempts.count(1) == killed["done"]
+    assert pragma(store, "integrity_check") == "ok"

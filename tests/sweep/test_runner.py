@@ -1,0 +1,338 @@
+"""Running sweeps in-process: summaries, no duplicates, eval-only reuse, failures, dry runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from walkingnoise.cli import main
+from walkingnoise.data import load_dataset
+from walkingnoise.sweep import Store, SweepError, expand, load_results, run_sweep
+from walkingnoise.sweep.sites import SiteCounter
+from walkingnoise.training import evaluate_clean
+from walkingnoise.training.checkpoint import load_checkpoint
+
+from .helpers import MIXED_SWEEP, eval_only_spec, pragma, spec
+
+METRICS = [
+    "clean_validation_accuracy",
+    "clean_test_accuracy",
+    "clean_test_loss",
+    "noisy_test_accuracy",
+    "noisy_test_accuracy_std",
+    "noisy_test_loss",
+]
+
+#: Training with batches of one sample cannot work with BatchNorm: PyTorch raises
+#: "Expected more than 1 value per channel when training" on the first step. A genuine
+#: failure inside the worker that the sweep's validation cannot see.
+FAILING_SWEEP = """
+name: failing
+fixed:
+  dataset: digits
+  model: mlp
+  noise: additive
+  eval_repeats: 2
+  recipe: {epochs: 1}
+fine:
+  grid:
+    sigma: {type: choice, options: [0.1, 0.3]}
+    train_noise: {type: choice, options: [true, false]}
+broken:
+  fixed:
+    batchnorm: true
+    recipe: {epochs: 1, batch_size: 1}
+  grid:
+    sigma: {type: choice, options: [0.2, 0.4]}
+    train_noise: {type: choice, options: [true, false]}
+"""
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """A store with the mixed sweep run once, and that run's summary."""
+    path = tmp_path_factory.mktemp("mixed") / "mixed.sqlite"
+    summary = run_sweep(spec(MIXED_SWEEP), path, progress=False)
+    return path, summary
+
+
+def test_a_small_sweep_runs_every_experiment(mixed: tuple[Path, object]) -> None:
+    path, summary = mixed
+    assert summary.experiments == 8
+    assert (summary.done_before, summary.failed_before, summary.to_run) == (0, 0, 8)
+    assert summary.trainings == 4 + 1  # four noisy trainings and one shared clean training
+    assert summary.shared_trainings == 1
+    assert (summary.ran, summary.failed) == (8, 0)
+    assert summary.seconds > 0
+    assert "8 experiments: 0 already done" in summary.describe()
+    assert "ran 8 experiments (0 failed)" in summary.describe()
+
+    frame = load_results(path)
+    assert len(frame) == 8
+    assert set(frame["status"]) == {"done"}
+    assert frame["hash"].is_unique
+    assert frame["error"].isna().all()
+    for column in METRICS:
+        assert frame[column].notna().all(), column
+    assert frame["noisy_test_accuracy"].between(0, 1).all()
+    assert (frame["clean_test_accuracy"] > 0.3).all()  # 2 epochs learn something on digits
+    assert all(len(history) == 2 for history in frame["history"])
+    assert (frame["seconds_evaluate"] > 0).all()
+    with Store(path, create=False) as store:
+        assert store.training_count() == 1
+        assert store.sweeps() == {"mixed": MIXED_SWEEP}  # the sweep file is kept with its results
+    assert pragma(path, "integrity_check") == "ok"
+
+
+def test_running_again_runs_nothing_and_duplicates_nothing(mixed: tuple[Path, object]) -> None:
+    path, _ = mixed
+    before = load_results(path)
+    again = run_sweep(spec(MIXED_SWEEP), path, progress=False)
+    assert (again.experiments, again.done_before, again.to_run) == (8, 8, 0)
+    assert (again.trainings, again.shared_trainings, again.ran) == (0, 0, 0)
+    after = load_results(path)
+    assert len(after) == 8
+    pd.testing.assert_series_equal(before["hash"], after["hash"])
+    with Store(path, create=False) as store:
+        rows = store.rows()
+        assert store.training_count() == 1
+    assert [row["attempts"] for row in rows] == [1] * 8
+    finished = {row["hash"]: row["finished"] for row in rows}
+    assert finished == dict(zip(before["hash"], [r["finished"] for r in rows], strict=True))
+
+
+def test_noisy_trainings_have_their_own_checkpoints(mixed: tuple[Path, object]) -> None:
+    path, _ = mixed
+    frame = load_results(path)
+    noisy = frame[frame["train_noise"]]
+    shared = frame[~frame["train_noise"]]
+    assert len(noisy) == len(shared) == 4
+    assert noisy["checkpoint"].is_unique
+    assert set(noisy["training"]) == set(noisy["hash"])
+    assert shared["checkpoint"].nunique() == 1
+    assert shared["training"].nunique() == 1
+    assert set(shared["checkpoint"]).isdisjoint(noisy["checkpoint"])
+    test = load_dataset("digits").test
+    for _, row in frame.iterrows():
+        experiment, model = load_checkpoint(path.parent / row["checkpoint"])
+        if row["train_noise"]:
+            assert experiment.content_hash() == row["hash"]
+        else:
+            assert experiment.noise == "none"
+            assert experiment.content_hash() == row["training"]
+        # The checkpoint holds the very model the row's clean metrics came from.
+        accuracy = evaluate_clean(model, test).accuracy
+        assert accuracy == pytest.approx(row["clean_test_accuracy"], abs=1e-12)
+
+
+def test_experiments_of_a_live_process_are_left_to_it(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    text = MIXED_SWEEP.replace("[0.1, 1.0]", "[0.1]").replace('"walking:5"', '"walking:6"')
+    with Store(path) as store:
+        store.add((e.experiment, e.block) for e in expand(spec(text), site_count=SiteCounter()))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        with Store(path) as store:
+            keys = [row["hash"] for row in store.rows()][:2]
+            store._db.execute(  # another sweep, in process `other`, claimed two experiments
+                "UPDATE experiments SET status = 'running', host = ?, pid = ?"
+                " WHERE hash IN (?, ?)",
+                (store.host, other.pid, *keys),
+            )
+        summary = run_sweep(spec(text), path, progress=False)
+        assert (summary.to_run, summary.ran) == (2, 2)
+        with Store(path) as store:
+            assert store.counts() == {"pending": 0, "running": 2, "done": 2, "failed": 0}
+    finally:
+        other.kill()
+        other.wait()
+    summary = run_sweep(spec(text), path, progress=False)
+    assert (summary.done_before, summary.to_run, summary.ran) == (2, 2, 2)
+    with Store(path) as store:
+        assert store.counts() == {"pending": 0, "running": 0, "done": 4, "failed": 0}
+
+
+# -- inference-only experiments reuse one clean model -----------------------------------------
+
+
+def test_eval_only_sweep_trains_one_clean_model_and_reuses_it(tmp_path: Path) -> None:
+    path = tmp_path / "eval.sqlite"
+    first = run_sweep(eval_only_spec([0.1, 0.5, 2.0]), path, progress=False)
+    assert (first.experiments, first.ran, first.failed) == (6, 6, 0)
+    assert (first.trainings, first.shared_trainings) == (1, 1)
+    with Store(path, create=False) as store:
+        assert store.training_count() == 1
+        (training,) = {row["training"] for row in store.rows()}
+        record = store.training(training)
+    assert record is not None
+    assert len(record.history) == 2
+    frame = load_results(path)
+    assert set(frame["training"]) == {record.hash}
+    assert all(history == record.history for history in frame["history"])
+    assert set(frame["checkpoint"]) == {str(record.checkpoint.relative_to(tmp_path))}
+    # One clean model: its clean metrics are the same for every σ and placement.
+    assert frame["clean_test_accuracy"].nunique() == 1
+    assert frame["clean_test_accuracy"].iloc[0] == record.metrics["clean_test_accuracy"]
+    # ... but the noise differs.
+    assert frame["noisy_test_accuracy"].nunique() > 1
+
+    # A new σ later: the clean model is found in the store, nothing is trained.
+    bigger = eval_only_spec([0.1, 0.5, 2.0, 8.0])
+    plan = run_sweep(bigger, path, dry_run=True)
+    assert (plan.experiments, plan.done_before, plan.to_run) == (8, 6, 2)
+    assert (plan.trainings, plan.shared_trainings) == (0, 0)
+    assert "need 0 trainings" in plan.describe()
+    assert len(load_results(path)) == 6  # a dry run registers nothing
+    later = run_sweep(bigger, path, progress=False)
+    assert (later.ran, later.failed, later.trainings) == (2, 0, 0)
+    with Store(path, create=False) as store:
+        assert store.training_count() == 1
+    frame = load_results(path)
+    assert len(frame) == 8
+    assert set(frame["training"]) == {record.hash}
+    assert all(history == record.history for history in frame["history"])
+
+    # The model read back from the store is the model a fresh training gives.
+    fresh_path = tmp_path / "fresh.sqlite"
+    fresh = run_sweep(bigger, fresh_path, progress=False)
+    assert fresh.trainings == 1
+    reused = frame.set_index("hash").sort_index()
+    trained = load_results(fresh_path).set_index("hash").sort_index()
+    clean = [c for c in METRICS if c.startswith("clean_")]
+    pd.testing.assert_frame_equal(reused[clean], trained[clean], check_exact=True)
+
+
+def _row(path: Path, **fields: object) -> pd.Series:
+    frame = load_results(path)
+    for name, value in fields.items():
+        frame = frame[frame[name] == value]
+    assert len(frame) == 1
+    return frame.iloc[0]
+
+
+def test_an_inference_only_result_does_not_depend_on_the_other_experiments(
+    tmp_path: Path,
+) -> None:
+    """Evaluation noise is seeded per experiment (``Experiment.evaluation_seed``): the numbers
+    of one experiment are the same whichever experiments share its clean model."""
+    alone, together = tmp_path / "alone.sqlite", tmp_path / "together.sqlite"
+    run_sweep(eval_only_spec([0.5]), alone, progress=False)
+    run_sweep(eval_only_spec([0.1, 0.5, 2.0]), together, progress=False)
+    for placement in ("walking:0", "walking:7"):
+        one = _row(alone, sigma=0.5, placement=placement)
+        other = _row(together, sigma=0.5, placement=placement)
+        assert one["hash"] == other["hash"]
+        assert one[METRICS].to_dict() == other[METRICS].to_dict(), placement
+
+
+NOISY_SWEEP = """
+fixed:
+  dataset: digits
+  model: mlp
+  noise: additive
+  placement: "walking:3"
+  train_noise: true
+  eval_repeats: 2
+  recipe: {epochs: 2}
+grid:
+  sigma: {type: choice, options: %s}
+"""
+
+
+def test_a_noisy_training_result_does_not_depend_on_its_cohort(tmp_path: Path) -> None:
+    """An experiment's hash names one result: trained alone or with cohort mates (as after a
+    resume, or when σ values are added later), it gives the same model and numbers."""
+    alone, together = tmp_path / "alone.sqlite", tmp_path / "together.sqlite"
+    run_sweep(spec(NOISY_SWEEP % [0.5]), alone, progress=False)
+    run_sweep(spec(NOISY_SWEEP % [0.1, 0.5, 2.0]), together, progress=False)
+    one, other = _row(alone, sigma=0.5), _row(together, sigma=0.5)
+    assert one["hash"] == other["hash"]
+    assert one["history"] == other["history"]
+    assert one[METRICS].to_dict() == other[METRICS].to_dict()
+
+
+def test_a_vanished_clean_checkpoint_is_trained_again(tmp_path: Path) -> None:
+    path = tmp_path / "eval.sqlite"
+    run_sweep(eval_only_spec([0.1]), path, progress=False)
+    shutil.rmtree(tmp_path / "eval.checkpoints")
+    plan = run_sweep(eval_only_spec([0.1, 0.2]), path, dry_run=True)
+    assert (plan.to_run, plan.trainings) == (2, 1)
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_failing_experiment_is_recorded_and_the_others_finish(tmp_path: Path) -> None:
+    path = tmp_path / "failing.sqlite"
+    summary = run_sweep(spec(FAILING_SWEEP), path, progress=False)
+    assert (summary.experiments, summary.ran, summary.failed) == (8, 8, 4)
+    frame = load_results(path)
+    broken = frame[frame["block"] == "broken"]
+    fine = frame[frame["block"] == "fine"]
+    assert set(fine["status"]) == {"done"}
+    assert fine["noisy_test_accuracy"].notna().all()
+    assert set(broken["status"]) == {"failed"}
+    for error in broken["error"]:
+        assert error.startswith("Traceback (most recent call last):")
+        assert "Expected more than 1 value per channel when training" in error
+        assert "walkingnoise/training/loop.py" in error
+    assert broken["noisy_test_accuracy"].isna().all()
+    with Store(path, create=False) as store:
+        assert store.training_count() == 1  # only the fine block's clean training
+
+    # Failed experiments are not retried by a plain second run ...
+    again = run_sweep(spec(FAILING_SWEEP), path, progress=False)
+    assert (again.failed_before, again.to_run, again.ran) == (4, 0, 0)
+    assert "4 failed before (use `retry`)" in again.describe()
+
+    # ... but after `retry --failed` they run again (and fail again, the input being unusable).
+    assert main(["retry", str(path), "--failed"]) == 0
+    with Store(path, create=False) as store:
+        assert store.counts() == {"pending": 4, "running": 0, "done": 4, "failed": 0}
+    retried = run_sweep(spec(FAILING_SWEEP), path, progress=False)
+    assert (retried.done_before, retried.to_run, retried.ran, retried.failed) == (4, 4, 4, 4)
+    with Store(path, create=False) as store:
+        attempts = {row["block"]: set() for row in store.rows()}
+        for row in store.rows():
+            attempts[row["block"]].add(row["attempts"])
+    assert attempts == {"fine": {1}, "broken": {2}}
+    assert len(load_results(path)) == 8
+
+
+# -- dry runs and bad sweeps -------------------------------------------------------------------
+
+
+def test_a_dry_run_creates_no_store(tmp_path: Path) -> None:
+    path = tmp_path / "runs" / "dry.sqlite"
+    summary = run_sweep(spec(MIXED_SWEEP), path, dry_run=True)
+    assert (summary.experiments, summary.to_run, summary.trainings) == (8, 8, 5)
+    assert (summary.done_before, summary.ran, summary.failed) == (0, 0, 0)
+    assert not path.parent.exists()
+
+
+def test_a_dry_run_changes_nothing_in_an_existing_store(mixed: tuple[Path, object]) -> None:
+    path, _ = mixed
+    before = load_results(path)
+    bigger = spec(MIXED_SWEEP.replace("[0.1, 1.0]", "[0.1, 1.0, 3.0]"))
+    summary = run_sweep(bigger, path, dry_run=True)
+    assert (summary.experiments, summary.done_before, summary.to_run) == (12, 8, 4)
+    assert (summary.trainings, summary.shared_trainings) == (2, 0)
+    after = load_results(path)
+    pd.testing.assert_frame_equal(before, after)
+    with Store(path, create=False) as store:
+        assert set(store.sweeps()) == {"mixed"}
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_bad_sweep_writes_nothing(tmp_path: Path, dry_run: bool) -> None:
+    path = tmp_path / "sub" / "bad.sqlite"
+    bad = spec(MIXED_SWEEP.replace('"walking:5"', '"walking:11"'))
+    with pytest.raises(SweepError, match=r"^grid\.placement: site 11 is beyond"):
+        run_sweep(bad, path, dry_run=dry_run, progress=False)
+    assert not path.parent.exists()

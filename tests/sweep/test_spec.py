@@ -1,0 +1,437 @@
+"""Sweep files: axis values, block union, dedupe, determinism, ``walking:*`` and errors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from walkingnoise.sweep.sites import SiteCounter
+from walkingnoise.sweep.spec import (
+    SweepError,
+    SweepTooLargeError,
+    count_experiments,
+    expand,
+    load_sweep,
+    parse_sweep,
+)
+
+from .helpers import spec
+
+
+@pytest.fixture(scope="module")
+def sites() -> SiteCounter:
+    return SiteCounter()
+
+
+def _values(text: str, field: str) -> list:
+    entries = expand(spec(text))
+    return [getattr(entry.experiment, field) for entry in entries]
+
+
+# -- axis kinds -------------------------------------------------------------------------------
+
+
+def test_choice_keeps_the_options_in_order() -> None:
+    sigmas = _values(
+        """
+        fixed: {noise: additive}
+        grid: {sigma: {type: choice, options: [0.5, 0.1, 2]}}
+        """,
+        "sigma",
+    )
+    assert sigmas == [0.5, 0.1, 2.0]
+
+
+def test_range_of_integers_excludes_max_and_stays_integer() -> None:
+    seeds = _values(
+        """
+        fixed: {noise: none}
+        grid: {seed: {type: range, min: 0, max: 7, step: 2}}
+        """,
+        "seed",
+    )
+    assert seeds == [0, 2, 4, 6]
+    assert all(type(s) is int for s in seeds)
+
+
+def test_range_default_step_is_one() -> None:
+    seeds = _values("fixed: {noise: none}\ngrid: {seed: {type: range, min: 2, max: 5}}", "seed")
+    assert seeds == [2, 3, 4]
+
+
+def test_range_of_floats() -> None:
+    sigmas = _values(
+        """
+        fixed: {noise: additive}
+        grid: {sigma: {type: range, min: 0.5, max: 2, step: 0.5}}
+        """,
+        "sigma",
+    )
+    assert sigmas == [0.5, 1.0, 1.5]
+
+
+def test_range_with_negative_step_counts_down() -> None:
+    seeds = _values(
+        """
+        fixed: {noise: none}
+        grid: {seed: {type: range, min: 9, max: 0, step: -3}}
+        """,
+        "seed",
+    )
+    assert seeds == [9, 6, 3]
+
+
+def test_linspace_includes_both_ends() -> None:
+    sigmas = _values(
+        """
+        fixed: {noise: multiplicative}
+        grid: {sigma: {type: linspace, min: 0, max: 2, num: 5}}
+        """,
+        "sigma",
+    )
+    assert sigmas == [0.0, 0.5, 1.0, 1.5, 2.0]
+
+
+def test_logspace_bounds_are_exponents() -> None:
+    sigmas = _values(
+        """
+        fixed: {noise: additive}
+        grid: {sigma: {type: logspace, min: -2, max: 1, num: 4}}
+        """,
+        "sigma",
+    )
+    assert sigmas == pytest.approx([0.01, 0.1, 1.0, 10.0], rel=1e-12)
+
+
+def test_grid_over_a_nested_field_in_dotted_form() -> None:
+    epochs = _values(
+        """
+        fixed: {noise: none}
+        grid: {recipe.epochs: {type: choice, options: [1, 3]}}
+        """,
+        "recipe",
+    )
+    assert [r.epochs for r in epochs] == [1, 3]
+
+
+# -- blocks ---------------------------------------------------------------------------------
+
+UNION = """
+fixed:
+  noise: additive
+  recipe: {epochs: 1, lr: 0.01}
+grid:
+  seed: {type: choice, options: [0, 1]}
+  sigma: {type: choice, options: [0.1, 0.2, 0.3]}
+small:
+  fixed:
+    sigma: 5.0            # a fixed value replaces the parent's σ axis
+walks:
+  fixed:
+    placement: "walking:2"
+  grid:
+    recipe.epochs: {type: choice, options: [2, 3]}   # an axis replaces a fixed nested value
+  deeper:
+    fixed:
+      seed: 7             # the grandchild fixes the root's seed axis
+    grid:
+      sigma: {type: choice, options: [0.4, 0.5]}      # and replaces σ with its own axis
+"""
+
+
+def test_block_union_counts_and_overrides() -> None:
+    entries = expand(spec(UNION))
+    by_block: dict[str, list] = {}
+    for entry in entries:
+        by_block.setdefault(entry.block, []).append(entry.experiment)
+    # small: 2 seeds × σ fixed; walks.deeper: seed fixed × 2 σ × 2 epochs. The root and ``walks``
+    # have sub-blocks, so they are not leaves and contribute nothing of their own.
+    assert sorted(by_block) == ["small", "walks.deeper"]
+    assert len(by_block["small"]) == 2
+    assert len(by_block["walks.deeper"]) == 4
+    assert len(entries) == 6
+    assert count_experiments(spec(UNION)) == 6
+
+    small = by_block["small"]
+    assert {e.seed for e in small} == {0, 1}
+    assert {e.sigma for e in small} == {5.0}
+    assert {(e.recipe.epochs, e.recipe.lr, e.placement) for e in small} == {(1, 0.01, "global")}
+
+    deeper = by_block["walks.deeper"]
+    assert {e.seed for e in deeper} == {7}
+    assert {(e.sigma, e.recipe.epochs) for e in deeper} == {
+        (0.4, 2),
+        (0.4, 3),
+        (0.5, 2),
+        (0.5, 3),
+    }
+    # The nested fixed value the axis did not replace is inherited.
+    assert {e.recipe.lr for e in deeper} == {0.01}
+    assert {e.placement for e in deeper} == {"walking:2"}
+
+
+def test_a_leaf_without_sub_blocks_is_the_root() -> None:
+    entries = expand(spec("fixed: {noise: additive, sigma: 0.1}\ngrid: {seed: {type: range, min: 0, max: 3}}"))
+    assert [e.block for e in entries] == ["root"] * 3
+
+
+def test_the_same_experiment_from_two_blocks_is_counted_once() -> None:
+    text = """
+    fixed: {noise: additive}
+    a:
+      grid:
+        sigma: {type: choice, options: [0.1, 0.2]}
+    b:
+      grid:
+        sigma: {type: choice, options: [0.2, 0.3]}
+    """
+    entries = expand(spec(text))
+    assert [e.experiment.sigma for e in entries] == [0.1, 0.2, 0.3]
+    # The first block that produced an experiment names it.
+    assert [e.block for e in entries] == ["a", "a", "b"]
+    assert count_experiments(spec(text)) == 4  # an upper bound: duplicates not yet removed
+    assert len({e.experiment.content_hash() for e in entries}) == 3
+
+
+def test_experiments_differing_only_in_irrelevant_fields_are_one() -> None:
+    # ``order`` only matters for mixed noise: two blocks that differ only in it give one experiment.
+    text = """
+    fixed: {noise: additive, sigma: 0.3}
+    first:
+      fixed: {order: mul_first}
+    second:
+      fixed: {order: add_first}
+    """
+    assert len(expand(spec(text))) == 1
+
+
+def test_expansion_is_deterministic(sites: SiteCounter) -> None:
+    text = UNION + "\nall_sites:\n  fixed: {placement: 'walking:*', sigma: 1.0}\n"
+    first = [e.experiment.content_hash() for e in expand(spec(text), site_count=sites)]
+    second = [e.experiment.content_hash() for e in expand(spec(text), site_count=SiteCounter())]
+    assert first == second
+    assert len(first) == len(set(first)) == 6 + 2 * 11
+
+
+@pytest.mark.parametrize(("batchnorm", "count"), [(True, 11), (False, 8)])
+def test_walking_star_is_one_experiment_per_site(
+    sites: SiteCounter, batchnorm: bool, count: int
+) -> None:
+    text = f"""
+    fixed:
+      dataset: digits
+      model: mlp
+      batchnorm: {str(batchnorm).lower()}
+      noise: additive
+      sigma: 0.5
+      placement: "walking:*"
+    """
+    entries = expand(spec(text), site_count=sites)
+    assert [e.experiment.placement for e in entries] == [f"walking:{i}" for i in range(count)]
+
+
+def test_walking_star_for_both_batchnorm_flags(sites: SiteCounter) -> None:
+    text = """
+    fixed: {noise: additive, sigma: 0.5, placement: "walking:*"}
+    grid: {batchnorm: {type: choice, options: [true, false]}}
+    """
+    entries = expand(spec(text), site_count=sites)
+    assert len(entries) == 11 + 8
+    assert count_experiments(spec(text)) == 2  # walking:* counted as one before expansion
+
+
+def test_walking_star_without_a_site_count_is_an_error() -> None:
+    with pytest.raises(SweepError, match=r"^fixed\.placement: walking:\* needs"):
+        expand(spec("fixed: {noise: additive, sigma: 0.5, placement: 'walking:*'}"))
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+ERRORS = [
+    ("fixed: {sigmaa: 1}", "fixed.sigmaa", "unknown key; known: dataset, model"),
+    (
+        "a:\n  fixed:\n    recipe: {epoch: 3}",
+        "a.fixed.recipe.epoch",
+        "known: epochs, batch_size, lr, weight_decay, schedule, clamp, eval_batch_size",
+    ),
+    (
+        "fixed: {noise: none}\ngrid: {recipe.epoch: {type: choice, options: [1]}}",
+        "grid.recipe.epoch",
+        "known: epochs",
+    ),
+    ("fixed: {noise: none, seed: abc}", "fixed.seed", "integer"),
+    ("b:\n  fixed: {noise: none, seed: -1}", "b.fixed.seed", "greater than or equal to 0"),
+    (
+        "fixed: {noise: additive}\ngrid: {sigma: {type: choice, options: [0.1, -1]}}",
+        "grid.sigma",
+        "sigma must be finite and ≥ 0, got -1.0",
+    ),
+    (
+        "fixed: {noise: additive}\ngrid: {sigma: {type: choice, options: [0.1, .nan]}}",
+        "grid.sigma",
+        "got nan",
+    ),
+    ("grid: {sigma: {type: choice, options: []}}", "grid.sigma.options", "at least 1 item"),
+    ("grid: {sigma: {type: logspace, min: 0, max: 1}}", "grid.sigma.num", "Field required"),
+    ("grid: {sigma: {type: geomspace, min: 0, max: 1}}", "grid.sigma", "'geomspace'"),
+    ("grid: {sigma: [0.1, 0.2]}", "grid.sigma", "a grid axis is a mapping with type"),
+    ("grid: {seed: {type: range, min: 0, max: 3, step: 0}}", "grid.seed", "step must not be 0"),
+    ("grid: {seed: {type: range, min: 0, max: .inf}}", "grid.seed", "max must be finite"),
+    ("fixed: {noise: none}\nsub: [1, 2]", "sub", "a block must be a mapping"),
+    ("outer:\n  inner: 3", "outer.inner", "a block must be a mapping"),
+    ("fixed: [1, 2]", "fixed", "must be a mapping"),
+    ("fixed: {noise: additive, sigma: 0.1, dataset: nope}", "fixed.dataset", "unknown dataset"),
+    ("fixed: {noise: additive, sigma: 0.1, model: nope}", "fixed.model", "unknown model"),
+    ("fixed: {noise: additive, sigma: 0.1, placement: 'walk:3'}", "fixed.placement", "bad placement"),
+]
+
+
+@pytest.mark.parametrize(("text", "path", "fragment"), ERRORS, ids=[e[1] for e in ERRORS])
+def test_errors_are_one_line_starting_with_the_yaml_path(
+    sites: SiteCounter, text: str, path: str, fragment: str
+) -> None:
+    with pytest.raises(SweepError) as caught:
+        expand(parse_sweep(text, "bad.yaml"), site_count=sites)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: "), message
+    assert fragment in message
+
+
+def test_an_empty_range_names_its_path_once() -> None:
+    with pytest.raises(SweepError) as caught:
+        parse_sweep("grid: {seed: {type: range, min: 3, max: 0}}")
+    assert str(caught.value) == "grid.seed: the axis has no values"
+
+
+def test_site_beyond_the_model_names_the_number_of_sites(sites: SiteCounter) -> None:
+    text = "fixed: {noise: additive, sigma: 0.1, batchnorm: true, placement: 'walking:11'}"
+    with pytest.raises(SweepError) as caught:
+        expand(parse_sweep(text), site_count=sites)
+    message = str(caught.value)
+    assert message.startswith("fixed.placement: site 11 is beyond the 11 noise sites")
+    # The same index is fine for a model with more sites, and 8 is beyond the MLP without BN.
+    assert len(expand(parse_sweep(text.replace("11", "10")), site_count=sites)) == 1
+    with pytest.raises(SweepError, match=r"^fixed\.placement: site 8 .* 8 noise sites"):
+        text = "fixed: {noise: additive, sigma: 0.1, batchnorm: false, placement: 'walking:8'}"
+        expand(parse_sweep(text), site_count=sites)
+
+
+def test_a_map_placement_site_beyond_the_model(sites: SiteCounter) -> None:
+    text = """
+    fixed: {noise: additive}
+    grid: {placement: {type: choice, options: ["map:0=0.1;12=0.2"]}}
+    """
+    with pytest.raises(SweepError, match=r"^grid\.placement: site 12 is beyond the 11"):
+        expand(spec(text), site_count=sites)
+
+
+def test_yaml_syntax_error_names_the_file_and_line() -> None:
+    text = "fixed:\n  noise: additive\n  sigma: [0.1\n  seed: 1\n"
+    with pytest.raises(SweepError) as caught:
+        parse_sweep(text, "broken.yaml")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("broken.yaml: YAML syntax error at line 4")
+
+
+def test_non_utf8_bytes_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("fixed: {noise: none}\n# σ\n".encode("utf-16"))
+    with pytest.raises(SweepError, match=r"not UTF-8 text \(byte 0xff at offset 0\)") as caught:
+        load_sweep(path)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("text", ["", "\n# only a comment\n"])
+def test_an_empty_file_is_an_error(text: str) -> None:
+    with pytest.raises(SweepError, match=r"^empty\.yaml: the sweep file is empty$"):
+        parse_sweep(text, "empty.yaml")
+
+
+def test_a_missing_sweep_file(tmp_path: Path) -> None:
+    with pytest.raises(SweepError, match="no such sweep file"):
+        load_sweep(tmp_path / "absent.yaml")
+
+
+def test_the_top_level_must_be_a_mapping() -> None:
+    with pytest.raises(SweepError, match="^the file: a block must be a mapping"):
+        parse_sweep("- 1\n- 2\n")
+
+
+def test_name_and_description_are_metadata_not_blocks(tmp_path: Path) -> None:
+    parsed = parse_sweep("name: study\ndescription: text\nfixed: {noise: none}")
+    assert parsed.name == "study"
+    assert len(expand(parsed)) == 1
+    path = tmp_path / "unnamed.yaml"
+    path.write_text("fixed: {noise: none}")
+    assert load_sweep(path).name == "unnamed"
+
+
+# -- size -----------------------------------------------------------------------------------
+
+
+def test_a_huge_grid_is_refused_before_any_experiment_is_built() -> None:
+    # The fixed dataset is invalid: building even one experiment would raise that error instead.
+    text = """
+    fixed: {dataset: nope, noise: additive}
+    grid:
+      sigma: {type: logspace, min: -2, max: 2, num: 1000000}
+      seed: {type: logspace, min: 0, max: 3, num: 1000000}
+    """
+    started = time.perf_counter()
+    with pytest.raises(SweepTooLargeError) as caught:
+        expand(spec(text, "huge.yaml"))
+    assert time.perf_counter() - started < 10.0
+    message = str(caught.value)
+    assert message.startswith("huge.yaml: the sweep has 1000000000000 experiments")
+    assert "--yes" in message
+
+
+def test_the_default_limit_is_20000() -> None:
+    text = "fixed: {{noise: none}}\ngrid: {{seed: {{type: range, min: 0, max: {n}}}}}"
+    with pytest.raises(SweepTooLargeError, match="limit of 20000"):
+        expand(spec(text.format(n=20_001)))
+    assert count_experiments(spec(text.format(n=20_001))) == 20_001
+
+
+def test_no_limit_runs_a_sweep_above_the_limit() -> None:
+    text = """
+    fixed: {noise: additive}
+    grid:
+      sigma: {type: linspace, min: 0, max: 1, num: 30}
+      seed: {type: range, min: 0, max: 10}
+    """
+    with pytest.raises(SweepTooLargeError):
+        expand(spec(text), max_experiments=299)
+    assert len(expand(spec(text), max_experiments=None)) == 300
+    assert len(expand(spec(text), max_experiments=300)) == 300
+
+
+def test_walking_star_beyond_the_limit_is_caught_while_expanding(sites: SiteCounter) -> None:
+    text = """
+    fixed: {noise: additive, placement: "walking:*"}
+    grid: {sigma: {type: logspace, min: -1, max: 1, num: 5}}
+    """
+    assert count_experiments(spec(text)) == 5
+    with pytest.raises(SweepTooLargeError, match="more than 20 experiments"):
+        expand(spec(text), site_count=sites, max_experiments=20)
+    assert len(expand(spec(text), site_count=sites, max_experiments=55)) == 55
+
+
+def test_count_experiments_multiplies_axes_and_adds_leaves() -> None:
+    text = """
+    grid:
+      seed: {type: range, min: 0, max: 3}
+    a:
+      grid:
+        sigma: {type: linspace, min: 0, max: 1, num: 4}
+        recipe.epochs: {type: choice, options: [1, 2]}
+    b:
+      fixed: {seed: 0}
+      grid:
+        sigma: {type: logspace, min: 0, max: 1, num: 5}
+    """
+    assert count_experiments(spec(text)) == 3 * 4 * 2 + 5
