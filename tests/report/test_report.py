@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from walkingnoise.experiment import Experiment
 from walkingnoise.report import write_report
-from walkingnoise.sweep import StoreError
+from walkingnoise.sweep import Store, StoreError
 
 from .conftest import IMG_ERROR, SCRIPT_BLOCK, SCRIPT_NAME
 
@@ -59,14 +60,12 @@ def _parse(index: Path) -> _Page:
     return page
 
 
-pytestmark = pytest.mark.slow  # a real sweep, then a dozen figures: ~10 s
-
-
 @pytest.fixture(scope="module")
 def embedded(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_report(tiny_store, tmp_path_factory.mktemp("report") / "out")
 
 
+@pytest.mark.slow  # a real sweep (shared), then its figures
 def test_report_of_a_real_sweep_parses_with_every_image_embedded(embedded: Path) -> None:
     assert embedded.name == "index.html"
     page = _parse(embedded)
@@ -86,6 +85,7 @@ def test_report_of_a_real_sweep_parses_with_every_image_embedded(embedded: Path)
     assert any("logspace" in pre for pre in page.pre)  # the sweep file
 
 
+@pytest.mark.slow  # a real sweep (shared), then its figures
 def test_linked_figures_exist_beside_the_page(tiny_store: Path, tmp_path: Path) -> None:
     index = write_report(tiny_store, tmp_path, embed=False, site_names=False)
     page = _parse(index)
@@ -96,6 +96,7 @@ def test_linked_figures_exist_beside_the_page(tiny_store: Path, tmp_path: Path) 
         assert (tmp_path / src).read_bytes()[:8] == PNG
 
 
+@pytest.mark.slow  # a real sweep (shared), then its figures
 def test_names_from_the_store_are_escaped(embedded: Path) -> None:
     html = embedded.read_text(encoding="utf-8")
     assert "<script" not in html.lower()
@@ -115,6 +116,7 @@ def test_names_from_the_store_are_escaped(embedded: Path) -> None:
     assert f'name: "tiny {SCRIPT_NAME}"' in markdown  # the sweep file, verbatim in a code block
 
 
+@pytest.mark.slow  # a real sweep (shared), then its figures
 def test_rerunning_regenerates_everything_from_the_store(tiny_store: Path, tmp_path: Path) -> None:
     first = write_report(tiny_store, tmp_path, site_names=False).read_text(encoding="utf-8")
     figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
@@ -131,3 +133,14 @@ def test_a_missing_store_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no such store"):
         write_report(tmp_path / "nothing.sqlite", tmp_path / "out")
     assert not (tmp_path / "nothing.sqlite").exists()
+
+
+def test_a_store_without_results_gives_a_short_report(tmp_path: Path) -> None:
+    with Store(tmp_path / "empty.sqlite") as store:
+        store.add([(Experiment(sigma=1.0), "pending-only")])
+    index = write_report(tmp_path / "empty.sqlite", tmp_path / "out", site_names=False)
+    page = _parse(index)
+    assert page.images == []
+    text = " ".join(page.text)
+    assert "1 experiments: 1 pending" in text
+    assert "No finished experiments" in text

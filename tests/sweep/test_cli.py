@@ -149,7 +149,9 @@ def test_a_bad_sweep_exits_2_with_the_yaml_path(
     assert not store.parent.exists()
 
 
-def test_a_sweep_over_the_limit_needs_yes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_sweep_over_the_limit_needs_yes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sweep = write_sweep(
         tmp_path, "fixed: {noise: none}\ngrid: {seed: {type: range, min: 0, max: 30000}}\n"
     )

@@ -19,8 +19,13 @@ def _inference_only(seed: int = 0, **fields: object) -> list[Experiment]:
 
 def _noisy(n: int, **fields: object) -> list[Experiment]:
     return [
-        Experiment(noise="additive", sigma=0.1 * (i + 1), placement=f"walking:{i % 3}",
-                   train_noise=True, **fields)
+        Experiment(
+            noise="additive",
+            sigma=0.1 * (i + 1),
+            placement=f"walking:{i % 3}",
+            train_noise=True,
+            **fields,
+        )
         for i in range(n)
     ]
 
@@ -113,7 +118,10 @@ def test_a_clean_training_already_stored_needs_no_training() -> None:
 
     work = plan(experiments, trained=trained)
     assert sorted(asked) == sorted(
-        {experiments[0].clean_training().content_hash(), experiments[-1].clean_training().content_hash()}
+        {
+            experiments[0].clean_training().content_hash(),
+            experiments[-1].clean_training().content_hash(),
+        }
     )
     assert work.trainings == 1
     assert work.shared_trainings == 1

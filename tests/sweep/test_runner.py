@@ -17,7 +17,7 @@ from walkingnoise.sweep.sites import SiteCounter
 from walkingnoise.training import evaluate_clean
 from walkingnoise.training.checkpoint import load_checkpoint
 
-from .helpers import MIXED_SWEEP, eval_only_spec, pragma, spec
+from .helpers import MIXED_SWEEP, eval_only_spec, pragma, set_columns, spec
 
 METRICS = [
     "clean_validation_accuracy",
@@ -139,11 +139,9 @@ def test_experiments_of_a_live_process_are_left_to_it(tmp_path: Path) -> None:
     try:
         with Store(path) as store:
             keys = [row["hash"] for row in store.rows()][:2]
-            store._db.execute(  # another sweep, in process `other`, claimed two experiments
-                "UPDATE experiments SET status = 'running', host = ?, pid = ?"
-                " WHERE hash IN (?, ?)",
-                (store.host, other.pid, *keys),
-            )
+            host = store.host
+        for key in keys:  # another sweep, in process `other`, claimed two experiments
+            set_columns(path, key, status="running", host=host, pid=other.pid)
         summary = run_sweep(spec(text), path, progress=False)
         assert (summary.to_run, summary.ran) == (2, 2)
         with Store(path) as store:

@@ -173,7 +173,9 @@ def test_block_union_counts_and_overrides() -> None:
 
 
 def test_a_leaf_without_sub_blocks_is_the_root() -> None:
-    entries = expand(spec("fixed: {noise: additive, sigma: 0.1}\ngrid: {seed: {type: range, min: 0, max: 3}}"))
+    entries = expand(
+        spec("fixed: {noise: additive, sigma: 0.1}\ngrid: {seed: {type: range, min: 0, max: 3}}")
+    )
     assert [e.block for e in entries] == ["root"] * 3
 
 
@@ -284,7 +286,11 @@ ERRORS = [
     ("fixed: [1, 2]", "fixed", "must be a mapping"),
     ("fixed: {noise: additive, sigma: 0.1, dataset: nope}", "fixed.dataset", "unknown dataset"),
     ("fixed: {noise: additive, sigma: 0.1, model: nope}", "fixed.model", "unknown model"),
-    ("fixed: {noise: additive, sigma: 0.1, placement: 'walk:3'}", "fixed.placement", "bad placement"),
+    (
+        "fixed: {noise: additive, sigma: 0.1, placement: 'walk:3'}",
+        "fixed.placement",
+        "bad placement",
+    ),
 ]
 
 
@@ -314,8 +320,8 @@ def test_site_beyond_the_model_names_the_number_of_sites(sites: SiteCounter) -> 
     assert message.startswith("fixed.placement: site 11 is beyond the 11 noise sites")
     # The same index is fine for a model with more sites, and 8 is beyond the MLP without BN.
     assert len(expand(parse_sweep(text.replace("11", "10")), site_count=sites)) == 1
+    text = "fixed: {noise: additive, sigma: 0.1, batchnorm: false, placement: 'walking:8'}"
     with pytest.raises(SweepError, match=r"^fixed\.placement: site 8 .* 8 noise sites"):
-        text = "fixed: {noise: additive, sigma: 0.1, batchnorm: false, placement: 'walking:8'}"
         expand(parse_sweep(text), site_count=sites)
 
 
@@ -357,7 +363,7 @@ def test_a_missing_sweep_file(tmp_path: Path) -> None:
 
 
 def test_the_top_level_must_be_a_mapping() -> None:
-    with pytest.raises(SweepError, match="^the file: a block must be a mapping"):
+    with pytest.raises(SweepError, match=r"^the file: a block must be a mapping"):
         parse_sweep("- 1\n- 2\n")
 
 

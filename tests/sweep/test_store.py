@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from walkingnoise.sweep import Store, StoreError, expand, load_results
 from walkingnoise.training.checkpoint import checkpoint_bytes, read_checkpoint
 from walkingnoise.training.run import build_noisy_model
 
-from .helpers import pragma, spec
+from .helpers import pragma, set_columns, spec
 
 
 def _experiments(n: int, **fields: object) -> list[Experiment]:
@@ -31,7 +31,7 @@ def _hashes(experiments: list[Experiment]) -> list[str]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "study.sqlite") as opened:
         yield opened
 
@@ -40,16 +40,6 @@ def _dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
-
-
-def _set(path: Path, key: str, **columns: object) -> None:
-    db = sqlite3.connect(path)
-    try:
-        assignments = ", ".join(f"{name} = ?" for name in columns)
-        db.execute(f"UPDATE experiments SET {assignments} WHERE hash = ?", (*columns.values(), key))
-        db.commit()
-    finally:
-        db.close()
 
 
 # -- round trip and dedupe --------------------------------------------------------------------
@@ -163,7 +153,7 @@ def test_release_puts_own_claims_back_to_pending(store: Store) -> None:
     keys = _hashes(experiments)
     store.add((e, "a") for e in experiments)
     store.claim(keys)
-    _set(store.path, keys[2], pid=os.getpid() + 1_000_000)  # claimed by another process
+    set_columns(store.path, keys[2], pid=os.getpid() + 1_000_000)  # claimed by another process
     store.release(keys)
     assert store.statuses(keys) == {keys[0]: "pending", keys[1]: "pending", keys[2]: "running"}
     assert store.claim(keys) == keys[:2]
@@ -177,10 +167,10 @@ def test_requeue_stale_resets_rows_of_dead_processes_only(store: Store) -> None:
     store.add((e, "a") for e in experiments)
     store.claim(keys)
     dead = _dead_pid()
-    _set(store.path, keys[0], pid=dead)
-    _set(store.path, keys[1], pid=os.getpid())  # alive: this process
-    _set(store.path, keys[2], pid=dead, host=socket.gethostname() + "-elsewhere")
-    _set(store.path, keys[3], pid=None)
+    set_columns(store.path, keys[0], pid=dead)
+    set_columns(store.path, keys[1], pid=os.getpid())  # alive: this process
+    set_columns(store.path, keys[2], pid=dead, host=socket.gethostname() + "-elsewhere")
+    set_columns(store.path, keys[3], pid=None)
     assert store.requeue_stale() == 2
     assert store.statuses(keys) == {
         keys[0]: "pending",
@@ -265,7 +255,7 @@ def test_database_is_in_wal_mode_and_consistent(store: Store) -> None:
 
 def test_opening_a_missing_store_without_create(tmp_path: Path) -> None:
     path = tmp_path / "nowhere" / "absent.sqlite"
-    with pytest.raises(StoreError, match="absent.sqlite: no such store") as caught:
+    with pytest.raises(StoreError, match=r"absent\.sqlite: no such store") as caught:
         Store(path, create=False)
     assert str(path) in str(caught.value)
     assert not path.exists()
@@ -307,9 +297,9 @@ def test_checkpoints_are_written_beside_the_store_and_load_safely(
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files left
     payload = torch.load(path, weights_only=True)
     assert payload["experiment"] == experiment.model_dump(mode="json")
-    assert set(payload["state_dict"]) == set(build_noisy_model(
-        experiment, load_dataset("digits")
-    ).source.state_dict())
+    assert set(payload["state_dict"]) == set(
+        build_noisy_model(experiment, load_dataset("digits")).source.state_dict()
+    )
     loaded, _model = read_checkpoint(path.read_bytes())
     assert loaded == experiment
 
@@ -334,7 +324,12 @@ def test_a_checkpoint_that_cannot_be_written_is_a_store_error(store: Store) -> N
 def test_a_clean_training_whose_checkpoint_vanished_is_not_found(store: Store) -> None:
     training = Experiment(noise="none", recipe={"epochs": 2})
     record = store.save_training(
-        training, b"bytes", history=[{"epoch": 0}], weights={}, metrics={}, timings={},
+        training,
+        b"bytes",
+        history=[{"epoch": 0}],
+        weights={},
+        metrics={},
+        timings={},
         diverged=False,
     )
     assert store.training_count() == 1
@@ -365,13 +360,16 @@ def test_hash_is_stable_across_key_order() -> None:
     }
     forward = Experiment.model_validate(fields)
     backward = Experiment.model_validate(
-        {k: (dict(reversed(v.items())) if isinstance(v, dict) else v)
-         for k, v in reversed(fields.items())}
+        {
+            k: (dict(reversed(v.items())) if isinstance(v, dict) else v)
+            for k, v in reversed(fields.items())
+        }
     )
     assert forward.content_hash() == backward.content_hash()
-    assert forward.content_hash() == Experiment.model_validate_json(
-        forward.canonical_json()
-    ).content_hash()
+    assert (
+        forward.content_hash()
+        == Experiment.model_validate_json(forward.canonical_json()).content_hash()
+    )
 
 
 def test_hash_does_not_depend_on_the_block(tmp_path: Path) -> None:

@@ -1,6 +1,40 @@
-"""Analysis of results: crossings of accuracy curves, statistics of trained weights."""
+"""Analysis of results: midpoint fits, the paper's tables, crossings, weight statistics."""
 
 from walkingnoise.analysis.crossing import half_accuracy_crossing
+from walkingnoise.analysis.curves import accuracy_curves, prepare_results
+from walkingnoise.analysis.midpoint import (
+    DoubleLogisticFit,
+    MidpointFit,
+    fit_double_logistic,
+    fit_midpoint,
+    logistic,
+)
+from walkingnoise.analysis.tables import (
+    double_midpoint_table,
+    fit_curves,
+    global_table,
+    midpoint_table,
+    preservation_table,
+    site_table,
+    weight_ratio_table,
+)
 from walkingnoise.analysis.weights import weight_statistics
 
-__all__ = ["half_accuracy_crossing", "weight_statistics"]
+__all__ = [
+    "DoubleLogisticFit",
+    "MidpointFit",
+    "accuracy_curves",
+    "double_midpoint_table",
+    "fit_curves",
+    "fit_double_logistic",
+    "fit_midpoint",
+    "global_table",
+    "half_accuracy_crossing",
+    "logistic",
+    "midpoint_table",
+    "prepare_results",
+    "preservation_table",
+    "site_table",
+    "weight_ratio_table",
+    "weight_statistics",
+]

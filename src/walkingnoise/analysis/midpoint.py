@@ -247,7 +247,7 @@ class _Points:
 
 
 def choose_space(sigma: ArrayLike, space: Space = "auto") -> Literal["log", "linear"]:
-    """``log`` if every positive σ spans a factor ≥ :data:`LOG_SPAN` (or if asked), else linear.
+    """``log`` if the positive σ span a factor ≥ :data:`LOG_SPAN` (or if asked), else linear.
 
     Negative σ (meaningless for noise) force a linear fit.
     """

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -71,7 +71,7 @@ def _fit_rows(
     a_min: AMin,
     space: Space,
     floor: float,
-    n_test: int | None,
+    n_test: int | Mapping[str, int] | None,
 ) -> pd.DataFrame:
     columns = curve_group_columns(curves)
     rows = []
@@ -81,6 +81,7 @@ def _fit_rows(
             continue
         chance = float(np.nanmean(curve["chance"])) if curve["chance"].notna().any() else math.nan
         n = curve["n"].to_numpy(dtype=float)
+        size = n_test.get(group.get("dataset", "")) if isinstance(n_test, Mapping) else n_test
         fit = fitter(
             curve["sigma"],
             curve["mean"],
@@ -88,7 +89,7 @@ def _fit_rows(
             a_min=resolve_a_min(a_min, group, chance),
             space=space,
             floor=floor,
-            n_samples=None if n_test is None else n_test * np.maximum(n, 1),
+            n_samples=None if size is None else size * np.maximum(n, 1),
         )
         rows.append(
             group
@@ -114,7 +115,7 @@ def fit_curves(
     a_min: AMin = "chance",
     space: Space = "auto",
     floor: float = DEFAULT_FLOOR,
-    n_test: int | None = None,
+    n_test: int | Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """One :func:`~walkingnoise.analysis.midpoint.fit_midpoint` per curve of ``curves``.
 
@@ -124,7 +125,8 @@ def fit_curves(
             multiplicative noise with BatchNorm) or a number.
         space: ``auto``, ``log`` or ``linear`` (see ``choose_space``).
         floor: smallest Δy of a point.
-        n_test: test-set size, for the binomial floor of Δy; None if unknown.
+        n_test: test-set size (or dataset → size), for the binomial floor of Δy: the standard
+            error of a mean over n seeds is at least √(p(1−p)/(n_test·n)). None if unknown.
 
     Returns:
         Group columns, ``site``, ``seeds``, ``diverged``, ``chance`` and every field of
@@ -139,7 +141,7 @@ def midpoint_table(
     a_min: AMin = "chance",
     space: Space = "auto",
     floor: float = DEFAULT_FLOOR,
-    n_test: int | None = None,
+    n_test: int | Mapping[str, int] | None = None,
     metric: str = "noisy_test_accuracy",
 ) -> pd.DataFrame:
     """μ ± error and fit quality for every curve in ``results`` (from ``load_results``).
@@ -156,7 +158,7 @@ def double_midpoint_table(
     a_min: AMin = "chance",
     space: Space = "auto",
     floor: float = DEFAULT_FLOOR,
-    n_test: int | None = None,
+    n_test: int | Mapping[str, int] | None = None,
     metric: str = "noisy_test_accuracy",
 ) -> pd.DataFrame:
     """Like :func:`midpoint_table` with two stacked logistics per curve (μ1, μ2, plateau)."""
@@ -192,6 +194,19 @@ def dataset_site_names(data_root: str | None = None) -> SiteNames:
         return cache[key]
 
     return names
+
+
+def dataset_test_sizes(datasets: Iterable[str], data_root: str | None = None) -> dict[str, int]:
+    """Test-split size of each dataset that can be loaded (for the binomial floor of Δy)."""
+    from walkingnoise.data import load_dataset
+
+    sizes = {}
+    for name in dict.fromkeys(datasets):
+        try:
+            sizes[name] = len(load_dataset(name, root=data_root).test)
+        except Exception as error:  # sizes are optional: the fit falls back to the floor
+            log.info("no test-set size for %s: %s", name, error)
+    return sizes
 
 
 def site_table(

@@ -67,6 +67,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
 
     from walkingnoise.analysis.tables import (
         dataset_site_names,
+        dataset_test_sizes,
         double_midpoint_table,
         format_mu,
         midpoint_table,
@@ -77,7 +78,8 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     with Store(args.store, create=False) as store:
         results = load_results(store)
     fitter = double_midpoint_table if args.double else midpoint_table
-    table = fitter(results, a_min=args.a_min)
+    datasets = [str(d) for d in results["dataset"].dropna().unique()] if len(results) else []
+    table = fitter(results, a_min=args.a_min, n_test=dataset_test_sizes(datasets, args.data_root))
     if table.empty:
         print(f"{args.store}: no finished experiments with a scalar σ to fit")
         return

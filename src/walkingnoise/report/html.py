@@ -22,17 +22,19 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from walkingnoise import __version__
 from walkingnoise.analysis.curves import accuracy_curves, curve_group_columns, describe_group
+from walkingnoise.analysis.midpoint import DEFAULT_FLOOR
 from walkingnoise.analysis.tables import (
     AMin,
     SiteNames,
     dataset_site_names,
+    dataset_test_sizes,
     fit_curves,
     format_mu,
     global_table,
@@ -181,6 +183,7 @@ def write_report(
     a_min: AMin = "chance",
     embed: bool = True,
     site_names: bool | SiteNames = True,
+    n_test: Literal["auto"] | int | Mapping[str, int] | None = "auto",
     data_root: str | Path | None = None,
 ) -> Path:
     """Write the HTML/Markdown/CSV report of ``store`` into ``out_dir``; returns ``index.html``.
@@ -192,7 +195,9 @@ def write_report(
         embed: put the PNG figures into ``index.html`` as base64; False links ``figures/``.
         site_names: True looks up site names from the models (loading each dataset once);
             False shows indices only; or a ``(dataset, model, batchnorm) -> {index: name}``.
-        data_root: where the datasets are, for site names.
+        n_test: test-set size per dataset for the binomial floor of the fit weights; ``auto``
+            loads each dataset once to count it, None leaves the floor constant.
+        data_root: where the datasets are, for site names and test-set sizes.
     """
     from walkingnoise.sweep.results import load_results
     from walkingnoise.sweep.store import Store
@@ -214,6 +219,11 @@ def write_report(
             else None
         )
 
+    root = None if data_root is None else str(data_root)
+    if n_test == "auto":
+        datasets = results["dataset"].dropna().unique() if "dataset" in results else []
+        n_test = dataset_test_sizes([str(d) for d in datasets], root)
+
     report = _Report(out, embed)
     title = f"Walking Noise report: {Path(store).name}"
     report.heading(title, 1)
@@ -224,12 +234,12 @@ def write_report(
     _summary(report, results, counts, trainings)
 
     curves = accuracy_curves(results)
-    fits = fit_curves(curves, a_min=a_min)
+    fits = fit_curves(curves, a_min=a_min, n_test=n_test)
     sites = site_table(fits, site_names=names) if not fits.empty else fits
     preservation = preservation_table(curves)
     tables = out / "tables"
 
-    _warnings(report, results, fits, a_min)
+    _warnings(report, results, fits, a_min, n_test)
     _midpoints(report, fits, sites, tables)
     _walking(report, curves, fits, sites, preservation, names, tables)
     _global(report, curves, fits, tables)
@@ -275,13 +285,24 @@ def _summary(
         report.table(blocks, index=True)
 
 
-def _warnings(report: _Report, results: pd.DataFrame, fits: pd.DataFrame, a_min: AMin) -> None:
+def _warnings(
+    report: _Report,
+    results: pd.DataFrame,
+    fits: pd.DataFrame,
+    a_min: AMin,
+    n_test: int | Mapping[str, int] | None,
+) -> None:
     report.heading("Fit quality and warnings", anchor="warnings")
+    if isinstance(n_test, Mapping):
+        sizes = ", ".join(f"{k} {v}" for k, v in n_test.items()) or "unknown"
+    else:
+        sizes = "unknown" if n_test is None else str(n_test)
     report.paragraph(
-        f"Midpoint fits: the logistic F(σ) = 2·δa / (1 + exp((σ − μ)/s)) + a_min by weighted "
-        f"least squares, each σ weighted by the standard error of its mean over seeds (with a "
-        f"floor); a_min = {a_min}. σ spanning a factor ≥ 100 is fitted in log10 σ, where s is "
-        "in decades. A * marks a flagged fit in the tables.",
+        "Midpoint fits: the logistic F(σ) = 2·δa / (1 + exp((σ − μ)/s)) + a_min by weighted "
+        "least squares, each σ weighted by the standard error of its mean over seeds, at least "
+        f"{DEFAULT_FLOOR} and at least the binomial error of the test set (test-set sizes: "
+        f"{sizes}); a_min = {a_min}. σ spanning a factor ≥ 100 is fitted in log10 σ, where s "
+        "is in decades. A * marks a flagged fit in the tables.",
         "note",
     )
     lines = []
@@ -396,10 +417,12 @@ def _walking(
                 family | sub,
             )
 
-    report.heading("Accuracy preserved at the largest σ", 3)
+    if preservation.empty:
+        return
     kept = preservation[preservation["site"].notna() & (preservation["noise"] != "mixed")]
     if not kept.empty:
-        shown = kept.copy()
+        report.heading("Accuracy preserved at the largest σ", 3)
+        shown = kept
         write_table(kept, tables, "preservation")
         columns = [c for c in curve_group_columns(kept) if c != "placement"]
         varying = [c for c in columns if kept[c].map(cell_text).nunique() > 1]

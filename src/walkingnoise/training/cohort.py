@@ -91,6 +91,7 @@ def _train_chunk(
     models = [build_noisy_model(e, dataset) for e in chunk]
     try:
         stack = StackedModel(models)
+        stack.check(dataset.train.x[:2])
     except NotStackableError as error:
         log.info("training %d models one at a time: %s", len(chunk), error)
         return [_train_alone(e, dataset) for e in chunk]
@@ -188,6 +189,7 @@ def _evaluate_chunk(
         return [_metrics(dataset, clean, clean, 1) for _ in members]
     try:
         stack = StackedModel([model] * len(members))
+        stack.check(dataset.test.x[:2])
     except NotStackableError as error:
         log.info("evaluating %d experiments one at a time: %s", len(members), error)
         return [evaluate_experiment(e, model, dataset) for e in members]

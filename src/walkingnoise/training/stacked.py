@@ -38,20 +38,30 @@ class NotStackableError(RuntimeError):
 
 
 def _vmapped(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    """Call ``fn`` under vmap over every tensor in ``args``/``kwargs`` (all are stacked)."""
+    """Call ``fn`` under vmap over every tensor in ``args``/``kwargs`` (all are stacked).
+
+    Non-tensor outputs (``None`` attention weights, say) are passed through unbatched.
+    """
     flat, spec = tree_flatten((args, kwargs))
     positions = [i for i, leaf in enumerate(flat) if isinstance(leaf, torch.Tensor)]
     if not positions:
         raise NotStackableError(f"{getattr(fn, '__name__', fn)} has no tensor input to stack")
 
-    def call(*tensors: torch.Tensor) -> Any:
+    structure: list[Any] = []
+
+    def call(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         leaves = list(flat)
         for position, tensor in zip(positions, tensors, strict=True):
             leaves[position] = tensor
         inner_args, inner_kwargs = tree_unflatten(leaves, spec)
-        return fn(*inner_args, **inner_kwargs)
+        out_leaves, out_spec = tree_flatten(fn(*inner_args, **inner_kwargs))
+        structure[:] = [out_spec, out_leaves]
+        return tuple(leaf for leaf in out_leaves if isinstance(leaf, torch.Tensor))
 
-    return vmap(call, randomness="different")(*(flat[i] for i in positions))
+    outputs = iter(vmap(call, randomness="different")(*(flat[i] for i in positions)))
+    out_spec, out_leaves = structure
+    leaves = [next(outputs) if isinstance(leaf, torch.Tensor) else leaf for leaf in out_leaves]
+    return tree_unflatten(leaves, out_spec)
 
 
 def _merged(fn: Callable[..., Any], x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -315,6 +325,18 @@ class StackedModel:
     def noisy_sites(self) -> dict[int, int]:
         """{site index: number of models with noise there}."""
         return {site: len(index) for site, (_, index, _) in self._site_noise.items()}
+
+    def check(self, example: torch.Tensor) -> None:
+        """Run one shared batch through the stack; raise ``NotStackableError`` if it fails."""
+        was_training = self.training
+        try:
+            with torch.no_grad():
+                self.eval()(example, shared=True)
+        except Exception as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise NotStackableError(f"{type(error).__name__}: {first}") from error
+        finally:
+            self.train(was_training)
 
     # -- running ----------------------------------------------------------------------------
 

@@ -1,0 +1,230 @@
+"""The stacked engine against the one-model-at-a-time path it replaces."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from walkingnoise.data import InMemoryDataset
+from walkingnoise.experiment import Experiment
+from walkingnoise.models import build_model
+from walkingnoise.noise import AdditiveNoise, WalkingPlacement, instrument
+from walkingnoise.training.cohort import evaluate_shared, train_cohort
+from walkingnoise.training.recipe import Recipe
+from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
+from walkingnoise.training.stacked import NotStackableError, StackedModel
+from walkingnoise.training.stacked_loop import evaluate_stacked, train_stacked
+
+from ..noise.stats import assert_variance
+
+
+def _experiments(n: int, **fields) -> list[Experiment]:
+    base = {"noise": "additive", "sigma": 0.0, "train_noise": True, "recipe": Recipe(epochs=2)}
+    return [
+        Experiment(**({"placement": f"walking:{i % 11}", "seed": i} | base | fields))
+        for i in range(n)
+    ]
+
+
+def test_members_start_from_the_weights_they_would_have_alone(digits: InMemoryDataset) -> None:
+    experiments = _experiments(3)
+    stack = StackedModel([build_noisy_model(e, digits) for e in experiments])
+    for k, experiment in enumerate(experiments):
+        alone = build_noisy_model(experiment, digits).source.state_dict()
+        stacked = stack.state_dict(k)
+        assert stacked.keys() == alone.keys()
+        for name in alone:
+            assert torch.equal(stacked[name], alone[name]), name
+
+
+class SkipNet(nn.Module):
+    """Conv, BatchNorm, a skip-connection add and functional ReLU: fast and vmap paths mixed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn(self.conv(x)))
+        h = h + self.conv2(h)
+        return self.head(h.view(h.size(0), -1))
+
+
+class AttentionNet(nn.Module):
+    """nn.MultiheadAttention (run through vmap) with a residual and LayerNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x.squeeze(1))
+        h = self.norm(h + self.attn(h, h, h, need_weights=False)[0])
+        return self.head(h.mean(dim=1))
+
+
+def _instrumented(factory, shape: tuple[int, ...], seeds: range) -> list:
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(instrument(factory(), torch.randn(2, *shape)))
+    return models
+
+
+@pytest.mark.parametrize(
+    ("factory", "shape"),
+    [
+        (lambda: build_model("mlp", (1, 8, 8), 10, batchnorm=True), (1, 8, 8)),
+        (lambda: build_model("lenet5", (1, 28, 28), 10, batchnorm=True), (1, 28, 28)),
+        (lambda: build_model("cnn_s", (1, 10, 49), 12, batchnorm=False), (1, 10, 49)),
+        (SkipNet, (1, 8, 8)),
+        (AttentionNet, (1, 8, 8)),
+    ],
+    ids=["mlp", "lenet5", "cnn_s", "skipnet", "attention"],
+)
+@pytest.mark.parametrize("training", [False, True])
+def test_stacked_forward_equals_each_model(factory, shape, training: bool) -> None:
+    models = _instrumented(factory, shape, range(3))
+    stack = StackedModel(models).train(training)
+    x = torch.randn(3, 5, *shape)
+    out = stack(x)
+    for k, model in enumerate(models):
+        model.train(training)
+        torch.testing.assert_close(out[k], model(x[k]), rtol=1e-4, atol=1e-5)
+
+
+def test_training_a_stack_equals_training_each_model_alone(digits: InMemoryDataset) -> None:
+    experiments = _experiments(4, recipe=Recipe(epochs=2, batch_size=64))
+    experiments[1] = experiments[1].model_copy(
+        update={"recipe": Recipe(epochs=2, batch_size=64, clamp=0.05)}
+    )
+    models = [build_noisy_model(e, digits) for e in experiments]
+    stack = StackedModel(models)
+    histories = train_stacked(
+        stack,
+        digits.train,
+        experiments[0].recipe,
+        seeds=[e.seed for e in experiments],
+        clamps=[e.recipe.clamp for e in experiments],
+        validation=digits.validation,
+    )
+    stack.write_back(models)
+    x = digits.test.x
+    for k, experiment in enumerate(experiments):
+        alone, history = train_experiment(experiment, digits, progress=False)
+        # Same batches, same initial weights: the losses agree to float precision. Weights agree
+        # only loosely: Adam normalises gradients that are ~0 in exact arithmetic (e.g. of
+        # always-blank pixels), so rounding-level differences become steps of size lr.
+        torch.testing.assert_close(
+            [r.train_loss for r in histories[k].epochs],
+            [r.train_loss for r in history.epochs],
+            rtol=1e-3,
+            atol=0,
+        )
+        models[k].eval(), alone.eval()
+        with torch.no_grad():
+            stacked_logits, alone_logits = models[k](x), alone(x)
+        torch.testing.assert_close(stacked_logits, alone_logits, rtol=0, atol=0.1)
+        agree = (stacked_logits.argmax(1) == alone_logits.argmax(1)).float().mean().item()
+        assert agree >= 0.99
+    # BatchNorm statistics are per model, and the clamp bound only the clamped model
+    means = [stack.state_dict(k)["layers.2.running_mean"] for k in range(4)]
+    assert not torch.allclose(means[0], means[2])
+    first_weights = [stack.state_dict(k)["layers.1.weight"].abs().max().item() for k in range(4)]
+    assert first_weights[1] <= 0.05 + 1e-7
+    assert min(first_weights[0], first_weights[2], first_weights[3]) > 0.05
+
+
+def test_each_member_gets_its_own_sigma_and_site(digits: InMemoryDataset) -> None:
+    torch.manual_seed(0)
+    model = instrument(build_model("mlp", (1, 8, 8), 10, batchnorm=True), digits.train.x[:2])
+    stack = StackedModel([model] * 3).eval()
+    noise = AdditiveNoise()
+    stack.set_noise([(noise, {10: 1.0}), (noise, {10: 0.1}), (noise, {5: 0.5})])
+    assert stack.noisy_sites() == {10: 2, 5: 1}
+    x = torch.randn(4000, 1, 8, 8)
+    with torch.no_grad():
+        clean = model.eval()(x)
+        out = stack(x, shared=True)
+    assert_variance(out[0] - clean, 1.0)
+    assert_variance(out[1] - clean, 0.01)
+    assert not torch.allclose(out[2], clean)  # noise at an inner site
+    stack.noise_enabled = False
+    with torch.no_grad():
+        torch.testing.assert_close(stack(x, shared=True)[2], clean)
+
+
+def test_stacked_noisy_accuracies_match_the_single_model_path(digits: InMemoryDataset) -> None:
+    torch.manual_seed(0)
+    model, _ = train_experiment(
+        _experiments(1, recipe=Recipe(epochs=10))[0], digits, progress=False
+    )
+    members = [
+        Experiment(placement=f"walking:{site}", sigma=sigma, eval_repeats=8)
+        for site in (0, 5, 10)
+        for sigma in (0.3, 3.0)
+    ]
+    stacked = evaluate_shared(model, members, digits)
+    for experiment, metrics in zip(members, stacked, strict=True):
+        alone = evaluate_experiment(experiment, model, digits)
+        assert metrics["clean_test_accuracy"] == alone["clean_test_accuracy"]
+        # two independent estimates of one mean over 8 repeats: within 6 standard errors
+        spread = math.hypot(metrics["noisy_test_accuracy_std"], alone["noisy_test_accuracy_std"])
+        bound = 6 * spread / math.sqrt(8) + 2 / len(digits.test)
+        assert abs(metrics["noisy_test_accuracy"] - alone["noisy_test_accuracy"]) <= bound
+
+
+def test_chunked_cohort_equals_one_big_cohort(digits: InMemoryDataset) -> None:
+    experiments = _experiments(5)
+    whole = train_cohort(experiments, digits)
+    chunked = train_cohort(experiments, digits, max_models=2)
+    for a, b in zip(whole, chunked, strict=True):
+        for name, tensor in a.model.source.state_dict().items():
+            torch.testing.assert_close(
+                tensor, b.model.source.state_dict()[name], rtol=1e-5, atol=1e-6
+            )
+        assert a.metrics["clean_test_accuracy"] == b.metrics["clean_test_accuracy"]
+
+
+def test_memory_budget_splits_cohorts(digits: InMemoryDataset, monkeypatch) -> None:
+    monkeypatch.setenv("WALKINGNOISE_MEMORY_BUDGET", "1KB")
+    results = train_cohort(_experiments(3), digits)
+    assert len(results) == 3
+    assert all(r.metrics["clean_test_accuracy"] > 0.5 for r in results)
+
+
+def test_hooks_models_fall_back_to_one_at_a_time(digits: InMemoryDataset, caplog) -> None:
+    torch.manual_seed(0)
+    model = instrument(
+        build_model("mlp", (1, 8, 8), 10, batchnorm=True), digits.train.x[:2], method="hooks"
+    )
+    with pytest.raises(NotStackableError, match="hooks"):
+        StackedModel([model, model])
+    members = [Experiment(placement="walking:3", sigma=1.0, eval_repeats=2)]
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        metrics = evaluate_shared(model, members, digits)
+    assert "one at a time" in caplog.text
+    assert metrics == [evaluate_experiment(members[0], model, digits)]
+
+
+def test_evaluate_stacked_repeats_only_with_noise(digits: InMemoryDataset) -> None:
+    torch.manual_seed(0)
+    model = instrument(build_model("mlp", (1, 8, 8), 10, batchnorm=True), digits.train.x[:2])
+    model.set_noise(AdditiveNoise(), WalkingPlacement(0), 2.0)
+    stack = StackedModel([model, model])
+    noisy = evaluate_stacked(stack, digits.test, repeats=4)
+    clean = evaluate_stacked(stack, digits.test, repeats=4, clean=True)
+    assert [len(e.accuracies) for e in noisy] == [4, 4]
+    assert [len(e.accuracies) for e in clean] == [1, 1]
+    assert noisy[0].accuracies != noisy[1].accuracies  # independent noise per member
