@@ -108,7 +108,6 @@ def _expected(results: pd.DataFrame, noise: str, train_noise: bool, site: int) -
     return half_accuracy_crossing(list(curve.index), list(curve.values), 0.1)
 
 
-@pytest.mark.slow
 def test_crossing_table_per_site_noise_and_training(results: pd.DataFrame) -> None:
     table = crossing_table(results, batchnorm=True)
     assert list(table.index) == list(SITES)
@@ -127,7 +126,6 @@ def test_crossing_table_per_site_noise_and_training(results: pd.DataFrame) -> No
     assert (table.loc[0] < 100).all()
 
 
-@pytest.mark.slow
 def test_crossing_table_averages_over_seeds_first(results: pd.DataFrame) -> None:
     # A second seed whose accuracies are lower by 0.3 at the middle σ (only): the mean curve
     # moves, and with it the crossings.
@@ -148,7 +146,6 @@ def test_crossing_table_averages_over_seeds_first(results: pd.DataFrame) -> None
                 )
 
 
-@pytest.mark.slow
 def test_crossing_table_with_site_names(results: pd.DataFrame) -> None:
     names = {s.index: s.name for s in SiteCounter().table(Experiment(noise="none"))}
     table = crossing_table(results, batchnorm=True, names=names)
@@ -157,7 +154,6 @@ def test_crossing_table_with_site_names(results: pd.DataFrame) -> None:
     assert table.to_numpy().tolist() == plain.to_numpy().tolist()
 
 
-@pytest.mark.slow
 def test_crossing_table_ignores_unfinished_rows(results: pd.DataFrame) -> None:
     pending = results.copy()
     first = pending.index[0]

@@ -96,6 +96,6 @@ def test_kill_9_then_resume_gives_exactly_n_done_rows(tmp_path: Path) -> None:
         assert opened.counts() == {"pending": 0, "running": 0, "done": N, "failed": 0}
         attempts = sorted(row["attempts"] for row in opened.rows())
     # The experiments the killed run had claimed but not finished ran a second time.
-    assert attempts.count(2) == N - killed["done"]
-    assert attempts.count(1) == killed["done"]
+    assert attempts.count(2) == killed["running"]
+    assert attempts.count(1) == N - killed["running"]
     assert pragma(store, "integrity_check") == "ok"

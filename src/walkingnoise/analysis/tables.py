@@ -112,7 +112,7 @@ def _fit_rows(
 def fit_curves(
     curves: pd.DataFrame,
     *,
-    a_min: AMin = "chance",
+    a_min: AMin = "auto",
     space: Space = "auto",
     floor: float = DEFAULT_FLOOR,
     n_test: int | Mapping[str, int] | None = None,
@@ -121,8 +121,9 @@ def fit_curves(
 
     Args:
         curves: made by :func:`~walkingnoise.analysis.curves.accuracy_curves`.
-        a_min: ``chance`` (default: 1/K from the results), ``free``, ``auto`` (free for
-            multiplicative noise with BatchNorm) or a number.
+        a_min: ``auto`` (default: chance level 1/K from the results, fitted for
+            multiplicative noise with BatchNorm, as in the paper), ``chance`` (always 1/K),
+            ``free`` (always fitted) or a number.
         space: ``auto``, ``log`` or ``linear`` (see ``choose_space``).
         floor: smallest Δy of a point.
         n_test: test-set size (or dataset → size), for the binomial floor of Δy: the standard
@@ -138,7 +139,7 @@ def fit_curves(
 def midpoint_table(
     results: pd.DataFrame,
     *,
-    a_min: AMin = "chance",
+    a_min: AMin = "auto",
     space: Space = "auto",
     floor: float = DEFAULT_FLOOR,
     n_test: int | Mapping[str, int] | None = None,
@@ -155,7 +156,7 @@ def midpoint_table(
 def double_midpoint_table(
     results: pd.DataFrame,
     *,
-    a_min: AMin = "chance",
+    a_min: AMin = "auto",
     space: Space = "auto",
     floor: float = DEFAULT_FLOOR,
     n_test: int | Mapping[str, int] | None = None,

@@ -14,10 +14,11 @@ def default_report_dir(store: Path) -> Path:
 def _add_a_min(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--a-min",
-        default="chance",
-        choices=["chance", "free", "auto"],
-        help="floor of the logistic: chance level 1/K (default), fitted (free), or fitted only "
-        "for multiplicative noise with BatchNorm (auto)",
+        default="auto",
+        choices=["auto", "chance", "free"],
+        help="floor a_min of the logistic: chance level 1/K, fitted only for multiplicative "
+        "noise with BatchNorm where accuracy never falls to chance (auto, the default), "
+        "always chance, or always fitted (free)",
     )
 
 

@@ -180,7 +180,7 @@ def write_report(
     store: str | Path,
     out_dir: str | Path,
     *,
-    a_min: AMin = "chance",
+    a_min: AMin = "auto",
     embed: bool = True,
     site_names: bool | SiteNames = True,
     n_test: Literal["auto"] | int | Mapping[str, int] | None = "auto",

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from walkingnoise._progress import bar_disabled
+from walkingnoise.experiment import Experiment
+from walkingnoise.sweep.adaptive import propose_sigmas
 from walkingnoise.sweep.executors import Executor, InProcessExecutor, TaskError
 from walkingnoise.sweep.planner import Plan, WorkUnit, plan
 from walkingnoise.sweep.sites import SiteCounter
-from walkingnoise.sweep.spec import DEFAULT_MAX_EXPERIMENTS, SweepEntry, SweepSpec, expand
+from walkingnoise.sweep.spec import (
+    DEFAULT_MAX_EXPERIMENTS,
+    AdaptiveAxis,
+    SweepEntry,
+    SweepSpec,
+    expand,
+)
 from walkingnoise.sweep.store import Store
 from walkingnoise.sweep.work import Outcome, UnitOutcome, run_unit
 
 log = logging.getLogger(__name__)
+
+#: Most rounds of an adaptive sweep (each adds σ to the curves not yet done).
+MAX_ROUNDS = 20
 
 
 @dataclass
@@ -108,9 +122,87 @@ def run_sweep(
     if dry_run:
         return prepare(entries, store, register=False)[1]
     if isinstance(store, Store):
-        return _run(entries, spec, store, executor, data_root, progress)
+        return _run_rounds(entries, spec, store, executor, data_root, progress)
     with Store(store) as opened:
-        return _run(entries, spec, opened, executor, data_root, progress)
+        return _run_rounds(entries, spec, opened, executor, data_root, progress)
+
+
+def _run_rounds(
+    entries: list[SweepEntry],
+    spec: SweepSpec,
+    store: Store,
+    executor: Executor | None,
+    data_root: str | Path | None,
+    progress: bool | None,
+) -> SweepSummary:
+    """Run the sweep; with adaptive σ axes, keep adding rounds until every curve is done."""
+    summary = _run(entries, spec, store, executor, data_root, progress)
+    axes = spec.adaptive_axes()
+    for round_number in range(2, MAX_ROUNDS + 1):
+        if not axes:
+            break
+        new = refine(entries, axes, store)
+        if not new:
+            break
+        log.info("adaptive σ, round %d: %d more experiments", round_number, len(new))
+        entries = entries + new
+        more = _run(new, spec, store, executor, data_root, progress)
+        summary.experiments += more.experiments
+        summary.done_before += more.done_before
+        summary.failed_before += more.failed_before
+        summary.to_run += more.to_run
+        summary.trainings += more.trainings
+        summary.shared_trainings += more.shared_trainings
+        summary.ran += more.ran
+        summary.failed += more.failed
+        summary.seconds += more.seconds
+    return summary
+
+
+def _curve_key(experiment: Experiment) -> str:
+    """Experiments on one accuracy-vs-σ curve differ only in σ and seed."""
+    fields = experiment.identity()
+    fields.pop("sigma", None)
+    fields.pop("seed", None)
+    return json.dumps(fields, sort_keys=True)
+
+
+def refine(
+    entries: list[SweepEntry], axes: dict[str, AdaptiveAxis], store: Store
+) -> list[SweepEntry]:
+    """The next round of an adaptive sweep: new σ (for every seed) on each unfinished curve."""
+    curves: dict[str, list[SweepEntry]] = {}
+    for entry in entries:
+        if entry.block in axes:
+            curves.setdefault(_curve_key(entry.experiment), []).append(entry)
+    new: list[SweepEntry] = []
+    for members in curves.values():
+        metrics = store.metrics([e.experiment.content_hash() for e in members])
+        by_sigma: dict[float, list[float]] = {}
+        chance = 0.1
+        for entry in members:
+            values = metrics.get(entry.experiment.content_hash())
+            if values is None or not isinstance(entry.experiment.sigma, float):
+                continue
+            by_sigma.setdefault(entry.experiment.sigma, []).append(values["noisy_test_accuracy"])
+            chance = values.get("chance_accuracy", chance)
+        sigmas = sorted(by_sigma)
+        means = [float(np.mean(by_sigma[s])) for s in sigmas]
+        errors = [_sem(by_sigma[s]) for s in sigmas]
+        proposals = propose_sigmas(axes[members[0].block], sigmas, means, errors, chance)
+        seeds = sorted({e.experiment.seed for e in members})
+        template = members[0]
+        for sigma in proposals:
+            for seed in seeds:
+                experiment = template.experiment.model_copy(update={"sigma": sigma, "seed": seed})
+                new.append(SweepEntry(experiment, template.block))
+    return new
+
+
+def _sem(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
 
 
 def _run(

@@ -11,6 +11,7 @@ Grid axes::
     {type: range, min: 0, max: 10, step: 2}       # 0, 2, 4, 6, 8 (max excluded)
     {type: linspace, min: 0, max: 2, num: 21}     # both ends included
     {type: logspace, min: -2, max: 2, num: 9}     # 10**min … 10**max, exponents as in numpy
+    {type: adaptive, min: -2, max: 10}            # σ only: refined around each midpoint
 
 ``placement: walking:*`` stands for one walking placement per noise site of the model.
 """
@@ -122,7 +123,39 @@ class LogspaceAxis(_Axis):
         return [float(v) for v in np.logspace(self.min, self.max, self.num)]
 
 
-Axis = Annotated[ChoiceAxis | RangeAxis | LinspaceAxis | LogspaceAxis, Field(discriminator="type")]
+class AdaptiveAxis(_Axis):
+    """σ chosen as the sweep runs.
+
+    First ``initial`` log-spaced values from ``10**min`` to ``10**max``; then, round by round,
+    up to ``per_round`` more around each curve's midpoint, until the standard error of
+    log10 μ is at most ``tolerance`` or ``max_points`` σ are measured. Only for ``sigma``.
+    """
+
+    type: Literal["adaptive"]
+    min: float
+    max: float
+    initial: int = Field(default=5, ge=3)
+    max_points: int = Field(default=15, ge=3)
+    per_round: int = Field(default=3, ge=1)
+    tolerance: float = Field(default=0.05, gt=0)
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> AdaptiveAxis:
+        for name in ("min", "max"):
+            _finite(getattr(self, name), name)
+        if self.max <= self.min:
+            raise ValueError("max must be larger than min")
+        if self.max_points < self.initial:
+            raise ValueError("max_points must be at least initial")
+        return self
+
+    def values(self) -> list[Any]:
+        """The first round: ``initial`` log-spaced σ."""
+        return [float(v) for v in np.logspace(self.min, self.max, self.initial)]
+
+
+AnyAxis = ChoiceAxis | RangeAxis | LinspaceAxis | LogspaceAxis | AdaptiveAxis
+Axis = Annotated[AnyAxis, Field(discriminator="type")]
 _AXIS = pydantic.TypeAdapter(Axis)
 
 
@@ -135,9 +168,7 @@ class Block:
 
     path: str
     fixed: dict[str, tuple[Any, str]] = field(default_factory=dict)
-    grid: dict[str, tuple[ChoiceAxis | RangeAxis | LinspaceAxis | LogspaceAxis, str]] = field(
-        default_factory=dict
-    )
+    grid: dict[str, tuple[AnyAxis, str]] = field(default_factory=dict)
     children: list[Block] = field(default_factory=list)
 
 
@@ -161,6 +192,16 @@ class SweepSpec:
                 yield from walk(child, chain)
 
         yield from walk(self.root, ())
+
+    def adaptive_axes(self) -> dict[str, AdaptiveAxis]:
+        """Leaf block path → its adaptive σ axis, for the leaves that have one."""
+        axes = {}
+        for chain in self.leaves():
+            _, grid = _merged(chain)
+            axis = grid.get("sigma", (None, ""))[0]
+            if isinstance(axis, AdaptiveAxis):
+                axes[chain[-1].path or "root"] = axis
+        return axes
 
 
 @dataclass(frozen=True)
@@ -210,6 +251,8 @@ def _parse_block(raw: Any, path: str, *, top: bool = False) -> Block:
             if not isinstance(value, Mapping):
                 raise SweepError(f"{where}: must be a mapping of field: axis")
             for name, axis in value.items():
+                if isinstance(axis, Mapping) and axis.get("type") == "adaptive" and name != "sigma":
+                    raise SweepError(f"{_join(where, str(name))}: only sigma can be adaptive")
                 block.grid[str(name)] = (
                     _parse_axis(axis, _join(where, str(name))),
                     _join(where, str(name)),
@@ -219,7 +262,7 @@ def _parse_block(raw: Any, path: str, *, top: bool = False) -> Block:
     return block
 
 
-def _parse_axis(raw: Any, path: str) -> ChoiceAxis | RangeAxis | LinspaceAxis | LogspaceAxis:
+def _parse_axis(raw: Any, path: str) -> AnyAxis:
     if not isinstance(raw, Mapping) or "type" not in raw:
         raise SweepError(
             f"{path}: a grid axis is a mapping with type choice, range, linspace or logspace"
@@ -239,7 +282,7 @@ def _parse_axis(raw: Any, path: str) -> ChoiceAxis | RangeAxis | LinspaceAxis | 
 def _axis_error(error: pydantic.ValidationError, path: str) -> str:
     item = error.errors()[0]
     parts = [str(p) for p in item["loc"]]
-    if parts and parts[0] in ("choice", "range", "linspace", "logspace"):
+    if parts and parts[0] in ("choice", "range", "linspace", "logspace", "adaptive"):
         parts = parts[1:]
     where = _join(path, ".".join(parts)) if parts else path
     return f"{where}: {item['msg'].removeprefix('Value error, ')}"

@@ -199,6 +199,18 @@ class Store:
             found |= dict(self._db.execute(query, chunk).fetchall())
         return found
 
+    def metrics(self, hashes: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Metrics of those of ``hashes`` that are done."""
+        found: dict[str, dict[str, float]] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = list(hashes[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            query = (
+                f"SELECT hash, metrics FROM experiments WHERE status = 'done' AND hash IN ({marks})"
+            )
+            found |= {key: _load(text) for key, text in self._db.execute(query, chunk)}
+        return found
+
     def experiments(self, status: str | None = None) -> list[Experiment]:
         """The experiments of the store, optionally only those with ``status``."""
         if status is None:

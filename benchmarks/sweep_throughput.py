@@ -1,0 +1,226 @@
+"""Throughput of the sweep engine against the best simple one-model-at-a-time loop.
+
+The standard sweep: real MNIST from ``../shared/data/mnist-t10k/`` (first 8,000 images train,
+of which 800 are held out for validation, last 2,000 test), the MLP with BatchNorm, walking additive noise at all 11 sites × 9 σ
+log-spaced 1e-2…1e2 × 3 seeds × {noisy training, inference-only}, 5 epochs.
+
+(a) the engine, through the normal ``run_sweep`` path (store, planner, stacked cohorts);
+(b) a simple loop: one model at a time, in-memory tensors fed by a DataLoader, and one clean
+    model per seed reused for every inference-only experiment.
+
+Prints experiments/hour of both and their ratio, peak RSS, the share of an inference-only
+experiment in the cost of a trained one, and the training phase's achieved GFLOP/s against a
+roofline measured in the same run (matmul GFLOP/s and Gaussian samples/s of this machine).
+
+    python benchmarks/sweep_throughput.py                 # the standard sweep (~30 min on 2 cores)
+    python benchmarks/sweep_throughput.py --quick         # 1 seed, 3 σ, 1 epoch: a quick look
+    python benchmarks/sweep_throughput.py --seeds 10 --epochs 20   # scale up, e.g. on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from walkingnoise.data import InMemoryDataset, load_dataset
+from walkingnoise.experiment import Experiment
+from walkingnoise.sweep import Store, load_results, run_sweep
+from walkingnoise.sweep.spec import parse_sweep
+from walkingnoise.training.memory import default_device
+from walkingnoise.training.run import build_noisy_model, evaluate_experiment
+
+MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist-t10k"
+
+
+def sweep_text(args: argparse.Namespace) -> str:
+    """The benchmark sweep as a sweep file."""
+    return f"""
+name: throughput
+fixed:
+  dataset: mnist-t10k
+  model: mlp
+  batchnorm: true
+  noise: additive
+  placement: "walking:*"
+  eval_repeats: {args.repeats}
+  recipe: {{epochs: {args.epochs}}}
+grid:
+  seed: {{type: range, min: 0, max: {args.seeds}}}
+  sigma: {{type: logspace, min: -2, max: 2, num: {args.sigmas}}}
+  train_noise: {{type: choice, options: [true, false]}}
+"""
+
+
+def simple_loop(experiments: list[Experiment], dataset: InMemoryDataset) -> dict[str, float]:
+    """The best simple loop: one model at a time, a DataLoader, clean models reused."""
+    train_seconds = eval_seconds = 0.0
+    clean: dict[int, object] = {}
+    for experiment in experiments:
+        started = time.perf_counter()
+        key = experiment.seed if not experiment.train_noise else None
+        if key is not None and key in clean:
+            model = clean[key]
+        else:
+            model = build_noisy_model(experiment, dataset)
+            _train_with_dataloader(model, dataset, experiment)
+            if key is not None:
+                clean[key] = model
+        trained = time.perf_counter()
+        evaluate_experiment(experiment, model, dataset)
+        train_seconds += trained - started
+        eval_seconds += time.perf_counter() - trained
+    return {"train": train_seconds, "evaluate": eval_seconds}
+
+
+def _train_with_dataloader(model, dataset: InMemoryDataset, experiment: Experiment) -> None:
+    recipe = experiment.recipe
+    generator = torch.Generator().manual_seed(experiment.seed)
+    loader = DataLoader(
+        TensorDataset(dataset.train.x, dataset.train.y),
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        generator=generator,
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+    model.train()
+    for _ in range(recipe.epochs):
+        for x, y in loader:
+            if len(y) < 2:
+                continue
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+
+
+def roofline(device: torch.device) -> tuple[float, float]:
+    """This machine's matmul GFLOP/s and Gaussian samples/s, measured now."""
+    a = torch.randn(2048, 2048, device=device)
+    b = torch.randn(2048, 2048, device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    started, runs = time.perf_counter(), 8
+    for _ in range(runs):
+        a @ b
+    _sync(device)
+    gflops = runs * 2 * 2048**3 / (time.perf_counter() - started) / 1e9
+    buffer = torch.empty(16_000_000, device=device)
+    buffer.normal_()
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(4):
+        buffer.normal_()
+    _sync(device)
+    normals = 4 * buffer.numel() / (time.perf_counter() - started)
+    return gflops, normals
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def training_work(experiments: list[Experiment], dataset: InMemoryDataset) -> tuple[float, float]:
+    """(FLOPs, Gaussian samples) of training the noisy-training experiments.
+
+    FLOPs: 3 × the forward multiply-adds (×2) of every Linear layer, per sample and epoch.
+    Samples: one per element of the noisy site's activation, per sample and epoch.
+    """
+    model = build_noisy_model(experiments[0], dataset)
+    linear = sum(
+        m.in_features * m.out_features
+        for m in model.source.modules()
+        if isinstance(m, torch.nn.Linear)
+    )
+    sizes = {info.index: math.prod(info.shape[1:]) for info in model.site_table}
+    flops = normals = 0.0
+    for experiment in experiments:
+        if not experiment.train_noise:
+            continue
+        samples = len(dataset.train) * experiment.recipe.epochs
+        flops += 3 * 2 * linear * samples
+        normals += sizes[experiment.placement_spec().site] * samples
+    return flops, normals
+
+
+def main() -> int:
+    """Run both paths and print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--sigmas", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=3, help="noisy evaluations per experiment")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 3 σ, 1 epoch")
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--root", type=Path, default=MNIST)
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.sigmas, args.epochs = 1, 3, 1
+    if not (args.root / "t10k-images-idx3-ubyte.gz").exists():
+        print(f"MNIST test set not found in {args.root}", file=sys.stderr)
+        return 2
+    device = default_device()
+    spec = parse_sweep(sweep_text(args), "throughput.yaml")
+    dataset = load_dataset("mnist-t10k", root=args.root)
+    print(f"device: {device}, threads: {torch.get_num_threads()}")
+    gflops, normals = roofline(device)
+    print(f"roofline: matmul {gflops:.1f} GFLOP/s, normal sampling {normals / 1e6:.0f} M/s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "bench.sqlite"
+        started = time.perf_counter()
+        summary = run_sweep(spec, store, data_root=args.root, progress=False)
+        engine_seconds = time.perf_counter() - started
+        results = load_results(store)
+        with Store(store, create=False) as opened:
+            experiments = opened.experiments()
+    n = len(experiments)
+    trained = results[results["train_noise"]]
+    evaluated = results[~results["train_noise"]]
+    train_phase = trained["seconds_train"].sum()
+    per_trained = (trained["seconds_train"] + trained["seconds_evaluate"]).mean()
+    per_eval = evaluated["seconds_evaluate"].mean()
+    flops, samples = training_work(experiments, dataset)
+    bound = flops / (gflops * 1e9) + samples / normals
+    print(f"\n{n} experiments ({summary.trainings} trainings), {args.epochs} epochs")
+    print(
+        f"engine:      {engine_seconds:8.1f} s   {n / engine_seconds * 3600:10.0f} experiments/hour"
+    )
+    print(
+        f"  training phase {train_phase:.1f} s: {flops / train_phase / 1e9:.1f} GFLOP/s, "
+        f"{bound / train_phase:.0%} of the roofline ({bound:.1f} s)"
+    )
+    print(
+        f"  inference-only experiment: {per_eval * 1000:.1f} ms = "
+        f"{per_eval / per_trained:.2%} of a trained one ({per_trained * 1000:.0f} ms)"
+    )
+    if not args.skip_baseline:
+        started = time.perf_counter()
+        simple = simple_loop(experiments, dataset)
+        simple_seconds = time.perf_counter() - started
+        print(
+            f"simple loop: {simple_seconds:8.1f} s   {n / simple_seconds * 3600:10.0f} experiments/hour"
+        )
+        print(f"  training phase {simple['train']:.1f} s, evaluation {simple['evaluate']:.1f} s")
+        print(f"speed-up (engine vs simple loop): {simple_seconds / engine_seconds:.1f}x")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS: {peak:.0f} MiB")
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

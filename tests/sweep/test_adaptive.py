@@ -1,0 +1,105 @@
+"""Adaptive σ sampling: a known μ recovered with a fraction of a dense grid's experiments."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from walkingnoise.analysis.midpoint import fit_midpoint, logistic
+from walkingnoise.sweep import Store, parse_sweep, run_sweep
+from walkingnoise.sweep.adaptive import propose_sigmas
+from walkingnoise.sweep.spec import AdaptiveAxis, SweepError
+
+N_TEST = 2000
+SEEDS = 3
+CHANCE = 0.1
+
+
+def _measure(sigmas: list[float], rng: np.random.Generator, mu_log: float, width: float):
+    """Mean accuracy over seeds and its standard error, each seed a binomial test-set draw."""
+    means, errors = [], []
+    for sigma in sigmas:
+        p = logistic(math.log10(sigma), mu_log, width, 0.44, CHANCE)
+        runs = rng.binomial(N_TEST, p, size=SEEDS) / N_TEST
+        means.append(runs.mean())
+        errors.append(runs.std(ddof=1) / math.sqrt(SEEDS))
+    return means, errors
+
+
+def _adaptive(axis: AdaptiveAxis, rng: np.random.Generator, mu_log: float, width: float):
+    sigmas: list[float] = []
+    means: list[float] = []
+    errors: list[float] = []
+    for _ in range(30):
+        new = propose_sigmas(axis, sigmas, means, errors, CHANCE)
+        if not new:
+            break
+        m, e = _measure(new, rng, mu_log, width)
+        sigmas, means, errors = sigmas + new, means + m, errors + e
+    return sigmas, fit_midpoint(sigmas, means, errors, a_min=CHANCE, space="log")
+
+
+def test_adaptive_sampling_recovers_a_known_midpoint_with_a_third_of_the_grid() -> None:
+    axis = AdaptiveAxis(type="adaptive", min=-2, max=10, tolerance=0.05)
+    dense_sigmas = list(np.logspace(-2, 10, 49))
+    rng = np.random.default_rng(7)
+    close = 0
+    trials = 40
+    for trial in range(trials):
+        mu_log, width = rng.uniform(-1, 8), rng.uniform(0.1, 0.6)
+        sigmas, fit = _adaptive(axis, rng, mu_log, width)
+        means, errors = _measure(dense_sigmas, rng, mu_log, width)
+        dense = fit_midpoint(dense_sigmas, means, errors, a_min=CHANCE, space="log")
+        assert len(sigmas) <= len(dense_sigmas) / 3, trial
+        assert fit.converged, trial
+        combined = math.hypot(fit.log10_mu_err, dense.log10_mu_err)
+        close += abs(fit.log10_mu - dense.log10_mu) <= 2 * combined
+        assert abs(fit.log10_mu - mu_log) <= 5 * fit.log10_mu_err + 0.02, trial
+    # within 2 combined standard errors ~95 % of the time; allow 3 binomial SE below that
+    assert close >= trials * (0.95 - 3 * math.sqrt(0.95 * 0.05 / trials))
+
+
+def test_adaptive_axis_starts_with_its_initial_grid_and_stops_at_its_budget() -> None:
+    axis = AdaptiveAxis(type="adaptive", min=-1, max=1, initial=5, max_points=6)
+    first = propose_sigmas(axis, [], [], [], CHANCE)
+    assert first == pytest.approx(list(np.logspace(-1, 1, 5)))
+    sigmas = [*first, 0.5]
+    assert propose_sigmas(axis, sigmas, [0.9] * 6, [0.01] * 6, CHANCE) == []
+
+
+def test_a_flat_curve_needs_no_more_points() -> None:
+    axis = AdaptiveAxis(type="adaptive", min=-2, max=2, initial=5)
+    sigmas = list(np.logspace(-2, 2, 5))
+    assert propose_sigmas(axis, sigmas, [0.97] * 5, [0.005] * 5, CHANCE) == []
+
+
+def test_only_sigma_can_be_adaptive() -> None:
+    text = "grid:\n  seed: {type: adaptive, min: 0, max: 1}\n"
+    with pytest.raises(SweepError, match=r"grid\.seed: only sigma can be adaptive"):
+        parse_sweep(text)
+
+
+@pytest.mark.slow
+def test_an_adaptive_sweep_adds_rounds_and_resumes(tmp_path) -> None:
+    spec = parse_sweep(
+        """
+name: adaptive
+fixed: {dataset: digits, recipe: {epochs: 3}, eval_repeats: 2, placement: "walking:1"}
+grid:
+  seed: {type: choice, options: [0, 1]}
+  sigma: {type: adaptive, min: -2, max: 3, initial: 4, max_points: 9}
+""",
+        "adaptive.yaml",
+    )
+    store = tmp_path / "a.sqlite"
+    summary = run_sweep(spec, store, progress=False)
+    assert summary.failed == 0
+    with Store(store) as opened:
+        done = opened.counts()["done"]
+        sigmas = {e.sigma for e in opened.experiments()}
+    assert 2 * 4 < done <= 2 * 9
+    assert len(sigmas) == done // 2
+    again = run_sweep(spec, store, progress=False)
+    assert again.ran == 0
