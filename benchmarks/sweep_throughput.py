@@ -1,8 +1,9 @@
 """Throughput of the sweep engine against the best simple one-model-at-a-time loop.
 
 The standard sweep: real MNIST from ``../shared/data/mnist-t10k/`` (first 8,000 images train,
-of which 800 are held out for validation, last 2,000 test), the MLP with BatchNorm, walking additive noise at all 11 sites × 9 σ
-log-spaced 1e-2…1e2 × 3 seeds × {noisy training, inference-only}, 5 epochs.
+of which 800 are held out for validation, last 2,000 test), the MLP with BatchNorm, walking
+additive noise at all 11 sites × 9 σ log-spaced 1e-2…1e2 × 3 seeds × {noisy training,
+inference-only}, 5 epochs.
 
 (a) the engine, through the normal ``run_sweep`` path (store, planner, stacked cohorts);
 (b) a simple loop: one model at a time, in-memory tensors fed by a DataLoader, and one clean
@@ -11,6 +12,8 @@ log-spaced 1e-2…1e2 × 3 seeds × {noisy training, inference-only}, 5 epochs.
 Prints experiments/hour of both and their ratio, peak RSS, the share of an inference-only
 experiment in the cost of a trained one, and the training phase's achieved GFLOP/s against a
 roofline measured in the same run (matmul GFLOP/s and Gaussian samples/s of this machine).
+Last, adaptive σ sampling against a dense 49-point grid (inference-only walking noise): the
+number of experiments each needs and how far apart their midpoints are.
 
     python benchmarks/sweep_throughput.py                 # the standard sweep (~30 min on 2 cores)
     python benchmarks/sweep_throughput.py --quick         # 1 seed, 3 σ, 1 epoch: a quick look
@@ -155,6 +158,51 @@ def training_work(experiments: list[Experiment], dataset: InMemoryDataset) -> tu
     return flops, normals
 
 
+def adaptive_comparison(args: argparse.Namespace) -> None:
+    """Inference-only walking noise: adaptive σ against a dense 49-point log grid."""
+    import math
+
+    from walkingnoise.analysis.midpoint import fit_midpoint
+
+    dense_axis = "{type: logspace, min: -2, max: 4, num: 49}"
+    adaptive_axis = "{type: adaptive, min: -2, max: 4, initial: 5, max_points: 16}"
+    fits, counts = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, axis in (("dense", dense_axis), ("adaptive", adaptive_axis)):
+            text = f"""
+name: {name}
+fixed: {{dataset: mnist-t10k, model: mlp, noise: additive, placement: "walking:*",
+        eval_repeats: {args.repeats}, recipe: {{epochs: {args.epochs}}}}}
+grid:
+  seed: {{type: range, min: 0, max: {max(args.seeds, 2)}}}
+  sigma: {axis}
+"""
+            store = Path(tmp) / f"{name}.sqlite"
+            run_sweep(parse_sweep(text, name), store, data_root=args.root, progress=False)
+            results = load_results(store)
+            counts[name] = len(results)
+            fits[name] = {}
+            for placement, curve in results.groupby("placement"):
+                grouped = curve.groupby("sigma")["noisy_test_accuracy"]
+                sem = (grouped.std() / grouped.count() ** 0.5).fillna(0)
+                fits[name][placement] = fit_midpoint(
+                    grouped.mean().index, grouped.mean(), sem, a_min=0.1, space="log"
+                )
+    print(f"\nadaptive σ: {counts['adaptive']} experiments against {counts['dense']} for the grid")
+    print("  site         log10 μ adaptive      log10 μ dense      |Δ| / combined error")
+    worst = 0.0
+    for placement in sorted(fits["dense"], key=lambda p: int(p.split(":")[1])):
+        a, d = fits["adaptive"][placement], fits["dense"][placement]
+        inflate = [math.sqrt(max(1.0, f.chi2_red)) * f.log10_mu_err for f in (a, d)]
+        ratio = abs(a.log10_mu - d.log10_mu) / math.hypot(*inflate)
+        worst = max(worst, ratio)
+        print(
+            f"  {placement:11s}  {a.log10_mu:7.3f} ± {inflate[0]:.3f}    "
+            f"{d.log10_mu:7.3f} ± {inflate[1]:.3f}    {ratio:.1f}"
+        )
+    print(f"  (errors inflated by √(χ²/dof) where above 1; largest |Δ|/error {worst:.1f})")
+
+
 def main() -> int:
     """Run both paths and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -164,6 +212,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="noisy evaluations per experiment")
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 σ, 1 epoch")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-adaptive", action="store_true")
     parser.add_argument("--root", type=Path, default=MNIST)
     args = parser.parse_args()
     if args.quick:
@@ -210,11 +259,12 @@ def main() -> int:
         started = time.perf_counter()
         simple = simple_loop(experiments, dataset)
         simple_seconds = time.perf_counter() - started
-        print(
-            f"simple loop: {simple_seconds:8.1f} s   {n / simple_seconds * 3600:10.0f} experiments/hour"
-        )
+        rate = n / simple_seconds * 3600
+        print(f"simple loop: {simple_seconds:8.1f} s   {rate:10.0f} experiments/hour")
         print(f"  training phase {simple['train']:.1f} s, evaluation {simple['evaluate']:.1f} s")
         print(f"speed-up (engine vs simple loop): {simple_seconds / engine_seconds:.1f}x")
+    if not args.skip_adaptive:
+        adaptive_comparison(args)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {peak:.0f} MiB")
     if device.type == "cuda":

@@ -210,6 +210,22 @@ def dataset_test_sizes(datasets: Iterable[str], data_root: str | None = None) ->
     return sizes
 
 
+def with_site_names(table: pd.DataFrame, site_names: SiteNames | None) -> pd.DataFrame:
+    """``table`` with a ``site_name`` column after ``site`` ("" where unknown or not walking)."""
+    names = [
+        (site_names(r["dataset"], r["model"], r["batchnorm"]) if site_names else {}).get(
+            int(r["site"]), ""
+        )
+        if pd.notna(r["site"])
+        else ""
+        for _, r in table.iterrows()
+    ]
+    out = table.drop(columns=["site_name"], errors="ignore")
+    out.insert(out.columns.get_loc("site") + 1, "site_name", names)
+    out.attrs = dict(table.attrs)
+    return out
+
+
 def site_table(
     data: pd.DataFrame, *, site_names: SiteNames | None = None, **options: Any
 ) -> pd.DataFrame:
@@ -221,14 +237,7 @@ def site_table(
     table = _as_midpoints(data, **options)
     if table.empty or "site" not in table:
         return pd.DataFrame(columns=[*GROUP_COLUMNS, "site", "site_name", "mu", "mu_err"])
-    walking = table[table["site"].notna()].copy()
-    names = [
-        (site_names(r["dataset"], r["model"], r["batchnorm"]) if site_names else {}).get(
-            int(r["site"]), ""
-        )
-        for _, r in walking.iterrows()
-    ]
-    walking.insert(walking.columns.get_loc("site") + 1, "site_name", names)
+    walking = with_site_names(table[table["site"].notna()], site_names)
     columns = [c for c in curve_group_columns(table) if c != "placement"]
     walking = walking.sort_values([*columns, "site"], kind="stable", na_position="first")
     walking.attrs = dict(table.attrs)

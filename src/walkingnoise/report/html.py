@@ -42,6 +42,7 @@ from walkingnoise.analysis.tables import (
     preservation_table,
     site_table,
     weight_ratio_table,
+    with_site_names,
 )
 from walkingnoise.report import figures
 from walkingnoise.report.markdown import (
@@ -235,7 +236,9 @@ def write_report(
 
     curves = accuracy_curves(results)
     fits = fit_curves(curves, a_min=a_min, n_test=n_test)
-    sites = site_table(fits, site_names=names) if not fits.empty else fits
+    if not fits.empty:
+        fits = with_site_names(fits, names)
+    sites = site_table(fits) if not fits.empty else fits
     preservation = preservation_table(curves)
     tables = out / "tables"
 
@@ -311,6 +314,11 @@ def _warnings(
         for _, row in fits[fits["quality"] != "ok"].iterrows():
             group = {c: row[c] for c in columns if c in row}
             lines.append(f"{_label(group)}: {row['quality']}")
+    if not fits.empty and fits["poor_fit"].any():
+        lines.append(
+            "a poor fit may be a curve with a plateau (multiplicative noise without BatchNorm): "
+            "`walking-noise fit STORE --double` fits two stacked logistics"
+        )
     failed = int((results["status"] == "failed").sum()) if "status" in results else 0
     if failed:
         lines.append(f"{failed} experiments failed; `walking-noise retry STORE --failed`")
