@@ -211,7 +211,12 @@ def dataset_test_sizes(datasets: Iterable[str], data_root: str | None = None) ->
 
 
 def with_site_names(table: pd.DataFrame, site_names: SiteNames | None) -> pd.DataFrame:
-    """``table`` with a ``site_name`` column after ``site`` ("" where unknown or not walking)."""
+    """``table`` with a ``site_name`` column after ``site`` ("" where unknown or not walking).
+
+    Without ``site_names`` an existing ``site_name`` column is kept.
+    """
+    if site_names is None and "site_name" in table:
+        return table.copy()
     names = [
         (site_names(r["dataset"], r["model"], r["batchnorm"]) if site_names else {}).get(
             int(r["site"]), ""
@@ -232,7 +237,8 @@ def site_table(
     """Walking-noise μ per group and site, in site order, with ``site_name`` where known.
 
     ``data`` is a midpoint table or results (then fitted with ``options``, see
-    :func:`midpoint_table`). ``site_names`` defaults to no names (see :func:`dataset_site_names`).
+    :func:`midpoint_table`). ``site_names`` (see :func:`dataset_site_names`) defaults to the
+    table's own ``site_name`` column, or to no names.
     """
     table = _as_midpoints(data, **options)
     if table.empty or "site" not in table:

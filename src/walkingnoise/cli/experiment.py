@@ -135,8 +135,10 @@ def _cmd_models(_args: argparse.Namespace) -> None:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> None:
+    from walkingnoise.cli.analysis import default_report_dir
     from walkingnoise.experiment import Experiment
     from walkingnoise.quickstart import crossing_table, quickstart
+    from walkingnoise.report import write_report
     from walkingnoise.sweep import make_executor
     from walkingnoise.sweep.sites import SiteCounter
 
@@ -154,3 +156,4 @@ def _cmd_quickstart(args: argparse.Namespace) -> None:
         print("falls half way to chance (higher = more robust site), mean of seeds:")
         print(table.to_string(float_format=lambda v: f"{v:9.3g}"))
     print(f"\nresults: {args.store}  (walkingnoise.sweep.load_results reads them into pandas)")
+    print(f"report: {write_report(args.store, default_report_dir(args.store))}")

@@ -85,12 +85,16 @@ class NoiseModel(ABC):
         """Whether this model injects noise in training (True) or evaluation (False) mode."""
         return self.training if training else self.evaluation
 
+    def perturbation(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """The change y − x that fresh noise makes to ``x`` (computed directly where cheaper)."""
+        return self.sample(x, levels) - x
+
     def apply(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         """Perturb ``x`` with fresh noise, following this model's gradient rule."""
         if self.gradient == "through_noise":
             return self.sample(x, levels)
         with torch.no_grad():
-            delta = self.sample(x, levels) - x
+            delta = self.perturbation(x, levels)
         return x + delta
 
 
@@ -118,6 +122,10 @@ class AdditiveNoise(NoiseModel):
         """x + N(0, σ²)."""
         return x + _gaussian(x, levels[..., 0])
 
+    def perturbation(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """n ~ N(0, σ²)."""
+        return _gaussian(x, levels[..., 0])
+
 
 @dataclass(frozen=True, kw_only=True)
 class MultiplicativeNoise(NoiseModel):
@@ -135,6 +143,10 @@ class MultiplicativeNoise(NoiseModel):
     def sample(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         """x · N(1, σ²)."""
         return x * (1.0 + _gaussian(x, levels[..., 0]))
+
+    def perturbation(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """x · (m − 1), m ~ N(1, σ²)."""
+        return x * _gaussian(x, levels[..., 0])
 
 
 @dataclass(frozen=True, kw_only=True)

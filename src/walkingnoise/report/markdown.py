@@ -86,8 +86,8 @@ def readable_midpoints(table: pd.DataFrame) -> pd.DataFrame:
     shown = table[groups].copy()
     for column in groups:
         shown[column] = table[column].map(cell_text)
-    if "site_name" in table:
-        shown.insert(len(groups), "site", table["site_name"].map(cell_text))
+    if "site_name" in table and (table["site_name"].fillna("") != "").any():
+        shown.insert(len(groups), "site name", table["site_name"].fillna("").map(str))
     shown["μ"] = [format_mu(m, e) for m, e in zip(table["mu"], table["mu_err"], strict=True)]
     shown["space"] = table["space"]
     shown["s"] = table["s"].map(cell_text)
