@@ -115,13 +115,17 @@ class Experiment(BaseModel):
         keep = {"dataset", "model", "batchnorm", "recipe", "seed"}
         return Experiment(**{k: v for k, v in self if k in keep}, noise="none")
 
+    def training_noise_seed(self) -> int:
+        """A seed for the noise drawn during training, derived from the content hash."""
+        return _derived_seed(self.content_hash(), "training-noise")
+
     def evaluation_seed(self) -> int:
         """A seed for the noise of evaluation, derived from the content hash.
 
-        Seeding evaluation per experiment makes its noisy metrics independent of which other
-        experiments were evaluated before it on the same model, and of the executor.
+        A generator seeded with it makes the noisy metrics independent of which other
+        experiments were evaluated before, or beside, it on the same model.
         """
-        return int(self.content_hash()[:15], 16)
+        return _derived_seed(self.content_hash(), "evaluation-noise")
 
     def placement_spec(self) -> Placement:
         """The placement object this experiment's ``placement`` string describes."""
@@ -162,3 +166,8 @@ class Experiment(BaseModel):
     def content_hash(self) -> str:
         """SHA-256 of the canonical JSON: equal experiments get equal hashes."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def _derived_seed(content_hash: str, purpose: str) -> int:
+    """A 60-bit seed from an experiment's hash and what the seed is for."""
+    return int(hashlib.sha256(f"{content_hash}:{purpose}".encode()).hexdigest()[:15], 16)

@@ -21,6 +21,7 @@ from walkingnoise.analysis.tables import (
     resolve_a_min,
     site_table,
     weight_ratio_table,
+    with_site_names,
 )
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep import Store, load_results
@@ -244,3 +245,23 @@ def test_describe_group() -> None:
         "recipe.lr": 0.01,
     }
     assert describe_group(group) == "digits · no BN · noisy training · clamp 1 · lr=0.01"
+
+
+def test_default_a_min_is_chance_except_multiplicative_with_batchnorm(
+    results: pd.DataFrame, fits: pd.DataFrame
+) -> None:
+    default = midpoint_table(results)
+    assert default["a_min_free"].tolist() == fits["a_min_free"].tolist()
+    chance = midpoint_table(results, a_min="chance")
+    assert not chance["a_min_free"].any()
+    flagged = _walking(chance, noise="multiplicative", batchnorm=True)["poor_fit"]
+    assert flagged.loc[0:7].all()  # these sites level off at 35 %, far above chance
+
+
+def test_with_site_names_keeps_an_existing_column(fits: pd.DataFrame) -> None:
+    named = with_site_names(fits, dataset_site_names())
+    assert named.columns.get_loc("site_name") == named.columns.get_loc("site") + 1
+    assert (named.loc[named["site"].isna(), "site_name"] == "").all()
+    assert set(named.loc[named["site"] == 0, "site_name"]) == {"input"}
+    assert with_site_names(named, None)["site_name"].tolist() == named["site_name"].tolist()
+    assert list(site_table(named)["site_name"][:1]) == ["input"]

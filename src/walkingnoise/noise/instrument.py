@@ -116,6 +116,16 @@ class NoisyModel(nn.Module):
             site.set_noise(noise, levels.get(site.info.index))
         return levels
 
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The generator every site draws its noise from (None: PyTorch's global one)."""
+        return self.sites[0].generator if len(self.sites) else None
+
+    def set_generator(self, generator: torch.Generator | None) -> None:
+        """Draw all noise of this model from ``generator`` (None: the global generator)."""
+        for site in self.sites:
+            site.generator = generator
+
     def clear_noise(self) -> None:
         """Switch noise off at every site."""
         self.set_noise(None)

@@ -9,8 +9,9 @@ mixed, ``mul_first``      y = x · m + n,    m ~ N(1, σ_mul²), n ~ N(0, σ_add
 mixed, ``add_first``      y = (x + n) · m
 ========================  =====================================================
 
-A fresh sample is drawn for every element on every forward pass, from PyTorch's global generator
-(so ``torch.manual_seed`` makes it reproducible).
+A fresh sample is drawn for every element on every forward pass, from the generator the site
+is given (``NoisyModel.set_generator``; experiments seed one per model) or else PyTorch's
+global generator.
 
 Gradient. The sampled noise never carries a gradient. With the default
 ``gradient="forward_only"`` the noise acts in the forward pass only, as the papers describe it:
@@ -36,14 +37,24 @@ MixedOrder = Literal["mul_first", "add_first"]
 NoiseLevel = float | tuple[float, float]
 
 
-def _gaussian(x: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Zero-mean Gaussian noise shaped like ``x`` with standard deviation ``std``.
+def standard_normal(
+    x: torch.Tensor, count: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, ...]:
+    """``count`` tensors of N(0, 1) draws shaped like ``x``, from ``generator`` (or the global)."""
+    return tuple(
+        torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        for _ in range(count)
+    )
 
-    ``std`` is a scalar, or has one value per entry of ``x``'s leading dimensions (one per
+
+def _scaled(z: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """N(0, std²) noise from standard draws ``z``.
+
+    ``std`` is a scalar, or has one value per entry of the leading dimensions of ``z`` (one per
     stacked model), broadcast over the rest.
     """
-    std = std.to(x.dtype).reshape(*std.shape, *([1] * (x.dim() - std.dim())))
-    return torch.randn_like(x) * std
+    std = std.to(z.dtype).reshape(*std.shape, *([1] * (z.dim() - std.dim())))
+    return z * std
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +70,7 @@ class NoiseModel(ABC):
 
     name: ClassVar[str]
     level_names: ClassVar[tuple[str, ...]]
+    draws: ClassVar[int] = 1
     training: bool = True
     evaluation: bool = True
     gradient: Gradient = "forward_only"
@@ -74,27 +86,44 @@ class NoiseModel(ABC):
         """Turn a user-facing σ into this model's level vector (one entry per ``level_names``)."""
 
     @abstractmethod
-    def sample(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-        """The noisy value of ``x`` (no gradient rules applied) for a level vector ``levels``.
+    def sample(
+        self, x: torch.Tensor, levels: torch.Tensor, z: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        """The noisy value of ``x`` (no gradient rules applied).
 
-        ``levels`` has shape (..., MAX_LEVELS): its leading dimensions, if any, index stacked
-        models and match the leading dimensions of ``x``.
+        Args:
+            x: the activations.
+            levels: shape (..., MAX_LEVELS); leading dimensions, if any, index stacked models
+                and match the leading dimensions of ``x``.
+            z: ``draws`` tensors of standard normal draws shaped like ``x``.
         """
+
+    def perturbation(
+        self, x: torch.Tensor, levels: torch.Tensor, z: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        """The change y − x the noise makes (computed directly where cheaper)."""
+        return self.sample(x, levels, z) - x
 
     def active_in(self, training: bool) -> bool:
         """Whether this model injects noise in training (True) or evaluation (False) mode."""
         return self.training if training else self.evaluation
 
-    def perturbation(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-        """The change y − x that fresh noise makes to ``x`` (computed directly where cheaper)."""
-        return self.sample(x, levels) - x
-
-    def apply(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-        """Perturb ``x`` with fresh noise, following this model's gradient rule."""
+    def apply(
+        self,
+        x: torch.Tensor,
+        levels: torch.Tensor,
+        z: tuple[torch.Tensor, ...] | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Perturb ``x`` with fresh noise (drawn from ``generator`` unless ``z`` is given),
+        following this model's gradient rule."""
+        if z is None:
+            z = standard_normal(x, self.draws, generator)
         if self.gradient == "through_noise":
-            return self.sample(x, levels)
+            return self.sample(x, levels, z)
         with torch.no_grad():
-            delta = self.perturbation(x, levels)
+            delta = self.perturbation(x, levels, z)
         return x + delta
 
 
@@ -118,13 +147,13 @@ class AdditiveNoise(NoiseModel):
             raise ValueError(f"additive noise takes one σ, got {sigma!r}")
         return (_check_sigma("sigma", sigma),)
 
-    def sample(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    def sample(self, x: torch.Tensor, levels: torch.Tensor, z: tuple) -> torch.Tensor:
         """x + N(0, σ²)."""
-        return x + _gaussian(x, levels[..., 0])
+        return x + _scaled(z[0], levels[..., 0])
 
-    def perturbation(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    def perturbation(self, x: torch.Tensor, levels: torch.Tensor, z: tuple) -> torch.Tensor:
         """n ~ N(0, σ²)."""
-        return _gaussian(x, levels[..., 0])
+        return _scaled(z[0], levels[..., 0])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,13 +169,13 @@ class MultiplicativeNoise(NoiseModel):
             raise ValueError(f"multiplicative noise takes one σ, got {sigma!r}")
         return (_check_sigma("sigma", sigma),)
 
-    def sample(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    def sample(self, x: torch.Tensor, levels: torch.Tensor, z: tuple) -> torch.Tensor:
         """x · N(1, σ²)."""
-        return x * (1.0 + _gaussian(x, levels[..., 0]))
+        return x * (1.0 + _scaled(z[0], levels[..., 0]))
 
-    def perturbation(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    def perturbation(self, x: torch.Tensor, levels: torch.Tensor, z: tuple) -> torch.Tensor:
         """x · (m − 1), m ~ N(1, σ²)."""
-        return x * _gaussian(x, levels[..., 0])
+        return x * _scaled(z[0], levels[..., 0])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +192,7 @@ class MixedNoise(NoiseModel):
 
     name: ClassVar[str] = "mixed"
     level_names: ClassVar[tuple[str, ...]] = ("sigma_mul", "sigma_add")
+    draws: ClassVar[int] = 2
     order: MixedOrder = "mul_first"
     ratio: float | None = None
 
@@ -187,10 +217,10 @@ class MixedNoise(NoiseModel):
         amplitude = _check_sigma("amplitude", sigma)
         return (amplitude * (1.0 - self.ratio), amplitude * self.ratio)
 
-    def sample(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    def sample(self, x: torch.Tensor, levels: torch.Tensor, z: tuple) -> torch.Tensor:
         """x·m + n (``mul_first``) or (x + n)·m (``add_first``)."""
-        m = 1.0 + _gaussian(x, levels[..., 0])
-        n = _gaussian(x, levels[..., 1])
+        m = 1.0 + _scaled(z[0], levels[..., 0])
+        n = _scaled(z[1], levels[..., 1])
         if self.order == "mul_first":
             return x * m + n
         return (x + n) * m

@@ -38,7 +38,8 @@ class NoiseSite(nn.Module):
     The noise levels live in a non-persistent buffer of ``MAX_LEVELS`` entries (unused ones are
     0), so σ can be changed at run time (``set_noise``) without rebuilding the model and without
     touching its ``state_dict``, and the levels of several models stack into one tensor.
-    A tuple output (e.g. ``nn.MultiheadAttention``'s) gets noise on its first element.
+    A tuple output (e.g. ``nn.MultiheadAttention``'s) gets noise on its first element. Draws
+    come from ``generator`` when set, else from PyTorch's global generator.
     """
 
     levels: torch.Tensor
@@ -48,6 +49,7 @@ class NoiseSite(nn.Module):
         self.info = info
         self.noise: NoiseModel | None = None
         self.enabled = True
+        self.generator: torch.Generator | None = None
         self.register_buffer("levels", torch.zeros(MAX_LEVELS), persistent=False)
 
     def set_noise(self, noise: NoiseModel | None, sigma: NoiseLevel | None = None) -> None:
@@ -79,8 +81,8 @@ class NoiseSite(nn.Module):
             return x
         assert self.noise is not None
         if isinstance(x, tuple):
-            return (self.noise.apply(x[0], self.levels), *x[1:])
-        return self.noise.apply(x, self.levels)
+            return (self.noise.apply(x[0], self.levels, generator=self.generator), *x[1:])
+        return self.noise.apply(x, self.levels, generator=self.generator)
 
     def extra_repr(self) -> str:
         noise = self.noise.name if self.noise is not None else "off"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from walkingnoise.experiment import Experiment
 
 #: Fields that may differ inside one cohort (the vectorizable axes), and recipe fields.
-COHORT_AXES = ("sigma", "placement", "seed", "train_noise", "eval_repeats")
+COHORT_AXES = ("sigma", "placement", "seed", "train_noise")
 COHORT_RECIPE_AXES = ("clamp",)
 
 

@@ -272,10 +272,11 @@ def _parse_axis(raw: Any, path: str) -> AnyAxis:
     except pydantic.ValidationError as error:
         raise SweepError(_axis_error(error, path)) from None
     try:
-        if not axis.values():
-            raise SweepError(f"{path}: the axis has no values")
+        values = axis.values()
     except ValueError as error:
         raise SweepError(f"{path}: {error}") from None
+    if not values:
+        raise SweepError(f"{path}: the axis has no values")
     return axis
 
 

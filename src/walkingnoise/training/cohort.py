@@ -8,13 +8,10 @@ budget, and fall back to one model at a time, with a log line, for models a stac
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
 
 from walkingnoise.data.dataset import InMemoryDataset
 from walkingnoise.experiment import Experiment
@@ -22,7 +19,12 @@ from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.training.evaluate import Evaluation, evaluate_clean
 from walkingnoise.training.loop import TrainHistory
 from walkingnoise.training.memory import models_per_stack
-from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
+from walkingnoise.training.run import (
+    build_noisy_model,
+    evaluate_experiment,
+    seeded_generator,
+    train_experiment,
+)
 from walkingnoise.training.stacked import NotStackableError, StackedModel
 from walkingnoise.training.stacked_loop import evaluate_stacked, train_stacked
 
@@ -42,12 +44,6 @@ class Trained:
 
 def _chunks(items: Sequence, size: int) -> list[Sequence]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _seed_for(experiments: Sequence[Experiment]) -> int:
-    """A seed for a stacked evaluation, fixed by the experiments it evaluates."""
-    digest = hashlib.sha256("".join(e.content_hash() for e in experiments).encode()).hexdigest()
-    return int(digest[:15], 16)
 
 
 def _metrics(
@@ -105,8 +101,9 @@ def _train_chunk(
         progress=progress,
     )
     trained = time.perf_counter()
-    repeats = max(e.eval_repeats for e in chunk)
-    torch.manual_seed(_seed_for(chunk))
+    repeats = chunk[0].eval_repeats
+    device = dataset.test.x.device
+    stack.set_generators([seeded_generator(e.evaluation_seed(), device) for e in chunk])
     batch = chunk[0].recipe.eval_batch_size
     clean = {s: evaluate_stacked(stack, dataset.split(s), clean=True, batch_size=batch)
              for s in ("validation", "test")}  # fmt: skip
@@ -167,7 +164,8 @@ def evaluate_shared(
     size = min(fit, max_models or fit)
     by_noise: dict[object, list[int]] = {}
     for i, experiment in enumerate(experiments):
-        by_noise.setdefault(experiment.noise_model(), []).append(i)
+        key = (experiment.noise_model(), experiment.eval_repeats)
+        by_noise.setdefault(key, []).append(i)
     metrics: list[dict[str, float]] = [{} for _ in experiments]
     for indices in by_noise.values():
         for chunk in _chunks(indices, size):
@@ -197,8 +195,9 @@ def _evaluate_chunk(
     stack.set_noise(
         [(e.noise_model(), e.placement_spec().resolve(sites, e.sigma)) for e in members]
     )
-    repeats = max(e.eval_repeats for e in members)
-    torch.manual_seed(_seed_for(members))
+    repeats = members[0].eval_repeats
+    device = dataset.test.x.device
+    stack.set_generators([seeded_generator(e.evaluation_seed(), device) for e in members])
     batch = members[0].recipe.eval_batch_size
     noisy = {s: evaluate_stacked(stack, dataset.split(s), repeats=repeats, batch_size=batch)
              for s in ("validation", "test")}  # fmt: skip

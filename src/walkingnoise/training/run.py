@@ -45,7 +45,8 @@ def build_noisy_model(experiment: Experiment, dataset: InMemoryDataset) -> Noisy
     """Build the experiment's model for ``dataset``, instrument it, and configure its noise.
 
     The global generator is seeded with the experiment's seed first, so the initial weights are
-    a function of the seed alone.
+    a function of the seed alone; the model draws its training noise from its own generator,
+    seeded by ``experiment.training_noise_seed()``.
     """
     torch.manual_seed(experiment.seed)
     clean = build_model(
@@ -54,9 +55,16 @@ def build_noisy_model(experiment: Experiment, dataset: InMemoryDataset) -> Noisy
         dataset.num_classes,
         batchnorm=experiment.batchnorm,
     )
-    noisy = instrument(clean, dataset.train.x[:2])
+    device = dataset.train.x.device
+    noisy = instrument(clean.to(device), dataset.train.x[:2])
     noisy.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
+    noisy.set_generator(seeded_generator(experiment.training_noise_seed(), device))
     return noisy
+
+
+def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def train_experiment(
@@ -82,12 +90,12 @@ def evaluate_experiment(
 
     Also records ``chance_accuracy`` (1/K), the floor of the midpoint fit.
 
-    The model's noise is set to the experiment's and the generator seeded with
+    The model's noise is set to the experiment's and drawn from a generator seeded with
     ``experiment.evaluation_seed()``, so a shared clean model gives every inference-only
     experiment the numbers it would get alone.
     """
     model.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
-    torch.manual_seed(experiment.evaluation_seed())
+    model.set_generator(seeded_generator(experiment.evaluation_seed(), dataset.test.x.device))
     batch = experiment.recipe.eval_batch_size
     metrics: dict[str, float] = {"chance_accuracy": dataset.chance_accuracy}
     for split in ("validation", "test"):

@@ -4,8 +4,8 @@ The instrumented model's ``torch.fx`` graph is interpreted node by node. Each la
 function runs once for all K models under ``torch.func.vmap`` over stacked parameters and
 buffers (a Linear becomes a batched matmul, a convolution a grouped one; BatchNorm keeps
 running statistics per model). Noise sites run outside ``vmap``: at each site noise is drawn
-only for the models that have noise there, so a cohort of walking-noise models, each noisy at
-one site, samples no more noise than the models would alone.
+only for the models that have noise there, each model's from its own generator, so a model
+draws the same noise in a stack as alone, whichever models share the stack.
 
 Every model keeps its own initial weights, σ and site, BatchNorm statistics, clamping and
 optimizer state (Adam is elementwise, so one Adam over stacked tensors is K independent ones).
@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.noise.kinds import module_kind
-from walkingnoise.noise.models import NoiseLevel, NoiseModel
+from walkingnoise.noise.models import NoiseLevel, NoiseModel, standard_normal
 from walkingnoise.noise.site import MAX_LEVELS
 from walkingnoise.training.clamp import clampable_weights
 
@@ -281,6 +281,7 @@ class StackedModel:
         self._clampable = [n for n, p in net.named_parameters() if id(p) in weight_ids]
         self._site_noise: dict[int, tuple[NoiseModel, torch.Tensor, torch.Tensor]] = {}
         self.set_noise([(m.noise, _levels_of(m)) for m in models])
+        self.generators: list[torch.Generator | None] = [m.generator for m in models]
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -355,9 +356,29 @@ class StackedModel:
             return x
         if isinstance(x, tuple):
             return (self._site(index, x[0]), *x[1:])
-        if len(members) == self.size:
-            return noise.apply(x, levels)
-        return x.index_copy(0, members, noise.apply(x[members], levels))
+        everyone = len(members) == self.size
+        part = x if everyone else x[members]
+        z = self._draws(part, members.tolist(), noise.draws)
+        noisy = noise.apply(part, levels, z)
+        return noisy if everyone else x.index_copy(0, members, noisy)
+
+    def _draws(self, x: torch.Tensor, members: list[int], count: int) -> tuple[torch.Tensor, ...]:
+        """Standard normal draws for ``x`` (n, B, ...), model j's from its own generator."""
+        if all(self.generators[j] is None for j in members):
+            return standard_normal(x, count)
+        shape, options = x.shape[1:], {"dtype": x.dtype, "device": x.device}
+        return tuple(
+            torch.stack(
+                [torch.randn(shape, generator=self.generators[j], **options) for j in members]
+            )
+            for _ in range(count)
+        )
+
+    def set_generators(self, generators: Sequence[torch.Generator | None]) -> None:
+        """Draw model k's noise from ``generators[k]`` (None: PyTorch's global generator)."""
+        if len(generators) != self.size:
+            raise ValueError(f"expected {self.size} generators, got {len(generators)}")
+        self.generators = list(generators)
 
     @torch.no_grad()
     def clamp_(self, limits: torch.Tensor) -> None:
