@@ -20,7 +20,7 @@ from walkingnoise.sweep.executors import (
     TaskError,
 )
 from walkingnoise.sweep.planner import WorkUnit
-from walkingnoise.sweep.work import UnitOutcome, run_unit
+from walkingnoise.sweep.work import UnitOutcome, run_unit, unit_threads
 
 from .helpers import MIXED_SWEEP, spec
 
@@ -112,20 +112,20 @@ def test_workers_give_the_numbers_of_an_in_process_run(
     pd.testing.assert_frame_equal(reference[LOSSES], other[LOSSES], rtol=1e-5, atol=0)
 
 
-def test_with_the_workers_thread_count_in_process_matches_the_pool(
-    tmp_path: Path, pool: ProcessExecutor, results: dict[str, pd.DataFrame]
-) -> None:
-    """Where the numbers differ, the intra-op thread count is why: each of the pool's workers
-    computes with ``cpu_count // workers`` threads (BatchNorm's reductions, for one, depend on
-    it); an in-process run with that many threads gives the pool's numbers bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // pool.workers))
-    try:
-        same = _run(InProcessExecutor(), tmp_path / "same-threads.sqlite")
-    finally:
-        torch.set_num_threads(threads)
-    columns = ACCURACIES + LOSSES
-    pd.testing.assert_frame_equal(same[columns], results["process"][columns], check_exact=True)
+def test_units_compute_with_a_fixed_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every executor runs a unit with the same thread count (what makes the numbers equal),
+    and leaves the process's own setting as it was."""
+    assert unit_threads() == 1
+    monkeypatch.setenv("WALKINGNOISE_THREADS", "2")
+    assert unit_threads() == 2
+    monkeypatch.setenv("WALKINGNOISE_THREADS", "two")
+    with pytest.raises(ValueError, match="WALKINGNOISE_THREADS"):
+        unit_threads()
+    monkeypatch.delenv("WALKINGNOISE_THREADS")
+    before = torch.get_num_threads()
+    with pytest.raises(FileNotFoundError):
+        run_unit(_unit_without_data())
+    assert torch.get_num_threads() == before
 
 
 # -- failures inside tasks ---------------------------------------------------------------------

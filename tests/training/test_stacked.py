@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 
 import pytest
 import torch
@@ -123,9 +122,9 @@ def test_training_a_stack_equals_training_each_model_alone(digits: InMemoryDatas
     x = digits.test.x
     for k, experiment in enumerate(experiments):
         alone, history = train_experiment(experiment, digits, progress=False)
-        # Same batches, initial weights and noise draws: the losses agree to float precision. Weights agree
-        # only loosely: Adam normalises gradients that are ~0 in exact arithmetic (e.g. of
-        # always-blank pixels), so rounding-level differences become steps of size lr.
+        # Same batches, initial weights and noise draws: the losses agree to float precision.
+        # Weights agree only loosely: Adam normalises gradients that are ~0 in exact arithmetic
+        # (e.g. of always-blank pixels), so rounding-level differences become steps of size lr.
         torch.testing.assert_close(
             [r.train_loss for r in histories[k].epochs],
             [r.train_loss for r in history.epochs],

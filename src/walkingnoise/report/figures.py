@@ -169,7 +169,7 @@ def accuracy_figure(
             label=text(label),
         )
         fit = _fit_for(fits, group)
-        if fit is None or not math.isfinite(float(fit.get("mu", math.nan))):
+        if fit is None or not keep.any() or not math.isfinite(float(fit.get("mu", math.nan))):
             continue
         lo, hi = np.nanmin(sigma[keep]), np.nanmax(sigma[keep])
         dense = np.logspace(np.log10(lo), np.log10(hi), 200) if log_x else np.linspace(lo, hi, 200)
@@ -186,17 +186,7 @@ def accuracy_figure(
         ax.plot(dense, values, style, color=color, lw=1.2)
         mu = float(fit["mu"])
         if lo <= mu <= hi:
-            level = float(
-                predict(
-                    [mu],
-                    space=fit["space"],
-                    mu=mu,
-                    s=float(fit["s"]),
-                    delta_a=float(fit["delta_a"]),
-                    a_min=float(fit["a_min"]),
-                    log10_mu=float(fit.get("log10_mu", math.nan)),
-                )[0]
-            )
+            level = float(fit["a_min"]) + float(fit["delta_a"])  # F(μ): half way down
             ax.plot([mu], [level], marker="D", color=color, ms=6, mec="black", mew=0.6)
             if len(groups) == 1:
                 ax.axvline(mu, color=color, lw=0.8, ls="--")

@@ -102,10 +102,13 @@ class _Report:
     html: list[str] = field(default_factory=list)
     md: list[str] = field(default_factory=list)
     written: set[Path] = field(default_factory=set)
+    anchors: list[tuple[str, str]] = field(default_factory=list)
     count: int = 0
 
     def heading(self, title: str, level: int = 2, anchor: str = "") -> None:
         ident = f' id="{esc(anchor)}"' if anchor else ""
+        if anchor:
+            self.anchors.append((anchor, title))
         self.html.append(f"<h{level}{ident}>{esc(title)}</h{level}>")
         self.md.append(f"\n{'#' * level} {markdown_escape(title)}\n")
 
@@ -253,6 +256,8 @@ def write_report(
     for stale in (out / "figures").glob("*"):
         if stale.suffix in (".png", ".svg") and stale not in report.written:
             stale.unlink()
+    links = " · ".join(f'<a href="#{esc(a)}">{esc(text)}</a>' for a, text in report.anchors)
+    report.html.insert(2, f"<nav><p>{links}</p></nav>")  # after the title and its note
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>\n"
@@ -272,7 +277,7 @@ def write_report(
 def _summary(
     report: _Report, results: pd.DataFrame, counts: Mapping[str, int], trainings: int
 ) -> None:
-    report.heading("Summary")
+    report.heading("Summary", anchor="summary")
     total = sum(counts.values())
     report.items(
         [

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -63,12 +62,6 @@ class InProcessExecutor(Executor):
                 yield item, TaskError(traceback.format_exc())
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 class ProcessExecutor(Executor):
     """A pool of local worker processes (started with ``spawn``, safe with PyTorch threads)."""
 
@@ -78,12 +71,8 @@ class ProcessExecutor(Executor):
         if workers < 1:
             raise ValueError(f"workers must be ≥ 1, got {workers}")
         self.workers = workers
-        threads = max(1, (os.cpu_count() or 1) // workers)
         self._pool = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(threads,),
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
         )
 
     def run(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from walkingnoise.analysis.weights import weight_statistics
 from walkingnoise.data import InMemoryDataset, Split, load_dataset
@@ -20,6 +23,8 @@ from walkingnoise.training.memory import default_device
 from walkingnoise.training.run import evaluate_experiment, history_records, train_experiment
 
 log = logging.getLogger(__name__)
+
+THREADS_ENV = "WALKINGNOISE_THREADS"
 
 
 @dataclass
@@ -55,10 +60,32 @@ def _dataset(name: str, root: str | None, device: str) -> InMemoryDataset:
     return InMemoryDataset(data.name, **splits, class_names=data.class_names)
 
 
+def unit_threads() -> int:
+    """Threads a unit of work computes with: ``$WALKINGNOISE_THREADS``, else 1.
+
+    Float results depend on the number of threads (reductions split differently), so every
+    executor runs units with the same number: an in-process run, a pool process and a Ray task
+    give the same numbers. Parallelism comes from running units side by side.
+    """
+    text = os.environ.get(THREADS_ENV, "1")
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def run_unit(
     unit: WorkUnit, data_root: str | Path | None = None, save_checkpoints: bool = True
 ) -> UnitOutcome:
     """Run every member of ``unit``; a failing member is reported, the others still run."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(unit_threads())
+    try:
+        return _run_unit(unit, data_root, save_checkpoints)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_unit(unit: WorkUnit, data_root: str | Path | None, save_checkpoints: bool) -> UnitOutcome:
     first = unit.members[0]
     device = default_device()
     dataset = _dataset(first.dataset, None if data_root is None else str(data_root), device.type)
