@@ -5,7 +5,8 @@ of which 800 are held out for validation, last 2,000 test), the MLP with BatchNo
 additive noise at all 11 sites × 9 σ log-spaced 1e-2…1e2 × 3 seeds × {noisy training,
 inference-only}, 5 epochs.
 
-(a) the engine, through the normal ``run_sweep`` path (store, planner, stacked cohorts);
+(a) the engine, through the normal ``run_sweep`` path (store, planner, stacked cohorts), with
+    one worker process per core;
 (b) a simple loop: one model at a time, in-memory tensors fed by a DataLoader, and one clean
     model per seed reused for every inference-only experiment.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import sys
 import tempfile
@@ -36,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from walkingnoise.data import InMemoryDataset, load_dataset
 from walkingnoise.experiment import Experiment
-from walkingnoise.sweep import Store, load_results, run_sweep
+from walkingnoise.sweep import Store, load_results, make_executor, run_sweep
 from walkingnoise.sweep.spec import parse_sweep
 from walkingnoise.training.memory import default_device
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment
@@ -211,6 +213,12 @@ def main() -> int:
     parser.add_argument("--sigmas", type=int, default=9)
     parser.add_argument("--repeats", type=int, default=3, help="noisy evaluations per experiment")
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 σ, 1 epoch")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="engine processes, each computing with one thread (default: one per core)",
+    )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-adaptive", action="store_true")
     parser.add_argument("--root", type=Path, default=MNIST)
@@ -223,14 +231,20 @@ def main() -> int:
     device = default_device()
     spec = parse_sweep(sweep_text(args), "throughput.yaml")
     dataset = load_dataset("mnist-t10k", root=args.root)
-    print(f"device: {device}, threads: {torch.get_num_threads()}")
+    print(
+        f"device: {device}; engine: {args.workers} process(es) × 1 thread; "
+        f"simple loop: {torch.get_num_threads()} threads"
+    )
     gflops, normals = roofline(device)
     print(f"roofline: matmul {gflops:.1f} GFLOP/s, normal sampling {normals / 1e6:.0f} M/s")
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "bench.sqlite"
         started = time.perf_counter()
-        summary = run_sweep(spec, store, data_root=args.root, progress=False)
+        with make_executor(
+            "process" if args.workers > 1 else "inprocess", workers=args.workers
+        ) as executor:
+            summary = run_sweep(spec, store, data_root=args.root, executor=executor, progress=False)
         engine_seconds = time.perf_counter() - started
         results = load_results(store)
         with Store(store, create=False) as opened:

@@ -51,7 +51,11 @@ def crossing_table(
     Rows are sites (``index name`` when ``names`` are given), columns ``noise/training``;
     accuracies are averaged over seeds first. ``inf``: accuracy never fell that far.
     """
-    done = results[(results["status"] == "done") & (results["batchnorm"] == batchnorm)]
+    done = results[
+        (results["status"] == "done")
+        & (results["batchnorm"] == batchnorm)
+        & results["placement"].str.startswith("walking:")
+    ]
     done = done.assign(site=done["placement"].str.removeprefix("walking:").astype(int))
     mean = (
         done.groupby(["noise", "train_noise", "site", "sigma"])["noisy_test_accuracy"]

@@ -197,6 +197,19 @@ def dataset_site_names(data_root: str | None = None) -> SiteNames:
     return names
 
 
+def result_test_sizes(results: pd.DataFrame, data_root: str | None = None) -> dict[str, int]:
+    """Test-split size of each dataset in ``results``: from the recorded ``test_size`` metric,
+    else by loading the dataset (results stored before that metric existed)."""
+    if results.empty or "dataset" not in results:
+        return {}
+    sizes: dict[str, int] = {}
+    if "test_size" in results:
+        known = results.dropna(subset=["test_size"]).groupby("dataset")["test_size"].first()
+        sizes = {str(name): int(size) for name, size in known.items()}
+    missing = [str(d) for d in results["dataset"].dropna().unique() if str(d) not in sizes]
+    return sizes | dataset_test_sizes(missing, data_root)
+
+
 def dataset_test_sizes(datasets: Iterable[str], data_root: str | None = None) -> dict[str, int]:
     """Test-split size of each dataset that can be loaded (for the binomial floor of Δy)."""
     from walkingnoise.data import load_dataset

@@ -68,10 +68,10 @@ def _cmd_fit(args: argparse.Namespace) -> None:
 
     from walkingnoise.analysis.tables import (
         dataset_site_names,
-        dataset_test_sizes,
         double_midpoint_table,
         format_mu,
         midpoint_table,
+        result_test_sizes,
     )
     from walkingnoise.report.markdown import cell_text, varying_columns
     from walkingnoise.sweep import Store, load_results
@@ -79,8 +79,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     with Store(args.store, create=False) as store:
         results = load_results(store)
     fitter = double_midpoint_table if args.double else midpoint_table
-    datasets = [str(d) for d in results["dataset"].dropna().unique()] if len(results) else []
-    table = fitter(results, a_min=args.a_min, n_test=dataset_test_sizes(datasets, args.data_root))
+    table = fitter(results, a_min=args.a_min, n_test=result_test_sizes(results, args.data_root))
     if table.empty:
         print(f"{args.store}: no finished experiments with a scalar σ to fit")
         return

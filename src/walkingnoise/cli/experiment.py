@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from walkingnoise.cli._common import add_data_options, add_progress_option, parse_sigma
@@ -62,8 +63,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         "quickstart", help="the walking-noise study on the bundled digits, written to a store"
     )
     quick.add_argument("--store", type=Path, default=Path("runs") / "quickstart.sqlite")
-    quick.add_argument("--executor", default="inprocess", choices=["inprocess", "process", "ray"])
-    quick.add_argument("--workers", type=int, default=1, help="processes for --executor process")
+    cores = os.cpu_count() or 1
+    quick.add_argument(
+        "--executor",
+        default="process" if cores > 1 else "inprocess",
+        choices=["inprocess", "process", "ray"],
+        help="default: one process per core",
+    )
+    quick.add_argument(
+        "--workers", type=int, default=cores, help="processes for --executor process"
+    )
     add_progress_option(quick)
     quick.set_defaults(handler=_cmd_quickstart)
 

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from walkingnoise.cli._common import add_progress_option
-from walkingnoise.sweep.spec import DEFAULT_MAX_EXPERIMENTS
 
 
 def default_store(sweep: Path) -> Path:
@@ -42,6 +41,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from walkingnoise.sweep import Store, load_sweep, make_executor, run_sweep
+    from walkingnoise.sweep.spec import DEFAULT_MAX_EXPERIMENTS
 
     spec = load_sweep(args.sweep)
     path = args.store or default_store(args.sweep)

@@ -34,12 +34,12 @@ from walkingnoise.analysis.tables import (
     AMin,
     SiteNames,
     dataset_site_names,
-    dataset_test_sizes,
     fit_curves,
     format_mu,
     global_table,
     pivot_mu,
     preservation_table,
+    result_test_sizes,
     site_table,
     weight_ratio_table,
     with_site_names,
@@ -225,8 +225,7 @@ def write_report(
 
     root = None if data_root is None else str(data_root)
     if n_test == "auto":
-        datasets = results["dataset"].dropna().unique() if "dataset" in results else []
-        n_test = dataset_test_sizes([str(d) for d in datasets], root)
+        n_test = result_test_sizes(results, root)
 
     report = _Report(out, embed)
     title = f"Walking Noise report: {Path(store).name}"

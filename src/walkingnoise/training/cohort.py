@@ -52,7 +52,10 @@ def _metrics(
     noisy: dict[str, Evaluation],
     repeats: int,
 ) -> dict[str, float]:
-    metrics: dict[str, float] = {"chance_accuracy": dataset.chance_accuracy}
+    metrics: dict[str, float] = {
+        "chance_accuracy": dataset.chance_accuracy,
+        "test_size": len(dataset.test),
+    }
     for split in ("validation", "test"):
         metrics |= clean[split].as_dict(f"clean_{split}")
         first = Evaluation(noisy[split].accuracies[:repeats], noisy[split].losses[:repeats])

@@ -42,15 +42,20 @@ def _available_ram() -> int:
     return 4 * 2**30
 
 
+#: Most memory a stack takes on the CPU by default: bigger stacks are no faster there.
+CPU_BUDGET_CAP = 2**30
+
+
 def memory_budget(device: torch.device) -> int:
-    """Bytes a stack may use: half the available RAM, 70 % of free GPU memory, or the override."""
+    """Bytes a stack may use: the override, 70 % of free GPU memory, or on the CPU half the
+    available RAM but at most ``CPU_BUDGET_CAP``."""
     override = os.environ.get(BUDGET_ENV)
     if override:
         return parse_bytes(override)
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(0.7 * free)
-    return _available_ram() // 2
+    return min(_available_ram() // 2, CPU_BUDGET_CAP)
 
 
 def bytes_per_model(model: NoisyModel, batch_size: int, *, training: bool) -> int:

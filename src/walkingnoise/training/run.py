@@ -88,7 +88,8 @@ def evaluate_experiment(
 ) -> dict[str, float]:
     """Clean and noisy metrics on validation and test, with the experiment's evaluation noise.
 
-    Also records ``chance_accuracy`` (1/K), the floor of the midpoint fit.
+    Also records ``chance_accuracy`` (1/K), the floor of the midpoint fit, and ``test_size``,
+    which sets the binomial error of an accuracy.
 
     The model's noise is set to the experiment's and drawn from a generator seeded with
     ``experiment.evaluation_seed()``, so a shared clean model gives every inference-only
@@ -97,7 +98,10 @@ def evaluate_experiment(
     model.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
     model.set_generator(seeded_generator(experiment.evaluation_seed(), dataset.test.x.device))
     batch = experiment.recipe.eval_batch_size
-    metrics: dict[str, float] = {"chance_accuracy": dataset.chance_accuracy}
+    metrics: dict[str, float] = {
+        "chance_accuracy": dataset.chance_accuracy,
+        "test_size": len(dataset.test),
+    }
     for split in ("validation", "test"):
         data = dataset.split(split)
         metrics |= evaluate_clean(model, data, batch_size=batch).as_dict(f"clean_{split}")

@@ -122,6 +122,13 @@ def _batchnorm(module: nn.modules.batchnorm._BatchNorm, state: dict[str, torch.T
     return out.reshape(b, k, c, *x.shape[3:]).transpose(0, 1)
 
 
+#: Modules that act on each element alone: they take (K, B, ...) as it is.
+_ELEMENTWISE = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.Hardtanh,
+    nn.Hardswish, nn.Mish, nn.Softplus, nn.Identity, nn.Dropout,
+)  # fmt: skip
+
+
 def _fast_module(module: nn.Module, state: dict[str, torch.Tensor]) -> Callable | None:
     """A stacked implementation of a module, or None to fall back to vmap."""
     if type(module) is nn.Linear:
@@ -135,6 +142,8 @@ def _fast_module(module: nn.Module, state: dict[str, torch.Tensor]) -> Callable 
         return lambda x: _conv(module, state, x)
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
         return lambda x: _batchnorm(module, state, x)
+    if not state and isinstance(module, _ELEMENTWISE):
+        return module
     if (
         not state
         and module_kind(module) != "batchnorm"
@@ -357,7 +366,7 @@ class StackedModel:
         if isinstance(x, tuple):
             return (self._site(index, x[0]), *x[1:])
         everyone = len(members) == self.size
-        part = x if everyone else x[members]
+        part = x if everyone else x.index_select(0, members)
         z = self._draws(part, members.tolist(), noise.draws)
         noisy = noise.apply(part, levels, z)
         return noisy if everyone else x.index_copy(0, members, noisy)

@@ -61,7 +61,9 @@ def train_stacked(
             size = index.shape[1]
             if size < 2 and recipe.batch_size > 1:
                 continue
-            x, y = train.x[index], train.y[index]
+            flat = index.reshape(-1)
+            x = train.x.index_select(0, flat).view(k_models, size, *train.x.shape[1:])
+            y = train.y.index_select(0, flat).view(k_models, size)
             logits = stack(x)
             losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(
                 k_models, size
