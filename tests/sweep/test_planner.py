@@ -96,8 +96,14 @@ def test_noisy_trainings_form_cohorts_chunked_by_max_unit() -> None:
 
 
 def test_a_cohort_is_split_only_beyond_max_unit() -> None:
-    assert [len(u.members) for u in plan(_noisy(40), max_unit=16).units] == [16, 16, 8]
+    assert [len(u.members) for u in plan(_noisy(40), max_unit=16).units] == [14, 14, 12]
     assert [len(u.members) for u in plan(_noisy(40), max_unit=40).units] == [40]
+
+
+def test_a_cohort_is_shared_among_the_workers() -> None:
+    sizes = [len(u.members) for u in plan(_noisy(40), max_unit=16, workers=2).units]
+    assert sizes == [10, 10, 10, 10]
+    assert [len(u.members) for u in plan(_noisy(3), workers=8).units] == [1, 1, 1]
 
 
 def test_mixed_plan_counts() -> None:

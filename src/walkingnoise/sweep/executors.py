@@ -29,6 +29,7 @@ class Executor:
     """Runs ``fn(item, *args)`` for each item and yields ``(item, result or TaskError)``."""
 
     name = "base"
+    workers = 1
 
     def run(
         self, fn: Callable[..., Any], items: Sequence[Any], *args: Any

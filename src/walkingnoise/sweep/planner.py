@@ -3,14 +3,15 @@
 Inference-only experiments (noise off in training) never retrain: all of them with the same
 dataset, model, BatchNorm flag, recipe and seed share one clean training, done once or found in
 the store, and are then only evaluated. Noisy-training experiments that differ only in σ, site,
-placement, seed or weight clamping form a cohort; a cohort is split into units of at most
-``max_unit`` members,
-which the engine may train together.
+placement, seed or weight clamping form a cohort; a cohort is split into equal units of at
+most ``max_unit`` members, which the engine trains together, and into at least as many units as
+there are workers to share them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -79,6 +80,7 @@ def plan(
     *,
     trained: Callable[[str], bytes | None] = lambda _key: None,
     max_unit: int = 64,
+    workers: int = 1,
 ) -> Plan:
     """Group experiments into work units.
 
@@ -86,6 +88,7 @@ def plan(
         experiments: what has to run.
         trained: returns the checkpoint bytes of a clean training already done (by its hash).
         max_unit: most members in one unit of noisy trainings.
+        workers: how many units can run at once; cohorts are cut into a multiple of it.
     """
     shared: dict[str, list[Experiment]] = {}
     cohorts: dict[str, list[Experiment]] = {}
@@ -99,6 +102,9 @@ def plan(
         training = members[0].clean_training()
         units.append(WorkUnit(tuple(members), training, trained(key)))
     for members in cohorts.values():
-        for start in range(0, len(members), max_unit):
-            units.append(WorkUnit(tuple(members[start : start + max_unit])))
+        parts = math.ceil(len(members) / max_unit)
+        parts = min(len(members), math.ceil(parts / workers) * workers)
+        size = math.ceil(len(members) / parts)
+        for start in range(0, len(members), size):
+            units.append(WorkUnit(tuple(members[start : start + size])))
     return Plan(tuple(units))

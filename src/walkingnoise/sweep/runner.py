@@ -64,7 +64,7 @@ class SweepSummary:
 
 
 def prepare(
-    entries: list[SweepEntry], store: Store, *, register: bool = True
+    entries: list[SweepEntry], store: Store, *, register: bool = True, workers: int = 1
 ) -> tuple[Plan, SweepSummary]:
     """Plan what is left to run; with ``register``, first add the experiments to the store.
 
@@ -84,7 +84,7 @@ def prepare(
         record = store.training(key)
         return None if record is None else record.checkpoint.read_bytes()
 
-    work = plan(todo, trained=trained)
+    work = plan(todo, trained=trained, workers=workers)
     done = sum(status == "done" for status in statuses.values())
     summary = SweepSummary(
         experiments=len(entries),
@@ -213,12 +213,12 @@ def _run(
     data_root: str | Path | None,
     progress: bool | None,
 ) -> SweepSummary:
-    work, summary = prepare(entries, store)
+    executor = executor or InProcessExecutor()
+    work, summary = prepare(entries, store, workers=executor.workers)
     if spec.text:
         store.save_sweep(spec.name, spec.text)
     if not work.units:
         return summary
-    executor = executor or InProcessExecutor()
     started = time.perf_counter()
     claimed_units = []
     for unit in work.units:
