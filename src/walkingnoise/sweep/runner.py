@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,11 @@ class SweepSummary:
     ran: int = 0
     failed: int = 0
     seconds: float = 0.0
+
+    def add(self, other: SweepSummary) -> None:
+        """Count another round of the same sweep in (adaptive σ)."""
+        for name in (f.name for f in fields(self)):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def describe(self) -> str:
         """One paragraph for the terminal."""
@@ -146,16 +151,7 @@ def _run_rounds(
             break
         log.info("adaptive σ, round %d: %d more experiments", round_number, len(new))
         entries = entries + new
-        more = _run(new, spec, store, executor, data_root, progress)
-        summary.experiments += more.experiments
-        summary.done_before += more.done_before
-        summary.failed_before += more.failed_before
-        summary.to_run += more.to_run
-        summary.trainings += more.trainings
-        summary.shared_trainings += more.shared_trainings
-        summary.ran += more.ran
-        summary.failed += more.failed
-        summary.seconds += more.seconds
+        summary.add(_run(new, spec, store, executor, data_root, progress))
     return summary
 
 
