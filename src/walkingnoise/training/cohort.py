@@ -20,8 +20,10 @@ from walkingnoise.training.evaluate import Evaluation, evaluate_clean
 from walkingnoise.training.loop import TrainHistory
 from walkingnoise.training.memory import models_per_stack
 from walkingnoise.training.run import (
+    EVALUATED_SPLITS,
     build_noisy_model,
     evaluate_experiment,
+    experiment_metrics,
     seeded_generator,
     train_experiment,
 )
@@ -44,23 +46,6 @@ class Trained:
 
 def _chunks(items: Sequence, size: int) -> list[Sequence]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _metrics(
-    dataset: InMemoryDataset,
-    clean: dict[str, Evaluation],
-    noisy: dict[str, Evaluation],
-    repeats: int,
-) -> dict[str, float]:
-    metrics: dict[str, float] = {
-        "chance_accuracy": dataset.chance_accuracy,
-        "test_size": len(dataset.test),
-    }
-    for split in ("validation", "test"):
-        metrics |= clean[split].as_dict(f"clean_{split}")
-        first = Evaluation(noisy[split].accuracies[:repeats], noisy[split].losses[:repeats])
-        metrics |= first.as_dict(f"noisy_{split}")
-    return metrics
 
 
 def train_cohort(
@@ -109,9 +94,9 @@ def _train_chunk(
     stack.set_generators([seeded_generator(e.evaluation_seed(), device) for e in chunk])
     batch = chunk[0].recipe.eval_batch_size
     clean = {s: evaluate_stacked(stack, dataset.split(s), clean=True, batch_size=batch)
-             for s in ("validation", "test")}  # fmt: skip
+             for s in EVALUATED_SPLITS}  # fmt: skip
     noisy = {s: evaluate_stacked(stack, dataset.split(s), repeats=repeats, batch_size=batch)
-             for s in ("validation", "test")}  # fmt: skip
+             for s in EVALUATED_SPLITS}  # fmt: skip
     stack.write_back(models)
     finished = time.perf_counter()
     seconds = {
@@ -123,11 +108,8 @@ def _train_chunk(
             experiment,
             model,
             histories[k],
-            _metrics(
-                dataset,
-                {s: clean[s][k] for s in clean},
-                {s: noisy[s][k] for s in noisy},
-                experiment.eval_repeats,
+            experiment_metrics(
+                dataset, {s: clean[s][k] for s in clean}, {s: noisy[s][k] for s in noisy}
             ),
             dict(seconds),
         )
@@ -162,7 +144,7 @@ def evaluate_shared(
     with model.noise_preserved():
         model.clear_noise()
         clean = {s: evaluate_clean(model, dataset.split(s), batch_size=batch)
-                 for s in ("validation", "test")}  # fmt: skip
+                 for s in EVALUATED_SPLITS}  # fmt: skip
     fit = models_per_stack(model, batch, dataset.test.x.device, training=False)
     size = min(fit, max_models or fit)
     by_noise: dict[object, list[int]] = {}
@@ -187,7 +169,7 @@ def _evaluate_chunk(
     clean: dict[str, Evaluation],
 ) -> list[dict[str, float]]:
     if members[0].noise_model() is None:
-        return [_metrics(dataset, clean, clean, 1) for _ in members]
+        return [experiment_metrics(dataset, clean, clean) for _ in members]
     try:
         stack = StackedModel([model] * len(members))
         stack.check(dataset.test.x[:2])
@@ -203,8 +185,8 @@ def _evaluate_chunk(
     stack.set_generators([seeded_generator(e.evaluation_seed(), device) for e in members])
     batch = members[0].recipe.eval_batch_size
     noisy = {s: evaluate_stacked(stack, dataset.split(s), repeats=repeats, batch_size=batch)
-             for s in ("validation", "test")}  # fmt: skip
+             for s in EVALUATED_SPLITS}  # fmt: skip
     return [
-        _metrics(dataset, clean, {s: noisy[s][k] for s in noisy}, e.eval_repeats)
-        for k, e in enumerate(members)
+        experiment_metrics(dataset, clean, {s: noisy[s][k] for s in noisy})
+        for k in range(len(members))
     ]

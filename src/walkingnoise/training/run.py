@@ -15,10 +15,13 @@ from walkingnoise.data import InMemoryDataset, load_dataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
 from walkingnoise.noise.instrument import NoisyModel, instrument
-from walkingnoise.training.evaluate import evaluate, evaluate_clean
+from walkingnoise.training.evaluate import Evaluation, evaluate, evaluate_clean
 from walkingnoise.training.loop import TrainHistory, train_model
 
 log = logging.getLogger(__name__)
+
+#: The splits every experiment is evaluated on, clean and noisy.
+EVALUATED_SPLITS = ("validation", "test")
 
 
 @dataclass
@@ -98,15 +101,25 @@ def evaluate_experiment(
     model.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
     model.set_generator(seeded_generator(experiment.evaluation_seed(), dataset.test.x.device))
     batch = experiment.recipe.eval_batch_size
+    clean, noisy = {}, {}
+    for split in EVALUATED_SPLITS:
+        data = dataset.split(split)
+        clean[split] = evaluate_clean(model, data, batch_size=batch)
+        noisy[split] = evaluate(model, data, repeats=experiment.eval_repeats, batch_size=batch)
+    return experiment_metrics(dataset, clean, noisy)
+
+
+def experiment_metrics(
+    dataset: InMemoryDataset, clean: dict[str, Evaluation], noisy: dict[str, Evaluation]
+) -> dict[str, float]:
+    """The flat metrics stored for an experiment, from its clean and noisy evaluations."""
     metrics: dict[str, float] = {
         "chance_accuracy": dataset.chance_accuracy,
         "test_size": len(dataset.test),
     }
-    for split in ("validation", "test"):
-        data = dataset.split(split)
-        metrics |= evaluate_clean(model, data, batch_size=batch).as_dict(f"clean_{split}")
-        noisy = evaluate(model, data, repeats=experiment.eval_repeats, batch_size=batch)
-        metrics |= noisy.as_dict(f"noisy_{split}")
+    for split in EVALUATED_SPLITS:
+        metrics |= clean[split].as_dict(f"clean_{split}")
+        metrics |= noisy[split].as_dict(f"noisy_{split}")
     return metrics
 
 
