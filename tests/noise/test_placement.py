@@ -105,3 +105,8 @@ def test_parse_placement_round_trips(text: str) -> None:
 def test_parse_placement_rejects_bad_text(text: str) -> None:
     with pytest.raises(ValueError, match="expected global"):
         parse_placement(text)
+
+
+def test_global_except_names_unknown_kinds() -> None:
+    with pytest.raises(ValueError, match="unknown site kind"):
+        parse_placement("global-except:batchnrom")

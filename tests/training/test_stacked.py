@@ -227,3 +227,15 @@ def test_evaluate_stacked_repeats_only_with_noise(digits: InMemoryDataset) -> No
     assert [len(e.accuracies) for e in noisy] == [4, 4]
     assert [len(e.accuracies) for e in clean] == [1, 1]
     assert noisy[0].accuracies != noisy[1].accuracies  # independent noise per member
+
+
+def test_a_cohort_of_one_trains_exactly_like_training_alone(digits: InMemoryDataset) -> None:
+    experiment = _experiments(1, sigma=0.5, placement="walking:3")[0]
+    (stacked,) = train_cohort([experiment], digits)
+    _, history = train_experiment(experiment, digits, progress=False)
+    torch.testing.assert_close(
+        [r.train_loss for r in stacked.history.epochs],
+        [r.train_loss for r in history.epochs],
+        rtol=1e-4,
+        atol=0,
+    )

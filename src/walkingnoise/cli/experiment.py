@@ -84,6 +84,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from walkingnoise.training.recipe import Recipe
     from walkingnoise.training.run import run_experiment
 
+    if args.save and Path(args.save).is_dir():
+        raise ValueError(f"--save {args.save}: is a directory; give a file name")
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clamp=args.clamp)
     experiment = Experiment(
         dataset=args.dataset,

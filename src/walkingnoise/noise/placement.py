@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from walkingnoise.noise.kinds import SITE_KINDS
 from walkingnoise.noise.models import NoiseLevel
 from walkingnoise.noise.site import SiteInfo
 
@@ -83,14 +84,22 @@ def parse_placement(text: str) -> Placement:
         if mode == "global" and not arg:
             return GlobalPlacement()
         if mode == "global-except" and arg:
-            return GlobalPlacement(exclude_kinds=tuple(k.strip() for k in arg.split(",")))
+            kinds = tuple(k.strip() for k in arg.split(","))
+            unknown = [k for k in kinds if k not in SITE_KINDS]
+            if unknown:
+                raise ValueError(
+                    f"bad placement {text!r}: unknown site kind(s) {', '.join(unknown)}; "
+                    f"known: {', '.join(SITE_KINDS)}"
+                )
+            return GlobalPlacement(exclude_kinds=kinds)
         if mode == "walking" and arg:
             return WalkingPlacement(site=int(arg))
         if mode == "map" and arg:
             pairs = (item.split("=") for item in arg.split(";") if item.strip())
             return SiteMapPlacement({int(i): float(s) for i, s in pairs})
-    except ValueError:
-        pass
+    except ValueError as error:
+        if "unknown site kind" in str(error):
+            raise
     raise ValueError(
         f"bad placement {text!r}; expected global, global-except:KIND[,KIND], walking:INDEX "
         "or map:INDEX=SIGMA[;INDEX=SIGMA]"

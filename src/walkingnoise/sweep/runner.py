@@ -217,14 +217,16 @@ def _run(
         return summary
     started = time.perf_counter()
     claimed_units = []
-    for unit in work.units:
-        claimed = set(store.claim([e.content_hash() for e in unit.members]))
-        members = tuple(e for e in unit.members if e.content_hash() in claimed)
-        if members:
-            claimed_units.append(WorkUnit(members, unit.shared_training, unit.checkpoint))
-    open_keys = {e.content_hash() for u in claimed_units for e in u.members}
-    bar = tqdm(total=len(open_keys), desc=spec.name, unit="exp", disable=bar_disabled(progress))
+    open_keys: set[str] = set()
+    bar = None
     try:
+        for unit in work.units:
+            claimed = set(store.claim([e.content_hash() for e in unit.members]))
+            open_keys |= claimed
+            members = tuple(e for e in unit.members if e.content_hash() in claimed)
+            if members:
+                claimed_units.append(WorkUnit(members, unit.shared_training, unit.checkpoint))
+        bar = tqdm(total=len(open_keys), desc=spec.name, unit="exp", disable=bar_disabled(progress))
         root = None if data_root is None else str(data_root)
         for unit, result in executor.run(run_unit, claimed_units, root):
             if isinstance(result, TaskError):
@@ -237,7 +239,8 @@ def _run(
             bar.update(len(result.members))
             bar.set_postfix(failed=summary.failed)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if open_keys:
             store.release(sorted(open_keys))
         summary.seconds = time.perf_counter() - started

@@ -116,7 +116,7 @@ def _train_members(
     """Train a cohort as stacks; if that fails, each member alone with its own error."""
     try:
         return [_outcome(t, dataset, save_checkpoints) for t in train_cohort(members, dataset)]
-    except Exception:
+    except Exception:  # then each member alone, so one bad member fails only itself
         log.warning("stacked training failed; training one model at a time:\n%s", _last_line())
     return [_train_alone(e, dataset, save_checkpoints) for e in members]
 
@@ -171,7 +171,7 @@ def _evaluate_shared(unit: WorkUnit, dataset: InMemoryDataset) -> UnitOutcome:
     begin = time.perf_counter()
     try:
         all_metrics = evaluate_shared(model, unit.members, dataset)
-    except Exception:
+    except Exception:  # then each member alone, so one bad member fails only itself
         log.warning("stacked evaluation failed; evaluating one at a time:\n%s", _last_line())
         all_metrics = [None] * len(unit.members)
     each = (time.perf_counter() - begin) / len(unit.members)

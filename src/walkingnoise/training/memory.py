@@ -46,6 +46,13 @@ def _available_ram() -> int:
 CPU_BUDGET_CAP = 2**30
 
 
+def check_budget() -> None:
+    """Raise a one-line ValueError now if ``$WALKINGNOISE_MEMORY_BUDGET`` is not a size."""
+    override = os.environ.get(BUDGET_ENV)
+    if override:
+        parse_bytes(override)
+
+
 def memory_budget(device: torch.device) -> int:
     """Bytes a stack may use: the override, 70 % of free GPU memory, or on the CPU half the
     available RAM but at most ``CPU_BUDGET_CAP``."""

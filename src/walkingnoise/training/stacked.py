@@ -338,7 +338,8 @@ class StackedModel:
 
     def check(self, example: torch.Tensor) -> None:
         """Run one shared batch through the stack; raise ``NotStackableError`` if it fails."""
-        was_training = self.training
+        was_training, was_enabled = self.training, self.noise_enabled
+        self.noise_enabled = False  # the probe must not consume the models' noise draws
         try:
             with torch.no_grad():
                 self.eval()(example, shared=True)
@@ -347,6 +348,7 @@ class StackedModel:
             raise NotStackableError(f"{type(error).__name__}: {first}") from error
         finally:
             self.train(was_training)
+            self.noise_enabled = was_enabled
 
     # -- running ----------------------------------------------------------------------------
 
