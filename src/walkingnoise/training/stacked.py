@@ -377,13 +377,13 @@ class StackedModel:
         """Standard normal draws for ``x`` (n, B, ...), model j's from its own generator."""
         if all(self.generators[j] is None for j in members):
             return standard_normal(x, count)
-        shape, options = x.shape[1:], {"dtype": x.dtype, "device": x.device}
-        return tuple(
-            torch.stack(
-                [torch.randn(shape, generator=self.generators[j], **options) for j in members]
-            )
-            for _ in range(count)
-        )
+        draws = []
+        for _ in range(count):
+            z = torch.empty_like(x)
+            for row, j in zip(z, members, strict=True):
+                row.normal_(generator=self.generators[j])
+            draws.append(z)
+        return tuple(draws)
 
     def set_generators(self, generators: Sequence[torch.Generator | None]) -> None:
         """Draw model k's noise from ``generators[k]`` (None: PyTorch's global generator)."""
