@@ -86,8 +86,11 @@ def prepare(
     todo = [e.experiment for e in entries if statuses[e.experiment.content_hash()] == "pending"]
 
     def trained(key: str) -> bytes | None:
+        """The stored clean model's checkpoint (a dry run only needs to know it exists)."""
         record = store.training(key)
-        return None if record is None else record.checkpoint.read_bytes()
+        if record is None:
+            return None
+        return record.checkpoint.read_bytes() if register else b""
 
     work = plan(todo, trained=trained, workers=workers)
     done = sum(status == "done" for status in statuses.values())
