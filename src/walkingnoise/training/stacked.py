@@ -379,7 +379,7 @@ class StackedModel:
             return standard_normal(x, count)
         draws = []
         for _ in range(count):
-            z = torch.empty_like(x)
+            z = torch.empty(x.shape, dtype=x.dtype, device=x.device)
             for row, j in zip(z, members, strict=True):
                 row.normal_(generator=self.generators[j])
             draws.append(z)
