@@ -441,3 +441,9 @@ def test_count_experiments_multiplies_axes_and_adds_leaves() -> None:
         sigma: {type: logspace, min: 0, max: 1, num: 5}
     """
     assert count_experiments(spec(text)) == 3 * 4 * 2 + 5
+
+
+@pytest.mark.parametrize(("name", "meant"), [("fixd", "fixed"), ("gird", "grid")])
+def test_a_misspelt_fixed_or_grid_is_named(name: str, meant: str) -> None:
+    with pytest.raises(SweepError, match=rf"^{name}: unknown key; did you mean '{meant}'\?$"):
+        parse_sweep(f"{name}:\n  seed: 1\n")

@@ -189,6 +189,8 @@ def refine(
         means = [float(np.mean(by_sigma[s])) for s in sigmas]
         errors = [_sem(by_sigma[s]) for s in sigmas]
         proposals = propose_sigmas(axes[members[0].block], sigmas, means, errors, chance)
+        tried = {e.experiment.sigma for e in members}
+        proposals = [sigma for sigma in proposals if sigma not in tried]
         seeds = sorted({e.experiment.seed for e in members})
         template = members[0]
         for sigma in proposals:

@@ -18,6 +18,7 @@ Grid axes::
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -258,8 +259,19 @@ def _parse_block(raw: Any, path: str, *, top: bool = False) -> Block:
                     _join(where, str(name)),
                 )
         else:
+            _check_block_name(key, value, where)
             block.children.append(_parse_block(value, where))
     return block
+
+
+def _check_block_name(key: str, value: Any, where: str) -> None:
+    """A sub-block named like a misspelt ``fixed``/``grid``, holding no fixed or grid of its
+    own, is reported as the typo it is."""
+    if not isinstance(value, Mapping) or set(value) & {"fixed", "grid"}:
+        return
+    close = difflib.get_close_matches(key, ("fixed", "grid"), n=1, cutoff=0.6)
+    if close:
+        raise SweepError(f"{where}: unknown key; did you mean {close[0]!r}?")
 
 
 def _parse_axis(raw: Any, path: str) -> AnyAxis:
