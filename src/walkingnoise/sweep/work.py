@@ -18,7 +18,7 @@ from walkingnoise.data import InMemoryDataset, Split, load_dataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep.planner import WorkUnit
 from walkingnoise.training.checkpoint import checkpoint_bytes, read_checkpoint
-from walkingnoise.training.cohort import Trained, evaluate_shared, train_cohort
+from walkingnoise.training.cohort import Trained, evaluate_shared, train_alone, train_cohort
 from walkingnoise.training.memory import default_device
 from walkingnoise.training.run import evaluate_experiment, history_records, train_experiment
 
@@ -128,15 +128,8 @@ def _last_line() -> str:
 def _train_alone(
     experiment: Experiment, dataset: InMemoryDataset, save_checkpoint: bool
 ) -> Outcome:
-    started = time.perf_counter()
     try:
-        model, history = train_experiment(experiment, dataset, progress=False)
-        trained = time.perf_counter()
-        metrics = evaluate_experiment(experiment, model, dataset)
-        seconds = {"train": trained - started, "evaluate": time.perf_counter() - trained}
-        return _outcome(
-            Trained(experiment, model, history, metrics, seconds), dataset, save_checkpoint
-        )
+        return _outcome(train_alone(experiment, dataset), dataset, save_checkpoint)
     except Exception:
         return Outcome(experiment, error=traceback.format_exc())
 

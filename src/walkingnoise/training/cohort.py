@@ -78,7 +78,7 @@ def _train_chunk(
         stack.check(dataset.train.x[:2])
     except NotStackableError as error:
         log.info("training %d models one at a time: %s", len(chunk), error)
-        return [_train_alone(e, dataset) for e in chunk]
+        return [train_alone(e, dataset) for e in chunk]
     histories = train_stacked(
         stack,
         dataset.train,
@@ -117,7 +117,8 @@ def _train_chunk(
     ]
 
 
-def _train_alone(experiment: Experiment, dataset: InMemoryDataset) -> Trained:
+def train_alone(experiment: Experiment, dataset: InMemoryDataset) -> Trained:
+    """Train and evaluate one experiment by itself: the path for models a stack cannot run."""
     started = time.perf_counter()
     model, history = train_experiment(experiment, dataset, progress=False)
     trained = time.perf_counter()
