@@ -447,3 +447,34 @@ def test_count_experiments_multiplies_axes_and_adds_leaves() -> None:
 def test_a_misspelt_fixed_or_grid_is_named(name: str, meant: str) -> None:
     with pytest.raises(SweepError, match=rf"^{name}: unknown key; did you mean '{meant}'\?$"):
         parse_sweep(f"{name}:\n  seed: 1\n")
+
+
+# -- σ pairs of mixed noise -------------------------------------------------------------------
+
+
+def test_sigma_mul_and_sigma_add_axes_make_a_map_of_pairs() -> None:
+    pairs = _values(
+        """
+        fixed: {noise: mixed, placement: "walking:2"}
+        grid:
+          sigma_mul: {type: choice, options: [0.1, 1.0]}
+          sigma_add: {type: choice, options: [0.5, 2.0, 8.0]}
+        """,
+        "sigma",
+    )
+    assert sorted(pairs) == sorted((m, a) for m in (0.1, 1.0) for a in (0.5, 2.0, 8.0))
+
+
+def test_sigma_mul_without_sigma_add_names_the_key() -> None:
+    with pytest.raises(SweepError, match=r"^grid\.sigma_mul: needs sigma_add"):
+        expand(spec("fixed: {noise: mixed}\ngrid: {sigma_mul: {type: choice, options: [1]}}"))
+
+
+def test_negative_sigma_add_is_reported_at_the_pair() -> None:
+    with pytest.raises(SweepError, match=r"^grid\.sigma_mul: .*sigma must be finite"):
+        expand(
+            spec(
+                "fixed: {noise: mixed, sigma_add: -1}\n"
+                "grid: {sigma_mul: {type: choice, options: [1]}}"
+            )
+        )

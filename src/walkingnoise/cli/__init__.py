@@ -12,10 +12,28 @@ import sys
 from collections.abc import Sequence
 
 from walkingnoise import __version__
-from walkingnoise.cli import analysis, data, experiment, sweep
+from walkingnoise.cli import (
+    analysis,
+    binarization,
+    data,
+    experiment,
+    multiexec,
+    noisy_machines,
+    profile,
+    sweep,
+)
 from walkingnoise.cli._common import one_line
 
-COMMAND_GROUPS = (experiment, sweep, data, analysis)
+COMMAND_GROUPS = (
+    experiment,
+    sweep,
+    data,
+    analysis,
+    binarization,
+    multiexec,
+    profile,
+    noisy_machines,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

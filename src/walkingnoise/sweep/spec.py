@@ -14,6 +14,8 @@ Grid axes::
     {type: adaptive, min: -2, max: 10}            # σ only: refined around each midpoint
 
 ``placement: walking:*`` stands for one walking placement per noise site of the model.
+``sigma_mul`` and ``sigma_add`` (fixed or grid) together give mixed noise its σ pair
+(σ_mul, σ_add), so a σ_mul × σ_add map is two grid axes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ DEFAULT_MAX_EXPERIMENTS = 20_000
 WALKING_ALL = "walking:*"
 SiteCount = Callable[[Experiment], int]
 _TOP_LEVEL_META = ("name", "description")
+_SIGMA_PAIR = ("sigma_mul", "sigma_add")
 
 
 class SweepError(ValueError):
@@ -395,7 +398,26 @@ def _known_fields(parents: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
+def _pair_sigma(config: dict[str, Any], origins: Mapping[str, str], leaf: str) -> dict[str, Any]:
+    """``sigma_mul`` and ``sigma_add`` folded into the ``sigma`` pair of mixed noise."""
+    given = [key for key in _SIGMA_PAIR if key in config]
+    if not given:
+        return config
+    if len(given) == 1:
+        missing = next(key for key in _SIGMA_PAIR if key not in config)
+        raise SweepError(f"{origins.get(given[0], leaf)}: needs {missing} beside it")
+    if "sigma" in config:
+        where = origins.get("sigma", leaf)
+        raise SweepError(f"{where}: give sigma or sigma_mul/sigma_add, not both")
+    folded = {key: value for key, value in config.items() if key not in _SIGMA_PAIR}
+    folded["sigma"] = (config["sigma_mul"], config["sigma_add"])
+    return folded
+
+
 def _validate(config: dict[str, Any], origins: Mapping[str, str], leaf: str) -> Experiment:
+    if "sigma_mul" in config:
+        origins = {**origins, "sigma": origins.get("sigma_mul", leaf)}
+    config = _pair_sigma(config, origins, leaf)
     try:
         return Experiment.model_validate(_unflatten(config))
     except pydantic.ValidationError as error:
