@@ -239,3 +239,39 @@ def test_a_cohort_of_one_trains_exactly_like_training_alone(digits: InMemoryData
         rtol=1e-4,
         atol=0,
     )
+
+
+@pytest.mark.parametrize("factory", [SkipNet, lambda: build_model("mlp", (1, 8, 8), 10)])
+def test_copies_share_the_clean_prefix_and_give_what_separate_models_give(factory) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 8, 8)
+    model = instrument(factory().eval(), x[:2])
+    twin = instrument(factory().eval(), x[:2])
+    twin.source.load_state_dict(model.source.state_dict())
+    last = len(model.sites) - 1
+    noise = [(AdditiveNoise(), {2: 0.5}), (AdditiveNoise(), {last: 2.0}), (None, {})]
+    copies, separate = StackedModel([model] * 3).eval(), StackedModel([model, twin, twin]).eval()
+    assert copies.copies and not separate.copies
+    outputs = []
+    for stack in (copies, separate):
+        stack.set_noise(noise)
+        stack.set_generators([torch.Generator().manual_seed(k) for k in range(3)])
+        with torch.no_grad(), stack.prefixes_kept():
+            outputs.append([stack(x, shared=True) for _ in range(2)])
+    for kept, plain in zip(outputs[0], outputs[1], strict=True):
+        torch.testing.assert_close(kept, plain, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(outputs[0][0][0], outputs[0][1][0])  # fresh noise on each pass
+    with torch.no_grad():
+        torch.testing.assert_close(outputs[0][0][2], model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_training_a_stack_of_copies_stops_sharing_its_prefix(digits: InMemoryDataset) -> None:
+    torch.manual_seed(0)
+    model = instrument(build_model("mlp", (1, 8, 8), 10), digits.train.x[:2])
+    stack = StackedModel([model] * 2)
+    train_stacked(stack, digits.train, Recipe(epochs=1), seeds=[0, 1])
+    assert not stack.copies
+    stack.eval()
+    with torch.no_grad():
+        out = stack(digits.test.x[:32], shared=True)
+    assert not torch.allclose(out[0], model.eval()(digits.test.x[:32]))

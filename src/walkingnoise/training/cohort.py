@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from walkingnoise.data.dataset import InMemoryDataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.noise.instrument import NoisyModel
+from walkingnoise.noise.site import SiteInfo
 from walkingnoise.training.evaluate import Evaluation, evaluate_clean
 from walkingnoise.training.loop import TrainHistory
 from walkingnoise.training.memory import models_per_stack
@@ -137,7 +138,8 @@ def evaluate_shared(
     """Metrics of inference-only experiments that all evaluate one trained ``model``.
 
     The clean metrics are computed once; the noisy ones in stacks of copies of the model, each
-    copy with its experiment's placement and σ.
+    copy with its experiment's placement and σ. Experiments are stacked by their first noisy
+    site, so the stack computes the clean part of the network before it only once.
     """
     if not experiments:
         return []
@@ -148,9 +150,10 @@ def evaluate_shared(
                  for s in EVALUATED_SPLITS}  # fmt: skip
     fit = models_per_stack(model, batch, dataset.test.x.device, training=False)
     size = min(fit, max_models or fit)
+    sites = model.site_table
     by_noise: dict[object, list[int]] = {}
     for i, experiment in enumerate(experiments):
-        key = (experiment.noise_model(), experiment.eval_repeats)
+        key = (experiment.noise_model(), experiment.eval_repeats, _first_site(experiment, sites))
         by_noise.setdefault(key, []).append(i)
     metrics: list[dict[str, float]] = [{} for _ in experiments]
     for indices in by_noise.values():
@@ -161,6 +164,14 @@ def evaluate_shared(
             ):
                 metrics[i] = values
     return metrics
+
+
+def _first_site(experiment: Experiment, sites: Sequence[SiteInfo]) -> int | None:
+    """The first site where the experiment injects noise (None: nowhere)."""
+    if experiment.noise_model() is None:
+        return None
+    levels = experiment.placement_spec().resolve(sites, experiment.sigma)
+    return min(levels, default=None)
 
 
 def _evaluate_chunk(

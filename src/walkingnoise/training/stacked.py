@@ -9,12 +9,17 @@ draws the same noise in a stack as alone, whichever models share the stack.
 
 Every model keeps its own initial weights, σ and site, BatchNorm statistics, clamping and
 optimizer state (Adam is elementwise, so one Adam over stacked tensors is K independent ones).
+
+A stack of copies of one model (inference-only experiments sharing a clean model) evaluating one
+shared batch computes the part of the graph before the first noisy site once, with the model
+itself, and runs only the rest as a stack: walking noise at a late site costs little.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -237,6 +242,37 @@ class _Interpreter(fx.Interpreter):
         return stacked if stacked is not None else super().get_attr(target, args, kwargs)
 
 
+class _PrefixEndError(Exception):
+    """Raised by ``_Prefix`` when it reaches the node where the stack has to take over."""
+
+
+class _Prefix(fx.Interpreter):
+    """Runs the one model's graph up to (not including) ``stop``, keeping every value."""
+
+    def __init__(self, net: fx.GraphModule, stop: fx.Node | None) -> None:
+        super().__init__(net, garbage_collect_values=False)
+        self.stop = stop
+
+    def run_node(self, n: fx.Node) -> Any:
+        if n is self.stop:
+            raise _PrefixEndError
+        return super().run_node(n)
+
+
+def _broadcast(value: Any, k: int, *, copy: bool = True) -> Any:
+    """Every tensor in ``value`` given a leading model dimension of size ``k``.
+
+    With ``copy`` each model gets its own memory, so later in-place operations are safe;
+    without, the K views share one (for a value only a noise site reads).
+    """
+    flat, spec = tree_flatten(value)
+    for i, leaf in enumerate(flat):
+        if isinstance(leaf, torch.Tensor):
+            wide = leaf.unsqueeze(0).expand(k, *leaf.shape)
+            flat[i] = wide.contiguous() if copy else wide
+    return tree_unflatten(flat, spec)
+
+
 class StackedModel:
     """K instrumented models of one architecture as stacked tensors (see the module doc).
 
@@ -255,6 +291,12 @@ class StackedModel:
             )
         self.template = template
         self.size = len(models)
+        #: Whether all members are one model and its stacked tensors are still its own: set
+        #: when built from copies, cleared once the tensors may change (handed to an optimizer,
+        #: clamped, or BatchNorm statistics updated by a training pass).
+        self.copies = all(m is template for m in models)
+        self._kept: dict[tuple, Any] | None = None
+        self._kept_room = 0
         self.training = True
         self.noise_enabled = True
         net = template.net
@@ -296,6 +338,7 @@ class StackedModel:
 
     def parameters(self) -> list[torch.Tensor]:
         """The stacked parameters (leaf tensors with a leading model dimension)."""
+        self.copies = False
         return list(self._params.values())
 
     def train(self, mode: bool = True) -> StackedModel:
@@ -354,9 +397,76 @@ class StackedModel:
 
     def __call__(self, x: torch.Tensor, *, shared: bool = False) -> torch.Tensor:
         """Logits (K, B, ...) for inputs (K, B, ...), or for one batch (B, ...) if ``shared``."""
+        if shared and self.copies and not self.training:
+            return self._run_copies(x)
+        if self.training:
+            self.copies = False
         if shared:
             x = x.unsqueeze(0).expand(self.size, *x.shape)
         return _Interpreter(self, x.shape[1]).run(x)
+
+    @contextmanager
+    def prefixes_kept(self, max_bytes: int = 256 * 2**20) -> Iterator[None]:
+        """Within the block, the clean prefix of a batch seen before is reused, not recomputed.
+
+        For repeated noisy passes over one split by copies of one model: the part before the
+        first noisy site is the same on every pass. Batches are recognised by their memory, so
+        the split must not change inside the block; at most ``max_bytes`` are kept.
+        """
+        self._kept, self._kept_room = {}, max_bytes
+        try:
+            yield
+        finally:
+            self._kept, self._kept_room = None, 0
+
+    def _run_copies(self, x: torch.Tensor) -> torch.Tensor:
+        """Copies of one model on one batch: the clean prefix once, the rest as a stack."""
+        stop = self._first_noisy_node()
+        key = (x.data_ptr(), tuple(x.shape), stop)
+        kept = self._kept.get(key) if self._kept is not None else None
+        if kept is None:
+            kept = self._prefix(x, stop)
+            size = sum(t.nbytes for t in tree_flatten(kept)[0] if isinstance(t, torch.Tensor))
+            if self._kept is not None and size <= self._kept_room:
+                self._kept[key], self._kept_room = kept, self._kept_room - size
+        if stop is None:
+            return _broadcast(kept, self.size)
+        env = {
+            node: _broadcast(value, self.size, copy=set(node.users) != {stop})
+            if any(isinstance(leaf, torch.Tensor) for leaf in tree_flatten(value)[0])
+            else value
+            for node, value in kept.items()
+        }
+        return _Interpreter(self, x.shape[0]).run(x, initial_env=env)
+
+    def _prefix(self, x: torch.Tensor, stop: fx.Node | None) -> Any:
+        """The model's output if no site is noisy; else the prefix values the rest needs."""
+        prefix = _Prefix(self.template.net, stop)
+        with self.template.noise_disabled():
+            try:
+                return prefix.run(x)
+            except _PrefixEndError:
+                pass
+        nodes = list(self.template.net.graph.nodes)
+        needed = {arg for node in nodes[nodes.index(stop) :] for arg in node.all_input_nodes}
+        return {
+            node: value if node in needed else None
+            for node, value in prefix.env.items()
+            if node.op != "get_attr"
+        }
+
+    def _first_noisy_node(self) -> fx.Node | None:
+        """The graph node of the first site that injects noise now; None if none does."""
+        if not self.noise_enabled:
+            return None
+        active = [i for i, (noise, _, _) in self._site_noise.items() if noise.active_in(False)]
+        if not active:
+            return None
+        target = f"{_SITES}{min(active)}"
+        for node in self.template.net.graph.nodes:
+            if node.op == "call_module" and node.target == target:
+                return node
+        raise NotStackableError(f"no graph node runs noise site {min(active)}")
 
     def _site(self, index: int, x: Any) -> Any:
         config = self._site_noise.get(index)
@@ -394,6 +504,7 @@ class StackedModel:
     @torch.no_grad()
     def clamp_(self, limits: torch.Tensor) -> None:
         """Clamp every model's weights (not norm layers, not biases) to ±limits[k]."""
+        self.copies = False
         for name in self._clampable:
             weight = self._params[name]
             bound = limits.to(weight).reshape(-1, *([1] * (weight.dim() - 1)))

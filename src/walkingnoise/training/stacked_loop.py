@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -119,24 +120,26 @@ def evaluate_stacked(
     noisy = not clean and bool(stack.noisy_sites())
     accuracies: list[list[float]] = [[] for _ in range(stack.size)]
     losses: list[list[float]] = [[] for _ in range(stack.size)]
+    kept = stack.prefixes_kept() if stack.copies else contextlib.nullcontext()
     try:
-        for _ in range(repeats if noisy else 1):
-            correct = torch.zeros(stack.size, dtype=torch.float64, device=split.x.device)
-            loss = torch.zeros(stack.size, dtype=torch.float64, device=split.x.device)
-            for start in range(0, len(split), batch_size):
-                x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
-                logits = stack(x, shared=True)
-                target = y.unsqueeze(0).expand(stack.size, -1)
-                loss += (
-                    F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
-                    .view(stack.size, -1)
-                    .sum(dim=1)
-                    .double()
-                )
-                correct += (logits.argmax(dim=-1) == target).sum(dim=1).double()
-            for k in range(stack.size):
-                accuracies[k].append(correct[k].item() / len(split))
-                losses[k].append(loss[k].item() / len(split))
+        with kept:
+            for _ in range(repeats if noisy else 1):
+                correct = torch.zeros(stack.size, dtype=torch.float64, device=split.x.device)
+                loss = torch.zeros(stack.size, dtype=torch.float64, device=split.x.device)
+                for start in range(0, len(split), batch_size):
+                    x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
+                    logits = stack(x, shared=True)
+                    target = y.unsqueeze(0).expand(stack.size, -1)
+                    loss += (
+                        F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+                        .view(stack.size, -1)
+                        .sum(dim=1)
+                        .double()
+                    )
+                    correct += (logits.argmax(dim=-1) == target).sum(dim=1).double()
+                for k in range(stack.size):
+                    accuracies[k].append(correct[k].item() / len(split))
+                    losses[k].append(loss[k].item() / len(split))
     finally:
         stack.train(was_training)
         stack.noise_enabled = was_enabled
