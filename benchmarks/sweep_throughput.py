@@ -12,7 +12,9 @@ inference-only}, 5 epochs.
 
 Prints experiments/hour of both and their ratio, peak RSS, the share of an inference-only
 experiment in the cost of a trained one, and the training phase's achieved GFLOP/s against a
-roofline measured in the same run (matmul GFLOP/s and Gaussian samples/s of this machine).
+roofline measured in the same run (matmul GFLOP/s and Gaussian samples/s of one core of this
+machine, since the stored training times are the seconds of units computing with one thread
+each: their sum is core-seconds).
 Last, adaptive σ sampling against a dense 49-point grid (inference-only walking noise): the
 number of experiments each needs and how far apart their midpoints are.
 
@@ -40,6 +42,7 @@ from walkingnoise.data import InMemoryDataset, load_dataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep import Store, load_results, make_executor, run_sweep
 from walkingnoise.sweep.spec import parse_sweep
+from walkingnoise.sweep.work import unit_threads
 from walkingnoise.training.memory import default_device
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment
 
@@ -109,8 +112,17 @@ def _train_with_dataloader(model, dataset: InMemoryDataset, experiment: Experime
         scheduler.step()
 
 
-def roofline(device: torch.device) -> tuple[float, float]:
-    """This machine's matmul GFLOP/s and Gaussian samples/s, measured now."""
+def roofline(device: torch.device, threads: int) -> tuple[float, float]:
+    """Matmul GFLOP/s and Gaussian samples/s with ``threads`` threads, measured now."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _roofline(device)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _roofline(device: torch.device) -> tuple[float, float]:
     a = torch.randn(2048, 2048, device=device)
     b = torch.randn(2048, 2048, device=device)
     for _ in range(2):
@@ -235,8 +247,12 @@ def main() -> int:
         f"device: {device}; engine: {args.workers} process(es) × 1 thread; "
         f"simple loop: {torch.get_num_threads()} threads"
     )
-    gflops, normals = roofline(device)
-    print(f"roofline: matmul {gflops:.1f} GFLOP/s, normal sampling {normals / 1e6:.0f} M/s")
+    threads = unit_threads()
+    gflops, normals = roofline(device, threads)
+    print(
+        f"roofline ({threads} thread(s), as a unit computes): matmul {gflops:.1f} GFLOP/s, "
+        f"normal sampling {normals / 1e6:.0f} M/s"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "bench.sqlite"
@@ -262,8 +278,8 @@ def main() -> int:
         f"engine:      {engine_seconds:8.1f} s   {n / engine_seconds * 3600:10.0f} experiments/hour"
     )
     print(
-        f"  training phase {train_phase:.1f} s: {flops / train_phase / 1e9:.1f} GFLOP/s, "
-        f"{bound / train_phase:.0%} of the roofline ({bound:.1f} s)"
+        f"  training phase {train_phase:.1f} unit-seconds: {flops / train_phase / 1e9:.1f} "
+        f"GFLOP/s per unit, {bound / train_phase:.0%} of the roofline ({bound:.1f} s)"
     )
     print(
         f"  inference-only experiment: {per_eval * 1000:.1f} ms = "

@@ -93,18 +93,26 @@ def _instrumented(factory, shape: tuple[int, ...], seeds: range) -> list:
     ids=["mlp", "lenet5", "cnn_s", "skipnet", "attention"],
 )
 @pytest.mark.parametrize("training", [False, True])
-def test_stacked_forward_equals_each_model(factory, shape, training: bool) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["own-input", "shared-input"])
+def test_stacked_forward_equals_each_model(factory, shape, training: bool, shared: bool) -> None:
     models = _instrumented(factory, shape, range(3))
     stack = StackedModel(models).train(training)
     x = torch.randn(3, 5, *shape)
-    out = stack(x)
+    if shared:  # one batch for all: the first layer runs once, with the weights side by side
+        x = x[:1].expand_as(x)
+    out = stack(x[0], shared=True) if shared else stack(x)
     for k, model in enumerate(models):
         model.train(training)
         torch.testing.assert_close(out[k], model(x[k]), rtol=1e-4, atol=1e-5)
 
 
-def test_training_a_stack_equals_training_each_model_alone(digits: InMemoryDataset) -> None:
+@pytest.mark.parametrize("same_seed", [False, True], ids=["own-batches", "shared-batches"])
+def test_training_a_stack_equals_training_each_model_alone(
+    digits: InMemoryDataset, same_seed: bool
+) -> None:
     experiments = _experiments(4, sigma=0.5, recipe=Recipe(epochs=2, batch_size=64))
+    if same_seed:  # every batch is gathered once and the first layer runs as one matmul
+        experiments = [e.model_copy(update={"seed": 7}) for e in experiments]
     experiments[1] = experiments[1].model_copy(
         update={"recipe": Recipe(epochs=2, batch_size=64, clamp=0.05)}
     )
@@ -251,7 +259,8 @@ def test_copies_share_the_clean_prefix_and_give_what_separate_models_give(factor
     last = len(model.sites) - 1
     noise = [(AdditiveNoise(), {2: 0.5}), (AdditiveNoise(), {last: 2.0}), (None, {})]
     copies, separate = StackedModel([model] * 3).eval(), StackedModel([model, twin, twin]).eval()
-    assert copies.copies and not separate.copies
+    assert copies.copies
+    assert not separate.copies
     outputs = []
     for stack in (copies, separate):
         stack.set_noise(noise)

@@ -45,6 +45,10 @@ class Trained:
     seconds: dict[str, float]
 
 
+#: Fewest models per stack, on average, for which stacks of one seed beat mixed ones.
+MIN_SHARED_STACK = 8
+
+
 def _chunks(items: Sequence, size: int) -> list[Sequence]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -56,17 +60,32 @@ def train_cohort(
     max_models: int | None = None,
     progress: bool | None = False,
 ) -> list[Trained]:
-    """Train and evaluate noisy-training experiments of one cohort, as stacks where possible."""
+    """Train and evaluate noisy-training experiments of one cohort, as stacks where possible.
+
+    Stacks are formed per seed, with the models that put noise on the input apart, so the
+    models of a stack see the same batches and share everything before their first layer;
+    unless that leaves fewer than ``MIN_SHARED_STACK`` models per stack on average, when one
+    stack of mixed seeds is faster. Results come back in the order of ``experiments``.
+    """
     if not experiments:
         return []
     probe = build_noisy_model(experiments[0], dataset)
     recipe = experiments[0].recipe
     fit = models_per_stack(probe, recipe.batch_size, dataset.train.x.device, training=True)
     size = min(fit, max_models or fit)
-    results: list[Trained] = []
-    for chunk in _chunks(list(experiments), size):
-        results += _train_chunk(chunk, dataset, progress)
-    return results
+    sites = probe.site_table
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for i, experiment in enumerate(experiments):
+        groups.setdefault((experiment.seed, _first_site(experiment, sites) == 0), []).append(i)
+    if len(experiments) < MIN_SHARED_STACK * len(groups):
+        groups = {(0, False): list(range(len(experiments)))}
+    results: list[Trained | None] = [None] * len(experiments)
+    for indices in groups.values():
+        for chunk in _chunks(indices, size):
+            trained = _train_chunk([experiments[i] for i in chunk], dataset, progress)
+            for i, result in zip(chunk, trained, strict=True):
+                results[i] = result
+    return [r for r in results if r is not None]
 
 
 def _train_chunk(

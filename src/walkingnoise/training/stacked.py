@@ -85,6 +85,14 @@ def _linear(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return out.reshape(*x.shape[:-1], weight.shape[1])
 
 
+def _linear_shared(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Stacked ``nn.Linear`` on an input all K models share: one matmul, weights side by side."""
+    weight, bias = state["weight"], state.get("bias")
+    k, o = weight.shape[:2]
+    out = F.linear(x[0], weight.reshape(k * o, -1), None if bias is None else bias.reshape(-1))
+    return out.view(*out.shape[:-1], k, o).movedim(-2, 0)
+
+
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
@@ -103,6 +111,21 @@ def _conv(module: nn.modules.conv._ConvNd, state: dict[str, torch.Tensor], x: to
         k * module.groups,
     )
     return out.reshape(b, k, -1, *out.shape[2:]).transpose(0, 1)
+
+
+def _conv_shared(module: nn.modules.conv._ConvNd, state: dict[str, torch.Tensor], x):
+    """Stacked convolution of an input all K models share: one convolution, K·C_out filters."""
+    k = x.shape[0]
+    weight, bias = state["weight"], state.get("bias")
+    out = _CONV[weight.dim() - 3](
+        x[0],
+        weight.reshape(k * weight.shape[1], *weight.shape[2:]),
+        None if bias is None else bias.reshape(-1),
+        module.stride,
+        module.padding,
+        module.dilation,
+    )
+    return out.view(out.shape[0], k, -1, *out.shape[2:]).transpose(0, 1)
 
 
 def _batchnorm(module: nn.modules.batchnorm._BatchNorm, state: dict[str, torch.Tensor], x):
@@ -134,28 +157,38 @@ _ELEMENTWISE = (
 )  # fmt: skip
 
 
-def _fast_module(module: nn.Module, state: dict[str, torch.Tensor]) -> Callable | None:
-    """A stacked implementation of a module, or None to fall back to vmap."""
+def _fast_module(
+    module: nn.Module, state: dict[str, torch.Tensor]
+) -> tuple[Callable, Callable | None] | None:
+    """A stacked implementation of a module, and one for an input all models share (None: the
+    first serves); None to fall back to vmap."""
     if type(module) is nn.Linear:
-        return lambda x: _linear(state, x)
+        return (lambda x: _linear(state, x)), (lambda x: _linear_shared(state, x))
     if (
         isinstance(module, nn.modules.conv._ConvNd)
         and not module.transposed
         and module.padding_mode == "zeros"
         and isinstance(module.padding, tuple)
     ):
-        return lambda x: _conv(module, state, x)
+        shared = (lambda x: _conv_shared(module, state, x)) if module.groups == 1 else None
+        return (lambda x: _conv(module, state, x)), shared
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
-        return lambda x: _batchnorm(module, state, x)
+        return (lambda x: _batchnorm(module, state, x)), None
     if not state and isinstance(module, _ELEMENTWISE):
-        return module
+        return module, lambda x: _once(module, x)
     if (
         not state
         and module_kind(module) != "batchnorm"
         and type(module).__module__.startswith("torch.nn.")
     ):
-        return lambda x: _merged(module, x)
+        return (lambda x: _merged(module, x)), lambda x: _once(lambda v: _merged(module, v), x)
     return None
+
+
+def _once(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """A parameter-free ``fn`` of an input all K models share, computed once for all."""
+    out = fn(x[:1])
+    return out.expand(x.shape[0], *out.shape[1:])
 
 
 #: Functions applied per sample: (K, B, ...) inputs can be merged to (K·B, ...).
@@ -171,17 +204,22 @@ _PER_SAMPLE_FUNCTIONS = {
 class _Interpreter(fx.Interpreter):
     """Runs the instrumented graph on stacked tensors."""
 
-    def __init__(self, stack: StackedModel, batch: int) -> None:
+    def __init__(self, stack: StackedModel, batch: int, owned: torch.Tensor | None = None) -> None:
         super().__init__(stack.template.net, garbage_collect_values=True)
         self.stack = stack
         self.batch = batch
+        self.owned = owned
 
     def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
         if target.startswith(_SITES):
-            return self.stack._site(int(target[len(_SITES) :]), args[0])
+            inplace = self.owned is not None and args[0] is self.owned
+            return self.stack._site(int(target[len(_SITES) :]), args[0], inplace=inplace)
         fast = self.stack._fast.get(target)
         if fast is not None and len(args) == 1 and not kwargs and self._activation(args[0]):
-            return fast(args[0])
+            each, shared = fast
+            if shared is not None and self._shared(args[0]):
+                return shared(args[0])
+            return each(args[0])
         module = self.fetch_attr(target)
         state = self.stack._module_state[target]
         if not state:
@@ -203,6 +241,8 @@ class _Interpreter(fx.Interpreter):
                     start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
                     if start < 1:
                         return _vmapped(target, args, kwargs)
+                if all(self._shared(t) for t in tensors):
+                    return self._once_call(target, args, kwargs)
                 return self._merged_call(target, args, kwargs)
         return _vmapped(target, args, kwargs)
 
@@ -216,8 +256,21 @@ class _Interpreter(fx.Interpreter):
             and id(value) not in self.stack._tensor_ids
         )
 
-    def _merged_call(self, target: Callable, args: tuple, kwargs: dict) -> Any:
-        k, b = self.stack.size, self.batch
+    def _shared(self, value: torch.Tensor) -> bool:
+        """Whether an activation is one tensor all models share (expanded, not copied)."""
+        return self.stack.size > 1 and value.stride(0) == 0
+
+    def _once_call(self, target: Callable, args: tuple, kwargs: dict) -> Any:
+        """A per-sample function of activations all models share, computed once for all."""
+        flat, spec = tree_flatten((args, kwargs))
+        firsts = [v[:1] if isinstance(v, torch.Tensor) else v for v in flat]
+        inner_args, inner_kwargs = tree_unflatten(firsts, spec)
+        out = self._merged_call(target, inner_args, inner_kwargs, k=1)
+        return out.expand(self.stack.size, *out.shape[1:])
+
+    def _merged_call(self, target: Callable, args: tuple, kwargs: dict, k: int = 0) -> Any:
+        """``target`` on (K, B, ...) activations merged to (K·B, ...); ``k`` overrides K."""
+        k, b = k or self.stack.size, self.batch
 
         def merge(value: Any) -> Any:
             return (
@@ -323,7 +376,7 @@ class StackedModel:
                 }
         self._tensor_ids = {id(t) for t in self._tensors.values()}
         modules = dict(net.named_modules())
-        self._fast = {
+        self._fast: dict[str, tuple[Callable, Callable | None]] = {
             name: fast
             for name, state in self._module_state.items()
             if (fast := _fast_module(modules[name], state)) is not None
@@ -395,15 +448,22 @@ class StackedModel:
 
     # -- running ----------------------------------------------------------------------------
 
-    def __call__(self, x: torch.Tensor, *, shared: bool = False) -> torch.Tensor:
-        """Logits (K, B, ...) for inputs (K, B, ...), or for one batch (B, ...) if ``shared``."""
+    def __call__(
+        self, x: torch.Tensor, *, shared: bool = False, owned: bool = False
+    ) -> torch.Tensor:
+        """Logits (K, B, ...) for inputs (K, B, ...), or for one batch (B, ...) if ``shared``.
+
+        ``owned``: ``x`` is the caller's scratch tensor, which a noise site at the input may
+        overwrite instead of copying.
+        """
         if shared and self.copies and not self.training:
             return self._run_copies(x)
         if self.training:
             self.copies = False
         if shared:
             x = x.unsqueeze(0).expand(self.size, *x.shape)
-        return _Interpreter(self, x.shape[1]).run(x)
+            owned = False
+        return _Interpreter(self, x.shape[1], x if owned else None).run(x)
 
     @contextmanager
     def prefixes_kept(self, max_bytes: int = 256 * 2**20) -> Iterator[None]:
@@ -468,7 +528,7 @@ class StackedModel:
                 return node
         raise NotStackableError(f"no graph node runs noise site {min(active)}")
 
-    def _site(self, index: int, x: Any) -> Any:
+    def _site(self, index: int, x: Any, *, inplace: bool = False) -> Any:
         config = self._site_noise.get(index)
         if config is None or not self.noise_enabled:
             return x
@@ -481,7 +541,11 @@ class StackedModel:
         part = x if everyone else x.index_select(0, members)
         z = self._draws(part, members.tolist(), noise.draws)
         noisy = noise.apply(part, levels, z)
-        return noisy if everyone else x.index_copy(0, members, noisy)
+        if everyone:
+            return noisy
+        if inplace and not x.requires_grad:
+            return x.index_copy_(0, members, noisy)
+        return x.index_copy(0, members, noisy)
 
     def _draws(self, x: torch.Tensor, members: list[int], count: int) -> tuple[torch.Tensor, ...]:
         """Standard normal draws for ``x`` (n, B, ...), model j's from its own generator."""

@@ -35,7 +35,9 @@ def train_stacked(
 
     Model k draws its batches from a permutation seeded by ``seeds[k]`` (the same batches as
     alone), and is clamped to ``clamps[k]`` (None: not clamped). The loss is the sum of the
-    models' mean cross-entropies, so each model's gradient is its own.
+    models' mean cross-entropies, so each model's gradient is its own. When all seeds are equal
+    every batch is gathered once and shared, so layers before the first noise or weight
+    that differs between the models run once for all.
     """
     k_models = stack.size
     if len(seeds) != k_models:
@@ -45,7 +47,8 @@ def train_stacked(
     if any(c is not None for c in clamps):
         limits = torch.tensor([math.inf if c is None else c for c in clamps])
     optimizer, scheduler = make_optimizer(stack.parameters(), recipe)
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    shared = len(set(seeds)) == 1
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds[: 1 if shared else None]]
     histories = [TrainHistory() for _ in range(k_models)]
     n = len(train)
     device = train.x.device
@@ -62,10 +65,14 @@ def train_stacked(
             size = index.shape[1]
             if size < 2 and recipe.batch_size > 1:
                 continue
-            flat = index.reshape(-1)
-            x = train.x.index_select(0, flat).view(k_models, size, *train.x.shape[1:])
-            y = train.y.index_select(0, flat).view(k_models, size)
-            logits = stack(x)
+            if shared:
+                y = train.y.index_select(0, index[0]).expand(k_models, size)
+                logits = stack(train.x.index_select(0, index[0]), shared=True)
+            else:
+                flat = index.reshape(-1)
+                x = train.x.index_select(0, flat).view(k_models, size, *train.x.shape[1:])
+                y = train.y.index_select(0, flat).view(k_models, size)
+                logits = stack(x, owned=True)
             losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(
                 k_models, size
             )
