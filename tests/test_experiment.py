@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from walkingnoise.experiment import Experiment
 from walkingnoise.noise import AdditiveNoise, MixedNoise, MultiplicativeNoise, WalkingPlacement
 from walkingnoise.training import Recipe
+from walkingnoise.training.distillation import Distillation
 
 BASE: dict[str, Any] = {
     "dataset": "digits",
@@ -180,3 +182,116 @@ def test_pydantic_is_a_declared_dependency() -> None:
     dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in dependencies}
     assert "pydantic" in names
+
+
+# --- Noisy Machines fields: weight noise and distillation ------------------------------------
+
+#: Hashes computed with the code before ``weight_noise`` and ``distillation`` existed.
+HASHES_BEFORE_NOISY_MACHINES = {
+    "c6b3bf34126ed8f62c158a781d7cc52b580922e12f08a223dd3c652c90dabe37": {"sigma": 0.1},
+    "943189d3673c8211658b50248bf99b663457385434b416dd95c19e398502a929": {"noise": "none"},
+    "00cc1187aaf8bf6cf52c56c0b89c514ff2fc2fd1c1a18ffe52b3b745bae0e5d8": {
+        "noise": "mixed",
+        "sigma": (0.1, 0.2),
+        "train_noise": True,
+        "gradient": "through_noise",
+    },
+    "c01597dd72e275b65609a318e55ee5a20a578930563b18023cdfa5944e978842": {
+        "noise": "multiplicative",
+        "sigma": 0.5,
+        "placement": "walking:3",
+        "seed": 2,
+        "recipe": {"epochs": 3, "clamp": 1.0},
+    },
+}
+
+
+@pytest.mark.parametrize("expected", list(HASHES_BEFORE_NOISY_MACHINES))
+def test_hashes_of_experiments_without_the_new_fields_are_unchanged(expected: str) -> None:
+    fields = HASHES_BEFORE_NOISY_MACHINES[expected]
+    assert Experiment(**fields).content_hash() == expected
+    assert Experiment(**fields, weight_noise=0.0, distillation=None).content_hash() == expected
+
+
+def test_weight_noise_and_distillation_enter_the_hash() -> None:
+    plain = Experiment(noise="none", train_noise=True)
+    noisy = Experiment(noise="none", weight_noise=0.04, train_noise=True)
+    distilled = noisy.model_copy(update={"distillation": Distillation()})
+    hashes = {e.content_hash() for e in (plain, noisy, distilled)}
+    assert len(hashes) == 3
+    assert noisy.content_hash() != noisy.model_copy(update={"weight_noise": 0.06}).content_hash()
+    other = Distillation(temperature=4.0)
+    assert (
+        distilled.content_hash() != noisy.model_copy(update={"distillation": other}).content_hash()
+    )
+
+
+def test_weight_noise_keeps_train_noise_and_repeats_but_not_placement_or_gradient() -> None:
+    base = {"noise": "none", "weight_noise": 0.02}
+    identity = Experiment(**base, train_noise=True).identity()
+    assert identity["weight_noise"] == 0.02
+    assert identity["train_noise"] is True
+    assert "eval_repeats" in identity
+    assert not {"placement", "sigma", "gradient"} & set(identity)
+    assert _weight_hash(train_noise=True) != _weight_hash(train_noise=False)
+    assert _weight_hash(eval_repeats=2) != _weight_hash(eval_repeats=3)
+    assert _weight_hash(placement="walking:1") == _weight_hash(placement="global")
+    assert _weight_hash(gradient="through_noise") == _weight_hash()
+
+
+def _weight_hash(**fields: Any) -> str:
+    return Experiment(noise="none", weight_noise=0.02, **fields).content_hash()
+
+
+def test_distillation_without_noise_drops_what_cannot_matter() -> None:
+    distilled = Experiment(noise="none", distillation={"alpha": 0.5})
+    assert "train_noise" not in distilled.identity()
+    assert distilled.content_hash() != Experiment(noise="none").content_hash()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"weight_noise": -0.01}, "weight_noise"),
+        ({"weight_noise": math.inf}, "weight_noise"),
+        ({"weight_noise": math.nan}, "weight_noise"),
+        ({"distillation": {"alpha": 2}}, "alpha"),
+        ({"distillation": {"temperature": -1}}, "temperature"),
+        ({"distillation": {"teacher": ""}}, "teacher"),
+        ({"distillation": {"beta": 1}}, "beta"),
+    ],
+    ids=str,
+)
+def test_invalid_noisy_machines_settings_are_rejected(
+    overrides: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(pydantic.ValidationError) as error:
+        Experiment(**{**BASE, **overrides})
+    assert fragment in str(error.value)
+
+
+def test_training_kinds_follow_weight_noise_and_distillation() -> None:
+    inference_only = Experiment(noise="none", weight_noise=0.04, train_noise=False)
+    assert not inference_only.trains_with_noise
+    assert inference_only.shares_clean_model
+    noisy = inference_only.model_copy(update={"train_noise": True})
+    assert noisy.trains_with_noise
+    assert not noisy.shares_clean_model
+    distilled = Experiment(noise="none", distillation=Distillation())
+    assert not distilled.trains_with_noise
+    assert not distilled.shares_clean_model
+    assert distilled.teacher_training() == distilled.clean_training()
+    assert distilled.clean_training() == Experiment(noise="none")
+    from_file = Experiment(noise="none", distillation=Distillation(teacher="teacher.pt"))
+    assert from_file.teacher_training() is None
+    assert Experiment(**BASE).teacher_training() is None
+    assert Experiment(**BASE).trains_with_noise
+    assert not Experiment(**BASE).shares_clean_model
+
+
+def test_a_weight_noise_experiment_survives_a_dict_round_trip() -> None:
+    experiment = Experiment(noise="none", weight_noise=0.06, distillation={"alpha": 0.7})
+    again = Experiment.model_validate(json.loads(json.dumps(experiment.model_dump(mode="json"))))
+    assert again == experiment
+    assert again.content_hash() == experiment.content_hash()
+    assert isinstance(again.distillation, Distillation)

@@ -18,6 +18,7 @@ from walkingnoise.noise.models import (
     NoiseModel,
 )
 from walkingnoise.noise.placement import Placement, SiteMapPlacement, parse_placement
+from walkingnoise.training.distillation import CLEAN_TEACHER, Distillation
 from walkingnoise.training.recipe import Recipe
 
 NoiseName = Literal["none", "additive", "multiplicative", "mixed"]
@@ -27,7 +28,9 @@ class Experiment(BaseModel):
     """Dataset, model, recipe, noise model, placement, σ, training-noise flag and seed.
 
     Evaluation noise is always on for the noisy metrics; ``train_noise`` decides whether the same
-    noise is also injected during training ("noisy training") or not ("inference-only").
+    noise is also injected during training ("noisy training") or not ("inference-only"). This
+    holds for activation noise (``noise``) and weight noise (``weight_noise``) alike; the two
+    combine.
 
     Attributes:
         sigma: σ for ``additive``/``multiplicative``; for ``mixed`` a pair (σ_mul, σ_add) or,
@@ -37,6 +40,11 @@ class Experiment(BaseModel):
         ratio: σ_add / amplitude for ``mixed`` given as an amplitude.
         gradient: ``forward_only`` (default) or ``through_noise``; see ``noise.models``.
         eval_repeats: noisy evaluations averaged for the noisy metrics (R).
+        weight_noise: η of Noisy Machines' weight noise: every forward pass adds
+            N(0, (η · (max W − min W))²) to the weights of each conv/linear layer (see
+            ``noise.weight``); 0 (default) for none. Use ``noise="none"`` for weight noise alone.
+        distillation: train by knowledge distillation from a teacher (see
+            ``training.distillation``); None (default) for plain cross-entropy training.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -54,6 +62,8 @@ class Experiment(BaseModel):
     train_noise: bool = False
     eval_repeats: int = Field(default=5, ge=1)
     seed: int = Field(default=0, ge=0)
+    weight_noise: float = Field(default=0.0, ge=0)
+    distillation: Distillation | None = None
 
     @field_validator("dataset")
     @classmethod
@@ -82,6 +92,13 @@ class Experiment(BaseModel):
                 raise ValueError(f"sigma must be finite and ≥ 0, got {part}")
         return value
 
+    @field_validator("weight_noise")
+    @classmethod
+    def _weight_noise_finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"weight_noise must be finite and ≥ 0, got {value}")
+        return value
+
     @model_validator(mode="after")
     def _sigma_fits(self) -> Experiment:
         if self.noise == "none":
@@ -103,17 +120,32 @@ class Experiment(BaseModel):
 
     @property
     def trains_with_noise(self) -> bool:
-        """Whether training differs from a clean training (noise on during training)."""
-        return self.noise != "none" and self.train_noise
+        """Whether noise (activation or weight noise) is on during training."""
+        return self.train_noise and (self.noise != "none" or self.weight_noise > 0)
+
+    @property
+    def shares_clean_model(self) -> bool:
+        """Whether this experiment's model is its clean training's model (only evaluated).
+
+        True for inference-only experiments: no noise in training and no distillation.
+        """
+        return not self.trains_with_noise and self.distillation is None
 
     def clean_training(self) -> Experiment:
         """The clean training this experiment's model comes from when noise is off in training.
 
         Every inference-only experiment with the same dataset, model, BatchNorm flag, recipe and
-        seed shares it, so its content hash identifies one trained model.
+        seed shares it, so its content hash identifies one trained model. It is also the teacher
+        of a distillation whose ``teacher`` is ``clean``.
         """
         keep = {"dataset", "model", "batchnorm", "recipe", "seed"}
         return Experiment(**{k: v for k, v in self if k in keep}, noise="none")
+
+    def teacher_training(self) -> Experiment | None:
+        """The clean training that teaches this experiment, if it distils from ``clean``."""
+        if self.distillation is None or self.distillation.teacher != CLEAN_TEACHER:
+            return None
+        return self.clean_training()
 
     def training_noise_seed(self) -> int:
         """A seed for the noise drawn during training, derived from the content hash."""
@@ -147,16 +179,24 @@ class Experiment(BaseModel):
 
         Fields that cannot matter are left out, so experiments that differ only in them are
         one experiment: ``order`` and ``ratio`` unless the noise is mixed, ``gradient`` unless
-        noise is on in training, and everything about noise when ``noise`` is ``none``.
+        activation noise is on in training, ``placement`` and ``sigma`` when ``noise`` is
+        ``none``, ``train_noise`` and ``eval_repeats`` when there is no noise at all, and
+        ``weight_noise`` and ``distillation`` at their defaults (so experiments without them
+        keep the hashes they had before these fields existed).
         """
         fields = self.model_dump(mode="json")
         if self.noise != "mixed":
             del fields["order"], fields["ratio"]
-        if not self.trains_with_noise:
+        if not (self.noise != "none" and self.train_noise):
             del fields["gradient"]
         if self.noise == "none":
-            for name in ("placement", "sigma", "train_noise", "eval_repeats"):
-                del fields[name]
+            del fields["placement"], fields["sigma"]
+            if self.weight_noise == 0:
+                del fields["train_noise"], fields["eval_repeats"]
+        if self.weight_noise == 0:
+            del fields["weight_noise"]
+        if self.distillation is None:
+            del fields["distillation"]
         return fields
 
     def canonical_json(self) -> str:

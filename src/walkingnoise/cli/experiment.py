@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from walkingnoise.cli._common import add_data_options, add_progress_option, parse_sigma
+
+if TYPE_CHECKING:
+    from walkingnoise.training.distillation import Distillation
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -20,9 +24,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--noise",
-        default="additive",
+        default=None,
         choices=["none", "additive", "multiplicative", "mixed"],
-        help="noise model (default: additive)",
+        help="activation noise model (default: additive; none when only weight noise or "
+        "distillation is asked for, without --sigma)",
     )
     train.add_argument("--order", default="mul_first", choices=["mul_first", "add_first"])
     train.add_argument("--ratio", type=float, default=None, help="mixed: σ is an amplitude A")
@@ -37,6 +42,35 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--sigma", type=parse_sigma, default=None, help="σ, or MUL,ADD for mixed")
     train.add_argument(
         "--train-noise", action="store_true", help="inject the noise during training too"
+    )
+    train.add_argument(
+        "--weight-noise",
+        type=float,
+        default=0.0,
+        metavar="ETA",
+        help="Noisy Machines weight noise: every layer's weights get N(0, (ETA·range)²) on each "
+        "forward pass, in evaluation and, with --train-noise, in training (default: 0)",
+    )
+    train.add_argument(
+        "--distill",
+        action="store_true",
+        help="train by knowledge distillation from a teacher (implied by the three below)",
+    )
+    train.add_argument(
+        "--temperature", type=float, default=None, help="distillation temperature T (default: 6)"
+    )
+    train.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="weight of the soft-target loss; the labels get 1 - ALPHA (default: 0.9)",
+    )
+    train.add_argument(
+        "--teacher",
+        default=None,
+        metavar="PATH",
+        help="teacher checkpoint (from --save); default: train the clean model of the same "
+        "dataset, model, recipe and seed first",
     )
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=128)
@@ -87,12 +121,17 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.save and Path(args.save).is_dir():
         raise ValueError(f"--save {args.save}: is a directory; give a file name")
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clamp=args.clamp)
+    distillation = _distillation(args)
+    noise = args.noise
+    if noise is None:
+        alone = args.sigma is None and (args.weight_noise > 0 or distillation is not None)
+        noise = "none" if alone else "additive"
     experiment = Experiment(
         dataset=args.dataset,
         model=args.model,
         batchnorm=args.batchnorm,
         recipe=recipe,
-        noise=args.noise,
+        noise=noise,
         order=args.order,
         ratio=args.ratio,
         gradient=args.gradient,
@@ -101,6 +140,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         train_noise=args.train_noise,
         eval_repeats=args.eval_repeats,
         seed=args.seed,
+        weight_noise=args.weight_noise,
+        distillation=distillation,
     )
     dataset = load_dataset(experiment.dataset, root=args.data_root)
     result = run_experiment(experiment, dataset=dataset, progress=args.progress)
@@ -108,6 +149,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
     training = "noisy training" if experiment.train_noise else "inference-only"
     print(f"experiment {experiment.content_hash()[:12]}  ({training})")
     print(f"noise: {experiment.noise} {experiment.placement} sigma={experiment.sigma}")
+    if experiment.weight_noise > 0:
+        print(f"weight noise: eta={experiment.weight_noise:g}")
+    if distillation is not None:
+        print(
+            f"distillation: T={distillation.temperature:g}, alpha={distillation.alpha:g}, "
+            f"teacher={distillation.teacher}"
+        )
     print(f"clean test accuracy: {100 * m['clean_test_accuracy']:.2f} %")
     print(
         f"noisy test accuracy: {100 * m['noisy_test_accuracy']:.2f} "
@@ -118,6 +166,24 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.save:
         path = save_checkpoint(args.save, result.model, experiment, dataset)
         print(f"saved model to {path}")
+
+
+def _distillation(args: argparse.Namespace) -> Distillation | None:
+    """The distillation settings the train options ask for, or None."""
+    from walkingnoise.training.distillation import Distillation
+
+    given = {
+        name: value
+        for name, value in (
+            ("temperature", args.temperature),
+            ("alpha", args.alpha),
+            ("teacher", args.teacher),
+        )
+        if value is not None
+    }
+    if not args.distill and not given:
+        return None
+    return Distillation(**given)
 
 
 def _cmd_sites(args: argparse.Namespace) -> None:

@@ -1,9 +1,45 @@
-"""Commands of one study; filled in by its issue-7 work."""
+"""The ``noisy-machines`` command: accuracy vs weight noise η, by training, from a store."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add this study's commands (none yet)."""
+    """Add the ``noisy-machines`` command."""
+    table = commands.add_parser(
+        "noisy-machines",
+        help="accuracy vs weight noise η (Noisy Machines): inference-only, noise injection "
+        "and distillation side by side",
+    )
+    table.add_argument("store", type=Path, help="the study's store (.sqlite)")
+    table.add_argument(
+        "--metric",
+        default="noisy_test_accuracy",
+        help="accuracy column to tabulate (default: noisy_test_accuracy)",
+    )
+    table.add_argument(
+        "--csv", type=Path, default=None, help="also write the long table (numbers) here"
+    )
+    table.set_defaults(handler=_cmd_noisy_machines)
+
+
+def _cmd_noisy_machines(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from walkingnoise.analysis.noisy_machines import accuracy_vs_eta, weight_noise_accuracy
+    from walkingnoise.sweep import Store, load_results
+
+    with Store(args.store, create=False) as store:
+        results = load_results(store)
+    table = weight_noise_accuracy(results, args.metric)
+    if table.empty:
+        raise ValueError(f"{args.store}: no finished experiments to tabulate")
+    wide = accuracy_vs_eta(table)
+    print(f"{args.metric} in % (mean ± std over seeds) vs weight noise η:")
+    with pd.option_context("display.max_rows", None, "display.width", 160):
+        print(wide.to_string())
+    if args.csv is not None:
+        table.to_csv(args.csv, index=False)
+        print(f"table: {args.csv}")

@@ -6,6 +6,13 @@ the store, and are then only evaluated. Noisy-training experiments that differ o
 placement, seed or weight clamping form a cohort; a cohort is split into equal units of at
 most ``max_unit`` members, which the engine trains together, and into at least as many units as
 there are workers to share them.
+
+Noisy Machines experiments run on the one-model path (``training.run``), not as stacks: weight
+noise and distillation are not part of the stacked engine. A distillation whose teacher is
+``clean`` joins the unit of that clean training (the shared model is its teacher): if the store
+has the teacher, its students are spread over units of their own beside the evaluations; if
+not, one unit trains the teacher once and then its students. Every other weight-noise training
+(and a distillation from a checkpoint file) is a unit of its own.
 """
 
 from __future__ import annotations
@@ -39,10 +46,11 @@ class WorkUnit:
 
     @property
     def trainings(self) -> int:
-        """How many models this unit trains."""
+        """How many models this unit trains (its own, plus the shared one if not stored)."""
         if self.shared_training is None:
             return len(self.members)
-        return 0 if self.checkpoint is not None else 1
+        students = sum(1 for member in self.members if not member.shares_clean_model)
+        return students + (0 if self.checkpoint is not None else 1)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,11 @@ def cohort_key(experiment: Experiment) -> str:
     return json.dumps(fields, sort_keys=True)
 
 
+def stackable(experiment: Experiment) -> bool:
+    """Whether the stacked engine can run the experiment (no weight noise, no distillation)."""
+    return experiment.weight_noise == 0 and experiment.distillation is None
+
+
 def plan(
     experiments: Sequence[Experiment],
     *,
@@ -92,19 +105,36 @@ def plan(
     """
     shared: dict[str, list[Experiment]] = {}
     cohorts: dict[str, list[Experiment]] = {}
+    alone: list[Experiment] = []
     for experiment in experiments:
-        if experiment.trains_with_noise:
+        if experiment.shares_clean_model or experiment.teacher_training() is not None:
+            shared.setdefault(experiment.clean_training().content_hash(), []).append(experiment)
+        elif stackable(experiment):
             cohorts.setdefault(cohort_key(experiment), []).append(experiment)
         else:
-            shared.setdefault(experiment.clean_training().content_hash(), []).append(experiment)
+            alone.append(experiment)
     units: list[WorkUnit] = []
     for key, members in shared.items():
-        training = members[0].clean_training()
-        units.append(WorkUnit(tuple(members), training, trained(key)))
+        units += _shared_units(members, trained(key))
     for members in cohorts.values():
         parts = math.ceil(len(members) / max_unit)
         parts = min(len(members), math.ceil(parts / workers) * workers)
         size = math.ceil(len(members) / parts)
         for start in range(0, len(members), size):
             units.append(WorkUnit(tuple(members[start : start + size])))
+    units += [WorkUnit((experiment,)) for experiment in alone]
     return Plan(tuple(units))
+
+
+def _shared_units(members: list[Experiment], checkpoint: bytes | None) -> list[WorkUnit]:
+    """The units of one clean training: its evaluations, and the students it teaches.
+
+    Without a stored checkpoint everything is one unit, so the clean model is trained once.
+    """
+    training = members[0].clean_training()
+    if checkpoint is None:
+        return [WorkUnit(tuple(members), training, None)]
+    evaluated = tuple(m for m in members if m.shares_clean_model)
+    students = [m for m in members if not m.shares_clean_model]
+    units = [WorkUnit(evaluated, training, checkpoint)] if evaluated else []
+    return units + [WorkUnit((student,), training, checkpoint) for student in students]

@@ -16,7 +16,9 @@ import torch
 from walkingnoise.analysis.weights import weight_statistics
 from walkingnoise.data import InMemoryDataset, Split, load_dataset
 from walkingnoise.experiment import Experiment
-from walkingnoise.sweep.planner import WorkUnit
+from walkingnoise.noise.instrument import NoisyModel
+from walkingnoise.noise.weight import remove_weight_noise
+from walkingnoise.sweep.planner import WorkUnit, stackable
 from walkingnoise.training.checkpoint import checkpoint_bytes, read_checkpoint
 from walkingnoise.training.cohort import Trained, evaluate_shared, train_alone, train_cohort
 from walkingnoise.training.memory import default_device
@@ -90,8 +92,10 @@ def _run_unit(unit: WorkUnit, data_root: str | Path | None, save_checkpoints: bo
     device = default_device()
     dataset = _dataset(first.dataset, None if data_root is None else str(data_root), device.type)
     if unit.shared_training is None:
+        if not all(stackable(member) for member in unit.members):
+            return UnitOutcome([_train_alone(e, dataset, save_checkpoints) for e in unit.members])
         return UnitOutcome(_train_members(unit.members, dataset, save_checkpoints))
-    return _evaluate_shared(unit, dataset)
+    return _evaluate_shared(unit, dataset, save_checkpoints)
 
 
 def _outcome(trained: Trained, dataset: InMemoryDataset, save_checkpoint: bool) -> Outcome:
@@ -134,7 +138,11 @@ def _train_alone(
         return Outcome(experiment, error=traceback.format_exc())
 
 
-def _evaluate_shared(unit: WorkUnit, dataset: InMemoryDataset) -> UnitOutcome:
+def _evaluate_shared(
+    unit: WorkUnit, dataset: InMemoryDataset, save_checkpoints: bool = True
+) -> UnitOutcome:
+    """The shared clean model (loaded or trained once), evaluated for the inference-only
+    members and used as the teacher of the distillation members."""
     training = unit.shared_training
     assert training is not None
     started = time.perf_counter()
@@ -160,29 +168,71 @@ def _evaluate_shared(unit: WorkUnit, dataset: InMemoryDataset) -> UnitOutcome:
     except Exception:
         error = traceback.format_exc()
         return UnitOutcome([Outcome(e, error=error) for e in unit.members])
+    evaluated = [e for e in unit.members if e.shares_clean_model]
+    students = [e for e in unit.members if not e.shares_clean_model]
+    members = _evaluate_members(model, evaluated, dataset, history, diverged)
+    remove_weight_noise(model)  # the teacher's weights must be read clean
+    members += [_train_student(e, model, dataset, save_checkpoints) for e in students]
+    order = {id(experiment): i for i, experiment in enumerate(unit.members)}
+    members.sort(key=lambda outcome: order[id(outcome.experiment)])
+    return UnitOutcome(members, outcome)
+
+
+def _evaluate_members(
+    model: NoisyModel,
+    experiments: list[Experiment],
+    dataset: InMemoryDataset,
+    history: list[dict[str, Any]],
+    diverged: bool,
+) -> list[Outcome]:
+    """Inference-only experiments of one model: stacked where possible, weight noise alone."""
+    if not experiments:
+        return []
     weights = weight_statistics(model.source)
     begin = time.perf_counter()
+    stacked = [e for e in experiments if stackable(e)]
     try:
-        all_metrics = evaluate_shared(model, unit.members, dataset)
+        stacked_metrics = evaluate_shared(model, stacked, dataset)
     except Exception:  # then each member alone, so one bad member fails only itself
         log.warning("stacked evaluation failed; evaluating one at a time:\n%s", _last_line())
-        all_metrics = [None] * len(unit.members)
-    each = (time.perf_counter() - begin) / len(unit.members)
+        stacked_metrics = [None] * len(stacked)
+    found = {id(e): m for e, m in zip(stacked, stacked_metrics, strict=True)}
+    each = (time.perf_counter() - begin) / max(1, len(stacked))
     members = []
-    for experiment, metrics in zip(unit.members, all_metrics, strict=True):
+    for experiment in experiments:
+        metrics = found.get(id(experiment))
         try:
+            seconds = each
             if metrics is None:
+                begin = time.perf_counter()
                 metrics = evaluate_experiment(experiment, model, dataset)
+                seconds = time.perf_counter() - begin
             members.append(
                 Outcome(
                     experiment,
                     metrics=metrics,
                     history=history,
                     weights=weights,
-                    timings={"evaluate": each},
+                    timings={"evaluate": seconds},
                     diverged=diverged,
                 )
             )
         except Exception:
             members.append(Outcome(experiment, error=traceback.format_exc()))
-    return UnitOutcome(members, outcome)
+    return members
+
+
+def _train_student(
+    experiment: Experiment, teacher: NoisyModel, dataset: InMemoryDataset, save_checkpoint: bool
+) -> Outcome:
+    """Distil one student from the shared clean model and evaluate it."""
+    try:
+        started = time.perf_counter()
+        model, history = train_experiment(experiment, dataset, progress=False, teacher=teacher)
+        trained = time.perf_counter()
+        metrics = evaluate_experiment(experiment, model, dataset)
+        seconds = {"train": trained - started, "evaluate": time.perf_counter() - trained}
+        trained_student = Trained(experiment, model, history, metrics, seconds)
+        return _outcome(trained_student, dataset, save_checkpoint)
+    except Exception:
+        return Outcome(experiment, error=traceback.format_exc())

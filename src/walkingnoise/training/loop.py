@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -16,11 +16,15 @@ from tqdm.auto import tqdm
 from walkingnoise._progress import bar_disabled
 from walkingnoise.data.dataset import Split
 from walkingnoise.noise.instrument import NoisyModel
+from walkingnoise.noise.weight import weight_noise_disabled
 from walkingnoise.training.clamp import clamp_weights
 from walkingnoise.training.evaluate import accuracy_and_loss
 from walkingnoise.training.recipe import Recipe
 
 log = logging.getLogger(__name__)
+
+#: A training loss ``(logits, x, y) -> scalar``; the default is cross-entropy of logits and y.
+LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -46,8 +50,15 @@ class TrainHistory:
 def make_optimizer(
     parameters: Iterable[torch.Tensor], recipe: Recipe
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam with the recipe's learning rate, and its per-epoch learning-rate schedule."""
-    optimizer = torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    """Adam with the recipe's learning rate, and its per-epoch learning-rate schedule.
+
+    Adam updates all tensors at once (``foreach``): several times faster than the per-tensor
+    loop for many small tensors and, unlike the fused kernel, the same for an element whatever
+    the size of the tensor it sits in, so a model trains alike alone and in any stack.
+    """
+    optimizer = torch.optim.Adam(
+        parameters, lr=recipe.lr, weight_decay=recipe.weight_decay, foreach=True
+    )
     if recipe.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
     else:
@@ -63,13 +74,15 @@ def train_model(
     seed: int,
     validation: Split | None = None,
     progress: bool | None = None,
+    loss: LossFunction | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place on ``train`` following ``recipe``.
 
     Batches are drawn from a permutation seeded by ``seed`` (model initialisation and noise use
     the global generator, seeded by the caller). A final batch of one sample is skipped, since
-    BatchNorm cannot normalise it. Validation accuracy is measured without noise.
-    ``progress=None`` shows a bar only on a terminal.
+    BatchNorm cannot normalise it. Validation accuracy is measured without noise (activation
+    and weight noise). ``loss`` replaces the cross-entropy (e.g. a
+    ``training.distillation.DistillationLoss``). ``progress=None`` shows a bar only on a terminal.
     """
     optimizer, scheduler = make_optimizer(model.parameters(), recipe)
     generator = torch.Generator().manual_seed(seed)
@@ -87,13 +100,13 @@ def train_model(
                 continue  # the one-sample remainder of an epoch: BatchNorm cannot normalise it
             x, y = train.x[index], train.y[index]
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            batch_loss = F.cross_entropy(logits, y) if loss is None else loss(logits, x, y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_loss.backward()
             optimizer.step()
             if recipe.clamp is not None:
                 clamp_weights(model, recipe.clamp)
-            loss_sum += loss.item() * len(index)
+            loss_sum += batch_loss.item() * len(index)
             correct += (logits.detach().argmax(dim=1) == y).sum().item()
             seen += len(index)
         if seen == 0:
@@ -116,8 +129,12 @@ def train_model(
     return history
 
 
-def _noise_off(model: nn.Module) -> AbstractContextManager:
-    return model.noise_disabled() if isinstance(model, NoisyModel) else nullcontext()
+@contextmanager
+def _noise_off(model: nn.Module) -> Iterator[None]:
+    """No activation noise (a ``NoisyModel``'s sites) and no weight noise within the block."""
+    sites = model.noise_disabled() if isinstance(model, NoisyModel) else nullcontext()
+    with sites, weight_noise_disabled(model):
+        yield
 
 
 def _fmt(value: float | None) -> str:

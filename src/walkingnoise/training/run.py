@@ -9,13 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from walkingnoise.analysis.weights import weight_statistics
-from walkingnoise.data import InMemoryDataset, load_dataset
+from walkingnoise.data import InMemoryDataset, Split, load_dataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
 from walkingnoise.noise.instrument import NoisyModel, instrument
-from walkingnoise.training.evaluate import Evaluation, evaluate, evaluate_clean
+from walkingnoise.noise.weight import set_weight_noise, weight_noise_active, weight_noise_disabled
+from walkingnoise.training.checkpoint import load_checkpoint
+from walkingnoise.training.distillation import DistillationLoss
+from walkingnoise.training.evaluate import (
+    Evaluation,
+    accuracy_and_loss,
+    evaluate,
+    evaluate_clean,
+)
 from walkingnoise.training.loop import TrainHistory, train_model
 
 log = logging.getLogger(__name__)
@@ -48,8 +57,8 @@ def build_noisy_model(experiment: Experiment, dataset: InMemoryDataset) -> Noisy
     """Build the experiment's model for ``dataset``, instrument it, and configure its noise.
 
     The global generator is seeded with the experiment's seed first, so the initial weights are
-    a function of the seed alone; the model draws its training noise from its own generator,
-    seeded by ``experiment.training_noise_seed()``.
+    a function of the seed alone; the model draws its training noise (activation and weight
+    noise) from its own generator, seeded by ``experiment.training_noise_seed()``.
     """
     torch.manual_seed(experiment.seed)
     clean = build_model(
@@ -60,9 +69,23 @@ def build_noisy_model(experiment: Experiment, dataset: InMemoryDataset) -> Noisy
     )
     device = dataset.train.x.device
     noisy = instrument(clean.to(device), dataset.train.x[:2])
-    noisy.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
-    noisy.set_generator(seeded_generator(experiment.training_noise_seed(), device))
+    configure_noise(noisy, experiment, seeded_generator(experiment.training_noise_seed(), device))
     return noisy
+
+
+def configure_noise(
+    model: NoisyModel, experiment: Experiment, generator: torch.Generator | None
+) -> None:
+    """Give ``model`` the experiment's activation noise and weight noise, drawn from ``generator``.
+
+    Both are on in evaluation and, with ``train_noise``, in training; weight noise η = 0 leaves
+    the weights clean.
+    """
+    model.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
+    model.set_generator(generator)
+    set_weight_noise(
+        model, experiment.weight_noise, training=experiment.train_noise, generator=generator
+    )
 
 
 def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -71,9 +94,23 @@ def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gen
 
 
 def train_experiment(
-    experiment: Experiment, dataset: InMemoryDataset, *, progress: bool | None = None
+    experiment: Experiment,
+    dataset: InMemoryDataset,
+    *,
+    progress: bool | None = None,
+    teacher: nn.Module | None = None,
 ) -> tuple[NoisyModel, TrainHistory]:
-    """Build and train the experiment's model (with its training noise, if any)."""
+    """Build and train the experiment's model (with its training noise, if any).
+
+    A distillation experiment learns from ``teacher``; without one, its teacher is loaded from
+    the checkpoint its settings name, or its clean training is trained first (see
+    :func:`load_teacher`).
+    """
+    loss = None
+    if experiment.distillation is not None:
+        if teacher is None:
+            teacher = load_teacher(experiment, dataset, progress=progress)
+        loss = DistillationLoss(teacher, experiment.distillation)
     model = build_noisy_model(experiment, dataset)
     history = train_model(
         model,
@@ -82,8 +119,37 @@ def train_experiment(
         seed=experiment.seed,
         validation=dataset.validation,
         progress=progress,
+        loss=loss,
     )
     return model, history
+
+
+def load_teacher(
+    experiment: Experiment, dataset: InMemoryDataset, *, progress: bool | None = None
+) -> NoisyModel:
+    """The teacher of a distillation experiment, on the dataset's device.
+
+    ``teacher: clean`` trains ``experiment.clean_training()`` here (a sweep instead shares one
+    stored clean training, see ``sweep.work``); a path is read as a checkpoint file, which must
+    hold a model of the same dataset.
+    """
+    settings = experiment.distillation
+    if settings is None:
+        raise ValueError("the experiment has no distillation settings, hence no teacher")
+    clean = experiment.teacher_training()
+    if clean is not None:
+        log.info("training the clean teacher %s", clean.content_hash()[:12])
+        return train_experiment(clean, dataset, progress=progress)[0]
+    path = Path(settings.teacher).expanduser()
+    if not path.is_file():
+        raise ValueError(f"distillation.teacher {settings.teacher}: no such checkpoint file")
+    taught, model = load_checkpoint(path)
+    if taught.dataset != experiment.dataset:
+        raise ValueError(
+            f"distillation.teacher {settings.teacher}: trained on {taught.dataset}, "
+            f"not {experiment.dataset}"
+        )
+    return model.to(dataset.train.x.device)
 
 
 def evaluate_experiment(
@@ -94,19 +160,39 @@ def evaluate_experiment(
     Also records ``chance_accuracy`` (1/K), the floor of the midpoint fit, and ``test_size``,
     which sets the binomial error of an accuracy.
 
-    The model's noise is set to the experiment's and drawn from a generator seeded with
-    ``experiment.evaluation_seed()``, so a shared clean model gives every inference-only
-    experiment the numbers it would get alone.
+    The model's noise (activation and weight noise) is set to the experiment's and drawn from a
+    generator seeded with ``experiment.evaluation_seed()``, so a shared clean model gives every
+    inference-only experiment the numbers it would get alone. The clean metrics have neither.
     """
-    model.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
-    model.set_generator(seeded_generator(experiment.evaluation_seed(), dataset.test.x.device))
+    generator = seeded_generator(experiment.evaluation_seed(), dataset.test.x.device)
+    configure_noise(model, experiment, generator)
     batch = experiment.recipe.eval_batch_size
     clean, noisy = {}, {}
     for split in EVALUATED_SPLITS:
         data = dataset.split(split)
-        clean[split] = evaluate_clean(model, data, batch_size=batch)
-        noisy[split] = evaluate(model, data, repeats=experiment.eval_repeats, batch_size=batch)
+        with weight_noise_disabled(model):
+            clean[split] = evaluate_clean(model, data, batch_size=batch)
+        noisy[split] = evaluate_noisy(
+            model, data, repeats=experiment.eval_repeats, batch_size=batch
+        )
     return experiment_metrics(dataset, clean, noisy)
+
+
+def evaluate_noisy(
+    model: NoisyModel, split: Split, *, repeats: int = 1, batch_size: int = 1024
+) -> Evaluation:
+    """``evaluate`` with the model's noise, repeated ``repeats`` times also when only weight
+    noise is active (``evaluate`` looks at the noise sites alone)."""
+    was_training = model.training
+    model.eval()
+    weights_noisy = weight_noise_active(model)
+    model.train(was_training)
+    if not weights_noisy:
+        return evaluate(model, split, repeats=repeats, batch_size=batch_size)
+    if repeats < 1:
+        raise ValueError(f"repeats must be ≥ 1, got {repeats}")
+    runs = [accuracy_and_loss(model, split, batch_size) for _ in range(repeats)]
+    return Evaluation(tuple(a for a, _ in runs), tuple(loss for _, loss in runs))
 
 
 def experiment_metrics(
@@ -129,13 +215,17 @@ def run_experiment(
     dataset: InMemoryDataset | None = None,
     data_root: str | Path | None = None,
     progress: bool | None = None,
+    teacher: nn.Module | None = None,
 ) -> ExperimentResult:
-    """Train and evaluate one experiment; pass ``dataset`` to reuse data already in memory."""
+    """Train and evaluate one experiment; pass ``dataset`` to reuse data already in memory.
+
+    ``teacher`` is the teacher of a distillation experiment (see :func:`train_experiment`).
+    """
     started = time.perf_counter()
     if dataset is None:
         dataset = load_dataset(experiment.dataset, root=data_root)
     loaded = time.perf_counter()
-    model, history = train_experiment(experiment, dataset, progress=progress)
+    model, history = train_experiment(experiment, dataset, progress=progress, teacher=teacher)
     trained = time.perf_counter()
     metrics = evaluate_experiment(experiment, model, dataset)
     finished = time.perf_counter()

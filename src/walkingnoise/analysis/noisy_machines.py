@@ -1,0 +1,199 @@
+"""Noisy Machines' table: accuracy under weight noise η, by how the model was trained.
+
+Zhou et al. (arXiv 2001.04974, Tables 1–3) compare, at each weight-noise level η, a model
+trained clean and evaluated with noise ("inference-only"), one trained with weight-noise
+injection ("noise injection") and one distilled from a clean teacher while noise is injected
+("distillation + noise injection"). :func:`weight_noise_accuracy` gives one row per
+(group, training, η) with mean and standard deviation over seeds; :func:`accuracy_vs_eta` lays
+them out side by side as ``mean ± std`` in percent.
+
+At η = 0 without activation noise, training "with noise" is training without it, so one model
+serves both the inference-only and the noise-injection column (and likewise for distillation):
+its row appears under each of them that the table has.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Training labels, in display order.
+TRAININGS = (
+    "inference-only",
+    "noise injection",
+    "distillation",
+    "distillation + noise injection",
+)
+#: Columns that define a group whenever they vary in the results.
+OPTIONAL_COLUMNS = (
+    "noise",
+    "sigma",
+    "placement",
+    "recipe.epochs",
+    "recipe.lr",
+    "recipe.batch_size",
+    "recipe.clamp",
+    "eval_repeats",
+)
+_GROUP = ("dataset", "model", "batchnorm")
+_DISTILLATION = ("distillation.temperature", "distillation.alpha", "distillation.teacher")
+
+
+def _label(distilled: bool, injected: bool) -> str:
+    return TRAININGS[2 * distilled + injected]
+
+
+def _prepared(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Finished rows with the Noisy Machines columns filled where the store left them out."""
+    frame = results.copy()
+    if "status" in frame:
+        frame = frame[frame["status"] == "done"]
+    if metric not in frame:
+        raise ValueError(f"the results have no metric {metric!r}")
+    defaults: dict[str, Any] = {
+        "weight_noise": 0.0,
+        "train_noise": False,
+        "noise": "none",
+        "batchnorm": True,
+        **dict.fromkeys(_DISTILLATION, math.nan),
+    }
+    for column, default in defaults.items():
+        if column not in frame:
+            frame[column] = default
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), default)
+    frame["weight_noise"] = frame["weight_noise"].astype(float)
+    frame["train_noise"] = frame["train_noise"].astype(bool)
+    frame["batchnorm"] = frame["batchnorm"].astype(bool)
+    frame["distilled"] = frame["distillation.temperature"].notna()
+    frame["temperature"] = pd.to_numeric(frame["distillation.temperature"], errors="coerce")
+    frame["alpha"] = pd.to_numeric(frame["distillation.alpha"], errors="coerce")
+    frame["teacher"] = frame["distillation.teacher"].where(frame["distilled"], "")
+    return frame.reset_index(drop=True)
+
+
+def _assign_trainings(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (result, training label); η = 0 rows without noise serve both labels."""
+    matters = ((frame["weight_noise"] > 0) | (frame["noise"] != "none")).tolist()
+    distilled = frame["distilled"].tolist()
+    injected = (frame["train_noise"] & pd.Series(matters, index=frame.index)).tolist()
+    labels = [_label(d, i) for d, i in zip(distilled, injected, strict=True)]
+    present = {label for label, m in zip(labels, matters, strict=True) if m}
+    positions, names = [], []
+    for position, (label, matter, distil) in enumerate(
+        zip(labels, matters, distilled, strict=True)
+    ):
+        targets = [label]
+        if not matter:
+            both = [_label(distil, False), _label(distil, True)]
+            targets = [name for name in both if name in present] or targets
+        positions += [position] * len(targets)
+        names += targets
+    return frame.iloc[positions].assign(training=names).reset_index(drop=True)
+
+
+def weight_noise_accuracy(
+    results: pd.DataFrame, metric: str = "noisy_test_accuracy"
+) -> pd.DataFrame:
+    """Accuracy vs weight noise η per group and training, over seeds (long format).
+
+    Args:
+        results: from ``sweep.load_results``.
+        metric: the accuracy column to summarise (fractions in [0, 1]).
+
+    Returns:
+        Group columns (``dataset``, ``model``, ``batchnorm`` and any of ``OPTIONAL_COLUMNS`` that
+        vary), ``training`` (one of ``TRAININGS``), ``temperature``, ``alpha`` and ``teacher``
+        (distillation settings; NaN/"" without), ``weight_noise`` (η), ``mean``, ``std`` (sample
+        standard deviation over seeds, NaN for one seed), ``seeds``, and ``clean_mean``,
+        ``clean_std``: the same models' test accuracy without any noise.
+    """
+    frame = _prepared(results, metric)
+    columns = [*_GROUP, *(c for c in OPTIONAL_COLUMNS if _varies(frame, c))]
+    keys = [*columns, "training", "temperature", "alpha", "teacher", "weight_noise"]
+    out_columns = [*keys, "mean", "std", "seeds", "clean_mean", "clean_std"]
+    if frame.empty:
+        return pd.DataFrame(columns=out_columns)
+    frame = _assign_trainings(frame)
+    for column in columns:
+        frame[column] = frame[column].map(_hashable)
+    clean = frame.get("clean_test_accuracy", np.nan)
+    frame = frame.assign(_value=pd.to_numeric(frame[metric]), _clean=pd.to_numeric(clean))
+    grouped = frame.groupby(keys, dropna=False, sort=False)
+    table = grouped.agg(
+        mean=("_value", "mean"),
+        std=("_value", "std"),
+        seeds=("_value", "count"),
+        clean_mean=("_clean", "mean"),
+        clean_std=("_clean", "std"),
+    ).reset_index()
+    order = {label: i for i, label in enumerate(TRAININGS)}
+    table["_order"] = table["training"].map(order)
+    table = table.sort_values(
+        [*columns, "weight_noise", "_order", "temperature", "alpha"], kind="stable"
+    )
+    table = table.drop(columns="_order").reset_index(drop=True)
+    table.attrs["group_columns"] = columns
+    table.attrs["metric"] = metric
+    return table[out_columns]
+
+
+def accuracy_vs_eta(data: pd.DataFrame, metric: str = "noisy_test_accuracy") -> pd.DataFrame:
+    """The paper's layout: rows group × η, one column per training, cells ``mean ± std`` in %.
+
+    ``data`` is a result table (``load_results``) or :func:`weight_noise_accuracy`'s output.
+    Distillation columns name their settings (``T=6, α=0.9``) when more than one occurs.
+    """
+    table = data if "training" in data and "mean" in data else weight_noise_accuracy(data, metric)
+    if table.empty:
+        return pd.DataFrame()
+    columns = list(table.attrs.get("group_columns", _GROUP))
+    frame = table.copy()
+    distilled = frame["training"].str.startswith("distillation")
+    settings = frame.loc[distilled, ["temperature", "alpha", "teacher"]].drop_duplicates()
+    several = len(settings) > 1
+    frame["column"] = [_column_name(row, several) for _, row in frame.iterrows()]
+    frame["cell"] = [_cell(row["mean"], row["std"]) for _, row in frame.iterrows()]
+    frame = frame.rename(columns={"weight_noise": "η"})
+    keep = [c for c in columns if c in _GROUP or frame[c].nunique() > 1]
+    wide = frame.pivot_table(index=[*keep, "η"], columns="column", values="cell", aggfunc="first")
+    ordered = sorted(wide.columns, key=lambda name: (_training_order(name), name))
+    wide = wide[ordered]
+    wide.columns.name = None
+    return wide.fillna("")
+
+
+def _column_name(row: pd.Series, several: bool) -> str:
+    name = str(row["training"])
+    if several and name.startswith("distillation"):
+        name += f" (T={row['temperature']:g}, α={row['alpha']:g}"
+        name += f", teacher={row['teacher']})" if row["teacher"] != "clean" else ")"
+    return name
+
+
+def _training_order(name: str) -> int:
+    for i, label in reversed(list(enumerate(TRAININGS))):
+        if name.startswith(label):
+            return i
+    return len(TRAININGS)
+
+
+def _cell(mean: float, std: float) -> str:
+    """``97.31 ± 0.42`` (percent); without ``±`` when there is one seed."""
+    if not math.isfinite(mean):
+        return "n/a"
+    if not math.isfinite(std):
+        return f"{100 * mean:.2f}"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _varies(frame: pd.DataFrame, column: str) -> bool:
+    """Whether ``column`` takes more than one value (missing: not applicable, not a value)."""
+    return column in frame and frame[column].map(_hashable).nunique() > 1
+
+
+def _hashable(value: Any) -> Any:
+    """Lists (σ pairs of mixed noise) as tuples, so they can be grouped on."""
+    return tuple(value) if isinstance(value, list | np.ndarray) else value

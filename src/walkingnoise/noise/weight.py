@@ -1,0 +1,231 @@
+"""Weight noise of Noisy Machines: every forward pass reads each layer's weights with noise.
+
+Zhou et al., "Noisy Machines" (arXiv 2001.04974, Sec. 3) model an analog accelerator's weight
+read-out as Gaussian noise scaled by each layer's weight range:
+
+    W̃ = W + N,   N ~ N(0, σ_W²),   σ_W = η · (max W − min W)
+
+with η the relative noise level (the paper's tables use η ∈ {0, 0.02, 0.04, 0.06}). The range is
+taken per weight tensor, from its current clean values, on every forward pass; it is a constant
+for autograd (no gradient flows through σ_W).
+
+Which weights: every module with its own ``weight`` parameter except normalisation layers
+(BatchNorm, LayerNorm, GroupNorm, ...), i.e. the convolution and linear layers of the built-in
+models (also embeddings, and the output projection of ``nn.MultiheadAttention``). Biases and
+normalisation parameters are read without noise. This is the same set of tensors that weight
+clamping acts on (``training.clamp.clampable_weights``).
+
+How: a forward pre-hook on each such layer swaps the stored ``weight`` parameter for
+``weight + noise`` for the duration of that call, and a forward hook (``always_call``, so also
+when the call raises) puts the parameter back. The stored parameter never changes, gradients
+reach it unchanged (∂W̃/∂W = 1), and ``state_dict`` and checkpoints carry no trace of the noise.
+A fresh sample is drawn on every call, from the handle's ``generator`` when set.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from walkingnoise.noise.kinds import module_kind
+
+#: Module kinds whose ``weight`` is never perturbed.
+EXCLUDED_KINDS = ("batchnorm", "norm")
+
+#: Layer module → the weight noise attached to it (at most one per layer).
+_ATTACHED: weakref.WeakKeyDictionary[nn.Module, WeightNoise] = weakref.WeakKeyDictionary()
+
+
+def noisy_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every layer whose ``weight`` gets weight noise, in module order."""
+    layers = []
+    for name, module in model.named_modules():
+        if module_kind(module) in EXCLUDED_KINDS:
+            continue
+        if isinstance(module._parameters.get("weight"), nn.Parameter):
+            layers.append((name, module))
+    return layers
+
+
+def weight_noise_std(weight: torch.Tensor, eta: float) -> torch.Tensor:
+    """σ_W = η · (max W − min W) of one weight tensor, detached (a scalar tensor)."""
+    detached = weight.detach()
+    return eta * (detached.max() - detached.min())
+
+
+class WeightNoise:
+    """Weight noise attached to the layers of one model; created by :func:`attach_weight_noise`.
+
+    Attributes:
+        eta: the relative noise level η (σ_W = η · weight range), ≥ 0.
+        training: inject while the layer is in training mode.
+        evaluation: inject while the layer is in evaluation mode.
+        generator: where the noise is drawn from (None: PyTorch's global generator).
+        enabled: False switches the noise off without detaching it (see :meth:`disabled`).
+        layers: names of the perturbed layers, relative to the model it was attached to.
+    """
+
+    def __init__(
+        self,
+        eta: float,
+        *,
+        training: bool = True,
+        evaluation: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if not 0.0 <= eta < math.inf:
+            raise ValueError(f"weight noise η must be finite and ≥ 0, got {eta}")
+        self.eta = float(eta)
+        self.training = training
+        self.evaluation = evaluation
+        self.generator = generator
+        self.enabled = True
+        self.layers: tuple[str, ...] = ()
+        self._handles: list[Any] = []
+        self._modules: list[weakref.ref[nn.Module]] = []
+        self._clean: dict[int, list[torch.Tensor]] = {}
+
+    def active_in(self, training: bool) -> bool:
+        """Whether noise is drawn for a layer in training (True) or evaluation (False) mode."""
+        if not self.enabled or self.eta == 0.0:
+            return False
+        return self.training if training else self.evaluation
+
+    def perturbed(self, weight: torch.Tensor) -> torch.Tensor:
+        """``weight + N(0, σ_W²)`` with fresh noise; differentiable with respect to ``weight``."""
+        z = torch.randn(
+            weight.shape, generator=self.generator, dtype=weight.dtype, device=weight.device
+        )
+        return weight + z * weight_noise_std(weight, self.eta)
+
+    @contextmanager
+    def disabled(self) -> Iterator[WeightNoise]:
+        """Within the block no weight noise is drawn (clean evaluation); then as before."""
+        previous, self.enabled = self.enabled, False
+        try:
+            yield self
+        finally:
+            self.enabled = previous
+
+    def remove(self) -> None:
+        """Detach the hooks from every layer; the model runs clean again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for ref in self._modules:
+            module = ref()
+            if module is not None and _ATTACHED.get(module) is self:
+                del _ATTACHED[module]
+        self._modules.clear()
+
+    def _attach(self, module: nn.Module) -> None:
+        self._handles.append(module.register_forward_pre_hook(self._swap_in))
+        self._handles.append(module.register_forward_hook(self._swap_out, always_call=True))
+        self._modules.append(weakref.ref(module))
+        _ATTACHED[module] = self
+
+    def _swap_in(self, module: nn.Module, _inputs: Any) -> None:
+        if not self.active_in(module.training):
+            return
+        clean = module._parameters["weight"]
+        if clean is None:
+            return
+        self._clean.setdefault(id(module), []).append(clean)
+        module._parameters["weight"] = self.perturbed(clean)  # type: ignore[assignment]
+
+    def _swap_out(self, module: nn.Module, _inputs: Any, _output: Any) -> None:
+        stack = self._clean.get(id(module))
+        if stack:
+            module._parameters["weight"] = stack.pop()
+            if not stack:
+                del self._clean[id(module)]
+
+
+def attach_weight_noise(
+    model: nn.Module,
+    eta: float,
+    *,
+    training: bool = True,
+    evaluation: bool = True,
+    generator: torch.Generator | None = None,
+) -> WeightNoise:
+    """Perturb the weights of every layer of ``model`` on each forward pass (see module doc).
+
+    Weight noise already attached to any of these layers is removed first, so this also
+    changes η at run time. Returns the handle; ``handle.remove()`` detaches it.
+
+    Example:
+        >>> layer = nn.Linear(3, 2)
+        >>> noise = attach_weight_noise(layer, 0.05, generator=torch.Generator().manual_seed(0))
+        >>> before = layer.weight.detach().clone()
+        >>> _ = layer(torch.ones(1, 3))
+        >>> torch.equal(layer.weight, before)
+        True
+    """
+    remove_weight_noise(model)
+    noise = WeightNoise(eta, training=training, evaluation=evaluation, generator=generator)
+    layers = noisy_weight_layers(model)
+    for _, module in layers:
+        noise._attach(module)
+    noise.layers = tuple(name for name, _ in layers)
+    return noise
+
+
+def weight_noise_of(model: nn.Module) -> WeightNoise | None:
+    """The weight noise attached to the layers of ``model``, if any."""
+    for module in model.modules():
+        noise = _ATTACHED.get(module)
+        if noise is not None:
+            return noise
+    return None
+
+
+def remove_weight_noise(model: nn.Module) -> None:
+    """Detach every weight noise attached to layers of ``model``."""
+    seen: list[WeightNoise] = []
+    for module in model.modules():
+        noise = _ATTACHED.get(module)
+        if noise is not None and all(noise is not other for other in seen):
+            seen.append(noise)
+    for noise in seen:
+        noise.remove()
+
+
+def set_weight_noise(
+    model: nn.Module,
+    eta: float,
+    *,
+    training: bool = True,
+    evaluation: bool = True,
+    generator: torch.Generator | None = None,
+) -> WeightNoise | None:
+    """Give ``model`` weight noise of level η, or none for η = 0; returns the handle or None."""
+    if eta == 0.0:
+        remove_weight_noise(model)
+        return None
+    return attach_weight_noise(
+        model, eta, training=training, evaluation=evaluation, generator=generator
+    )
+
+
+def weight_noise_active(model: nn.Module) -> bool:
+    """Whether a forward pass of ``model`` in its current mode draws weight noise."""
+    noise = weight_noise_of(model)
+    return noise is not None and noise.active_in(model.training)
+
+
+@contextmanager
+def weight_noise_disabled(model: nn.Module) -> Iterator[None]:
+    """Within the block ``model``'s weights are read without noise (if it has weight noise)."""
+    noise = weight_noise_of(model)
+    if noise is None:
+        yield
+        return
+    with noise.disabled():
+        yield

@@ -1,0 +1,270 @@
+"""Noisy Machines in sweeps: planning, the shared clean teacher, results, commands, the example."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from walkingnoise.cli import main
+from walkingnoise.data import InMemoryDataset, load_dataset
+from walkingnoise.experiment import Experiment
+from walkingnoise.sweep import Store, SweepSummary, expand, load_results, run_sweep
+from walkingnoise.sweep.planner import plan, stackable
+from walkingnoise.sweep.sites import SiteCounter
+from walkingnoise.sweep.spec import load_sweep
+from walkingnoise.training import Recipe
+from walkingnoise.training.checkpoint import load_checkpoint, read_checkpoint
+from walkingnoise.training.distillation import Distillation
+from walkingnoise.training.run import evaluate_experiment, run_experiment, train_experiment
+
+from .helpers import spec
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+SWEEP = """
+name: noisy-machines-test
+fixed:
+  dataset: digits
+  model: mlp
+  noise: none
+  eval_repeats: 2
+  seed: 0
+  recipe: {epochs: 3}
+grid:
+  weight_noise: {type: choice, options: %s}
+inference_only:
+  fixed: {train_noise: false}
+noise_injection:
+  fixed: {train_noise: true}
+distillation:
+  fixed:
+    train_noise: true
+    distillation: {temperature: 4, alpha: 0.7}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One thread, as sweep workers use, so results match the sweep's to the last bit."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def digits() -> InMemoryDataset:
+    return load_dataset("digits")
+
+
+def _experiment(**fields: object) -> Experiment:
+    return Experiment(**{"noise": "none", "recipe": Recipe(epochs=3), **fields})
+
+
+# --- planning --------------------------------------------------------------------------------
+
+
+def test_weight_noise_trainings_run_one_model_at_a_time() -> None:
+    noisy = [_experiment(weight_noise=eta, train_noise=True) for eta in (0.02, 0.04, 0.06)]
+    assert not any(stackable(e) for e in noisy)
+    work = plan(noisy, workers=1)
+    assert [unit.members for unit in work.units] == [(e,) for e in noisy]
+    assert all(unit.shared_training is None for unit in work.units)
+    assert work.trainings == 3
+
+
+def test_inference_only_weight_noise_shares_the_clean_training() -> None:
+    evaluated = [_experiment(weight_noise=eta) for eta in (0.0, 0.02, 0.06)]
+    evaluated.append(_experiment(noise="additive", sigma=0.5, train_noise=False))
+    (unit,) = plan(evaluated).units
+    assert unit.shared_training == evaluated[0].clean_training()
+    assert unit.members == tuple(evaluated)
+    assert unit.trainings == 1
+
+
+def test_students_of_the_clean_teacher_join_its_unit() -> None:
+    evaluated = [_experiment(weight_noise=eta) for eta in (0.0, 0.04)]
+    students = [
+        _experiment(weight_noise=eta, train_noise=True, distillation=Distillation())
+        for eta in (0.0, 0.04)
+    ]
+    (unit,) = plan([*evaluated, *students]).units
+    assert unit.shared_training == students[0].teacher_training()
+    assert unit.checkpoint is None
+    assert unit.trainings == 3  # the teacher once, then each student
+
+    stored = plan([*evaluated, *students], trained=lambda _key: b"teacher", workers=2)
+    assert [unit.members for unit in stored.units] == [tuple(evaluated), *[(s,) for s in students]]
+    assert all(unit.checkpoint == b"teacher" for unit in stored.units)
+    assert (stored.trainings, stored.shared_trainings) == (2, 0)
+
+
+def test_a_student_of_a_checkpoint_file_is_a_unit_of_its_own() -> None:
+    student = _experiment(train_noise=True, distillation=Distillation(teacher="teacher.pt"))
+    (unit,) = plan([student]).units
+    assert unit.members == (student,)
+    assert unit.shared_training is None
+
+
+# --- one experiment with weight noise ----------------------------------------------------------
+
+
+def test_evaluation_with_weight_noise_repeats_and_keeps_clean_metrics_clean(
+    digits: InMemoryDataset,
+) -> None:
+    clean = _experiment()
+    model, _ = train_experiment(clean, digits, progress=False)
+    weights = {k: v.clone() for k, v in model.source.state_dict().items()}
+    without = evaluate_experiment(clean, model, digits)
+    noisy = _experiment(weight_noise=0.2, eval_repeats=4)
+    metrics = evaluate_experiment(noisy, model, digits)
+    assert metrics["clean_test_accuracy"] == without["clean_test_accuracy"]
+    assert metrics["noisy_test_accuracy_std"] > 0
+    assert metrics["noisy_test_accuracy"] < metrics["clean_test_accuracy"]
+    assert all(torch.equal(weights[k], v) for k, v in model.source.state_dict().items())
+    # The numbers depend on the experiment alone, not on what the model evaluated before.
+    assert evaluate_experiment(noisy, model, digits) == metrics
+
+
+def test_training_with_weight_noise_changes_the_trained_weights(digits: InMemoryDataset) -> None:
+    plain, _ = train_experiment(_experiment(weight_noise=0.1), digits, progress=False)
+    noisy, _ = train_experiment(
+        _experiment(weight_noise=0.1, train_noise=True), digits, progress=False
+    )
+    first, second = plain.source.state_dict(), noisy.source.state_dict()
+    assert not all(torch.equal(first[k], second[k]) for k in first)
+
+
+# --- a sweep end to end ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SweepSummary]:
+    path = tmp_path_factory.mktemp("noisy-machines") / "store.sqlite"
+    return path, run_sweep(spec(SWEEP % [0.0, 0.1]), path, progress=False)
+
+
+def test_the_sweep_trains_the_teacher_once_and_stores_it(
+    swept: tuple[Path, SweepSummary],
+) -> None:
+    path, summary = swept
+    # 2 inference-only (η = 0 is the clean model) + 1 noise injection + 2 distillations.
+    assert (summary.experiments, summary.failed) == (5, 0)
+    assert (summary.trainings, summary.shared_trainings) == (4, 1)
+    with Store(path, create=False) as store:
+        assert store.training_count() == 1
+        assert store.training(_experiment().clean_training().content_hash()) is not None
+
+
+def test_sweep_results_equal_the_experiments_run_alone(
+    swept: tuple[Path, SweepSummary], digits: InMemoryDataset
+) -> None:
+    path, _ = swept
+    results = load_results(path).set_index("hash")
+    assert set(results["status"]) == {"done"}
+    with Store(path, create=False) as store:
+        record = store.training(_experiment().clean_training().content_hash())
+    assert record is not None
+    _, teacher = read_checkpoint(record.checkpoint.read_bytes())
+    entries = expand(spec(SWEEP % [0.0, 0.1]))
+    assert sorted(results.index) == sorted(e.experiment.content_hash() for e in entries)
+    for entry in entries:
+        experiment = entry.experiment
+        row = results.loc[experiment.content_hash()]
+        checkpoint = (path.parent / row["checkpoint"]).resolve()
+        if experiment.shares_clean_model:
+            assert checkpoint == record.checkpoint.resolve()
+        else:  # a model of its own, stored with its own experiment
+            assert checkpoint != record.checkpoint.resolve()
+            assert load_checkpoint(checkpoint)[0] == experiment
+        alone = run_experiment(experiment, dataset=digits, progress=False, teacher=teacher)
+        for metric in ("noisy_test_accuracy", "noisy_test_accuracy_std", "clean_test_accuracy"):
+            assert alone.metrics[metric] == row[metric], (entry.block, metric)
+
+
+def test_a_new_eta_reuses_the_stored_teacher(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    run_sweep(spec(SWEEP % [0.0, 0.1]), path, progress=False)
+    summary = run_sweep(spec(SWEEP % [0.0, 0.1, 0.2]), path, progress=False)
+    assert (summary.done_before, summary.to_run, summary.failed) == (5, 3, 0)
+    assert (summary.trainings, summary.shared_trainings) == (2, 0)
+    with Store(path, create=False) as store:
+        assert store.training_count() == 1
+
+
+def test_the_noisy_machines_command_prints_the_table(
+    swept: tuple[Path, SweepSummary], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = swept
+    csv = tmp_path / "table.csv"
+    assert main(["noisy-machines", str(path), "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    for column in ("inference-only", "noise injection", "distillation + noise injection"):
+        assert column in out
+    table = pd.read_csv(csv)
+    assert sorted(set(table["weight_noise"])) == [0.0, 0.1]
+    assert set(table["seeds"]) == {1}
+
+
+def test_the_noisy_machines_command_on_a_missing_store_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["noisy-machines", str(tmp_path / "absent.sqlite")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert "absent.sqlite" in err[0]
+
+
+# --- `walking-noise train` -----------------------------------------------------------------------
+
+
+def test_train_accepts_weight_noise_and_distillation(
+    capsys: pytest.CaptureFixture[str], digits: InMemoryDataset
+) -> None:
+    args = ["train", "--weight-noise", "0.1", "--train-noise", "--epochs", "2"]
+    assert main([*args, "--distill", "--alpha", "0.6", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "weight noise: eta=0.1" in out
+    assert "distillation: T=6, alpha=0.6, teacher=clean" in out
+    experiment = Experiment(
+        noise="none",
+        weight_noise=0.1,
+        train_noise=True,
+        recipe=Recipe(epochs=2),
+        distillation=Distillation(alpha=0.6),
+    )
+    assert experiment.content_hash()[:12] in out
+    result = run_experiment(experiment, dataset=digits, progress=False)
+    assert f"{100 * result.metrics['noisy_test_accuracy']:.2f} ±" in out
+
+
+def test_train_with_a_missing_teacher_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    teacher = tmp_path / "absent.pt"
+    assert main(["train", "--weight-noise", "0.1", "--teacher", str(teacher), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert "no such checkpoint file" in err[0]
+
+
+# --- the example sweep -------------------------------------------------------------------------
+
+
+def test_the_small_example_covers_the_papers_grid_and_a_student_runs() -> None:
+    path = EXAMPLES / "06_noisy_machines.small.yaml"
+    entries = expand(load_sweep(path), site_count=SiteCounter(), max_experiments=None)
+    experiments = [entry.experiment for entry in entries]
+    assert {0.0, 0.02, 0.04, 0.06} <= {e.weight_noise for e in experiments}
+    students = [e for e in experiments if e.distillation is not None]
+    assert {e.distillation.temperature for e in students} == {6.0}
+    assert all(e.train_noise for e in students)
+    assert {e.dataset for e in experiments} == {"digits"}
+    first = next(e for e in students if e.weight_noise > 0)
+    result = run_experiment(first, progress=False)
+    assert 0.5 <= result.metrics["clean_test_accuracy"] <= 1.0
+    assert result.metrics["noisy_test_accuracy_std"] > 0
