@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -129,6 +129,37 @@ class NoisyModel(nn.Module):
     def clear_noise(self) -> None:
         """Switch noise off at every site."""
         self.set_noise(None)
+
+    @property
+    def executions(self) -> dict[int, int]:
+        """{site index: executions} of every site executed more than once."""
+        return {site.info.index: site.executions for site in self.sites if site.executions > 1}
+
+    def set_executions(self, counts: Mapping[int, int]) -> None:
+        """Execute site i ``counts[i]`` times with fresh noise and average; others once.
+
+        This is guided multi-execution: a site's noise std falls as 1/√n. Only the one-model
+        forward path honours it (the stacked training engine ignores it). A site without
+        active noise is unaffected.
+        """
+        known = range(len(self.sites))
+        for index in counts:
+            if index not in known:
+                raise ValueError(
+                    f"executions for site {index}: the model has sites 0..{len(known) - 1}"
+                )
+        previous = [site.executions for site in self.sites]
+        try:
+            for site in self.sites:
+                site.set_executions(counts.get(site.info.index, 1))
+        except ValueError:
+            for site, count in zip(self.sites, previous, strict=True):
+                site.executions = count
+            raise
+
+    def clear_executions(self) -> None:
+        """Execute every site once again."""
+        self.set_executions({})
 
     @contextmanager
     def noise_disabled(self) -> Iterator[NoisyModel]:

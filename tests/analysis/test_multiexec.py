@@ -1,0 +1,215 @@
+"""Execution plans: budget kept, every site at least once, monotone in μ; plan comparison."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from walkingnoise.analysis.multiexec import (
+    execution_plan,
+    largest_remainder,
+    plan_table,
+    select_walking_group,
+    site_midpoints,
+    uniform_plan,
+)
+from walkingnoise.data.dataset import Split
+from walkingnoise.noise import instrument
+from walkingnoise.noise.models import AdditiveNoise
+from walkingnoise.noise.placement import GlobalPlacement
+from walkingnoise.training.multiexec import ExecutionPlan, compare_plans, standard_plans
+
+midpoints = st.dictionaries(
+    st.integers(min_value=0, max_value=40),
+    st.floats(min_value=1e-6, max_value=1e10, allow_nan=False, allow_infinity=False),
+    min_size=1,
+    max_size=16,
+)
+powers = st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.5])
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> tuple[dict[int, float], int, float]:
+    mu = draw(midpoints)
+    budget = draw(st.integers(min_value=len(mu), max_value=20 * len(mu)))
+    return mu, budget, draw(powers)
+
+
+def _quotas(mu: dict[int, float], budget: int, power: float) -> dict[int, float]:
+    total = sum(m**-power for m in mu.values())
+    return {s: budget * m**-power / total for s, m in mu.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(plans())
+def test_plan_keeps_the_budget_and_executes_every_site(case: tuple) -> None:
+    mu, budget, power = case
+    plan = execution_plan(mu, budget, power)
+    assert list(plan) == list(mu)
+    assert sum(plan.values()) == budget
+    assert min(plan.values()) >= 1
+    assert all(isinstance(n, int) for n in plan.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(plans())
+def test_a_less_robust_site_never_gets_fewer_executions(case: tuple) -> None:
+    mu, budget, power = case
+    plan = execution_plan(mu, budget, power)
+    for a in mu:
+        for b in mu:
+            if mu[a] < mu[b]:
+                assert plan[a] >= plan[b], (a, b, plan)
+
+
+@settings(max_examples=300, deadline=None)
+@given(plans())
+def test_plan_follows_the_quotas(case: tuple) -> None:
+    mu, budget, power = case
+    plan = execution_plan(mu, budget, power)
+    quotas = _quotas(mu, budget, power)
+    for site, quota in quotas.items():
+        if quota < 1 - 1e-9:  # clamped to the minimum, never more
+            assert plan[site] == 1
+    if min(quotas.values()) >= 1 + 1e-9:  # nothing clamped: Hamilton's quota property
+        assert all(abs(plan[s] - quotas[s]) < 1 for s in mu)
+
+
+def test_plan_is_proportional_to_inverse_mu_when_it_divides_evenly() -> None:
+    mu = {0: 0.5, 1: 1.0, 2: 2.0, 3: 4.0}
+    assert execution_plan(mu, 15, 1.0) == {0: 8, 1: 4, 2: 2, 3: 1}
+    assert execution_plan(mu, 14, 0.5) == {0: 5, 1: 4, 2: 3, 3: 2}  # quotas 4.8, 3.4, 2.4, 1.7
+
+
+def test_a_site_below_one_execution_is_clamped_and_the_rest_reshared() -> None:
+    # quotas 20·(100, 10, 1, 0.01)/111.01 = 18.0, 1.80, 0.18, 0.0018: sites 2 and 3 get 1;
+    # sites 0 and 1 share 18 as 16.36 and 1.64: floors 16 + 1, the leftover to site 1 (0.64)
+    plan = execution_plan({0: 0.01, 1: 0.1, 2: 1.0, 3: 100.0}, 20)
+    assert plan == {0: 16, 1: 2, 2: 1, 3: 1}
+
+
+def test_power_zero_spreads_the_budget_evenly() -> None:
+    assert execution_plan({0: 3.0, 1: 1.0, 2: 2.0}, 7, 0.0) == {0: 2, 1: 3, 2: 2}
+
+
+def test_largest_remainder_breaks_ties_by_the_given_order() -> None:
+    assert largest_remainder({0: 1.5, 1: 1.5}, 3, order=[1, 0]) == {0: 1, 1: 2}
+
+
+@pytest.mark.parametrize(
+    ("mu", "budget", "power", "message"),
+    [
+        ({0: 1.0, 1: 2.0}, 1, 1.0, "budget 1 is smaller than the number of sites"),
+        ({0: 1.0, 1: 0.0}, 4, 1.0, "site 1: μ must be finite and > 0"),
+        ({0: 1.0, 1: math.nan}, 4, 1.0, "site 1: μ must be finite"),
+        ({0: 1.0}, 4, -1.0, "power must be a finite number ≥ 0"),
+        ({0: 1.0}, 2.5, 1.0, "budget must be an integer"),
+        ({}, 3, 1.0, "at least one site"),
+    ],
+)
+def test_bad_plans_are_named(mu: dict, budget: int, power: float, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        execution_plan(mu, budget, power)
+
+
+def test_uniform_plan_gives_leftovers_to_the_lowest_indices() -> None:
+    assert uniform_plan([3, 1, 2], 8) == {3: 2, 1: 3, 2: 3}
+    with pytest.raises(ValueError, match="smaller than the number of sites"):
+        uniform_plan([0, 1, 2], 2)
+
+
+def test_plan_table_has_one_column_per_power() -> None:
+    table = plan_table({0: 0.5, 1: 1.0, 2: 2.0}, 14, [1.0, 2.0], names={0: "input"})
+    assert list(table.columns) == ["site", "site_name", "mu", "uniform", "n(p=1)", "n(p=2)"]
+    assert table["n(p=1)"].tolist() == [8, 4, 2]
+    assert table["site_name"].tolist() == ["input", "", ""]
+    assert table.attrs["budget"] == 14
+
+
+def _site_rows(**changes: object) -> pd.DataFrame:
+    rows = []
+    for batchnorm in (True, False):
+        for site in range(3):
+            rows.append(
+                {
+                    "dataset": "digits",
+                    "model": "mlp",
+                    "batchnorm": batchnorm,
+                    "noise": "additive",
+                    "train_noise": False,
+                    "placement": f"walking:{site}",
+                    "site": site,
+                    "mu": float(site + 1) if batchnorm else 10.0 * (site + 1),
+                }
+                | changes
+            )
+    table = pd.DataFrame(rows)
+    table.attrs["group_columns"] = ["dataset", "model", "batchnorm", "noise", "train_noise"]
+    return table
+
+
+def test_select_walking_group_needs_a_unique_group() -> None:
+    table = _site_rows()
+    with pytest.raises(ValueError, match=r"2 walking-noise groups match any.*no BN"):
+        select_walking_group(table, {})
+    group = select_walking_group(table, {"batchnorm": False, "model": None})
+    assert site_midpoints(group) == {0: 10.0, 1: 20.0, 2: 30.0}
+    with pytest.raises(ValueError, match="no walking-noise group matches noise=multiplicative"):
+        select_walking_group(table, {"noise": "multiplicative"})
+
+
+def test_site_midpoints_names_sites_without_a_fit() -> None:
+    table = _site_rows()
+    table.loc[1, "mu"] = math.nan
+    group = select_walking_group(table, {"batchnorm": True})
+    with pytest.raises(ValueError, match=r"no usable μ at site\(s\) 1"):
+        site_midpoints(group)
+
+
+def test_guided_plan_beats_uniform_when_one_site_dominates_the_noise() -> None:
+    """Noise at a site the output reads with a large gain hurts most: more executions there."""
+    torch.manual_seed(0)
+    n, d = 4000, 8
+    x = torch.randn(n, d)
+    weight = torch.randn(d, 2)
+    y = (x @ weight).argmax(1)
+    net = nn.Sequential(nn.Linear(d, 2, bias=False), nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(weight.T)
+        net[1].weight.copy_(torch.eye(2) * 0.05)  # shrinks the signal: site 2 is fragile
+    model = instrument(net, x[:2])
+    split = Split(x, y)
+    mu = {0: 1.0, 1: 1.0, 2: 0.05}
+    plans = standard_plans(mu, budget=30, powers=[1.0])
+    assert plans[2].counts == {0: 2, 1: 1, 2: 27}  # quotas 1.36, 1.36, 27.3
+    table = compare_plans(
+        model, split, AdditiveNoise(), GlobalPlacement(), 0.2, plans, repeats=8, seed=3
+    )
+    assert table["plan"].tolist() == ["single", "uniform", "guided 1/μ"]
+    assert table["budget"].tolist() == [3, 30, 30]
+    acc = dict(zip(table["plan"], table["accuracy"], strict=True))
+    sem = dict(zip(table["plan"], table["accuracy_sem"], strict=True))
+    margin = 6 * math.hypot(sem["guided 1/μ"], sem["uniform"]) + 1e-9
+    assert acc["guided 1/μ"] > acc["uniform"] + margin
+    assert acc["uniform"] > acc["single"]
+    assert model.executions == {}  # restored
+    assert all(site.noise is None for site in model.sites)
+
+
+def test_compare_plans_is_reproducible_and_independent_of_the_other_plans() -> None:
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 3))
+    x, y = torch.randn(200, 4), torch.randint(0, 3, (200,))
+    model = instrument(net, x[:2])
+    plan = ExecutionPlan("uniform", {0: 2, 1: 2})
+    args = (model, Split(x, y), AdditiveNoise(), GlobalPlacement(), 1.0)
+    alone = compare_plans(*args, [plan], repeats=3, seed=7)
+    after = compare_plans(*args, [ExecutionPlan("single", {0: 1, 1: 1}), plan], repeats=3, seed=7)
+    assert alone.iloc[0]["accuracy"] == after.iloc[1]["accuracy"]
+    assert alone.iloc[0]["accuracy_std"] > 0
