@@ -284,3 +284,10 @@ def test_training_a_stack_of_copies_stops_sharing_its_prefix(digits: InMemoryDat
     with torch.no_grad():
         out = stack(digits.test.x[:32], shared=True)
     assert not torch.allclose(out[0], model.eval()(digits.test.x[:32]))
+
+
+def test_multi_executed_sites_are_not_stacked() -> None:
+    model = instrument(build_model("mlp", (1, 8, 8), 10), torch.randn(2, 1, 8, 8))
+    model.set_executions({3: 4})
+    with pytest.raises(NotStackableError, match="multi-executed"):
+        StackedModel([model, model])

@@ -342,6 +342,8 @@ class StackedModel:
             raise NotStackableError(
                 "the model was instrumented with hooks (torch.fx could not trace it)"
             )
+        if any(site.executions != 1 for model in models for site in model.sites):
+            raise NotStackableError("a site is multi-executed, which only one model alone runs")
         self.template = template
         self.size = len(models)
         #: Whether all members are one model and its stacked tensors are still its own: set
