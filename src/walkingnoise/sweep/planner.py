@@ -117,6 +117,7 @@ def plan(
     for key, members in shared.items():
         units += _shared_units(members, trained(key))
     for members in cohorts.values():
+        members.sort(key=lambda e: e.seed)  # units of one seed share their batches
         parts = math.ceil(len(members) / max_unit)
         parts = min(len(members), math.ceil(parts / workers) * workers)
         size = math.ceil(len(members) / parts)
