@@ -1,4 +1,5 @@
-"""Analysis of results: midpoint fits, the paper's tables, crossings, weight statistics."""
+"""Analysis of results: midpoint fits, the paper's tables, crossings, weight statistics,
+multi-execution plans, SQNR profiles and the Noisy Machines table."""
 
 from walkingnoise.analysis.crossing import half_accuracy_crossing
 from walkingnoise.analysis.curves import accuracy_curves, prepare_results
@@ -9,6 +10,9 @@ from walkingnoise.analysis.midpoint import (
     fit_midpoint,
     logistic,
 )
+from walkingnoise.analysis.multiexec import execution_plan, uniform_plan
+from walkingnoise.analysis.noisy_machines import accuracy_vs_eta, weight_noise_accuracy
+from walkingnoise.analysis.sqnr import sqnr_profile
 from walkingnoise.analysis.tables import (
     double_midpoint_table,
     fit_curves,
@@ -24,7 +28,9 @@ __all__ = [
     "DoubleLogisticFit",
     "MidpointFit",
     "accuracy_curves",
+    "accuracy_vs_eta",
     "double_midpoint_table",
+    "execution_plan",
     "fit_curves",
     "fit_double_logistic",
     "fit_midpoint",
@@ -35,6 +41,9 @@ __all__ = [
     "prepare_results",
     "preservation_table",
     "site_table",
+    "sqnr_profile",
+    "uniform_plan",
+    "weight_noise_accuracy",
     "weight_ratio_table",
     "weight_statistics",
 ]

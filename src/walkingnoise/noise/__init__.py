@@ -1,4 +1,4 @@
-"""Noise models, noise sites, placements, and instrumentation of any ``nn.Module``."""
+"""Noise models, noise sites, placements, instrumentation of any ``nn.Module``, weight noise."""
 
 from walkingnoise.noise.instrument import NoisyModel, instrument
 from walkingnoise.noise.kinds import DEFAULT_KINDS, SITE_KINDS
@@ -17,7 +17,15 @@ from walkingnoise.noise.placement import (
     WalkingPlacement,
     parse_placement,
 )
+from walkingnoise.noise.recording import recording, site_outputs
 from walkingnoise.noise.site import NoiseSite, SiteInfo
+from walkingnoise.noise.weight import (
+    WeightNoise,
+    attach_weight_noise,
+    remove_weight_noise,
+    set_weight_noise,
+    weight_noise_disabled,
+)
 
 __all__ = [
     "DEFAULT_KINDS",
@@ -34,7 +42,14 @@ __all__ = [
     "SiteInfo",
     "SiteMapPlacement",
     "WalkingPlacement",
+    "WeightNoise",
+    "attach_weight_noise",
     "instrument",
     "make_noise_model",
     "parse_placement",
+    "recording",
+    "remove_weight_noise",
+    "set_weight_noise",
+    "site_outputs",
+    "weight_noise_disabled",
 ]
