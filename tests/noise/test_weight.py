@@ -155,7 +155,9 @@ def test_an_instrumented_model_keeps_its_state_dict_and_checkpoint_clean() -> No
         assert not torch.equal(noisy(x), noisy(x))
         assert list(noisy.source.state_dict()) == keys
         _, restored = read_checkpoint(checkpoint_bytes(noisy, experiment, digits))
-        assert weight_noise_of(restored) is None
+        # the stored weights are clean; the experiment's weight noise is set up again on load
+        assert weight_noise_of(restored).eta == 0.06
+        assert list(restored.source.state_dict()) == keys
         restored.eval()
-        with weight_noise_disabled(noisy):
+        with weight_noise_disabled(noisy), weight_noise_disabled(restored):
             torch.testing.assert_close(restored(x), noisy(x))

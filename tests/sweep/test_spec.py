@@ -363,7 +363,7 @@ def test_a_missing_sweep_file(tmp_path: Path) -> None:
 
 
 def test_the_top_level_must_be_a_mapping() -> None:
-    with pytest.raises(SweepError, match=r"^the file: a block must be a mapping"):
+    with pytest.raises(SweepError, match=r"^<sweep>: a block must be a mapping"):
         parse_sweep("- 1\n- 2\n")
 
 

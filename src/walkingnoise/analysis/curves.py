@@ -9,6 +9,11 @@ error, the weights of the midpoint fit (Walking Noise, Sec. 3).
 The store's config JSON leaves out fields that cannot matter (``order``/``ratio`` unless the
 noise is mixed, ``gradient`` unless noise is on in training; see ``Experiment.identity``), so
 such columns may be missing or partly empty; :func:`prepare_results` fills them.
+
+Diverged trainings (loss NaN or infinite, ``diverged`` True) are never dropped, which would
+bias μ upwards: their weights are NaN, so what they "predict" is meaningless (PyTorch's argmax
+of NaN logits is class 0, whose share of the test set is chance level only on balanced data).
+Their accuracies count as the chance level 1/K, and every curve and fit counts them.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ OPTIONAL_GROUP_COLUMNS = (
     "recipe.weight_decay",
     "recipe.schedule",
     "recipe.eval_batch_size",
+    "weight_noise",
+    "distillation.temperature",
+    "distillation.alpha",
+    "distillation.teacher",
 )
 #: Fill values of group columns the store left out (``""``/NaN: not applicable).
 _DEFAULTS: dict[str, Any] = {
@@ -58,6 +67,13 @@ _DEFAULTS: dict[str, Any] = {
     "gradient": "forward_only",
 }
 _WALKING = re.compile(r"^walking:(\d+)$")
+#: Accuracies of a diverged experiment that count as chance level (its ``chance_accuracy``).
+CHANCE_WHEN_DIVERGED = (
+    "clean_test_accuracy",
+    "noisy_test_accuracy",
+    "noisy_validation_accuracy",
+    "clean_validation_accuracy",
+)
 _METRICS = (
     "chance_accuracy",
     "clean_test_accuracy",
@@ -94,7 +110,9 @@ def prepare_results(results: pd.DataFrame) -> pd.DataFrame:
     Adds ``sigma`` as a float (NaN for σ pairs and ``map:`` placements), ``sigma_mul`` and
     ``sigma_add`` for mixed noise (from the pair, or amplitude × ratio), ``site`` (the index of a
     ``walking:N`` placement, else NaN) and ``placement_kind`` (walking, global, map).
-    Diverged experiments are kept (``diverged`` True): their accuracy is what was measured.
+    Diverged experiments are kept (``diverged`` True) with their accuracies at chance level
+    (:data:`CHANCE_WHEN_DIVERGED`; their ``noisy_test_accuracy_std`` 0), where the chance level
+    is known; ``load_results`` still has what was measured.
     """
     frame = results.copy()
     if "status" in frame:
@@ -126,6 +144,10 @@ def prepare_results(results: pd.DataFrame) -> pd.DataFrame:
     frame["placement_kind"] = [p.split(":")[0] if p else "" for p in placement]
     for column in _METRICS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
+    broken = frame["diverged"] & frame["chance_accuracy"].notna()
+    for column in CHANCE_WHEN_DIVERGED:
+        frame.loc[broken, column] = frame.loc[broken, "chance_accuracy"]
+    frame.loc[broken, "noisy_test_accuracy_std"] = 0.0
     return frame
 
 

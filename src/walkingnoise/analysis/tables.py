@@ -5,7 +5,8 @@
 - :func:`site_table`: walking-noise groups, one row per site with its name (Sec. 5, Fig. 2).
 - :func:`global_table`: global noise, dataset × model × BatchNorm × noise (Tables 1 and 4).
 - :func:`preservation_table`: accuracy at the largest σ over accuracy without noise (Fig. 5).
-- :func:`weight_ratio_table`: mean |w| per layer of two groups and their ratio (Table 2).
+- :func:`weight_ratio_table`: mean |w| per layer of two groups and their ratio (Table 2);
+  :func:`weight_comparison_table` the same for the two values of one column.
 """
 
 from __future__ import annotations
@@ -459,4 +460,72 @@ def weight_ratio_table(
     table = pd.DataFrame(rows)
     table.attrs["group_a"] = dict(group_a)
     table.attrs["group_b"] = dict(group_b)
+    return table
+
+
+#: Settings that split a weight comparison into separate tables when they vary.
+WEIGHT_COMPARISON_BY = ("dataset", "model", "batchnorm", "noise", "train_noise")
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def two_values(frame: pd.DataFrame, column: str) -> tuple[Any, Any]:
+    """The two values ``column`` takes in ``frame`` (a missing value first, else ascending).
+
+    Raises ValueError unless there are exactly two (missing values count as one, ``None``).
+    """
+    if column not in frame:
+        raise KeyError(f"no column {column!r} in the results to compare on")
+    values = frame[column]
+    missing = values.map(_is_missing) | values.astype(str).isin(["", "None"])
+    try:
+        present = list(pd.unique(values[~missing]))
+    except TypeError:
+        raise ValueError(f"column {column!r} holds values that cannot be compared") from None
+    found = ([None] if missing.any() else []) + sorted(present, key=lambda v: (str(type(v)), v))
+    if len(found) != 2:
+        shown = ", ".join(_display(v) for v in found[:6]) or "none"
+        raise ValueError(
+            f"{column} takes {len(found)} value(s) in the selected results ({shown}); "
+            "a comparison needs exactly two"
+        )
+    return found[0], found[1]
+
+
+def weight_comparison_table(
+    results: pd.DataFrame,
+    column: str,
+    *,
+    by: str | list[str] | None = None,
+    stat: str = "mean_abs",
+) -> pd.DataFrame:
+    """:func:`weight_ratio_table` of the two groups ``column`` splits ``results`` into.
+
+    The groups are ``column``'s two values (:func:`two_values`; ratio = first / second, so
+    ``recipe.clamp`` gives unclamped / clamped as in the paper's Table 2). ``by`` defaults to
+    those of :data:`WEIGHT_COMPARISON_BY` that vary. Rows (group, layer) without models on
+    both sides are left out. The values are in ``attrs["values"]``.
+    """
+    frame = prepare_results(results)
+    if frame.empty:
+        raise ValueError("the results hold no finished experiments")
+    first, second = two_values(frame, column)
+    if by is None:
+        by = [
+            c
+            for c in WEIGHT_COMPARISON_BY
+            if c != column and c in frame and frame[c].astype(str).nunique() > 1
+        ]
+    table = weight_ratio_table(frame, {column: first}, {column: second}, stat=stat, by=by)
+    table = table[(table["models_a"] > 0) & (table["models_b"] > 0)].reset_index(drop=True)
+    if table.empty:
+        raise ValueError(
+            f"no layer has models with both values of {column} in the same group; "
+            "choose other groups (--by) or filters"
+        )
+    table.attrs["values"] = (first, second)
+    table.attrs["column"] = column
+    table.attrs["by"] = [by] if isinstance(by, str) else list(by)
     return table

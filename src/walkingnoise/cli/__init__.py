@@ -51,13 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``walking-noise``; returns the exit status (2 for bad input)."""
+    """Entry point of ``walking-noise``; returns the exit status.
+
+    Bad input (arguments, files, a store that cannot be used, a missing optional dependency) is
+    one line ``walking-noise: error: …`` on stderr and status 2; Ctrl-C is status 130.
+    """
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.handler(args)
-    except (ValueError, KeyError, OSError) as error:
+    except (ValueError, KeyError, OSError, ImportError) as error:  # ImportError: a missing extra
         print(f"walking-noise: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

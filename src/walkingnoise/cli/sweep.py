@@ -7,6 +7,9 @@ from pathlib import Path
 
 from walkingnoise.cli._common import add_progress_option
 
+#: ``sweep.spec.DEFAULT_MAX_EXPERIMENTS``, written out so that building the parser stays light.
+MAX_EXPERIMENTS_HELP = "20000"
+
 
 def default_store(sweep: Path) -> Path:
     """Where a sweep's store goes when ``--store`` is not given: ``runs/<sweep name>.sqlite``."""
@@ -23,6 +26,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--workers", type=int, default=1, help="processes for --executor process")
     run.add_argument("--ray-address", default=None, help="an existing Ray cluster to join")
     run.add_argument("--data-root", default=None, help="directory holding the dataset files")
+    run.add_argument(
+        "--max-experiments",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"a sweep with more experiments needs --yes (default: {MAX_EXPERIMENTS_HELP}; "
+        "a typo in a grid must not fill the disk)",
+    )
     run.add_argument(
         "--yes", action="store_true", help="run sweeps larger than the experiment limit"
     )
@@ -49,12 +60,12 @@ def _cmd_run(args: argparse.Namespace) -> None:
     check_budget()
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    limit = DEFAULT_MAX_EXPERIMENTS if args.max_experiments is None else args.max_experiments
+    if limit < 1:
+        raise ValueError(f"--max-experiments must be at least 1, got {limit}")
     spec = load_sweep(args.sweep)
     path = args.store or default_store(args.sweep)
-    options = {
-        "data_root": args.data_root,
-        "max_experiments": None if args.yes else DEFAULT_MAX_EXPERIMENTS,
-    }
+    options = {"data_root": args.data_root, "max_experiments": None if args.yes else limit}
     if args.dry_run:
         summary = run_sweep(spec, path, dry_run=True, **options)
         print(f"store: {path}")
@@ -64,7 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
         args.executor, workers=args.workers, ray_address=args.ray_address
     ) as executor:
         summary = run_sweep(spec, path, executor=executor, progress=args.progress, **options)
-    with Store(path, create=False) as store:
+    with Store(path, read_only=True) as store:
         counts = store.counts()
     print(summary.describe())
     print(f"store: {path}  ({counts['done']} done, {counts['failed']} failed in total)")
@@ -75,7 +86,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
 def _cmd_status(args: argparse.Namespace) -> None:
     from walkingnoise.sweep import Store
 
-    with Store(args.store, create=False) as store:
+    with Store(args.store, read_only=True) as store:
         counts = store.counts()
         trainings = store.training_count()
     total = sum(counts.values())

@@ -206,7 +206,7 @@ def write_report(
     from walkingnoise.sweep.results import load_results
     from walkingnoise.sweep.store import Store
 
-    with Store(store, create=False) as db:
+    with Store(store, read_only=True) as db:
         results = load_results(db)
         sweeps = db.sweeps()
         counts = db.counts()
@@ -332,7 +332,10 @@ def _warnings(
     if "diverged" in results:
         diverged = int(results["diverged"].fillna(False).astype(bool).sum())
         if diverged:
-            lines.append(f"{diverged} experiments diverged in training (kept with their accuracy)")
+            lines.append(
+                f"{diverged} experiments diverged in training (NaN weights): counted at chance "
+                "level in the curves and fits"
+            )
     if lines:
         report.items(lines, "warn")
     else:

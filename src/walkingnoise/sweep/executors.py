@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -63,8 +64,28 @@ class InProcessExecutor(Executor):
                 yield item, TaskError(traceback.format_exc())
 
 
+#: Run by each pool worker first (by ``exec``, so that it imports nothing of this package and
+#: starts before the worker spends seconds importing PyTorch): a thread that ends the worker as
+#: soon as the process that started it, ``parent``, is gone. A sweep killed with SIGKILL cannot
+#: shut its pool down; its workers would otherwise live on, and their results were never
+#: going to be recorded anyway.
+EXIT_WITH_PARENT = """
+import os, threading, time
+
+def _watch_parent():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+threading.Thread(target=_watch_parent, name="exit-with-parent", daemon=True).start()
+"""
+
+
 class ProcessExecutor(Executor):
-    """A pool of local worker processes (started with ``spawn``, safe with PyTorch threads)."""
+    """A pool of local worker processes (started with ``spawn``, safe with PyTorch threads).
+
+    The workers end with the process that started them, even when it is killed.
+    """
 
     name = "process"
 
@@ -73,7 +94,10 @@ class ProcessExecutor(Executor):
             raise ValueError(f"workers must be ≥ 1, got {workers}")
         self.workers = workers
         self._pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=exec,
+            initargs=(EXIT_WITH_PARENT, {"parent": os.getpid()}),
         )
 
     def run(

@@ -15,7 +15,7 @@ def load_results(store: str | Path | Store) -> pd.DataFrame:
     ``error``, and the per-epoch ``history`` and per-layer ``weights`` as Python objects.
     """
     own = not isinstance(store, Store)
-    db = Store(store, create=False) if own else store
+    db = Store(store, read_only=True) if own else store
     try:
         rows = db.rows()
     finally:

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from walkingnoise._progress import bar_disabled
+from walkingnoise.data.errors import one_line
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep.adaptive import propose_sigmas
 from walkingnoise.sweep.executors import Executor, InProcessExecutor, TaskError
@@ -25,8 +26,9 @@ from walkingnoise.sweep.spec import (
     SweepSpec,
     expand,
 )
-from walkingnoise.sweep.store import Store
+from walkingnoise.sweep.store import Store, StoreError
 from walkingnoise.sweep.work import Outcome, UnitOutcome, run_unit
+from walkingnoise.training.checkpoint import CheckpointError, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +88,23 @@ def prepare(
     todo = [e.experiment for e in entries if statuses[e.experiment.content_hash()] == "pending"]
 
     def trained(key: str) -> bytes | None:
-        """The stored clean model's checkpoint (a dry run only needs to know it exists)."""
+        """The stored clean model's checkpoint (a dry run only needs to know it exists).
+
+        A checkpoint that cannot be read (truncated or damaged on disk) counts as missing, so
+        the clean model is trained again and its file rewritten.
+        """
         record = store.training(key)
         if record is None:
             return None
-        return record.checkpoint.read_bytes() if register else b""
+        if not register:
+            return b""
+        try:
+            data = record.checkpoint.read_bytes()
+            read_checkpoint(data, str(record.checkpoint))
+        except (OSError, CheckpointError) as error:
+            log.warning("%s; training that clean model again", one_line(error))
+            return None
+        return data
 
     work = plan(todo, trained=trained, workers=workers)
     done = sum(status == "done" for status in statuses.values())
@@ -125,7 +139,8 @@ def run_sweep(
     """
     entries = expand(spec, site_count=SiteCounter(data_root), max_experiments=max_experiments)
     if dry_run and not isinstance(store, Store):
-        with Store(store if Path(store).is_file() else ":memory:") as readable:
+        exists = Path(store).is_file()
+        with Store(store if exists else ":memory:", read_only=exists) as readable:
             return prepare(entries, readable, register=False)[1]
     if dry_run:
         return prepare(entries, store, register=False)[1]
@@ -247,9 +262,18 @@ def _run(
         if bar is not None:
             bar.close()
         if open_keys:
-            store.release(sorted(open_keys))
+            _release(store, sorted(open_keys))
         summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _release(store: Store, keys: list[str]) -> None:
+    """Put claimed, unfinished experiments back to pending; if the store cannot be written
+    (disk full), leave them to the next run, which finds their process gone."""
+    try:
+        store.release(keys)
+    except StoreError as error:
+        log.warning("%s; the next run puts %d experiments back to pending", error, len(keys))
 
 
 def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
@@ -279,7 +303,7 @@ def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
         checkpoint = None
         if outcome.checkpoint is not None:
             checkpoint = store.write_checkpoint(key, outcome.checkpoint)
-        elif unit.shared_training is not None:
+        elif unit.shared_training is not None and outcome.experiment.shares_clean_model:
             record = shared or store.training(unit.shared_training.content_hash())
             checkpoint = None if record is None else record.checkpoint
             if record is not None and not outcome.history:

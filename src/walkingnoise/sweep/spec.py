@@ -33,6 +33,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from walkingnoise.data.errors import DatasetFormatError
 from walkingnoise.experiment import Experiment
 
 #: A sweep with more experiments than this needs an explicit confirmation (``--yes``).
@@ -51,10 +52,18 @@ class SweepTooLargeError(SweepError):
     """The sweep would create more experiments than allowed without confirmation."""
 
 
+#: The size of an axis whose count overflows a float: more than any limit.
+HUGE = 2**63
+
+
 class _Axis(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def values(self) -> list[Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def size(self) -> int:  # pragma: no cover - overridden
+        """How many values the axis has, without building them (a huge grid stays cheap)."""
         raise NotImplementedError
 
 
@@ -68,11 +77,16 @@ class ChoiceAxis(_Axis):
         """The options, in order."""
         return list(self.options)
 
+    def size(self) -> int:
+        """The number of options."""
+        return len(self.options)
 
-def _finite(value: float, name: str) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite")
-    return value
+
+def _check_finite(axis: _Axis, *names: str) -> None:
+    """Bounds and steps must be finite numbers (the error names the axis)."""
+    for name in names:
+        if not math.isfinite(getattr(axis, name)):
+            raise ValueError(f"{name} must be finite")
 
 
 class RangeAxis(_Axis):
@@ -85,8 +99,7 @@ class RangeAxis(_Axis):
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> RangeAxis:
-        for name in ("min", "max", "step"):
-            _finite(getattr(self, name), name)
+        _check_finite(self, "min", "max", "step")
         if self.step == 0:
             raise ValueError("step must not be 0")
         return self
@@ -98,6 +111,13 @@ class RangeAxis(_Axis):
             return [int(v) for v in values]
         return [float(v) for v in values]
 
+    def size(self) -> int:
+        """The length of ``numpy.arange(min, max, step)``."""
+        steps = (self.max - self.min) / self.step
+        if steps <= 0:
+            return 0
+        return math.ceil(steps) if math.isfinite(steps) else HUGE
+
 
 class LinspaceAxis(_Axis):
     """``num`` evenly spaced values from ``min`` to ``max`` inclusive."""
@@ -107,10 +127,18 @@ class LinspaceAxis(_Axis):
     max: float
     num: int = Field(ge=1)
 
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> LinspaceAxis:
+        _check_finite(self, "min", "max")
+        return self
+
     def values(self) -> list[Any]:
         """The values of ``numpy.linspace(min, max, num)``."""
-        _finite(self.min, "min"), _finite(self.max, "max")
         return [float(v) for v in np.linspace(self.min, self.max, self.num)]
+
+    def size(self) -> int:
+        """``num``."""
+        return self.num
 
 
 class LogspaceAxis(_Axis):
@@ -121,10 +149,18 @@ class LogspaceAxis(_Axis):
     max: float
     num: int = Field(ge=1)
 
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> LogspaceAxis:
+        _check_finite(self, "min", "max")
+        return self
+
     def values(self) -> list[Any]:
         """The values of ``numpy.logspace(min, max, num)``."""
-        _finite(self.min, "min"), _finite(self.max, "max")
         return [float(v) for v in np.logspace(self.min, self.max, self.num)]
+
+    def size(self) -> int:
+        """``num``."""
+        return self.num
 
 
 class AdaptiveAxis(_Axis):
@@ -145,8 +181,7 @@ class AdaptiveAxis(_Axis):
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> AdaptiveAxis:
-        for name in ("min", "max"):
-            _finite(getattr(self, name), name)
+        _check_finite(self, "min", "max")
         if self.max <= self.min:
             raise ValueError("max must be larger than min")
         if self.max_points < self.initial:
@@ -156,6 +191,10 @@ class AdaptiveAxis(_Axis):
     def values(self) -> list[Any]:
         """The first round: ``initial`` log-spaced σ."""
         return [float(v) for v in np.logspace(self.min, self.max, self.initial)]
+
+    def size(self) -> int:
+        """``initial`` (the first round)."""
+        return self.initial
 
 
 AnyAxis = ChoiceAxis | RangeAxis | LinspaceAxis | LogspaceAxis | AdaptiveAxis
@@ -220,51 +259,65 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _flatten(value: Mapping[str, Any], prefix: str, path: str) -> dict[str, tuple[Any, str]]:
+def _check_key(key: Any, path: str, source: str) -> str:
+    """A key of the mapping at ``path``: a string with no empty part between dots."""
+    if not isinstance(key, str):
+        raise SweepError(f"{path or source}: key {key!r} is not a string; quote it")
+    if not key.strip() or any(not part.strip() for part in key.split(".")):
+        raise SweepError(f"{path or source}: key {key!r} is empty or has an empty dotted part")
+    return key
+
+
+def _flatten(
+    value: Mapping[str, Any], prefix: str, path: str, source: str
+) -> dict[str, tuple[Any, str]]:
     flat: dict[str, tuple[Any, str]] = {}
     for key, item in value.items():
-        if not isinstance(key, str):
-            raise SweepError(f"{_join(path, str(key))}: keys must be strings")
+        _check_key(key, path, source)
         dotted, where = _join(prefix, key), _join(path, key)
         if isinstance(item, Mapping):
-            flat |= _flatten(item, dotted, where)
+            flat |= _flatten(item, dotted, where, source)
         else:
             flat[dotted] = (item, where)
     return flat
 
 
-def _parse_block(raw: Any, path: str, *, top: bool = False) -> Block:
+def _parse_block(raw: Any, path: str, source: str, *, top: bool = False) -> Block:
     if not isinstance(raw, Mapping):
         kind = type(raw).__name__
-        where = path or "the file"
         raise SweepError(
-            f"{where}: a block must be a mapping of fixed, grid and sub-blocks, not {kind}"
+            f"{path or source}: a block must be a mapping of fixed, grid and sub-blocks, not {kind}"
         )
     block = Block(path=path)
     for key, value in raw.items():
-        if not isinstance(key, str):
-            raise SweepError(f"{_join(path, str(key))}: keys must be strings")
-        where = _join(path, key)
+        where = _join(path, _check_key(key, path, source))
         if top and key in _TOP_LEVEL_META:
             continue
         if key == "fixed":
             if not isinstance(value, Mapping):
                 raise SweepError(f"{where}: must be a mapping of field: value")
-            block.fixed = _flatten(value, "", where)
+            block.fixed = _flatten(value, "", where, source)
         elif key == "grid":
             if not isinstance(value, Mapping):
                 raise SweepError(f"{where}: must be a mapping of field: axis")
             for name, axis in value.items():
+                at = _join(where, _check_key(name, where, source))
                 if isinstance(axis, Mapping) and axis.get("type") == "adaptive" and name != "sigma":
-                    raise SweepError(f"{_join(where, str(name))}: only sigma can be adaptive")
-                block.grid[str(name)] = (
-                    _parse_axis(axis, _join(where, str(name))),
-                    _join(where, str(name)),
-                )
+                    raise SweepError(f"{at}: only sigma can be adaptive")
+                block.grid[name] = (_parse_axis(axis, at), at)
         else:
             _check_block_name(key, value, where)
-            block.children.append(_parse_block(value, where))
+            block.children.append(_parse_block(value, where, source))
+    _check_fixed_and_grid(block)
     return block
+
+
+def _check_fixed_and_grid(block: Block) -> None:
+    """A field is either fixed or a grid axis in one block, never both (one would be lost)."""
+    for name, (_, fixed_at) in block.fixed.items():
+        for axis, (_, grid_at) in block.grid.items():
+            if name == axis or name.startswith(axis + ".") or axis.startswith(name + "."):
+                raise SweepError(f"{fixed_at}: also set by the grid axis {grid_at}; keep one")
 
 
 def _check_block_name(key: str, value: Any, where: str) -> None:
@@ -286,11 +339,7 @@ def _parse_axis(raw: Any, path: str) -> AnyAxis:
         axis = _AXIS.validate_python(dict(raw))
     except pydantic.ValidationError as error:
         raise SweepError(_axis_error(error, path)) from None
-    try:
-        values = axis.values()
-    except ValueError as error:
-        raise SweepError(f"{path}: {error}") from None
-    if not values:
+    if axis.size() == 0:
         raise SweepError(f"{path}: the axis has no values")
     return axis
 
@@ -322,7 +371,7 @@ def parse_sweep(text: str | bytes, source: str = "<sweep>") -> SweepSpec:
         raise SweepError(f"{source}: YAML syntax error{where}: {problem}") from None
     if raw is None:
         raise SweepError(f"{source}: the sweep file is empty")
-    root = _parse_block(raw, "", top=True)
+    root = _parse_block(raw, "", source, top=True)
     name = raw.get("name", Path(source).stem) if isinstance(raw, Mapping) else "sweep"
     return SweepSpec(name=str(name), root=root, source=source, text=text)
 
@@ -358,11 +407,11 @@ def count_experiments(spec: SweepSpec) -> int:
     total = 0
     for chain in spec.leaves():
         _, grid = _merged(chain)
-        total += math.prod(len(axis.values()) for axis, _ in grid.values())
+        total += math.prod(axis.size() for axis, _ in grid.values())
     return total
 
 
-def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+def _unflatten(flat: Mapping[str, Any], origins: Mapping[str, str]) -> dict[str, Any]:
     nested: dict[str, Any] = {}
     for dotted, value in flat.items():
         *parents, last = dotted.split(".")
@@ -370,7 +419,7 @@ def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise SweepError(f"{dotted}: {part} is not a mapping field")
+                raise SweepError(f"{origins.get(dotted, dotted)}: {part} is not a mapping field")
         node[last] = value
     return nested
 
@@ -419,7 +468,7 @@ def _validate(config: dict[str, Any], origins: Mapping[str, str], leaf: str) -> 
         origins = {**origins, "sigma": origins.get("sigma_mul", leaf)}
     config = _pair_sigma(config, origins, leaf)
     try:
-        return Experiment.model_validate(_unflatten(config))
+        return Experiment.model_validate(_unflatten(config, origins))
     except pydantic.ValidationError as error:
         item = error.errors()[0]
         where = _locate(tuple(item["loc"]), origins, leaf)
@@ -490,9 +539,15 @@ def _expand_sites(
 def _count_sites(
     experiment: Experiment, site_count: SiteCount, origins: Mapping[str, str], leaf: str
 ) -> int:
-    """The model's site count; a model that cannot take the dataset is an error at ``model``."""
+    """The model's site count; a model that cannot take the dataset is an error at ``model``.
+
+    A dataset file that cannot be read is not the sweep file's fault: its error, which names
+    the file, goes on unchanged.
+    """
     try:
         return site_count(experiment)
+    except DatasetFormatError:
+        raise
     except ValueError as error:
         where = origins.get("model", origins.get("dataset", leaf or "fixed"))
         raise SweepError(f"{where}: {' '.join(str(error).split())}") from None

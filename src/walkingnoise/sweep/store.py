@@ -2,8 +2,11 @@
 
 The database runs in WAL mode with a busy timeout, so readers (``status``, ``report``) work
 while a sweep writes, and two sweeps can share one store: rows are claimed atomically
-(``pending`` → ``running``), and a ``running`` row whose process on this host has died is put
-back to ``pending``. Checkpoints are files in ``<store>.checkpoints/``, written atomically.
+(``pending`` → ``running``), and a ``running`` row whose process on this host has died (or whose
+process id now belongs to a later process) is put back to ``pending``. Checkpoints are files in
+``<store>.checkpoints/``, written atomically. Every SQLite failure (disk full, a read-only file,
+a lock held too long) is a one-line :class:`StoreError` naming the file; a failed write leaves
+the database as it was before it.
 """
 
 from __future__ import annotations
@@ -14,17 +17,25 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from walkingnoise import __version__
 from walkingnoise._files import write_atomic
+from walkingnoise.data.errors import one_line
 from walkingnoise.experiment import Experiment
 
 SCHEMA_VERSION = "1"
 STATUSES = ("pending", "running", "done", "failed")
+#: Seconds a lock may be waited for before a write gives up ("database is locked").
+BUSY_TIMEOUT = 60.0
+#: A claim made this long (s) before its process started is not that process's (pid reused).
+PID_REUSE_SLACK = 60.0
+#: An unfinished checkpoint file this old (s) no running experiment writes any more.
+ORPHAN_TEMP_AGE = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -90,6 +101,49 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@cache
+def _boot_time() -> float | None:
+    """When this host booted (seconds since the epoch), from ``/proc/stat``; None elsewhere."""
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch) on Linux; None if unknown."""
+    boot = _boot_time()
+    if boot is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _claimer_alive(pid: int | None, claimed: float | None) -> bool:
+    """Whether the process that claimed a row at ``claimed`` still runs as ``pid``.
+
+    A process id is reused once its process is gone; a live process that started well after
+    the claim is a later one, not the claimer.
+    """
+    if pid is None or not _alive(pid):
+        return False
+    started = _process_start(pid)
+    return started is None or claimed is None or started <= claimed + PID_REUSE_SLACK
+
+
+def _empty_store() -> sqlite3.Connection:
+    """An in-memory database with the tables of a store and nothing in them."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.executescript(_SCHEMA)
+    return db
+
+
 @dataclass(frozen=True)
 class TrainingRecord:
     """A finished clean training: its checkpoint path and what training recorded."""
@@ -106,27 +160,78 @@ class TrainingRecord:
 class Store:
     """One study's SQLite database and checkpoint folder."""
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False) -> None:
+        """Open (or, with ``create``, create) the store at ``path``.
+
+        ``read_only`` opens an existing store for reading only: what ``status``, ``fit`` and
+        ``report`` need, and all a read-only file or folder allows.
+        """
         self.path = Path(path)
-        if not create and not self.path.is_file():
+        if (read_only or not create) and not self.path.is_file():
             raise StoreError(f"{self.path}: no such store")
+        self.read_only = read_only
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            self._db.execute("PRAGMA busy_timeout = 60000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            with self._transaction():
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,)
-                )
+            self._db = self._open_read_only() if read_only else self._open_for_writing()
         except (sqlite3.Error, OSError) as error:
-            raise StoreError(f"{self.path}: cannot open the store ({error})") from None
+            raise StoreError(f"{self.path}: cannot open the store ({one_line(error)})") from None
         self.host = socket.gethostname()
         self.pid = os.getpid()
+
+    def _open_for_writing(self) -> sqlite3.Connection:
+        """Connect in WAL mode and create the tables that are missing."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """Connect without writing anything, even where the file or its folder is read-only.
+
+        A WAL database needs its ``-shm`` file to be read; where that cannot be created and
+        no ``-wal`` file holds unmerged writes, the file is read as immutable. A file without
+        any table yet (a store being created this instant, or whose creator was killed before
+        it wrote any) reads as an empty store.
+        """
+        uri = self.path.resolve().as_uri()
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+            return self._probe(db)
+        except sqlite3.OperationalError:
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.is_file() and wal.stat().st_size > 0:
+                raise
+        return self._probe(sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True))
+
+    def _probe(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        """``db`` if it holds a store's tables, an empty store if it holds no table at all."""
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            if not db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+                db.close()
+                return _empty_store()
+            db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchall()
+            db.execute("SELECT hash FROM experiments LIMIT 1").fetchall()
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -145,14 +250,39 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT: one writer at a time, rolled back on error."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE … COMMIT: one writer at a time, all or nothing.
+
+        Any SQLite failure, at COMMIT included, rolls the transaction back and is raised as a
+        one-line ``StoreError``.
+        """
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise self._error("write to", error) from None
         try:
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute("COMMIT")
+        except BaseException as error:
+            self._rollback()
+            if isinstance(error, sqlite3.Error):
+                raise self._error("write to", error) from None
             raise
-        self._db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        """Undo the open transaction, if SQLite has not done so already."""
+        if self._db.in_transaction:
+            with suppress(sqlite3.Error):  # SQLite may have rolled back on its own already
+                self._db.execute("ROLLBACK")
+
+    def _fetch(self, query: str, parameters: Sequence[Any] = ()) -> list[tuple]:
+        """All rows of a read query; a SQLite failure becomes a ``StoreError``."""
+        try:
+            return self._db.execute(query, parameters).fetchall()
+        except sqlite3.Error as error:
+            raise self._error("read", error) from None
+
+    def _error(self, doing: str, error: sqlite3.Error) -> StoreError:
+        return StoreError(f"{self.path}: cannot {doing} the store ({one_line(error)})")
 
     # -- experiments ------------------------------------------------------------------------
 
@@ -164,7 +294,7 @@ class Store:
                 e.content_hash(),
                 e.canonical_json(),
                 block,
-                (e if e.trains_with_noise else e.clean_training()).content_hash(),
+                (e.clean_training() if e.shares_clean_model else e).content_hash(),
                 now,
             )
             for e, block in entries
@@ -182,8 +312,7 @@ class Store:
         """Number of experiments per status (all, or only those of ``hashes``)."""
         counts = dict.fromkeys(STATUSES, 0)
         if hashes is None:
-            query = self._db.execute("SELECT status, COUNT(*) FROM experiments GROUP BY status")
-            counts |= dict(query.fetchall())
+            counts |= dict(self._fetch("SELECT status, COUNT(*) FROM experiments GROUP BY status"))
             return counts
         for status in self.statuses(hashes).values():
             counts[status] += 1
@@ -196,7 +325,7 @@ class Store:
             chunk = list(hashes[start : start + 500])
             marks = ",".join("?" * len(chunk))
             query = f"SELECT hash, status FROM experiments WHERE hash IN ({marks})"
-            found |= dict(self._db.execute(query, chunk).fetchall())
+            found |= dict(self._fetch(query, chunk))
         return found
 
     def metrics(self, hashes: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -208,15 +337,15 @@ class Store:
             query = (
                 f"SELECT hash, metrics FROM experiments WHERE status = 'done' AND hash IN ({marks})"
             )
-            found |= {key: _load(text) for key, text in self._db.execute(query, chunk)}
+            found |= {key: _load(text) for key, text in self._fetch(query, chunk)}
         return found
 
     def experiments(self, status: str | None = None) -> list[Experiment]:
         """The experiments of the store, optionally only those with ``status``."""
         if status is None:
-            rows = self._db.execute("SELECT config FROM experiments ORDER BY rowid")
+            rows = self._fetch("SELECT config FROM experiments ORDER BY rowid")
         else:
-            rows = self._db.execute(
+            rows = self._fetch(
                 "SELECT config FROM experiments WHERE status = ? ORDER BY rowid", (status,)
             )
         return [Experiment.model_validate_json(config) for (config,) in rows]
@@ -246,19 +375,44 @@ class Store:
             )
 
     def requeue_stale(self) -> int:
-        """Put ``running`` rows of dead processes on this host back to ``pending``."""
-        rows = self._db.execute(
-            "SELECT hash, pid FROM experiments WHERE status = 'running' AND host = ?",
-            (self.host,),
-        ).fetchall()
-        stale = [key for key, pid in rows if pid is None or not _alive(pid)]
+        """Put ``running`` rows of dead processes on this host back to ``pending``.
+
+        Rows of other hosts are left alone: their processes cannot be checked from here. Also
+        removes unfinished checkpoint files that no running experiment is still writing.
+        """
         with self._transaction() as db:
+            rows = db.execute(
+                "SELECT hash, pid, started FROM experiments WHERE status = 'running' AND host = ?",
+                (self.host,),
+            ).fetchall()
+            stale = [key for key, pid, started in rows if not _claimer_alive(pid, started)]
             db.executemany(
                 "UPDATE experiments SET status = 'pending', pid = NULL"
                 " WHERE hash = ? AND status = 'running'",
                 [(key,) for key in stale],
             )
+        self._remove_orphan_temp_files()
         return len(stale)
+
+    def _remove_orphan_temp_files(self) -> None:
+        """Delete ``.<key>.pt.*.tmp`` files left by processes killed while writing them.
+
+        A checkpoint is written only while its experiment (or one evaluating its clean model)
+        is running; with nothing running every such file is an orphan, otherwise only the old
+        ones of keys no running row refers to.
+        """
+        if not self.checkpoint_dir.is_dir():
+            return
+        running = self._fetch("SELECT hash, training FROM experiments WHERE status = 'running'")
+        busy = {key for row in running for key in row}
+        now = time.time()
+        for temp in self.checkpoint_dir.glob("*/.*.pt.*.tmp"):
+            key = temp.name[1:].split(".pt.", 1)[0]
+            try:
+                if not busy or (key not in busy and now - temp.stat().st_mtime > ORPHAN_TEMP_AGE):
+                    temp.unlink()
+            except OSError:
+                continue  # renamed into place meanwhile, or not ours to remove: best effort
 
     def finish(
         self,
@@ -310,10 +464,14 @@ class Store:
 
     def rows(self) -> list[dict[str, Any]]:
         """Every experiment row with its JSON columns decoded (for ``load_results``)."""
-        cursor = self._db.execute("SELECT * FROM experiments ORDER BY rowid")
-        names = [d[0] for d in cursor.description]
+        try:
+            cursor = self._db.execute("SELECT * FROM experiments ORDER BY rowid")
+            names = [d[0] for d in cursor.description]
+            found = cursor.fetchall()
+        except sqlite3.Error as error:
+            raise self._error("read", error) from None
         rows = []
-        for values in cursor.fetchall():
+        for values in found:
             row = dict(zip(names, values, strict=True))
             for column in ("config", "metrics", "history", "weights", "timings"):
                 row[column] = _load(row[column])
@@ -329,20 +487,21 @@ class Store:
 
     def sweeps(self) -> dict[str, str]:
         """Name → YAML text of every sweep file run on this store."""
-        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'sweep:%'")
+        rows = self._fetch("SELECT key, value FROM meta WHERE key LIKE 'sweep:%'")
         return {key.removeprefix("sweep:"): value for key, value in rows}
 
     # -- clean trainings --------------------------------------------------------------------
 
     def training(self, key: str) -> TrainingRecord | None:
         """The finished clean training ``key`` whose checkpoint exists, or None."""
-        row = self._db.execute(
+        found = self._fetch(
             "SELECT config, checkpoint, history, weights, metrics, diverged FROM trainings"
             " WHERE hash = ?",
             (key,),
-        ).fetchone()
-        if row is None:
+        )
+        if not found:
             return None
+        row = found[0]
         path = self.path.parent / row[1]
         if not path.is_file():
             return None
@@ -391,7 +550,7 @@ class Store:
 
     def training_count(self) -> int:
         """Number of finished clean trainings."""
-        return self._db.execute("SELECT COUNT(*) FROM trainings").fetchone()[0]
+        return self._fetch("SELECT COUNT(*) FROM trainings")[0][0]
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -401,17 +560,16 @@ class Store:
         try:
             write_atomic(path, data)
         except OSError as error:
-            raise StoreError(f"{path}: cannot write checkpoint ({error.strerror})") from None
+            reason = error.strerror or one_line(error)
+            raise StoreError(f"{path}: cannot write checkpoint ({reason})") from None
         return path
 
     def checkpoint_path(self, key: str) -> Path | None:
         """The checkpoint file of experiment ``key``, if it has one."""
-        row = self._db.execute(
-            "SELECT checkpoint FROM experiments WHERE hash = ?", (key,)
-        ).fetchone()
-        if row is None or row[0] is None:
+        found = self._fetch("SELECT checkpoint FROM experiments WHERE hash = ?", (key,))
+        if not found or found[0][0] is None:
             return None
-        return self.path.parent / row[0]
+        return self.path.parent / found[0][0]
 
     def _relative(self, path: Path) -> str:
         return str(path.relative_to(self.path.parent))

@@ -13,6 +13,7 @@ from walkingnoise.data.dataset import InMemoryDataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
 from walkingnoise.noise.instrument import NoisyModel, instrument
+from walkingnoise.noise.weight import set_weight_noise
 
 FORMAT = "walkingnoise-checkpoint-1"
 
@@ -69,6 +70,7 @@ def read_checkpoint(data: bytes, source: str = "<bytes>") -> tuple[Experiment, N
         raise CheckpointError(f"{source}: inconsistent checkpoint ({first})") from None
     noisy = instrument(clean, torch.zeros(2, *input_shape))
     noisy.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
+    set_weight_noise(noisy, experiment.weight_noise, training=experiment.train_noise)
     return experiment, noisy
 
 
