@@ -137,12 +137,7 @@ def evaluate_stacked(
                     x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
                     logits = stack(x, shared=True)
                     target = y.unsqueeze(0).expand(stack.size, -1)
-                    loss += (
-                        F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
-                        .view(stack.size, -1)
-                        .sum(dim=1)
-                        .double()
-                    )
+                    loss += _cross_entropy(logits, target).sum(dim=1).double()
                     correct += (logits.argmax(dim=-1) == target).sum(dim=1).double()
                 for k in range(stack.size):
                     accuracies[k].append(correct[k].item() / len(split))
@@ -151,3 +146,10 @@ def evaluate_stacked(
         stack.train(was_training)
         stack.noise_enabled = was_enabled
     return [Evaluation(tuple(a), tuple(lo)) for a, lo in zip(accuracies, losses, strict=True)]
+
+
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy of (K, B, C) logits: ``F.cross_entropy`` without reduction,
+    computed as logsumexp − the target's logit, which is several times faster on CPU."""
+    picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    return torch.logsumexp(logits, dim=-1) - picked
