@@ -166,6 +166,11 @@ def test_store_experiment_gives_model_and_setting(
             ["--noise", "additive", "--sigma", "1", "--repeats", "0"],
             "--repeats must be ≥ 1",
         ),
+        (
+            "checkpoint",
+            ["--noise", "additive", "--placement", "map:2=0.5", "--sigma", "1"],
+            "map: placement carries its own σ",
+        ),
     ],
 )
 def test_bad_input_is_a_one_line_error(
@@ -182,3 +187,12 @@ def test_bad_input_is_a_one_line_error(
     assert err.startswith("walking-noise: error: ")
     assert message in err
     assert err.count("\n") == 1
+
+
+def test_a_map_placement_carries_its_own_sigmas(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = ["--noise", "additive", "--placement", "map:2=0.5;5=1", "--samples", "100"]
+    assert main(["sqnr", str(checkpoint), *arguments]) == 0
+    out = capsys.readouterr().out
+    assert "map:2=0.5;5=1" in out

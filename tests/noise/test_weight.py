@@ -161,3 +161,19 @@ def test_an_instrumented_model_keeps_its_state_dict_and_checkpoint_clean() -> No
         restored.eval()
         with weight_noise_disabled(noisy), weight_noise_disabled(restored):
             torch.testing.assert_close(restored(x), noisy(x))
+
+
+def test_multihead_attention_is_left_clean_not_silently_listed() -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.MultiheadAttention(8, 2))
+    assert [name for name, _ in noisy_weight_layers(model)] == ["0"]
+
+
+def test_noise_disabled_also_reads_weights_clean() -> None:
+    torch.manual_seed(0)
+    noisy = instrument(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), torch.zeros(2, 4)).eval()
+    attach_weight_noise(noisy, 0.3, generator=_generator())
+    x = torch.randn(8, 4)
+    with torch.no_grad():
+        with noisy.noise_disabled():
+            torch.testing.assert_close(noisy(x), noisy.source(x))
+        assert not torch.equal(noisy(x), noisy(x))  # on again after the block

@@ -219,6 +219,18 @@ def test_the_noisy_machines_command_on_a_missing_store_is_a_one_line_error(
     assert "absent.sqlite" in err[0]
 
 
+def test_the_noisy_machines_command_on_a_store_without_weight_noise_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "plain.sqlite"
+    text = "fixed: {noise: additive, sigma: 0.5, placement: global, recipe: {epochs: 1}}"
+    run_sweep(spec(text), path, progress=False)
+    assert main(["noisy-machines", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert "no experiment has weight noise" in err[0]
+
+
 # --- `walking-noise train` -----------------------------------------------------------------------
 
 

@@ -118,10 +118,16 @@ def choose_experiment(
             raise ValueError(f"hash prefix {prefix!r} is ambiguous: {len(found)} experiments")
         return found.iloc[0]
     found = frame[filter_mask(frame, filters or {})]
-    if site is not None and (found["site"] == site).any():
-        found = found[found["site"] == site]
     if found.empty:
-        raise ValueError("no finished experiment with a checkpoint passes the filters")
+        shown = " ".join(f"--where {k}={v}" for k, v in (filters or {}).items()) or "the filters"
+        raise ValueError(f"no finished experiment with a checkpoint passes {shown}")
+    if site is not None:
+        walking = found["site"].notna()
+        if walking.any() and not (found["site"] == site).any():
+            known = sorted(int(s) for s in found.loc[walking, "site"].unique())
+            raise ValueError(f"--site {site} does not exist among the walking sites {known}")
+        if (found["site"] == site).any():
+            found = found[found["site"] == site]
     columns = [c for c in group_columns(found) if c in found]
     differing = [c for c in columns if found[c].astype(str).nunique(dropna=False) > 1]
     if differing:

@@ -42,7 +42,8 @@ def one_line(error: BaseException) -> str:
         parts = []
         for item in error.errors():
             where = ".".join(str(p) for p in item["loc"])
-            parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+            message = item["msg"].removeprefix("Value error, ")
+            parts.append(f"{where}: {message}" if where else message)
         return "; ".join(parts)
     text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
     return " ".join(str(text).split())

@@ -128,9 +128,8 @@ def _results(store: Path, where: list[str] | None) -> Any:
         results = load_results(db)
     selected = select_results(results, filters)
     if selected.empty:
-        raise ValueError(
-            f"{store}: no finished experiments" + (" pass the filters" if filters else "")
-        )
+        shown = " ".join(f"--where {key}={value}" for key, value in filters.items())
+        raise ValueError(f"{store}: no finished experiments" + (f" pass {shown}" if shown else ""))
     return selected
 
 

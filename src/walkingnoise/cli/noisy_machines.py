@@ -31,11 +31,13 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     from walkingnoise.analysis.noisy_machines import accuracy_vs_eta, weight_noise_accuracy
     from walkingnoise.sweep import Store, load_results
 
-    with Store(args.store, create=False) as store:
+    with Store(args.store, read_only=True) as store:
         results = load_results(store)
     table = weight_noise_accuracy(results, args.metric)
     if table.empty:
         raise ValueError(f"{args.store}: no finished experiments to tabulate")
+    if not (pd.to_numeric(table["weight_noise"]) > 0).any():
+        raise ValueError(f"{args.store}: no experiment has weight noise (weight_noise > 0)")
     wide = accuracy_vs_eta(table)
     print(f"{args.metric} in % (mean ± std over seeds) vs weight noise η:")
     with pd.option_context("display.max_rows", None, "display.width", 160):

@@ -122,6 +122,10 @@ def _setting(
         if value is not None
     }
     fields = experiment.model_dump() | changes | {"train_noise": False}
+    if str(fields["placement"]).startswith("map:"):
+        if sigma is not None:
+            raise ValueError(f"--sigma {sigma}: a map: placement carries its own σ values")
+        fields["sigma"] = None
     if fields["noise"] == "none":
         raise ValueError("the model was trained without noise: give --noise, --placement, --sigma")
     from walkingnoise.experiment import Experiment

@@ -163,12 +163,16 @@ class NoisyModel(nn.Module):
 
     @contextmanager
     def noise_disabled(self) -> Iterator[NoisyModel]:
-        """Within the block, no site injects noise (for clean evaluation); settings are kept."""
+        """Within the block, no site injects noise and weights are read without weight noise
+        (for clean evaluation); settings are kept."""
+        from walkingnoise.noise.weight import weight_noise_disabled
+
         previous = [site.enabled for site in self.sites]
         for site in self.sites:
             site.enabled = False
         try:
-            yield self
+            with weight_noise_disabled(self):
+                yield self
         finally:
             for site, enabled in zip(self.sites, previous, strict=True):
                 site.enabled = enabled

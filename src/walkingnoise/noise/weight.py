@@ -11,9 +11,9 @@ for autograd (no gradient flows through σ_W).
 
 Which weights: every module with its own ``weight`` parameter except normalisation layers
 (BatchNorm, LayerNorm, GroupNorm, ...), i.e. the convolution and linear layers of the built-in
-models (also embeddings, and the output projection of ``nn.MultiheadAttention``). Biases and
-normalisation parameters are read without noise. This is the same set of tensors that weight
-clamping acts on (``training.clamp.clampable_weights``).
+models (also embeddings). Biases and normalisation parameters are read without noise.
+``nn.MultiheadAttention`` is left clean: its forward reads its projection weights directly,
+without calling the modules a hook could catch.
 
 How: a forward pre-hook on each such layer swaps the stored ``weight`` parameter for
 ``weight + noise`` for the duration of that call, and a forward hook (``always_call``, so also
@@ -45,8 +45,9 @@ _ATTACHED: weakref.WeakKeyDictionary[nn.Module, WeightNoise] = weakref.WeakKeyDi
 def noisy_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` of every layer whose ``weight`` gets weight noise, in module order."""
     layers = []
+    attention = [f"{n}." for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
     for name, module in model.named_modules():
-        if module_kind(module) in EXCLUDED_KINDS:
+        if module_kind(module) in EXCLUDED_KINDS or name.startswith(tuple(attention)):
             continue
         if isinstance(module._parameters.get("weight"), nn.Parameter):
             layers.append((name, module))

@@ -55,6 +55,8 @@ def read_checkpoint(data: bytes, source: str = "<bytes>") -> tuple[Experiment, N
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "weights_only" in str(error):  # torch's advice to unpickle unsafely: not for us
+            first = "it holds objects a safe load refuses"
         raise CheckpointError(f"{source}: not a readable checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{source}: not a walkingnoise checkpoint")
