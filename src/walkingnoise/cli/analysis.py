@@ -74,10 +74,9 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         result_test_sizes,
     )
     from walkingnoise.report.markdown import cell_text, varying_columns
-    from walkingnoise.sweep import Store, load_results
+    from walkingnoise.sweep import load_results
 
-    with Store(args.store, read_only=True) as store:
-        results = load_results(store)
+    results = load_results(args.store)
     fitter = double_midpoint_table if args.double else midpoint_table
     table = fitter(results, a_min=args.a_min, n_test=result_test_sizes(results, args.data_root))
     if table.empty:

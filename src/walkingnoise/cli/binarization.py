@@ -121,11 +121,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _results(store: Path, where: list[str] | None) -> Any:
     from walkingnoise.analysis.selection import parse_filters, select_results
-    from walkingnoise.sweep import Store, load_results
+    from walkingnoise.sweep import load_results
 
     filters = parse_filters(where)
-    with Store(store, read_only=True) as db:
-        results = load_results(db)
+    results = load_results(store)
     selected = select_results(results, filters)
     if selected.empty:
         shown = " ".join(f"--where {key}={value}" for key, value in filters.items())

@@ -151,10 +151,9 @@ def _walking_group(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame
         result_test_sizes,
         site_table,
     )
-    from walkingnoise.sweep import Store, load_results
+    from walkingnoise.sweep import load_results
 
-    with Store(args.store, create=False) as store:
-        results = load_results(store)
+    results = load_results(args.store)
     midpoints = midpoint_table(
         results, a_min=args.a_min, n_test=result_test_sizes(results, args.data_root)
     )

@@ -29,10 +29,9 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from walkingnoise.analysis.noisy_machines import accuracy_vs_eta, weight_noise_accuracy
-    from walkingnoise.sweep import Store, load_results
+    from walkingnoise.sweep import load_results
 
-    with Store(args.store, read_only=True) as store:
-        results = load_results(store)
+    results = load_results(args.store)
     table = weight_noise_accuracy(results, args.metric)
     if table.empty:
         raise ValueError(f"{args.store}: no finished experiments to tabulate")
