@@ -71,6 +71,8 @@ class NoiseModel(ABC):
     name: ClassVar[str]
     level_names: ClassVar[tuple[str, ...]]
     draws: ClassVar[int] = 1
+    #: Whether ``perturbation`` reads the values of ``x`` (False: only its shape and dtype).
+    reads_input: ClassVar[bool] = True
     training: bool = True
     evaluation: bool = True
     gradient: Gradient = "forward_only"
@@ -101,7 +103,7 @@ class NoiseModel(ABC):
     def perturbation(
         self, x: torch.Tensor, levels: torch.Tensor, z: tuple[torch.Tensor, ...]
     ) -> torch.Tensor:
-        """The change y − x the noise makes (computed directly where cheaper)."""
+        """The change y − x the noise makes (computed directly where cheaper), as a new tensor."""
         return self.sample(x, levels, z) - x
 
     def active_in(self, training: bool) -> bool:
@@ -140,6 +142,7 @@ class AdditiveNoise(NoiseModel):
 
     name: ClassVar[str] = "additive"
     level_names: ClassVar[tuple[str, ...]] = ("sigma",)
+    reads_input: ClassVar[bool] = False
 
     def levels(self, sigma: NoiseLevel) -> tuple[float, ...]:
         """The single level (σ,)."""

@@ -47,17 +47,35 @@ class TrainHistory:
     diverged: bool = False
 
 
+#: Fused Adam updates a tensor in vector lanes and the last ``numel % lanes`` elements one by
+#: one, which rounds differently. Tensors with a multiple of this many elements per model have
+#: no such tail (for any vector width up to 64 floats), so each element is updated alike alone
+#: and in a stack of models; the others use the multi-tensor kernel, which has no tail.
+FUSED_MULTIPLE = 64
+
+
 def make_optimizer(
-    parameters: Iterable[torch.Tensor], recipe: Recipe
+    parameters: Iterable[torch.Tensor], recipe: Recipe, *, stacked: bool = False
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam with the recipe's learning rate, and its per-epoch learning-rate schedule.
 
-    Adam updates all tensors at once (``foreach``): several times faster than the per-tensor
-    loop for many small tensors and, unlike the fused kernel, the same for an element whatever
-    the size of the tensor it sits in, so a model trains alike alone and in any stack.
+    Adam runs as the fused kernel (one pass over each tensor) for tensors with a multiple of
+    ``FUSED_MULTIPLE`` elements per model, and over all other tensors at once (``foreach``),
+    so a model trains alike alone and in any stack. ``stacked``: the parameters carry a leading
+    model dimension.
     """
+    params = list(parameters)
+
+    def fusable(p: torch.Tensor) -> bool:
+        per_model = p[0].numel() if stacked else p.numel()
+        return p.device.type in ("cpu", "cuda") and per_model % FUSED_MULTIPLE == 0
+
+    groups = [
+        {"params": [p for p in params if fusable(p)], "fused": True, "foreach": False},
+        {"params": [p for p in params if not fusable(p)], "fused": False, "foreach": True},
+    ]
     optimizer = torch.optim.Adam(
-        parameters, lr=recipe.lr, weight_decay=recipe.weight_decay, foreach=True
+        [g for g in groups if g["params"]] or params, lr=recipe.lr, weight_decay=recipe.weight_decay
     )
     if recipe.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)

@@ -539,6 +539,38 @@ class StackedModel:
             return x
         if isinstance(x, tuple):
             return (self._site(index, x[0]), *x[1:])
+        if noise.gradient != "forward_only":
+            return self._site_through_noise(noise, members, levels, x, inplace=inplace)
+        # y = x + δ with δ drawn for the members only: the others pass unchanged, and the
+        # backward pass sees the identity, so no gradient is gathered or scattered.
+        everyone = len(members) == self.size
+        if everyone or noise.reads_input:
+            part = x if everyone else x.index_select(0, members)
+        else:
+            part = x[:1].expand(len(members), *x.shape[1:])
+        z = self._draws(part, members.tolist(), noise.draws)
+        with torch.no_grad():
+            delta = noise.perturbation(part, levels, z)
+        in_place = inplace and not x.requires_grad
+        if everyone:
+            if in_place:
+                return x.add_(delta)
+            return x + delta if x.requires_grad else delta.add_(x)
+        if in_place:
+            return x.index_add_(0, members, delta)
+        return x.index_add(0, members, delta)
+
+    def _site_through_noise(
+        self,
+        noise: NoiseModel,
+        members: torch.Tensor,
+        levels: torch.Tensor,
+        x: torch.Tensor,
+        *,
+        inplace: bool,
+    ) -> torch.Tensor:
+        """A site whose gradient flows through the sampled noise: the noisy members' values
+        replace theirs in ``x``."""
         everyone = len(members) == self.size
         part = x if everyone else x.index_select(0, members)
         z = self._draws(part, members.tolist(), noise.draws)

@@ -8,7 +8,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from walkingnoise._progress import bar_disabled
@@ -46,7 +45,7 @@ def train_stacked(
     limits = None
     if any(c is not None for c in clamps):
         limits = torch.tensor([math.inf if c is None else c for c in clamps])
-    optimizer, scheduler = make_optimizer(stack.parameters(), recipe)
+    optimizer, scheduler = make_optimizer(stack.parameters(), recipe, stacked=True)
     shared = len(set(seeds)) == 1
     generators = [torch.Generator().manual_seed(seed) for seed in seeds[: 1 if shared else None]]
     histories = [TrainHistory() for _ in range(k_models)]
@@ -73,10 +72,7 @@ def train_stacked(
                 x = train.x.index_select(0, flat).view(k_models, size, *train.x.shape[1:])
                 y = train.y.index_select(0, flat).view(k_models, size)
                 logits = stack(x, owned=True)
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(
-                k_models, size
-            )
-            per_model = losses.mean(dim=1)
+            per_model = _cross_entropy(logits, y).mean(dim=1)
             optimizer.zero_grad(set_to_none=True)
             per_model.sum().backward()
             optimizer.step()
