@@ -13,6 +13,7 @@ from walkingnoise.data import InMemoryDataset, Split
 from walkingnoise.models import build_model
 from walkingnoise.noise import AdditiveNoise, GlobalPlacement, instrument
 from walkingnoise.training import Recipe, evaluate_clean, train_model
+from walkingnoise.training.loop import make_optimizer
 
 
 def _tiny_split(n: int, seed: int = 0) -> Split:
@@ -126,3 +127,30 @@ def test_validation_accuracy_is_measured_without_noise(digits: InMemoryDataset) 
     # The noise is still configured after training.
     model.eval()
     assert all(site.is_active() for site in model.sites)
+
+
+def test_adam_updates_a_stacked_tensor_as_each_model_alone() -> None:
+    """Fused where no model's block has a scalar tail; the rest by the multi-tensor kernel."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(64, 64), (10,), (5, 3)]
+    k_models = 64  # 64 · 10 is a multiple of the fused block: only the per-model count decides
+    alone = [[torch.randn(s, generator=generator) for s in shapes] for _ in range(k_models)]
+    stacked = [torch.stack([a[i] for a in alone]).requires_grad_() for i in range(len(shapes))]
+    alone = [[t.clone().requires_grad_() for t in a] for a in alone]
+    recipe = Recipe(lr=0.01)
+    optimizer, _ = make_optimizer(stacked, recipe, stacked=True)
+    fused = [g["params"] for g in optimizer.param_groups if g["fused"]]
+    assert fused == [[stacked[0]]]
+    optimizers = [make_optimizer(a, recipe)[0] for a in alone]
+    for _ in range(20):
+        grads = [torch.randn(t.shape, generator=generator) for t in stacked]
+        for tensor, grad in zip(stacked, grads, strict=True):
+            tensor.grad = grad.clone()
+        optimizer.step()
+        for k, (tensors, each) in enumerate(zip(alone, optimizers, strict=True)):
+            for tensor, grad in zip(tensors, grads, strict=True):
+                tensor.grad = grad[k].clone()
+            each.step()
+    for k, tensors in enumerate(alone):
+        for tensor, together in zip(tensors, stacked, strict=True):
+            assert torch.equal(tensor, together[k])

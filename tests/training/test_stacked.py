@@ -12,7 +12,7 @@ from torch import nn
 from walkingnoise.data import InMemoryDataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
-from walkingnoise.noise import AdditiveNoise, WalkingPlacement, instrument
+from walkingnoise.noise import AdditiveNoise, MultiplicativeNoise, WalkingPlacement, instrument
 from walkingnoise.training.cohort import evaluate_shared, train_cohort
 from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
@@ -291,3 +291,29 @@ def test_multi_executed_sites_are_not_stacked() -> None:
     model.set_executions({3: 4})
     with pytest.raises(NotStackableError, match="multi-executed"):
         StackedModel([model, model])
+
+
+@pytest.mark.parametrize("gradient", ["forward_only", "through_noise"])
+@pytest.mark.parametrize("noise", [AdditiveNoise, MultiplicativeNoise], ids=["add", "mul"])
+def test_stacked_gradients_equal_each_model_alone(noise, gradient: str) -> None:
+    """Noise at a site only some members use: draws, outputs and gradients as alone."""
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 1, 8, 8), torch.arange(32) % 10
+    models = []
+    for _ in range(3):
+        models.append(instrument(build_model("mlp", (1, 8, 8), 10), x[:2]).train())
+    members = [(noise(gradient=gradient), {site: 0.7}) for site in (3, 3, 6)]
+    stack = StackedModel(models).train()
+    stack.set_noise(members)
+    stack.set_generators([torch.Generator().manual_seed(k) for k in range(3)])
+    F.cross_entropy(stack(x, shared=True).flatten(0, 1), y.repeat(3), reduction="sum").backward()
+    grads = [p.grad for p in stack.parameters()]
+    for k, model in enumerate(models):
+        kind, levels = members[k]
+        ((site, sigma),) = levels.items()
+        model.set_noise(kind, WalkingPlacement(site), sigma)
+        model.set_generator(torch.Generator().manual_seed(k))
+        model.zero_grad()
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+        for grad, (name, p) in zip(grads, model.net.named_parameters(), strict=True):
+            torch.testing.assert_close(grad[k], p.grad, rtol=1e-4, atol=1e-5, msg=name)

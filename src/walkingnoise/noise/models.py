@@ -47,14 +47,14 @@ def standard_normal(
     )
 
 
-def _scaled(z: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """N(0, std²) noise from standard draws ``z``.
+def _scaled(z: torch.Tensor, std: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """N(0, std²) noise from standard draws ``z`` (written over ``z`` if ``inplace``).
 
     ``std`` is a scalar, or has one value per entry of the leading dimensions of ``z`` (one per
     stacked model), broadcast over the rest.
     """
     std = std.to(z.dtype).reshape(*std.shape, *([1] * (z.dim() - std.dim())))
-    return z * std
+    return z.mul_(std) if inplace else z * std
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,9 +101,15 @@ class NoiseModel(ABC):
         """
 
     def perturbation(
-        self, x: torch.Tensor, levels: torch.Tensor, z: tuple[torch.Tensor, ...]
+        self,
+        x: torch.Tensor,
+        levels: torch.Tensor,
+        z: tuple[torch.Tensor, ...],
+        *,
+        scratch: bool = False,
     ) -> torch.Tensor:
-        """The change y − x the noise makes (computed directly where cheaper), as a new tensor."""
+        """The change y − x the noise makes (computed directly where cheaper), as a tensor that
+        is not ``x``. ``scratch``: the draws ``z`` are the caller's to overwrite."""
         return self.sample(x, levels, z) - x
 
     def active_in(self, training: bool) -> bool:
@@ -154,9 +160,11 @@ class AdditiveNoise(NoiseModel):
         """x + N(0, σ²)."""
         return x + _scaled(z[0], levels[..., 0])
 
-    def perturbation(self, x: torch.Tensor, levels: torch.Tensor, z: tuple) -> torch.Tensor:
+    def perturbation(
+        self, x: torch.Tensor, levels: torch.Tensor, z: tuple, *, scratch: bool = False
+    ) -> torch.Tensor:
         """n ~ N(0, σ²)."""
-        return _scaled(z[0], levels[..., 0])
+        return _scaled(z[0], levels[..., 0], inplace=scratch)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,8 +184,12 @@ class MultiplicativeNoise(NoiseModel):
         """x · N(1, σ²)."""
         return x * (1.0 + _scaled(z[0], levels[..., 0]))
 
-    def perturbation(self, x: torch.Tensor, levels: torch.Tensor, z: tuple) -> torch.Tensor:
+    def perturbation(
+        self, x: torch.Tensor, levels: torch.Tensor, z: tuple, *, scratch: bool = False
+    ) -> torch.Tensor:
         """x · (m − 1), m ~ N(1, σ²)."""
+        if scratch and z[0].shape == torch.broadcast_shapes(x.shape, z[0].shape):
+            return _scaled(z[0], levels[..., 0], inplace=True).mul_(x)
         return x * _scaled(z[0], levels[..., 0])
 
 

@@ -550,7 +550,7 @@ class StackedModel:
             part = x[:1].expand(len(members), *x.shape[1:])
         z = self._draws(part, members.tolist(), noise.draws)
         with torch.no_grad():
-            delta = noise.perturbation(part, levels, z)
+            delta = noise.perturbation(part, levels, z, scratch=True)
         in_place = inplace and not x.requires_grad
         if everyone:
             if in_place:
