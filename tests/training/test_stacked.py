@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
@@ -317,3 +318,37 @@ def test_stacked_gradients_equal_each_model_alone(noise, gradient: str) -> None:
         F.cross_entropy(model(x), y, reduction="sum").backward()
         for grad, (name, p) in zip(grads, model.net.named_parameters(), strict=True):
             torch.testing.assert_close(grad[k], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+class DoublingSkip(nn.Module):
+    """A value from before the first noisy site that an in-place operation after it changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        g = self.fc2(h)
+        h.mul_(2)
+        return self.head(h + g)
+
+
+@pytest.mark.parametrize("factory", [DoublingSkip, lambda: build_model("mlp", (1, 6), 3)])
+def test_distinct_models_reuse_their_prefix_across_passes(factory) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 6)
+    models = [instrument(factory().eval(), x[:2]) for _ in range(2)]
+    noise = [(AdditiveNoise(), {2: 0.5}), (AdditiveNoise(), {3: 2.0})]
+    outputs = []
+    for keep in (True, False):
+        stack = StackedModel(models).eval()
+        stack.set_noise(noise)
+        stack.set_generators([torch.Generator().manual_seed(k) for k in range(2)])
+        with torch.no_grad(), stack.prefixes_kept() if keep else contextlib.nullcontext():
+            outputs.append([stack(x, shared=True) for _ in range(3)])
+            if keep:
+                assert len(stack._kept) == 1  # the prefix of the one batch, computed once
+    for kept, plain in zip(*outputs, strict=True):
+        torch.testing.assert_close(kept, plain, rtol=0, atol=0)
+    assert not torch.equal(outputs[0][0], outputs[0][1])  # fresh noise on each pass

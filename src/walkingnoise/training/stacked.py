@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import torch
@@ -204,11 +204,24 @@ _PER_SAMPLE_FUNCTIONS = {
 class _Interpreter(fx.Interpreter):
     """Runs the instrumented graph on stacked tensors."""
 
-    def __init__(self, stack: StackedModel, batch: int, owned: torch.Tensor | None = None) -> None:
-        super().__init__(stack.template.net, garbage_collect_values=True)
+    def __init__(
+        self,
+        stack: StackedModel,
+        batch: int,
+        owned: torch.Tensor | None = None,
+        *,
+        stop: fx.Node | None = None,
+    ) -> None:
+        super().__init__(stack.template.net, garbage_collect_values=stop is None)
         self.stack = stack
         self.batch = batch
         self.owned = owned
+        self.stop = stop
+
+    def run_node(self, n: fx.Node) -> Any:
+        if n is self.stop:
+            raise _PrefixEndError
+        return super().run_node(n)
 
     def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
         if target.startswith(_SITES):
@@ -310,6 +323,24 @@ class _Prefix(fx.Interpreter):
         if n is self.stop:
             raise _PrefixEndError
         return super().run_node(n)
+
+
+def _needed_from(env: dict[fx.Node, Any], stop: fx.Node) -> dict[fx.Node, Any]:
+    """The prefix values the graph from ``stop`` on reads (None for the others, which the
+    interpreter must still see as computed)."""
+    nodes = list(stop.graph.nodes)
+    needed = {arg for node in nodes[nodes.index(stop) :] for arg in node.all_input_nodes}
+    return {
+        node: value if node in needed else None
+        for node, value in env.items()
+        if node.op != "get_attr"
+    }
+
+
+def _cloned(value: Any) -> Any:
+    """``value`` with every tensor copied, so in-place operations downstream leave it intact."""
+    flat, spec = tree_flatten(value)
+    return tree_unflatten([v.clone() if isinstance(v, torch.Tensor) else v for v in flat], spec)
 
 
 def _broadcast(value: Any, k: int, *, copy: bool = True) -> Any:
@@ -463,17 +494,21 @@ class StackedModel:
         if self.training:
             self.copies = False
         if shared:
+            if self._kept is not None and not self.training:
+                return self._run_kept(x)
             x = x.unsqueeze(0).expand(self.size, *x.shape)
             owned = False
         return _Interpreter(self, x.shape[1], x if owned else None).run(x)
 
     @contextmanager
     def prefixes_kept(self, max_bytes: int = 256 * 2**20) -> Iterator[None]:
-        """Within the block, the clean prefix of a batch seen before is reused, not recomputed.
+        """Within the block, the clean prefix of a shared batch seen before is reused, not
+        recomputed (evaluation only).
 
-        For repeated noisy passes over one split by copies of one model: the part before the
-        first noisy site is the same on every pass. Batches are recognised by their memory, so
-        the split must not change inside the block; at most ``max_bytes`` are kept.
+        For repeated noisy passes over one split: the part of the graph before the first noisy
+        site is the same on every pass (for copies of one model, computed once by the model
+        itself). Batches are recognised by their memory, so the split must not change inside
+        the block; at most ``max_bytes`` are kept.
         """
         self._kept, self._kept_room = {}, max_bytes
         try:
@@ -501,6 +536,31 @@ class StackedModel:
         }
         return _Interpreter(self, x.shape[0]).run(x, initial_env=env)
 
+    def _run_kept(self, x: torch.Tensor) -> torch.Tensor:
+        """Distinct models on one batch: the stacked prefix before the first noisy site kept
+        across calls, the rest run anew."""
+        stop = self._first_noisy_node()
+        wide = x.unsqueeze(0).expand(self.size, *x.shape)
+        if stop is None:
+            return _Interpreter(self, x.shape[0]).run(wide)
+        assert self._kept is not None
+        key = ("stacked", x.data_ptr(), tuple(x.shape), stop)
+        kept = self._kept.get(key)
+        if kept is None:
+            prefix = _Interpreter(self, x.shape[0], stop=stop)
+            with suppress(_PrefixEndError):
+                prefix.run(wide)
+            kept = _needed_from(prefix.env, stop)
+            size = sum(t.nbytes for t in tree_flatten(list(kept.values()))[0]
+                       if isinstance(t, torch.Tensor))  # fmt: skip
+            if size <= self._kept_room:
+                self._kept[key], self._kept_room = kept, self._kept_room - size
+        env = {
+            node: value if set(node.users) == {stop} else _cloned(value)
+            for node, value in kept.items()
+        }
+        return _Interpreter(self, x.shape[0]).run(wide, initial_env=env)
+
     def _prefix(self, x: torch.Tensor, stop: fx.Node | None) -> Any:
         """The model's output if no site is noisy; else the prefix values the rest needs."""
         prefix = _Prefix(self.template.net, stop)
@@ -509,13 +569,7 @@ class StackedModel:
                 return prefix.run(x)
             except _PrefixEndError:
                 pass
-        nodes = list(self.template.net.graph.nodes)
-        needed = {arg for node in nodes[nodes.index(stop) :] for arg in node.all_input_nodes}
-        return {
-            node: value if node in needed else None
-            for node, value in prefix.env.items()
-            if node.op != "get_attr"
-        }
+        return _needed_from(prefix.env, stop)
 
     def _first_noisy_node(self) -> fx.Node | None:
         """The graph node of the first site that injects noise now; None if none does."""

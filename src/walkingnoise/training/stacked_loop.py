@@ -123,7 +123,7 @@ def evaluate_stacked(
     noisy = not clean and bool(stack.noisy_sites())
     accuracies: list[list[float]] = [[] for _ in range(stack.size)]
     losses: list[list[float]] = [[] for _ in range(stack.size)]
-    kept = stack.prefixes_kept() if stack.copies else contextlib.nullcontext()
+    kept = stack.prefixes_kept() if noisy and repeats > 1 else contextlib.nullcontext()
     try:
         with kept:
             for _ in range(repeats if noisy else 1):
