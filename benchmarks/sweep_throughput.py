@@ -172,6 +172,38 @@ def training_work(experiments: list[Experiment], dataset: InMemoryDataset) -> tu
     return flops, normals
 
 
+def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> tuple[float, float]:
+    """(FLOPs, Gaussian samples) of the noisy passes of the inference-only experiments.
+
+    Per pass over the validation and test samples: 2 × the multiply-adds of the Linear layers
+    after the noisy site (the part before it is computed once for all σ and repeats), and one
+    sample per element of the site's activation.
+    """
+    model = build_noisy_model(experiments[0], dataset)
+    modules = dict(model.net.named_modules())
+    sizes = {info.index: math.prod(info.shape[1:]) for info in model.site_table}
+    after: dict[int, int] = {}
+    linear = 0
+    for node in reversed(list(model.net.graph.nodes)):
+        if node.op != "call_module":
+            continue
+        module = modules[str(node.target)]
+        if isinstance(module, torch.nn.Linear):
+            linear += module.in_features * module.out_features
+        elif str(node.target).startswith("noise_sites."):
+            after[int(str(node.target).split(".")[1])] = linear
+    samples = len(dataset.validation) + len(dataset.test)
+    flops = normals = 0.0
+    for experiment in experiments:
+        if experiment.train_noise:
+            continue
+        site = experiment.placement_spec().site
+        passes = samples * experiment.eval_repeats
+        flops += 2 * after[site] * passes
+        normals += sizes[site] * passes
+    return flops, normals
+
+
 def adaptive_comparison(args: argparse.Namespace) -> None:
     """Inference-only walking noise: adaptive σ against a dense 49-point log grid."""
     import math
@@ -284,6 +316,12 @@ def main() -> int:
     print(
         f"  inference-only experiment: {per_eval * 1000:.1f} ms = "
         f"{per_eval / per_trained:.2%} of a trained one ({per_trained * 1000:.0f} ms)"
+    )
+    eval_flops, eval_normals = inference_work(experiments, dataset)
+    floor = (eval_flops / (gflops * 1e9) + eval_normals / normals) / len(evaluated)
+    print(
+        f"  its floor at the roofline (noise draws and matmuls after the site): "
+        f"{floor * 1000:.1f} ms = {floor / per_trained:.2%} of a trained one"
     )
     if not args.skip_baseline:
         started = time.perf_counter()

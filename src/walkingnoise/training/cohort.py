@@ -23,6 +23,7 @@ from walkingnoise.training.memory import models_per_stack
 from walkingnoise.training.run import (
     EVALUATED_SPLITS,
     build_noisy_model,
+    build_noisy_models,
     evaluate_experiment,
     experiment_metrics,
     seeded_generator,
@@ -92,7 +93,7 @@ def _train_chunk(
     chunk: Sequence[Experiment], dataset: InMemoryDataset, progress: bool | None
 ) -> list[Trained]:
     started = time.perf_counter()
-    models = [build_noisy_model(e, dataset) for e in chunk]
+    models = build_noisy_models(chunk, dataset)
     try:
         stack = StackedModel(models)
         stack.check(dataset.train.x[:2])
