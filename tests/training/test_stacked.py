@@ -16,12 +16,7 @@ from walkingnoise.models import build_model
 from walkingnoise.noise import AdditiveNoise, MultiplicativeNoise, WalkingPlacement, instrument
 from walkingnoise.training.cohort import evaluate_shared, train_cohort
 from walkingnoise.training.recipe import Recipe
-from walkingnoise.training.run import (
-    build_noisy_model,
-    build_noisy_models,
-    evaluate_experiment,
-    train_experiment,
-)
+from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
 from walkingnoise.training.stacked import NotStackableError, StackedModel
 from walkingnoise.training.stacked_loop import evaluate_stacked, train_stacked
 
@@ -357,27 +352,3 @@ def test_distinct_models_reuse_their_prefix_across_passes(factory) -> None:
     for kept, plain in zip(*outputs, strict=True):
         torch.testing.assert_close(kept, plain, rtol=0, atol=0)
     assert not torch.equal(outputs[0][0], outputs[0][1])  # fresh noise on each pass
-
-
-def test_models_built_as_copies_equal_models_built_alone(digits: InMemoryDataset) -> None:
-    experiments = [
-        *_experiments(3, sigma=0.5),
-        Experiment(model="mlp", batchnorm=False, seed=5, sigma=0.2, weight_noise=0.1),
-        Experiment(model="mlp256", seed=1, placement="walking:2", sigma=1.0),
-    ]
-    built = build_noisy_models(experiments, digits)
-    for experiment, model in zip(experiments, built, strict=True):
-        alone = build_noisy_model(experiment, digits)
-        state = model.source.state_dict()
-        assert state.keys() == alone.source.state_dict().keys()
-        for name, tensor in alone.source.state_dict().items():
-            assert torch.equal(state[name], tensor), name
-        assert [s.sigma for s in model.sites] == [s.sigma for s in alone.sites]
-        assert model.generator.initial_seed() == alone.generator.initial_seed()
-        x = digits.test.x[:16]
-        model.eval(), alone.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(model(x), alone(x))  # same weights, noise and draws
-    assert built[0].source is not built[1].source
-    first = next(built[0].source.parameters())
-    assert all(first is not p for p in built[1].net.parameters())

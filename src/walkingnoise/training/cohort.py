@@ -23,7 +23,6 @@ from walkingnoise.training.memory import models_per_stack
 from walkingnoise.training.run import (
     EVALUATED_SPLITS,
     build_noisy_model,
-    build_noisy_models,
     evaluate_experiment,
     experiment_metrics,
     seeded_generator,
@@ -93,7 +92,7 @@ def _train_chunk(
     chunk: Sequence[Experiment], dataset: InMemoryDataset, progress: bool | None
 ) -> list[Trained]:
     started = time.perf_counter()
-    models = build_noisy_models(chunk, dataset)
+    models = [build_noisy_model(e, dataset) for e in chunk]
     try:
         stack = StackedModel(models)
         stack.check(dataset.train.x[:2])

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,48 +61,16 @@ def build_noisy_model(experiment: Experiment, dataset: InMemoryDataset) -> Noisy
     noise) from its own generator, seeded by ``experiment.training_noise_seed()``.
     """
     torch.manual_seed(experiment.seed)
-    clean = _clean_model(experiment, dataset)
+    clean = build_model(
+        experiment.model,
+        dataset.input_shape,
+        dataset.num_classes,
+        batchnorm=experiment.batchnorm,
+    )
     device = dataset.train.x.device
     noisy = instrument(clean.to(device), dataset.train.x[:2])
     configure_noise(noisy, experiment, seeded_generator(experiment.training_noise_seed(), device))
     return noisy
-
-
-def build_noisy_models(
-    experiments: Sequence[Experiment], dataset: InMemoryDataset
-) -> list[NoisyModel]:
-    """``build_noisy_model`` of each experiment, for experiments of one architecture.
-
-    The first model is instrumented (tracing is the slow part of building); the others are
-    copies of it that load the initial weights their own seed gives, so each equals the model
-    ``build_noisy_model`` builds. Models instrumented with hooks are built one by one.
-    """
-    models: list[NoisyModel] = []
-    templates: dict[tuple[str, bool], NoisyModel] = {}
-    device = dataset.train.x.device
-    for experiment in experiments:
-        architecture = (experiment.model, experiment.batchnorm)
-        torch.manual_seed(experiment.seed)
-        clean = _clean_model(experiment, dataset)
-        template = templates.get(architecture)
-        if template is None:
-            model = instrument(clean.to(device), dataset.train.x[:2])
-            if model.method == "fx":
-                templates[architecture] = copy.deepcopy(model)
-        else:
-            model = copy.deepcopy(template)
-            model.source.load_state_dict(clean.state_dict())
-        generator = seeded_generator(experiment.training_noise_seed(), device)
-        configure_noise(model, experiment, generator)
-        models.append(model)
-    return models
-
-
-def _clean_model(experiment: Experiment, dataset: InMemoryDataset) -> nn.Module:
-    """The experiment's uninstrumented model with the initial weights of the global generator."""
-    return build_model(
-        experiment.model, dataset.input_shape, dataset.num_classes, batchnorm=experiment.batchnorm
-    )
 
 
 def configure_noise(
