@@ -297,17 +297,20 @@ def test_multi_executed_sites_are_not_stacked() -> None:
 @pytest.mark.parametrize("gradient", ["forward_only", "through_noise"])
 @pytest.mark.parametrize("noise", [AdditiveNoise, MultiplicativeNoise], ids=["add", "mul"])
 def test_stacked_gradients_equal_each_model_alone(noise, gradient: str) -> None:
-    """Noise at a site only some members use: draws, outputs and gradients as alone."""
+    """Noise at a site only some members use, after Linear (1), BatchNorm (2), ReLU (3, 6) and
+    the output layer (10): draws, outputs and gradients as alone."""
     torch.manual_seed(0)
     x, y = torch.randn(32, 1, 8, 8), torch.arange(32) % 10
+    sites = (1, 2, 3, 3, 6, 10)
     models = []
-    for _ in range(3):
+    for _ in sites:
         models.append(instrument(build_model("mlp", (1, 8, 8), 10), x[:2]).train())
-    members = [(noise(gradient=gradient), {site: 0.7}) for site in (3, 3, 6)]
+    members = [(noise(gradient=gradient), {site: 0.7}) for site in sites]
     stack = StackedModel(models).train()
     stack.set_noise(members)
-    stack.set_generators([torch.Generator().manual_seed(k) for k in range(3)])
-    F.cross_entropy(stack(x, shared=True).flatten(0, 1), y.repeat(3), reduction="sum").backward()
+    stack.set_generators([torch.Generator().manual_seed(k) for k in range(len(sites))])
+    logits = stack(x, shared=True).flatten(0, 1)
+    F.cross_entropy(logits, y.repeat(len(sites)), reduction="sum").backward()
     grads = [p.grad for p in stack.parameters()]
     for k, model in enumerate(models):
         kind, levels = members[k]

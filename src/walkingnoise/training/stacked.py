@@ -191,6 +191,9 @@ def _once(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.
     return out.expand(x.shape[0], *out.shape[1:])
 
 
+#: Layers whose stacked backward pass reads their inputs but not their output.
+_OUTPUT_FREE_BACKWARD = (nn.Linear, nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm)
+
 #: Functions applied per sample: (K, B, ...) inputs can be merged to (K·B, ...).
 _PER_SAMPLE_FUNCTIONS = {
     operator.add, operator.sub, operator.mul, operator.truediv, operator.neg,
@@ -217,15 +220,20 @@ class _Interpreter(fx.Interpreter):
         self.batch = batch
         self.owned = owned
         self.stop = stop
+        self._node: fx.Node | None = None
+        self._computed: set[fx.Node] = set()
 
     def run_node(self, n: fx.Node) -> Any:
         if n is self.stop:
             raise _PrefixEndError
-        return super().run_node(n)
+        self._node = n
+        value = super().run_node(n)
+        self._computed.add(n)
+        return value
 
     def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
         if target.startswith(_SITES):
-            inplace = self.owned is not None and args[0] is self.owned
+            inplace = (self.owned is not None and args[0] is self.owned) or self._scratch(args[0])
             return self.stack._site(int(target[len(_SITES) :]), args[0], inplace=inplace)
         fast = self.stack._fast.get(target)
         if fast is not None and len(args) == 1 and not kwargs and self._activation(args[0]):
@@ -243,6 +251,32 @@ class _Interpreter(fx.Interpreter):
             return functional_call(module, dict(zip(names, tensors, strict=True)), inner, inner_kw)
 
         return _vmapped(call, (tuple(state[n] for n in names), *args), kwargs)
+
+    def _scratch(self, value: Any) -> bool:
+        """Whether the site now running may overwrite its input ``value``: fresh memory computed
+        in this run and read by nothing else, made by a layer whose backward pass does not read
+        its output (or by an activation, without autograd)."""
+        node = self._node
+        assert node is not None
+        source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        if (
+            not isinstance(source, fx.Node)
+            or source not in self._computed
+            or set(source.users) != {node}
+            or not isinstance(value, torch.Tensor)
+            or value.stride(0) == 0
+        ):
+            return False
+        module = self.stack._layer(source)
+        if isinstance(module, _OUTPUT_FREE_BACKWARD):
+            return str(source.target) in self.stack._fast  # run as a stack: a fresh output
+        # An activation's output is fresh memory, but its backward pass may read it.
+        return (
+            not value.requires_grad
+            and isinstance(module, _ELEMENTWISE)
+            and not isinstance(module, (nn.Identity, nn.Dropout))
+            and not getattr(module, "inplace", False)
+        )
 
     def call_function(self, target: Callable, args: tuple, kwargs: dict) -> Any:
         if target is getattr and len(args) == 2 and args[1] == "shape":
@@ -584,7 +618,14 @@ class StackedModel:
                 return node
         raise NotStackableError(f"no graph node runs noise site {min(active)}")
 
+    def _layer(self, node: fx.Node) -> nn.Module | None:
+        """The module a graph node calls (None for other nodes)."""
+        if node.op != "call_module":
+            return None
+        return self.template.net.get_submodule(str(node.target))
+
     def _site(self, index: int, x: Any, *, inplace: bool = False) -> Any:
+        """Site ``index`` on stacked activations; ``inplace``: ``x`` may be overwritten."""
         config = self._site_noise.get(index)
         if config is None or not self.noise_enabled:
             return x
@@ -605,12 +646,11 @@ class StackedModel:
         z = self._draws(part, members.tolist(), noise.draws)
         with torch.no_grad():
             delta = noise.perturbation(part, levels, z, scratch=True)
-        in_place = inplace and not x.requires_grad
         if everyone:
-            if in_place:
+            if inplace:
                 return x.add_(delta)
             return x + delta if x.requires_grad else delta.add_(x)
-        if in_place:
+        if inplace:
             return x.index_add_(0, members, delta)
         return x.index_add(0, members, delta)
 
