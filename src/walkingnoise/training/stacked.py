@@ -191,8 +191,8 @@ def _once(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.
     return out.expand(x.shape[0], *out.shape[1:])
 
 
-#: Layers whose stacked backward pass reads their inputs but not their output.
-_OUTPUT_FREE_BACKWARD = (nn.Linear, nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm)
+#: Layers whose stacked implementation returns memory of its own.
+_FRESH_OUTPUT = (nn.Linear, nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm)
 
 #: Functions applied per sample: (K, B, ...) inputs can be merged to (K·B, ...).
 _PER_SAMPLE_FUNCTIONS = {
@@ -253,9 +253,8 @@ class _Interpreter(fx.Interpreter):
         return _vmapped(call, (tuple(state[n] for n in names), *args), kwargs)
 
     def _scratch(self, value: Any) -> bool:
-        """Whether the site now running may overwrite its input ``value``: fresh memory computed
-        in this run and read by nothing else, made by a layer whose backward pass does not read
-        its output (or by an activation, without autograd)."""
+        """Whether the site now running may overwrite its input ``value`` (evaluation only): fresh
+        memory a layer or activation computed in this run, which nothing else reads."""
         node = self._node
         assert node is not None
         source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
@@ -267,13 +266,15 @@ class _Interpreter(fx.Interpreter):
             or value.stride(0) == 0
         ):
             return False
+        if value.requires_grad:
+            # Stacked layers return views (K, B, ...) of their output, and autograd undoes an
+            # in-place change of a view with copies of the whole gradient: dearer than a copy.
+            return False
         module = self.stack._layer(source)
-        if isinstance(module, _OUTPUT_FREE_BACKWARD):
+        if isinstance(module, _FRESH_OUTPUT):
             return str(source.target) in self.stack._fast  # run as a stack: a fresh output
-        # An activation's output is fresh memory, but its backward pass may read it.
         return (
-            not value.requires_grad
-            and isinstance(module, _ELEMENTWISE)
+            isinstance(module, _ELEMENTWISE)
             and not isinstance(module, (nn.Identity, nn.Dropout))
             and not getattr(module, "inplace", False)
         )
