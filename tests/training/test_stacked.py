@@ -355,3 +355,10 @@ def test_distinct_models_reuse_their_prefix_across_passes(factory) -> None:
     for kept, plain in zip(*outputs, strict=True):
         torch.testing.assert_close(kept, plain, rtol=0, atol=0)
     assert not torch.equal(outputs[0][0], outputs[0][1])  # fresh noise on each pass
+    for k, model in enumerate(models):  # noise added in place where safe: as each model alone
+        ((site, sigma),) = noise[k][1].items()
+        model.set_noise(AdditiveNoise(), WalkingPlacement(site), sigma)
+        model.set_generator(torch.Generator().manual_seed(k))
+        with torch.no_grad():
+            for passed in outputs[1]:
+                torch.testing.assert_close(passed[k], model(x), rtol=1e-5, atol=1e-5)
