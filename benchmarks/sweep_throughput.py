@@ -18,7 +18,7 @@ each: their sum is core-seconds).
 Last, adaptive σ sampling against a dense 49-point grid (inference-only walking noise): the
 number of experiments each needs and how far apart their midpoints are.
 
-    python benchmarks/sweep_throughput.py                 # the standard sweep (~30 min on 2 cores)
+    python benchmarks/sweep_throughput.py                 # the standard sweep (~8 min on 2 cores)
     python benchmarks/sweep_throughput.py --quick         # 1 seed, 3 σ, 1 epoch: a quick look
     python benchmarks/sweep_throughput.py --seeds 10 --epochs 20   # scale up, e.g. on a GPU
 """
