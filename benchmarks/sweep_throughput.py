@@ -154,8 +154,10 @@ def _sync(device: torch.device) -> None:
 def training_work(experiments: list[Experiment], dataset: InMemoryDataset) -> tuple[float, float]:
     """(FLOPs, Gaussian samples) of training the noisy-training experiments.
 
-    FLOPs: 3 × the forward multiply-adds (×2) of every Linear layer, per sample and epoch.
-    Samples: one per element of the noisy site's activation, per sample and epoch.
+    FLOPs: 3 × the forward multiply-adds (×2) of every Linear layer, per training sample and
+    epoch, plus one clean forward pass per validation sample and epoch (the validation accuracy
+    of each epoch's record, measured inside the training phase).
+    Samples: one per element of the noisy site's activation, per training sample and epoch.
     """
     model = build_noisy_model(experiments[0], dataset)
     linear = sum(
@@ -170,6 +172,7 @@ def training_work(experiments: list[Experiment], dataset: InMemoryDataset) -> tu
             continue
         samples = len(dataset.train) * experiment.recipe.epochs
         flops += 3 * 2 * linear * samples
+        flops += 2 * linear * len(dataset.validation) * experiment.recipe.epochs
         normals += sizes[experiment.placement_spec().site] * samples
     return flops, normals
 
