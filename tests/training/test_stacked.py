@@ -362,3 +362,15 @@ def test_distinct_models_reuse_their_prefix_across_passes(factory) -> None:
         with torch.no_grad():
             for passed in outputs[1]:
                 torch.testing.assert_close(passed[k], model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_owned_input_that_requires_grad_is_not_overwritten() -> None:
+    torch.manual_seed(0)
+    models = [instrument(build_model("mlp", (1, 8, 8), 10), torch.randn(2, 1, 8, 8)) for _ in "ab"]
+    stack = StackedModel(models).train()
+    stack.set_noise([(AdditiveNoise(), {0: 0.5}), (AdditiveNoise(), {})])
+    xs = torch.randn(2, 8, 1, 8, 8, requires_grad=True)
+    before = xs.detach().clone()
+    stack(xs, owned=True).sum().backward()
+    assert torch.equal(xs.detach(), before)
+    assert xs.grad is not None

@@ -388,7 +388,7 @@ def _broadcast(value: Any, k: int, *, copy: bool = True) -> Any:
     for i, leaf in enumerate(flat):
         if isinstance(leaf, torch.Tensor):
             wide = leaf.unsqueeze(0).expand(k, *leaf.shape)
-            flat[i] = wide.contiguous() if copy else wide
+            flat[i] = wide.clone(memory_format=torch.contiguous_format) if copy else wide
     return tree_unflatten(flat, spec)
 
 
@@ -647,6 +647,7 @@ class StackedModel:
         z = self._draws(part, members.tolist(), noise.draws)
         with torch.no_grad():
             delta = noise.perturbation(part, levels, z, scratch=True)
+        inplace = inplace and not x.requires_grad
         if everyone:
             if inplace:
                 return x.add_(delta)
