@@ -374,3 +374,40 @@ def test_an_owned_input_that_requires_grad_is_not_overwritten() -> None:
     stack(xs, owned=True).sum().backward()
     assert torch.equal(xs.detach(), before)
     assert xs.grad is not None
+
+
+class ViewAlias(nn.Module):
+    """A prefix value, a view of it, and an in-place change of the value after the noisy site."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(64, 32), nn.Linear(32, 32), nn.Linear(32, 10)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.fc1(x.flatten(1)))
+        v = h.view(h.size(0), 32)
+        g = self.fc2(h)
+        h.mul_(3)  # changes v too
+        return self.head(g + v)
+
+
+@pytest.mark.parametrize("copies", [True, False], ids=["copies", "distinct"])
+@pytest.mark.parametrize("k_models", [1, 2])
+def test_kept_prefix_values_keep_sharing_memory(copies: bool, k_models: int) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 8, 8)
+    models = [instrument(ViewAlias().eval(), x[:2]) for _ in range(1 if copies else k_models)]
+    models = models * k_models if copies else models
+    site = next(s.info.index for s in models[0].sites if s.info.name.startswith("fc2"))
+    stack = StackedModel(models).eval()
+    stack.set_noise([(AdditiveNoise(), {site: 0.5})] * k_models)
+    stack.set_generators([torch.Generator().manual_seed(k) for k in range(k_models)])
+    with torch.no_grad(), stack.prefixes_kept():
+        passes = [stack(x, shared=True) for _ in range(2)]
+    for k, model in enumerate(models):
+        model.set_noise(AdditiveNoise(), WalkingPlacement(site), 0.5)
+        model.set_generator(torch.Generator().manual_seed(k))
+        with torch.no_grad():
+            for out in passes:
+                torch.testing.assert_close(out[k], model(x), rtol=1e-5, atol=1e-5)

@@ -372,10 +372,53 @@ def _needed_from(env: dict[fx.Node, Any], stop: fx.Node) -> dict[fx.Node, Any]:
     }
 
 
-def _cloned(value: Any) -> Any:
-    """``value`` with every tensor copied, so in-place operations downstream leave it intact."""
-    flat, spec = tree_flatten(value)
-    return tree_unflatten([v.clone() if isinstance(v, torch.Tensor) else v for v in flat], spec)
+def _cloned(values: dict[fx.Node, Any]) -> dict[fx.Node, Any]:
+    """``values`` with every tensor copied, so in-place operations downstream leave them intact.
+
+    Tensors that share memory share the copy too (a view still sees its base change).
+    """
+    storages: dict[int, torch.UntypedStorage] = {}
+
+    def copy(v: Any) -> Any:
+        if not isinstance(v, torch.Tensor):
+            return v
+        storage = v.untyped_storage()
+        if storage.data_ptr() not in storages:
+            storages[storage.data_ptr()] = storage.clone()
+        out = torch.empty(0, dtype=v.dtype, device=v.device)
+        return out.set_(storages[storage.data_ptr()], v.storage_offset(), v.size(), v.stride())
+
+    cloned = {}
+    for node, value in values.items():
+        flat, spec = tree_flatten(value)
+        cloned[node] = tree_unflatten([copy(v) for v in flat], spec)
+    return cloned
+
+
+def _tiled(values: dict[fx.Node, Any], k: int) -> dict[fx.Node, Any]:
+    """Every tensor of ``values`` given a leading model dimension of size ``k``, each model with
+    its own memory; tensors that share memory share it within each model too."""
+    storages: dict[int, tuple[torch.UntypedStorage, int]] = {}
+
+    def tile(v: Any) -> Any:
+        if not isinstance(v, torch.Tensor):
+            return v
+        storage = v.untyped_storage()
+        if storage.nbytes() % v.element_size():
+            return _broadcast(v, k)
+        if storage.data_ptr() not in storages:
+            raw = torch.empty(0, dtype=torch.uint8, device=v.device).set_(storage)
+            storages[storage.data_ptr()] = (raw.repeat(k).untyped_storage(), storage.nbytes())
+        tiled, nbytes = storages[storage.data_ptr()]
+        out = torch.empty(0, dtype=v.dtype, device=v.device)
+        stride = (nbytes // v.element_size(), *v.stride())
+        return out.set_(tiled, v.storage_offset(), (k, *v.shape), stride)
+
+    tiled_values = {}
+    for node, value in values.items():
+        flat, spec = tree_flatten(value)
+        tiled_values[node] = tree_unflatten([tile(v) for v in flat], spec)
+    return tiled_values
 
 
 def _broadcast(value: Any, k: int, *, copy: bool = True) -> Any:
@@ -563,12 +606,10 @@ class StackedModel:
                 self._kept[key], self._kept_room = kept, self._kept_room - size
         if stop is None:
             return _broadcast(kept, self.size)
-        env = {
-            node: _broadcast(value, self.size, copy=set(node.users) != {stop})
-            if any(isinstance(leaf, torch.Tensor) for leaf in tree_flatten(value)[0])
-            else value
-            for node, value in kept.items()
-        }
+        if all(set(node.users) <= {stop} for node, value in kept.items() if value is not None):
+            env = {node: _broadcast(value, self.size, copy=False) for node, value in kept.items()}
+        else:  # later nodes may change these values in place: each model gets its own memory
+            env = _tiled(kept, self.size)
         return _Interpreter(self, x.shape[0]).run(x, initial_env=env)
 
     def _run_kept(self, x: torch.Tensor) -> torch.Tensor:
@@ -590,10 +631,8 @@ class StackedModel:
                        if isinstance(t, torch.Tensor))  # fmt: skip
             if size <= self._kept_room:
                 self._kept[key], self._kept_room = kept, self._kept_room - size
-        env = {
-            node: value if set(node.users) == {stop} else _cloned(value)
-            for node, value in kept.items()
-        }
+        alone = all(set(node.users) <= {stop} for node, value in kept.items() if value is not None)
+        env = dict(kept) if alone else _cloned(kept)
         return _Interpreter(self, x.shape[0]).run(wide, initial_env=env)
 
     def _prefix(self, x: torch.Tensor, stop: fx.Node | None) -> Any:
