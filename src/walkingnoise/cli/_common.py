@@ -36,6 +36,17 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_site_options(parser: argparse.ArgumentParser) -> None:
+    """Add --no-site-names and --data-root, for commands that name sites in their tables."""
+    parser.add_argument(
+        "--no-site-names",
+        dest="site_names",
+        action="store_false",
+        help="show site indices only (names need each dataset loaded once)",
+    )
+    parser.add_argument("--data-root", default=None, help="directory holding the dataset files")
+
+
 def one_line(error: BaseException) -> str:
     """A single-line description of a user-facing error."""
     if isinstance(error, pydantic.ValidationError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from walkingnoise.cli._common import add_site_options
+
 
 def default_report_dir(store: Path) -> Path:
     """Where a store's report goes without ``--out``: ``<store dir>/<store name>-report``."""
@@ -22,16 +24,6 @@ def _add_a_min(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_site_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--no-site-names",
-        dest="site_names",
-        action="store_false",
-        help="show site indices only (names need each dataset loaded once)",
-    )
-    parser.add_argument("--data-root", default=None, help="directory holding the dataset files")
-
-
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the ``fit`` and ``report`` commands."""
     fit = commands.add_parser(
@@ -43,7 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--double", action="store_true", help="fit two stacked logistics (curves with a plateau)"
     )
     fit.add_argument("--csv", type=Path, default=None, help="also write the full table here")
-    _add_site_options(fit)
+    add_site_options(fit)
     fit.set_defaults(handler=_cmd_fit)
 
     report = commands.add_parser(
@@ -59,7 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="link the PNG files from index.html instead of embedding them",
     )
-    _add_site_options(report)
+    add_site_options(report)
     report.set_defaults(handler=_cmd_report)
 
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from walkingnoise.cli._common import parse_sigma
+from walkingnoise.cli._common import add_site_options, parse_sigma
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,13 +72,7 @@ def _add_group_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="total executions n_t over all planned sites (default: 2 × number of sites)",
     )
-    parser.add_argument(
-        "--no-site-names",
-        dest="site_names",
-        action="store_false",
-        help="show site indices only (names need each dataset loaded once)",
-    )
-    parser.add_argument("--data-root", default=None, help="directory holding the dataset files")
+    add_site_options(parser)
     parser.add_argument("--csv", type=Path, default=None, help="also write the table here")
 
 

@@ -372,8 +372,10 @@ def _needed_from(env: dict[fx.Node, Any], stop: fx.Node) -> dict[fx.Node, Any]:
     }
 
 
-def _cloned(values: dict[fx.Node, Any]) -> dict[fx.Node, Any]:
-    """``values`` with every tensor copied, so in-place operations downstream leave them intact.
+def _copied(values: dict[fx.Node, Any], k: int | None = None) -> dict[fx.Node, Any]:
+    """``values`` with every tensor in memory of its own, so in-place operations downstream
+    leave the originals intact; with ``k``, given a leading model dimension of size ``k``, each
+    model with its own memory.
 
     Tensors that share memory share the copy too (a view still sees its base change).
     """
@@ -383,42 +385,22 @@ def _cloned(values: dict[fx.Node, Any]) -> dict[fx.Node, Any]:
         if not isinstance(v, torch.Tensor):
             return v
         storage = v.untyped_storage()
-        if storage.data_ptr() not in storages:
-            storages[storage.data_ptr()] = storage.clone()
-        out = torch.empty(0, dtype=v.dtype, device=v.device)
-        return out.set_(storages[storage.data_ptr()], v.storage_offset(), v.size(), v.stride())
-
-    cloned = {}
-    for node, value in values.items():
-        flat, spec = tree_flatten(value)
-        cloned[node] = tree_unflatten([copy(v) for v in flat], spec)
-    return cloned
-
-
-def _tiled(values: dict[fx.Node, Any], k: int) -> dict[fx.Node, Any]:
-    """Every tensor of ``values`` given a leading model dimension of size ``k``, each model with
-    its own memory; tensors that share memory share it within each model too."""
-    storages: dict[int, tuple[torch.UntypedStorage, int]] = {}
-
-    def tile(v: Any) -> Any:
-        if not isinstance(v, torch.Tensor):
-            return v
-        storage = v.untyped_storage()
-        if storage.nbytes() % v.element_size():
+        if k is not None and storage.nbytes() % v.element_size():
             return _broadcast(v, k)
         if storage.data_ptr() not in storages:
             raw = torch.empty(0, dtype=torch.uint8, device=v.device).set_(storage)
-            storages[storage.data_ptr()] = (raw.repeat(k).untyped_storage(), storage.nbytes())
-        tiled, nbytes = storages[storage.data_ptr()]
+            storages[storage.data_ptr()] = raw.repeat(k or 1).untyped_storage()
+        shape, stride = v.shape, v.stride()
+        if k is not None:
+            shape, stride = (k, *shape), (storage.nbytes() // v.element_size(), *stride)
         out = torch.empty(0, dtype=v.dtype, device=v.device)
-        stride = (nbytes // v.element_size(), *v.stride())
-        return out.set_(tiled, v.storage_offset(), (k, *v.shape), stride)
+        return out.set_(storages[storage.data_ptr()], v.storage_offset(), shape, stride)
 
-    tiled_values = {}
+    copied = {}
     for node, value in values.items():
         flat, spec = tree_flatten(value)
-        tiled_values[node] = tree_unflatten([tile(v) for v in flat], spec)
-    return tiled_values
+        copied[node] = tree_unflatten([copy(v) for v in flat], spec)
+    return copied
 
 
 def _broadcast(value: Any, k: int, *, copy: bool = True) -> Any:
@@ -609,7 +591,7 @@ class StackedModel:
         if all(set(node.users) <= {stop} for node, value in kept.items() if value is not None):
             env = {node: _broadcast(value, self.size, copy=False) for node, value in kept.items()}
         else:  # later nodes may change these values in place: each model gets its own memory
-            env = _tiled(kept, self.size)
+            env = _copied(kept, self.size)
         return _Interpreter(self, x.shape[0]).run(x, initial_env=env)
 
     def _run_kept(self, x: torch.Tensor) -> torch.Tensor:
@@ -632,7 +614,7 @@ class StackedModel:
             if size <= self._kept_room:
                 self._kept[key], self._kept_room = kept, self._kept_room - size
         alone = all(set(node.users) <= {stop} for node, value in kept.items() if value is not None)
-        env = dict(kept) if alone else _cloned(kept)
+        env = dict(kept) if alone else _copied(kept)
         return _Interpreter(self, x.shape[0]).run(wide, initial_env=env)
 
     def _prefix(self, x: torch.Tensor, stop: fx.Node | None) -> Any:
