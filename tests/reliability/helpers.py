@@ -7,7 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..sweep.helpers import read_only
+from walkingnoise.sweep import load_results, load_sweep, run_sweep
+
+from ..sweep.helpers import read_only, write_sweep
+
+#: The result columns a run under trouble must reproduce exactly.
+ACCURACIES = ["clean_test_accuracy", "noisy_test_accuracy", "noisy_validation_accuracy"]
 
 #: Environment variables of a local Ray that stays quiet and local.
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_AUTH_MODE": "disabled"}
@@ -70,3 +75,11 @@ def wait_until_gone(tag: str, timeout: float) -> list[int]:
     while (alive := tagged_processes(tag)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return alive
+
+
+def reference_accuracies(folder: Path, sweep: str, n: int) -> dict[str, dict[str, float]]:
+    """Hash → accuracies of ``sweep`` run in this process without trouble (``n`` experiments)."""
+    path = folder / "reference.sqlite"
+    summary = run_sweep(load_sweep(write_sweep(folder, sweep)), path, progress=False)
+    assert (summary.ran, summary.failed) == (n, 0)
+    return load_results(path).set_index("hash")[ACCURACIES].to_dict("index")

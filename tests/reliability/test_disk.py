@@ -28,7 +28,7 @@ from walkingnoise.sweep import Store, load_results, load_sweep, run_sweep
 from walkingnoise.training.checkpoint import load_checkpoint
 
 from ..sweep.helpers import write_sweep
-from .helpers import integrity, store_rows
+from .helpers import ACCURACIES, integrity, reference_accuracies, store_rows
 from .launch import start_command
 
 #: Six noisy trainings (each writes a checkpoint) and two inference-only experiments.
@@ -51,7 +51,6 @@ clean:
 """
 N = 8
 NOISY = 6
-ACCURACIES = ["clean_test_accuracy", "noisy_test_accuracy", "noisy_validation_accuracy"]
 STUDY_FILES = ["study.checkpoints", "study.sqlite", "sweep.yaml"]
 
 
@@ -75,11 +74,7 @@ def _files_under(folder: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
     """Hash → accuracies of the sweep run without trouble."""
-    folder = tmp_path_factory.mktemp("reference")
-    path = folder / "reference.sqlite"
-    summary = run_sweep(load_sweep(write_sweep(folder, SWEEP)), path, progress=False)
-    assert (summary.ran, summary.failed) == (N, 0)
-    return load_results(path).set_index("hash")[ACCURACIES].to_dict("index")
+    return reference_accuracies(tmp_path_factory.mktemp("reference"), SWEEP, N)
 
 
 def _check_consistent(store: Path, done: int) -> None:

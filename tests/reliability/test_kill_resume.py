@@ -30,14 +30,16 @@ from pathlib import Path
 
 import pytest
 
-from walkingnoise.sweep import load_results, load_sweep, run_sweep
+from walkingnoise.sweep import load_results
 from walkingnoise.training.checkpoint import load_checkpoint
 
 from ..sweep.helpers import write_sweep
 from .helpers import (
+    ACCURACIES,
     RAY_ENV,
     TAG,
     integrity,
+    reference_accuracies,
     store_rows,
     tagged_processes,
     training_rows,
@@ -67,7 +69,6 @@ grid:
 N = 72
 CLEAN_TRAININGS = 18
 NOISY = 36
-ACCURACIES = ["clean_test_accuracy", "noisy_test_accuracy", "noisy_validation_accuracy"]
 #: Share of the kills that wait for results (the others come at a delay after the start).
 AFTER_RESULTS = {"inprocess": 0.6, "process": 0.25, "ray": 0.25}
 #: Delays after the start (s), log-uniform from this to the executor's latest.
@@ -108,12 +109,7 @@ class Kill:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
     """Hash → accuracies of the sweep run in this process without interruption."""
-    folder = tmp_path_factory.mktemp("reference")
-    path = folder / "reference.sqlite"
-    summary = run_sweep(load_sweep(write_sweep(folder, SWEEP)), path, progress=False)
-    assert (summary.ran, summary.failed) == (N, 0)
-    frame = load_results(path).set_index("hash")
-    return frame[ACCURACIES].to_dict("index")
+    return reference_accuracies(tmp_path_factory.mktemp("reference"), SWEEP, N)
 
 
 def _moment(rng: random.Random, executor: str, remaining: int) -> Moment:
