@@ -18,7 +18,7 @@ from walkingnoise.training.cohort import evaluate_shared, train_cohort
 from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
 from walkingnoise.training.stacked import NotStackableError, StackedModel
-from walkingnoise.training.stacked_loop import evaluate_stacked, train_stacked
+from walkingnoise.training.stacked_loop import _loss_and_correct, evaluate_stacked, train_stacked
 
 from ..noise.stats import assert_variance
 
@@ -236,6 +236,20 @@ def test_evaluate_stacked_repeats_only_with_noise(digits: InMemoryDataset) -> No
     assert [len(e.accuracies) for e in noisy] == [4, 4]
     assert [len(e.accuracies) for e in clean] == [1, 1]
     assert noisy[0].accuracies != noisy[1].accuracies  # independent noise per member
+
+
+def test_stacked_scores_equal_cross_entropy_and_argmax_also_for_infinite_logits() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50, 10) * 20
+    logits[0, 1, 4] = float("inf")
+    logits[1, 2, 7] = float("-inf")
+    logits[2, 3, :] = float("-inf")
+    y = torch.randint(0, 10, (50,))
+    loss, correct = _loss_and_correct(logits, y)
+    for k in range(3):
+        expected = F.cross_entropy(logits[k], y, reduction="none").sum()
+        assert torch.allclose(loss[k], expected, equal_nan=True, rtol=1e-5)
+        assert correct[k] == (logits[k].argmax(dim=-1) == y).sum()
 
 
 def test_a_cohort_of_one_trains_exactly_like_training_alone(digits: InMemoryDataset) -> None:

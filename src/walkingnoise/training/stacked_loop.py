@@ -132,9 +132,9 @@ def evaluate_stacked(
                 for start in range(0, len(split), batch_size):
                     x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
                     logits = stack(x, shared=True)
-                    target = y.unsqueeze(0).expand(stack.size, -1)
-                    loss += _cross_entropy(logits, target).sum(dim=1).double()
-                    correct += (logits.argmax(dim=-1) == target).sum(dim=1).double()
+                    batch_loss, batch_correct = _loss_and_correct(logits, y)
+                    loss += batch_loss.double()
+                    correct += batch_correct.double()
                 for k in range(stack.size):
                     accuracies[k].append(correct[k].item() / len(split))
                     losses[k].append(loss[k].item() / len(split))
@@ -149,3 +149,15 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     computed as logsumexp − the target's logit, which is several times faster on CPU."""
     picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     return torch.logsumexp(logits, dim=-1) - picked
+
+
+def _loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and number of correct predictions per model of (K, B, C) logits
+    against labels ``y`` (B,): one max over the classes gives both the prediction and the
+    logsumexp's shift, where ``argmax`` and ``logsumexp`` would reduce twice."""
+    target = y.unsqueeze(0).expand(logits.shape[0], -1)
+    top, predicted = logits.max(dim=-1)
+    shift = top.masked_fill(~torch.isfinite(top), 0.0)
+    lse = (logits - shift.unsqueeze(-1)).exp_().sum(dim=-1).log_().add_(shift)
+    picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    return (lse - picked).sum(dim=1), (predicted == target).sum(dim=1)
