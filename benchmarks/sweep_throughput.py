@@ -43,8 +43,9 @@ from walkingnoise.experiment import Experiment
 from walkingnoise.sweep import Store, load_results, make_executor, run_sweep
 from walkingnoise.sweep.spec import parse_sweep
 from walkingnoise.sweep.work import unit_threads
+from walkingnoise.training.cohort import evaluate_shared
 from walkingnoise.training.memory import default_device
-from walkingnoise.training.run import build_noisy_model, evaluate_experiment
+from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
 
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist-t10k"
 
@@ -209,6 +210,30 @@ def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> t
     return flops, normals
 
 
+def evaluation_by_repeats(
+    experiments: list[Experiment], dataset: InMemoryDataset, repeats: list[int], threads: int
+) -> dict[int, float]:
+    """Seconds per inference-only experiment of the first seed, at each number of noisy
+    repeats, side by side in this process: one clean model trained here, the experiments
+    evaluated through ``evaluate_shared`` as the engine does, with ``threads`` threads."""
+    first = [e for e in experiments if not e.train_noise and e.seed == experiments[0].seed]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model, _ = train_experiment(first[0].clean_training(), dataset, progress=False)
+        model.clear_noise()
+        seconds: dict[int, float] = {}
+        for r in repeats:
+            members = [e.model_copy(update={"eval_repeats": r}) for e in first]
+            evaluate_shared(model, members[: len(members) // 4], dataset)
+            started = time.perf_counter()
+            evaluate_shared(model, members, dataset)
+            seconds[r] = (time.perf_counter() - started) / len(members)
+        return seconds
+    finally:
+        torch.set_num_threads(previous)
+
+
 def adaptive_comparison(args: argparse.Namespace) -> None:
     """Inference-only walking noise: adaptive σ against a dense 49-point log grid."""
     import math
@@ -327,6 +352,14 @@ def main() -> int:
     print(
         f"  its floor at the roofline (noise draws and matmuls after the site): "
         f"{floor * 1000:.1f} ms = {floor / per_trained:.2%} of a trained one"
+    )
+    by_repeats = evaluation_by_repeats(experiments, dataset, sorted({1, args.repeats}), threads)
+    print(
+        "  in-process, seed 0: "
+        + ", ".join(
+            f"R={r} {t * 1000:.1f} ms = {t / per_trained:.2%}" for r, t in by_repeats.items()
+        )
+        + " of a trained one (R=1: one noisy pass, as in the papers)"
     )
     if not args.skip_baseline:
         started = time.perf_counter()

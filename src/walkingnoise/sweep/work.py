@@ -62,6 +62,14 @@ def _dataset(name: str, root: str | None, device: str) -> InMemoryDataset:
     return InMemoryDataset(data.name, **splits, class_names=data.class_names)
 
 
+@lru_cache(maxsize=1)
+def _optimizers_imported() -> None:
+    """Import what PyTorch's optimizers import when the first one is made (``torch._dynamo``,
+    about a second), once per process before any timing starts, so the first cohort a worker
+    trains is not charged for it in its training seconds."""
+    import torch._dynamo  # noqa: F401
+
+
 def unit_threads() -> int:
     """Threads a unit of work computes with: ``$WALKINGNOISE_THREADS``, else 1.
 
@@ -91,6 +99,7 @@ def _run_unit(unit: WorkUnit, data_root: str | Path | None, save_checkpoints: bo
     first = unit.members[0]
     device = default_device()
     dataset = _dataset(first.dataset, None if data_root is None else str(data_root), device.type)
+    _optimizers_imported()
     if unit.shared_training is None:
         if not all(stackable(member) for member in unit.members):
             return UnitOutcome([_train_alone(e, dataset, save_checkpoints) for e in unit.members])
