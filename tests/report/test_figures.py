@@ -97,6 +97,16 @@ def test_site_mu_figure(fits: pd.DataFrame, tmp_path: Path) -> None:
     assert [t.get_text() for t in ax.get_xticklabels()][:2] == ["0 input", "1"]
 
 
+def test_site_mu_figure_draws_a_negative_mu_of_a_partial_store(
+    fits: pd.DataFrame, tmp_path: Path
+) -> None:
+    # A linear fit of a store still being written can put μ below zero (a flagged fit).
+    sites = site_table(_walking(fits)).copy()
+    sites.loc[sites.index[0], ["mu", "mu_err", "quality"]] = [-0.2, 0.5, "μ outside the sampled σ"]
+    figures.site_mu_figure(sites, out=tmp_path, name="neg")
+    _check_images(tmp_path, "neg")
+
+
 def test_site_accuracy_figure(curves: pd.DataFrame, tmp_path: Path) -> None:
     part = _walking(curves)
     sigma = figures.nearest_sigma(part, 0.9)

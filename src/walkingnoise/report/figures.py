@@ -287,7 +287,9 @@ def site_mu_figure(
         positive.extend(mu[mu > 0])
         good = (part["quality"] == "ok").to_numpy()
         color = _COLORS[i % len(_COLORS)]
-        lower = np.minimum(err, mu * 0.999)  # a log axis cannot go below zero
+        # A log axis cannot go below zero; a μ ≤ 0 (a flagged linear fit, e.g. of a store
+        # still being written) keeps its error bar as it is.
+        lower = np.where(mu > 0, np.minimum(err, mu * 0.999), err)
         ax.errorbar(
             index[good] + offset,
             mu[good],
