@@ -355,7 +355,7 @@ def main() -> int:
     )
     by_repeats = evaluation_by_repeats(experiments, dataset, sorted({1, args.repeats}), threads)
     print(
-        "  in-process, seed 0: "
+        "  in-process, one seed: "
         + ", ".join(
             f"R={r} {t * 1000:.1f} ms = {t / per_trained:.2%}" for r, t in by_repeats.items()
         )
