@@ -213,7 +213,7 @@ def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> t
 def evaluation_by_repeats(
     experiments: list[Experiment], dataset: InMemoryDataset, repeats: list[int], threads: int
 ) -> dict[int, float]:
-    """Seconds per inference-only experiment of the first seed, at each number of noisy
+    """Seconds per inference-only experiment of one seed, at each number of noisy
     repeats, side by side in this process: one clean model trained here, the experiments
     evaluated through ``evaluate_shared`` as the engine does, with ``threads`` threads."""
     first = [e for e in experiments if not e.train_noise and e.seed == experiments[0].seed]
