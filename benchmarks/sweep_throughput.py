@@ -215,7 +215,8 @@ def evaluation_by_repeats(
 ) -> dict[int, float]:
     """Seconds per inference-only experiment of one seed, at each number of noisy
     repeats, side by side in this process: one clean model trained here, the experiments
-    evaluated through ``evaluate_shared`` as the engine does, with ``threads`` threads."""
+    evaluated through ``evaluate_shared`` as the engine does, with ``threads`` threads, each R
+    timed after a warm-up on a quarter of the experiments."""
     first = [e for e in experiments if not e.train_noise and e.seed == experiments[0].seed]
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -372,6 +372,12 @@ def _needed_from(env: dict[fx.Node, Any], stop: fx.Node) -> dict[fx.Node, Any]:
     }
 
 
+def _read_only_at(values: dict[fx.Node, Any], stop: fx.Node) -> bool:
+    """Whether ``stop`` is the only reader of the kept prefix ``values``, so nothing after it
+    can change them in place and every pass may share them."""
+    return all(set(node.users) <= {stop} for node, value in values.items() if value is not None)
+
+
 def _copied(values: dict[fx.Node, Any], k: int | None = None) -> dict[fx.Node, Any]:
     """``values`` with every tensor in memory of its own, so in-place operations downstream
     leave the originals intact; with ``k``, given a leading model dimension of size ``k``, each
@@ -583,12 +589,10 @@ class StackedModel:
         kept = self._kept.get(key) if self._kept is not None else None
         if kept is None:
             kept = self._prefix(x, stop)
-            size = sum(t.nbytes for t in tree_flatten(kept)[0] if isinstance(t, torch.Tensor))
-            if self._kept is not None and size <= self._kept_room:
-                self._kept[key], self._kept_room = kept, self._kept_room - size
+            self._keep(key, kept)
         if stop is None:
             return _broadcast(kept, self.size)
-        if all(set(node.users) <= {stop} for node, value in kept.items() if value is not None):
+        if _read_only_at(kept, stop):
             env = {node: _broadcast(value, self.size, copy=False) for node, value in kept.items()}
         else:  # later nodes may change these values in place: each model gets its own memory
             env = _copied(kept, self.size)
@@ -609,13 +613,17 @@ class StackedModel:
             with suppress(_PrefixEndError):
                 prefix.run(wide)
             kept = _needed_from(prefix.env, stop)
-            size = sum(t.nbytes for t in tree_flatten(list(kept.values()))[0]
-                       if isinstance(t, torch.Tensor))  # fmt: skip
-            if size <= self._kept_room:
-                self._kept[key], self._kept_room = kept, self._kept_room - size
-        alone = all(set(node.users) <= {stop} for node, value in kept.items() if value is not None)
-        env = dict(kept) if alone else _copied(kept)
+            self._keep(key, kept)
+        env = dict(kept) if _read_only_at(kept, stop) else _copied(kept)
         return _Interpreter(self, x.shape[0]).run(wide, initial_env=env)
+
+    def _keep(self, key: tuple, kept: Any) -> None:
+        """Keep a computed prefix under ``key`` inside ``prefixes_kept``, while it has room."""
+        if self._kept is None:
+            return
+        size = sum(t.nbytes for t in tree_flatten(kept)[0] if isinstance(t, torch.Tensor))
+        if size <= self._kept_room:
+            self._kept[key], self._kept_room = kept, self._kept_room - size
 
     def _prefix(self, x: torch.Tensor, stop: fx.Node | None) -> Any:
         """The model's output if no site is noisy; else the prefix values the rest needs."""
