@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -115,6 +117,34 @@ def test_eta_zero_and_removal_leave_the_model_clean() -> None:
     remove_weight_noise(layer)
     assert weight_noise_of(layer) is None
     torch.testing.assert_close(_seen_weight(layer), clean)
+
+
+@pytest.mark.parametrize("remove", ["function", "handle"])
+def test_a_deep_copy_has_weight_noise_of_its_own_that_can_be_removed(remove: str) -> None:
+    model = nn.Sequential(_layer(6, 5, 1.0, seed=3), nn.ReLU(), _layer(5, 4, 2.0, seed=4))
+    clean = [model[0].weight.detach().clone(), model[2].weight.detach().clone()]
+    original = attach_weight_noise(model, 0.3, evaluation=False, generator=_generator(5))
+    twin = copy.deepcopy(model)
+    noise = weight_noise_of(twin)
+    assert noise is not None
+    assert noise is not original
+    assert (noise.eta, noise.training, noise.evaluation, noise.layers) == (
+        0.3, True, False, original.layers,
+    )  # fmt: skip
+    # the copy's generator continues from the same state as the original's
+    torch.testing.assert_close(_seen_weight(twin[0]), _seen_weight(model[0]))
+    assert not torch.allclose(_seen_weight(twin[2]), clean[1])
+    if remove == "function":
+        remove_weight_noise(twin)
+    else:
+        noise.remove()
+    assert weight_noise_of(twin) is None
+    for layer, weight in zip((twin[0], twin[2]), clean, strict=True):
+        assert not layer._forward_pre_hooks
+        assert not layer._forward_hooks
+        torch.testing.assert_close(_seen_weight(layer), weight)
+    assert weight_noise_of(model) is original
+    assert not torch.allclose(_seen_weight(model[2]), clean[1])
 
 
 def test_attaching_again_replaces_the_noise_level() -> None:

@@ -20,10 +20,15 @@ How: a forward pre-hook on each such layer swaps the stored ``weight`` parameter
 when the call raises) puts the parameter back. The stored parameter never changes, gradients
 reach it unchanged (∂W̃/∂W = 1), and ``state_dict`` and checkpoints carry no trace of the noise.
 A fresh sample is drawn on every call, from the handle's ``generator`` when set.
+
+Each perturbed layer holds its noise and hook handles as an attribute, so ``copy.deepcopy`` of a
+model gives a copy with weight noise of its own: the same settings, a copy of the generator,
+visible to :func:`weight_noise_of` and removable like the original's.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import weakref
 from collections.abc import Iterator
@@ -38,8 +43,8 @@ from walkingnoise.noise.kinds import module_kind
 #: Module kinds whose ``weight`` is never perturbed.
 EXCLUDED_KINDS = ("batchnorm", "norm")
 
-#: Layer module → the weight noise attached to it (at most one per layer).
-_ATTACHED: weakref.WeakKeyDictionary[nn.Module, WeightNoise] = weakref.WeakKeyDictionary()
+#: The attribute of a perturbed layer: ``(WeightNoise, hook handles)``.
+_ATTRIBUTE = "_walkingnoise_weight_noise"
 
 
 def noisy_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -116,36 +121,65 @@ class WeightNoise:
 
     def remove(self) -> None:
         """Detach the hooks from every layer; the model runs clean again."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
         for ref in self._modules:
             module = ref()
-            if module is not None and _ATTACHED.get(module) is self:
-                del _ATTACHED[module]
+            if module is not None and _noise_on(module) is self:
+                _detach(module)
         self._modules.clear()
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> WeightNoise:
+        """The noise of a copied model: same settings, a copy of the generator, no layers yet
+        (the copied layers carry it; :func:`weight_noise_of` finds them)."""
+        twin = WeightNoise(
+            self.eta,
+            training=self.training,
+            evaluation=self.evaluation,
+            generator=copy.deepcopy(self.generator, memo),
+        )
+        twin.enabled = self.enabled
+        twin.layers = self.layers
+        return twin
+
     def _attach(self, module: nn.Module) -> None:
-        self._handles.append(module.register_forward_pre_hook(self._swap_in))
-        self._handles.append(module.register_forward_hook(self._swap_out, always_call=True))
+        handles = (
+            module.register_forward_pre_hook(_swap_in),
+            module.register_forward_hook(_swap_out, always_call=True),
+        )
+        module.__dict__[_ATTRIBUTE] = (self, handles)
         self._modules.append(weakref.ref(module))
-        _ATTACHED[module] = self
 
-    def _swap_in(self, module: nn.Module, _inputs: Any) -> None:
-        if not self.active_in(module.training):
-            return
-        clean = module._parameters["weight"]
-        if clean is None:
-            return
-        self._clean.setdefault(id(module), []).append(clean)
-        module._parameters["weight"] = self.perturbed(clean)  # type: ignore[assignment]
 
-    def _swap_out(self, module: nn.Module, _inputs: Any, _output: Any) -> None:
-        stack = self._clean.get(id(module))
-        if stack:
-            module._parameters["weight"] = stack.pop()
-            if not stack:
-                del self._clean[id(module)]
+def _noise_on(module: nn.Module) -> WeightNoise | None:
+    """The weight noise a layer carries, if any."""
+    entry = module.__dict__.get(_ATTRIBUTE)
+    return None if entry is None else entry[0]
+
+
+def _detach(module: nn.Module) -> None:
+    """Remove a layer's weight-noise hooks and attribute."""
+    _, handles = module.__dict__.pop(_ATTRIBUTE)
+    for handle in handles:
+        handle.remove()
+
+
+def _swap_in(module: nn.Module, _inputs: Any) -> None:
+    noise = _noise_on(module)
+    if noise is None or not noise.active_in(module.training):
+        return
+    clean = module._parameters["weight"]
+    if clean is None:
+        return
+    noise._clean.setdefault(id(module), []).append(clean)
+    module._parameters["weight"] = noise.perturbed(clean)  # type: ignore[assignment]
+
+
+def _swap_out(module: nn.Module, _inputs: Any, _output: Any) -> None:
+    noise = _noise_on(module)
+    stack = None if noise is None else noise._clean.get(id(module))
+    if stack:
+        module._parameters["weight"] = stack.pop()
+        if not stack:
+            del noise._clean[id(module)]
 
 
 def attach_weight_noise(
@@ -179,23 +213,26 @@ def attach_weight_noise(
 
 
 def weight_noise_of(model: nn.Module) -> WeightNoise | None:
-    """The weight noise attached to the layers of ``model``, if any."""
+    """The weight noise attached to the layers of ``model``, if any.
+
+    The noise of a deep copy learns its layers here, so its ``remove()`` then detaches them.
+    """
+    found = None
     for module in model.modules():
-        noise = _ATTACHED.get(module)
-        if noise is not None:
-            return noise
-    return None
+        noise = _noise_on(module)
+        if noise is None or (found is not None and noise is not found):
+            continue
+        found = noise
+        if all(ref() is not module for ref in noise._modules):
+            noise._modules.append(weakref.ref(module))
+    return found
 
 
 def remove_weight_noise(model: nn.Module) -> None:
-    """Detach every weight noise attached to layers of ``model``."""
-    seen: list[WeightNoise] = []
+    """Detach every weight noise attached to layers of ``model`` (also a deep copy's)."""
     for module in model.modules():
-        noise = _ATTACHED.get(module)
-        if noise is not None and all(noise is not other for other in seen):
-            seen.append(noise)
-    for noise in seen:
-        noise.remove()
+        if _noise_on(module) is not None:
+            _detach(module)
 
 
 def set_weight_noise(
