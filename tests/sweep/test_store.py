@@ -329,7 +329,7 @@ def test_a_clean_training_whose_checkpoint_vanished_is_not_found(store: Store) -
         history=[{"epoch": 0}],
         weights={},
         metrics={},
-        timings={},
+        timings={"train": 1.5},
         diverged=False,
     )
     assert store.training_count() == 1
@@ -337,6 +337,7 @@ def test_a_clean_training_whose_checkpoint_vanished_is_not_found(store: Store) -
     assert found is not None
     assert found.checkpoint == record.checkpoint
     assert found.history == [{"epoch": 0}]
+    assert found.timings == record.timings == {"train": 1.5}
     assert found.experiment == training
     record.checkpoint.unlink()
     assert store.training(training.content_hash()) is None

@@ -155,6 +155,7 @@ class TrainingRecord:
     weights: dict[str, dict[str, float]]
     metrics: dict[str, float]
     diverged: bool
+    timings: dict[str, float]
 
 
 class Store:
@@ -495,8 +496,8 @@ class Store:
     def training(self, key: str) -> TrainingRecord | None:
         """The finished clean training ``key`` whose checkpoint exists, or None."""
         found = self._fetch(
-            "SELECT config, checkpoint, history, weights, metrics, diverged FROM trainings"
-            " WHERE hash = ?",
+            "SELECT config, checkpoint, history, weights, metrics, diverged, timings"
+            " FROM trainings WHERE hash = ?",
             (key,),
         )
         if not found:
@@ -513,6 +514,7 @@ class Store:
             weights=_load(row[3]) or {},
             metrics=_load(row[4]) or {},
             diverged=bool(row[5]),
+            timings=_load(row[6]) or {},
         )
 
     def save_training(
@@ -546,7 +548,7 @@ class Store:
                     time.time(),
                 ),
             )
-        return TrainingRecord(key, experiment, path, history, weights, metrics, diverged)
+        return TrainingRecord(key, experiment, path, history, weights, metrics, diverged, timings)
 
     def training_count(self) -> int:
         """Number of finished clean trainings."""
