@@ -173,6 +173,9 @@ def test_eval_only_sweep_trains_one_clean_model_and_reuses_it(tmp_path: Path) ->
         record = store.training(training)
     assert record is not None
     assert len(record.history) == 2
+    # training and its clean/noisy evaluation are timed apart, as for noisy trainings
+    assert set(record.timings) == {"train", "evaluate"}
+    assert min(record.timings.values()) > 0
     frame = load_results(path)
     assert set(frame["training"]) == {record.hash}
     assert all(history == record.history for history in frame["history"])

@@ -164,13 +164,15 @@ def _evaluate_shared(
             diverged = False
         else:
             model, trained_history = train_experiment(training, dataset, progress=False)
+            trained = time.perf_counter()
             history, diverged = history_records(trained_history), trained_history.diverged
+            metrics = evaluate_experiment(training, model, dataset)
             outcome = Outcome(
                 training,
-                metrics=evaluate_experiment(training, model, dataset),
+                metrics=metrics,
                 history=history,
                 weights=weight_statistics(model.source),
-                timings={"train": time.perf_counter() - started},
+                timings={"train": trained - started, "evaluate": time.perf_counter() - trained},
                 diverged=diverged,
                 checkpoint=checkpoint_bytes(model, training, dataset),
             )
