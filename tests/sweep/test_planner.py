@@ -113,6 +113,12 @@ def test_mixed_plan_counts() -> None:
     assert work.shared_trainings == 1
 
 
+def test_units_that_train_the_most_models_come_first() -> None:
+    work = plan([*_inference_only(seed=1), *_noisy(40), *_inference_only(seed=2)], max_unit=16)
+    assert [u.trainings for u in work.units] == [14, 14, 12, 1, 1]
+    assert [u.shared_training is None for u in work.units] == [True, True, True, False, False]
+
+
 def test_a_clean_training_already_stored_needs_no_training() -> None:
     experiments = _inference_only() + _inference_only(seed=1)
     stored = experiments[0].clean_training().content_hash()

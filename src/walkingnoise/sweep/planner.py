@@ -13,6 +13,9 @@ noise and distillation are not part of the stacked engine. A distillation whose 
 has the teacher, its students are spread over units of their own beside the evaluations; if
 not, one unit trains the teacher once and then its students. Every other weight-noise training
 (and a distillation from a checkpoint file) is a unit of its own.
+
+Units come longest first (most models to train), so the short ones fill the workers' gaps at the
+end of a run instead of leaving one worker alone with a long unit.
 """
 
 from __future__ import annotations
@@ -124,6 +127,8 @@ def plan(
         for start in range(0, len(members), size):
             units.append(WorkUnit(tuple(members[start : start + size])))
     units += [WorkUnit((experiment,)) for experiment in alone]
+    # longest first (most models to train), so short units fill the gaps at the end
+    units.sort(key=lambda unit: unit.trainings, reverse=True)
     return Plan(tuple(units))
 
 
