@@ -26,6 +26,7 @@ number of experiments each needs and how far apart their midpoints are.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import resource
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from walkingnoise.data import InMemoryDataset, load_dataset
@@ -45,6 +46,8 @@ from walkingnoise.sweep import Store, load_results, make_executor, run_sweep
 from walkingnoise.sweep.spec import parse_sweep
 from walkingnoise.sweep.work import unit_threads
 from walkingnoise.training.cohort import evaluate_shared
+from walkingnoise.training.evaluate import accuracy_and_loss
+from walkingnoise.training.loop import make_optimizer
 from walkingnoise.training.memory import default_device
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
 
@@ -92,18 +95,21 @@ def simple_loop(experiments: list[Experiment], dataset: InMemoryDataset) -> dict
 
 
 def _train_with_dataloader(model, dataset: InMemoryDataset, experiment: Experiment) -> None:
+    """The recipe's training, as a careful user writes it: a DataLoader that gathers a whole
+    batch per step (a batch sampler over in-memory tensors, no per-sample collation), the
+    project's optimizer (fused Adam), and the clean validation pass of every epoch that the
+    engine's history records too."""
     recipe = experiment.recipe
     generator = torch.Generator().manual_seed(experiment.seed)
-    loader = DataLoader(
-        TensorDataset(dataset.train.x, dataset.train.y),
-        batch_size=recipe.batch_size,
-        shuffle=True,
-        generator=generator,
+    batches = BatchSampler(
+        RandomSampler(range(len(dataset.train)), generator=generator), recipe.batch_size, False
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
-    model.train()
+    loader = DataLoader(
+        TensorDataset(dataset.train.x, dataset.train.y), sampler=batches, batch_size=None
+    )
+    optimizer, scheduler = make_optimizer(model.parameters(), recipe)
     for _ in range(recipe.epochs):
+        model.train()
         for x, y in loader:
             if len(y) < 2:
                 continue
@@ -112,6 +118,8 @@ def _train_with_dataloader(model, dataset: InMemoryDataset, experiment: Experime
             loss.backward()
             optimizer.step()
         scheduler.step()
+        with model.noise_disabled():
+            accuracy_and_loss(model, dataset.validation, recipe.eval_batch_size)
 
 
 def roofline(device: torch.device, threads: int) -> tuple[float, float]:
@@ -219,11 +227,38 @@ def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> t
     return flops, normals
 
 
+def descendant_peak_rss() -> list[float]:
+    """Peak RSS (MiB, ``VmHWM``) of every live process descended from this one, largest
+    first: the engine's workers, read before they exit. Empty where there is no ``/proc``."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    peaks = []
+    for pid in parents:
+        ancestor = parents.get(pid)
+        while ancestor not in (None, 0, 1, os.getpid()):
+            ancestor = parents.get(ancestor)
+        if ancestor != os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+    return sorted(peaks, reverse=True)
+
+
 def clean_training_seconds(store: Store, experiments: list[Experiment]) -> float:
     """Seconds of the clean trainings the inference-only experiments share (one per seed)."""
     keys = {e.clean_training().content_hash() for e in experiments if not e.train_noise}
-    records = [store.training(key) for key in keys]
-    return sum(r.timings.get("train", 0.0) for r in records if r is not None)
+    seconds = 0.0
+    for key in keys:
+        record = store.training(key)
+        if record is None or "train" not in record.timings:
+            raise SystemExit(f"the store has no timed clean training {key}")
+        seconds += record.timings["train"]
+    return seconds
 
 
 def evaluation_by_repeats(
@@ -242,7 +277,7 @@ def evaluation_by_repeats(
         seconds: dict[int, float] = {}
         for r in repeats:
             members = [e.model_copy(update={"eval_repeats": r}) for e in first]
-            evaluate_shared(model, members[: len(members) // 4], dataset)
+            evaluate_shared(model, members[: max(1, len(members) // 4)], dataset)
             started = time.perf_counter()
             evaluate_shared(model, members, dataset)
             seconds[r] = (time.perf_counter() - started) / len(members)
@@ -340,14 +375,23 @@ def main() -> int:
             "process" if args.workers > 1 else "inprocess", workers=args.workers
         ) as executor:
             summary = run_sweep(spec, store, data_root=args.root, executor=executor, progress=False)
+            worker_peaks = descendant_peak_rss()
+            engine_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         engine_seconds = time.perf_counter() - started
         results = load_results(store)
         with Store(store, create=False) as opened:
-            experiments = opened.experiments()
+            experiments = opened.experiments("done")
+            failed = len(opened.experiments()) - len(experiments)
             clean_seconds = clean_training_seconds(opened, experiments)
     n = len(experiments)
+    if failed:
+        print(f"{failed} experiments failed; the figures below are of the others", file=sys.stderr)
+    results = results[results["status"] == "done"]
     trained = results[results["train_noise"]]
     evaluated = results[~results["train_noise"]]
+    if trained.empty or evaluated.empty:
+        print("no finished noisy-training or inference-only experiment to compare", file=sys.stderr)
+        return 1
     train_phase = trained["seconds_train"].sum()
     per_trained = (trained["seconds_train"] + trained["seconds_evaluate"]).mean()
     per_eval = evaluated["seconds_evaluate"].mean()
@@ -394,8 +438,14 @@ def main() -> int:
         print(f"speed-up (engine vs simple loop): {simple_seconds / engine_seconds:.1f}x")
     if not args.skip_adaptive:
         adaptive_comparison(args)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS: {peak:.0f} MiB")
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process: {own:.0f} MiB (the whole benchmark)")
+    if worker_peaks:
+        print(
+            f"  engine phase: this process {engine_peak:.0f} MiB, its workers "
+            + ", ".join(f"{w:.0f}" for w in worker_peaks)
+            + f" MiB: at most {engine_peak + sum(worker_peaks):.0f} MiB in all"
+        )
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
     return 0
