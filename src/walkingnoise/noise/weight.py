@@ -93,7 +93,6 @@ class WeightNoise:
         self.generator = generator
         self.enabled = True
         self.layers: tuple[str, ...] = ()
-        self._handles: list[Any] = []
         self._modules: list[weakref.ref[nn.Module]] = []
         self._clean: dict[int, list[torch.Tensor]] = {}
 
@@ -163,6 +162,7 @@ def _detach(module: nn.Module) -> None:
 
 
 def _swap_in(module: nn.Module, _inputs: Any) -> None:
+    """Forward pre-hook: the layer reads ``weight + noise`` during this call."""
     noise = _noise_on(module)
     if noise is None or not noise.active_in(module.training):
         return
@@ -174,6 +174,7 @@ def _swap_in(module: nn.Module, _inputs: Any) -> None:
 
 
 def _swap_out(module: nn.Module, _inputs: Any, _output: Any) -> None:
+    """Forward hook (also when the call raised): the stored weight is back."""
     noise = _noise_on(module)
     stack = None if noise is None else noise._clean.get(id(module))
     if stack:
