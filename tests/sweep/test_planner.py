@@ -77,10 +77,11 @@ def test_noisy_trainings_form_cohorts_chunked_by_max_unit() -> None:
     third = [*_noisy(2, seed=4), *_noisy(1, seed=9)]  # seeds may differ inside a cohort
     work = plan([*first, *second, *third], max_unit=2)
     assert [len(u.members) for u in work.units] == [2, 2, 2, 2, 2, 1]
+    # by seed, then placement (walking:0, 1, 2, 0, 1 for the five of ``first``)
     assert [u.members for u in work.units] == [
-        tuple(first[:2]),
-        tuple(first[2:4]),
-        (first[4], third[0]),
+        (first[0], first[3]),
+        (first[1], first[4]),
+        (first[2], third[0]),
         tuple(third[1:]),
         tuple(second[:2]),
         (second[2],),
@@ -111,6 +112,23 @@ def test_mixed_plan_counts() -> None:
     assert work.experiments == 16
     assert work.trainings == 4 + 1
     assert work.shared_trainings == 1
+
+
+def test_a_unit_holds_the_models_of_one_placement_together() -> None:
+    units = plan(_noisy(40), max_unit=16).units
+    assert [len(u.members) for u in units] == [14, 14, 12]
+    assert {m.placement for m in units[0].members} == {"walking:0"}  # 14 of them
+
+
+def test_a_cut_near_a_change_of_seed_moves_onto_it() -> None:
+    cohort = [e for seed in range(3) for e in _noisy(99, seed=seed)]
+    units = plan(cohort, max_unit=64, workers=2).units
+    assert sorted(len(u.members) for u in units) == [47, 48, 49, 50, 51, 52]
+    assert all(len({m.seed for m in u.members}) == 1 for u in units)
+    near = [*_noisy(33, seed=0), *_noisy(27, seed=1)]  # the cut at 30 moves to 33
+    assert [len(u.members) for u in plan(near, max_unit=64, workers=2).units] == [33, 27]
+    far = [*_noisy(45, seed=0), *_noisy(15, seed=1)]  # 45 is more than 30 / 4 from 30
+    assert [len(u.members) for u in plan(far, max_unit=64, workers=2).units] == [30, 30]
 
 
 def test_units_that_train_the_most_models_come_first() -> None:

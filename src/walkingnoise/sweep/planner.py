@@ -5,7 +5,9 @@ dataset, model, BatchNorm flag, recipe and seed share one clean training, done o
 the store, and are then only evaluated. Noisy-training experiments that differ only in σ, site,
 placement, seed or weight clamping form a cohort; a cohort is split into equal units of at
 most ``max_unit`` members, which the engine trains together, and into at least as many units as
-there are workers to share them.
+there are workers to share them. Members are ordered by seed and placement, and a cut near a
+change of seed moves onto it, so a unit's models mostly share their batches and the layers
+before their first noisy site.
 
 Noisy Machines experiments run on the one-model path (``training.run``), not as stacks: weight
 noise and distillation are not part of the stacked engine. A distillation whose teacher is
@@ -24,6 +26,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from walkingnoise.experiment import Experiment
 
@@ -120,16 +123,29 @@ def plan(
     for key, members in shared.items():
         units += _shared_units(members, trained(key))
     for members in cohorts.values():
-        members.sort(key=lambda e: e.seed)  # units of one seed share their batches
+        # the models of one seed share their batches, and those of one placement everything
+        # before their first noisy site: keep each together
+        members.sort(key=lambda e: (e.seed, e.placement))
         parts = math.ceil(len(members) / max_unit)
         parts = min(len(members), math.ceil(parts / workers) * workers)
         size = math.ceil(len(members) / parts)
-        for start in range(0, len(members), size):
-            units.append(WorkUnit(tuple(members[start : start + size])))
+        units += [WorkUnit(tuple(chunk)) for chunk in _cut(members, size)]
     units += [WorkUnit((experiment,)) for experiment in alone]
     # longest first (most models to train), so short units fill the gaps at the end
     units.sort(key=lambda unit: unit.trainings, reverse=True)
     return Plan(tuple(units))
+
+
+def _cut(members: list[Experiment], size: int) -> list[list[Experiment]]:
+    """Consecutive chunks of ``size`` members; a cut within a quarter of ``size`` of a change of
+    seed moves onto it, so a unit does not end with a few models of the next seed."""
+    seeds = [i for i in range(1, len(members)) if members[i].seed != members[i - 1].seed]
+    cuts = []
+    for cut in range(size, len(members), size):
+        near = min(seeds, key=lambda i: abs(i - cut), default=cut)
+        cuts.append(near if abs(near - cut) <= size / 4 else cut)
+    edges = [0, *cuts, len(members)]
+    return [members[a:b] for a, b in pairwise(edges) if b > a]
 
 
 def _shared_units(members: list[Experiment], checkpoint: bytes | None) -> list[WorkUnit]:
