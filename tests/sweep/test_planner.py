@@ -131,6 +131,17 @@ def test_a_cut_near_a_change_of_seed_moves_onto_it() -> None:
     assert [len(u.members) for u in plan(far, max_unit=64, workers=2).units] == [30, 30]
 
 
+def test_a_cut_moves_onto_a_change_of_seed_only_within_the_unit_limit() -> None:
+    near = [*_noisy(33, seed=0), *_noisy(27, seed=1)]  # moving the cut at 30 to 33 fits 32: not
+    assert [len(u.members) for u in plan(near, max_unit=32, workers=2).units] == [30, 30]
+    for seeds in ([9, 3, 12, 5], [7, 7, 7, 7, 7], [25, 1, 30]):
+        cohort = [e for seed, n in enumerate(seeds) for e in _noisy(n, seed=seed)]
+        for max_unit in range(2, 26):
+            units = plan(cohort, max_unit=max_unit, workers=2).units
+            assert max(len(u.members) for u in units) <= max_unit, (seeds, max_unit)
+            assert sorted(id(m) for u in units for m in u.members) == sorted(map(id, cohort))
+
+
 def test_units_that_train_the_most_models_come_first() -> None:
     work = plan([*_inference_only(seed=1), *_noisy(40), *_inference_only(seed=2)], max_unit=16)
     assert [u.trainings for u in work.units] == [14, 14, 12, 1, 1]

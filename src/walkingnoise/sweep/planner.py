@@ -129,22 +129,25 @@ def plan(
         parts = math.ceil(len(members) / max_unit)
         parts = min(len(members), math.ceil(parts / workers) * workers)
         size = math.ceil(len(members) / parts)
-        units += [WorkUnit(tuple(chunk)) for chunk in _cut(members, size)]
+        units += [WorkUnit(tuple(chunk)) for chunk in _cut(members, size, max_unit)]
     units += [WorkUnit((experiment,)) for experiment in alone]
     # longest first (most models to train), so short units fill the gaps at the end
     units.sort(key=lambda unit: unit.trainings, reverse=True)
     return Plan(tuple(units))
 
 
-def _cut(members: list[Experiment], size: int) -> list[list[Experiment]]:
+def _cut(members: list[Experiment], size: int, max_unit: int) -> list[list[Experiment]]:
     """Consecutive chunks of ``size`` members; a cut within a quarter of ``size`` of a change of
-    seed moves onto it, so a unit does not end with a few models of the next seed."""
+    seed moves onto it, so a unit does not end with a few models of the next seed, unless that
+    makes a chunk longer than ``max_unit``."""
     seeds = [i for i in range(1, len(members)) if members[i].seed != members[i - 1].seed]
-    cuts = []
+    edges = [0]
     for cut in range(size, len(members), size):
         near = min(seeds, key=lambda i: abs(i - cut), default=cut)
-        cuts.append(near if abs(near - cut) <= size / 4 else cut)
-    edges = [0, *cuts, len(members)]
+        following = min(cut + size, len(members))
+        fits = near - edges[-1] <= max_unit and following - near <= max_unit
+        edges.append(near if abs(near - cut) <= size / 4 and fits else cut)
+    edges.append(len(members))
     return [members[a:b] for a, b in pairwise(edges) if b > a]
 
 
