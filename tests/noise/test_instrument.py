@@ -184,6 +184,18 @@ def test_instrumented_model_without_noise_computes_the_same_function() -> None:
     torch.testing.assert_close(noisy.eval()(x), expected)
 
 
+def test_noise_and_generators_set_inside_a_preserved_block_are_undone() -> None:
+    noisy = instrument(TinyResNet(), torch.randn(2, 3, 8, 8))
+    generator = torch.Generator()
+    noisy.set_noise(AdditiveNoise(), WalkingPlacement(2), 0.5)
+    noisy.set_generator(generator)
+    with noisy.noise_preserved():
+        noisy.set_noise(AdditiveNoise(), GlobalPlacement(), 1.0)
+        noisy.set_generator(torch.Generator())
+    assert [site.info.index for site in noisy.sites if site.sigma] == [2]
+    assert all(site.generator is generator for site in noisy.sites)
+
+
 def test_parameters_are_shared_not_copied() -> None:
     model = TinyResNet()
     noisy = instrument(model, torch.randn(2, 3, 8, 8))

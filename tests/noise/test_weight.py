@@ -20,6 +20,7 @@ from walkingnoise.noise.weight import (
     weight_noise_active,
     weight_noise_disabled,
     weight_noise_of,
+    weight_noise_preserved,
 )
 from walkingnoise.training.checkpoint import checkpoint_bytes, read_checkpoint
 
@@ -207,3 +208,22 @@ def test_noise_disabled_also_reads_weights_clean() -> None:
         with noisy.noise_disabled():
             torch.testing.assert_close(noisy(x), noisy.source(x))
         assert not torch.equal(noisy(x), noisy(x))  # on again after the block
+
+
+@pytest.mark.parametrize("before", [None, 0.1])
+def test_weight_noise_set_inside_a_preserved_block_is_undone(before: float | None) -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    generator = torch.Generator().manual_seed(0)
+    if before is not None:
+        attach_weight_noise(model, before, training=False, generator=generator)
+        weight_noise_of(model).enabled = False
+    with weight_noise_preserved(model):
+        set_weight_noise(model, 0.5)
+        assert weight_noise_of(model).eta == 0.5
+    noise = weight_noise_of(model)
+    if before is None:
+        assert noise is None
+        return
+    assert (noise.eta, noise.training, noise.evaluation, noise.enabled) == (0.1, False, True, False)
+    assert noise.generator is generator
+    assert len(noise.layers) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 
 import pytest
@@ -14,7 +15,9 @@ from walkingnoise.data import InMemoryDataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
 from walkingnoise.noise import AdditiveNoise, MultiplicativeNoise, WalkingPlacement, instrument
-from walkingnoise.training.cohort import evaluate_shared, train_cohort
+from walkingnoise.noise.weight import weight_noise_of
+from walkingnoise.training.cohort import evaluate_shared, train_alone, train_cohort
+from walkingnoise.training.distillation import Distillation
 from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
 from walkingnoise.training.stacked import NotStackableError, StackedModel
@@ -74,6 +77,11 @@ class AttentionNet(nn.Module):
         return self.head(h.mean(dim=1))
 
 
+def _softmax_over_batch(dim: int) -> nn.Module:
+    """A parameter-free module that normalises over the samples of a batch (B, C)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Softmax(dim=dim), nn.Linear(8, 10))
+
+
 def _instrumented(factory, shape: tuple[int, ...], seeds: range) -> list:
     models = []
     for seed in seeds:
@@ -90,8 +98,10 @@ def _instrumented(factory, shape: tuple[int, ...], seeds: range) -> list:
         (lambda: build_model("cnn_s", (1, 10, 49), 12, batchnorm=False), (1, 10, 49)),
         (SkipNet, (1, 8, 8)),
         (AttentionNet, (1, 8, 8)),
+        (lambda: _softmax_over_batch(0), (1, 8, 8)),
+        (lambda: _softmax_over_batch(-2), (1, 8, 8)),
     ],
-    ids=["mlp", "lenet5", "cnn_s", "skipnet", "attention"],
+    ids=["mlp", "lenet5", "cnn_s", "skipnet", "attention", "softmax-dim0", "softmax-dim-2"],
 )
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("shared", [False, True], ids=["own-input", "shared-input"])
@@ -425,3 +435,138 @@ def test_kept_prefix_values_keep_sharing_memory(copies: bool, k_models: int) -> 
         with torch.no_grad():
             for out in passes:
                 torch.testing.assert_close(out[k], model(x), rtol=1e-5, atol=1e-5)
+
+
+def _frozen_first_layer() -> nn.Module:
+    net = build_model("mlp", (1, 8, 8), 10, batchnorm=True)
+    net.get_submodule("layers.1").weight.requires_grad_(False)
+    return net
+
+
+def test_frozen_parameters_stay_as_they_are(digits: InMemoryDataset) -> None:
+    models = _instrumented(_frozen_first_layer, (1, 8, 8), range(2))
+    before = [copy.deepcopy(m.source.state_dict()) for m in models]
+    stack = StackedModel(models)
+    train_stacked(stack, digits.train, Recipe(epochs=1), seeds=[0, 1])
+    stack.write_back(models)
+    for k, model in enumerate(models):
+        after = model.source.state_dict()
+        assert torch.equal(after["layers.1.weight"], before[k]["layers.1.weight"])
+        assert not torch.equal(after["layers.1.bias"], before[k]["layers.1.bias"])
+    thawed = _instrumented(lambda: build_model("mlp", (1, 8, 8), 10), (1, 8, 8), range(1))
+    with pytest.raises(NotStackableError, match="frozen"):
+        StackedModel([models[0], thawed[0]])
+
+
+def test_weight_noise_is_never_stacked_and_counts_as_alone(digits: InMemoryDataset, caplog) -> None:
+    """Weight noise runs in forward hooks, which a stack never calls: its experiments train and
+    evaluate one at a time, and the shared model keeps its own noise settings."""
+    recipe = Recipe(epochs=1)
+    trained = Experiment(noise="none", weight_noise=0.3, train_noise=True, recipe=recipe)
+    with pytest.raises(NotStackableError, match="weight noise"):
+        StackedModel([build_noisy_model(trained, digits)] * 2)
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        (cohort,) = train_cohort([trained], digits)
+    assert "one at a time" in caplog.text
+    assert cohort.metrics == train_alone(trained, digits).metrics
+    assert cohort.metrics["noisy_test_accuracy_std"] > 0
+    torch.manual_seed(0)
+    model = instrument(build_model("mlp", (1, 8, 8), 10), digits.train.x[:2])
+    model.set_noise(AdditiveNoise(), WalkingPlacement(3), 0.5)
+    evaluated = [
+        Experiment(noise="none", weight_noise=0.3, eval_repeats=2),
+        Experiment(placement="walking:1", sigma=0.5, eval_repeats=2),
+    ]
+    generator = torch.Generator()
+    model.set_generator(generator)
+    shared = evaluate_shared(model, evaluated, digits)
+    assert weight_noise_of(model) is None
+    assert isinstance(model.noise, AdditiveNoise)
+    assert [site.info.index for site in model.sites if site.sigma] == [3]
+    assert model.generator is generator
+    alone = [evaluate_experiment(e, model, digits) for e in evaluated]
+    assert shared[0] == alone[0]
+    # the same noise draws, stacked: only float rounding can flip a prediction
+    assert shared[1]["noisy_test_accuracy"] == pytest.approx(
+        alone[1]["noisy_test_accuracy"], abs=2 / len(digits.test)
+    )
+
+
+def test_a_cohort_of_distillation_experiments_is_refused(digits: InMemoryDataset) -> None:
+    student = Experiment(train_noise=True, sigma=0.1, distillation=Distillation())
+    with pytest.raises(ValueError, match="teacher"):
+        train_cohort([student], digits)
+
+
+def _cumulative_batchnorm() -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8, momentum=None), nn.ReLU(), nn.Linear(8, 3)
+    )
+
+
+def test_batchnorm_with_a_cumulative_average_trains_as_alone() -> None:
+    models = _instrumented(_cumulative_batchnorm, (16,), range(2))
+    stack = StackedModel(models).train()
+    batches = torch.randn(3, 2, 5, 16)
+    outputs = [stack(x) for x in batches]  # the average's weight 1/n changes every batch
+    for k, model in enumerate(models):
+        model.train()
+        for x, out in zip(batches, outputs, strict=True):
+            torch.testing.assert_close(out[k], model(x[k]), rtol=1e-5, atol=1e-6)
+        for name in ("2.running_mean", "2.running_var", "2.num_batches_tracked"):
+            torch.testing.assert_close(stack.state_dict(k)[name], model.source.state_dict()[name])
+    models[1].source.get_submodule("2").num_batches_tracked += 1
+    with pytest.raises(NotStackableError, match="momentum None"):
+        StackedModel(models)
+
+
+class ItemNet(nn.Module):
+    """A Python number computed from the activations (``.item()``), which vmap cannot run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.head = nn.Linear(64, 32), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc(x.flatten(1)))
+        return self.head(h / (1.0 + h.abs().max().item()))
+
+
+def test_copies_that_cannot_run_stacked_are_evaluated_alone(
+    digits: InMemoryDataset, caplog
+) -> None:
+    """Copies run their clean prefix with the model itself, but the rest as a stack: the check
+    runs every node stacked, so an unstackable node after the noisy site falls back too."""
+    torch.manual_seed(0)
+    model = instrument(ItemNet(), digits.train.x[:2])
+    with pytest.raises(NotStackableError, match="item"):
+        StackedModel([model, model]).check(digits.test.x[:2])
+    members = [Experiment(placement="walking:1", sigma=0.5, eval_repeats=2)] * 2
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        metrics = evaluate_shared(model, members, digits)
+    assert "one at a time" in caplog.text
+    assert metrics == [evaluate_experiment(members[0], model, digits)] * 2
+
+
+class ScaledNet(nn.Module):
+    """A plain tensor attribute, which torch.fx turns into a buffer the model itself lacks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+        self.scale = torch.linspace(1.0, 2.0, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1)) * self.scale
+
+
+def test_write_back_leaves_constants_alone(digits: InMemoryDataset) -> None:
+    models = _instrumented(ScaledNet, (1, 8, 8), range(2))
+    before = [m.source.fc.weight.detach().clone() for m in models]
+    stack = StackedModel(models)
+    train_stacked(stack, digits.train, Recipe(epochs=1), seeds=[0, 1])
+    stack.write_back(models)
+    for k, model in enumerate(models):
+        assert set(stack.state_dict(k)) == set(model.source.state_dict())
+        assert torch.equal(model.source.fc.weight, stack.state_dict(k)["fc.weight"])
+        assert not torch.equal(model.source.fc.weight, before[k])

@@ -179,14 +179,15 @@ class NoisyModel(nn.Module):
 
     @contextmanager
     def noise_preserved(self) -> Iterator[NoisyModel]:
-        """Within the block, ``set_noise`` may be called freely; the configuration is restored."""
-        saved = (self.noise, [(site.noise, site.levels) for site in self.sites])
+        """Within the block, ``set_noise`` and ``set_generator`` may be called freely; the
+        configuration is restored."""
+        saved = (self.noise, [(site.noise, site.levels, site.generator) for site in self.sites])
         try:
             yield self
         finally:
             self.noise = saved[0]
-            for site, (noise, levels) in zip(self.sites, saved[1], strict=True):
-                site.noise, site.levels = noise, levels
+            for site, (noise, levels, generator) in zip(self.sites, saved[1], strict=True):
+                site.noise, site.levels, site.generator = noise, levels, generator
 
     def remove_hooks(self) -> None:
         """Detach the forward hooks of the ``hooks`` mechanism from the original model."""

@@ -260,6 +260,27 @@ def weight_noise_active(model: nn.Module) -> bool:
 
 
 @contextmanager
+def weight_noise_preserved(model: nn.Module) -> Iterator[None]:
+    """Within the block the weight noise of ``model`` may be set freely; then it is as before
+    (the same settings and generator on the same layers)."""
+    noise = weight_noise_of(model)
+    try:
+        yield
+    finally:
+        if weight_noise_of(model) is not noise:
+            remove_weight_noise(model)
+            if noise is not None:
+                restored = attach_weight_noise(
+                    model,
+                    noise.eta,
+                    training=noise.training,
+                    evaluation=noise.evaluation,
+                    generator=noise.generator,
+                )
+                restored.enabled = noise.enabled
+
+
+@contextmanager
 def weight_noise_disabled(model: nn.Module) -> Iterator[None]:
     """Within the block ``model``'s weights are read without noise (if it has weight noise)."""
     noise = weight_noise_of(model)

@@ -17,6 +17,7 @@ from walkingnoise.data.dataset import InMemoryDataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.noise.site import SiteInfo
+from walkingnoise.noise.weight import weight_noise_preserved
 from walkingnoise.training.evaluate import Evaluation, evaluate_clean
 from walkingnoise.training.loop import TrainHistory
 from walkingnoise.training.memory import models_per_stack
@@ -69,6 +70,12 @@ def train_cohort(
     """
     if not experiments:
         return []
+    for experiment in experiments:
+        if experiment.distillation is not None:
+            raise ValueError(
+                f"experiment {experiment.content_hash()[:12]} distils from a teacher, which "
+                "train_cohort does not have: train it with train_experiment(..., teacher=...)"
+            )
     probe = build_noisy_model(experiments[0], dataset)
     recipe = experiments[0].recipe
     fit = models_per_stack(probe, recipe.batch_size, dataset.train.x.device, training=True)
@@ -158,7 +165,8 @@ def evaluate_shared(
 
     The clean metrics are computed once; the noisy ones in stacks of copies of the model, each
     copy with its experiment's placement and σ. Experiments are stacked by their first noisy
-    site, so the stack computes the clean part of the network before it only once.
+    site, so the stack computes the clean part of the network before it only once. Experiments
+    with weight noise are evaluated one at a time. ``model`` keeps its own noise settings.
     """
     if not experiments:
         return []
@@ -171,10 +179,19 @@ def evaluate_shared(
     size = min(fit, max_models or fit)
     sites = model.site_table
     by_noise: dict[object, list[int]] = {}
+    weight_noise = [i for i, e in enumerate(experiments) if e.weight_noise]
     for i, experiment in enumerate(experiments):
-        key = (experiment.noise_model(), experiment.eval_repeats, _first_site(experiment, sites))
-        by_noise.setdefault(key, []).append(i)
+        if not experiment.weight_noise:
+            site = _first_site(experiment, sites)
+            key = (experiment.noise_model(), experiment.eval_repeats, site)
+            by_noise.setdefault(key, []).append(i)
     metrics: list[dict[str, float]] = [{} for _ in experiments]
+    if weight_noise:
+        members = [experiments[i] for i in weight_noise]
+        reason = "weight noise runs in forward hooks, which a stack never calls"
+        alone = _evaluate_alone(model, members, dataset, reason)
+        for i, values in zip(weight_noise, alone, strict=True):
+            metrics[i] = values
     for indices in by_noise.values():
         for chunk in _chunks(indices, size):
             members = [experiments[i] for i in chunk]
@@ -205,8 +222,7 @@ def _evaluate_chunk(
         stack = StackedModel([model] * len(members))
         stack.check(dataset.test.x[:2])
     except NotStackableError as error:
-        log.info("evaluating %d experiments one at a time: %s", len(members), error)
-        return [evaluate_experiment(e, model, dataset) for e in members]
+        return _evaluate_alone(model, members, dataset, str(error))
     sites = model.site_table
     stack.set_noise(
         [(e.noise_model(), e.placement_spec().resolve(sites, e.sigma)) for e in members]
@@ -221,3 +237,13 @@ def _evaluate_chunk(
         experiment_metrics(dataset, clean, {s: noisy[s][k] for s in noisy})
         for k in range(len(members))
     ]
+
+
+def _evaluate_alone(
+    model: NoisyModel, members: Sequence[Experiment], dataset: InMemoryDataset, reason: str
+) -> list[dict[str, float]]:
+    """Metrics of experiments evaluated one at a time (each sets the model's noise for its
+    evaluation; the model's own settings are restored)."""
+    log.info("evaluating %d experiments one at a time: %s", len(members), reason)
+    with model.noise_preserved(), weight_noise_preserved(model):
+        return [evaluate_experiment(e, model, dataset) for e in members]

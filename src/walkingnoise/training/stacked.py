@@ -33,6 +33,7 @@ from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.noise.kinds import module_kind
 from walkingnoise.noise.models import NoiseLevel, NoiseModel, standard_normal
 from walkingnoise.noise.site import MAX_LEVELS
+from walkingnoise.noise.weight import weight_noise_of
 from walkingnoise.training.clamp import clampable_weights
 
 _SITES = "noise_sites."
@@ -134,8 +135,12 @@ def _batchnorm(module: nn.modules.batchnorm._BatchNorm, state: dict[str, torch.T
     merged = x.transpose(0, 1).reshape(b, k * c, *x.shape[3:])
     training = module.training or not module.track_running_stats
     mean, var = state.get("running_mean"), state.get("running_var")
+    momentum = module.momentum
     if module.training and module.track_running_stats:
-        state["num_batches_tracked"].add_(1)
+        counts = state["num_batches_tracked"]
+        counts.add_(1)
+        if momentum is None:  # a cumulative average: the members count alike (see __init__)
+            momentum = 1.0 / float(counts[0])
     weight, bias = state.get("weight"), state.get("bias")
     out = F.batch_norm(
         merged,
@@ -144,7 +149,7 @@ def _batchnorm(module: nn.modules.batchnorm._BatchNorm, state: dict[str, torch.T
         None if weight is None else weight.reshape(-1),
         None if bias is None else bias.reshape(-1),
         training,
-        module.momentum,
+        0.0 if momentum is None else momentum,
         module.eps,
     )
     return out.reshape(b, k, c, *x.shape[3:]).transpose(0, 1)
@@ -172,7 +177,7 @@ def _fast_module(
     ):
         shared = (lambda x: _conv_shared(module, state, x)) if module.groups == 1 else None
         return (lambda x: _conv(module, state, x)), shared
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return (lambda x: _batchnorm(module, state, x)), None
     if not state and isinstance(module, _ELEMENTWISE):
         return module, lambda x: _once(module, x)
@@ -181,8 +186,27 @@ def _fast_module(
         and module_kind(module) != "batchnorm"
         and type(module).__module__.startswith("torch.nn.")
     ):
-        return (lambda x: _merged(module, x)), lambda x: _once(lambda v: _merged(module, v), x)
+
+        def each(x: torch.Tensor) -> Any:
+            if _per_sample(module, x.dim() - 1):
+                return _merged(module, x)
+            return _vmapped(module, (x,), {})
+
+        return each, lambda x: _once(lambda v: _merged(module, v), x)
     return None
+
+
+def _per_sample(module: nn.Module, ndim: int) -> bool:
+    """Whether a parameter-free module leaves the batch dimension of its ``ndim``-dimensional
+    input alone, so the models' batches may be merged: no ``dim`` setting (``nn.Softmax``,
+    ``nn.Flatten``, ...) names dimension 0 or is left to the module to choose."""
+    for name in ("dim", "start_dim", "end_dim"):
+        if not hasattr(module, name):
+            continue
+        dim = getattr(module, name)
+        if not isinstance(dim, int) or dim % max(ndim, 1) == 0:
+            return False
+    return True
 
 
 def _once(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -441,6 +465,8 @@ class StackedModel:
             )
         if any(site.executions != 1 for model in models for site in model.sites):
             raise NotStackableError("a site is multi-executed, which only one model alone runs")
+        if any(weight_noise_of(model.source) is not None for model in models):
+            raise NotStackableError("weight noise runs in forward hooks, which a stack never calls")
         self.template = template
         self.size = len(models)
         #: Whether all members are one model and its stacked tensors are still its own: set
@@ -454,17 +480,24 @@ class StackedModel:
         net = template.net
         names = [n for n, _ in net.named_parameters()]
         buffer_names = [n for n, _ in net.named_buffers() if not n.startswith(_SITES)]
-        self.persistent = [k for k in net.state_dict() if not k.startswith(_SITES)]
+        # the keys written back: tensors torch.fx made buffers of plain attributes are constants
+        own = template.source.state_dict()
+        self.persistent = [k for k in net.state_dict() if not k.startswith(_SITES) and k in own]
         nets = [m.net for m in models]
         try:
             params = [dict(m.named_parameters()) for m in nets]
             buffers = [dict(m.named_buffers()) for m in nets]
             self._params = {
-                n: torch.stack([p[n].detach() for p in params]).requires_grad_() for n in names
+                n: torch.stack([p[n].detach() for p in params]).requires_grad_(
+                    params[0][n].requires_grad
+                )
+                for n in names
             }
             self._buffers = {n: torch.stack([b[n] for b in buffers]) for n in buffer_names}
         except (KeyError, RuntimeError) as error:
             raise NotStackableError(f"the models differ in structure ({error})") from None
+        if any(p[n].requires_grad != params[0][n].requires_grad for p in params for n in names):
+            raise NotStackableError("the models differ in which parameters are frozen")
         self._tensors = {**self._params, **self._buffers}
         self._module_state: dict[str, dict[str, torch.Tensor]] = {}
         for node in net.graph.nodes:
@@ -475,6 +508,14 @@ class StackedModel:
                 }
         self._tensor_ids = {id(t) for t in self._tensors.values()}
         modules = dict(net.named_modules())
+        for name, module in modules.items():
+            counts = self._buffers.get(f"{name}.num_batches_tracked")
+            cumulative = getattr(module, "momentum", 0.0) is None and counts is not None
+            if cumulative and not bool((counts == counts[0]).all()):
+                raise NotStackableError(
+                    f"{name}: BatchNorm with momentum None, and the models have seen "
+                    "different numbers of batches"
+                )
         self._fast: dict[str, tuple[Callable, Callable | None]] = {
             name: fast
             for name, state in self._module_state.items()
@@ -489,7 +530,8 @@ class StackedModel:
     # -- configuration ----------------------------------------------------------------------
 
     def parameters(self) -> list[torch.Tensor]:
-        """The stacked parameters (leaf tensors with a leading model dimension)."""
+        """The stacked parameters (leaf tensors with a leading model dimension; frozen ones, as
+        in the models, do not require grad)."""
         self.copies = False
         return list(self._params.values())
 
@@ -532,9 +574,14 @@ class StackedModel:
         return {site: len(index) for site, (_, index, _) in self._site_noise.items()}
 
     def check(self, example: torch.Tensor) -> None:
-        """Run one shared batch through the stack; raise ``NotStackableError`` if it fails."""
-        was_training, was_enabled = self.training, self.noise_enabled
+        """Run one shared batch through the stack; raise ``NotStackableError`` if it fails.
+
+        Every node runs stacked, also for copies of one model (which run their clean prefix
+        with the model itself), since any node may come after a noisy site.
+        """
+        was_training, was_enabled, was_copies = self.training, self.noise_enabled, self.copies
         self.noise_enabled = False  # the probe must not consume the models' noise draws
+        self.copies = False
         try:
             with torch.no_grad():
                 self.eval()(example, shared=True)
@@ -543,7 +590,7 @@ class StackedModel:
             raise NotStackableError(f"{type(error).__name__}: {first}") from error
         finally:
             self.train(was_training)
-            self.noise_enabled = was_enabled
+            self.noise_enabled, self.copies = was_enabled, was_copies
 
     # -- running ----------------------------------------------------------------------------
 
@@ -734,13 +781,17 @@ class StackedModel:
             torch.clamp(weight, -bound, bound, out=weight)
 
     def state_dict(self, k: int) -> dict[str, torch.Tensor]:
-        """Model k's state dict, with the keys of the original clean model."""
+        """Model k's weights and statistics, under the keys of the original clean model (those
+        of modules the graph never calls are left out: the stack never changes them)."""
         return {name: self._tensors[name][k].detach().clone() for name in self.persistent}
 
+    @torch.no_grad()
     def write_back(self, models: Sequence[NoisyModel]) -> None:
         """Copy every model's stacked weights and statistics into its own module."""
         for k, model in enumerate(models):
-            model.source.load_state_dict(self.state_dict(k))
+            own = model.source.state_dict()
+            for name in self.persistent:
+                own[name].copy_(self._tensors[name][k])
 
 
 def _levels_of(model: NoisyModel) -> dict[int, NoiseLevel]:
