@@ -340,3 +340,20 @@ def test_a_bad_sweep_writes_nothing(tmp_path: Path, dry_run: bool) -> None:
     with pytest.raises(SweepError, match=r"^grid\.placement: site 11 is beyond"):
         run_sweep(bad, path, dry_run=dry_run, progress=False)
     assert not path.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("WALKINGNOISE_THREADS", "two"), ("WALKINGNOISE_MEMORY_BUDGET", "lots")],
+)
+def test_a_bad_setting_in_the_environment_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """Checked before the store is opened: otherwise every unit would fail, one by one."""
+    monkeypatch.setenv(variable, value)
+    path = tmp_path / "sub" / "env.sqlite"
+    with pytest.raises(ValueError, match=f"^{variable}"):
+        run_sweep(spec(MIXED_SWEEP), path, progress=False)
+    assert not path.parent.exists()
+    assert main(["quickstart", "--store", str(path), "--no-progress"]) == 2
+    assert not path.parent.exists()

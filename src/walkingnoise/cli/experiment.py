@@ -224,6 +224,11 @@ def _cmd_quickstart(args: argparse.Namespace) -> None:
     with make_executor(args.executor, workers=args.workers) as executor:
         summary, results = quickstart(args.store, executor=executor, progress=args.progress)
     print(summary.describe())
+    if not (results["status"] == "done").any():
+        raise ValueError(
+            f"no experiment in {args.store} finished: see the errors with load_results, then "
+            f"`walking-noise retry {args.store} --failed`"
+        )
     sites = SiteCounter()
     for batchnorm in (True, False):
         model = Experiment(dataset="digits", model="mlp", batchnorm=batchnorm, noise="none")

@@ -53,11 +53,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> None:
     from walkingnoise.sweep import Store, load_sweep, make_executor, run_sweep
     from walkingnoise.sweep.spec import DEFAULT_MAX_EXPERIMENTS
-    from walkingnoise.sweep.work import unit_threads
-    from walkingnoise.training.memory import check_budget
 
-    unit_threads()
-    check_budget()
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     limit = DEFAULT_MAX_EXPERIMENTS if args.max_experiments is None else args.max_experiments

@@ -27,8 +27,9 @@ from walkingnoise.sweep.spec import (
     expand,
 )
 from walkingnoise.sweep.store import Store, StoreError
-from walkingnoise.sweep.work import Outcome, UnitOutcome, run_unit
+from walkingnoise.sweep.work import Outcome, UnitOutcome, run_unit, unit_threads
 from walkingnoise.training.checkpoint import CheckpointError, read_checkpoint
+from walkingnoise.training.memory import check_budget
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,11 @@ def run_sweep(
     Experiments another process is running are left to it. On an exception (Ctrl-C included)
     the experiments this run claimed but did not finish go back to pending, so running again
     resumes. A ``dry_run`` only counts and plans: the store is read, never created or written.
+    Settings from the environment (``$WALKINGNOISE_THREADS``, ``$WALKINGNOISE_MEMORY_BUDGET``)
+    are checked first, so a bad one fails every unit of none.
     """
+    unit_threads()
+    check_budget()
     entries = expand(spec, site_count=SiteCounter(data_root), max_experiments=max_experiments)
     if dry_run and not isinstance(store, Store):
         exists = Path(store).is_file()

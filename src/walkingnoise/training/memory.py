@@ -25,7 +25,7 @@ def default_device() -> torch.device:
 
 def parse_bytes(text: str) -> int:
     """Parse ``1500000``, ``2GB`` or ``512MiB`` into bytes."""
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", text)
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*", text)
     if not match or match.group(2).upper() not in _UNITS:
         raise ValueError(f"{BUDGET_ENV}: not a size: {text!r} (e.g. 2GB, 512MiB, 1000000)")
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
