@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,6 +191,32 @@ def test_a_pool_returns_results_of_good_and_bad_tasks(
 
 
 # -- construction ------------------------------------------------------------------------------
+
+
+INTERRUPT_IDLE_WORKERS = """
+import multiprocessing, os, signal, time
+from walkingnoise.sweep.executors import ProcessExecutor
+
+if __name__ == "__main__":
+    with ProcessExecutor(2) as pool:
+        list(pool.run(time.sleep, [0.5, 0.5]))
+        time.sleep(1.0)  # every worker now waits for work
+        workers = multiprocessing.active_children()
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGINT)
+        time.sleep(1.0)
+        print(len(workers))
+"""
+
+
+def test_ctrl_c_prints_no_traceback_from_idle_pool_workers(tmp_path: Path) -> None:
+    script = tmp_path / "interrupt.py"
+    script.write_text(INTERRUPT_IDLE_WORKERS)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert int(done.stdout) >= 1
+    assert "Traceback" not in done.stderr
 
 
 def test_make_executor_by_name() -> None:

@@ -65,19 +65,32 @@ class InProcessExecutor(Executor):
 
 
 #: Run by each pool worker first (by ``exec``, so that it imports nothing of this package and
-#: starts before the worker spends seconds importing PyTorch): a thread that ends the worker as
-#: soon as the process that started it, ``parent``, is gone. A sweep killed with SIGKILL cannot
-#: shut its pool down; its workers would otherwise live on, and their results were never
-#: going to be recorded anyway.
+#: starts before the worker spends seconds importing PyTorch):
+#: - a thread that ends the worker as soon as the process that started it, ``parent``, is gone.
+#:   A sweep killed with SIGKILL cannot shut its pool down; its workers would otherwise live on,
+#:   and their results were never going to be recorded anyway.
+#: - Ctrl-C (SIGINT, sent to the whole process group): a worker waiting for work (or reading
+#:   its next task, which may import PyTorch) exits at once and quietly,
+#:   where Python would print the traceback of a KeyboardInterrupt in the pool's queue; a busy
+#:   one is interrupted as usual, and the parent reports it.
 EXIT_WITH_PARENT = """
-import os, threading, time
+import os, signal, threading, time
 
 def _watch_parent():
     while os.getppid() == parent:
         time.sleep(0.5)
     os._exit(1)
 
+def _interrupted(signum, frame):
+    callee = None
+    while frame is not None and frame.f_code.co_name != "_process_worker":
+        callee, frame = frame, frame.f_back
+    if frame is not None and callee is not None and callee.f_code.co_name == "get":
+        os._exit(128 + signum)
+    raise KeyboardInterrupt
+
 threading.Thread(target=_watch_parent, name="exit-with-parent", daemon=True).start()
+signal.signal(signal.SIGINT, _interrupted)
 """
 
 
