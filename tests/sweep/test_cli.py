@@ -51,8 +51,16 @@ def test_dry_run_counts_and_writes_nothing(
     assert code == 0, err
     assert f"store: {store}" in out
     assert "4 experiments: 0 already done, 0 failed before (use `retry`), 4 to run" in out
-    assert "4 to run need 3 trainings (1 clean trainings shared" in out
+    assert "4 to run need 3 trainings (1 clean training shared" in out
+    assert "adaptive" not in out
     assert not store.parent.exists()
+    adaptive = write_sweep(
+        tmp_path,
+        SWEEP.replace("{type: choice, options: [0.1, 1.0]}", "{type: adaptive, min: -2, max: 2}"),
+    )
+    code, out, err = _run(capsys, "run", str(adaptive), "--store", str(store), "--dry-run")
+    assert code == 0, err
+    assert "adaptive σ: these are the first round's" in out
 
 
 def test_the_default_store_is_under_runs(
@@ -99,7 +107,7 @@ def test_a_failed_experiment_and_retry(tmp_path: Path, capsys: pytest.CaptureFix
     store = tmp_path / "tiny.sqlite"
     code, out, err = _run(capsys, "run", str(sweep), "--store", str(store), "--no-progress")
     assert code == 0, err
-    assert "ran 1 experiments (1 failed)" in out
+    assert "ran 1 experiment (1 failed)" in out
     assert f"walking-noise retry {store} --failed" in out
     assert status_counts(store) == {"failed": 1}
 

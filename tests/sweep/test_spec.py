@@ -281,6 +281,11 @@ ERRORS = [
     ("grid: {sigma: [0.1, 0.2]}", "grid.sigma", "a grid axis is a mapping with type"),
     ("grid: {seed: {type: range, min: 0, max: 3, step: 0}}", "grid.seed", "step must not be 0"),
     ("grid: {seed: {type: range, min: 0, max: .inf}}", "grid.seed", "max must be finite"),
+    (
+        "grid: {sigma: {type: adaptive, min: -2, max: 2, tolerence: 0.1}}",
+        "grid.sigma.tolerence",
+        "unknown key of an adaptive axis; known: type, min, max, initial, max_points",
+    ),
     ("fixed: {noise: none}\nsub: [1, 2]", "sub", "a block must be a mapping"),
     ("outer:\n  inner: 3", "outer.inner", "a block must be a mapping"),
     ("fixed: [1, 2]", "fixed", "must be a mapping"),

@@ -66,6 +66,9 @@ def _cmd_run(args: argparse.Namespace) -> None:
         summary = run_sweep(spec, path, dry_run=True, **options)
         print(f"store: {path}")
         print(summary.describe())
+        if spec.adaptive_axes():
+            print("adaptive σ: these are the first round's; each later round adds σ to the")
+            print("curves whose midpoint is not settled yet")
         return
     with make_executor(
         args.executor, workers=args.workers, ray_address=args.ray_address

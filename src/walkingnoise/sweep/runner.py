@@ -59,16 +59,24 @@ class SweepSummary:
     def describe(self) -> str:
         """One paragraph for the terminal."""
         lines = [
-            f"{self.experiments} experiments: {self.done_before} already done, "
+            f"{_counted(self.experiments, 'experiment')}: {self.done_before} already done, "
             f"{self.failed_before} failed before (use `retry`), {self.to_run} to run",
-            f"{self.to_run} to run need {self.trainings} trainings "
-            f"({self.shared_trainings} clean trainings shared by inference-only experiments)",
+            f"{self.to_run} to run {'needs' if self.to_run == 1 else 'need'} "
+            f"{_counted(self.trainings, 'training')} "
+            f"({_counted(self.shared_trainings, 'clean training')} shared by inference-only "
+            "experiments)",
         ]
         if self.ran or self.failed:
             lines.append(
-                f"ran {self.ran} experiments ({self.failed} failed) in {self.seconds:.1f} s"
+                f"ran {_counted(self.ran, 'experiment')} ({self.failed} failed) "
+                f"in {self.seconds:.1f} s"
             )
         return "\n".join(lines)
+
+
+def _counted(count: int, noun: str) -> str:
+    """``1 training``, ``3 trainings``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def prepare(
@@ -238,6 +246,7 @@ def _run(
     work, summary = prepare(entries, store, workers=executor.workers)
     if spec.text:
         store.save_sweep(spec.name, spec.text)
+    log.info("%s; %d units of work", summary.describe().replace("\n", "; "), len(work.units))
     if not work.units:
         return summary
     started = time.perf_counter()
@@ -263,6 +272,7 @@ def _run(
                 summary.failed += outcome.error is not None
             bar.update(len(result.members))
             bar.set_postfix(failed=summary.failed)
+            log.info("%d of %d experiments run (%d failed)", summary.ran, bar.total, summary.failed)
     finally:
         if bar is not None:
             bar.close()

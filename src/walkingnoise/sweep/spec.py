@@ -347,10 +347,23 @@ def _parse_axis(raw: Any, path: str) -> AnyAxis:
 def _axis_error(error: pydantic.ValidationError, path: str) -> str:
     item = error.errors()[0]
     parts = [str(p) for p in item["loc"]]
-    if parts and parts[0] in ("choice", "range", "linspace", "logspace", "adaptive"):
-        parts = parts[1:]
+    kind = parts.pop(0) if parts and parts[0] in _AXIS_TYPES else None
     where = _join(path, ".".join(parts)) if parts else path
+    if item["type"] == "extra_forbidden" and kind is not None:
+        known = ", ".join(_AXIS_TYPES[kind].model_fields)
+        article = "an" if kind[0] in "aeiou" else "a"
+        return f"{where}: unknown key of {article} {kind} axis; known: {known}"
     return f"{where}: {item['msg'].removeprefix('Value error, ')}"
+
+
+#: Each axis type by the name a sweep file gives it.
+_AXIS_TYPES: dict[str, type[_Axis]] = {
+    "choice": ChoiceAxis,
+    "range": RangeAxis,
+    "linspace": LinspaceAxis,
+    "logspace": LogspaceAxis,
+    "adaptive": AdaptiveAxis,
+}
 
 
 def parse_sweep(text: str | bytes, source: str = "<sweep>") -> SweepSpec:
