@@ -1,10 +1,15 @@
-"""Memory budgets: the sizes ``$WALKINGNOISE_MEMORY_BUDGET`` accepts, and how they fail."""
+"""Memory budgets: the sizes the budget variable accepts, how they fail, the stacks they allow."""
 
 from __future__ import annotations
 
-import pytest
+import logging
 
-from walkingnoise.training.memory import BUDGET_ENV, check_budget, parse_bytes
+import pytest
+import torch
+
+from walkingnoise.models import build_model
+from walkingnoise.noise import instrument
+from walkingnoise.training.memory import BUDGET_ENV, check_budget, models_per_stack, parse_bytes
 
 
 @pytest.mark.parametrize(
@@ -27,3 +32,19 @@ def test_the_variable_is_checked_on_demand(monkeypatch: pytest.MonkeyPatch) -> N
         check_budget()
     monkeypatch.setenv(BUDGET_ENV, "2GB")
     check_budget()
+
+
+def test_a_budget_below_one_model_stacks_one_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch.manual_seed(0)
+    model = instrument(build_model("mlp", (1, 8, 8), 10), torch.randn(2, 1, 8, 8))
+    monkeypatch.setenv(BUDGET_ENV, "1KB")
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        assert models_per_stack(model, 64, torch.device("cpu"), training=True) == 1
+    assert "below one model's" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv(BUDGET_ENV, "1GB")
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        assert models_per_stack(model, 64, torch.device("cpu"), training=True) > 100
+    assert caplog.text == ""

@@ -82,5 +82,12 @@ def models_per_stack(
     model: NoisyModel, batch_size: int, device: torch.device, *, training: bool
 ) -> int:
     """How many models of this kind fit into one stack within the memory budget (≥ 1)."""
-    fit = memory_budget(device) // max(1, bytes_per_model(model, batch_size, training=training))
-    return max(1, int(fit))
+    budget = memory_budget(device)
+    need = max(1, bytes_per_model(model, batch_size, training=training))
+    if budget < need:
+        log.info(
+            "the memory budget of %s bytes is below one model's %s: one model per stack",
+            f"{budget:,}",
+            f"{need:,}",
+        )
+    return max(1, budget // need)
