@@ -352,15 +352,18 @@ def main() -> int:
     if args.quick:
         args.seeds, args.sigmas, args.epochs = 1, 3, 1
     if not (args.root / "t10k-images-idx3-ubyte.gz").exists():
-        print(f"MNIST test set not found in {args.root}", file=sys.stderr)
+        print(
+            f"MNIST test set not found in {args.root} (give its folder with --root)",
+            file=sys.stderr,
+        )
         return 2
     device = default_device()
     spec = parse_sweep(sweep_text(args), "throughput.yaml")
     dataset = load_dataset("mnist-t10k", root=args.root)
-    print(
-        f"device: {device}; engine: {args.workers} process(es) × 1 thread; "
-        f"simple loop: {torch.get_num_threads()} threads"
-    )
+    loop = "" if args.skip_baseline else f"; simple loop: {torch.get_num_threads()} threads"
+    print(f"device: {device}; engine: {args.workers} process(es) × 1 thread{loop}")
+    if args.quick:
+        print("--quick: 1 seed, 3 σ, 1 epoch; its shares are not those of the standard sweep")
     threads = unit_threads()
     gflops, normals = roofline(device, threads)
     print(
@@ -397,13 +400,15 @@ def main() -> int:
     per_eval = evaluated["seconds_evaluate"].mean()
     flops, samples = training_work(experiments, dataset)
     bound = flops / (gflops * 1e9) + samples / normals
-    print(f"\n{n} experiments ({summary.trainings} trainings), {args.epochs} epochs")
+    epochs = f"{args.epochs} epoch{'' if args.epochs == 1 else 's'}"
+    print(f"\n{n} experiments ({summary.trainings} trainings), {epochs}")
     print(
         f"engine:      {engine_seconds:8.1f} s   {n / engine_seconds * 3600:10.0f} experiments/hour"
     )
     print(
         f"  training phase {train_phase:.1f} unit-seconds: {flops / train_phase / 1e9:.1f} "
-        f"GFLOP/s per unit, {bound / train_phase:.0%} of the roofline ({bound:.1f} s)"
+        f"GFLOP/s per unit, {bound / train_phase:.0%} of the roofline "
+        f"(which would take {bound:.1f} s)"
     )
     print(
         f"  inference-only experiment: {per_eval * 1000:.1f} ms = "
@@ -442,7 +447,8 @@ def main() -> int:
     print(f"peak RSS of this process: {own:.0f} MiB (the whole benchmark)")
     if worker_peaks:
         print(
-            f"  engine phase: this process {engine_peak:.0f} MiB, its workers "
+            f"  engine phase: this process {engine_peak:.0f} MiB, its child processes (workers "
+            "and multiprocessing's resource tracker) "
             + ", ".join(f"{w:.0f}" for w in worker_peaks)
             + f" MiB: at most {engine_peak + sum(worker_peaks):.0f} MiB in all"
         )
