@@ -146,7 +146,8 @@ def run_sweep(
     the experiments this run claimed but did not finish go back to pending, so running again
     resumes. A ``dry_run`` only counts and plans: the store is read, never created or written.
     Settings from the environment (``$WALKINGNOISE_THREADS``, ``$WALKINGNOISE_MEMORY_BUDGET``)
-    are checked first, so a bad one fails every unit of none.
+    are checked first: a bad one stops the sweep before it writes anything, instead of failing
+    every unit.
     """
     unit_threads()
     check_budget()
