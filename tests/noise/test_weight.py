@@ -210,20 +210,30 @@ def test_noise_disabled_also_reads_weights_clean() -> None:
         assert not torch.equal(noisy(x), noisy(x))  # on again after the block
 
 
-@pytest.mark.parametrize("before", [None, 0.1])
-def test_weight_noise_set_inside_a_preserved_block_is_undone(before: float | None) -> None:
-    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+def test_weight_noise_set_inside_a_preserved_block_is_undone() -> None:
+    """Every layer gets back the noise object it carried, with its settings, so a handle held
+    outside the block still works; a layer without noise stays without."""
+    model = nn.Sequential(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), nn.Linear(3, 2))
     generator = torch.Generator().manual_seed(0)
-    if before is not None:
-        attach_weight_noise(model, before, training=False, generator=generator)
-        weight_noise_of(model).enabled = False
+    handle = attach_weight_noise(model[0], 0.1, training=False, generator=generator)
     with weight_noise_preserved(model):
         set_weight_noise(model, 0.5)
-        assert weight_noise_of(model).eta == 0.5
-    noise = weight_noise_of(model)
-    if before is None:
-        assert noise is None
-        return
-    assert (noise.eta, noise.training, noise.evaluation, noise.enabled) == (0.1, False, True, False)
-    assert noise.generator is generator
-    assert len(noise.layers) == 2
+        handle.eta = 0.7
+        assert weight_noise_of(model[1]).eta == 0.5
+    assert weight_noise_of(model) is handle
+    assert (handle.eta, handle.training, handle.evaluation) == (0.1, False, True)
+    assert handle.generator is generator
+    assert weight_noise_of(model[1]) is None
+    model.eval()  # the noise is on in evaluation only
+    with handle.disabled():
+        assert torch.equal(model(torch.ones(1, 4)), model(torch.ones(1, 4)))
+    assert not torch.equal(model(torch.ones(1, 4)), model(torch.ones(1, 4)))
+    handle.remove()
+    assert weight_noise_of(model) is None
+
+
+def test_a_model_without_weight_noise_has_none_after_a_preserved_block() -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with weight_noise_preserved(model):
+        set_weight_noise(model, 0.5)
+    assert weight_noise_of(model) is None

@@ -209,14 +209,44 @@ if __name__ == "__main__":
 """
 
 
-def test_ctrl_c_prints_no_traceback_from_idle_pool_workers(tmp_path: Path) -> None:
-    script = tmp_path / "interrupt.py"
-    script.write_text(INTERRUPT_IDLE_WORKERS)
-    done = subprocess.run(
+INTERRUPT_A_BUSY_WORKER = """
+import multiprocessing, os, signal, threading, time
+from walkingnoise.sweep.executors import ProcessExecutor
+
+def get(seconds):  # a task named like the pool queue's method that marks an idle worker
+    time.sleep(seconds)
+    return seconds
+
+if __name__ == "__main__":
+    with ProcessExecutor(1) as pool:
+        list(pool.run(time.sleep, [0.1]))
+        (worker,) = multiprocessing.active_children()
+        threading.Timer(1.5, os.kill, (worker.pid, signal.SIGINT)).start()
+        try:
+            print(list(pool.run(get, [4.0])))
+        except KeyboardInterrupt:
+            print("interrupted")
+"""
+
+
+def _run_script(folder: Path, text: str) -> subprocess.CompletedProcess:
+    script = folder / "interrupt.py"
+    script.write_text(text)
+    return subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
     )
+
+
+def test_ctrl_c_prints_no_traceback_from_idle_pool_workers(tmp_path: Path) -> None:
+    done = _run_script(tmp_path, INTERRUPT_IDLE_WORKERS)
     assert int(done.stdout) >= 1
     assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_interrupts_the_task_of_a_busy_pool_worker(tmp_path: Path) -> None:
+    """The parent sees the task's KeyboardInterrupt, not a pool broken by a worker gone."""
+    done = _run_script(tmp_path, INTERRUPT_A_BUSY_WORKER)
+    assert done.stdout.strip() == "interrupted"
 
 
 def test_make_executor_by_name() -> None:

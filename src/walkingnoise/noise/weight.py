@@ -259,25 +259,34 @@ def weight_noise_active(model: nn.Module) -> bool:
     return noise is not None and noise.active_in(model.training)
 
 
+#: What :func:`weight_noise_preserved` restores of a ``WeightNoise`` besides its layers.
+_SETTINGS = ("eta", "training", "evaluation", "generator", "enabled")
+
+
 @contextmanager
 def weight_noise_preserved(model: nn.Module) -> Iterator[None]:
-    """Within the block the weight noise of ``model`` may be set freely; then it is as before
-    (the same settings and generator on the same layers)."""
-    noise = weight_noise_of(model)
+    """Within the block the weight noise of ``model`` may be set freely; then every layer
+    carries the noise it carried before, the same object with the same settings, so handles
+    held outside the block still work."""
+    saved = {module: _noise_on(module) for module in model.modules()}
+    settings = {
+        id(noise): (noise, {name: getattr(noise, name) for name in _SETTINGS})
+        for noise in saved.values()
+        if noise is not None
+    }
     try:
         yield
     finally:
-        if weight_noise_of(model) is not noise:
-            remove_weight_noise(model)
+        for module, noise in saved.items():
+            if _noise_on(module) is noise:
+                continue
+            if _noise_on(module) is not None:
+                _detach(module)
             if noise is not None:
-                restored = attach_weight_noise(
-                    model,
-                    noise.eta,
-                    training=noise.training,
-                    evaluation=noise.evaluation,
-                    generator=noise.generator,
-                )
-                restored.enabled = noise.enabled
+                noise._attach(module)
+        for noise, values in settings.values():
+            for name, value in values.items():
+                setattr(noise, name, value)
 
 
 @contextmanager

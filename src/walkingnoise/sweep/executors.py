@@ -74,7 +74,7 @@ class InProcessExecutor(Executor):
 #:   where Python would print the traceback of a KeyboardInterrupt in the pool's queue; a busy
 #:   one is interrupted as usual, and the parent reports it.
 EXIT_WITH_PARENT = """
-import os, signal, threading, time
+import concurrent.futures.process, multiprocessing.queues, os, signal, threading, time
 
 def _watch_parent():
     while os.getppid() == parent:
@@ -82,10 +82,12 @@ def _watch_parent():
     os._exit(1)
 
 def _interrupted(signum, frame):
+    # the worker loop calls either the pool queue's get (waiting for or reading a task) or a task
+    worker = concurrent.futures.process._process_worker.__code__
     callee = None
-    while frame is not None and frame.f_code.co_name != "_process_worker":
+    while frame is not None and frame.f_code is not worker:
         callee, frame = frame, frame.f_back
-    if frame is not None and callee is not None and callee.f_code.co_name == "get":
+    if callee is not None and callee.f_code is multiprocessing.queues.Queue.get.__code__:
         os._exit(128 + signum)
     raise KeyboardInterrupt
 
