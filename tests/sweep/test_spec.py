@@ -284,7 +284,13 @@ ERRORS = [
     (
         "grid: {sigma: {type: adaptive, min: -2, max: 2, tolerence: 0.1}}",
         "grid.sigma.tolerence",
-        "unknown key of an adaptive axis; known: type, min, max, initial, max_points",
+        "unknown key of an adaptive axis; known: type, min, max, initial, max_points, per_round,"
+        " tolerance",
+    ),
+    (
+        "grid: {sigma: {type: logspace, min: 0, max: 1, number: 3}}",
+        "grid.sigma.number",
+        "unknown key of a logspace axis; known: type, min, max, num",
     ),
     ("fixed: {noise: none}\nsub: [1, 2]", "sub", "a block must be a mapping"),
     ("outer:\n  inner: 3", "outer.inner", "a block must be a mapping"),

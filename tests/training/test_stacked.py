@@ -15,7 +15,7 @@ from walkingnoise.data import InMemoryDataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
 from walkingnoise.noise import AdditiveNoise, MultiplicativeNoise, WalkingPlacement, instrument
-from walkingnoise.noise.weight import weight_noise_of
+from walkingnoise.noise.weight import attach_weight_noise, weight_noise_of
 from walkingnoise.training.cohort import evaluate_shared, train_alone, train_cohort
 from walkingnoise.training.distillation import Distillation
 from walkingnoise.training.recipe import Recipe
@@ -460,27 +460,35 @@ def test_frozen_parameters_stay_as_they_are(digits: InMemoryDataset) -> None:
 
 def test_weight_noise_is_never_stacked_and_counts_as_alone(digits: InMemoryDataset, caplog) -> None:
     """Weight noise runs in forward hooks, which a stack never calls: its experiments train and
-    evaluate one at a time, and the shared model keeps its own noise settings."""
+    evaluate one at a time, the others of the cohort still as a stack, and the shared model
+    keeps its own noise settings, weight noise included."""
     recipe = Recipe(epochs=1)
     trained = Experiment(noise="none", weight_noise=0.3, train_noise=True, recipe=recipe)
+    plain = Experiment(placement="walking:2", sigma=0.5, train_noise=True, recipe=recipe)
     with pytest.raises(NotStackableError, match="weight noise"):
         StackedModel([build_noisy_model(trained, digits)] * 2)
     with caplog.at_level(logging.INFO, logger="walkingnoise"):
-        (cohort,) = train_cohort([trained], digits)
-    assert "one at a time" in caplog.text
-    assert cohort.metrics == train_alone(trained, digits).metrics
-    assert cohort.metrics["noisy_test_accuracy_std"] > 0
+        cohort = train_cohort([trained, plain], digits)
+    assert "1 experiments with weight noise one at a time" in caplog.text
+    assert "training 1 models one at a time" not in caplog.text  # the other one was stacked
+    assert cohort[0].metrics == train_alone(trained, digits).metrics
+    assert cohort[0].metrics["noisy_test_accuracy_std"] > 0
     torch.manual_seed(0)
     model = instrument(build_model("mlp", (1, 8, 8), 10), digits.train.x[:2])
     model.set_noise(AdditiveNoise(), WalkingPlacement(3), 0.5)
+    own = attach_weight_noise(model, 0.2, generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator()
+    model.set_generator(generator)
     evaluated = [
         Experiment(noise="none", weight_noise=0.3, eval_repeats=2),
         Experiment(placement="walking:1", sigma=0.5, eval_repeats=2),
     ]
-    generator = torch.Generator()
-    model.set_generator(generator)
-    shared = evaluate_shared(model, evaluated, digits)
-    assert weight_noise_of(model) is None
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        shared = evaluate_shared(model, evaluated, digits)
+    assert "evaluating 1 experiments one at a time" in caplog.text  # the weight-noise one
+    assert weight_noise_of(model) is own
+    assert own.enabled
     assert isinstance(model.noise, AdditiveNoise)
     assert [site.info.index for site in model.sites if site.sigma] == [3]
     assert model.generator is generator

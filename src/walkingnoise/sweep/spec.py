@@ -345,7 +345,9 @@ def _parse_axis(raw: Any, path: str) -> AnyAxis:
 
 
 def _axis_error(error: pydantic.ValidationError, path: str) -> str:
-    item = error.errors()[0]
+    errors = error.errors()
+    # a misspelt key is both unknown and missing: naming the unknown one helps most
+    item = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     parts = [str(p) for p in item["loc"]]
     kind = parts.pop(0) if parts and parts[0] in _AXIS_TYPES else None
     where = _join(path, ".".join(parts)) if parts else path

@@ -17,7 +17,7 @@ from walkingnoise.data.dataset import InMemoryDataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.noise.site import SiteInfo
-from walkingnoise.noise.weight import weight_noise_preserved
+from walkingnoise.noise.weight import weight_noise_disabled, weight_noise_preserved
 from walkingnoise.training.evaluate import Evaluation, evaluate_clean
 from walkingnoise.training.loop import TrainHistory
 from walkingnoise.training.memory import models_per_stack
@@ -81,12 +81,23 @@ def train_cohort(
     fit = models_per_stack(probe, recipe.batch_size, dataset.train.x.device, training=True)
     size = min(fit, max_models or fit)
     sites = probe.site_table
-    groups: dict[tuple[int, bool], list[int]] = {}
-    for i, experiment in enumerate(experiments):
-        groups.setdefault((experiment.seed, _first_site(experiment, sites) == 0), []).append(i)
-    if len(experiments) < MIN_SHARED_STACK * len(groups):
-        groups = {(0, False): list(range(len(experiments)))}
     results: list[Trained | None] = [None] * len(experiments)
+    stackable = [i for i, e in enumerate(experiments) if not e.weight_noise]
+    if len(stackable) < len(experiments):
+        log.info(
+            "training %d experiments with weight noise one at a time: its forward hooks never "
+            "run in a stack",
+            len(experiments) - len(stackable),
+        )
+        for i, experiment in enumerate(experiments):
+            if experiment.weight_noise:
+                results[i] = train_alone(experiment, dataset)
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for i in stackable:
+        experiment = experiments[i]
+        groups.setdefault((experiment.seed, _first_site(experiment, sites) == 0), []).append(i)
+    if len(stackable) < MIN_SHARED_STACK * len(groups):
+        groups = {(0, False): stackable} if stackable else {}
     for indices in groups.values():
         for chunk in _chunks(indices, size):
             trained = _train_chunk([experiments[i] for i in chunk], dataset, progress)
@@ -192,13 +203,15 @@ def evaluate_shared(
         alone = _evaluate_alone(model, members, dataset, reason)
         for i, values in zip(weight_noise, alone, strict=True):
             metrics[i] = values
-    for indices in by_noise.values():
-        for chunk in _chunks(indices, size):
-            members = [experiments[i] for i in chunk]
-            for i, values in zip(
-                chunk, _evaluate_chunk(model, members, dataset, clean), strict=True
-            ):
-                metrics[i] = values
+    # these experiments have no weight noise, so the model's own (if any) stays off, as alone
+    with weight_noise_disabled(model):
+        for indices in by_noise.values():
+            for chunk in _chunks(indices, size):
+                members = [experiments[i] for i in chunk]
+                for i, values in zip(
+                    chunk, _evaluate_chunk(model, members, dataset, clean), strict=True
+                ):
+                    metrics[i] = values
     return metrics
 
 

@@ -465,7 +465,7 @@ class StackedModel:
             )
         if any(site.executions != 1 for model in models for site in model.sites):
             raise NotStackableError("a site is multi-executed, which only one model alone runs")
-        if any(weight_noise_of(model.source) is not None for model in models):
+        if any(_weight_noise_on(model) for model in models):
             raise NotStackableError("weight noise runs in forward hooks, which a stack never calls")
         self.template = template
         self.size = len(models)
@@ -792,6 +792,12 @@ class StackedModel:
             own = model.source.state_dict()
             for name in self.persistent:
                 own[name].copy_(self._tensors[name][k])
+
+
+def _weight_noise_on(model: NoisyModel) -> bool:
+    """Whether the model carries weight noise that is switched on (in any mode)."""
+    noise = weight_noise_of(model.source)
+    return noise is not None and noise.enabled and noise.eta > 0
 
 
 def _levels_of(model: NoisyModel) -> dict[int, NoiseLevel]:
