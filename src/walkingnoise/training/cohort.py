@@ -66,7 +66,8 @@ def train_cohort(
     Stacks are formed per seed, with the models that put noise on the input apart, so the
     models of a stack see the same batches and share everything before their first layer;
     unless that leaves fewer than ``MIN_SHARED_STACK`` models per stack on average, when one
-    stack of mixed seeds is faster. Results come back in the order of ``experiments``.
+    stack of mixed seeds is faster. Experiments with weight noise train one at a time (its
+    hooks never run in a stack). Results come back in the order of ``experiments``.
     """
     if not experiments:
         return []
