@@ -29,7 +29,7 @@ from walkingnoise.training.run import (
     seeded_generator,
     train_experiment,
 )
-from walkingnoise.training.stacked import NotStackableError, StackedModel
+from walkingnoise.training.stacked import WEIGHT_NOISE_ALONE, NotStackableError, StackedModel
 from walkingnoise.training.stacked_loop import evaluate_stacked, train_stacked
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,9 @@ def train_cohort(
     stackable = [i for i, e in enumerate(experiments) if not e.weight_noise]
     if len(stackable) < len(experiments):
         log.info(
-            "training %d experiments with weight noise one at a time: its forward hooks never "
-            "run in a stack",
+            "training %d experiments with weight noise one at a time: %s",
             len(experiments) - len(stackable),
+            WEIGHT_NOISE_ALONE,
         )
         for i, experiment in enumerate(experiments):
             if experiment.weight_noise:
@@ -200,8 +200,7 @@ def evaluate_shared(
     metrics: list[dict[str, float]] = [{} for _ in experiments]
     if weight_noise:
         members = [experiments[i] for i in weight_noise]
-        reason = "weight noise runs in forward hooks, which a stack never calls"
-        alone = _evaluate_alone(model, members, dataset, reason)
+        alone = _evaluate_alone(model, members, dataset, WEIGHT_NOISE_ALONE)
         for i, values in zip(weight_noise, alone, strict=True):
             metrics[i] = values
     # these experiments have no weight noise, so the model's own (if any) stays off, as alone

@@ -38,6 +38,9 @@ from walkingnoise.training.clamp import clampable_weights
 
 _SITES = "noise_sites."
 
+#: Why a model with weight noise runs alone.
+WEIGHT_NOISE_ALONE = "weight noise runs in forward hooks, which a stack never calls"
+
 
 class NotStackableError(RuntimeError):
     """The models cannot run as a stack (hooks instrumentation, untraceable operations...)."""
@@ -466,7 +469,7 @@ class StackedModel:
         if any(site.executions != 1 for model in models for site in model.sites):
             raise NotStackableError("a site is multi-executed, which only one model alone runs")
         if any(_weight_noise_on(model) for model in models):
-            raise NotStackableError("weight noise runs in forward hooks, which a stack never calls")
+            raise NotStackableError(WEIGHT_NOISE_ALONE)
         self.template = template
         self.size = len(models)
         #: Whether all members are one model and its stacked tensors are still its own: set
@@ -797,7 +800,7 @@ class StackedModel:
 def _weight_noise_on(model: NoisyModel) -> bool:
     """Whether the model carries weight noise that is switched on (in any mode)."""
     noise = weight_noise_of(model.source)
-    return noise is not None and noise.enabled and noise.eta > 0
+    return noise is not None and (noise.active_in(True) or noise.active_in(False))
 
 
 def _levels_of(model: NoisyModel) -> dict[int, NoiseLevel]:
