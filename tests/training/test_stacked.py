@@ -16,6 +16,7 @@ from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
 from walkingnoise.noise import AdditiveNoise, MultiplicativeNoise, WalkingPlacement, instrument
 from walkingnoise.noise.weight import attach_weight_noise, weight_noise_of
+from walkingnoise.sweep.work import unit_threads
 from walkingnoise.training.cohort import evaluate_shared, train_alone, train_cohort
 from walkingnoise.training.distillation import Distillation
 from walkingnoise.training.recipe import Recipe
@@ -203,7 +204,18 @@ def test_stacked_noisy_accuracies_match_the_single_model_path(digits: InMemoryDa
         )
 
 
-def test_chunked_cohort_equals_one_big_cohort(digits: InMemoryDataset) -> None:
+@pytest.fixture
+def unit_thread_count():
+    """Torch computing with the threads a sweep's unit computes with (one by default)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(unit_threads())
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_chunked_cohort_equals_one_big_cohort(digits: InMemoryDataset, unit_thread_count) -> None:
+    """Bit for bit, as a unit computes. (With several threads, BLAS may split a lone model's
+    matmul differently from a batch of them, which training then amplifies.)"""
     experiments = _experiments(5)
     whole = train_cohort(experiments, digits)
     chunked = train_cohort(experiments, digits, max_models=2)
@@ -318,17 +330,42 @@ def test_multi_executed_sites_are_not_stacked() -> None:
         StackedModel([model, model])
 
 
+_GRADIENT_CASES = {
+    # noise at a site only some members use, after Linear (1), BatchNorm (2), ReLU (3, 6) and
+    # the output layer (10)
+    "mlp": (lambda: build_model("mlp", (1, 8, 8), 10), (1, 8, 8), (1, 2, 3, 3, 6, 10)),
+    # every member noisy at one site: after BatchNorm, then after ReLU
+    "mlp-all-bn": (lambda: build_model("mlp", (1, 8, 8), 10), (1, 8, 8), (2, 2)),
+    "mlp-all-relu": (lambda: build_model("mlp", (1, 8, 8), 10), (1, 8, 8), (3, 3)),
+    # after a ReLU that works in place, whose backward reads its output (2)
+    "inplace-relu": (
+        lambda: nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 32), nn.ReLU(inplace=True), nn.Linear(32, 10)
+        ),
+        (1, 8, 8),
+        (1, 2, 2),
+    ),
+    # after a convolution (1), BatchNorm2d (2), ReLU (3), pooling (4) and a hidden Linear (12)
+    "lenet5": (
+        lambda: build_model("lenet5", (1, 16, 16), 10, batchnorm=True),
+        (1, 16, 16),
+        (1, 2, 3, 4, 12),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_GRADIENT_CASES))
 @pytest.mark.parametrize("gradient", ["forward_only", "through_noise"])
 @pytest.mark.parametrize("noise", [AdditiveNoise, MultiplicativeNoise], ids=["add", "mul"])
-def test_stacked_gradients_equal_each_model_alone(noise, gradient: str) -> None:
-    """Noise at a site only some members use, after Linear (1), BatchNorm (2), ReLU (3, 6) and
-    the output layer (10): draws, outputs and gradients as alone."""
+def test_stacked_gradients_equal_each_model_alone(noise, gradient: str, case: str) -> None:
+    """Draws, outputs and gradients as alone, wherever the noise is: a site adding its noise to
+    a layer's output in place must leave that layer's backward as it was."""
+    factory, shape, sites = _GRADIENT_CASES[case]
     torch.manual_seed(0)
-    x, y = torch.randn(32, 1, 8, 8), torch.arange(32) % 10
-    sites = (1, 2, 3, 3, 6, 10)
+    x, y = torch.randn(32, *shape), torch.arange(32) % 10
     models = []
     for _ in sites:
-        models.append(instrument(build_model("mlp", (1, 8, 8), 10), x[:2]).train())
+        models.append(instrument(factory(), x[:2]).train())
     members = [(noise(gradient=gradient), {site: 0.7}) for site in sites]
     stack = StackedModel(models).train()
     stack.set_noise(members)
@@ -526,6 +563,35 @@ def test_batchnorm_with_a_cumulative_average_trains_as_alone() -> None:
     models[1].source.get_submodule("2").num_batches_tracked += 1
     with pytest.raises(NotStackableError, match="momentum None"):
         StackedModel(models)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"affine": False}, {"track_running_stats": False}, {"momentum": 0.5}],
+    ids=["default", "no-affine", "no-running-stats", "momentum"],
+)
+def test_batchnorm_trains_as_alone(options: dict) -> None:
+    """Outputs, running statistics and gradients of BatchNorm in training, as alone."""
+
+    def factory() -> nn.Module:
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8, **options), nn.ReLU(), nn.Linear(8, 3)
+        )
+
+    models = _instrumented(factory, (16,), range(3))
+    stack = StackedModel(models).train()
+    batches = torch.randn(2, 3, 6, 16) * 3 + 5  # statistics far from the initial ones
+    for x in batches:
+        stack(x).sum().backward()
+    grads = [p.grad for p in stack.parameters()]
+    for k, model in enumerate(models):
+        model.train()
+        for x in batches:
+            model(x[k]).sum().backward()
+        for grad, (name, p) in zip(grads, model.net.named_parameters(), strict=True):
+            torch.testing.assert_close(grad[k], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+        for name, value in model.source.state_dict().items():
+            torch.testing.assert_close(stack.state_dict(k)[name], value, msg=name)
 
 
 class ItemNet(nn.Module):

@@ -81,8 +81,18 @@ def _merged(fn: Callable[..., Any], x: torch.Tensor, *args: Any, **kwargs: Any) 
 
 
 def _linear(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Stacked ``nn.Linear``: one batched matmul for all K models."""
+    """Stacked ``nn.Linear``: one batched matmul for all K models.
+
+    A (K, B, I) input gives (K, B, O) in feature-major memory, (K, O, B) transposed, which
+    ``_batchnorm`` normalises as it is and the next layer reads as it is: no transposing
+    copies between the layers of an MLP, forward or backward.
+    """
     weight, bias = state["weight"], state.get("bias")
+    if x.dim() == 3:
+        xt = x.transpose(1, 2)
+        if bias is None:
+            return torch.bmm(weight, xt).transpose(1, 2)
+        return torch.baddbmm(bias.unsqueeze(2), weight, xt).transpose(1, 2)
     flat = x.reshape(x.shape[0], -1, x.shape[-1])
     wt = weight.transpose(1, 2)
     out = torch.bmm(flat, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), flat, wt)
@@ -90,10 +100,16 @@ def _linear(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
 
 
 def _linear_shared(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Stacked ``nn.Linear`` on an input all K models share: one matmul, weights side by side."""
+    """Stacked ``nn.Linear`` on an input all K models share: one matmul, weights side by side
+    (a (K, B, I) input gives feature-major memory, as ``_linear``)."""
     weight, bias = state["weight"], state.get("bias")
     k, o = weight.shape[:2]
-    out = F.linear(x[0], weight.reshape(k * o, -1), None if bias is None else bias.reshape(-1))
+    flat = weight.reshape(k * o, -1)
+    if x.dim() == 3:
+        xt = x[0].t()
+        out = torch.mm(flat, xt) if bias is None else torch.addmm(bias.reshape(-1, 1), flat, xt)
+        return out.view(k, o, -1).transpose(1, 2)
+    out = F.linear(x[0], flat, None if bias is None else bias.reshape(-1))
     return out.view(*out.shape[:-1], k, o).movedim(-2, 0)
 
 
@@ -135,7 +151,11 @@ def _conv_shared(module: nn.modules.conv._ConvNd, state: dict[str, torch.Tensor]
 def _batchnorm(module: nn.modules.batchnorm._BatchNorm, state: dict[str, torch.Tensor], x):
     """Stacked BatchNorm: K models' channels side by side, statistics per model and channel."""
     k, b, c = x.shape[:3]
-    merged = x.transpose(0, 1).reshape(b, k * c, *x.shape[3:])
+    feature_major = x.dim() == 3 and x.transpose(1, 2).is_contiguous()
+    if feature_major:  # (K, C, B) memory: channels side by side as they are, B the length
+        merged = x.transpose(1, 2).reshape(1, k * c, b)
+    else:
+        merged = x.transpose(0, 1).reshape(b, k * c, *x.shape[3:])
     training = module.training or not module.track_running_stats
     mean, var = state.get("running_mean"), state.get("running_var")
     momentum = module.momentum
@@ -145,17 +165,61 @@ def _batchnorm(module: nn.modules.batchnorm._BatchNorm, state: dict[str, torch.T
         if momentum is None:  # a cumulative average: the members count alike (see __init__)
             momentum = 1.0 / float(counts[0])
     weight, bias = state.get("weight"), state.get("bias")
+    weight = None if weight is None else weight.reshape(-1)
+    bias = None if bias is None else bias.reshape(-1)
+    if feature_major and training and b > 1:
+        out, batch_mean, batch_var = _ChannelMajorBatchNorm.apply(merged, weight, bias, module.eps)
+        if module.training and mean is not None and var is not None:
+            with torch.no_grad():
+                rate = 0.0 if momentum is None else momentum
+                mean.view(-1).lerp_(batch_mean, rate)
+                var.view(-1).lerp_(batch_var * (b / (b - 1)), rate)
+        return out.view(k, c, b).transpose(1, 2)
     out = F.batch_norm(
         merged,
         None if mean is None else mean.view(-1),
         None if var is None else var.view(-1),
-        None if weight is None else weight.reshape(-1),
-        None if bias is None else bias.reshape(-1),
+        weight,
+        bias,
         training,
         0.0 if momentum is None else momentum,
         module.eps,
     )
+    if feature_major:
+        return out.view(k, c, b).transpose(1, 2)
     return out.reshape(b, k, c, *x.shape[3:]).transpose(0, 1)
+
+
+class _ChannelMajorBatchNorm(torch.autograd.Function):
+    """Training-mode batch normalisation of (1, C, L) memory with batch statistics.
+
+    PyTorch's training kernel reduces such an input several times slower than one in (L, C)
+    memory; two plain reductions give the statistics, its evaluation kernel normalises, and its
+    backward kernel (which is fast here) takes the gradient. Returns (output, batch mean, biased
+    batch variance); the statistics are not differentiated.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        channels = x.view(x.shape[1], -1)
+        mean = channels.mean(dim=1)
+        centred = channels - mean.unsqueeze(1)
+        var = centred.mul_(centred).mean(dim=1)
+        out = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
+        ctx.save_for_backward(x, weight, mean, (var + eps).rsqrt())
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+
+    @staticmethod
+    def backward(ctx, grad, _mean, _var):
+        x, weight, mean, invstd = ctx.saved_tensors
+        wanted = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1]]
+        wanted.append(ctx.needs_input_grad[2])
+        grads = torch.ops.aten.native_batch_norm_backward(
+            grad, x, weight, None, None, mean, invstd, True, ctx.eps, wanted
+        )
+        return (*grads, None)
 
 
 #: Modules that act on each element alone: they take (K, B, ...) as it is.
@@ -182,6 +246,10 @@ def _fast_module(
         return (lambda x: _conv(module, state, x)), shared
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return (lambda x: _batchnorm(module, state, x)), None
+    if type(module) is nn.ReLU and not module.inplace:
+        # threshold's backward reads its input, relu's its output: a noise site after it
+        # may then add to the output in place
+        return _relu, lambda x: _once(_relu, x)
     if not state and isinstance(module, _ELEMENTWISE):
         return module, lambda x: _once(module, x)
     if (
@@ -197,6 +265,11 @@ def _fast_module(
 
         return each, lambda x: _once(lambda v: _merged(module, v), x)
     return None
+
+
+def _relu(x: torch.Tensor) -> torch.Tensor:
+    """ReLU as ``F.threshold``, whose backward keeps its input, not its output."""
+    return F.threshold(x, 0.0, 0.0)
 
 
 def _per_sample(module: nn.Module, ndim: int) -> bool:
@@ -260,7 +333,9 @@ class _Interpreter(fx.Interpreter):
 
     def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
         if target.startswith(_SITES):
-            inplace = (self.owned is not None and args[0] is self.owned) or self._scratch(args[0])
+            owned = self.owned is not None and args[0] is self.owned
+            owned = owned and not args[0].requires_grad
+            inplace = owned or self._scratch(args[0])
             return self.stack._site(int(target[len(_SITES) :]), args[0], inplace=inplace)
         fast = self.stack._fast.get(target)
         if fast is not None and len(args) == 1 and not kwargs and self._activation(args[0]):
@@ -280,8 +355,9 @@ class _Interpreter(fx.Interpreter):
         return _vmapped(call, (tuple(state[n] for n in names), *args), kwargs)
 
     def _scratch(self, value: Any) -> bool:
-        """Whether the site now running may overwrite its input ``value`` (evaluation only): fresh
-        memory a layer or activation computed in this run, which nothing else reads."""
+        """Whether the site now running may overwrite its input ``value``: fresh memory a layer
+        or activation computed in this run, which nothing else reads (nor, in training, the
+        layer's backward)."""
         node = self._node
         assert node is not None
         source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
@@ -293,11 +369,13 @@ class _Interpreter(fx.Interpreter):
             or value.stride(0) == 0
         ):
             return False
-        if value.requires_grad:
-            # Stacked layers return views (K, B, ...) of their output, and autograd undoes an
-            # in-place change of a view with copies of the whole gradient: dearer than a copy.
-            return False
         module = self.stack._layer(source)
+        if value.requires_grad:
+            # the site adds its noise under no_grad (its backward is the identity), which is
+            # safe where the layer keeps no reference to its output for its own backward
+            relu = type(module) is nn.ReLU and not module.inplace  # run as ``_relu``
+            fresh = isinstance(module, _FRESH_OUTPUT) or relu
+            return fresh and str(source.target) in self.stack._fast
         if isinstance(module, _FRESH_OUTPUT):
             return str(source.target) in self.stack._fast  # run as a stack: a fresh output
         return (
@@ -614,7 +692,8 @@ class StackedModel:
                 return self._run_kept(x)
             x = x.unsqueeze(0).expand(self.size, *x.shape)
             owned = False
-        return _Interpreter(self, x.shape[1], x if owned else None).run(x)
+        with _views_replayed():
+            return _Interpreter(self, x.shape[1], x if owned else None).run(x)
 
     @contextmanager
     def prefixes_kept(self, max_bytes: int = 256 * 2**20) -> Iterator[None]:
@@ -726,14 +805,17 @@ class StackedModel:
         z = self._draws(part, members.tolist(), noise.draws)
         with torch.no_grad():
             delta = noise.perturbation(part, levels, z, scratch=True)
-        inplace = inplace and not x.requires_grad
+            if everyone:
+                if inplace:
+                    return x.add_(delta)
+                if not x.requires_grad:
+                    return delta.add_(x)
         if everyone:
-            if inplace:
-                return x.add_(delta)
-            return x + delta if x.requires_grad else delta.add_(x)
-        if inplace:
+            return x + delta
+        if not inplace:
+            x = x.clone()  # in x's memory layout; for autograd, the identity
+        with torch.no_grad():
             return x.index_add_(0, members, delta)
-        return x.index_add(0, members, delta)
 
     def _site_through_noise(
         self,
@@ -795,6 +877,13 @@ class StackedModel:
             own = model.source.state_dict()
             for name in self.persistent:
                 own[name].copy_(self._tensors[name][k])
+
+
+def _views_replayed() -> Any:
+    """Autograd rebuilds a view changed in place under no_grad (a noise site adding to a
+    layer's output) as the view it was (a transpose), not as ``as_strided``, whose backward
+    copies the whole gradient."""
+    return torch.autograd._force_original_view_tracking(True)
 
 
 def _weight_noise_on(model: NoisyModel) -> bool:
