@@ -75,7 +75,9 @@ def unit_threads() -> int:
 
     Float results depend on the number of threads (reductions split differently), so every
     executor runs units with the same number: an in-process run, a pool process and a Ray task
-    give the same numbers. Parallelism comes from running units side by side.
+    give the same numbers. With one thread they also do not depend on how a cohort is cut into
+    stacks; with more, BLAS may split one model's matmul differently from a batch of them.
+    Parallelism comes from running units side by side.
     """
     text = os.environ.get(THREADS_ENV, "1")
     if not text.isdigit() or int(text) < 1:
