@@ -330,6 +330,42 @@ def test_multi_executed_sites_are_not_stacked() -> None:
         StackedModel([model, model])
 
 
+class KeywordReLU(nn.Module):
+    """A ReLU module called with a keyword, which the stack runs through vmap as ``F.relu``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(input=self.fc1(x.flatten(1))))
+
+
+class ReLUInputChanged(nn.Module):
+    """The ReLU's input changed in place after the ReLU: h + relu(h)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x.flatten(1))
+        r = self.act(h)
+        h.add_(r)
+        return self.fc2(h)
+
+
+class ViewedLogits(nn.Module):
+    """A Linear layer's output viewed with its batch and features merged (and back)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 20)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x.flatten(1)))).view(-1, 10).view(-1, 20)
+
+
 _GRADIENT_CASES = {
     # noise at a site only some members use, after Linear (1), BatchNorm (2), ReLU (3, 6) and
     # the output layer (10)
@@ -345,6 +381,11 @@ _GRADIENT_CASES = {
         (1, 8, 8),
         (1, 2, 2),
     ),
+    # after a ReLU run by vmap (3), and after one whose input changes in place later (2, 4)
+    "keyword-relu": (KeywordReLU, (1, 8, 8), (3, 3, 2)),
+    "relu-input-changed": (ReLUInputChanged, (1, 8, 8), (2, 4, 1)),
+    # after Linear layers, the last of whose output is viewed (1, 3)
+    "viewed-logits": (ViewedLogits, (1, 8, 8), (1, 3, 2)),
     # after a convolution (1), BatchNorm2d (2), ReLU (3), pooling (4) and a hidden Linear (12)
     "lenet5": (
         lambda: build_model("lenet5", (1, 16, 16), 10, batchnorm=True),
@@ -592,6 +633,36 @@ def test_batchnorm_trains_as_alone(options: dict) -> None:
             torch.testing.assert_close(grad[k], p.grad, rtol=1e-4, atol=1e-5, msg=name)
         for name, value in model.source.state_dict().items():
             torch.testing.assert_close(stack.state_dict(k)[name], value, msg=name)
+
+
+def _bn_net() -> nn.Module:
+    return nn.Sequential(nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def test_an_evaluation_pass_and_a_training_pass_in_one_graph_backpropagate_as_alone() -> None:
+    """The training pass updates the running statistics the evaluation pass keeps for its
+    backward, which must not count as a change of them (as with PyTorch's own kernel)."""
+    models = _instrumented(_bn_net, (16,), range(2))
+    stack = StackedModel(models)
+    x = torch.randn(6, 16)
+    first = stack.eval()(x, shared=True)
+    (first * stack.train()(x, shared=True)).sum().backward()
+    grads = [p.grad for p in stack.parameters()]
+    for k, model in enumerate(models):
+        first = model.eval()(x)
+        (first * model.train()(x)).sum().backward()
+        for grad, (name, p) in zip(grads, model.net.named_parameters(), strict=True):
+            torch.testing.assert_close(grad[k], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_batchnorm_trains_under_autocast_as_alone() -> None:
+    models = _instrumented(_bn_net, (16,), range(2))
+    stack = StackedModel(models).train()
+    x = torch.randn(6, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = stack(x, shared=True)
+        for k, model in enumerate(models):
+            torch.testing.assert_close(out[k], model.train()(x), rtol=2e-2, atol=2e-2)
 
 
 class ItemNet(nn.Module):

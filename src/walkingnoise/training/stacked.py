@@ -80,32 +80,37 @@ def _merged(fn: Callable[..., Any], x: torch.Tensor, *args: Any, **kwargs: Any) 
     return out.reshape(k, b, *out.shape[1:])
 
 
-def _linear(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def _linear(state: dict[str, torch.Tensor], x: torch.Tensor, feature_major: bool) -> torch.Tensor:
     """Stacked ``nn.Linear``: one batched matmul for all K models.
 
-    A (K, B, I) input gives (K, B, O) in feature-major memory, (K, O, B) transposed, which
+    With ``feature_major``, a (K, B, I) input gives (K, B, O) in (K, O, B) memory, which
     ``_batchnorm`` normalises as it is and the next layer reads as it is: no transposing
-    copies between the layers of an MLP, forward or backward.
+    copies between the layers of an MLP, forward or backward. An input in that memory is
+    read as it is also when the output has to be in the usual one.
     """
     weight, bias = state["weight"], state.get("bias")
-    if x.dim() == 3:
+    if x.dim() == 3 and (feature_major or x.transpose(1, 2).is_contiguous()):
         xt = x.transpose(1, 2)
-        if bias is None:
-            return torch.bmm(weight, xt).transpose(1, 2)
-        return torch.baddbmm(bias.unsqueeze(2), weight, xt).transpose(1, 2)
+        out = (
+            torch.bmm(weight, xt) if bias is None else torch.baddbmm(bias.unsqueeze(2), weight, xt)
+        )
+        out = out.transpose(1, 2)
+        return out if feature_major else out.contiguous()
     flat = x.reshape(x.shape[0], -1, x.shape[-1])
     wt = weight.transpose(1, 2)
     out = torch.bmm(flat, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), flat, wt)
     return out.reshape(*x.shape[:-1], weight.shape[1])
 
 
-def _linear_shared(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def _linear_shared(
+    state: dict[str, torch.Tensor], x: torch.Tensor, feature_major: bool
+) -> torch.Tensor:
     """Stacked ``nn.Linear`` on an input all K models share: one matmul, weights side by side
-    (a (K, B, I) input gives feature-major memory, as ``_linear``)."""
+    (``feature_major`` as for ``_linear``)."""
     weight, bias = state["weight"], state.get("bias")
     k, o = weight.shape[:2]
     flat = weight.reshape(k * o, -1)
-    if x.dim() == 3:
+    if feature_major and x.dim() == 3:
         xt = x[0].t()
         out = torch.mm(flat, xt) if bias is None else torch.addmm(bias.reshape(-1, 1), flat, xt)
         return out.view(k, o, -1).transpose(1, 2)
@@ -167,13 +172,15 @@ def _batchnorm(module: nn.modules.batchnorm._BatchNorm, state: dict[str, torch.T
     weight, bias = state.get("weight"), state.get("bias")
     weight = None if weight is None else weight.reshape(-1)
     bias = None if bias is None else bias.reshape(-1)
-    if feature_major and training and b > 1:
+    float32 = x.dtype == torch.float32 and (weight is None or weight.dtype == torch.float32)
+    if feature_major and training and b > 1 and float32:
         out, batch_mean, batch_var = _ChannelMajorBatchNorm.apply(merged, weight, bias, module.eps)
         if module.training and mean is not None and var is not None:
-            with torch.no_grad():
-                rate = 0.0 if momentum is None else momentum
-                mean.view(-1).lerp_(batch_mean, rate)
-                var.view(-1).lerp_(batch_var * (b / (b - 1)), rate)
+            # through .data, as PyTorch's kernel updates them: no version change that would
+            # invalidate an earlier pass's saved statistics
+            rate = 0.0 if momentum is None else momentum
+            mean.data.view(-1).lerp_(batch_mean, rate)
+            var.data.view(-1).lerp_(batch_var * (b / (b - 1)), rate)
         return out.view(k, c, b).transpose(1, 2)
     out = F.batch_norm(
         merged,
@@ -230,12 +237,15 @@ _ELEMENTWISE = (
 
 
 def _fast_module(
-    module: nn.Module, state: dict[str, torch.Tensor]
+    module: nn.Module, state: dict[str, torch.Tensor], feature_major: bool
 ) -> tuple[Callable, Callable | None] | None:
     """A stacked implementation of a module, and one for an input all models share (None: the
-    first serves); None to fall back to vmap."""
+    first serves); None to fall back to vmap. ``feature_major``: see ``_linear``."""
     if type(module) is nn.Linear:
-        return (lambda x: _linear(state, x)), (lambda x: _linear_shared(state, x))
+        return (
+            lambda x: _linear(state, x, feature_major),
+            lambda x: _linear_shared(state, x, feature_major),
+        )
     if (
         isinstance(module, nn.modules.conv._ConvNd)
         and not module.transposed
@@ -246,10 +256,6 @@ def _fast_module(
         return (lambda x: _conv(module, state, x)), shared
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return (lambda x: _batchnorm(module, state, x)), None
-    if type(module) is nn.ReLU and not module.inplace:
-        # threshold's backward reads its input, relu's its output: a noise site after it
-        # may then add to the output in place
-        return _relu, lambda x: _once(_relu, x)
     if not state and isinstance(module, _ELEMENTWISE):
         return module, lambda x: _once(module, x)
     if (
@@ -268,8 +274,39 @@ def _fast_module(
 
 
 def _relu(x: torch.Tensor) -> torch.Tensor:
-    """ReLU as ``F.threshold``, whose backward keeps its input, not its output."""
+    """ReLU as ``F.threshold``, whose backward keeps its input, not its output, so a noise site
+    after it may add to the output in place."""
     return F.threshold(x, 0.0, 0.0)
+
+
+def _feature_major_linears(graph: fx.Graph, modules: dict[str, nn.Module]) -> set[str]:
+    """The Linear layers whose stacked output may stay in feature-major memory: every reader
+    of it, through noise sites, BatchNorm and elementwise modules, is a Linear layer. Anything
+    else (``view``, the model's output, a function) gets the usual memory."""
+    accepted: dict[fx.Node, bool] = {}
+
+    def accepts(node: fx.Node) -> bool:
+        if node not in accepted:
+            accepted[node] = bool(node.users) and all(_takes_any_layout(u) for u in node.users)
+        return accepted[node]
+
+    def _takes_any_layout(user: fx.Node) -> bool:
+        if user.op != "call_module" or user.kwargs or len(user.args) != 1:
+            return False
+        target = str(user.target)
+        module = modules.get(target)
+        if type(module) is nn.Linear:
+            return True
+        passes_on = target.startswith(_SITES) or isinstance(
+            module, (nn.modules.batchnorm._BatchNorm, *_ELEMENTWISE)
+        )
+        return passes_on and not getattr(module, "inplace", False) and accepts(user)
+
+    calls: dict[str, list[fx.Node]] = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and type(modules.get(str(node.target))) is nn.Linear:
+            calls.setdefault(str(node.target), []).append(node)
+    return {target for target, nodes in calls.items() if all(accepts(n) for n in nodes)}
 
 
 def _per_sample(module: nn.Module, ndim: int) -> bool:
@@ -322,6 +359,8 @@ class _Interpreter(fx.Interpreter):
         self.stop = stop
         self._node: fx.Node | None = None
         self._computed: set[fx.Node] = set()
+        #: nodes run here whose output no backward keeps: a noise site may add to it in place
+        self._fresh: set[fx.Node] = set()
 
     def run_node(self, n: fx.Node) -> Any:
         if n is self.stop:
@@ -342,6 +381,11 @@ class _Interpreter(fx.Interpreter):
             each, shared = fast
             if shared is not None and self._shared(args[0]):
                 return shared(args[0])
+            if target in self.stack._relus and self._sole_reader():
+                self._fresh.add(self._node)
+                return _relu(args[0])
+            if target in self.stack._fresh_layers:
+                self._fresh.add(self._node)
             return each(args[0])
         module = self.fetch_attr(target)
         state = self.stack._module_state[target]
@@ -369,13 +413,11 @@ class _Interpreter(fx.Interpreter):
             or value.stride(0) == 0
         ):
             return False
-        module = self.stack._layer(source)
         if value.requires_grad:
             # the site adds its noise under no_grad (its backward is the identity), which is
             # safe where the layer keeps no reference to its output for its own backward
-            relu = type(module) is nn.ReLU and not module.inplace  # run as ``_relu``
-            fresh = isinstance(module, _FRESH_OUTPUT) or relu
-            return fresh and str(source.target) in self.stack._fast
+            return source in self._fresh
+        module = self.stack._layer(source)
         if isinstance(module, _FRESH_OUTPUT):
             return str(source.target) in self.stack._fast  # run as a stack: a fresh output
         return (
@@ -383,6 +425,18 @@ class _Interpreter(fx.Interpreter):
             and not isinstance(module, (nn.Identity, nn.Dropout))
             and not getattr(module, "inplace", False)
         )
+
+    def _sole_reader(self) -> bool:
+        """Whether the node now running is the only reader of its input, also through noise
+        sites (which may pass their input on as it is), so nothing changes it in place later."""
+        reader = self._node
+        assert reader is not None
+        source = reader.args[0]
+        while isinstance(source, fx.Node) and set(source.users) == {reader}:
+            if not (source.op == "call_module" and str(source.target).startswith(_SITES)):
+                return source.op not in ("placeholder", "get_attr")
+            reader, source = source, source.args[0]
+        return False
 
     def call_function(self, target: Callable, args: tuple, kwargs: dict) -> Any:
         if target is getattr and len(args) == 2 and args[1] == "shape":
@@ -597,10 +651,17 @@ class StackedModel:
                     f"{name}: BatchNorm with momentum None, and the models have seen "
                     "different numbers of batches"
                 )
+        feature_major = _feature_major_linears(net.graph, modules)
         self._fast: dict[str, tuple[Callable, Callable | None]] = {
             name: fast
             for name, state in self._module_state.items()
-            if (fast := _fast_module(modules[name], state)) is not None
+            if (fast := _fast_module(modules[name], state, name in feature_major)) is not None
+        }
+        #: stacked layers whose backward keeps their input, not their output
+        self._fresh_layers = {n for n in self._fast if isinstance(modules[n], _FRESH_OUTPUT)}
+        #: plain ReLU modules, run as ``_relu`` where nothing else reads their input
+        self._relus = {
+            n for n in self._fast if type(modules[n]) is nn.ReLU and not modules[n].inplace
         }
         weight_ids = {id(w) for w in clampable_weights(template.source)}
         self._clampable = [n for n, p in net.named_parameters() if id(p) in weight_ids]
