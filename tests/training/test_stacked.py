@@ -355,6 +355,20 @@ class ReLUInputChanged(nn.Module):
         return self.fc2(h)
 
 
+class ReLUOfAnAlias(nn.Module):
+    """A ReLU of a view of a value that an in-place ReLU changes later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act, self.act2 = nn.Linear(64, 32), nn.ReLU(), nn.ReLU(inplace=True)
+        self.fc2, self.fc3 = nn.Linear(32, 10), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x.flatten(1))
+        r = self.act(h.view(-1, 32))
+        return self.fc2(r) + self.fc3(self.act2(h))
+
+
 class ViewedLogits(nn.Module):
     """A Linear layer's output viewed with its batch and features merged (and back)."""
 
@@ -384,6 +398,7 @@ _GRADIENT_CASES = {
     # after a ReLU run by vmap (3), and after one whose input changes in place later (2, 4)
     "keyword-relu": (KeywordReLU, (1, 8, 8), (3, 3, 2)),
     "relu-input-changed": (ReLUInputChanged, (1, 8, 8), (2, 4, 1)),
+    "relu-of-an-alias": (ReLUOfAnAlias, (1, 8, 8), (1, 1, 0)),
     # after Linear layers, the last of whose output is viewed (1, 3)
     "viewed-logits": (ViewedLogits, (1, 8, 8), (1, 3, 2)),
     # after a convolution (1), BatchNorm2d (2), ReLU (3), pooling (4) and a hidden Linear (12)

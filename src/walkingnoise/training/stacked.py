@@ -428,13 +428,15 @@ class _Interpreter(fx.Interpreter):
 
     def _sole_reader(self) -> bool:
         """Whether the node now running is the only reader of its input, also through noise
-        sites (which may pass their input on as it is), so nothing changes it in place later."""
+        sites (which may pass their input on as it is), and that input is memory a stacked
+        layer made in this run (not a view or alias of another value): so nothing changes it
+        in place later."""
         reader = self._node
         assert reader is not None
         source = reader.args[0]
         while isinstance(source, fx.Node) and set(source.users) == {reader}:
             if not (source.op == "call_module" and str(source.target).startswith(_SITES)):
-                return source.op not in ("placeholder", "get_attr")
+                return source in self._fresh
             reader, source = source, source.args[0]
         return False
 
