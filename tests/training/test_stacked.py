@@ -16,7 +16,6 @@ from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
 from walkingnoise.noise import AdditiveNoise, MultiplicativeNoise, WalkingPlacement, instrument
 from walkingnoise.noise.weight import attach_weight_noise, weight_noise_of
-from walkingnoise.sweep.work import unit_threads
 from walkingnoise.training.cohort import evaluate_shared, train_alone, train_cohort
 from walkingnoise.training.distillation import Distillation
 from walkingnoise.training.recipe import Recipe
@@ -205,17 +204,18 @@ def test_stacked_noisy_accuracies_match_the_single_model_path(digits: InMemoryDa
 
 
 @pytest.fixture
-def unit_thread_count():
-    """Torch computing with the threads a sweep's unit computes with (one by default)."""
+def one_thread():
+    """Torch computing with one thread, as a sweep's units do by default."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(unit_threads())
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
 
 
-def test_chunked_cohort_equals_one_big_cohort(digits: InMemoryDataset, unit_thread_count) -> None:
-    """Bit for bit, as a unit computes. (With several threads, BLAS may split a lone model's
-    matmul differently from a batch of them, which training then amplifies.)"""
+def test_chunked_cohort_equals_one_big_cohort(digits: InMemoryDataset, one_thread) -> None:
+    """Bit for bit at one thread, as a unit computes by default. (With several threads, BLAS
+    may split a lone model's matmul differently from a batch of them, which training then
+    amplifies.)"""
     experiments = _experiments(5)
     whole = train_cohort(experiments, digits)
     chunked = train_cohort(experiments, digits, max_models=2)

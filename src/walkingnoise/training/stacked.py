@@ -169,6 +169,7 @@ def _batchnorm(module: nn.modules.batchnorm._BatchNorm, state: dict[str, torch.T
         counts.add_(1)
         if momentum is None:  # a cumulative average: the members count alike (see __init__)
             momentum = 1.0 / float(counts[0])
+    rate = 0.0 if momentum is None else momentum
     weight, bias = state.get("weight"), state.get("bias")
     weight = None if weight is None else weight.reshape(-1)
     bias = None if bias is None else bias.reshape(-1)
@@ -178,7 +179,6 @@ def _batchnorm(module: nn.modules.batchnorm._BatchNorm, state: dict[str, torch.T
         if module.training and mean is not None and var is not None:
             # through .data, as PyTorch's kernel updates them: no version change that would
             # invalidate an earlier pass's saved statistics
-            rate = 0.0 if momentum is None else momentum
             mean.data.view(-1).lerp_(batch_mean, rate)
             var.data.view(-1).lerp_(batch_var * (b / (b - 1)), rate)
         return out.view(k, c, b).transpose(1, 2)
@@ -189,7 +189,7 @@ def _batchnorm(module: nn.modules.batchnorm._BatchNorm, state: dict[str, torch.T
         weight,
         bias,
         training,
-        0.0 if momentum is None else momentum,
+        rate,
         module.eps,
     )
     if feature_major:
@@ -287,10 +287,10 @@ def _feature_major_linears(graph: fx.Graph, modules: dict[str, nn.Module]) -> se
 
     def accepts(node: fx.Node) -> bool:
         if node not in accepted:
-            accepted[node] = bool(node.users) and all(_takes_any_layout(u) for u in node.users)
+            accepted[node] = bool(node.users) and all(takes_any_layout(u) for u in node.users)
         return accepted[node]
 
-    def _takes_any_layout(user: fx.Node) -> bool:
+    def takes_any_layout(user: fx.Node) -> bool:
         if user.op != "call_module" or user.kwargs or len(user.args) != 1:
             return False
         target = str(user.target)
@@ -413,10 +413,12 @@ class _Interpreter(fx.Interpreter):
             or value.stride(0) == 0
         ):
             return False
+        if source in self._fresh:
+            # a stacked layer's own output, which its backward does not read: the site adds its
+            # noise under no_grad (the site's backward is the identity)
+            return True
         if value.requires_grad:
-            # the site adds its noise under no_grad (its backward is the identity), which is
-            # safe where the layer keeps no reference to its output for its own backward
-            return source in self._fresh
+            return False
         module = self.stack._layer(source)
         if isinstance(module, _FRESH_OUTPUT):
             return str(source.target) in self.stack._fast  # run as a stack: a fresh output
@@ -868,17 +870,12 @@ class StackedModel:
         z = self._draws(part, members.tolist(), noise.draws)
         with torch.no_grad():
             delta = noise.perturbation(part, levels, z, scratch=True)
-            if everyone:
-                if inplace:
-                    return x.add_(delta)
-                if not x.requires_grad:
-                    return delta.add_(x)
-        if everyone:
-            return x + delta
+        if everyone and not inplace:
+            return x + delta if x.requires_grad else delta.add_(x)
         if not inplace:
             x = x.clone()  # in x's memory layout; for autograd, the identity
         with torch.no_grad():
-            return x.index_add_(0, members, delta)
+            return x.add_(delta) if everyone else x.index_add_(0, members, delta)
 
     def _site_through_noise(
         self,
