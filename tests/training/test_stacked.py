@@ -248,6 +248,42 @@ def test_hooks_models_fall_back_to_one_at_a_time(digits: InMemoryDataset, caplog
     assert metrics == [evaluate_experiment(members[0], model, digits)]
 
 
+class SharedTensors(nn.Module):
+    """An MLP whose two BatchNorm layers share their scale, or their running variance."""
+
+    def __init__(self, share: str) -> None:
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(64, 16), nn.Linear(16, 16), nn.Linear(16, 10)
+        self.bn_a, self.bn_b = nn.BatchNorm1d(16), nn.BatchNorm1d(16)
+        if share == "weight":
+            self.bn_b.weight = self.bn_a.weight
+        else:
+            self.bn_b.running_var = self.bn_a.running_var
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn_a(self.a(x.flatten(1))))
+        return self.out(F.relu(self.bn_b(self.b(h))))
+
+
+@pytest.mark.parametrize("share", ["weight", "statistics"])
+def test_shared_tensors_fall_back_to_one_at_a_time(
+    digits: InMemoryDataset, share: str, caplog
+) -> None:
+    """One tensor under two names would be stacked twice, the second copy going stale: the
+    stack refuses, naming both, and evaluation falls back to the model alone."""
+    torch.manual_seed(0)
+    model = instrument(SharedTensors(share), digits.train.x[:2])
+    shared = "bn_a.weight and bn_b.weight" if share == "weight" else "bn_a.running_var and bn_b"
+    with pytest.raises(NotStackableError, match=shared):
+        StackedModel([model, model])
+    members = [Experiment(placement="walking:2", sigma=0.5, eval_repeats=2)]
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        metrics = evaluate_shared(model, members, digits)
+    assert "one at a time" in caplog.text
+    assert "one tensor" in caplog.text
+    assert metrics == [evaluate_experiment(members[0], model, digits)]
+
+
 def test_evaluate_stacked_repeats_only_with_noise(digits: InMemoryDataset) -> None:
     torch.manual_seed(0)
     model = instrument(build_model("mlp", (1, 8, 8), 10, batchnorm=True), digits.train.x[:2])

@@ -606,6 +606,7 @@ class StackedModel:
             raise NotStackableError("a site is multi-executed, which only one model alone runs")
         if any(_weight_noise_on(model) for model in models):
             raise NotStackableError(WEIGHT_NOISE_ALONE)
+        _refuse_shared_tensors(template.net)
         self.template = template
         self.size = len(models)
         #: Whether all members are one model and its stacked tensors are still its own: set
@@ -937,6 +938,25 @@ class StackedModel:
             own = model.source.state_dict()
             for name in self.persistent:
                 own[name].copy_(self._tensors[name][k])
+
+
+def _refuse_shared_tensors(net: nn.Module) -> None:
+    """Raise ``NotStackableError`` if two names hold one tensor (tied weights, a buffer shared
+    by two modules): a stack keeps one copy per name, so the second would go stale."""
+    seen: dict[int, str] = {}
+    named = [
+        *net.named_parameters(remove_duplicate=False),
+        *net.named_buffers(remove_duplicate=False),
+    ]
+    for name, tensor in named:
+        if name.startswith(_SITES):
+            continue
+        first = seen.setdefault(id(tensor), name)
+        if first != name:
+            raise NotStackableError(
+                f"{first} and {name} are one tensor (tied weights or a shared buffer), "
+                "which a stack cannot keep per model"
+            )
 
 
 def _views_replayed() -> Any:
