@@ -21,7 +21,13 @@ from walkingnoise.training.distillation import Distillation
 from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
 from walkingnoise.training.stacked import NotStackableError, StackedModel
-from walkingnoise.training.stacked_loop import _loss_and_correct, evaluate_stacked, train_stacked
+from walkingnoise.training.stacked_loop import (
+    EXP_FLOOR,
+    _loss_and_correct,
+    _mean_cross_entropy,
+    evaluate_stacked,
+    train_stacked,
+)
 
 from ..noise.stats import assert_variance
 
@@ -297,17 +303,46 @@ def test_evaluate_stacked_repeats_only_with_noise(digits: InMemoryDataset) -> No
 
 
 def test_stacked_scores_equal_cross_entropy_and_argmax_also_for_infinite_logits() -> None:
+    """Also for logits hundreds apart (as σ = 100 at the output gives), whose exp the loss
+    clamps out of the subnormal range."""
     torch.manual_seed(0)
     logits = torch.randn(3, 50, 10) * 20
     logits[0, 1, 4] = float("inf")
     logits[1, 2, 7] = float("-inf")
     logits[2, 3, :] = float("-inf")
     y = torch.randint(0, 10, (50,))
+    logits = torch.cat([logits, torch.randn(1, 50, 10) * 300])
     loss, correct = _loss_and_correct(logits, y)
-    for k in range(3):
+    assert (logits[3] - logits[3].amax(dim=-1, keepdim=True) < EXP_FLOOR).float().mean() > 0.5
+    for k in range(4):
         expected = F.cross_entropy(logits[k], y, reduction="none").sum()
         assert torch.allclose(loss[k], expected, equal_nan=True, rtol=1e-5)
         assert correct[k] == (logits[k].argmax(dim=-1) == y).sum()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_stacked_training_loss_and_its_gradient_equal_cross_entropy(dtype: torch.dtype) -> None:
+    """Per model: the mean cross-entropy, its gradient (softmax − one-hot, from the forward
+    pass's exponentials) and the predictions, also for logits hundreds apart."""
+    torch.manual_seed(0)
+    scales = torch.tensor([1.0, 20.0, 300.0, 3.0]).view(4, 1, 1)
+    logits = (torch.randn(4, 50, 10) * scales).to(dtype)
+    target = torch.randint(0, 10, (4, 50))
+    ours = logits.clone().requires_grad_()
+    loss, predicted = _mean_cross_entropy(ours, target)
+    loss.sum().backward()
+    reference = logits.clone().requires_grad_()
+    expected = torch.stack([F.cross_entropy(reference[k].float(), target[k]) for k in range(4)])
+    expected.sum().backward()
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    assert ours.grad is not None
+    assert reference.grad is not None
+    assert ours.grad.dtype == dtype
+    # bfloat16: both are float32 gradients rounded to bfloat16, so one may round the other way
+    tolerance = {"rtol": 1e-5, "atol": 1e-8} if dtype == torch.float32 else {}
+    torch.testing.assert_close(ours.grad, reference.grad, **tolerance)
+    assert torch.equal(predicted, logits.argmax(dim=-1))
 
 
 def test_a_cohort_of_one_trains_exactly_like_training_alone(digits: InMemoryDataset) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -72,14 +73,14 @@ def train_stacked(
                 x = train.x.index_select(0, flat).view(k_models, size, *train.x.shape[1:])
                 y = train.y.index_select(0, flat).view(k_models, size)
                 logits = stack(x, owned=True)
-            per_model = _cross_entropy(logits, y).mean(dim=1)
+            per_model, predicted = _mean_cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             per_model.sum().backward()
             optimizer.step()
             if limits is not None:
                 stack.clamp_(limits)
             loss_sum += per_model.detach().double() * size
-            correct += (logits.detach().argmax(dim=-1) == y).sum(dim=1)
+            correct += (predicted == y).sum(dim=1)
             seen += size
         if seen == 0:
             raise ValueError(f"the training split of {n} samples gives no batch to train on")
@@ -144,20 +145,61 @@ def evaluate_stacked(
     return [Evaluation(tuple(a), tuple(lo)) for a, lo in zip(accuracies, losses, strict=True)]
 
 
-def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample cross-entropy of (K, B, C) logits: ``F.cross_entropy`` without reduction,
-    computed as logsumexp − the target's logit, which is several times faster on CPU."""
-    picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    return torch.logsumexp(logits, dim=-1) - picked
+#: Where a logit's shifted value is clamped before ``exp``: below it exp gives a subnormal
+#: float32 (or 0), which the CPU computes about ten times slower, and whatever it adds to a
+#: sum whose largest term is exp(0) = 1 is lost in rounding anyway.
+EXP_FLOOR = -87.0
+
+
+def _softmax_parts(
+    logits: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logsumexp, predicted class, exp of the shifted logits, their sum) over the last
+    dimension: one max gives both the prediction and the shift, where ``argmax`` and
+    ``logsumexp`` would reduce twice."""
+    top, predicted = logits.max(dim=-1)
+    shift = top.masked_fill(~torch.isfinite(top), 0.0)
+    exps = (logits - shift.unsqueeze(-1)).clamp_min_(EXP_FLOOR).exp_()
+    total = exps.sum(dim=-1)
+    lse = total.log().add_(shift)
+    lse.masked_fill_(top == float("-inf"), float("-inf"))  # all classes at -inf, unclamped
+    return lse, predicted, exps, total
+
+
+class _MeanCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy per model of (K, B, C) logits against targets (K, B), and the
+    predicted classes. The backward pass is softmax − one-hot from the forward pass's
+    exponentials, not a second ``exp`` as ``logsumexp``'s backward computes."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor) -> Any:
+        lse, predicted, exps, total = _softmax_parts(logits)
+        picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(exps.div_(total.unsqueeze(-1)), target)
+        ctx.mark_non_differentiable(predicted)
+        return (lse - picked).mean(dim=1), predicted
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _predicted: Any) -> Any:
+        softmax, target = ctx.saved_tensors
+        one = torch.ones_like(softmax[..., :1])
+        gradient = softmax.scatter_add_(-1, target.unsqueeze(-1), one.neg_())
+        return gradient.mul_((grad / softmax.shape[1]).view(-1, 1, 1)), None
+
+
+def _mean_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy per model, predicted classes) of (K, B, C) logits against targets
+    (K, B), as ``F.cross_entropy`` and ``argmax`` give them, in float32 (as autocast would)."""
+    wide = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    return _MeanCrossEntropy.apply(wide, target)
 
 
 def _loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy and number of correct predictions per model of (K, B, C) logits
-    against labels ``y`` (B,): one max over the classes gives both the prediction and the
-    logsumexp's shift, where ``argmax`` and ``logsumexp`` would reduce twice."""
+    against labels ``y`` (B,)."""
     target = y.unsqueeze(0).expand(logits.shape[0], -1)
-    top, predicted = logits.max(dim=-1)
-    shift = top.masked_fill(~torch.isfinite(top), 0.0)
-    lse = (logits - shift.unsqueeze(-1)).exp_().sum(dim=-1).log_().add_(shift)
+    lse, predicted, _, _ = _softmax_parts(logits)
     picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     return (lse - picked).sum(dim=1), (predicted == target).sum(dim=1)
