@@ -181,9 +181,9 @@ class _MeanCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _predicted: Any) -> Any:
-        softmax, target = ctx.saved_tensors
-        one = torch.ones_like(softmax[..., :1])
-        gradient = softmax.scatter_add_(-1, target.unsqueeze(-1), one.neg_())
+        softmax, target = ctx.saved_tensors  # kept intact, for a graph run backward twice
+        minus_one = torch.full_like(softmax[..., :1], -1.0)
+        gradient = softmax.scatter_add(-1, target.unsqueeze(-1), minus_one)
         return gradient.mul_((grad / softmax.shape[1]).view(-1, 1, 1)), None
 
 
