@@ -346,6 +346,30 @@ def test_stacked_training_loss_and_its_gradient_equal_cross_entropy(dtype: torch
     assert torch.equal(predicted, logits.argmax(dim=-1))
 
 
+def test_stacked_training_loss_of_non_finite_logits_is_non_finite_as_cross_entropy() -> None:
+    """A diverged model's loss and gradient stay non-finite (NaN or inf, as autograd of
+    ``F.cross_entropy`` gives them), also where the clamp would have made them finite."""
+    logits = torch.zeros(4, 2, 3)
+    logits[0, 0] = float("-inf")  # every class
+    logits[1, 0, 1] = float("nan")
+    logits[2, 0, 2] = float("inf")
+    logits[3, 0, 0] = float("-inf")  # one class: finite
+    target = torch.tensor([[2, 0]] * 4)
+    ours = logits.clone().requires_grad_()
+    loss, _ = _mean_cross_entropy(ours, target)
+    loss.sum().backward()
+    reference = logits.clone().requires_grad_()
+    expected = torch.stack([F.cross_entropy(reference[k], target[k]) for k in range(4)])
+    expected.sum().backward()
+    assert ours.grad is not None
+    assert reference.grad is not None
+    assert not loss[:3].isfinite().any()
+    for k in range(3):  # a NaN in the row's gradient, which the weights' gradients take up
+        assert ours.grad[k, 0].isnan().any(), k
+    torch.testing.assert_close(loss[3], expected[3])
+    torch.testing.assert_close(ours.grad[3], reference.grad[3])
+
+
 def test_a_cohort_of_one_trains_exactly_like_training_alone(digits: InMemoryDataset) -> None:
     experiment = _experiments(1, sigma=0.5, placement="walking:3")[0]
     (stacked,) = train_cohort([experiment], digits)

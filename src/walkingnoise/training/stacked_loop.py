@@ -175,7 +175,10 @@ class _MeanCrossEntropy(torch.autograd.Function):
     def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor) -> Any:
         lse, predicted, exps, total = _softmax_parts(logits)
         picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        ctx.save_for_backward(exps.div_(total.unsqueeze(-1)), target)
+        softmax = exps.div_(total.unsqueeze(-1))
+        # all classes at -inf: no softmax (NaN, as autograd gives), not the clamp's uniform one
+        softmax.masked_fill_((lse == float("-inf")).unsqueeze(-1), float("nan"))
+        ctx.save_for_backward(softmax, target)
         ctx.mark_non_differentiable(predicted)
         return (lse - picked).mean(dim=1), predicted
 
