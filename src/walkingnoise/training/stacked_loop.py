@@ -159,11 +159,12 @@ def _softmax_parts(
     ``logsumexp`` would reduce twice."""
     top, predicted = logits.max(dim=-1)
     shift = top.masked_fill(~torch.isfinite(top), 0.0)
-    exps = (logits - shift.unsqueeze(-1)).clamp_min_(EXP_FLOOR).exp_()
+    shifted = (logits - shift.unsqueeze(-1)).clamp_min_(EXP_FLOOR)
+    # all classes at -inf: NaN (as F.cross_entropy gives), not the clamp's uniform softmax
+    shifted.masked_fill_((top == float("-inf")).unsqueeze(-1), float("nan"))
+    exps = shifted.exp_()
     total = exps.sum(dim=-1)
-    lse = total.log().add_(shift)
-    lse.masked_fill_(top == float("-inf"), float("-inf"))  # all classes at -inf, unclamped
-    return lse, predicted, exps, total
+    return total.log().add_(shift), predicted, exps, total
 
 
 class _MeanCrossEntropy(torch.autograd.Function):
@@ -175,10 +176,7 @@ class _MeanCrossEntropy(torch.autograd.Function):
     def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor) -> Any:
         lse, predicted, exps, total = _softmax_parts(logits)
         picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        softmax = exps.div_(total.unsqueeze(-1))
-        # all classes at -inf: no softmax (NaN, as autograd gives), not the clamp's uniform one
-        softmax.masked_fill_((lse == float("-inf")).unsqueeze(-1), float("nan"))
-        ctx.save_for_backward(softmax, target)
+        ctx.save_for_backward(exps.div_(total.unsqueeze(-1)), target)
         ctx.mark_non_differentiable(predicted)
         return (lse - picked).mean(dim=1), predicted
 
