@@ -477,9 +477,11 @@ class ViewedLogits(nn.Module):
 
 
 _GRADIENT_CASES = {
-    # noise at a site only some members use, after Linear (1), BatchNorm (2), ReLU (3, 6) and
-    # the output layer (10)
+    # noise at a site only some members use, next to each other in the stack (a view of their
+    # rows), after Linear (1), BatchNorm (2), ReLU (3, 6) and the output layer (10)
     "mlp": (lambda: build_model("mlp", (1, 8, 8), 10), (1, 8, 8), (1, 2, 3, 3, 6, 10)),
+    # members of one site apart from each other in the stack (gathered and scattered rows)
+    "mlp-interleaved": (lambda: build_model("mlp", (1, 8, 8), 10), (1, 8, 8), (3, 1, 3, 2, 1)),
     # every member noisy at one site: after BatchNorm, then after ReLU
     "mlp-all-bn": (lambda: build_model("mlp", (1, 8, 8), 10), (1, 8, 8), (2, 2)),
     "mlp-all-relu": (lambda: build_model("mlp", (1, 8, 8), 10), (1, 8, 8), (3, 3)),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -586,6 +587,25 @@ def _broadcast(value: Any, k: int, *, copy: bool = True) -> Any:
     return tree_unflatten(flat, spec)
 
 
+@dataclass(frozen=True)
+class _SiteNoise:
+    """The noise of one site in a stack: which models have it (``index``, and ``rows`` as a
+    list), their levels (n, MAX_LEVELS), and ``span``, the slice of those models when they lie
+    next to each other (as a planner's unit orders them), so the site reads and writes a view
+    instead of gathering and scattering rows."""
+
+    noise: NoiseModel
+    index: torch.Tensor
+    rows: list[int]
+    levels: torch.Tensor
+    span: slice | None
+
+
+def _rows(x: torch.Tensor, config: _SiteNoise) -> torch.Tensor:
+    """The members' rows of stacked ``x``: a view when they lie next to each other."""
+    return x[config.span] if config.span is not None else x.index_select(0, config.index)
+
+
 class StackedModel:
     """K instrumented models of one architecture as stacked tensors (see the module doc).
 
@@ -670,7 +690,7 @@ class StackedModel:
         }
         weight_ids = {id(w) for w in clampable_weights(template.source)}
         self._clampable = [n for n, p in net.named_parameters() if id(p) in weight_ids]
-        self._site_noise: dict[int, tuple[NoiseModel, torch.Tensor, torch.Tensor]] = {}
+        self._site_noise: dict[int, _SiteNoise] = {}
         self.set_noise([(m.noise, _levels_of(m)) for m in models])
         self.generators: list[torch.Generator | None] = [m.generator for m in models]
 
@@ -712,13 +732,15 @@ class StackedModel:
                     padded = (*values, *([0.0] * (MAX_LEVELS - len(values))))
                     per_site.setdefault(site, []).append((k, padded))
         for site, entries in per_site.items():
-            index = torch.tensor([k for k, _ in entries], device=device)
+            rows = [k for k, _ in entries]
+            index = torch.tensor(rows, device=device)
             levels = torch.tensor([v for _, v in entries], dtype=torch.float32, device=device)
-            self._site_noise[site] = (noise, index, levels)
+            span = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] == len(rows) - 1 else None
+            self._site_noise[site] = _SiteNoise(noise, index, rows, levels, span)
 
     def noisy_sites(self) -> dict[int, int]:
         """{site index: number of models with noise there}."""
-        return {site: len(index) for site, (_, index, _) in self._site_noise.items()}
+        return {site: len(config.rows) for site, config in self._site_noise.items()}
 
     def check(self, example: torch.Tensor) -> None:
         """Run one shared batch through the stack; raise ``NotStackableError`` if it fails.
@@ -834,7 +856,7 @@ class StackedModel:
         """The graph node of the first site that injects noise now; None if none does."""
         if not self.noise_enabled:
             return None
-        active = [i for i, (noise, _, _) in self._site_noise.items() if noise.active_in(False)]
+        active = [i for i, c in self._site_noise.items() if c.noise.active_in(False)]
         if not active:
             return None
         target = f"{_SITES}{min(active)}"
@@ -854,50 +876,55 @@ class StackedModel:
         config = self._site_noise.get(index)
         if config is None or not self.noise_enabled:
             return x
-        noise, members, levels = config
+        noise = config.noise
         if not noise.active_in(self.training):
             return x
         if isinstance(x, tuple):
             return (self._site(index, x[0]), *x[1:])
         if noise.gradient != "forward_only":
-            return self._site_through_noise(noise, members, levels, x, inplace=inplace)
+            return self._site_through_noise(config, x, inplace=inplace)
         # y = x + δ with δ drawn for the members only: the others pass unchanged, and the
         # backward pass sees the identity, so no gradient is gathered or scattered.
-        everyone = len(members) == self.size
+        everyone = len(config.rows) == self.size
         if everyone or noise.reads_input:
-            part = x if everyone else x.index_select(0, members)
+            part = x if everyone else _rows(x, config)
         else:
-            part = x[:1].expand(len(members), *x.shape[1:])
-        z = self._draws(part, members.tolist(), noise.draws)
+            part = x[:1].expand(len(config.rows), *x.shape[1:])
+        z = self._draws(part, config.rows, noise.draws)
         with torch.no_grad():
-            delta = noise.perturbation(part, levels, z, scratch=True)
+            delta = noise.perturbation(part, config.levels, z, scratch=True)
         if everyone and not inplace:
             return x + delta if x.requires_grad else delta.add_(x)
         if not inplace:
             x = x.clone()  # in x's memory layout; for autograd, the identity
         with torch.no_grad():
-            return x.add_(delta) if everyone else x.index_add_(0, members, delta)
+            if everyone:
+                return x.add_(delta)
+            if config.span is not None:
+                x[config.span].add_(delta)
+                return x
+            return x.index_add_(0, config.index, delta)
 
     def _site_through_noise(
-        self,
-        noise: NoiseModel,
-        members: torch.Tensor,
-        levels: torch.Tensor,
-        x: torch.Tensor,
-        *,
-        inplace: bool,
+        self, config: _SiteNoise, x: torch.Tensor, *, inplace: bool
     ) -> torch.Tensor:
         """A site whose gradient flows through the sampled noise: the noisy members' values
         replace theirs in ``x``."""
-        everyone = len(members) == self.size
-        part = x if everyone else x.index_select(0, members)
-        z = self._draws(part, members.tolist(), noise.draws)
-        noisy = noise.apply(part, levels, z)
+        everyone = len(config.rows) == self.size
+        part = x if everyone else _rows(x, config)
+        z = self._draws(part, config.rows, config.noise.draws)
+        noisy = config.noise.apply(part, config.levels, z)
         if everyone:
             return noisy
+        span = config.span
         if inplace and not x.requires_grad:
-            return x.index_copy_(0, members, noisy)
-        return x.index_copy(0, members, noisy)
+            if span is None:
+                return x.index_copy_(0, config.index, noisy)
+            x[span].copy_(noisy)
+            return x
+        if span is None:
+            return x.index_copy(0, config.index, noisy)
+        return torch.cat((x[: span.start], noisy, x[span.stop :]))
 
     def _draws(self, x: torch.Tensor, members: list[int], count: int) -> tuple[torch.Tensor, ...]:
         """Standard normal draws for ``x`` (n, B, ...), model j's from its own generator."""
