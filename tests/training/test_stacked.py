@@ -20,7 +20,7 @@ from walkingnoise.training.cohort import evaluate_shared, train_alone, train_coh
 from walkingnoise.training.distillation import Distillation
 from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
-from walkingnoise.training.stacked import NotStackableError, StackedModel
+from walkingnoise.training.stacked import NotStackableError, StackedModel, _last_uses
 from walkingnoise.training.stacked_loop import (
     EXP_FLOOR,
     _loss_and_correct,
@@ -828,3 +828,28 @@ def test_write_back_leaves_constants_alone(digits: InMemoryDataset) -> None:
         assert set(stack.state_dict(k)) == set(model.source.state_dict())
         assert torch.equal(model.source.fc.weight, stack.state_dict(k)["fc.weight"])
         assert not torch.equal(model.source.fc.weight, before[k])
+
+
+class SkipSum(nn.Module):
+    """x → a → b, and a + b: ``a`` is read by two nodes, the later one frees it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.fc1(x)
+        b = self.fc2(a)
+        return a + b
+
+
+def test_each_value_is_freed_once_after_its_last_reader() -> None:
+    graph = torch.fx.symbolic_trace(SkipSum()).graph
+    freed = _last_uses(graph)
+    names = {node.name: [v.name for v in values] for node, values in freed.items()}
+    assert names == {"fc1": ["x"], "add": ["fc1", "fc2"], "output": ["add"]}
+    order = list(graph.nodes)
+    for node, values in freed.items():
+        for value in values:
+            readers = [order.index(user) for user in value.users]
+            assert order.index(node) == max(readers)

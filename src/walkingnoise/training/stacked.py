@@ -342,7 +342,64 @@ _PER_SAMPLE_FUNCTIONS = {
 }  # fmt: skip
 
 
-class _Interpreter(fx.Interpreter):
+def _last_uses(graph: fx.Graph) -> dict[fx.Node, list[fx.Node]]:
+    """{node: the values no later node reads}: what a run of ``graph`` may free after it."""
+    seen: set[fx.Node] = set()
+    freed: dict[fx.Node, list[fx.Node]] = {}
+    for node in reversed(graph.nodes):
+        for value in node.all_input_nodes:
+            if value not in seen:
+                seen.add(value)
+                freed.setdefault(node, []).append(value)
+    return freed
+
+
+class _LeanInterpreter(fx.Interpreter):
+    """``fx.Interpreter`` with less work per call, for graphs run once per batch.
+
+    Its constructor does not rebuild the module table and the values' last uses (``freed``,
+    from ``_last_uses``, computed once per graph; None keeps every value in ``env``), and its
+    loop keeps no progress bar or traceback metadata per node. A run ends with
+    ``_PrefixEndError`` at the node ``stop``.
+    """
+
+    def __init__(
+        self,
+        module: fx.GraphModule,
+        freed: dict[fx.Node, list[fx.Node]] | None,
+        stop: fx.Node | None,
+    ) -> None:
+        # not fx.Interpreter.__init__, which recomputes both on every call
+        self.module = module
+        self.graph = module.graph
+        self.env: dict[fx.Node, Any] = {}
+        self.garbage_collect_values = freed is not None
+        self.extra_traceback = False
+        self.freed = freed or {}
+        self.stop = stop
+
+    def run(self, *args: Any, initial_env: dict[fx.Node, Any] | None = None) -> Any:
+        self.env = env = initial_env if initial_env is not None else {}
+        self.args_iter = iter(self.graph.process_inputs(*args))
+        for node in self.graph.nodes:
+            if node in env:
+                continue
+            if node is self.stop:
+                raise _PrefixEndError
+            value = self.run_node(node)
+            if node.op == "output":
+                return self.graph.process_outputs(value)
+            env[node] = value
+            for done in self.freed.get(node, ()):
+                del env[done]
+        raise RuntimeError("the graph has no output node")
+
+    def run_node(self, n: fx.Node) -> Any:
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        return getattr(self, n.op)(n.target, args, kwargs)
+
+
+class _Interpreter(_LeanInterpreter):
     """Runs the instrumented graph on stacked tensors."""
 
     def __init__(
@@ -353,19 +410,16 @@ class _Interpreter(fx.Interpreter):
         *,
         stop: fx.Node | None = None,
     ) -> None:
-        super().__init__(stack.template.net, garbage_collect_values=stop is None)
+        super().__init__(stack.template.net, None if stop is not None else stack._freed, stop)
         self.stack = stack
         self.batch = batch
         self.owned = owned
-        self.stop = stop
         self._node: fx.Node | None = None
         self._computed: set[fx.Node] = set()
         #: nodes run here whose output no backward keeps: a noise site may add to it in place
         self._fresh: set[fx.Node] = set()
 
     def run_node(self, n: fx.Node) -> Any:
-        if n is self.stop:
-            raise _PrefixEndError
         self._node = n
         value = super().run_node(n)
         self._computed.add(n)
@@ -511,17 +565,11 @@ class _PrefixEndError(Exception):
     """Raised by ``_Prefix`` when it reaches the node where the stack has to take over."""
 
 
-class _Prefix(fx.Interpreter):
+class _Prefix(_LeanInterpreter):
     """Runs the one model's graph up to (not including) ``stop``, keeping every value."""
 
     def __init__(self, net: fx.GraphModule, stop: fx.Node | None) -> None:
-        super().__init__(net, garbage_collect_values=False)
-        self.stop = stop
-
-    def run_node(self, n: fx.Node) -> Any:
-        if n is self.stop:
-            raise _PrefixEndError
-        return super().run_node(n)
+        super().__init__(net, None, stop)
 
 
 def _needed_from(env: dict[fx.Node, Any], stop: fx.Node) -> dict[fx.Node, Any]:
@@ -667,6 +715,8 @@ class StackedModel:
                     n[len(prefix) :]: t for n, t in self._tensors.items() if n.startswith(prefix)
                 }
         self._tensor_ids = {id(t) for t in self._tensors.values()}
+        #: the values a run of the graph may free after each node
+        self._freed = _last_uses(net.graph)
         modules = dict(net.named_modules())
         for name, module in modules.items():
             counts = self._buffers.get(f"{name}.num_batches_tracked")
