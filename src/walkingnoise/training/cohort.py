@@ -204,12 +204,13 @@ def evaluate_shared(
         for i, values in zip(weight_noise, alone, strict=True):
             metrics[i] = values
     # these experiments have no weight noise, so the model's own (if any) stays off, as alone
+    stacks: dict[int, StackedModel | NotStackableError] = {}
     with weight_noise_disabled(model):
         for indices in by_noise.values():
             for chunk in _chunks(indices, size):
                 members = [experiments[i] for i in chunk]
                 for i, values in zip(
-                    chunk, _evaluate_chunk(model, members, dataset, clean), strict=True
+                    chunk, _evaluate_chunk(model, members, dataset, clean, stacks), strict=True
                 ):
                     metrics[i] = values
     return metrics
@@ -228,14 +229,22 @@ def _evaluate_chunk(
     members: Sequence[Experiment],
     dataset: InMemoryDataset,
     clean: dict[str, Evaluation],
+    stacks: dict[int, StackedModel | NotStackableError],
 ) -> list[dict[str, float]]:
+    """Noisy metrics of experiments evaluating ``model``, as one stack of its copies; the
+    stacks of copies already built, by size, are reused (only their noise changes)."""
     if members[0].noise_model() is None:
         return [experiment_metrics(dataset, clean, clean) for _ in members]
-    try:
-        stack = StackedModel([model] * len(members))
-        stack.check(dataset.test.x[:2])
-    except NotStackableError as error:
-        return _evaluate_alone(model, members, dataset, str(error))
+    stack = stacks.get(len(members))
+    if stack is None:
+        try:
+            stack = StackedModel([model] * len(members))
+            stack.check(dataset.test.x[:2])
+        except NotStackableError as error:
+            stack = error
+        stacks[len(members)] = stack
+    if isinstance(stack, NotStackableError):
+        return _evaluate_alone(model, members, dataset, str(stack))
     sites = model.site_table
     stack.set_noise(
         [(e.noise_model(), e.placement_spec().resolve(sites, e.sigma)) for e in members]
