@@ -12,12 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from walkingnoise.data import InMemoryDataset
+from walkingnoise.data.dataset import Split
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
 from walkingnoise.noise import AdditiveNoise, MultiplicativeNoise, WalkingPlacement, instrument
 from walkingnoise.noise.weight import attach_weight_noise, weight_noise_of
 from walkingnoise.training.cohort import evaluate_shared, train_alone, train_cohort
 from walkingnoise.training.distillation import Distillation
+from walkingnoise.training.evaluate import evaluate
 from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
 from walkingnoise.training.stacked import NotStackableError, StackedModel, _last_uses
@@ -589,6 +591,55 @@ def test_an_owned_input_that_requires_grad_is_not_overwritten() -> None:
     stack(xs, owned=True).sum().backward()
     assert torch.equal(xs.detach(), before)
     assert xs.grad is not None
+
+
+def test_an_owned_input_expanded_from_one_batch_is_not_overwritten() -> None:
+    """Its rows share one memory: noise for one model must not reach the others (or the batch)."""
+    torch.manual_seed(0)
+    models = [instrument(build_model("mlp", (1, 8, 8), 10), torch.randn(2, 1, 8, 8)) for _ in "abc"]
+    stack = StackedModel(models).eval()
+    stack.set_noise([(AdditiveNoise(), {}), (AdditiveNoise(), {0: 1.0}), (AdditiveNoise(), {})])
+    x = torch.randn(8, 1, 8, 8)
+    before = x.clone()
+    with torch.no_grad():
+        out = stack(x.unsqueeze(0).expand(3, *x.shape), owned=True)
+        clean = [model.eval()(x) for model in models]
+    assert torch.equal(x, before)
+    torch.testing.assert_close(out[0], clean[0])
+    torch.testing.assert_close(out[2], clean[2])
+    assert not torch.allclose(out[1], clean[1])
+
+
+class ScaledOutput(nn.Module):
+    """A second input with a default, after the input site."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(16, 12), nn.Linear(12, 5)
+
+    def forward(self, x: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)) * scale)
+
+
+@pytest.mark.parametrize("copies", [True, False], ids=["copies", "distinct"])
+def test_an_input_default_is_kept_when_the_prefix_is_reused(copies: bool) -> None:
+    """With noise at the input, the prefix handed on holds the first input; the next input
+    takes its default, not the batch."""
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 16), torch.randint(0, 5, (40,))
+    first = instrument(ScaledOutput(), x[:2]).eval()
+    models = [first, first] if copies else [first, instrument(ScaledOutput(), x[:2]).eval()]
+    stack = StackedModel(models)
+    stack.check(x[:2])
+    stack.set_noise([(AdditiveNoise(), {0: 0.5}), (AdditiveNoise(), {0: 0.5})])
+    stack.set_generators([torch.Generator().manual_seed(k) for k in range(2)])
+    stacked = evaluate_stacked(stack, Split(x, y), repeats=3, batch_size=16)
+    for k, model in enumerate(models):
+        with model.noise_preserved():
+            model.set_noise(AdditiveNoise(), WalkingPlacement(0), 0.5)
+            model.set_generator(torch.Generator().manual_seed(k))
+            alone = evaluate(model, Split(x, y), repeats=3, batch_size=16)
+        assert stacked[k].accuracy == pytest.approx(alone.accuracy, abs=1 / 40)
 
 
 class ViewAlias(nn.Module):

@@ -383,6 +383,8 @@ class _LeanInterpreter(fx.Interpreter):
         self.args_iter = iter(self.graph.process_inputs(*args))
         for node in self.graph.nodes:
             if node in env:
+                if node.op == "placeholder":  # given: its argument is not the next one's
+                    next(self.args_iter, None)
                 continue
             if node is self.stop:
                 raise _PrefixEndError
@@ -428,7 +430,8 @@ class _Interpreter(_LeanInterpreter):
     def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
         if target.startswith(_SITES):
             owned = self.owned is not None and args[0] is self.owned
-            owned = owned and not args[0].requires_grad
+            # not an input expanded from one batch, whose rows share their memory
+            owned = owned and not args[0].requires_grad and args[0].stride(0) != 0
             inplace = owned or self._scratch(args[0])
             return self.stack._site(int(target[len(_SITES) :]), args[0], inplace=inplace)
         fast = self.stack._fast.get(target)
