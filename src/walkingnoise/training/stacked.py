@@ -357,21 +357,22 @@ def _last_uses(graph: fx.Graph) -> dict[fx.Node, list[fx.Node]]:
 class _LeanInterpreter(fx.Interpreter):
     """``fx.Interpreter`` with less work per call, for graphs run once per batch.
 
-    Its constructor does not rebuild the module table and the values' last uses (``freed``,
-    from ``_last_uses``, computed once per graph; None keeps every value in ``env``), and its
-    loop keeps no progress bar or traceback metadata per node. A run ends with
-    ``_PrefixEndError`` at the node ``stop``.
+    Its constructor takes the stack's module table and the values' last uses (``freed``, from
+    ``_last_uses``; None keeps every value in ``env``), computed once per stack, and its loop
+    keeps no progress bar or traceback metadata per node. A run ends with ``_PrefixEndError``
+    at the node ``stop``.
     """
 
     def __init__(
         self,
-        module: fx.GraphModule,
+        stack: StackedModel,
         freed: dict[fx.Node, list[fx.Node]] | None,
         stop: fx.Node | None,
     ) -> None:
         # not fx.Interpreter.__init__, which recomputes both on every call
-        self.module = module
-        self.graph = module.graph
+        self.module = stack.template.net
+        self.submodules = stack._submodules
+        self.graph = self.module.graph
         self.env: dict[fx.Node, Any] = {}
         self.garbage_collect_values = freed is not None
         self.extra_traceback = False
@@ -412,7 +413,7 @@ class _Interpreter(_LeanInterpreter):
         *,
         stop: fx.Node | None = None,
     ) -> None:
-        super().__init__(stack.template.net, None if stop is not None else stack._freed, stop)
+        super().__init__(stack, None if stop is not None else stack._freed, stop)
         self.stack = stack
         self.batch = batch
         self.owned = owned
@@ -569,10 +570,11 @@ class _PrefixEndError(Exception):
 
 
 class _Prefix(_LeanInterpreter):
-    """Runs the one model's graph up to (not including) ``stop``, keeping every value."""
+    """Runs the stack's template model alone up to (not including) ``stop``, keeping every
+    value."""
 
-    def __init__(self, net: fx.GraphModule, stop: fx.Node | None) -> None:
-        super().__init__(net, None, stop)
+    def __init__(self, stack: StackedModel, stop: fx.Node | None) -> None:
+        super().__init__(stack, None, stop)
 
 
 def _needed_from(env: dict[fx.Node, Any], stop: fx.Node) -> dict[fx.Node, Any]:
@@ -721,6 +723,7 @@ class StackedModel:
         #: the values a run of the graph may free after each node
         self._freed = _last_uses(net.graph)
         modules = dict(net.named_modules())
+        self._submodules: dict[str, nn.Module] = modules
         for name, module in modules.items():
             counts = self._buffers.get(f"{name}.num_batches_tracked")
             cumulative = getattr(module, "momentum", 0.0) is None and counts is not None
@@ -897,7 +900,7 @@ class StackedModel:
 
     def _prefix(self, x: torch.Tensor, stop: fx.Node | None) -> Any:
         """The model's output if no site is noisy; else the prefix values the rest needs."""
-        prefix = _Prefix(self.template.net, stop)
+        prefix = _Prefix(self, stop)
         with self.template.noise_disabled():
             try:
                 return prefix.run(x)
