@@ -370,6 +370,7 @@ class _LeanInterpreter(fx.Interpreter):
         stop: fx.Node | None,
     ) -> None:
         # not fx.Interpreter.__init__, which recomputes both on every call
+        self.stack = stack
         self.module = stack.template.net
         self.submodules = stack._submodules
         self.graph = self.module.graph
@@ -414,7 +415,6 @@ class _Interpreter(_LeanInterpreter):
         stop: fx.Node | None = None,
     ) -> None:
         super().__init__(stack, None if stop is not None else stack._freed, stop)
-        self.stack = stack
         self.batch = batch
         self.owned = owned
         self._node: fx.Node | None = None
