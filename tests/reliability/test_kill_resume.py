@@ -219,8 +219,8 @@ def _kill_and_resume(
         try:
             _wait_for(process, moment, store, done)
         finally:
-            if process.is_alive():
-                os.kill(process.pid, signal.SIGKILL)
+            # The run may end on its own just before the kill: kill() then does nothing.
+            process.kill()
             process.join(60)
         assert process.pid is not None
         killed.add(process.pid)
