@@ -85,6 +85,70 @@ class AttentionNet(nn.Module):
         return self.head(h.mean(dim=1))
 
 
+class InPlaceFunctional(nn.Module):
+    """``F.relu(..., inplace=True)`` on a convolution's output, which is read again after it:
+    alone ``h + r`` is 2·relu(h) (the stack merges models and batches with a copy here)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        r = F.relu(h, inplace=True)
+        F.leaky_relu(h, 0.1, inplace=True)  # for its effect on h alone
+        return self.head((h + r).flatten(1))
+
+
+class PairwiseDifferences(nn.Module):
+    """Operands of different rank, ``h.unsqueeze(1) - h``: every sample against every sample of
+    its own batch (B, B, C), not of all the models' batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.head = nn.Linear(64, 8), nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x.flatten(1))
+        return self.head((h.unsqueeze(1) - h).abs().mean(dim=1))
+
+
+class StandardizedConv(nn.Conv2d):
+    """A convolution subclass with a forward of its own (weight standardisation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return self._conv_forward(x, w, self.bias)
+
+
+class HalvedBatchNorm(nn.BatchNorm2d):
+    """A BatchNorm subclass with a forward of its own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 0.5
+
+
+def _subclassed_layers() -> nn.Module:
+    return nn.Sequential(
+        StandardizedConv(1, 4, 3, padding=1), HalvedBatchNorm(4), nn.Flatten(), nn.Linear(256, 10)
+    )
+
+
+class ShapeIdioms(nn.Module):
+    """Sizes read as ``x.shape[0]``, unpacked from ``h.shape`` and asked with ``size(dim=...)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 32), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x.view(x.shape[0], -1))
+        b, c = h.shape
+        return self.fc2(h.reshape(b, h.size(dim=1)) * (c / 32))
+
+
 def _softmax_over_batch(dim: int) -> nn.Module:
     """A parameter-free module that normalises over the samples of a batch (B, C)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Softmax(dim=dim), nn.Linear(8, 10))
@@ -108,9 +172,16 @@ def _instrumented(factory, shape: tuple[int, ...], seeds: range) -> list:
         (AttentionNet, (1, 8, 8)),
         (lambda: _softmax_over_batch(0), (1, 8, 8)),
         (lambda: _softmax_over_batch(-2), (1, 8, 8)),
+        (InPlaceFunctional, (1, 8, 8)),
+        (PairwiseDifferences, (1, 8, 8)),
+        (_subclassed_layers, (1, 8, 8)),
+        (ShapeIdioms, (1, 8, 8)),
     ],
-    ids=["mlp", "lenet5", "cnn_s", "skipnet", "attention", "softmax-dim0", "softmax-dim-2"],
-)
+    ids=[
+        "mlp", "lenet5", "cnn_s", "skipnet", "attention", "softmax-dim0", "softmax-dim-2",
+        "inplace-functional", "pairwise", "subclassed-layers", "shape-idioms",
+    ],
+)  # fmt: skip
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("shared", [False, True], ids=["own-input", "shared-input"])
 def test_stacked_forward_equals_each_model(factory, shape, training: bool, shared: bool) -> None:
@@ -170,6 +241,82 @@ def test_training_a_stack_equals_training_each_model_alone(
     first_weights = [stack.state_dict(k)["layers.1.weight"].abs().max().item() for k in range(4)]
     assert first_weights[1] <= 0.05 + 1e-7
     assert min(first_weights[0], first_weights[2], first_weights[3]) > 0.05
+
+
+def _layers(activation: type[nn.Module] = nn.ReLU, **batchnorm) -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(64, 8),
+        nn.BatchNorm1d(8, **batchnorm),
+        activation(),
+        nn.Linear(8, 3),
+    )
+
+
+@pytest.mark.parametrize(
+    ("other", "differs"),
+    [
+        (lambda: _layers(nn.Tanh), "module '3'"),
+        (lambda: _layers(momentum=0.5), "module '2'"),
+        (lambda: _layers(eps=1.0), "module '2'"),
+        (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Linear(8, 3)), "graph"),
+    ],
+    ids=["activation", "momentum", "eps", "layers"],
+)
+def test_members_that_differ_in_more_than_their_weights_are_refused(other, differs: str) -> None:
+    """Every member runs the template's graph and modules, so they must be the same."""
+    example = torch.randn(2, 1, 8, 8)
+    models = [instrument(_layers(), example), instrument(_layers(), example)]
+    StackedModel(models)  # the same structure, other weights: a stack
+    with pytest.raises(NotStackableError, match=f"model 1 differs from model 0 in its {differs}"):
+        StackedModel([models[0], instrument(other(), example)])
+
+
+class RunningScale(nn.Module):
+    """A buffer its forward updates in place, in either mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.head = nn.Linear(8, 8), nn.Linear(8, 3)
+        self.register_buffer("scale", torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        torch.Tensor.add_(self.scale, h.detach().abs().mean(), alpha=0.1)
+        return self.head(h / self.scale)
+
+
+def test_the_probe_leaves_the_models_state_and_mode_as_they_were() -> None:
+    """``check`` runs a batch through the stack: afterwards its buffers are as before (a
+    training run after it matches one alone), and its template keeps its mode."""
+    models = _instrumented(RunningScale, (8,), range(2))
+    for model in models:
+        model.eval()
+    stack = StackedModel(models)
+    before = [stack.state_dict(k)["scale"].clone() for k in range(2)]
+    stack.check(torch.randn(2, 8))
+    assert [stack.state_dict(k)["scale"] for k in range(2)] == before
+    assert not stack.training
+    assert not models[0].training
+    x = torch.randn(2, 5, 8)
+    out = stack.train()(x)
+    for k, model in enumerate(models):
+        torch.testing.assert_close(out[k], model.train()(x[k]))
+        torch.testing.assert_close(stack.state_dict(k)["scale"], model.source.scale)
+
+
+def test_evaluating_copies_leaves_the_model_in_its_mode(digits: InMemoryDataset) -> None:
+    """``evaluate_shared`` stacks copies of an evaluation-mode model: it stays in that mode, so
+    a later plain call does not update its BatchNorm statistics."""
+    experiments = _experiments(3, sigma=0.5)
+    model = build_noisy_model(experiments[0].clean_training(), digits).eval()
+    evaluate_shared(model, experiments, digits)
+    assert not model.training
+    statistics = {k: v.clone() for k, v in model.source.state_dict().items()}
+    with torch.no_grad():
+        model(digits.test.x[:8])
+    for name, value in model.source.state_dict().items():
+        torch.testing.assert_close(value, statistics[name], msg=name)
 
 
 def test_each_member_gets_its_own_sigma_and_site(digits: InMemoryDataset) -> None:
@@ -754,18 +901,39 @@ def _cumulative_batchnorm() -> nn.Module:
     )
 
 
-def test_batchnorm_with_a_cumulative_average_trains_as_alone() -> None:
-    models = _instrumented(_cumulative_batchnorm, (16,), range(2))
+class PerStepBatchNorm(nn.Module):
+    """BatchNorm over the steps of every sample, (B·T, C): its input's second dimension is not
+    the batch, so the stack runs it through vmap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.head = nn.Linear(6, 6), nn.Linear(6, 3)
+        self.bn = nn.BatchNorm1d(6, momentum=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.bn(self.fc(x).reshape(-1, 6)).reshape(-1, 4, 6)
+        return self.head(h.mean(dim=1))
+
+
+@pytest.mark.parametrize(
+    ("factory", "shape", "layer"),
+    [(_cumulative_batchnorm, (16,), "2"), (PerStepBatchNorm, (4, 6), "bn")],
+    ids=["stacked", "vmap"],
+)
+def test_batchnorm_with_a_cumulative_average_trains_as_alone(factory, shape, layer: str) -> None:
+    models = _instrumented(factory, shape, range(2))
     stack = StackedModel(models).train()
-    batches = torch.randn(3, 2, 5, 16)
+    batches = torch.randn(3, 2, 5, *shape)
     outputs = [stack(x) for x in batches]  # the average's weight 1/n changes every batch
     for k, model in enumerate(models):
         model.train()
         for x, out in zip(batches, outputs, strict=True):
             torch.testing.assert_close(out[k], model(x[k]), rtol=1e-5, atol=1e-6)
-        for name in ("2.running_mean", "2.running_var", "2.num_batches_tracked"):
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            name = f"{layer}.{name}"
             torch.testing.assert_close(stack.state_dict(k)[name], model.source.state_dict()[name])
-    models[1].source.get_submodule("2").num_batches_tracked += 1
+    assert models[0].source.get_submodule(layer).momentum is None
+    models[1].source.get_submodule(layer).num_batches_tracked += 1
     with pytest.raises(NotStackableError, match="momentum None"):
         StackedModel(models)
 

@@ -77,8 +77,24 @@ def _vmapped(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
 def _merged(fn: Callable[..., Any], x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     """Apply a per-sample ``fn`` to (K, B, ...) by merging the model and batch dimensions."""
     k, b = x.shape[:2]
-    out = fn(x.reshape(k * b, *x.shape[2:]), *args, **kwargs)
+    merged = x.reshape(k * b, *x.shape[2:])
+    version = merged._version
+    out = fn(merged, *args, **kwargs)
+    if _changed_a_copy(x, merged, version, out):
+        return x.copy_(out.view(x.shape))
     return out.reshape(k, b, *out.shape[1:])
+
+
+def _changed_a_copy(original: Any, merged: Any, version: int, out: Any) -> bool:
+    """Whether a function changed ``merged`` in place since it was at ``version`` (and
+    returned it, as in-place functions do), where merging ``original`` made a copy: the change
+    belongs in ``original``."""
+    return (
+        out is merged
+        and isinstance(original, torch.Tensor)
+        and merged._version != version
+        and merged.data_ptr() != original.data_ptr()
+    )
 
 
 def _linear(state: dict[str, torch.Tensor], x: torch.Tensor, feature_major: bool) -> torch.Tensor:
@@ -120,6 +136,10 @@ def _linear_shared(
 
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+#: Layers run by the stacked implementations here: these classes only, since a subclass may
+#: have a forward of its own (weight standardisation, binarised weights...), which vmap runs.
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _conv(module: nn.modules.conv._ConvNd, state: dict[str, torch.Tensor], x: torch.Tensor):
@@ -230,7 +250,8 @@ class _ChannelMajorBatchNorm(torch.autograd.Function):
         return (*grads, None)
 
 
-#: Modules that act on each element alone: they take (K, B, ...) as it is.
+#: Modules that act on each element alone: they take (K, B, ...) as it is (these classes
+#: themselves: a subclass may have a forward of its own).
 _ELEMENTWISE = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.Hardtanh,
     nn.Hardswish, nn.Mish, nn.Softplus, nn.Identity, nn.Dropout,
@@ -248,16 +269,16 @@ def _fast_module(
             lambda x: _linear_shared(state, x, feature_major),
         )
     if (
-        isinstance(module, nn.modules.conv._ConvNd)
+        type(module) in _CONVOLUTIONS
         and not module.transposed
         and module.padding_mode == "zeros"
         and isinstance(module.padding, tuple)
     ):
         shared = (lambda x: _conv_shared(module, state, x)) if module.groups == 1 else None
         return (lambda x: _conv(module, state, x)), shared
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+    if type(module) in _BATCHNORMS:
         return (lambda x: _batchnorm(module, state, x)), None
-    if not state and isinstance(module, _ELEMENTWISE):
+    if not state and type(module) in _ELEMENTWISE:
         return module, lambda x: _once(module, x)
     if (
         not state
@@ -298,9 +319,7 @@ def _feature_major_linears(graph: fx.Graph, modules: dict[str, nn.Module]) -> se
         module = modules.get(target)
         if type(module) is nn.Linear:
             return True
-        passes_on = target.startswith(_SITES) or isinstance(
-            module, (nn.modules.batchnorm._BatchNorm, *_ELEMENTWISE)
-        )
+        passes_on = target.startswith(_SITES) or type(module) in (*_BATCHNORMS, *_ELEMENTWISE)
         return passes_on and not getattr(module, "inplace", False) and accepts(user)
 
     calls: dict[str, list[fx.Node]] = {}
@@ -330,7 +349,7 @@ def _once(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.
 
 
 #: Layers whose stacked implementation returns memory of its own.
-_FRESH_OUTPUT = (nn.Linear, nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm)
+_FRESH_OUTPUT = (nn.Linear, *_CONVOLUTIONS, *_BATCHNORMS)
 
 #: Functions applied per sample: (K, B, ...) inputs can be merged to (K·B, ...).
 _PER_SAMPLE_FUNCTIONS = {
@@ -340,6 +359,40 @@ _PER_SAMPLE_FUNCTIONS = {
     F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
 }  # fmt: skip
+
+
+@contextmanager
+def _cumulative_rate(module: nn.Module, state: dict[str, torch.Tensor]) -> Iterator[None]:
+    """For a training pass of a BatchNorm with ``momentum=None`` (a cumulative average) run by
+    vmap: its rate, 1 / batches seen, set as its momentum for the pass. Its own forward would
+    read the count with ``float()``, which vmap cannot; the members' counts are equal (see
+    ``StackedModel``)."""
+    counts = state.get("num_batches_tracked")
+    cumulative = (
+        isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and module.momentum is None
+        and module.training
+        and module.track_running_stats
+        and counts is not None
+    )
+    if not cumulative:
+        yield
+        return
+    module.momentum = 1.0 / (float(counts[0]) + 1.0)  # the count after this pass's increment
+    try:
+        yield
+    finally:
+        module.momentum = None
+
+
+def _untensored(target: Callable, args: tuple, kwargs: dict) -> Any:
+    """A function of no tensor (arithmetic on sizes, ``h.shape[0]``): the same for every
+    model, so called once; one that makes a tensor from nothing is refused."""
+    out = target(*args, **kwargs)
+    if any(isinstance(v, torch.Tensor) for v in tree_flatten(out)[0]):
+        name = getattr(target, "__name__", target)
+        raise NotStackableError(f"{name} makes a tensor from no tensor input")
+    return out
 
 
 def _last_uses(graph: fx.Graph) -> dict[fx.Node, list[fx.Node]]:
@@ -455,7 +508,8 @@ class _Interpreter(_LeanInterpreter):
         def call(tensors: tuple[torch.Tensor, ...], *inner: Any, **inner_kw: Any) -> Any:
             return functional_call(module, dict(zip(names, tensors, strict=True)), inner, inner_kw)
 
-        return _vmapped(call, (tuple(state[n] for n in names), *args), kwargs)
+        with _cumulative_rate(module, state):
+            return _vmapped(call, (tuple(state[n] for n in names), *args), kwargs)
 
     def _scratch(self, value: Any) -> bool:
         """Whether the site now running may overwrite its input ``value``: fresh memory a layer
@@ -479,10 +533,10 @@ class _Interpreter(_LeanInterpreter):
         if value.requires_grad:
             return False
         module = self.stack._layer(source)
-        if isinstance(module, _FRESH_OUTPUT):
+        if type(module) in _FRESH_OUTPUT:
             return str(source.target) in self.stack._fast  # run as a stack: a fresh output
         return (
-            isinstance(module, _ELEMENTWISE)
+            type(module) in _ELEMENTWISE
             and not isinstance(module, (nn.Identity, nn.Dropout))
             and not getattr(module, "inplace", False)
         )
@@ -504,9 +558,14 @@ class _Interpreter(_LeanInterpreter):
     def call_function(self, target: Callable, args: tuple, kwargs: dict) -> Any:
         if target is getattr and len(args) == 2 and args[1] == "shape":
             return args[0].shape[1:]
+        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        if not tensors:
+            return _untensored(target, args, kwargs)
         if target in _PER_SAMPLE_FUNCTIONS:
-            tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-            if tensors and all(self._activation(t) for t in tensors):
+            # operands of one rank: merged, their leading (K·B) dimensions line up as the
+            # batches do alone (a lower-rank operand would broadcast across the models)
+            same_rank = len({t.dim() for t in tensors}) == 1
+            if same_rank and all(self._activation(t) for t in tensors):
                 if target is torch.flatten:
                     start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
                     if start < 1:
@@ -548,14 +607,20 @@ class _Interpreter(_LeanInterpreter):
             )
 
         flat, spec = tree_flatten((args, kwargs))
-        inner_args, inner_kwargs = tree_unflatten([merge(v) for v in flat], spec)
+        merged = [merge(v) for v in flat]
+        versions = [v._version if isinstance(v, torch.Tensor) else 0 for v in merged]
+        inner_args, inner_kwargs = tree_unflatten(merged, spec)
         out = target(*inner_args, **inner_kwargs)
+        for original, value, version in zip(flat, merged, versions, strict=True):
+            if _changed_a_copy(original, value, version, out):  # in place (``inplace=True``)
+                return original.copy_(out.view(original.shape))
         return out.reshape(k, b, *out.shape[1:])
 
     def call_method(self, target: str, args: tuple, kwargs: dict) -> Any:
         if target == "size":
             sizes = args[0].shape[1:]
-            return sizes if len(args) == 1 else sizes[args[1]]
+            dim = args[1] if len(args) > 1 else kwargs.get("dim")
+            return sizes if dim is None else sizes[dim]
         if target == "dim":
             return args[0].dim() - 1
         return _vmapped(lambda obj, *a, **kw: getattr(obj, target)(*a, **kw), args, kwargs)
@@ -680,6 +745,7 @@ class StackedModel:
         if any(_weight_noise_on(model) for model in models):
             raise NotStackableError(WEIGHT_NOISE_ALONE)
         _refuse_shared_tensors(template.net)
+        _refuse_different_structure(template, models)
         self.template = template
         self.size = len(models)
         #: Whether all members are one model and its stacked tensors are still its own: set
@@ -688,7 +754,8 @@ class StackedModel:
         self.copies = all(m is template for m in models)
         self._kept: dict[tuple, Any] | None = None
         self._kept_room = 0
-        self.training = True
+        #: the models' mode, as the template's (which ``train``/``eval`` set, and restore after)
+        self.training = template.training
         self.noise_enabled = True
         net = template.net
         names = [n for n, _ in net.named_parameters()]
@@ -739,7 +806,7 @@ class StackedModel:
             if (fast := _fast_module(modules[name], state, name in feature_major)) is not None
         }
         #: stacked layers whose backward keeps their input, not their output
-        self._fresh_layers = {n for n in self._fast if isinstance(modules[n], _FRESH_OUTPUT)}
+        self._fresh_layers = {n for n in self._fast if type(modules[n]) in _FRESH_OUTPUT}
         #: plain ReLU modules, run as ``_relu`` where nothing else reads their input
         self._relus = {
             n for n in self._fast if type(modules[n]) is nn.ReLU and not modules[n].inplace
@@ -807,6 +874,8 @@ class StackedModel:
         was_training, was_enabled, was_copies = self.training, self.noise_enabled, self.copies
         self.noise_enabled = False  # the probe must not consume the models' noise draws
         self.copies = False
+        # nor change their state: a forward may update a buffer in place, also in eval mode
+        buffers = {name: buffer.clone() for name, buffer in self._buffers.items()}
         try:
             with torch.no_grad():
                 self.eval()(example, shared=True)
@@ -814,6 +883,9 @@ class StackedModel:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise NotStackableError(f"{type(error).__name__}: {first}") from error
         finally:
+            with torch.no_grad():
+                for name, buffer in self._buffers.items():
+                    buffer.copy_(buffers[name])
             self.train(was_training)
             self.noise_enabled, self.copies = was_enabled, was_copies
 
@@ -1021,6 +1093,40 @@ class StackedModel:
             own = model.source.state_dict()
             for name in self.persistent:
                 own[name].copy_(self._tensors[name][k])
+
+
+def _structure(model: NoisyModel) -> tuple:
+    """What a stack takes from its template for every member: the graph, each module's class
+    and settings (noise sites aside: their noise is per member), and the site table."""
+    modules = tuple(
+        (name, type(module), module.extra_repr())
+        for name, module in model.net.named_modules()
+        if name and not name.startswith(_SITES)  # the root: its graph, compared as code
+    )
+    sites = tuple((s.index, s.name, s.kind, tuple(s.shape[1:])) for s in model.site_table)
+    return model.net.code, modules, sites
+
+
+def _refuse_different_structure(template: NoisyModel, models: Sequence[NoisyModel]) -> None:
+    """Refuse members that differ from the template in more than their tensors' values (an
+    activation, a BatchNorm's momentum, a padding mode...): every member runs the template."""
+    expected = None
+    for k, model in enumerate(models):
+        if model is template:
+            continue
+        expected = expected or _structure(template)
+        found = _structure(model)
+        if found == expected:
+            continue
+        what = ("graph", "modules", "site table")
+        differs = next(w for w, a, b in zip(what, expected, found, strict=True) if a != b)
+        if differs == "modules":
+            for a, b in zip(expected[1], found[1], strict=False):
+                if a != b:
+                    differs = f"module {a[0] or b[0]!r} ({a[1].__name__}({a[2]}) against "
+                    differs += f"{b[1].__name__}({b[2]}))"
+                    break
+        raise NotStackableError(f"model {k} differs from model 0 in its {differs}")
 
 
 def _refuse_shared_tensors(net: nn.Module) -> None:
