@@ -11,6 +11,7 @@ import pytest
 
 from walkingnoise.experiment import Experiment
 from walkingnoise.report import write_report
+from walkingnoise.report.html import FIGURE_MANIFEST
 from walkingnoise.sweep import Store, StoreError
 
 from .conftest import IMG_ERROR, SCRIPT_BLOCK, SCRIPT_NAME
@@ -119,13 +120,18 @@ def test_names_from_the_store_are_escaped(embedded: Path) -> None:
 @pytest.mark.slow  # a real sweep (shared), then its figures
 def test_rerunning_regenerates_everything_from_the_store(tiny_store: Path, tmp_path: Path) -> None:
     first = write_report(tiny_store, tmp_path, site_names=False).read_text(encoding="utf-8")
-    figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    figures = sorted(p.name for p in (tmp_path / "figures").glob("[!.]*"))
     (tmp_path / "figures" / figures[0]).unlink()
     (tmp_path / "tables" / "midpoints.csv").unlink()
+    # a figure an earlier report wrote that this one does not, and a file of the user's
     (tmp_path / "figures" / "99-stale.png").write_bytes(PNG)
+    with (tmp_path / "figures" / FIGURE_MANIFEST).open("a", encoding="utf-8") as manifest:
+        manifest.write("99-stale.png\n")
+    (tmp_path / "figures" / "my-plot.png").write_bytes(PNG)
     second = write_report(tiny_store, tmp_path, site_names=False).read_text(encoding="utf-8")
     assert second == first
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == figures
+    left = sorted(p.name for p in (tmp_path / "figures").glob("[!.]*"))
+    assert left == sorted([*figures, "my-plot.png"])
     assert (tmp_path / "tables" / "midpoints.csv").is_file()
 
 

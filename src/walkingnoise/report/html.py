@@ -65,6 +65,9 @@ pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
 figure { margin: 1em 0; } figcaption { font-size: .85em; color: #555; }
 img { max-width: 100%; height: auto; } .warn { color: #8a4b00; } .note { color: #555; }
 """
+#: The list of the figures a report wrote, in its figures folder: the next report deletes those
+#: it does not write again, and nothing else.
+FIGURE_MANIFEST = ".report-figures"
 #: Walking families (dataset, model, BatchNorm, noise) shown in per-site figures and tables.
 _SITE_FAMILY = ("dataset", "model", "batchnorm", "noise")
 #: Fig. 5 compares datasets: one figure per (model, BatchNorm, noise).
@@ -252,9 +255,7 @@ def write_report(
     _weights(report, results, tables)
     _config(report, results, sweeps)
 
-    for stale in (out / "figures").glob("*"):
-        if stale.suffix in (".png", ".svg") and stale not in report.written:
-            stale.unlink()
+    _remove_stale_figures(out / "figures", report.written)
     links = " · ".join(f'<a href="#{esc(a)}">{esc(text)}</a>' for a, text in report.anchors)
     report.html.insert(2, f"<nav><p>{links}</p></nav>")  # after the title and its note
     page = (
@@ -268,6 +269,19 @@ def write_report(
     (out / "report.md").write_text("\n".join(report.md), encoding="utf-8")
     log.info("report written to %s (%d figures)", index, report.count)
     return index
+
+
+def _remove_stale_figures(folder: Path, written: set[Path]) -> None:
+    """Delete the figures an earlier report wrote into ``folder`` that this one did not, and
+    list this one's in ``FIGURE_MANIFEST``: files the reports did not write are never touched."""
+    manifest = folder / FIGURE_MANIFEST
+    earlier = manifest.read_text(encoding="utf-8").split() if manifest.is_file() else []
+    names = sorted(path.name for path in written)
+    for name in set(earlier) - set(names):
+        if Path(name).name == name and Path(name).suffix in (".png", ".svg"):
+            (folder / name).unlink(missing_ok=True)
+    if names or manifest.is_file():
+        manifest.write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
 
 
 # -- sections ---------------------------------------------------------------------------------
