@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,25 @@ def test_train_prints_accuracies_of_the_library_run_and_saves_a_checkpoint(
     assert loaded == experiment
     accuracy = evaluate_clean(model, load_dataset("digits").test).accuracy
     assert f"{100 * accuracy:.2f}" == f"{clean:.2f}"
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``walking-noise models | head -0``: the reader is gone before anything is written; the
+    command stops with 128 + SIGPIPE, as ``cat`` does, and prints no error."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "walkingnoise.cli", "models"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    process.stdout.close()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGPIPE, err
+    assert err == b""
+    done = _run_module("models", cwd=tmp_path)  # and with a reader, the list and status 0
+    assert done.returncode == 0
+    assert set(done.stdout.split()) >= set(model_names())
 
 
 @pytest.mark.slow

@@ -265,6 +265,30 @@ def test_train_with_a_missing_teacher_is_a_one_line_error(
     assert "no such checkpoint file" in err[0]
 
 
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"], ids=["missing", "unreadable"])
+def test_a_sweeps_bad_teacher_file_stops_it_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None
+) -> None:
+    """Every student of a teacher file that is missing or unreadable would fail: the sweep
+    stops with one line naming the file, and the store is not created."""
+    teacher = tmp_path / "teacher.pt"
+    if content is not None:
+        teacher.write_bytes(content)
+    sweep = tmp_path / "students.yaml"
+    sweep.write_text(
+        "name: students\n"
+        "fixed: {dataset: digits, noise: none, train_noise: true, recipe: {epochs: 1},\n"
+        f"  distillation: {{teacher: {teacher}}}}}\n"
+        "grid: {weight_noise: {type: choice, options: [0.05, 0.1]}}\n"
+    )
+    store = tmp_path / "students.sqlite"
+    assert main(["run", str(sweep), "--store", str(store), "--no-progress"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert f"distillation.teacher {teacher}" in err[0]
+    assert not store.exists()
+
+
 # --- the example sweep -------------------------------------------------------------------------
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -276,6 +278,26 @@ def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     path.write_text("these are notes, not SQLite " * 100)
     with pytest.raises(StoreError, match="cannot open the store"):
         Store(path)
+
+
+def test_another_programs_database_is_left_as_it_is(tmp_path: Path) -> None:
+    """A store on an SQLite file of something else is refused before anything is written:
+    no tables added, no WAL mode, no checkpoint folder."""
+    path = tmp_path / "notes.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.execute("INSERT INTO notes VALUES ('keep me')")
+        db.commit()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"database of something else \(tables notes\)") as caught:
+        Store(path)
+    assert str(caught.value).startswith(str(path))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.sqlite"]
+    Store(tmp_path / "study.sqlite").close()  # a store, and an empty file, still open
+    Store(tmp_path / "study.sqlite").close()
+    (tmp_path / "empty.sqlite").touch()
+    Store(tmp_path / "empty.sqlite").close()
 
 
 @pytest.fixture(scope="module")

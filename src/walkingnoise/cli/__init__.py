@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -54,17 +56,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``walking-noise``; returns the exit status.
 
     Bad input (arguments, files, a store that cannot be used, a missing optional dependency) is
-    one line ``walking-noise: error: …`` on stderr and status 2; Ctrl-C is status 130.
+    one line ``walking-noise: error: …`` on stderr and status 2. A command whose work ran but
+    partly failed (``run`` with failed experiments) returns status 1; Ctrl-C is status 130, and
+    a closed output pipe (``| head``) 141.
     """
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # here, so a closed pipe is seen here too, not at the exit
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (ValueError, KeyError, OSError, ImportError) as error:  # ImportError: a missing extra
         print(f"walking-noise: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("walking-noise: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0

@@ -50,7 +50,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     retry.set_defaults(handler=_cmd_retry)
 
 
-def _cmd_run(args: argparse.Namespace) -> None:
+def _cmd_run(args: argparse.Namespace) -> int:
     from walkingnoise.sweep import Store, load_sweep, make_executor, run_sweep
     from walkingnoise.sweep.spec import DEFAULT_MAX_EXPERIMENTS
 
@@ -69,7 +69,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
         if spec.adaptive_axes():
             print("adaptive σ: these are the first round's; each later round adds σ to the")
             print("curves whose midpoint is not settled yet")
-        return
+        return 0
     with make_executor(
         args.executor, workers=args.workers, ray_address=args.ray_address
     ) as executor:
@@ -80,6 +80,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
     print(f"store: {path}  ({counts['done']} done, {counts['failed']} failed in total)")
     if summary.failed:
         print(f"see the errors with load_results, then `walking-noise retry {path} --failed`")
+        return 1  # for batch jobs: the sweep ran, but not all of it succeeded
+    return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> None:

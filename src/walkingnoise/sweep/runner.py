@@ -30,6 +30,7 @@ from walkingnoise.sweep.store import Store, StoreError
 from walkingnoise.sweep.work import Outcome, UnitOutcome, run_unit, unit_threads
 from walkingnoise.training.checkpoint import CheckpointError, read_checkpoint
 from walkingnoise.training.memory import check_budget
+from walkingnoise.training.run import teacher_file
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ def run_sweep(
     unit_threads()
     check_budget()
     entries = expand(spec, site_count=SiteCounter(data_root), max_experiments=max_experiments)
+    _check_teachers(entries)
     if dry_run and not isinstance(store, Store):
         exists = Path(store).is_file()
         with Store(store if exists else ":memory:", read_only=exists) as readable:
@@ -162,6 +164,21 @@ def run_sweep(
         return _run_rounds(entries, spec, store, executor, data_root, progress)
     with Store(store) as opened:
         return _run_rounds(entries, spec, opened, executor, data_root, progress)
+
+
+def _check_teachers(entries: list[SweepEntry]) -> None:
+    """Read every checkpoint file a distillation takes its teacher from, once: a missing or
+    unreadable one (or one of another dataset) stops the sweep before it writes anything,
+    instead of failing each of its students."""
+    checked: set[tuple[str, str]] = set()
+    for entry in entries:
+        experiment = entry.experiment
+        if experiment.distillation is None or experiment.teacher_training() is not None:
+            continue
+        key = (experiment.distillation.teacher, experiment.dataset)
+        if key not in checked:
+            checked.add(key)
+            teacher_file(experiment)
 
 
 def _run_rounds(

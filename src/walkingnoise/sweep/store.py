@@ -137,6 +137,20 @@ def _claimer_alive(pid: int | None, claimed: float | None) -> bool:
     return started is None or claimed is None or started <= claimed + PID_REUSE_SLACK
 
 
+def _refuse_other_databases(db: sqlite3.Connection) -> None:
+    """Raise if ``db`` holds tables but not a store's: another program's database, which
+    creating a store's tables in it (and switching it to WAL) would change."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return
+    schema = None
+    if "meta" in tables:
+        schema = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if schema is None or "experiments" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise sqlite3.DatabaseError(f"an SQLite database of something else (tables {shown})")
+
+
 def _empty_store() -> sqlite3.Connection:
     """An in-memory database with the tables of a store and nothing in them."""
     db = sqlite3.connect(":memory:", isolation_level=None)
@@ -184,6 +198,7 @@ class Store:
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
         try:
             db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            _refuse_other_databases(db)
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("BEGIN IMMEDIATE")

@@ -17,7 +17,7 @@ from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
 from walkingnoise.noise.instrument import NoisyModel, instrument
 from walkingnoise.noise.weight import set_weight_noise, weight_noise_active, weight_noise_disabled
-from walkingnoise.training.checkpoint import load_checkpoint
+from walkingnoise.training.checkpoint import CheckpointError, load_checkpoint
 from walkingnoise.training.distillation import DistillationLoss
 from walkingnoise.training.evaluate import (
     Evaluation,
@@ -140,16 +140,29 @@ def load_teacher(
     if clean is not None:
         log.info("training the clean teacher %s", clean.content_hash()[:12])
         return train_experiment(clean, dataset, progress=progress)[0]
+    return teacher_file(experiment).to(dataset.train.x.device)
+
+
+def teacher_file(experiment: Experiment) -> NoisyModel:
+    """The teacher model a distillation experiment reads from a checkpoint file, checked: the
+    file exists, is a walkingnoise checkpoint, and holds a model of the experiment's dataset.
+    Raises ``ValueError`` naming ``distillation.teacher`` and the file."""
+    settings = experiment.distillation
+    if settings is None or experiment.teacher_training() is not None:
+        raise ValueError("the experiment does not distil from a checkpoint file")
     path = Path(settings.teacher).expanduser()
     if not path.is_file():
         raise ValueError(f"distillation.teacher {settings.teacher}: no such checkpoint file")
-    taught, model = load_checkpoint(path)
+    try:
+        taught, model = load_checkpoint(path)
+    except CheckpointError as error:
+        raise CheckpointError(f"distillation.teacher {error}") from None
     if taught.dataset != experiment.dataset:
         raise ValueError(
             f"distillation.teacher {settings.teacher}: trained on {taught.dataset}, "
             f"not {experiment.dataset}"
         )
-    return model.to(dataset.train.x.device)
+    return model
 
 
 def evaluate_experiment(
