@@ -105,6 +105,21 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert set(done.stdout.split()) >= set(model_names())
 
 
+def test_train_into_a_place_it_cannot_write_stops_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "notes"
+    blocker.write_text("a file, not a folder")
+    path = blocker / "model.pt"
+    assert main([*TRAIN_ARGS, "--save", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"walking-noise: error: {path}: cannot be written ({blocker} is a file, not a folder)"
+    ]
+    assert "accuracy" not in captured.out  # nothing trained
+    assert blocker.read_text() == "a file, not a folder"
+
+
 @pytest.mark.slow
 def test_python_dash_m_runs_the_real_command(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"

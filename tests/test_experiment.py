@@ -120,6 +120,15 @@ def test_experiment_is_frozen() -> None:
         ({"eval_repeats": 0}, "eval_repeats"),
         ({"seed": -1}, "seed"),
         ({"recipe": {"epochs": 0}}, "epochs"),
+        # YAML's true/false are no numbers (pydantic alone would read true as 1)
+        ({"sigma": True}, "expected a number, got true"),
+        ({"noise": "mixed", "sigma": (0.1, False)}, "expected a number, got (0.1, false)"),
+        ({"seed": True}, "expected a number, got true"),
+        ({"eval_repeats": True}, "expected a number, got true"),
+        ({"weight_noise": False}, "expected a number, got false"),
+        ({"recipe": {"epochs": True}}, "expected a number, got true"),
+        ({"recipe": {"lr": True}}, "expected a number, got true"),
+        ({"recipe": {"clamp": True}}, "expected a number, got true"),
     ],
     ids=lambda value: str(value) if isinstance(value, dict) else "",
 )

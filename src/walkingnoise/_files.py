@@ -11,8 +11,11 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename: never half a file."""
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory, not a file to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _cannot_write(path, error) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -24,6 +27,27 @@ def write_atomic(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def check_writable(path: Path) -> None:
+    """Raise ``OSError`` naming ``path`` unless a file can be written there (its folder is
+    made if missing): checked before long work whose result goes there, not after it."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, not a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise _cannot_write(path, error) from None
+
+
+def _cannot_write(path: Path, error: OSError) -> OSError:
+    """``error`` (its class kept) as one line that names the file the user gave, and the file
+    in its way where a folder should be."""
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    reason = f"{blocker} is a file, not a folder" if blocker else error.strerror or error
+    return type(error)(f"{path}: cannot be written ({reason})")
 
 
 def _umask() -> int:

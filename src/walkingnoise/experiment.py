@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from walkingnoise._numbers import no_bool
 from walkingnoise.data.registry import dataset_names
 from walkingnoise.models.registry import model_names
 from walkingnoise.noise.models import (
@@ -64,6 +65,10 @@ class Experiment(BaseModel):
     seed: int = Field(default=0, ge=0)
     weight_noise: float = Field(default=0.0, ge=0)
     distillation: Distillation | None = None
+
+    _numbers = field_validator(
+        "ratio", "sigma", "eval_repeats", "seed", "weight_noise", mode="before"
+    )(no_bool)
 
     @field_validator("dataset")
     @classmethod

@@ -75,6 +75,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         print(f"{args.store}: no finished experiments with a scalar σ to fit")
         return
     if args.csv is not None:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)  # as report --out and run --store
         table.to_csv(args.csv, index=False)
     shown = table[varying_columns(table, always=("placement",))].map(cell_text)
     if args.site_names and table["site"].notna().any():

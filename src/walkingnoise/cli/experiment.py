@@ -118,6 +118,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from walkingnoise._files import check_writable
     from walkingnoise.data import load_dataset
     from walkingnoise.experiment import Experiment
     from walkingnoise.training.checkpoint import save_checkpoint
@@ -126,6 +127,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     if args.save and Path(args.save).is_dir():
         raise ValueError(f"--save {args.save}: is a directory; give a file name")
+    if args.save:
+        check_writable(Path(args.save))  # now, not after the training
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clamp=args.clamp)
     distillation = _distillation(args)
     noise = args.noise

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from walkingnoise._numbers import no_bool
 
 
 class Recipe(BaseModel):
@@ -30,3 +32,7 @@ class Recipe(BaseModel):
     schedule: Literal["cosine", "constant"] = "cosine"
     clamp: float | None = Field(default=None, gt=0)
     eval_batch_size: int = Field(default=1024, ge=1)
+
+    _numbers = field_validator(
+        "epochs", "batch_size", "lr", "weight_decay", "clamp", "eval_batch_size", mode="before"
+    )(no_bool)
