@@ -481,6 +481,27 @@ def test_sigma_mul_without_sigma_add_names_the_key() -> None:
         expand(spec("fixed: {noise: mixed}\ngrid: {sigma_mul: {type: choice, options: [1]}}"))
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "fixed: {noise: mixed, sigma_add: 0.1}\n"
+            "grid: {sigma_mull: {type: choice, options: [1]}}",
+            r"^grid\.sigma_mull: unknown key; did you mean sigma_mul\?$",
+        ),
+        (
+            "fixed: {noise: mixed, sigma_mul: 0.1, sigma_ad: 0.1}",
+            r"^fixed\.sigma_ad: .*sigma_add\?$",
+        ),
+        ("fixed: {noise: mixed, colour: red}", r"^fixed\.colour: unknown key; known: .*sigma_add$"),
+    ],
+    ids=["grid", "fixed", "known"],
+)
+def test_a_misspelt_half_of_the_sigma_pair_is_named(text: str, message: str) -> None:
+    with pytest.raises(SweepError, match=message):
+        expand(spec(text))
+
+
 def test_negative_sigma_add_is_reported_at_the_pair() -> None:
     with pytest.raises(SweepError, match=r"^grid\.sigma_mul: .*sigma must be finite"):
         expand(
@@ -489,3 +510,12 @@ def test_negative_sigma_add_is_reported_at_the_pair() -> None:
                 "grid: {sigma_mul: {type: choice, options: [1]}}"
             )
         )
+
+
+def test_a_key_given_twice_is_an_error_not_the_last_value() -> None:
+    text = "name: twice\nfixed:\n  dataset: digits\n  model: mlp\n  model: lenet5\n"
+    with pytest.raises(SweepError, match=r"line 5.*'model' is given twice \(first at line 4\)"):
+        parse_sweep(text, "twice.yaml")
+    merged = "name: merged\nfixed:\n  <<: {model: lenet5, noise: none}\n  model: mlp\n"
+    entries = expand(parse_sweep(merged, "merged.yaml"))  # a merge key's value may be overridden
+    assert [entry.experiment.model for entry in entries] == ["mlp"]

@@ -368,6 +368,28 @@ _AXIS_TYPES: dict[str, type[_Axis]] = {
 }
 
 
+class _SweepLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: the safe
+    loader keeps the last value, so ``model: mlp`` then ``model: lenet5`` would run lenet5."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {key!r} is given twice (first at line {first[key]})",
+                    key_node.start_mark,
+                )
+            first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_sweep(text: str | bytes, source: str = "<sweep>") -> SweepSpec:
     """Parse the YAML text of a sweep file (safe loader) into a ``SweepSpec``."""
     if isinstance(text, bytes):
@@ -378,7 +400,7 @@ def parse_sweep(text: str | bytes, source: str = "<sweep>") -> SweepSpec:
                 f"{source}: not UTF-8 text (byte 0x{text[error.start]:02x} at offset {error.start})"
             ) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_SweepLoader)  # a SafeLoader: builds no Python objects
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
@@ -469,6 +491,12 @@ def _pair_sigma(config: dict[str, Any], origins: Mapping[str, str], leaf: str) -
         return config
     if len(given) == 1:
         missing = next(key for key in _SIGMA_PAIR if key not in config)
+        unknown = [key for key in config if key not in _SIGMA_PAIR and "." not in key]
+        unknown = [key for key in unknown if key not in Experiment.model_fields]
+        typo = difflib.get_close_matches(missing, unknown, n=1)
+        if typo:  # the pair's other half, misspelt: name the misspelling
+            where = origins.get(typo[0], leaf)
+            raise SweepError(f"{where}: unknown key; did you mean {missing}?")
         raise SweepError(f"{origins.get(given[0], leaf)}: needs {missing} beside it")
     if "sigma" in config:
         where = origins.get("sigma", leaf)
@@ -489,7 +517,9 @@ def _validate(config: dict[str, Any], origins: Mapping[str, str], leaf: str) -> 
         where = _locate(tuple(item["loc"]), origins, leaf)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = f"unknown key; known: {', '.join(_known_fields(tuple(item['loc'][:-1])))}"
+            parents = tuple(item["loc"][:-1])
+            known = _known_fields(parents) + ([] if parents else list(_SIGMA_PAIR))
+            message = f"unknown key; known: {', '.join(known)}"
         raise SweepError(f"{where}: {message}") from None
 
 
