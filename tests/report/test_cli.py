@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from walkingnoise.cli import main
+from walkingnoise.sweep import Store
 
 
 def test_fit_prints_the_mu_table(synthetic_store: Path, capsys: pytest.CaptureFixture) -> None:
@@ -41,6 +42,19 @@ def test_report_writes_the_folder(
     assert (out / "index.html").is_file()
     assert (out / "report.md").is_file()
     assert any((out / "figures").glob("*site-mu*.svg"))
+    assert f"figures: {out / 'figures'} (PNG, SVG)" in printed
+
+
+def test_a_report_without_results_names_no_folders_it_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = tmp_path / "empty.sqlite"
+    Store(store).close()
+    out = tmp_path / "report"
+    assert main(["report", str(store), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == f"report: {out / 'index.html'}\n"
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "report.md"]
 
 
 def test_report_goes_beside_the_store_by_default(tmp_path: Path) -> None:

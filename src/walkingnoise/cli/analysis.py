@@ -121,4 +121,10 @@ def _cmd_report(args: argparse.Namespace) -> None:
         data_root=args.data_root,
     )
     print(f"report: {index}")
-    print(f"tables: {out / 'tables'} (CSV and Markdown), figures: {out / 'figures'} (PNG, SVG)")
+    folders = [
+        f"{name}: {out / name} ({kinds})"
+        for name, kinds in (("tables", "CSV and Markdown"), ("figures", "PNG, SVG"))
+        if (out / name).is_dir()  # a store without results gives neither
+    ]
+    if folders:
+        print(", ".join(folders))
