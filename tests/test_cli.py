@@ -105,6 +105,23 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert set(done.stdout.split()) >= set(model_names())
 
 
+def test_a_broken_pipe_that_is_not_the_output_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only a closed standard output ends quietly; another pipe that breaks is reported."""
+    import walkingnoise.cli.experiment as commands
+
+    def broken(_args: object) -> None:
+        print("a line before")
+        raise BrokenPipeError(32, "Broken pipe (a worker's)")
+
+    monkeypatch.setattr(commands, "_cmd_models", broken)
+    assert main(["models"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "a line before\n"
+    assert captured.err == "walking-noise: error: [Errno 32] Broken pipe (a worker's)\n"
+
+
 def test_train_into_a_place_it_cannot_write_stops_before_training(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -129,6 +129,8 @@ def test_experiment_is_frozen() -> None:
         ({"recipe": {"epochs": True}}, "expected a number, got true"),
         ({"recipe": {"lr": True}}, "expected a number, got true"),
         ({"recipe": {"clamp": True}}, "expected a number, got true"),
+        ({"distillation": {"temperature": True}}, "expected a number, got true"),
+        ({"distillation": {"alpha": False}}, "expected a number, got false"),
     ],
     ids=lambda value: str(value) if isinstance(value, dict) else "",
 )

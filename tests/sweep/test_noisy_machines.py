@@ -289,6 +289,29 @@ def test_a_sweeps_bad_teacher_file_stops_it_before_anything_is_written(
     assert not store.exists()
 
 
+def test_a_finished_distillation_sweep_runs_again_without_its_teacher_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only students still to run need their teacher: a finished sweep reruns (and is counted
+    by a dry run) after the teacher file has gone."""
+    teacher = tmp_path / "teacher.pt"
+    assert main(["train", "--noise", "none", "--epochs", "1", "--save", str(teacher)]) == 0
+    sweep = tmp_path / "students.yaml"
+    sweep.write_text(
+        "name: students\n"
+        "fixed: {dataset: digits, noise: none, train_noise: true, recipe: {epochs: 1},\n"
+        f"  weight_noise: 0.05, distillation: {{teacher: {teacher}}}}}\n"
+    )
+    store = tmp_path / "students.sqlite"
+    command = ["run", str(sweep), "--store", str(store), "--no-progress"]
+    assert main(command) == 0
+    teacher.unlink()
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "1 already done" in capsys.readouterr().out
+    assert main([*command[:2], "--store", str(tmp_path / "new.sqlite"), "--dry-run"]) == 0
+
+
 # --- the example sweep -------------------------------------------------------------------------
 
 

@@ -519,3 +519,37 @@ def test_a_key_given_twice_is_an_error_not_the_last_value() -> None:
     merged = "name: merged\nfixed:\n  <<: {model: lenet5, noise: none}\n  model: mlp\n"
     entries = expand(parse_sweep(merged, "merged.yaml"))  # a merge key's value may be overridden
     assert [entry.experiment.model for entry in entries] == ["mlp"]
+    # an anchored mapping that overrides what it merges, merged itself by a shallower mapping
+    nested = (
+        "name: nested\n"
+        "a:\n  b:\n    fixed: &w {<<: {noise: none, model: lenet5}, model: mlp}\n"
+        "c:\n  fixed: {<<: *w, seed: 1}\n"
+    )
+    entries = expand(parse_sweep(nested, "nested.yaml"))
+    assert sorted((e.experiment.model, e.experiment.seed) for e in entries) == [
+        ("mlp", 0),
+        ("mlp", 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("axis", "message"),
+    [
+        (
+            "seed: {type: range, min: 0, max: true}",
+            r"^grid\.seed: max: expected a number, got true",
+        ),
+        (
+            "sigma: {type: logspace, min: false, max: 1, num: 2}",
+            r"^grid\.sigma: min: expected a number, got false",
+        ),
+    ],
+    ids=["range", "logspace"],
+)
+def test_an_axis_parameter_is_a_number_not_a_bool(axis: str, message: str) -> None:
+    with pytest.raises(SweepError, match=message):
+        expand(spec(f"fixed: {{sigma: 0.1}}\ngrid: {{{axis}}}"))
+    choices = expand(
+        spec("fixed: {sigma: 0.1}\ngrid: {train_noise: {type: choice, options: [true, false]}}")
+    )
+    assert sorted(entry.experiment.train_noise for entry in choices) == [False, True]

@@ -272,6 +272,40 @@ def test_members_that_differ_in_more_than_their_weights_are_refused(other, diffe
         StackedModel([models[0], instrument(other(), example)])
 
 
+class Gained(nn.Linear):
+    """A custom layer whose ``extra_repr`` prints a parameter's value, different per member."""
+
+    def __init__(self, *args: int) -> None:
+        super().__init__(*args)
+        self.gain = nn.Parameter(torch.rand(()) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * self.gain
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gain={self.gain.item():.4f}"
+
+
+def test_members_that_differ_only_in_their_values_stack_whatever_they_print() -> None:
+    models = _instrumented(lambda: nn.Sequential(nn.Flatten(), Gained(64, 3)), (1, 8, 8), range(2))
+    assert (
+        models[0].net.get_submodule("1").extra_repr()
+        != models[1].net.get_submodule("1").extra_repr()
+    )
+    x = torch.randn(2, 5, 1, 8, 8)
+    out = StackedModel(models).eval()(x)
+    for k, model in enumerate(models):
+        torch.testing.assert_close(out[k], model.eval()(x[k]))
+
+
+def test_a_member_instrumented_with_hooks_is_refused() -> None:
+    example = torch.randn(2, 1, 8, 8)
+    traced = instrument(_layers(), example)
+    hooked = instrument(_layers(), example, method="hooks")
+    with pytest.raises(NotStackableError, match="hooks"):
+        StackedModel([traced, hooked])
+
+
 class RunningScale(nn.Module):
     """A buffer its forward updates in place, in either mode."""
 

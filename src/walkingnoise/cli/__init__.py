@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import sys
 from collections.abc import Sequence
@@ -66,7 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = args.handler(args)
         sys.stdout.flush()  # here, so a closed pipe is seen here too, not at the exit
-    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as cat does
+    except BrokenPipeError as error:
+        if not _output_closed():  # another pipe (a worker's, a download's): an error
+            print(f"walking-noise: error: {one_line(error)}", file=sys.stderr)
+            return 2
+        # the reader went away (``| head``): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except (ValueError, KeyError, OSError, ImportError) as error:  # ImportError: a missing extra
@@ -76,3 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("walking-noise: interrupted", file=sys.stderr)
         return 130
     return status or 0
+
+
+def _output_closed() -> bool:
+    """Whether standard output is a pipe whose reading end is closed."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no real stdout
+        return False

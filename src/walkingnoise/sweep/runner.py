@@ -153,7 +153,8 @@ def run_sweep(
     unit_threads()
     check_budget()
     entries = expand(spec, site_count=SiteCounter(data_root), max_experiments=max_experiments)
-    _check_teachers(entries)
+    if not dry_run:
+        _check_teachers(_unfinished(entries, store))
     if dry_run and not isinstance(store, Store):
         exists = Path(store).is_file()
         with Store(store if exists else ":memory:", read_only=exists) as readable:
@@ -166,10 +167,24 @@ def run_sweep(
         return _run_rounds(entries, spec, opened, executor, data_root, progress)
 
 
+def _unfinished(entries: list[SweepEntry], store: Store | str | Path) -> list[SweepEntry]:
+    """The entries the store does not hold as done, read without writing (all of them where
+    there is no store yet)."""
+    keys = [entry.experiment.content_hash() for entry in entries]
+    if isinstance(store, Store):
+        found = store.statuses(keys)
+    elif Path(store).is_file():
+        with Store(store, read_only=True) as readable:
+            found = readable.statuses(keys)
+    else:
+        found = {}
+    return [entry for entry, key in zip(entries, keys, strict=True) if found.get(key) != "done"]
+
+
 def _check_teachers(entries: list[SweepEntry]) -> None:
-    """Read every checkpoint file a distillation takes its teacher from, once: a missing or
-    unreadable one (or one of another dataset) stops the sweep before it writes anything,
-    instead of failing each of its students."""
+    """Read every checkpoint file a distillation still to run takes its teacher from, once: a
+    missing or unreadable one (or one of another dataset) stops the sweep before it writes
+    anything, instead of failing each of its students."""
     checked: set[tuple[str, str]] = set()
     for entry in entries:
         experiment = entry.experiment

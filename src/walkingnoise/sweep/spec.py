@@ -59,6 +59,16 @@ HUGE = 2**63
 class _Axis(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _no_bools(cls, data: Any) -> Any:
+        """An axis's parameters are numbers: ``max: true`` is no 1 (a choice may list bools)."""
+        if isinstance(data, Mapping):
+            for key, value in data.items():
+                if key not in ("type", "options") and isinstance(value, bool):
+                    raise ValueError(f"{key}: expected a number, got {str(value).lower()}")
+        return data
+
     def values(self) -> list[Any]:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -369,25 +379,27 @@ _AXIS_TYPES: dict[str, type[_Axis]] = {
 
 
 class _SweepLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error: the safe
-    loader keeps the last value, so ``model: mlp`` then ``model: lenet5`` would run lenet5."""
+    """YAML's safe loader, except that a key written twice in one mapping is an error: the safe
+    loader keeps the last value, so ``model: mlp`` then ``model: lenet5`` would run lenet5.
+    Checked as each mapping is read, before merge keys (``<<: *base``) add theirs, which the
+    mapping's own keys may override."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        first: dict[Any, int] = {}
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], int] = {}
         for key_node, _ in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
                 continue
-            key = self.construct_object(key_node)
-            line = key_node.start_mark.line + 1
+            key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
             if key in first:
-                raise yaml.constructor.ConstructorError(
+                raise yaml.composer.ComposerError(
                     None,
                     None,
-                    f"the key {key!r} is given twice (first at line {first[key]})",
+                    f"the key {key_node.value!r} is given twice (first at line {first[key]})",
                     key_node.start_mark,
                 )
             first[key] = line
-        return super().construct_mapping(node, deep=deep)
+        return node
 
 
 def parse_sweep(text: str | bytes, source: str = "<sweep>") -> SweepSpec:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from walkingnoise._numbers import no_bool
 from walkingnoise.noise.weight import weight_noise_disabled
 
 #: ``teacher`` value meaning the experiment's own clean training (``Experiment.clean_training``).
@@ -47,6 +48,8 @@ class Distillation(BaseModel):
     temperature: float = Field(default=6.0, gt=0)
     alpha: float = Field(default=0.9, ge=0, le=1)
     teacher: str = CLEAN_TEACHER
+
+    _numbers = field_validator("temperature", "alpha", mode="before")(no_bool)
 
     @field_validator("temperature")
     @classmethod

@@ -258,6 +258,11 @@ _ELEMENTWISE = (
 )  # fmt: skip
 
 
+def _stock(module: nn.Module) -> bool:
+    """Whether ``module`` is of a class of ``torch.nn`` itself."""
+    return type(module).__module__.startswith("torch.nn.")
+
+
 def _fast_module(
     module: nn.Module, state: dict[str, torch.Tensor], feature_major: bool
 ) -> tuple[Callable, Callable | None] | None:
@@ -280,11 +285,7 @@ def _fast_module(
         return (lambda x: _batchnorm(module, state, x)), None
     if not state and type(module) in _ELEMENTWISE:
         return module, lambda x: _once(module, x)
-    if (
-        not state
-        and module_kind(module) != "batchnorm"
-        and type(module).__module__.startswith("torch.nn.")
-    ):
+    if not state and module_kind(module) != "batchnorm" and _stock(module):
 
         def each(x: torch.Tensor) -> Any:
             if _per_sample(module, x.dim() - 1):
@@ -736,7 +737,7 @@ class StackedModel:
         if not models:
             raise ValueError("a stack needs at least one model")
         template = models[0]
-        if template.method != "fx":
+        if any(model.method != "fx" for model in models):
             raise NotStackableError(
                 "the model was instrumented with hooks (torch.fx could not trace it)"
             )
@@ -1097,9 +1098,11 @@ class StackedModel:
 
 def _structure(model: NoisyModel) -> tuple:
     """What a stack takes from its template for every member: the graph, each module's class
-    and settings (noise sites aside: their noise is per member), and the site table."""
+    and, for PyTorch's own modules, its settings (a custom module's ``extra_repr`` may print
+    its tensors' values, which are per member; so is the noise of the noise sites), and the
+    site table."""
     modules = tuple(
-        (name, type(module), module.extra_repr())
+        (name, type(module), module.extra_repr() if _stock(module) else "")
         for name, module in model.net.named_modules()
         if name and not name.startswith(_SITES)  # the root: its graph, compared as code
     )
