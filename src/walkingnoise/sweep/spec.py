@@ -65,7 +65,8 @@ class _Axis(BaseModel):
         """An axis's parameters are numbers: ``max: true`` is no 1 (a choice may list bools)."""
         if isinstance(data, Mapping):
             for key, value in data.items():
-                if key not in ("type", "options") and isinstance(value, bool):
+                numeric = key in cls.model_fields and key not in ("type", "options")
+                if numeric and isinstance(value, bool):  # (an unknown key: its own error)
                     raise ValueError(f"{key}: expected a number, got {str(value).lower()}")
         return data
 
