@@ -181,6 +181,18 @@ def test_auto_frees_a_min_for_multiplicative_noise_with_batchnorm(fits: pd.DataF
     assert not additive["a_min_free"].any()
 
 
+def test_error_bars_take_the_test_set_size_from_the_results(results: pd.DataFrame) -> None:
+    """By default each point's error is at least its binomial error on the recorded test-set
+    size, not the spread of three seeds alone (which can be tiny by chance)."""
+    assert set(results["test_size"]) == {360}
+    default = midpoint_table(results)
+    given = midpoint_table(results, n_test=360)
+    seeds_only = midpoint_table(results, n_test=None)
+    pd.testing.assert_series_equal(default["mu_err"], given["mu_err"])
+    assert (default["mu_err"] >= seeds_only["mu_err"] - 1e-12).all()
+    assert (default["mu_err"] > 1.2 * seeds_only["mu_err"]).any()
+
+
 def test_site_table_orders_sites_and_names_them(fits: pd.DataFrame) -> None:
     sites = site_table(fits, site_names=dataset_site_names())
     part = sites[(sites["noise"] == "additive") & ~sites["batchnorm"]]

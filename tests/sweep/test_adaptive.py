@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from walkingnoise.analysis.midpoint import fit_midpoint, logistic
-from walkingnoise.sweep import Store, parse_sweep, run_sweep
+from walkingnoise.data import load_dataset
+from walkingnoise.sweep import Store, parse_sweep, run_sweep, runner
 from walkingnoise.sweep.adaptive import propose_sigmas
 from walkingnoise.sweep.spec import AdaptiveAxis, SweepError
 
@@ -75,6 +76,42 @@ def test_a_flat_curve_needs_no_more_points() -> None:
     assert propose_sigmas(axis, sigmas, [0.97] * 5, [0.005] * 5, CHANCE) == []
 
 
+def test_one_seeds_curve_is_not_located_on_error_bars_without_its_test_size() -> None:
+    """With one seed the spread over seeds is 0: only the test-set size gives each point the
+    binomial error that makes μ uncertain; on 200 test samples a tolerance of 0.01 decades is
+    not met by nine points, so the curve needs more."""
+    axis = AdaptiveAxis(type="adaptive", min=-2, max=2, initial=5, tolerance=0.01)
+    sigmas = list(np.logspace(-1, 1, 9))
+    means = list(logistic(np.log10(sigmas), 0.0, 0.3, 0.44, CHANCE))
+    errors = [0.0] * len(sigmas)
+    assert propose_sigmas(axis, sigmas, means, errors, CHANCE) == []  # 0.005 floor: "located"
+    more = propose_sigmas(axis, sigmas, means, errors, CHANCE, n_samples=200)
+    assert more
+    assert all(-2 <= math.log10(sigma) <= 2 for sigma in more)
+
+
+def test_a_curve_is_never_left_unlocated_with_budget_to_spare() -> None:
+    """Wide curves whose fixed candidates near μ are all measured: the gaps between them are
+    split until μ is located or the budget is spent (the sampler used to stop there)."""
+    axis = AdaptiveAxis(type="adaptive", min=-2, max=2, tolerance=0.02)
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        mu_log = rng.uniform(-1.5, 1.5)
+        sigmas: list[float] = []
+        means: list[float] = []
+        errors: list[float] = []
+        while new := propose_sigmas(axis, sigmas, means, errors, CHANCE, n_samples=N_TEST * SEEDS):
+            m, e = _measure(new, rng, mu_log, 1.0)
+            sigmas, means, errors = sigmas + new, means + m, errors + e
+        if len(sigmas) < axis.max_points:  # stopped early: only if μ is located
+            fit = fit_midpoint(
+                sigmas, means, errors, a_min=CHANCE, space="log", n_samples=N_TEST * SEEDS
+            )
+            inflated = fit.log10_mu_err * math.sqrt(max(1.0, fit.chi2_red))
+            assert fit.converged, trial
+            assert inflated <= axis.tolerance, (trial, len(sigmas), inflated)
+
+
 def test_only_sigma_can_be_adaptive() -> None:
     text = "grid:\n  seed: {type: adaptive, min: 0, max: 1}\n"
     with pytest.raises(SweepError, match=r"grid\.seed: only sigma can be adaptive"):
@@ -82,7 +119,7 @@ def test_only_sigma_can_be_adaptive() -> None:
 
 
 @pytest.mark.slow
-def test_an_adaptive_sweep_adds_rounds_and_resumes(tmp_path) -> None:
+def test_an_adaptive_sweep_adds_rounds_and_resumes(tmp_path, monkeypatch) -> None:
     spec = parse_sweep(
         """
 name: adaptive
@@ -93,9 +130,20 @@ grid:
 """,
         "adaptive.yaml",
     )
+    samples: list[object] = []
+
+    def proposing(*args, n_samples=None):  # the sampler, seeing what the sweep gives it
+        samples.append(n_samples)
+        return propose_sigmas(*args, n_samples=n_samples)
+
+    monkeypatch.setattr(runner, "propose_sigmas", proposing)
     store = tmp_path / "a.sqlite"
     summary = run_sweep(spec, store, progress=False)
     assert summary.failed == 0
+    # each point's mean is over 2 seeds of the digits test set: that many test samples
+    test_size = len(load_dataset("digits").test)
+    assert samples
+    assert all(n == [2 * test_size] * len(n) for n in samples)
     with Store(store) as opened:
         done = opened.counts()["done"]
         sigmas = {e.sigma for e in opened.experiments()}

@@ -187,6 +187,7 @@ def write_synthetic_store(
                     "clean_test_accuracy": float(rng.binomial(n_test, clean) / n_test),
                     "noisy_test_accuracy": float(repeats.mean()),
                     "noisy_test_accuracy_std": float(repeats.std(ddof=1)),
+                    "test_size": n_test,  # as a real evaluation records it
                 },
                 history=[],
                 weights=weights,

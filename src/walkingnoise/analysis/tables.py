@@ -128,7 +128,9 @@ def fit_curves(
         space: ``auto``, ``log`` or ``linear`` (see ``choose_space``).
         floor: smallest Δy of a point.
         n_test: test-set size (or dataset → size), for the binomial floor of Δy: the standard
-            error of a mean over n seeds is at least √(p(1−p)/(n_test·n)). None if unknown.
+            error of a mean over n seeds is at least √(p(1−p)/(n_test·n)). None if unknown,
+            which leaves μ's error bars too small when there are few seeds (see
+            ``result_test_sizes``).
 
     Returns:
         Group columns, ``site``, ``seeds``, ``diverged``, ``chance`` and every field of
@@ -143,14 +145,18 @@ def midpoint_table(
     a_min: AMin = "auto",
     space: Space = "auto",
     floor: float = DEFAULT_FLOOR,
-    n_test: int | Mapping[str, int] | None = None,
+    n_test: int | Mapping[str, int] | Literal["auto"] | None = "auto",
     metric: str = "noisy_test_accuracy",
 ) -> pd.DataFrame:
     """μ ± error and fit quality for every curve in ``results`` (from ``load_results``).
 
     See :func:`fit_curves` for the arguments and columns; ``metric`` is the accuracy fitted.
+    ``n_test="auto"`` takes each dataset's test-set size from the results (their
+    ``test_size``, else the dataset): without it a point's error is the spread of a few seeds
+    alone, and μ's error bars come out too small.
     """
     curves = _curves(results, metric)
+    n_test = result_test_sizes(results) if n_test == "auto" else n_test
     return fit_curves(curves, a_min=a_min, space=space, floor=floor, n_test=n_test)
 
 
@@ -160,11 +166,12 @@ def double_midpoint_table(
     a_min: AMin = "auto",
     space: Space = "auto",
     floor: float = DEFAULT_FLOOR,
-    n_test: int | Mapping[str, int] | None = None,
+    n_test: int | Mapping[str, int] | Literal["auto"] | None = "auto",
     metric: str = "noisy_test_accuracy",
 ) -> pd.DataFrame:
     """Like :func:`midpoint_table` with two stacked logistics per curve (μ1, μ2, plateau)."""
     curves = _curves(results, metric)
+    n_test = result_test_sizes(results) if n_test == "auto" else n_test
     return _fit_rows(
         curves, fit_double_logistic, a_min=a_min, space=space, floor=floor, n_test=n_test
     )

@@ -28,6 +28,7 @@ def propose_sigmas(
     means: Sequence[float],
     errors: Sequence[float],
     chance: float,
+    n_samples: Sequence[float] | float | None = None,
 ) -> list[float]:
     """The next σ values to measure for one curve; empty when it is done.
 
@@ -36,6 +37,9 @@ def propose_sigmas(
         sigmas: σ measured so far; ``means`` and ``errors`` the mean accuracy over seeds at each
             and its standard error.
         chance: the floor of the fit, 1/K.
+        n_samples: test samples behind each mean (test-set size × seeds), so each point's error
+            is at least its binomial error: with few seeds their spread alone can be tiny (0
+            for one seed), and μ would pass for located on error bars far too small.
     """
     measured = np.log10(np.asarray([s for s in sigmas if s > 0], dtype=float))
     if measured.size < axis.initial:
@@ -43,7 +47,7 @@ def propose_sigmas(
         return [float(10**x) for x in grid if _far(x, measured)]
     if measured.size >= axis.max_points:
         return []
-    fit = fit_midpoint(sigmas, means, errors, a_min=chance, space="log")
+    fit = fit_midpoint(sigmas, means, errors, a_min=chance, space="log", n_samples=n_samples)
     if fit.flat:
         return []
     span = axis.max - axis.min
@@ -60,13 +64,29 @@ def propose_sigmas(
     ]
     budget = min(axis.per_round, axis.max_points - measured.size)
     chosen: list[float] = []
+    near = (max(center - 2 * width, axis.min), min(center + 2 * width, axis.max))
     for _ in range(budget):
         taken = np.concatenate([measured, np.asarray(chosen)])
-        best = max(candidates, key=lambda x: _distance(x, taken))
-        if _distance(best, taken) < MIN_GAP:
+        best: float | None = max(candidates, key=lambda x: _distance(x, taken))
+        if _distance(best, taken) < MIN_GAP:  # all measured: split the widest gap near μ
+            best = _widest_gap(taken, *near)
+        if best is None:
             break
         chosen.append(best)
     return [float(10**x) for x in chosen]
+
+
+def _widest_gap(taken: np.ndarray, low: float, high: float) -> float | None:
+    """The middle of the widest gap between measured points (and the ends) in [low, high];
+    None when every gap there is narrower than twice ``MIN_GAP``."""
+    inside = taken[(taken > low) & (taken < high)]
+    points = np.sort(np.concatenate([[low, high], inside]))
+    gaps = np.diff(points)
+    if not gaps.size or gaps.max() < 2 * MIN_GAP:
+        return None
+    widest = int(np.argmax(gaps))
+    middle = float(points[widest] + gaps[widest] / 2)
+    return middle if _far(middle, taken) else None
 
 
 def _located(fit: MidpointFit, measured: np.ndarray, width: float, tolerance: float) -> bool:

@@ -240,16 +240,20 @@ def refine(
         metrics = store.metrics([e.experiment.content_hash() for e in members])
         by_sigma: dict[float, list[float]] = {}
         chance = 0.1
+        test_size: float | None = None
         for entry in members:
             values = metrics.get(entry.experiment.content_hash())
             if values is None or not isinstance(entry.experiment.sigma, float):
                 continue
             by_sigma.setdefault(entry.experiment.sigma, []).append(values["noisy_test_accuracy"])
             chance = values.get("chance_accuracy", chance)
+            test_size = values.get("test_size", test_size)
         sigmas = sorted(by_sigma)
         means = [float(np.mean(by_sigma[s])) for s in sigmas]
         errors = [_sem(by_sigma[s]) for s in sigmas]
-        proposals = propose_sigmas(axes[members[0].block], sigmas, means, errors, chance)
+        samples = None if test_size is None else [test_size * len(by_sigma[s]) for s in sigmas]
+        axis = axes[members[0].block]
+        proposals = propose_sigmas(axis, sigmas, means, errors, chance, n_samples=samples)
         tried = {e.experiment.sigma for e in members}
         proposals = [sigma for sigma in proposals if sigma not in tried]
         seeds = sorted({e.experiment.seed for e in members})
