@@ -22,7 +22,7 @@ def test_fit_prints_the_mu_table(synthetic_store: Path, capsys: pytest.CaptureFi
 def test_fit_double_and_csv(
     synthetic_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    csv = tmp_path / "fits.csv"
+    csv = tmp_path / "new" / "fits.csv"  # a folder that does not exist yet is made
     args = ["fit", str(synthetic_store), "--double", "--no-site-names", "--csv", str(csv)]
     assert main(args) == 0
     out = capsys.readouterr().out
