@@ -122,6 +122,26 @@ def test_wrong_dtype_of_data_is_rejected(folder: Path) -> None:
         load_dataset("cifar10", folder.parent)
 
 
+@pytest.mark.parametrize(
+    ("labels", "found"),
+    [
+        ([0.9, 1.5], "must be a list of integers, found a list of float"),
+        (["1", "2"], "must be a list of integers, found a list of str"),
+        ([True, False], "must be a list of integers, found a list of bool"),
+        ([2**70, 1], "'labels' are not integers: Python int too large"),
+    ],
+    ids=["float", "str", "bool", "huge"],
+)
+def test_labels_that_are_not_integers_are_refused_not_coerced(
+    folder: Path, labels: list, found: str
+) -> None:
+    bad = folder / "data_batch_2"
+    bad.write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": labels}))
+    with pytest.raises(DatasetFormatError, match=found) as err:
+        load_dataset("cifar10", folder.parent)
+    assert str(err.value).startswith(f"{bad}: ")
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_corrupt_pickle_names_the_file(folder: Path, damage: str) -> None:
     bad = folder / "data_batch_1"

@@ -68,3 +68,34 @@ def test_other_numpy_callables_are_refused() -> None:
     payload = pickle.dumps(np.load, protocol=2)
     with pytest.raises(pickle.UnpicklingError, match="refusing to load global numpy"):
         restricted_loads(payload)
+
+
+class _FieldBeyondItem:
+    """A dtype whose state (set by the pickle, no call outside the allowed globals) puts its
+    one field 64 bytes beyond each 8-byte element: reading it would read outside the array."""
+
+    def __reduce__(self):
+        state = (3, "|", None, ("a",), {"a": (np.dtype("<i8"), 64)}, 8, 1, 16)
+        return (np.dtype, ("V8", False, True), state)
+
+
+class _ArrayOf:
+    def __init__(self, dtype: object) -> None:
+        self.dtype = dtype
+
+    def __reduce__(self):
+        reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+        return (reconstruct, (np.ndarray, (0,), b"b"), (1, (4,), self.dtype, False, bytes(32)))
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [_FieldBeyondItem(), np.dtype([("a", "<i4"), ("b", "<i4")])],
+    ids=["field-beyond-item", "structured"],
+)
+def test_an_array_whose_dtype_is_not_a_plain_number_is_refused(dtype: object) -> None:
+    payload = pickle.dumps({b"labels": _ArrayOf(dtype)}, protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="not a plain number type"):
+        restricted_loads(payload)
+    plain = pickle.dumps({b"labels": np.arange(4, dtype=np.int64)}, protocol=2)
+    np.testing.assert_array_equal(restricted_loads(plain)[b"labels"], np.arange(4))

@@ -140,9 +140,20 @@ def _check_batch(batch: dict[str, Any], label: str) -> tuple[np.ndarray, np.ndar
             f"{label}: 'data' rows must hold 3x32x32 = {_IMAGE_VALUES} values, "
             f"found {data.shape[1]}"
         )
+    raw = batch["labels"]
+    integers = (
+        raw.dtype.kind in "iu"
+        if isinstance(raw, np.ndarray)
+        else isinstance(raw, list) and all(type(v) is int for v in raw)
+    )
+    if not integers:  # floats, strings or bools would be coerced into plausible labels
+        kinds = sorted({type(v).__name__ for v in raw}) if isinstance(raw, list) else None
+        found = f"a list of {', '.join(kinds)}" if kinds else f"{type(raw).__name__}"
+        found += f" {raw.dtype}" if isinstance(raw, np.ndarray) else ""
+        raise DatasetFormatError(f"{label}: 'labels' must be a list of integers, found {found}")
     try:
-        labels = np.asarray(batch["labels"], dtype=np.int64)
-    except (TypeError, ValueError) as error:
+        labels = np.asarray(raw, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as error:
         raise DatasetFormatError(
             f"{label}: 'labels' are not integers: {one_line(error)}"
         ) from error

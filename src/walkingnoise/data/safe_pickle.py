@@ -73,8 +73,37 @@ def restricted_load(stream: IO[bytes], *, encoding: str = "bytes") -> Any:
     """Unpickle from a binary stream with :class:`RestrictedUnpickler`.
 
     ``encoding="bytes"`` keeps Python 2 ``str`` objects (CIFAR's keys, ``b"data"``) as bytes.
+    Every array in the result must have a plain dtype (see :func:`_check_arrays`).
     """
-    return RestrictedUnpickler(stream, encoding=encoding).load()
+    loaded = RestrictedUnpickler(stream, encoding=encoding).load()
+    _check_arrays(loaded)
+    return loaded
+
+
+def _check_arrays(value: Any, depth: int = 0) -> None:
+    """Refuse arrays whose dtype is not a plain number type.
+
+    A pickle may set a dtype's state directly (no call outside the allowed globals), e.g. a
+    field placed beyond the element's bytes: reading such an array reads memory outside it, or
+    crashes the process. A plain dtype is the one its type string gives back.
+    """
+    import numpy
+
+    if depth > 8:
+        raise pickle.UnpicklingError("refusing to load containers nested more than 8 deep")
+    if isinstance(value, numpy.ndarray):
+        dtype = value.dtype
+        plain = dtype.fields is None and dtype.subdtype is None and dtype.kind in "biufc"
+        if not plain or numpy.dtype(dtype.str) != dtype:
+            raise pickle.UnpicklingError(
+                f"refusing an array of dtype {dtype!r}: not a plain number type"
+            )
+    elif isinstance(value, dict):
+        for item in (*value.keys(), *value.values()):
+            _check_arrays(item, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_arrays(item, depth + 1)
 
 
 def restricted_loads(data: bytes, *, encoding: str = "bytes") -> Any:
