@@ -160,6 +160,17 @@ def test_stale_part_is_discarded_and_fetched_again(server: FileServer, tmp_path:
     assert server.requests == [("/blob.bin", f"bytes={len(PAYLOAD)}-"), ("/blob.bin", None)]
 
 
+def test_a_damaged_file_at_the_target_is_fetched_again(server: FileServer, tmp_path: Path) -> None:
+    """A file already in place that fails its checksum (truncated, or another file under its
+    name) is not taken as present: it is downloaded again and verified."""
+    remote = _remote(server)
+    (tmp_path / "blob.bin").write_bytes(PAYLOAD[:100])
+    assert remote.damaged(tmp_path)
+    assert fetch("demo", tmp_path, [remote]) == [tmp_path / "blob.bin"]
+    assert (tmp_path / "blob.bin").read_bytes() == PAYLOAD
+    assert not remote.damaged(tmp_path)
+
+
 def test_corrupt_existing_archive_is_replaced(server: FileServer, tmp_path: Path) -> None:
     remote = _remote(server, "blob.tar.gz", _tar({"a.txt": b"A"}), extract_to="out")
     (tmp_path / "blob.tar.gz").write_bytes(b"half an archive")

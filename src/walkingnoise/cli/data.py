@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from walkingnoise.cli._common import add_progress_option
@@ -95,11 +96,19 @@ def _cmd_list(args: argparse.Namespace) -> None:
 
 def _cmd_download(args: argparse.Namespace) -> None:
     from walkingnoise.data import dataset_status, download_dataset
+    from walkingnoise.data.download import damaged_files, data_root, official_files
 
     before = dataset_status(args.name, args.root)
     status = download_dataset(args.name, args.root, mirror=args.mirror, progress=args.progress)
     where = _location(status.files) or status.note
     if before.present:
         print(f"{args.name}: already present ({where})")
+        for remote in damaged_files(official_files(args.name), args.root):
+            path = remote.target(data_root(args.root))
+            print(
+                f"warning: {path}: does not match the published checksum (damaged, or a copy "
+                "compressed differently); to replace it, delete it and run this again",
+                file=sys.stderr,
+            )
     else:
         print(f"{args.name}: downloaded and verified, {_human(status.size_bytes)} in {where}")

@@ -114,7 +114,17 @@ class RemoteFile:
             return _under(root, self.extract_to).is_dir() or any(
                 _under(root, p).exists() for p in self.present_if
             )
-        return self.target(root).is_file() or any(_under(root, p).exists() for p in self.present_if)
+        target = self.target(root)
+        verified = target.is_file() and not self.damaged(root)
+        return verified or any(_under(root, p).exists() for p in self.present_if)
+
+    def damaged(self, root: Path) -> bool:
+        """True when the file is at its target but fails its checksum (truncated, or another
+        file under its name); an extracted archive's content has no checksum to check."""
+        target = self.target(root)
+        if self.extract_to is not None or not self.digests or not target.is_file():
+            return False
+        return verify_file(target, self.digests) is not None
 
     def with_mirror(self, base_url: str) -> RemoteFile:
         """This file fetched only from ``base_url`` + name (same checksums, same destination)."""
@@ -615,6 +625,12 @@ def locate_or_download(
         status = locate(root)
     status.require()
     return status
+
+
+def damaged_files(files: Sequence[RemoteFile], root: str | Path | None) -> list[RemoteFile]:
+    """The files of ``files`` that are on disk under ``root`` but fail their checksum."""
+    base = data_root(root)
+    return [remote for remote in files if remote.damaged(base)]
 
 
 def download_dataset(
