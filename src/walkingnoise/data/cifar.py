@@ -147,9 +147,12 @@ def _check_batch(batch: dict[str, Any], label: str) -> tuple[np.ndarray, np.ndar
         else isinstance(raw, list) and all(type(v) is int for v in raw)
     )
     if not integers:  # floats, strings or bools would be coerced into plausible labels
-        kinds = sorted({type(v).__name__ for v in raw}) if isinstance(raw, list) else None
-        found = f"a list of {', '.join(kinds)}" if kinds else f"{type(raw).__name__}"
-        found += f" {raw.dtype}" if isinstance(raw, np.ndarray) else ""
+        if isinstance(raw, list):
+            found = "a list of " + ", ".join(sorted({type(v).__name__ for v in raw}))
+        elif isinstance(raw, np.ndarray):
+            found = f"ndarray {raw.dtype}"
+        else:
+            found = type(raw).__name__
         raise DatasetFormatError(f"{label}: 'labels' must be a list of integers, found {found}")
     try:
         labels = np.asarray(raw, dtype=np.int64)

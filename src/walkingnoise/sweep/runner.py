@@ -30,7 +30,7 @@ from walkingnoise.sweep.store import Store, StoreError
 from walkingnoise.sweep.work import Outcome, UnitOutcome, run_unit, unit_threads
 from walkingnoise.training.checkpoint import CheckpointError, read_checkpoint
 from walkingnoise.training.memory import check_budget
-from walkingnoise.training.run import teacher_file
+from walkingnoise.training.run import teacher_from_file
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def run_sweep(
     check_budget()
     entries = expand(spec, site_count=SiteCounter(data_root), max_experiments=max_experiments)
     if not dry_run:
-        _check_teachers(_unfinished(entries, store))
+        _check_teachers(entries, store)
     if dry_run and not isinstance(store, Store):
         exists = Path(store).is_file()
         with Store(store if exists else ":memory:", read_only=exists) as readable:
@@ -181,19 +181,23 @@ def _unfinished(entries: list[SweepEntry], store: Store | str | Path) -> list[Sw
     return [entry for entry, key in zip(entries, keys, strict=True) if found.get(key) != "done"]
 
 
-def _check_teachers(entries: list[SweepEntry]) -> None:
+def _check_teachers(entries: list[SweepEntry], store: Store | str | Path) -> None:
     """Read every checkpoint file a distillation still to run takes its teacher from, once: a
     missing or unreadable one (or one of another dataset) stops the sweep before it writes
-    anything, instead of failing each of its students."""
+    anything, instead of failing each of its students. Sweeps without such students read
+    nothing."""
+    students = [
+        entry
+        for entry in entries
+        if entry.experiment.distillation is not None and entry.experiment.teacher_training() is None
+    ]
     checked: set[tuple[str, str]] = set()
-    for entry in entries:
+    for entry in _unfinished(students, store) if students else []:
         experiment = entry.experiment
-        if experiment.distillation is None or experiment.teacher_training() is not None:
-            continue
         key = (experiment.distillation.teacher, experiment.dataset)
         if key not in checked:
             checked.add(key)
-            teacher_file(experiment)
+            teacher_from_file(experiment)
 
 
 def _run_rounds(

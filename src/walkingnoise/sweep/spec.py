@@ -33,6 +33,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from walkingnoise._numbers import no_bool
 from walkingnoise.data.errors import DatasetFormatError
 from walkingnoise.experiment import Experiment
 
@@ -65,9 +66,11 @@ class _Axis(BaseModel):
         """An axis's parameters are numbers: ``max: true`` is no 1 (a choice may list bools)."""
         if isinstance(data, Mapping):
             for key, value in data.items():
-                numeric = key in cls.model_fields and key not in ("type", "options")
-                if numeric and isinstance(value, bool):  # (an unknown key: its own error)
-                    raise ValueError(f"{key}: expected a number, got {str(value).lower()}")
+                if key in cls.model_fields and key not in ("type", "options"):
+                    try:  # (an unknown key gets its own error)
+                        no_bool(value)
+                    except ValueError as error:
+                        raise ValueError(f"{key}: {error}") from None
         return data
 
     def values(self) -> list[Any]:  # pragma: no cover - overridden
@@ -504,8 +507,8 @@ def _pair_sigma(config: dict[str, Any], origins: Mapping[str, str], leaf: str) -
         return config
     if len(given) == 1:
         missing = next(key for key in _SIGMA_PAIR if key not in config)
-        unknown = [key for key in config if key not in _SIGMA_PAIR and "." not in key]
-        unknown = [key for key in unknown if key not in Experiment.model_fields]
+        known = {*_SIGMA_PAIR, *Experiment.model_fields}
+        unknown = [key for key in config if key not in known and "." not in key]
         typo = difflib.get_close_matches(missing, unknown, n=1)
         if typo:  # the pair's other half, misspelt: name the misspelling
             where = origins.get(typo[0], leaf)

@@ -140,10 +140,10 @@ def load_teacher(
     if clean is not None:
         log.info("training the clean teacher %s", clean.content_hash()[:12])
         return train_experiment(clean, dataset, progress=progress)[0]
-    return teacher_file(experiment).to(dataset.train.x.device)
+    return teacher_from_file(experiment).to(dataset.train.x.device)
 
 
-def teacher_file(experiment: Experiment) -> NoisyModel:
+def teacher_from_file(experiment: Experiment) -> NoisyModel:
     """The teacher model a distillation experiment reads from a checkpoint file, checked: the
     file exists, is a walkingnoise checkpoint, and holds a model of the experiment's dataset.
     Raises ``ValueError`` naming ``distillation.teacher`` and the file."""

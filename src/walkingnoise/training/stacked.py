@@ -1113,11 +1113,11 @@ def _structure(model: NoisyModel) -> tuple:
 def _refuse_different_structure(template: NoisyModel, models: Sequence[NoisyModel]) -> None:
     """Refuse members that differ from the template in more than their tensors' values (an
     activation, a BatchNorm's momentum, a padding mode...): every member runs the template."""
-    expected = None
-    for k, model in enumerate(models):
-        if model is template:
-            continue
-        expected = expected or _structure(template)
+    others = [(k, model) for k, model in enumerate(models) if model is not template]
+    if not others:  # copies of one model
+        return
+    expected = _structure(template)
+    for k, model in others:
         found = _structure(model)
         if found == expected:
             continue
@@ -1126,7 +1126,7 @@ def _refuse_different_structure(template: NoisyModel, models: Sequence[NoisyMode
         if differs == "modules":
             for a, b in zip(expected[1], found[1], strict=False):
                 if a != b:
-                    differs = f"module {a[0] or b[0]!r} ({a[1].__name__}({a[2]}) against "
+                    differs = f"module {a[0]!r} ({a[1].__name__}({a[2]}) against "
                     differs += f"{b[1].__name__}({b[2]}))"
                     break
         raise NotStackableError(f"model {k} differs from model 0 in its {differs}")
