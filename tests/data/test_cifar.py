@@ -101,6 +101,7 @@ def folder(cifar_root: Path, tmp_path: Path) -> Path:
         ({b"data": np.zeros((2, 3000), np.uint8), b"labels": [0, 1]}, "3x32x32 = 3072"),
         ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "2 images but 1 labels"),
         ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, r"labels must be in 0\.\.9"),
+        ({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, "holds no images"),
         ([1, 2, 3], "expected a pickled dict, found list"),
     ],
 )

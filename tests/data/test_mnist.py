@@ -226,6 +226,14 @@ def test_wrong_shape_or_dtype(
     assert str(files[which][0]) in message
 
 
+def test_file_without_images_is_named(tmp_path: Path, write_idx: Callable[..., Path]) -> None:
+    images_path = write_idx(tmp_path / TRAIN_IMAGES, np.zeros((0, 28, 28), dtype=np.uint8))
+    write_idx(tmp_path / TRAIN_LABELS, np.zeros(0, dtype=np.uint8))
+    with pytest.raises(IdxFormatError) as err:
+        read_mnist_part(tmp_path, "train")
+    assert _assert_one_line(err) == f"{images_path}: holds no images"
+
+
 def test_corrupt_file_in_loader_names_it(t10k_raw_dir: Path, tmp_path: Path) -> None:
     shutil.copyfile(t10k_raw_dir / T10K_LABELS, tmp_path / T10K_LABELS)
     images_path = tmp_path / T10K_IMAGES

@@ -65,6 +65,8 @@ def test_missing_test_file_is_named(svhn_root: Path, tmp_path: Path) -> None:
         ({"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[1], [11]])}, r"in 1\.\.10"),
         ({"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[0], [1]])}, r"in 1\.\.10"),
         ({"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[1.5], [2]])}, "whole numbers"),
+        ({"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[1 + 2j], [2]])}, "whole"),
+        ({"X": np.zeros((32, 32, 3, 0), np.uint8), "y": np.ones((0, 1))}, "no images"),
     ],
 )
 def test_malformed_content_is_named(tmp_path: Path, arrays: dict, expected: str) -> None:
@@ -85,3 +87,14 @@ def test_not_a_matlab_file_is_named(svhn_root: Path, tmp_path: Path) -> None:
         load_dataset("svhn", tmp_path)
     assert str(err.value).startswith(f"{bad}: ")
     assert "\n" not in str(err.value)
+
+
+def test_sparse_labels_are_named(tmp_path: Path) -> None:
+    from scipy.io import savemat
+    from scipy.sparse import csc_matrix
+
+    path = tmp_path / "train_32x32.mat"
+    savemat(path, {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": csc_matrix(np.ones((2, 1)))})
+    with pytest.raises(DatasetFormatError, match="y must be a full array") as err:
+        read_svhn_mat(path)
+    assert str(err.value).startswith(f"{path}: ")

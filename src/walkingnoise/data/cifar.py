@@ -140,6 +140,8 @@ def _check_batch(batch: dict[str, Any], label: str) -> tuple[np.ndarray, np.ndar
             f"{label}: 'data' rows must hold 3x32x32 = {_IMAGE_VALUES} values, "
             f"found {data.shape[1]}"
         )
+    if data.shape[0] == 0:
+        raise DatasetFormatError(f"{label}: holds no images")
     raw = batch["labels"]
     integers = (
         raw.dtype.kind in "iu"
@@ -164,7 +166,7 @@ def _check_batch(batch: dict[str, Any], label: str) -> tuple[np.ndarray, np.ndar
         raise DatasetFormatError(
             f"{label}: {data.shape[0]} images but {labels.size} labels (shape {labels.shape})"
         )
-    if labels.size and (labels.min() < 0 or labels.max() >= _NUM_CLASSES):
+    if labels.min() < 0 or labels.max() >= _NUM_CLASSES:
         raise DatasetFormatError(
             f"{label}: labels must be in 0..{_NUM_CLASSES - 1}, "
             f"found {labels.min()}..{labels.max()}"

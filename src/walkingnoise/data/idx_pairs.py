@@ -95,7 +95,8 @@ class IdxPairLayout:
     def check_pair(
         self, images: np.ndarray, labels: np.ndarray, images_path: Path, labels_path: Path
     ) -> None:
-        """Check a pair: 3-D ubyte images of ``image_shape``, 1-D ubyte labels, same count, < K."""
+        """Check a pair: 3-D ubyte images of ``image_shape``, 1-D ubyte labels, same count
+        (not 0), < K."""
         height, width = self.image_shape
         if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
             raise IdxFormatError(
@@ -107,13 +108,15 @@ class IdxPairLayout:
                 f"{labels_path}: expected 1-D ubyte labels, found shape {labels.shape} "
                 f"{labels.dtype}"
             )
+        if images.shape[0] == 0:
+            raise IdxFormatError(f"{images_path}: holds no images")
         if images.shape[0] != labels.shape[0]:
             raise IdxFormatError(
                 f"{images_path} has {images.shape[0]} images but {labels_path} has "
                 f"{labels.shape[0]} labels"
             )
         top = len(self.class_names) - 1
-        if labels.size and int(labels.max()) > top:
+        if int(labels.max()) > top:
             raise IdxFormatError(
                 f"{labels_path}: labels must be in 0..{top}, found {int(labels.max())}"
             )

@@ -75,15 +75,18 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: X must be 32x32x3xN uint8, found shape {images.shape} {images.dtype}"
         )
     n = images.shape[3]
+    if n == 0:
+        raise DatasetFormatError(f"{path}: X holds no images")
+    if not isinstance(labels, np.ndarray):
+        raise DatasetFormatError(f"{path}: y must be a full array, found {type(labels).__name__}")
     if labels.shape not in ((n, 1), (n,)):
         raise DatasetFormatError(f"{path}: y must be {n}x1 for {n} images, found {labels.shape}")
     labels = labels.reshape(-1)
-    if not np.issubdtype(labels.dtype, np.number) or (
-        labels.size and not np.array_equal(labels, np.round(labels))
-    ):
+    real = np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
+    if not real or not np.array_equal(labels, np.round(labels)):
         raise DatasetFormatError(f"{path}: y must hold whole numbers, found {labels.dtype}")
     labels = labels.astype(np.int64)
-    if labels.size and (labels.min() < 1 or labels.max() > 10):
+    if labels.min() < 1 or labels.max() > 10:
         raise DatasetFormatError(
             f"{path}: y must be in 1..10 (10 is the digit 0), found {labels.min()}..{labels.max()}"
         )
