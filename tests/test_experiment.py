@@ -82,6 +82,7 @@ def test_hash_is_the_same_for_equivalent_spellings() -> None:
         {"dataset": "mnist"},
         {"eval_repeats": 4},
         {"gradient": "through_noise"},
+        {"recipe": {"epochs": 5, "augment": True}},
     ],
     ids=lambda change: ",".join(f"{k}={v}" for k, v in change.items()),
 )
@@ -131,6 +132,10 @@ def test_experiment_is_frozen() -> None:
         ({"recipe": {"clamp": True}}, "expected a number, got true"),
         ({"distillation": {"temperature": True}}, "expected a number, got true"),
         ({"distillation": {"alpha": False}}, "expected a number, got false"),
+        (
+            {"dataset": "speech_commands", "model": "cnn_s", "recipe": {"augment": True}},
+            "recipe.augment: not available for speech_commands",
+        ),
     ],
     ids=lambda value: str(value) if isinstance(value, dict) else "",
 )
@@ -222,6 +227,8 @@ def test_hashes_of_experiments_without_the_new_fields_are_unchanged(expected: st
     fields = HASHES_BEFORE_NOISY_MACHINES[expected]
     assert Experiment(**fields).content_hash() == expected
     assert Experiment(**fields, weight_noise=0.0, distillation=None).content_hash() == expected
+    recipe = {**fields.get("recipe", {}), "augment": False}
+    assert Experiment(**{**fields, "recipe": recipe}).content_hash() == expected
 
 
 def test_weight_noise_and_distillation_enter_the_hash() -> None:

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from walkingnoise._numbers import no_bool
+from walkingnoise.data.augmentation import UNAVAILABLE
 from walkingnoise.data.registry import dataset_names
 from walkingnoise.models.registry import model_names
 from walkingnoise.noise.models import (
@@ -105,6 +106,13 @@ class Experiment(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _augmentation_available(self) -> Experiment:
+        reason = UNAVAILABLE.get(self.dataset)
+        if self.recipe.augment and reason is not None:
+            raise ValueError(f"recipe.augment: not available for {self.dataset}: {reason}")
+        return self
+
+    @model_validator(mode="after")
     def _sigma_fits(self) -> Experiment:
         if self.noise == "none":
             return self
@@ -186,10 +194,12 @@ class Experiment(BaseModel):
         one experiment: ``order`` and ``ratio`` unless the noise is mixed, ``gradient`` unless
         activation noise is on in training, ``placement`` and ``sigma`` when ``noise`` is
         ``none``, ``train_noise`` and ``eval_repeats`` when there is no noise at all, and
-        ``weight_noise`` and ``distillation`` at their defaults (so experiments without them
-        keep the hashes they had before these fields existed).
+        ``weight_noise``, ``distillation`` and ``recipe.augment`` at their defaults (so
+        experiments without them keep the hashes they had before these fields existed).
         """
         fields = self.model_dump(mode="json")
+        if not self.recipe.augment:
+            del fields["recipe"]["augment"]
         if self.noise != "mixed":
             del fields["order"], fields["ratio"]
         if not (self.noise != "none" and self.train_noise):

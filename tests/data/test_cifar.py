@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from walkingnoise.data import DatasetFormatError, DatasetNotFoundError, load_dataset
+from walkingnoise.data.augmentation import RandomCropFlip
 from walkingnoise.data.cifar import CIFAR10_MEAN, CIFAR10_STD, read_cifar10_batches
 
 from .helpers import CIFAR_CLASSES, py2_pickle, write_cifar_dir
@@ -47,6 +48,11 @@ def test_loads_batches_folder(tmp_path: Path) -> None:
     pool = torch.cat([dataset.train.y, dataset.validation.y])
     assert sorted(pool.tolist()) == sorted(train_labels)
     assert dataset.metadata["normalization"] == {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
+    # the crop's padding is a black pixel after normalisation
+    black = _expected(np.zeros((1, 3072), np.uint8))[0, :, 0, 0]
+    assert isinstance(dataset.augmentation, RandomCropFlip)
+    assert dataset.augmentation.padding == 4
+    assert dataset.augmentation.fill == pytest.approx(tuple(black.tolist()), rel=1e-6)
 
 
 def test_archive_gives_the_same_data_as_the_folder(cifar_root: Path, tmp_path: Path) -> None:

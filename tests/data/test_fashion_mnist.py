@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from walkingnoise.data import DatasetNotFoundError, IdxFormatError, load_dataset, read_idx
+from walkingnoise.data.augmentation import RandomCropFlip
 from walkingnoise.data.fashion_mnist import FASHION_MNIST_CLASS_NAMES, FASHION_MNIST_LAYOUT
 from walkingnoise.data.mnist import MNIST_LAYOUT
 
@@ -33,6 +34,7 @@ def test_loads_torchvision_layout_with_paper_normalization(fashion_root: Path) -
     torch.testing.assert_close(dataset.test.x, expected, rtol=0, atol=1e-6)
     assert dataset.test.y.tolist() == [i % 10 for i in range(12)]
     assert dataset.metadata["normalization"] == {"mean": (0.5,), "std": (0.5,)}
+    assert dataset.augmentation == RandomCropFlip(padding=4, fill=(-1.0,))
 
 
 def test_unnormalized_pixels_are_in_unit_range(fashion_root: Path) -> None:
@@ -41,6 +43,7 @@ def test_unnormalized_pixels_are_in_unit_range(fashion_root: Path) -> None:
     assert dataset.test.x.max() <= 1.0
     assert dataset.test.x.max() > 0.9
     assert dataset.metadata["normalization"] is None
+    assert dataset.augmentation == RandomCropFlip(padding=4, fill=(0.0,))
 
 
 def test_flat_layout_is_found(fashion_root: Path, tmp_path: Path) -> None:

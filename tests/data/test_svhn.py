@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from walkingnoise.data import DatasetFormatError, DatasetNotFoundError, load_dataset
+from walkingnoise.data.augmentation import RandomCropFlip, black
 from walkingnoise.data.svhn import SVHN_MEAN, SVHN_STD, read_svhn_mat
 
 from .helpers import svhn_arrays, write_svhn_mat
@@ -31,6 +32,7 @@ def test_loads_and_maps_label_10_to_digit_0(svhn_root: Path) -> None:
     )
     torch.testing.assert_close(dataset.test.x, expected, rtol=0, atol=1e-5)
     assert dataset.test.x[4, 2, 7, 9] == expected[4, 2, 7, 9]
+    assert dataset.augmentation == RandomCropFlip(padding=4, fill=black(SVHN_MEAN, SVHN_STD, True))
 
 
 def test_read_accepts_labels_as_doubles(tmp_path: Path) -> None:

@@ -77,6 +77,17 @@ def test_alpha_zero_is_cross_entropy_and_equal_logits_have_no_soft_loss() -> Non
     assert abs(same.item()) < 1e-6
 
 
+def test_class_weights_weigh_the_cross_entropy_part() -> None:
+    student, teacher = torch.tensor(STUDENT), torch.tensor(TEACHER)
+    labels = torch.tensor(LABELS)
+    weights = torch.linspace(0.5, 4.0, student.shape[1])
+    hard = distillation_loss(
+        student, teacher, labels, temperature=6.0, alpha=0.0, class_weights=weights
+    )
+    torch.testing.assert_close(hard, F.cross_entropy(student, labels, weight=weights))
+    assert not torch.allclose(hard, F.cross_entropy(student, labels))
+
+
 def test_the_teacher_gets_no_gradient() -> None:
     student = torch.tensor(STUDENT, requires_grad=True)
     teacher = torch.tensor(TEACHER, requires_grad=True)

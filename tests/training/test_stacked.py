@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 
 import pytest
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from walkingnoise.data import InMemoryDataset
+from walkingnoise.data.augmentation import RandomCropFlip
 from walkingnoise.data.dataset import Split
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
@@ -241,6 +243,59 @@ def test_training_a_stack_equals_training_each_model_alone(
     first_weights = [stack.state_dict(k)["layers.1.weight"].abs().max().item() for k in range(4)]
     assert first_weights[1] <= 0.05 + 1e-7
     assert min(first_weights[0], first_weights[2], first_weights[3]) > 0.05
+
+
+@pytest.mark.parametrize("same_seed", [False, True], ids=["own-batches", "shared-batches"])
+def test_a_stack_trains_with_augmentation_and_class_weights_as_alone(
+    digits: InMemoryDataset, same_seed: bool
+) -> None:
+    data = dataclasses.replace(
+        digits,
+        class_weights=torch.linspace(0.2, 3.0, digits.num_classes),
+        augmentation=RandomCropFlip(padding=1),
+    )
+    recipe = Recipe(epochs=2, batch_size=64, augment=True)
+    experiments = _experiments(3, sigma=0.5, recipe=recipe)
+    if same_seed:
+        experiments = [e.model_copy(update={"seed": 7}) for e in experiments]
+    stacked = train_cohort(experiments, data)
+    for result, experiment in zip(stacked, experiments, strict=True):
+        _, alone = train_experiment(experiment, data, progress=False)
+        torch.testing.assert_close(
+            [r.train_loss for r in result.history.epochs],
+            [r.train_loss for r in alone.epochs],
+            rtol=1e-3,
+            atol=0,
+        )
+    # both change training: without them the losses are others
+    for changed in (
+        dataclasses.replace(data, augmentation=None),
+        dataclasses.replace(data, class_weights=None),
+    ):
+        _, other = train_experiment(experiments[0], changed, progress=False)
+        first = stacked[0].history.epochs[0].train_loss
+        assert abs(other.epochs[0].train_loss - first) > 1e-2 * first
+
+
+def test_weighted_stacked_loss_and_its_gradient_equal_weighted_cross_entropy() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3, 40, 10) * 4
+    target = torch.randint(0, 10, (3, 40))
+    weight = torch.rand(10) * 3 + 0.1
+    ours = logits.clone().requires_grad_()
+    loss, _ = _mean_cross_entropy(ours, target, weight)
+    (loss * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    reference = logits.clone().requires_grad_()
+    expected = torch.stack(
+        [F.cross_entropy(reference[k], target[k], weight=weight) for k in range(3)]
+    )
+    (expected * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    assert ours.grad is not None
+    assert reference.grad is not None
+    torch.testing.assert_close(ours.grad, reference.grad, rtol=1e-5, atol=1e-8)
+    unweighted, _ = _mean_cross_entropy(logits, target)
+    assert not torch.allclose(loss, unweighted, rtol=1e-3)
 
 
 def _layers(activation: type[nn.Module] = nn.ReLU, **batchnorm) -> nn.Module:

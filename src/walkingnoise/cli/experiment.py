@@ -40,7 +40,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--placement",
         default="global",
-        help="global | global-except:KIND | walking:INDEX | map:I=S;J=S (default: global)",
+        help="global (every site, BatchNorm outputs included; the default) | global-except:KIND "
+        "(global-except:batchnorm is the paper's global noise) | walking:INDEX | map:I=S;J=S",
     )
     train.add_argument("--sigma", type=parse_sigma, default=None, help="σ, or MUL,ADD for mixed")
     train.add_argument(
@@ -79,6 +80,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--clamp", type=float, default=None, help="clamp weights to [-C, C]")
+    train.add_argument(
+        "--augment",
+        action="store_true",
+        help="the dataset's published training augmentation (FashionMNIST, SVHN, CIFAR-10: "
+        "random crop with padding 4 and horizontal flip)",
+    )
     train.add_argument("--eval-repeats", type=int, default=5, help="noisy evaluations R")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", default=None, help="write the trained model to this file")
@@ -129,7 +136,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
         raise ValueError(f"--save {args.save}: is a directory; give a file name")
     if args.save:
         check_writable(Path(args.save))  # now, not after the training
-    recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clamp=args.clamp)
+    recipe = Recipe(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        clamp=args.clamp,
+        augment=args.augment,
+    )
     distillation = _distillation(args)
     noise = args.noise
     if noise is None:

@@ -19,6 +19,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from walkingnoise.data.augmentation import RandomCropFlip, black
 from walkingnoise.data.dataset import InMemoryDataset, Split
 from walkingnoise.data.download import RemoteFile, locate_or_download
 from walkingnoise.data.errors import DatasetFormatError, one_line
@@ -245,6 +246,7 @@ def load_cifar10(
         validation=validation,
         test=Split(*_tensors(*batches[CIFAR10_TEST], normalize)),
         class_names=class_names,
+        augmentation=RandomCropFlip(padding=4, fill=black(CIFAR10_MEAN, CIFAR10_STD, normalize)),
         metadata={
             "normalization": {"mean": CIFAR10_MEAN, "std": CIFAR10_STD} if normalize else None,
             "paper_augmentation": "random crop 32 with padding 4, horizontal flip (training only)",

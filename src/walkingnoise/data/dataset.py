@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from walkingnoise.data.augmentation import Augmentation
+
 
 @dataclass(frozen=True)
 class Split:
@@ -37,9 +39,12 @@ class InMemoryDataset:
     Attributes:
         class_weights: optional (K,) float32 weights for a weighted cross-entropy, e.g. inverse
             class density for Speech Commands; None means unweighted.
+        augmentation: the published training augmentation of the dataset, applied to training
+            batches when the recipe asks for it (``Recipe.augment``); None: there is none.
+            Loaders themselves never augment.
         metadata: free-form facts about the data for later stages, e.g. ``normalization``
-            (mean/std applied), ``paper_augmentation`` (what the papers' training added; loaders
-            never augment), ``source`` (where the files were read).
+            (mean/std applied), ``paper_augmentation`` (what the papers' training added, in
+            words), ``source`` (where the files were read).
     """
 
     name: str
@@ -48,6 +53,7 @@ class InMemoryDataset:
     test: Split
     class_names: tuple[str, ...]
     class_weights: torch.Tensor | None = field(default=None, compare=False)
+    augmentation: Augmentation | None = field(default=None, compare=False)
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from walkingnoise.data.augmentation import RandomCropFlip
 from walkingnoise.data.dataset import InMemoryDataset
 from walkingnoise.data.download import RemoteFile
 from walkingnoise.data.idx_pairs import IdxPairLayout, load_idx_pair_dataset
@@ -58,4 +59,5 @@ def load_fashion_mnist(
         metadata={
             "paper_augmentation": "random crop 28 with padding 4, horizontal flip (training only)"
         },
+        augmentation=RandomCropFlip(padding=4, fill=(-1.0 if normalize else 0.0,)),
     )

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from walkingnoise.data.augmentation import Augmentation
 from walkingnoise.data.dataset import InMemoryDataset, Split
 from walkingnoise.data.download import RemoteFile, locate_or_download
 from walkingnoise.data.idx import IdxFormatError, read_idx
@@ -155,6 +156,7 @@ def load_idx_pair_dataset(
     normalize: bool,
     download: bool | Sequence[RemoteFile] = False,
     metadata: Mapping[str, Any] | None = None,
+    augmentation: Augmentation | None = None,
 ) -> InMemoryDataset:
     """Official train → train/validation (fixed split), t10k → test, as in-memory tensors."""
     arrays = layout.read_parts(name, root, ["train", "t10k"], download)
@@ -169,5 +171,6 @@ def load_idx_pair_dataset(
         validation=validation,
         test=Split(*idx_pair_tensors(*arrays["t10k"], normalize)),
         class_names=layout.class_names,
+        augmentation=augmentation,
         metadata=info,
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from walkingnoise.data.augmentation import RandomCropFlip, black
 from walkingnoise.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from walkingnoise.data.dataset import InMemoryDataset, Split
 from walkingnoise.data.download import RemoteFile, locate_or_download
@@ -133,6 +134,7 @@ def load_svhn(
         validation=validation,
         test=Split(*_tensors(*read_svhn_mat(test_path), normalize)),
         class_names=tuple(str(c) for c in range(10)),
+        augmentation=RandomCropFlip(padding=4, fill=black(SVHN_MEAN, SVHN_STD, normalize)),
         metadata={
             "normalization": {"mean": SVHN_MEAN, "std": SVHN_STD} if normalize else None,
             "paper_augmentation": "random crop 32 with padding 4, horizontal flip (training only)",

@@ -12,11 +12,13 @@ from walkingnoise.noise.site import SiteInfo
 
 @dataclass(frozen=True)
 class GlobalPlacement:
-    """The same σ at every site (Walking Noise "global noise").
+    """The same σ at every site, BatchNorm outputs included (``global``), or at every site but
+    those of ``exclude_kinds``. The paper's "global noise" leaves BatchNorm outputs out, so that
+    the total injected noise is the same with and without BatchNorm: ``global-except:batchnorm``
+    (the same as ``global`` on a model without BatchNorm).
 
     Attributes:
-        exclude_kinds: site kinds that get no noise, e.g. ``("batchnorm",)`` for the paper's
-            variant in which BatchNorm layers carry no noise point.
+        exclude_kinds: site kinds that get no noise, e.g. ``("batchnorm",)``.
     """
 
     exclude_kinds: tuple[str, ...] = ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from walkingnoise.analysis.weights import weight_statistics
-from walkingnoise.data import InMemoryDataset, Split, load_dataset
+from walkingnoise.data import InMemoryDataset, load_dataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.noise.weight import remove_weight_noise
@@ -57,9 +58,9 @@ def _dataset(name: str, root: str | None, device: str) -> InMemoryDataset:
     data = load_dataset(name, root=root)
     if device == "cpu":
         return data
-    splits = {s: Split(*(t.to(device) for t in (data.split(s).x, data.split(s).y)))
-              for s in ("train", "validation", "test")}  # fmt: skip
-    return InMemoryDataset(data.name, **splits, class_names=data.class_names)
+    splits = {s: data.split(s).to(device) for s in ("train", "validation", "test")}
+    weights = None if data.class_weights is None else data.class_weights.to(device)
+    return dataclasses.replace(data, **splits, class_weights=weights)
 
 
 @lru_cache(maxsize=1)

@@ -28,6 +28,7 @@ from walkingnoise.training.run import (
     experiment_metrics,
     seeded_generator,
     train_experiment,
+    training_augmentation,
 )
 from walkingnoise.training.stacked import WEIGHT_NOISE_ALONE, NotStackableError, StackedModel
 from walkingnoise.training.stacked_loop import evaluate_stacked, train_stacked
@@ -126,6 +127,8 @@ def _train_chunk(
         clamps=[e.recipe.clamp for e in chunk],
         validation=dataset.validation,
         progress=progress,
+        class_weights=dataset.class_weights,
+        augmentation=training_augmentation(chunk[0].recipe, dataset),
     )
     trained = time.perf_counter()
     repeats = chunk[0].eval_repeats

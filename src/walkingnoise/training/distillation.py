@@ -74,15 +74,18 @@ def distillation_loss(
     *,
     temperature: float = 6.0,
     alpha: float = 0.9,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """α · T² · KL(softened teacher ‖ softened student) + (1 − α) · cross-entropy (module doc).
 
-    The teacher's logits are treated as constants (detached).
+    The teacher's logits are treated as constants (detached); ``class_weights`` weigh the
+    cross-entropy's classes (the dataset's, as training without a teacher does).
     """
     student = F.log_softmax(student_logits / temperature, dim=1)
     teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
     soft = F.kl_div(student, teacher, reduction="batchmean", log_target=True)
-    hard = F.cross_entropy(student_logits, targets)
+    weight = None if class_weights is None else class_weights.to(student_logits.device)
+    hard = F.cross_entropy(student_logits, targets, weight=weight)
     return alpha * temperature**2 * soft + (1.0 - alpha) * hard
 
 
@@ -109,10 +112,16 @@ class DistillationLoss:
     """The training loss of a student: the teacher's clean logits on the same batch, then
     :func:`distillation_loss`. Called by the training loop as ``loss(logits, x, y)``."""
 
-    def __init__(self, teacher: nn.Module, settings: Distillation) -> None:
+    def __init__(
+        self,
+        teacher: nn.Module,
+        settings: Distillation,
+        class_weights: torch.Tensor | None = None,
+    ) -> None:
         self.teacher = teacher
         self.temperature = settings.temperature
         self.alpha = settings.alpha
+        self.class_weights = class_weights
 
     def __call__(
         self, logits: torch.Tensor, x: torch.Tensor, targets: torch.Tensor
@@ -121,5 +130,10 @@ class DistillationLoss:
         with clean_teacher(self.teacher):
             teacher_logits = self.teacher(x)
         return distillation_loss(
-            logits, teacher_logits, targets, temperature=self.temperature, alpha=self.alpha
+            logits,
+            teacher_logits,
+            targets,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            class_weights=self.class_weights,
         )

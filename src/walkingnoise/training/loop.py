@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from walkingnoise._progress import bar_disabled
+from walkingnoise.data.augmentation import Augmentation, augmentation_generator
 from walkingnoise.data.dataset import Split
 from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.noise.weight import weight_noise_disabled
@@ -93,6 +94,8 @@ def train_model(
     validation: Split | None = None,
     progress: bool | None = None,
     loss: LossFunction | None = None,
+    class_weights: torch.Tensor | None = None,
+    augmentation: Augmentation | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place on ``train`` following ``recipe``.
 
@@ -100,10 +103,17 @@ def train_model(
     the global generator, seeded by the caller). A final batch of one sample is skipped, since
     BatchNorm cannot normalise it. Validation accuracy is measured without noise (activation
     and weight noise). ``loss`` replaces the cross-entropy (e.g. a
-    ``training.distillation.DistillationLoss``). ``progress=None`` shows a bar only on a terminal.
+    ``training.distillation.DistillationLoss``); ``class_weights`` (K,) weigh the cross-entropy's
+    classes. ``augmentation`` transforms every training batch, drawing from a generator derived
+    from ``seed``. ``progress=None`` shows a bar only on a terminal.
     """
+    if loss is not None and class_weights is not None:
+        raise ValueError("give class_weights to the loss function, not to train_model")
+    if class_weights is not None:
+        class_weights = class_weights.to(train.x.device)
     optimizer, scheduler = make_optimizer(model.parameters(), recipe)
     generator = torch.Generator().manual_seed(seed)
+    augment_with = augmentation_generator(seed) if augmentation is not None else None
     history = TrainHistory()
     n = len(train)
     bar = tqdm(range(recipe.epochs), desc="epochs", unit="epoch", disable=bar_disabled(progress))
@@ -117,8 +127,13 @@ def train_model(
             if len(index) < 2 and recipe.batch_size > 1:
                 continue  # the one-sample remainder of an epoch: BatchNorm cannot normalise it
             x, y = train.x[index], train.y[index]
+            if augmentation is not None:
+                x = augmentation(x, augment_with)
             logits = model(x)
-            batch_loss = F.cross_entropy(logits, y) if loss is None else loss(logits, x, y)
+            if loss is None:
+                batch_loss = F.cross_entropy(logits, y, weight=class_weights)
+            else:
+                batch_loss = loss(logits, x, y)
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
             optimizer.step()

@@ -13,6 +13,7 @@ from torch import nn
 
 from walkingnoise.analysis.weights import weight_statistics
 from walkingnoise.data import InMemoryDataset, Split, load_dataset
+from walkingnoise.data.augmentation import Augmentation
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model
 from walkingnoise.noise.instrument import NoisyModel, instrument
@@ -26,6 +27,7 @@ from walkingnoise.training.evaluate import (
     evaluate_clean,
 )
 from walkingnoise.training.loop import TrainHistory, train_model
+from walkingnoise.training.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +109,11 @@ def train_experiment(
     :func:`load_teacher`).
     """
     loss = None
+    weights = dataset.class_weights
     if experiment.distillation is not None:
         if teacher is None:
             teacher = load_teacher(experiment, dataset, progress=progress)
-        loss = DistillationLoss(teacher, experiment.distillation)
+        loss, weights = DistillationLoss(teacher, experiment.distillation, weights), None
     model = build_noisy_model(experiment, dataset)
     history = train_model(
         model,
@@ -120,8 +123,15 @@ def train_experiment(
         validation=dataset.validation,
         progress=progress,
         loss=loss,
+        class_weights=weights,
+        augmentation=training_augmentation(experiment.recipe, dataset),
     )
     return model, history
+
+
+def training_augmentation(recipe: Recipe, dataset: InMemoryDataset) -> Augmentation | None:
+    """The dataset's training augmentation if the recipe asks for it, else None."""
+    return dataset.augmentation if recipe.augment else None
 
 
 def load_teacher(

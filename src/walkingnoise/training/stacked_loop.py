@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from walkingnoise._progress import bar_disabled
+from walkingnoise.data.augmentation import Augmentation, augmentation_generator
 from walkingnoise.data.dataset import Split
 from walkingnoise.training.evaluate import Evaluation
 from walkingnoise.training.loop import EpochRecord, TrainHistory, make_optimizer
@@ -30,6 +31,8 @@ def train_stacked(
     clamps: Sequence[float | None] | None = None,
     validation: Split | None = None,
     progress: bool | None = None,
+    class_weights: torch.Tensor | None = None,
+    augmentation: Augmentation | None = None,
 ) -> list[TrainHistory]:
     """Train every model of ``stack`` as ``train_model`` would train it alone.
 
@@ -49,6 +52,7 @@ def train_stacked(
     optimizer, scheduler = make_optimizer(stack.parameters(), recipe, stacked=True)
     shared = len(set(seeds)) == 1
     generators = [torch.Generator().manual_seed(seed) for seed in seeds[: 1 if shared else None]]
+    augment_with = [augmentation_generator(s) for s in seeds[: 1 if shared else None]]
     histories = [TrainHistory() for _ in range(k_models)]
     n = len(train)
     device = train.x.device
@@ -67,13 +71,18 @@ def train_stacked(
                 continue
             if shared:
                 y = train.y.index_select(0, index[0]).expand(k_models, size)
-                logits = stack(train.x.index_select(0, index[0]), shared=True)
+                x = train.x.index_select(0, index[0])
+                if augmentation is not None:
+                    x = augmentation(x, augment_with[0])
+                logits = stack(x, shared=True)
             else:
                 flat = index.reshape(-1)
                 x = train.x.index_select(0, flat).view(k_models, size, *train.x.shape[1:])
                 y = train.y.index_select(0, flat).view(k_models, size)
+                if augmentation is not None:
+                    x = torch.stack([augmentation(x[k], g) for k, g in enumerate(augment_with)])
                 logits = stack(x, owned=True)
-            per_model, predicted = _mean_cross_entropy(logits, y)
+            per_model, predicted = _mean_cross_entropy(logits, y, class_weights)
             optimizer.zero_grad(set_to_none=True)
             per_model.sum().backward()
             optimizer.step()
@@ -169,32 +178,47 @@ def _softmax_parts(
 
 class _MeanCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy per model of (K, B, C) logits against targets (K, B), and the
-    predicted classes. The backward pass is softmax − one-hot from the forward pass's
-    exponentials, not a second ``exp`` as ``logsumexp``'s backward computes."""
+    predicted classes; with class weights (C,), the weighted mean (weights of the samples'
+    classes, divided by their sum, as ``F.cross_entropy`` weighs). The backward pass is
+    softmax − one-hot from the forward pass's exponentials, not a second ``exp`` as
+    ``logsumexp``'s backward computes."""
 
     @staticmethod
-    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor) -> Any:
+    def forward(
+        ctx: Any, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None
+    ) -> Any:
         lse, predicted, exps, total = _softmax_parts(logits)
         picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        ctx.save_for_backward(exps.div_(total.unsqueeze(-1)), target)
+        per_sample = lse - picked
+        if weight is None:
+            scale = None
+            mean = per_sample.mean(dim=1)
+        else:
+            sample_weight = weight.to(per_sample.device, per_sample.dtype)[target]
+            scale = sample_weight / sample_weight.sum(dim=1, keepdim=True)
+            mean = (per_sample * scale).sum(dim=1)
+        ctx.save_for_backward(exps.div_(total.unsqueeze(-1)), target, scale)
         ctx.mark_non_differentiable(predicted)
-        return (lse - picked).mean(dim=1), predicted
+        return mean, predicted
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _predicted: Any) -> Any:
-        softmax, target = ctx.saved_tensors  # kept intact, for a graph run backward twice
+        softmax, target, scale = ctx.saved_tensors  # kept intact, for a graph run backward twice
         minus_one = torch.full_like(softmax[..., :1], -1.0)
         gradient = softmax.scatter_add(-1, target.unsqueeze(-1), minus_one)
-        return gradient.mul_((grad / softmax.shape[1]).view(-1, 1, 1)), None
+        if scale is None:
+            return gradient.mul_((grad / softmax.shape[1]).view(-1, 1, 1)), None, None
+        return gradient.mul_((grad.view(-1, 1) * scale).unsqueeze(-1)), None, None
 
 
 def _mean_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean cross-entropy per model, predicted classes) of (K, B, C) logits against targets
-    (K, B), as ``F.cross_entropy`` and ``argmax`` give them, in float32 (as autocast would)."""
+    (K, B), as ``F.cross_entropy`` (with ``weight``: its class weights) and ``argmax`` give
+    them, in float32 (as autocast would)."""
     wide = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-    return _MeanCrossEntropy.apply(wide, target)
+    return _MeanCrossEntropy.apply(wide, target, weight)
 
 
 def _loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
