@@ -127,3 +127,34 @@ def test_unfinished_rows_are_left_out_and_a_missing_metric_is_an_error() -> None
     assert table["seeds"].min() == len(SEEDS) - 1
     with pytest.raises(ValueError, match="no metric 'noisy_validation_accuracy'"):
         weight_noise_accuracy(results, "noisy_validation_accuracy")
+
+
+def _with_a_walking_study(results: pd.DataFrame) -> pd.DataFrame:
+    """The Noisy Machines results and, in the same store, walking-noise experiments."""
+    walking = [
+        Experiment(noise="additive", placement=f"walking:{site}", sigma=sigma, seed=seed)
+        for site in (0, 1)
+        for sigma in (0.1, 1.0)
+        for seed in SEEDS
+    ]
+    config = pd.json_normalize([e.identity() for e in walking])
+    other = pd.concat(
+        [
+            pd.DataFrame({"hash": [e.content_hash() for e in walking], "status": "done"}),
+            config,
+            pd.DataFrame(
+                {"noisy_test_accuracy": 0.5, "clean_test_accuracy": 0.98}, index=config.index
+            ),
+        ],
+        axis=1,
+    )
+    return pd.concat([results, other], ignore_index=True)
+
+
+def test_another_study_in_the_store_neither_hides_nor_joins_the_table() -> None:
+    alone = weight_noise_accuracy(_results())
+    mixed = weight_noise_accuracy(_with_a_walking_study(_results()))
+    pd.testing.assert_frame_equal(mixed, alone)
+    wide = accuracy_vs_eta(_with_a_walking_study(_results()))
+    pd.testing.assert_frame_equal(wide, accuracy_vs_eta(_results()))
+    assert len(wide) == len(ETAS)

@@ -110,7 +110,7 @@ def weight_noise_accuracy(
         standard deviation over seeds, NaN for one seed), ``seeds``, and ``clean_mean``,
         ``clean_std``: the same models' test accuracy without any noise.
     """
-    frame = _prepared(results, metric)
+    frame = _with_weight_noise_or_distillation(_prepared(results, metric))
     columns = [*_GROUP, *(c for c in OPTIONAL_COLUMNS if _varies(frame, c))]
     keys = [*columns, "training", "temperature", "alpha", "teacher", "weight_noise"]
     out_columns = [*keys, "mean", "std", "seeds", "clean_mean", "clean_std"]
@@ -158,11 +158,24 @@ def accuracy_vs_eta(data: pd.DataFrame, metric: str = "noisy_test_accuracy") -> 
     frame["cell"] = [_cell(row["mean"], row["std"]) for _, row in frame.iterrows()]
     frame = frame.rename(columns={"weight_noise": "η"})
     keep = [c for c in columns if c in _GROUP or frame[c].nunique() > 1]
+    # a key that does not apply (σ of a model without activation noise) is no reason to drop a row
+    frame[keep] = frame[keep].astype(object).where(frame[keep].notna(), "-")
     wide = frame.pivot_table(index=[*keep, "η"], columns="column", values="cell", aggfunc="first")
     ordered = sorted(wide.columns, key=lambda name: (_training_order(name), name))
     wide = wide[ordered]
     wide.columns.name = None
     return wide.fillna("")
+
+
+def _with_weight_noise_or_distillation(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of groups that have weight noise or distillation: other studies in the same
+    store (activation noise alone, e.g. walking noise) are no part of this table."""
+    if frame.empty:
+        return frame
+    columns = [*_GROUP, *(c for c in OPTIONAL_COLUMNS if _varies(frame, c))]
+    group = frame[columns].map(lambda value: repr(_hashable(value))).agg("|".join, axis=1)
+    relevant = (frame["weight_noise"] > 0) | frame["distilled"]
+    return frame[relevant.groupby(group).transform("any")].reset_index(drop=True)
 
 
 def _column_name(row: pd.Series, several: bool) -> str:
