@@ -214,6 +214,27 @@ def test_global_table_and_pivot(fits: pd.DataFrame) -> None:
     assert abs(float(value) - 0.2) <= 3 * float(error)
 
 
+def test_curves_that_share_a_cell_get_an_index_level_of_what_differs() -> None:
+    table = pd.DataFrame(
+        {
+            "dataset": "digits",
+            "model": "mlp",
+            "noise": ["additive", "additive", "mixed", "mixed"],
+            "batchnorm": True,
+            "placement": ["global", "global-except:batchnorm", "global", "global"],
+            "ratio": [math.nan, math.nan, 0.1, 0.5],
+            "mu": [1.0, 0.1, 10.0, 3.0],
+            "mu_err": 0.01,
+            "quality": "ok",
+        }
+    )
+    table.attrs["group_columns"] = ["dataset", "model", "noise", "batchnorm", "placement", "ratio"]
+    pivot = pivot_mu(table)
+    cells = pivot.stack(["noise", "batchnorm"], future_stack=True).dropna()
+    assert sorted(cells) == sorted(format_mu(mu, 0.01) for mu in table["mu"])
+    assert {"placement", "ratio"} <= set(pivot.index.names)
+
+
 def test_format_mu() -> None:
     assert format_mu(0.5234, 0.0312) == "0.523 ± 0.031"
     assert format_mu(12.3, 1.7) == "12.3 ± 1.7"

@@ -309,6 +309,9 @@ def pivot_mu(
     """μ ± err strings laid out like the paper's tables; ``*`` marks a fit with a quality flag.
 
     Index and column levels that take one value only are dropped, except those in ``keep``.
+    Any other group column (``attrs["group_columns"]``) that differs between curves of one cell
+    (placement, mixed-noise ratio, epochs, …) becomes an index level too, so every curve keeps
+    its own cell.
     """
     if table.empty:
         return pd.DataFrame()
@@ -325,6 +328,14 @@ def pivot_mu(
     rows, cols = levels(index), levels(columns)
     for column in (*rows, *cols):
         frame[column] = frame[column].map(_display)
+    keys = [*rows, *cols]
+    cell = frame.groupby(keys, sort=False).ngroup() if keys else pd.Series(0, frame.index)
+    for column in table.attrs.get("group_columns", []):
+        if column in frame and column not in keys:
+            shown = frame[column].map(_display)
+            if shown.groupby(cell).nunique().max() > 1:
+                frame[column] = shown
+                rows.append(column)
     if not rows:
         frame["_all"], rows = "", ["_all"]
     cells = frame.groupby([*rows, *cols], sort=False)["cell"].first()
