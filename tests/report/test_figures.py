@@ -86,6 +86,33 @@ def test_accuracy_figure_without_fits_on_a_linear_grid(tmp_path: Path) -> None:
     assert figure.axes[0].get_xscale() == "linear"
 
 
+def test_accuracy_figure_leaves_out_curves_without_a_finite_accuracy(tmp_path: Path) -> None:
+    """Every run of one curve failed (NaN accuracies): the other curve is drawn, on a log axis."""
+    sigma = np.logspace(-2, 2, 9)
+    curve = pd.DataFrame(
+        {
+            "dataset": "digits",
+            "placement": np.repeat(["walking:0", "walking:1"], len(sigma)),
+            "sigma": np.tile(sigma, 2),
+            "mean": np.concatenate([np.full(len(sigma), np.nan), np.linspace(0.9, 0.1, 9)]),
+            "sem": 0.01,
+            "chance": 0.1,
+            "site": np.repeat([0, 1], len(sigma)),
+        }
+    )
+    curve.attrs["group_columns"] = ["dataset", "placement"]
+    figure = figures.accuracy_figure(curve, None, out=tmp_path, name="nan")
+    _check_images(tmp_path, "nan")
+    assert figure.axes[0].get_xscale() == "log"
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert len(labels) == 2
+    assert "chance" in labels
+    assert not any("walking:0" in label for label in labels)
+    only_nan = curve[curve["site"] == 0]
+    figures.accuracy_figure(only_nan, None, out=tmp_path, name="empty")
+    assert (tmp_path / "empty.png").exists()
+
+
 def test_site_mu_figure(fits: pd.DataFrame, tmp_path: Path) -> None:
     sites = site_table(_walking(fits))
     figure = figures.site_mu_figure(sites, site_names={0: "input"}, out=tmp_path, name="mu")

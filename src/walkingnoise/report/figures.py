@@ -139,12 +139,14 @@ def accuracy_figure(
 
     ``curves`` may hold several groups (e.g. every site of a walking-noise study), each drawn
     in its own colour; ``fits`` is a midpoint table supplying the fitted curve and μ of each.
-    On a log σ axis, σ = 0 points are left out.
+    On a log σ axis, σ = 0 points are left out, and so are points without a finite accuracy
+    (curves with none are not drawn).
     """
     figure = new_figure(7.5, 4.8)
     ax = figure.add_subplot()
-    groups = list(iter_curves(curves[curves["sigma"].notna()]))
-    all_sigma = curves["sigma"].dropna().to_numpy(dtype=float)
+    curves = curves[curves["sigma"].notna() & np.isfinite(curves["mean"].astype(float))]
+    groups = list(iter_curves(curves))
+    all_sigma = curves["sigma"].to_numpy(dtype=float)
     log_x = _log_axis(all_sigma)
     varying = _varying([g for g, _ in groups])
     cmap = _palette(len(groups))
