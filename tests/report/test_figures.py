@@ -134,6 +134,42 @@ def test_site_mu_figure_draws_a_negative_mu_of_a_partial_store(
     _check_images(tmp_path, "neg")
 
 
+def test_site_mu_figure_draws_a_log_fit_s_interval_in_log_space(tmp_path: Path) -> None:
+    """A fit in log σ gives log10 μ ± e: its bar runs from 10^(log10 μ − e) to 10^(log10 μ + e);
+    an infinite error draws no bar."""
+    from matplotlib.collections import LineCollection
+
+    log_mu = np.array([0.0, 0.0, 2.0, 1.0])
+    log_err = np.array([0.05, 1.0, 0.05, np.inf])
+    sites = pd.DataFrame(
+        {
+            "placement": [f"walking:{i}" for i in range(4)],
+            "site": pd.array(range(4), dtype="Int64"),
+            "site_name": "",
+            "mu": 10**log_mu,
+            "mu_err": 10**log_mu * np.log(10) * log_err,
+            "log10_mu": log_mu,
+            "log10_mu_err": log_err,
+            "quality": "ok",
+        }
+    )
+    figure = figures.site_mu_figure(sites, out=tmp_path, name="logbars")
+    bars = [
+        (segment[0][1], segment[1][1])
+        for collection in figure.axes[0].collections
+        if isinstance(collection, LineCollection)
+        for segment in collection.get_segments()
+        if len(segment) == 2 and np.isfinite(segment).all()
+    ]
+    expected = [
+        (10 ** (m - e), 10 ** (m + e)) for m, e in zip(log_mu[:3], log_err[:3], strict=True)
+    ]
+    assert len(bars) == 3
+    for (low, high), (want_low, want_high) in zip(sorted(bars), sorted(expected), strict=True):
+        assert low == pytest.approx(want_low, rel=1e-9)
+        assert high == pytest.approx(want_high, rel=1e-9)
+
+
 def test_site_accuracy_figure(curves: pd.DataFrame, tmp_path: Path) -> None:
     part = _walking(curves)
     sigma = figures.nearest_sigma(part, 0.9)

@@ -285,13 +285,10 @@ def site_mu_figure(
         all_sites.update(int(s) for s in index)
         offset = (i - (len(series) - 1) / 2) * width
         mu = part["mu"].to_numpy(dtype=float)
-        err = np.nan_to_num(part["mu_err"].to_numpy(dtype=float), nan=0.0, posinf=0.0)
         positive.extend(mu[mu > 0])
         good = (part["quality"] == "ok").to_numpy()
         color = _COLORS[i % len(_COLORS)]
-        # A log axis cannot go below zero; a μ ≤ 0 (a flagged linear fit, e.g. of a store
-        # still being written) keeps its error bar as it is.
-        lower = np.where(mu > 0, np.minimum(err, mu * 0.999), err)
+        lower, err = _error_bar(part, mu)
         ax.errorbar(
             index[good] + offset,
             mu[good],
@@ -325,6 +322,23 @@ def site_mu_figure(
     if series:
         ax.legend(fontsize=7, loc="best")
     return _finish(figure, out, name)
+
+
+def _error_bar(part: pd.DataFrame, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(below, above) μ of each fit's error bar: 10^(log10 μ ± err) for a fit in log σ,
+    μ ± err for a linear one; no bar (NaN) where the error is not finite. A log axis cannot go
+    below zero, so a linear bar stops just above it; a μ ≤ 0 (a flagged linear fit, e.g. of a
+    store still being written) keeps its bar as it is."""
+    err = part["mu_err"].to_numpy(dtype=float)
+    below = np.where(mu > 0, np.minimum(err, mu * 0.999), err)
+    above = err.copy()
+    if "log10_mu" in part:
+        logged = np.isfinite(part["log10_mu"].to_numpy(dtype=float)) & (mu > 0)
+        log_err = part["log10_mu_err"].to_numpy(dtype=float)
+        below = np.where(logged, mu * (1 - 10.0**-log_err), below)
+        above = np.where(logged, mu * (10.0**log_err - 1), above)
+    missing = ~(np.isfinite(below) & np.isfinite(above))
+    return np.where(missing, np.nan, below), np.where(missing, np.nan, above)
 
 
 def _spans(values: Sequence[float]) -> bool:
