@@ -110,6 +110,10 @@ def test_a_failed_experiment_and_retry(tmp_path: Path, capsys: pytest.CaptureFix
     assert "ran 1 experiment (1 failed)" in out
     assert f"walking-noise retry {store} --failed" in out
     assert status_counts(store) == {"failed": 1}
+    # run again: nothing to run, but the sweep is still not complete
+    code, out, err = _run(capsys, "run", str(sweep), "--store", str(store), "--no-progress")
+    assert code == 1, err
+    assert "1 failed before (use `retry`), 0 to run" in out
 
     code, out, _ = _run(capsys, "status", str(store))
     assert "  failed   1" in out.splitlines()

@@ -72,6 +72,24 @@ def test_range_of_floats() -> None:
     assert sigmas == [0.5, 1.0, 1.5]
 
 
+@pytest.mark.parametrize(
+    ("bounds", "expected"),
+    [
+        ("min: 1.0, max: 1.3, step: 0.1", [1.0, 1.1, 1.2]),
+        ("min: 0.1, max: 0.4, step: 0.1", [0.1, 0.2, 0.3]),
+        ("min: 0.0, max: 1.0, step: 0.3", [0.0, 0.3, 0.6, 0.9]),
+        ("min: 1.0, max: 0.0, step: -0.25", [1.0, 0.75, 0.5, 0.25]),
+    ],
+)
+def test_range_of_floats_leaves_out_max_and_gives_the_numbers_as_written(
+    bounds: str, expected: list[float]
+) -> None:
+    """Rounding must neither add max as a last value nor make 0.3 another σ than 0.3."""
+    text = f"fixed: {{noise: additive}}\ngrid: {{sigma: {{type: range, {bounds}}}}}"
+    assert _values(text, "sigma") == expected
+    assert count_experiments(parse_sweep(text)) == len(expected)
+
+
 def test_range_with_negative_step_counts_down() -> None:
     seeds = _values(
         """

@@ -78,9 +78,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         counts = store.counts()
     print(summary.describe())
     print(f"store: {path}  ({counts['done']} done, {counts['failed']} failed in total)")
-    if summary.failed:
+    if summary.failed or summary.failed_before:
         print(f"see the errors with load_results, then `walking-noise retry {path} --failed`")
-        return 1  # for batch jobs: the sweep ran, but not all of it succeeded
+        return 1  # for batch jobs: the sweep ran, but not all of its experiments succeeded
     return 0
 
 

@@ -119,18 +119,29 @@ class RangeAxis(_Axis):
         return self
 
     def values(self) -> list[Any]:
-        """The values of ``numpy.arange(min, max, step)``."""
-        values = np.arange(self.min, self.max, self.step)
+        """min, min + step, … up to but without max, as ``numpy.arange``, but computed as
+        min + i·step rounded to 12 significant digits, and with max left out also where
+        rounding put the last step a hair below it: ``0.1 … 0.3 step 0.1`` is [0.1, 0.2], and
+        its values equal the same numbers written out."""
+        count = self.size()
         if all(float(v).is_integer() for v in (self.min, self.step)):
-            return [int(v) for v in values]
-        return [float(v) for v in values]
+            return [int(self.min + i * self.step) for i in range(count)]
+        return [_rounded(self.min + i * self.step) for i in range(count)]
 
     def size(self) -> int:
-        """The length of ``numpy.arange(min, max, step)``."""
+        """How many values :meth:`values` gives."""
         steps = (self.max - self.min) / self.step
         if steps <= 0:
             return 0
-        return math.ceil(steps) if math.isfinite(steps) else HUGE
+        if not math.isfinite(steps):
+            return HUGE
+        nearest = round(steps)
+        return nearest if math.isclose(steps, nearest, rel_tol=1e-9) else math.ceil(steps)
+
+
+def _rounded(value: float) -> float:
+    """``value`` to 12 significant digits: 1.2000000000000002 → 1.2."""
+    return float(f"{value:.12g}")
 
 
 class LinspaceAxis(_Axis):
