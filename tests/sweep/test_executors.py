@@ -229,6 +229,30 @@ if __name__ == "__main__":
 """
 
 
+KILLED_WORKERS = """
+import os, signal, sys, time
+from pathlib import Path
+from walkingnoise.sweep.executors import ProcessExecutor, TaskError
+
+def task(item):
+    name, marker = item
+    if name == "once" and not Path(marker).exists():  # killed the first time only
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    if name == "always":  # as a task the out-of-memory killer ends every time
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.2)
+    return name
+
+if __name__ == "__main__":
+    names = ["a", "once", "b", "always", "c", "d", "e"]
+    with ProcessExecutor(2) as pool:
+        for (name, _), result in pool.run(task, [(n, sys.argv[1]) for n in names]):
+            died = isinstance(result, TaskError) and "worker process running" in result.traceback
+            print(name, "died" if died else result)
+"""
+
+
 def _run_script(folder: Path, text: str) -> subprocess.CompletedProcess:
     script = folder / "interrupt.py"
     script.write_text(text)
@@ -256,3 +280,20 @@ def test_make_executor_by_name() -> None:
         make_executor("dask")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="workers must be ≥ 1, got 0"):
         make_executor("process", workers=0)
+
+
+def test_a_killed_worker_fails_only_the_task_that_kills_it(tmp_path: Path) -> None:
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_WORKERS)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "marker")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    results = dict(line.split() for line in done.stdout.splitlines())
+    assert results == {name: name for name in ["a", "once", "b", "c", "d", "e"]} | {
+        "always": "died"
+    }
+    assert "a worker process died" in done.stderr

@@ -9,8 +9,10 @@ import logging
 import multiprocessing
 import os
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
@@ -108,8 +110,11 @@ class ProcessExecutor(Executor):
         if workers < 1:
             raise ValueError(f"workers must be ≥ 1, got {workers}")
         self.workers = workers
-        self._pool = ProcessPoolExecutor(
-            max_workers=workers,
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=exec,
             initargs=(EXIT_WITH_PARENT, {"parent": os.getpid()}),
@@ -118,27 +123,56 @@ class ProcessExecutor(Executor):
     def run(
         self, fn: Callable[..., Any], items: Sequence[Any], *args: Any
     ) -> Iterator[tuple[Any, Any]]:
-        """Yield each item with its result as workers finish; keep 2 tasks per worker queued."""
-        pending: dict[Future, Any] = {}
+        """Yield each item with its result as workers finish; keep 2 tasks per worker queued.
+
+        A worker that dies (killed by the out-of-memory killer, a crash) breaks the whole pool
+        and fails every task in it. The pool is then started anew and each of those tasks runs
+        again, one at a time: a task that kills its worker when it runs alone is the one that
+        failed, and the others go on.
+        """
+        pending: dict[Future, tuple[Any, bool]] = {}
         queue = iter(items)
+        suspects: deque[Any] = deque()
         limit = 2 * self.workers
 
         def submit() -> None:
+            if suspects:
+                if not pending:
+                    item = suspects.popleft()
+                    pending[self._pool.submit(fn, item, *args)] = (item, True)
+                return
             for item in queue:
-                pending[self._pool.submit(fn, item, *args)] = item
+                pending[self._pool.submit(fn, item, *args)] = (item, False)
                 if len(pending) >= limit:
                     return
 
+        broken = False  # the pool broke; it is started anew once its last task is back
         submit()
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                item = pending.pop(future)
+                item, alone = pending.pop(future)
                 try:
                     yield item, future.result()
+                except BrokenProcessPool as error:
+                    broken = True
+                    if not alone:
+                        suspects.append(item)
+                        continue
+                    text = "".join(traceback.format_exception(error))
+                    yield item, TaskError(f"{text}the worker process running this task died\n")
                 except Exception as error:
                     text = "".join(traceback.format_exception(error))
                     yield item, TaskError(text)
+            if broken and not pending:
+                log.warning(
+                    "a worker process died; the pool starts again and runs the %d task(s) it "
+                    "had again, one at a time",
+                    len(suspects),
+                )
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+                broken = False
             submit()
 
     def close(self) -> None:
