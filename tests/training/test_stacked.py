@@ -22,6 +22,7 @@ from walkingnoise.noise.weight import attach_weight_noise, weight_noise_of
 from walkingnoise.training.cohort import evaluate_shared, train_alone, train_cohort
 from walkingnoise.training.distillation import Distillation
 from walkingnoise.training.evaluate import evaluate
+from walkingnoise.training.loop import TrainHistory
 from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
 from walkingnoise.training.stacked import NotStackableError, StackedModel, _last_uses
@@ -245,6 +246,16 @@ def test_training_a_stack_equals_training_each_model_alone(
     assert min(first_weights[0], first_weights[2], first_weights[3]) > 0.05
 
 
+def _assert_same_losses(stacked: TrainHistory, alone: TrainHistory, rtol: float) -> None:
+    """Per-epoch training losses of a stack member and of the model trained alone agree."""
+    torch.testing.assert_close(
+        [r.train_loss for r in stacked.epochs],
+        [r.train_loss for r in alone.epochs],
+        rtol=rtol,
+        atol=0,
+    )
+
+
 @pytest.mark.parametrize("same_seed", [False, True], ids=["own-batches", "shared-batches"])
 def test_a_stack_trains_with_augmentation_and_class_weights_as_alone(
     digits: InMemoryDataset, same_seed: bool
@@ -261,12 +272,7 @@ def test_a_stack_trains_with_augmentation_and_class_weights_as_alone(
     stacked = train_cohort(experiments, data)
     for result, experiment in zip(stacked, experiments, strict=True):
         _, alone = train_experiment(experiment, data, progress=False)
-        torch.testing.assert_close(
-            [r.train_loss for r in result.history.epochs],
-            [r.train_loss for r in alone.epochs],
-            rtol=1e-3,
-            atol=0,
-        )
+        _assert_same_losses(result.history, alone, rtol=1e-3)
     # both change training: without them the losses are others
     for changed in (
         dataclasses.replace(data, augmentation=None),
@@ -612,12 +618,7 @@ def test_a_cohort_of_one_trains_exactly_like_training_alone(digits: InMemoryData
     experiment = _experiments(1, sigma=0.5, placement="walking:3")[0]
     (stacked,) = train_cohort([experiment], digits)
     _, history = train_experiment(experiment, digits, progress=False)
-    torch.testing.assert_close(
-        [r.train_loss for r in stacked.history.epochs],
-        [r.train_loss for r in history.epochs],
-        rtol=1e-4,
-        atol=0,
-    )
+    _assert_same_losses(stacked.history, history, rtol=1e-4)
 
 
 @pytest.mark.parametrize("factory", [SkipNet, lambda: build_model("mlp", (1, 8, 8), 10)])

@@ -33,9 +33,10 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
 
     results = load_results(args.store)
     table = weight_noise_accuracy(results, args.metric)
-    if table.empty:
-        raise ValueError(f"{args.store}: no finished experiments to tabulate")
-    if not (pd.to_numeric(table["weight_noise"]) > 0).any():
+    if table.empty or not (pd.to_numeric(table["weight_noise"]) > 0).any():
+        finished = results["status"] == "done" if "status" in results else results.index >= 0
+        if not finished.any():
+            raise ValueError(f"{args.store}: no finished experiments to tabulate")
         raise ValueError(f"{args.store}: no experiment has weight noise (weight_noise > 0)")
     wide = accuracy_vs_eta(table)
     print(f"{args.metric} in % (mean ± std over seeds) vs weight noise η:")
