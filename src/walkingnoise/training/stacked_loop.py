@@ -40,7 +40,8 @@ def train_stacked(
     alone), and is clamped to ``clamps[k]`` (None: not clamped). The loss is the sum of the
     models' mean cross-entropies, so each model's gradient is its own. When all seeds are equal
     every batch is gathered once and shared, so layers before the first noise or weight
-    that differs between the models run once for all.
+    that differs between the models run once for all. ``class_weights`` and ``augmentation``
+    act as in ``train_model``: model k's batches are augmented from ``seeds[k]``'s generator.
     """
     k_models = stack.size
     if len(seeds) != k_models:
