@@ -111,7 +111,7 @@ def weight_noise_accuracy(
         ``clean_std``: the same models' test accuracy without any noise.
     """
     frame = _with_weight_noise_or_distillation(_prepared(results, metric))
-    columns = [*_GROUP, *(c for c in OPTIONAL_COLUMNS if _varies(frame, c))]
+    columns = _group_columns(frame)
     keys = [*columns, "training", "temperature", "alpha", "teacher", "weight_noise"]
     out_columns = [*keys, "mean", "std", "seeds", "clean_mean", "clean_std"]
     if frame.empty:
@@ -167,12 +167,17 @@ def accuracy_vs_eta(data: pd.DataFrame, metric: str = "noisy_test_accuracy") -> 
     return wide.fillna("")
 
 
+def _group_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns that define a group: dataset, model, BatchNorm and any optional that varies."""
+    return [*_GROUP, *(c for c in OPTIONAL_COLUMNS if _varies(frame, c))]
+
+
 def _with_weight_noise_or_distillation(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows of groups that have weight noise or distillation: other studies in the same
     store (activation noise alone, e.g. walking noise) are no part of this table."""
     if frame.empty:
         return frame
-    columns = [*_GROUP, *(c for c in OPTIONAL_COLUMNS if _varies(frame, c))]
+    columns = _group_columns(frame)
     group = frame[columns].map(lambda value: repr(_hashable(value))).agg("|".join, axis=1)
     relevant = (frame["weight_noise"] > 0) | frame["distilled"]
     return frame[relevant.groupby(group).transform("any")].reset_index(drop=True)

@@ -34,8 +34,8 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     results = load_results(args.store)
     table = weight_noise_accuracy(results, args.metric)
     if table.empty or not (pd.to_numeric(table["weight_noise"]) > 0).any():
-        finished = results["status"] == "done" if "status" in results else results.index >= 0
-        if not finished.any():
+        finished = results["status"].eq("done").any() if "status" in results else len(results)
+        if not finished:
             raise ValueError(f"{args.store}: no finished experiments to tabulate")
         raise ValueError(f"{args.store}: no experiment has weight noise (weight_noise > 0)")
     wide = accuracy_vs_eta(table)

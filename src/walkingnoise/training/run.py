@@ -109,11 +109,10 @@ def train_experiment(
     :func:`load_teacher`).
     """
     loss = None
-    weights = dataset.class_weights
     if experiment.distillation is not None:
         if teacher is None:
             teacher = load_teacher(experiment, dataset, progress=progress)
-        loss, weights = DistillationLoss(teacher, experiment.distillation, weights), None
+        loss = DistillationLoss(teacher, experiment.distillation, dataset.class_weights)
     model = build_noisy_model(experiment, dataset)
     history = train_model(
         model,
@@ -123,7 +122,7 @@ def train_experiment(
         validation=dataset.validation,
         progress=progress,
         loss=loss,
-        class_weights=weights,
+        class_weights=dataset.class_weights if loss is None else None,  # else the loss has them
         augmentation=training_augmentation(experiment.recipe, dataset),
     )
     return model, history
