@@ -267,6 +267,45 @@ def test_weight_ratio_between_unclamped_and_clamped(results: pd.DataFrame) -> No
         weight_ratio_table(noisy, {"nothing": 1}, {"recipe.clamp": 1.0})
 
 
+def _weight_rows(clamp: float | None, sigmas: list[float], seeds: int = 2) -> list[dict]:
+    """Results whose layer weight grows with σ (10·σ unclamped, σ clamped): the clamp halves
+    nothing but the growth, so only like-for-like σ show the true ratio of 10."""
+    rows = []
+    for sigma in sigmas:
+        for seed in range(seeds):
+            scale = sigma * (10.0 if clamp is None else 1.0)
+            rows.append(
+                {
+                    "status": "done",
+                    "dataset": "digits",
+                    "model": "mlp",
+                    "noise": "additive",
+                    "train_noise": True,
+                    "placement": "walking:1",
+                    "recipe.clamp": clamp,
+                    "sigma": sigma,
+                    "seed": seed,
+                    "training": f"{clamp}-{sigma}-{seed}",
+                    "weights": {"layers.1": {"mean_abs": scale * (1 + 0.01 * seed)}},
+                }
+            )
+    return rows
+
+
+def test_weight_ratio_compares_only_configurations_both_groups_have() -> None:
+    unclamped = _weight_rows(None, [0.1, 1.0])
+    clamped = _weight_rows(1.0, [0.1, 1.0, 100.0])  # σ = 100 only clamped: no counterpart
+    results = pd.DataFrame(unclamped + clamped)
+    table = weight_ratio_table(results, {"recipe.clamp": None}, {"recipe.clamp": 1.0})
+    assert table["ratio"].tolist() == pytest.approx([10.0])
+    assert table[["models_a", "models_b", "configurations"]].values.tolist() == [[4, 4, 2]]
+    pooled = weight_ratio_table(
+        results, {"recipe.clamp": None}, {"recipe.clamp": 1.0}, matched=False
+    )
+    assert pooled["ratio"].iloc[0] < 1  # pooling over unequal σ inverts the finding
+    assert pooled["models_b"].iloc[0] == 6
+
+
 def test_describe_group() -> None:
     group = {
         "dataset": "digits",

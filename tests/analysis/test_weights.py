@@ -115,4 +115,7 @@ def test_groups_without_both_values_are_left_out() -> None:
     disjoint = results[results["batchnorm"] == clamped]  # clamped with BN, unclamped without
     with pytest.raises(ValueError, match="no layer has models with both values"):
         weight_comparison_table(disjoint, "recipe.clamp")
-    assert len(weight_comparison_table(disjoint, "recipe.clamp", by=[])) == 2
+    with pytest.raises(ValueError, match="same configuration"):  # BN differs: not like for like
+        weight_comparison_table(disjoint, "recipe.clamp", by=[])
+    pooled = weight_comparison_table(disjoint, "recipe.clamp", by=[], matched=False)
+    assert len(pooled) == 2

@@ -22,6 +22,7 @@ import pandas as pd
 
 from walkingnoise.analysis.curves import (
     GROUP_COLUMNS,
+    OPTIONAL_GROUP_COLUMNS,
     accuracy_curves,
     curve_group_columns,
     iter_curves,
@@ -409,6 +410,27 @@ def _matches(frame: pd.DataFrame, selection: Mapping[str, Any]) -> pd.Series:
     return mask
 
 
+def _weight_columns(by_columns: list[str], stat: str) -> list[str]:
+    """The columns of :func:`weight_ratio_table`, so an empty table has them too."""
+    return [
+        *by_columns,
+        "layer",
+        *(c for side in "ab" for c in (f"{stat}_{side}", f"{stat}_{side}_sem", f"models_{side}")),
+        "configurations",
+        "ratio",
+        "ratio_err",
+    ]
+
+
+def _configurations(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """One hashable key per row: the values of ``columns`` (NaN equal to NaN)."""
+    return pd.Series(
+        [repr(tuple(row)) for row in frame[columns].itertuples(index=False)],
+        index=frame.index,
+        dtype=object,
+    )
+
+
 def _natural(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
@@ -420,6 +442,7 @@ def weight_ratio_table(
     *,
     stat: str = "mean_abs",
     by: str | list[str] | None = None,
+    matched: bool = True,
 ) -> pd.DataFrame:
     """Per layer, mean of a weight statistic over the models of two groups and their ratio a/b.
 
@@ -427,19 +450,37 @@ def weight_ratio_table(
     noise: with BatchNorm the weights grow to outgrow the noise. Groups select result rows by
     column values (``{"recipe.clamp": None}`` vs ``{"recipe.clamp": 1.0}``); models shared by
     several experiments (one clean training per seed) count once. ``by`` splits the table, e.g.
-    by ``"site"`` or ``["batchnorm", "site"]``.
+    by ``"site"`` or ``["batchnorm", "site"]``. ``matched`` keeps only the configurations
+    (σ, site and every other setting but the groups' own and the seed) that both groups
+    have, so that the ratio compares like with like: weights grow with σ, and a group that
+    holds larger σ than the other would show growth that is not the clamp's doing. The
+    number of configurations compared is the ``configurations`` column.
     """
     frame = prepare_results(results)
     if "weights" not in frame:
         raise ValueError("the results have no per-layer weights column")
     by_columns = [by] if isinstance(by, str) else list(by or [])
+    for column in (*group_a, *group_b):
+        if column not in frame:
+            raise KeyError(f"no column {column!r} in the results to select on")
+    settings = [
+        c
+        for c in (*GROUP_COLUMNS, *OPTIONAL_GROUP_COLUMNS, "sigma", "sigma_mul", "sigma_add")
+        if c in frame and c not in group_a and c not in group_b and c not in by_columns
+    ]
     rows = []
     parts = frame.groupby(by_columns, dropna=False, sort=True) if by_columns else [((), frame)]
     for key, part in parts:
         key = key if isinstance(key, tuple) else (key,)
+        selected = {label: part[_matches(part, s)] for label, s in (("a", group_a), ("b", group_b))}
+        configurations = {
+            label: _configurations(chosen, settings) for label, chosen in selected.items()
+        }
+        shared = set(configurations["a"]) & set(configurations["b"])
         stats = {}
-        for label, selection in (("a", group_a), ("b", group_b)):
-            chosen = part[_matches(part, selection)]
+        for label, chosen in selected.items():
+            if matched:
+                chosen = chosen[configurations[label].isin(shared)]
             if "training" in chosen:
                 chosen = chosen.drop_duplicates("training")
             per_layer: dict[str, list[float]] = {}
@@ -471,11 +512,12 @@ def weight_ratio_table(
                     f"{stat}_b": mean_b,
                     f"{stat}_b_sem": sem_b,
                     "models_b": int(b.size),
+                    "configurations": len(shared) if matched else math.nan,
                     "ratio": ratio,
                     "ratio_err": err,
                 }
             )
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=_weight_columns(by_columns, stat))
     table.attrs["group_a"] = dict(group_a)
     table.attrs["group_b"] = dict(group_b)
     return table
@@ -518,13 +560,15 @@ def weight_comparison_table(
     *,
     by: str | list[str] | None = None,
     stat: str = "mean_abs",
+    matched: bool = True,
 ) -> pd.DataFrame:
     """:func:`weight_ratio_table` of the two groups ``column`` splits ``results`` into.
 
     The groups are ``column``'s two values (:func:`two_values`; ratio = first / second, so
     ``recipe.clamp`` gives unclamped / clamped as in the paper's Table 2). ``by`` defaults to
     those of :data:`WEIGHT_COMPARISON_BY` that vary. Rows (group, layer) without models on
-    both sides are left out. The values are in ``attrs["values"]``.
+    both sides are left out; ``matched`` as in :func:`weight_ratio_table`. The values are in
+    ``attrs["values"]``.
     """
     frame = prepare_results(results)
     if frame.empty:
@@ -536,11 +580,13 @@ def weight_comparison_table(
             for c in WEIGHT_COMPARISON_BY
             if c != column and c in frame and frame[c].astype(str).nunique() > 1
         ]
-    table = weight_ratio_table(frame, {column: first}, {column: second}, stat=stat, by=by)
+    table = weight_ratio_table(
+        frame, {column: first}, {column: second}, stat=stat, by=by, matched=matched
+    )
     table = table[(table["models_a"] > 0) & (table["models_b"] > 0)].reset_index(drop=True)
     if table.empty:
         raise ValueError(
-            f"no layer has models with both values of {column} in the same group; "
+            f"no layer has models with both values of {column} in the same configuration; "
             "choose other groups (--by) or filters"
         )
     table.attrs["values"] = (first, second)

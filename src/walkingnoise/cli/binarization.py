@@ -176,8 +176,8 @@ def _cmd_weights(args: argparse.Namespace) -> None:
         _print_frame(shown)
         print()
     print(
-        f"ratio = {label_a} / {label_b}; ± is the standard error over the models of a group "
-        "(seeds, and any σ or site the filters leave in)"
+        f"ratio = {label_a} / {label_b} over the configurations (σ, site, other settings) "
+        "that both have; ± is the standard error over the models of a group"
     )
 
 

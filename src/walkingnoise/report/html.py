@@ -527,7 +527,8 @@ def _weights(report: _Report, results: pd.DataFrame, tables: Path) -> None:
         return
     report.heading("Weight growth: unclamped vs clamped", anchor="weights")
     report.paragraph(
-        "Mean |w| per layer, averaged over the trained models of each configuration; ratio = "
+        "Mean |w| per layer, averaged over the trained models of the configurations (σ, site, "
+        "other settings) that both the unclamped and the clamped runs have; ratio = "
         "unclamped / clamped (cf. paper Table 2).",
         "note",
     )
