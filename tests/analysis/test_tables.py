@@ -267,6 +267,22 @@ def test_weight_ratio_between_unclamped_and_clamped(results: pd.DataFrame) -> No
         weight_ratio_table(noisy, {"nothing": 1}, {"recipe.clamp": 1.0})
 
 
+def test_preservation_compares_the_sites_of_a_family_at_one_sigma(
+    results: pd.DataFrame,
+) -> None:
+    walking = results[results["placement"].astype(str).str.startswith("walking")]
+    family = (walking["noise"] == "multiplicative") & walking["batchnorm"].astype(bool)
+    top = walking.loc[family, "sigma"].astype(float).max()
+    missing = family & (walking["placement"] == "walking:9") & (walking["sigma"] == top)
+    table = preservation_table(walking[~missing])
+    part = _walking(table, noise="multiplicative", batchnorm=True)
+    below = float(walking.loc[family & (walking["sigma"] < top), "sigma"].max())
+    assert set(part["sigma_max"]) == {below}  # site 9 lacks σ max: every site is read below it
+    other = _walking(table, noise="additive", batchnorm=False)
+    assert len(other) > 0
+    assert set(other["sigma_max"]) == {100.0}  # another family keeps its own
+
+
 def _weight_rows(clamp: float | None, sigmas: list[float], seeds: int = 2) -> list[dict]:
     """Results whose layer weight grows with σ (10·σ unclamped, σ clamped): the clamp halves
     nothing but the growth, so only like-for-like σ show the true ratio of 10."""

@@ -179,6 +179,15 @@ def test_site_accuracy_figure(curves: pd.DataFrame, tmp_path: Path) -> None:
     assert "σ = 1" in figure.axes[0].get_title()
 
 
+def test_site_accuracy_compares_every_site_at_one_sigma(curves: pd.DataFrame) -> None:
+    part = _walking(curves)
+    lacking = (part["site"] == int(part["site"].max())) & (part["sigma"] == 1.0)
+    sigma = figures.nearest_sigma(part[~lacking], 0.9)
+    assert sigma != pytest.approx(1.0)  # one site lacks σ = 1: the nearest σ all sites have
+    figure = figures.site_accuracy_figure(part[~lacking], 0.9)
+    assert f"σ = {sigma:.3g})" in figure.axes[0].get_title()  # one σ, not two
+
+
 def test_preservation_figure(curves: pd.DataFrame, tmp_path: Path) -> None:
     table = preservation_table(_walking(curves, "multiplicative"))
     figures.preservation_figure(table, out=tmp_path, name="keep")

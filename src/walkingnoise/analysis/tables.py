@@ -359,14 +359,22 @@ def preservation_table(data: pd.DataFrame, metric: str = "noisy_test_accuracy") 
     "Without noise" is the clean test accuracy of the models of the smallest σ of the curve
     (for inference-only noise every σ shares one clean model per seed; for noisy training the
     least noisy training is the baseline). The error propagates both standard errors.
+    The curves of one family (the sites of a walking-noise group) are compared at one σ: the
+    largest that all of them have, so a site whose largest σ is missing (a failed experiment)
+    does not look more robust than the others; a family without a common σ falls back to each
+    curve's own largest.
     """
     curves = _curves(data, metric)
     columns = curve_group_columns(curves)
+    finite = curves[np.isfinite(curves["sigma"].to_numpy(dtype=float))]
+    family = [c for c in columns if c != "placement"]
+    finite = finite.assign(_family=_configurations(finite, family))
+    largest = _largest_common_sigma(finite)
     rows = []
-    for group, curve in iter_curves(curves):
-        curve = curve[np.isfinite(curve["sigma"].to_numpy(dtype=float))]
-        if curve.empty:
-            continue
+    for group, curve in iter_curves(finite):
+        at = largest[curve["_family"].iloc[0]]
+        if math.isfinite(at):
+            curve = curve[curve["sigma"] <= at]
         last, first = curve.iloc[-1], curve.iloc[0]
         clean, clean_sem = float(first["clean"]), float(first["clean_sem"])
         value, sem = float(last["mean"]), float(last["sem"])
@@ -395,6 +403,18 @@ def preservation_table(data: pd.DataFrame, metric: str = "noisy_test_accuracy") 
         table["site"] = table["site"].astype("Int64")
     table.attrs["group_columns"] = columns
     return table
+
+
+def _largest_common_sigma(curves: pd.DataFrame) -> dict[str, float]:
+    """Per family (the ``_family`` column), the largest σ that every curve of it has."""
+    largest: dict[str, float] = {}
+    for family, part in curves.groupby("_family", sort=False):
+        shared: set[float] | None = None
+        for _, curve in part.groupby("placement", dropna=False, sort=False):
+            sigmas = set(curve["sigma"].astype(float))
+            shared = sigmas if shared is None else shared & sigmas
+        largest[str(family)] = max(shared) if shared else math.nan
+    return largest
 
 
 def _matches(frame: pd.DataFrame, selection: Mapping[str, Any]) -> pd.Series:

@@ -354,8 +354,16 @@ def _names_from(table: pd.DataFrame) -> dict[int, str]:
 
 
 def nearest_sigma(curves: pd.DataFrame, target: float) -> float:
-    """The measured σ closest to ``target`` (in log σ when all σ are positive)."""
+    """The measured σ closest to ``target`` (in log σ when all σ are positive) that every
+    curve of ``curves`` has, so that curves are compared at one σ; any measured σ where
+    they share none."""
     sigma = np.unique(curves["sigma"].dropna().to_numpy(dtype=float))
+    shared = None
+    for _, curve in iter_curves(curves[curves["sigma"].notna()]):
+        values = set(curve["sigma"].astype(float))
+        shared = values if shared is None else shared & values
+    if shared:
+        sigma = np.array(sorted(shared))
     if not sigma.size:
         return math.nan
     if (sigma > 0).all() and target > 0:
@@ -372,7 +380,8 @@ def site_accuracy_figure(
     out: str | Path | None = None,
     name: str = "site-accuracy",
 ) -> Figure:
-    """Accuracy ± standard error per site at the measured σ nearest ``sigma`` (Fig. 3).
+    """Accuracy ± standard error per site at the measured σ nearest ``sigma`` (Fig. 3), the
+    same for every site where they share one (:func:`nearest_sigma`).
 
     ``curves`` are walking-noise curves of one model (``accuracy_curves``); each combination of
     the other group columns is a series.
@@ -380,9 +389,10 @@ def site_accuracy_figure(
     figure = new_figure(8.0, 4.5)
     ax = figure.add_subplot()
     walking = curves[curves["site"].notna() & curves["sigma"].notna()]
+    shared = nearest_sigma(walking, sigma)
     rows = []
     for group, curve in iter_curves(walking):
-        at = nearest_sigma(curve, sigma)
+        at = shared if (curve["sigma"] == shared).any() else nearest_sigma(curve, sigma)
         point = curve[curve["sigma"] == at]
         if not point.empty:
             rows.append(group | point.iloc[0][["site", "sigma", "mean", "sem", "chance"]].to_dict())
