@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pandas as pd
@@ -170,6 +171,20 @@ def test_site_midpoints_names_sites_without_a_fit() -> None:
     group = select_walking_group(table, {"batchnorm": True})
     with pytest.raises(ValueError, match=r"no usable μ at site\(s\) 1"):
         site_midpoints(group)
+
+
+def test_site_midpoints_warns_of_flagged_fits(caplog: pytest.LogCaptureFixture) -> None:
+    table = _site_rows(quality="ok")
+    table.loc[2, "quality"] = "μ outside the sampled σ"
+    group = select_walking_group(table, {"batchnorm": True})
+    with caplog.at_level(logging.WARNING, logger="walkingnoise.analysis.multiexec"):
+        assert site_midpoints(group) == {0: 1.0, 1: 2.0, 2: 3.0}
+    assert "site 2: μ outside the sampled σ" in caplog.text
+    assert "site 0" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="walkingnoise.analysis.multiexec"):
+        site_midpoints(select_walking_group(table, {"batchnorm": False}))
+    assert caplog.text == ""
 
 
 def test_guided_plan_beats_uniform_when_one_site_dominates_the_noise() -> None:

@@ -21,6 +21,7 @@ and it is monotone: a site with a smaller μ never gets fewer executions than on
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -31,6 +32,8 @@ import pandas as pd
 from walkingnoise.analysis.curves import curve_group_columns, describe_group
 from walkingnoise.noise.placement import GlobalPlacement
 from walkingnoise.noise.site import SiteInfo
+
+log = logging.getLogger(__name__)
 
 #: Powers of the default plan table: 1/√μ, 1/μ, 1/μ².
 DEFAULT_POWERS = (0.5, 1.0, 2.0)
@@ -225,7 +228,11 @@ def group_of(rows: pd.DataFrame) -> dict[str, Any]:
 
 
 def site_midpoints(group: pd.DataFrame) -> dict[int, float]:
-    """Site → μ of one walking-noise group; raises if a site's fit gave no finite μ > 0."""
+    """Site → μ of one walking-noise group; raises if a site's fit gave no finite μ > 0.
+
+    Logs a warning naming the sites whose fit is flagged (``quality`` other than ``ok``, e.g.
+    μ outside the sampled σ): a plan built on them leans on an uncertain μ.
+    """
     mu = {int(site): float(value) for site, value in zip(group["site"], group["mu"], strict=True)}
     bad = [site for site, value in mu.items() if not (np.isfinite(value) and value > 0)]
     if bad:
@@ -234,7 +241,27 @@ def site_midpoints(group: pd.DataFrame) -> dict[int, float]:
             f"no usable μ at site(s) {listed}: the fit failed (see `walking-noise fit`); "
             "measure more σ points there"
         )
+    flagged = flagged_sites(group)
+    if flagged:
+        listed = "; ".join(f"site {site}: {quality}" for site, quality in flagged.items())
+        log.warning(
+            "the μ of %d site(s) comes from a flagged fit (%s); the plan leans on it "
+            "(see `walking-noise fit`)",
+            len(flagged),
+            listed,
+        )
     return mu
+
+
+def flagged_sites(group: pd.DataFrame) -> dict[int, str]:
+    """Site → the fit's problems, for the sites of one group whose fit is not ``ok``."""
+    if "quality" not in group:
+        return {}
+    return {
+        int(site): str(quality)
+        for site, quality in zip(group["site"], group["quality"], strict=True)
+        if isinstance(quality, str) and quality != "ok"
+    }
 
 
 def rows_of_group(frame: pd.DataFrame, group: Mapping[str, Any]) -> pd.DataFrame:
