@@ -13,9 +13,11 @@ from walkingnoise.analysis.curves import accuracy_curves, describe_group, prepar
 from walkingnoise.analysis.synthetic import write_synthetic_store
 from walkingnoise.analysis.tables import (
     dataset_site_names,
+    format_midpoint,
     format_mu,
     global_table,
     midpoint_table,
+    midpoint_text,
     pivot_mu,
     preservation_table,
     resolve_a_min,
@@ -241,6 +243,20 @@ def test_format_mu() -> None:
     assert format_mu(3.2e7, 4e6) == "3.20e+07 ± 4.0e+06"
     assert format_mu(math.nan, 1.0) == "n/a"
     assert format_mu(1.0, math.inf) == "1 ± ?"
+    assert format_mu(0.0, 5772.0) == "0 ± 5800"  # two significant digits of the error
+    assert format_mu(12346.0, 678.0) == "12350 ± 680"
+    assert format_mu(3.0, 2e6) == "3.00e+00 ± 2.0e+06"
+
+
+def test_format_midpoint_shows_a_wide_log_error_as_a_factor() -> None:
+    assert format_midpoint(1000.0, 1000.0 * math.log(10) * 1.0, 1.0) == "1e+03 ×/÷ 10"
+    assert format_midpoint(3.2e7, 1e7, 0.5) == "3.20e+07 ×/÷ 3.2"
+    narrow = 12.0 * math.log(10) * 0.01
+    assert format_midpoint(12.0, narrow, 0.01) == format_mu(12.0, narrow)  # factor 1.02: ±
+    assert format_midpoint(12.0, 1.5) == format_mu(12.0, 1.5)  # a linear fit
+    row = pd.Series({"mu2": 50.0, "mu2_err": 200.0, "log10_mu2_err": 0.7})
+    assert midpoint_text(row, "2") == "50 ×/÷ 5"
+    assert format_midpoint(50.0, math.inf, 400.0) == "50 ×/÷ 10^400"  # no overflow
 
 
 def test_preservation_table(results: pd.DataFrame) -> None:

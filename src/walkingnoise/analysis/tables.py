@@ -288,15 +288,44 @@ def global_table(data: pd.DataFrame, **options: Any) -> pd.DataFrame:
 
 
 def format_mu(mu: float, err: float) -> str:
-    """``μ ± err`` with the error to two significant digits (``0.52 ± 0.031``)."""
+    """``μ ± err`` with the error to two significant digits (``0.52 ± 0.031``, ``0 ± 5800``)."""
     if not math.isfinite(mu):
         return "n/a"
     if not math.isfinite(err) or err <= 0:
         return f"{mu:.3g} ± ?" if not math.isfinite(err) else f"{mu:.3g}"
-    digits = max(0, 1 - math.floor(math.log10(err)))
-    if abs(mu) >= 1e5 or (0 < abs(mu) < 1e-3):
+    if abs(mu) >= 1e5 or err >= 1e5 or (0 < abs(mu) < 1e-3):
         return f"{mu:.2e} ± {err:.1e}"
+    place = math.floor(math.log10(err)) - 1  # the error's second significant digit
+    if place > 0:
+        step = 10**place
+        return f"{round(mu / step) * step:.0f} ± {round(err / step) * step:.0f}"
+    digits = -place
     return f"{mu:.{digits}f} ± {err:.{digits}f}" if digits <= 6 else f"{mu:.3g} ± {err:.2g}"
+
+
+#: A log-space fit whose error is at least this factor is shown as ``μ ×/÷ factor``.
+MULTIPLICATIVE_ERROR_FROM = 1.5
+
+
+def format_midpoint(mu: float, err: float, log10_err: float = math.nan) -> str:
+    """μ with its error as it was fitted: ``μ ± err``, or ``μ ×/÷ f`` for a fit in log σ whose
+    error is a factor f = 10^err(log10 μ) ≥ 1.5, where a symmetric ± would reach below zero
+    or mislead (μ = 1000 with an error of one decade is 100…10,000, not 1000 ± 2300)."""
+    if not math.isfinite(mu) or not math.isfinite(log10_err) or log10_err <= 0:
+        return format_mu(mu, err)
+    if log10_err < math.log10(MULTIPLICATIVE_ERROR_FROM):
+        return format_mu(mu, err)
+    shown = f"{mu:.2e}" if abs(mu) >= 1e5 or 0 < abs(mu) < 1e-3 else f"{mu:.3g}"
+    factor = f"{10.0**log10_err:.2g}" if log10_err < 5 else f"10^{log10_err:.3g}"
+    return f"{shown} ×/÷ {factor}"
+
+
+def midpoint_text(row: Mapping[str, Any], suffix: str = "") -> str:
+    """:func:`format_midpoint` of a fit table's row (``mu``, ``mu_err``, ``log10_mu_err``;
+    ``suffix`` ``"1"`` or ``"2"`` for the two midpoints of a double logistic)."""
+    log10_err = row.get(f"log10_mu{suffix}_err", math.nan)
+    log10_err = math.nan if log10_err is None or pd.isna(log10_err) else float(log10_err)
+    return format_midpoint(float(row[f"mu{suffix}"]), float(row[f"mu{suffix}_err"]), log10_err)
 
 
 def pivot_mu(
@@ -318,7 +347,7 @@ def pivot_mu(
         return pd.DataFrame()
     frame = table.copy()
     frame["cell"] = [
-        format_mu(r["mu"], r["mu_err"]) + ("*" if flag and r["quality"] != "ok" else "")
+        midpoint_text(r) + ("*" if flag and r["quality"] != "ok" else "")
         for _, r in frame.iterrows()
     ]
 

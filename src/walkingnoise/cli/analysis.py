@@ -61,8 +61,8 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     from walkingnoise.analysis.tables import (
         dataset_site_names,
         double_midpoint_table,
-        format_mu,
         midpoint_table,
+        midpoint_text,
         result_test_sizes,
     )
     from walkingnoise.report.markdown import cell_text, varying_columns
@@ -88,9 +88,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         ]
     parts = ("1", "2") if args.double else ("",)
     for k in parts:
-        shown[f"μ{k} ± err"] = [
-            format_mu(m, e) for m, e in zip(table[f"mu{k}"], table[f"mu{k}_err"], strict=True)
-        ]
+        shown[f"μ{k} ± err"] = [midpoint_text(row, k) for _, row in table.iterrows()]
     if args.double:
         shown["plateau"] = table["plateau"].map(cell_text)
     else:

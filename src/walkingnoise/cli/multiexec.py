@@ -199,7 +199,7 @@ def _print_table(frame: pd.DataFrame) -> None:
 def _global_hint(midpoints: pd.DataFrame, group: dict[str, Any]) -> str:
     """The global inference-only μ of the same model, if the store has it."""
     from walkingnoise.analysis.multiexec import rows_of_group
-    from walkingnoise.analysis.tables import format_mu, global_table
+    from walkingnoise.analysis.tables import global_table, midpoint_text
 
     table = global_table(midpoints)
     keys = {c: group[c] for c in ("dataset", "model", "batchnorm", "noise") if c in group}
@@ -207,7 +207,7 @@ def _global_hint(midpoints: pd.DataFrame, group: dict[str, Any]) -> str:
         return ""
     rows = rows_of_group(table, keys | {"train_noise": False})
     return "; ".join(
-        f"{r['placement']}: μ = {format_mu(r['mu'], r['mu_err'])}"
+        f"{r['placement']}: μ = {midpoint_text(r)}"
         for _, r in rows.iterrows()
         if math.isfinite(r["mu"])
     )
@@ -223,7 +223,7 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         power_label,
         site_midpoints,
     )
-    from walkingnoise.analysis.tables import format_mu
+    from walkingnoise.analysis.tables import midpoint_text
     from walkingnoise.experiment import Experiment
     from walkingnoise.sweep.sites import SiteCounter
 
@@ -240,9 +240,9 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     table = plan_table(mu, budget, args.power, names=names)
     if args.csv is not None:
         table.to_csv(args.csv, index=False)
-    errors = dict(zip(rows["site"].astype(int), rows["mu_err"], strict=True))
+    texts = {int(row["site"]): midpoint_text(row) for _, row in rows.iterrows()}
     shown = table.rename(columns={"site_name": "name"})
-    shown["mu"] = [format_mu(mu[s], errors[s]) for s in table["site"]]
+    shown["mu"] = [texts[s] for s in table["site"]]
     shown = shown.rename(columns={"mu": "μ ± err"})
     shown = shown.rename(columns={power_label(p): describe_power(p) for p in args.power})
     print(f"walking-noise group: {describe_group(group, skip=('placement',))}")

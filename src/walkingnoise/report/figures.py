@@ -216,9 +216,9 @@ def accuracy_figure(
 
 
 def _mu_text(fit: Mapping[str, Any]) -> str:
-    from walkingnoise.analysis.tables import format_mu
+    from walkingnoise.analysis.tables import midpoint_text
 
-    return format_mu(float(fit["mu"]), float(fit["mu_err"]))
+    return midpoint_text(fit)
 
 
 def _palette(n: int) -> list[str]:

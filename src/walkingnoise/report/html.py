@@ -37,6 +37,7 @@ from walkingnoise.analysis.tables import (
     fit_curves,
     format_mu,
     global_table,
+    midpoint_text,
     pivot_mu,
     preservation_table,
     result_test_sizes,
@@ -381,8 +382,7 @@ def _site_pivot(part: pd.DataFrame) -> pd.DataFrame:
         f"{int(s)} {n}".strip() for s, n in zip(frame["site"], frame["site_name"], strict=True)
     ]
     frame["cell"] = [
-        format_mu(m, e) + ("" if q == "ok" else "*")
-        for m, e, q in zip(frame["mu"], frame["mu_err"], frame["quality"], strict=True)
+        midpoint_text(row) + ("" if row["quality"] == "ok" else "*") for _, row in frame.iterrows()
     ]
     frame = frame.sort_values("site", kind="stable")
     table = frame.pivot_table(

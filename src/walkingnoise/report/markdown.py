@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from walkingnoise.analysis.curves import curve_group_columns
-from walkingnoise.analysis.tables import format_mu
+from walkingnoise.analysis.tables import midpoint_text
 
 
 def cell_text(value: Any) -> str:
@@ -88,7 +88,7 @@ def readable_midpoints(table: pd.DataFrame) -> pd.DataFrame:
         shown[column] = table[column].map(cell_text)
     if "site_name" in table and (table["site_name"].fillna("") != "").any():
         shown.insert(len(groups), "site name", table["site_name"].fillna("").map(str))
-    shown["μ"] = [format_mu(m, e) for m, e in zip(table["mu"], table["mu_err"], strict=True)]
+    shown["μ"] = [midpoint_text(row) for _, row in table.iterrows()]
     shown["space"] = table["space"]
     shown["s"] = table["s"].map(cell_text)
     shown["δa"] = table["delta_a"].map(cell_text)
