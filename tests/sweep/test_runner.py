@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -267,6 +268,26 @@ def test_a_vanished_clean_checkpoint_is_trained_again(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "eval.checkpoints")
     plan = run_sweep(eval_only_spec([0.1, 0.2]), path, dry_run=True)
     assert (plan.to_run, plan.trainings) == (2, 1)
+
+
+def test_a_damaged_clean_checkpoint_is_trained_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flipped bit that torch.load would read as a different weight: trained again."""
+    path = tmp_path / "eval.sqlite"
+    run_sweep(eval_only_spec([0.1]), path, progress=False)
+    (checkpoint,) = (tmp_path / "eval.checkpoints").rglob("*.pt")
+    data = bytearray(checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    checkpoint.write_bytes(bytes(data))
+    plan = run_sweep(eval_only_spec([0.1, 0.2]), path, dry_run=True)
+    assert plan.trainings == 1  # the dry run counts it as the run will
+    with caplog.at_level(logging.WARNING, logger="walkingnoise.sweep.runner"):
+        summary = run_sweep(eval_only_spec([0.1, 0.2]), path, progress=False)
+    assert (summary.to_run, summary.trainings, summary.failed) == (2, 1, 0)
+    assert "damaged checkpoint" in caplog.text
+    assert "training that clean model again" in caplog.text
+    assert checkpoint.read_bytes() != bytes(data)  # rewritten
 
 
 # -- failures ----------------------------------------------------------------------------------

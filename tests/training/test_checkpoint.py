@@ -98,6 +98,22 @@ def test_truncated_file_raises_checkpoint_error(saved: Path, tmp_path: Path) -> 
     _assert_one_line_naming(error, path)
 
 
+def test_flipped_bit_in_the_weights_raises_checkpoint_error(saved: Path, tmp_path: Path) -> None:
+    """torch.load reads such a file without complaint, with one weight changed."""
+    data = bytearray(saved.read_bytes())
+    weight = torch.load(saved, weights_only=True)["state_dict"]["layers.1.weight"]
+    start = bytes(data).find(weight.numpy().tobytes()[:64])
+    assert start > 0
+    data[start + 2] ^= 0x10
+    path = tmp_path / "flipped.pt"
+    path.write_bytes(bytes(data))
+    changed = torch.load(path, weights_only=True)["state_dict"]["layers.1.weight"]
+    assert not torch.equal(changed, weight)
+    with pytest.raises(CheckpointError, match="damaged checkpoint") as error:
+        load_checkpoint(path)
+    _assert_one_line_naming(error, path)
+
+
 def test_garbage_file_raises_checkpoint_error(tmp_path: Path) -> None:
     path = tmp_path / "garbage.pt"
     path.write_bytes(b"this is not a checkpoint\n\x00\x01\x02" * 10)

@@ -98,23 +98,21 @@ def prepare(
     todo = [e.experiment for e in entries if statuses[e.experiment.content_hash()] == "pending"]
 
     def trained(key: str) -> bytes | None:
-        """The stored clean model's checkpoint (a dry run only needs to know it exists).
+        """The stored clean model's checkpoint (a dry run only needs to know it is usable).
 
         A checkpoint that cannot be read (truncated or damaged on disk) counts as missing, so
-        the clean model is trained again and its file rewritten.
+        the clean model is trained again and its file rewritten; a dry run counts it so.
         """
         record = store.training(key)
         if record is None:
             return None
-        if not register:
-            return b""
         try:
             data = record.checkpoint.read_bytes()
             read_checkpoint(data, str(record.checkpoint))
         except (OSError, CheckpointError) as error:
             log.warning("%s; training that clean model again", one_line(error))
             return None
-        return data
+        return data if register else b""
 
     work = plan(todo, trained=trained, workers=workers)
     done = sum(status == "done" for status in statuses.values())

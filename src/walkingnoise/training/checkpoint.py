@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 import torch
@@ -49,8 +50,11 @@ def save_checkpoint(
 def read_checkpoint(data: bytes, source: str = "<bytes>") -> tuple[Experiment, NoisyModel]:
     """Rebuild a model from checkpoint bytes, instrumented and with its experiment's noise.
 
-    The bytes are read with ``weights_only=True``: they cannot run code.
+    The bytes are read with ``weights_only=True``: they cannot run code. Their checksums are
+    checked first: ``torch.load`` does not, and reads a flipped bit in the weights as a
+    different weight.
     """
+    _check_sums(data, source)
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:
@@ -74,6 +78,18 @@ def read_checkpoint(data: bytes, source: str = "<bytes>") -> tuple[Experiment, N
     noisy.set_noise(experiment.noise_model(), experiment.placement_spec(), experiment.sigma)
     set_weight_noise(noisy, experiment.weight_noise, training=experiment.train_noise)
     return experiment, noisy
+
+
+def _check_sums(data: bytes, source: str) -> None:
+    """Raise CheckpointError if a file in the checkpoint's zip archive fails its CRC-32."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{source}: not a readable checkpoint ({first})") from None
+    if damaged is not None:
+        raise CheckpointError(f"{source}: damaged checkpoint ({damaged} fails its checksum)")
 
 
 def load_checkpoint(path: str | Path) -> tuple[Experiment, NoisyModel]:
