@@ -253,6 +253,32 @@ if __name__ == "__main__":
 """
 
 
+ABORTED_POOL = """
+import sys, time
+from pathlib import Path
+from walkingnoise.sweep.executors import ProcessExecutor
+
+def task(item):
+    name, folder = item
+    started = Path(folder, "started")
+    if name == "slow":
+        started.touch()
+        time.sleep(20)
+        Path(folder, "finished").touch()
+    while not started.exists():
+        time.sleep(0.05)
+    return name
+
+if __name__ == "__main__":
+    try:
+        with ProcessExecutor(2) as pool:
+            for _ in pool.run(task, [("slow", sys.argv[1]), ("quick", sys.argv[1])]):
+                raise RuntimeError("the store cannot be written")
+    except RuntimeError:
+        print("aborted")
+"""
+
+
 def _run_script(folder: Path, text: str) -> subprocess.CompletedProcess:
     script = folder / "interrupt.py"
     script.write_text(text)
@@ -271,6 +297,22 @@ def test_ctrl_c_interrupts_the_task_of_a_busy_pool_worker(tmp_path: Path) -> Non
     """The parent sees the task's KeyboardInterrupt, not a pool broken by a worker gone."""
     done = _run_script(tmp_path, INTERRUPT_A_BUSY_WORKER)
     assert done.stdout.strip() == "interrupted"
+
+
+def test_an_error_ends_the_running_tasks_instead_of_waiting_for_them(tmp_path: Path) -> None:
+    """Their results would not be recorded: the pool ends them rather than wait minutes."""
+    script = tmp_path / "aborted.py"
+    script.write_text(ABORTED_POOL)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == "aborted"
+    assert (tmp_path / "started").exists()
+    assert not (tmp_path / "finished").exists()  # the slow task was ended, not awaited
 
 
 def test_make_executor_by_name() -> None:

@@ -99,3 +99,36 @@ def test_kill_9_then_resume_gives_exactly_n_done_rows(tmp_path: Path) -> None:
     assert attempts.count(2) == killed["running"]
     assert attempts.count(1) == N - killed["running"]
     assert pragma(store, "integrity_check") == "ok"
+
+
+@pytest.mark.parametrize("executor", ["inprocess", "process"])
+def test_sigterm_puts_the_unfinished_experiments_back_and_exits_143(
+    tmp_path: Path, executor: str
+) -> None:
+    """A batch system's time limit: the claims are released at once, not left to the next
+    run's check for dead processes, and the pool's workers end with the sweep."""
+    sweep = write_sweep(tmp_path, SWEEP)
+    store = tmp_path / "resume.sqlite"
+    command = [sys.executable, "-m", "walkingnoise.cli", "run", str(sweep), "--store", str(store)]
+    command += ["--no-progress", "--executor", executor, "--workers", "2"]
+    child = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (store.exists() and _counts(store).get("running", 0) > 0):
+            assert child.poll() is None, child.stderr.read() if child.stderr else ""
+            assert time.monotonic() < deadline, "no experiment started in time"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 128 + signal.SIGTERM, stderr
+    assert "walking-noise: terminated (SIGTERM)" in stderr
+    assert "Traceback" not in stderr
+    stopped = _counts(store)
+    assert sum(stopped.values()) == N
+    assert stopped.get("running", 0) == 0, stopped
+    assert stopped.get("done", 0) < N
+    assert pragma(store, "integrity_check") == "ok"

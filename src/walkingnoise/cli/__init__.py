@@ -12,7 +12,9 @@ import os
 import select
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from walkingnoise import __version__
 from walkingnoise.cli import (
@@ -59,13 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     Bad input (arguments, files, a store that cannot be used, a missing optional dependency) is
     one line ``walking-noise: error: …`` on stderr and status 2. A command whose work ran but
     partly failed (``run`` with failed experiments) returns status 1; Ctrl-C is status 130, and
-    a closed output pipe (``| head``) 141.
+    a closed output pipe (``| head``) 141. SIGTERM (a batch system's time limit) and SIGHUP end
+    a command as Ctrl-C does, so a sweep puts its unfinished experiments back to pending and
+    ends its workers; the status is 128 + the signal's number.
     """
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        status = args.handler(args)
+        with _signals_end_the_command():
+            status = args.handler(args)
         sys.stdout.flush()  # here, so a closed pipe is seen here too, not at the exit
     except BrokenPipeError as error:
         if not _output_closed():  # another pipe (a worker's, a download's): an error
@@ -80,7 +85,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("walking-noise: interrupted", file=sys.stderr)
         return 130
+    except Terminated as stop:
+        print(f"walking-noise: terminated ({signal.Signals(stop.signum).name})", file=sys.stderr)
+        return 128 + stop.signum
     return status or 0
+
+
+class Terminated(BaseException):
+    """A SIGTERM or SIGHUP, raised where the command is: a BaseException like Ctrl-C's, so no
+    ``except Exception`` (a task's failure) takes it for an error of the work."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextmanager
+def _signals_end_the_command() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` while a command runs, where they still
+    have their default action (``nohup`` keeps SIGHUP ignored; an embedding program's own
+    handlers stay); only the main thread can set handlers."""
+    installed = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                installed[signum] = signal.signal(signum, _terminate)
+    try:
+        yield
+    finally:
+        for signum, previous in installed.items():
+            signal.signal(signum, previous)
 
 
 def _output_closed() -> bool:

@@ -40,14 +40,15 @@ class Executor:
         """Yield each item with its result as the results arrive."""
         raise NotImplementedError
 
-    def close(self) -> None:
-        """Release workers."""
+    def close(self, *, abort: bool = False) -> None:
+        """Release workers; ``abort`` (an error or an interrupt ended the sweep) ends the
+        tasks still running too, whose results would not be recorded."""
 
     def __enter__(self) -> Executor:
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+    def __exit__(self, error_type: type[BaseException] | None, *_exc: object) -> None:
+        self.close(abort=error_type is not None)
 
 
 class InProcessExecutor(Executor):
@@ -175,8 +176,12 @@ class ProcessExecutor(Executor):
                 broken = False
             submit()
 
-    def close(self) -> None:
-        """Shut the pool down, cancelling queued tasks."""
+    def close(self, *, abort: bool = False) -> None:
+        """Shut the pool down, cancelling queued tasks; ``abort`` ends the workers at once
+        rather than waiting minutes for tasks whose results nobody will record."""
+        if abort:
+            for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+                process.terminate()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -229,8 +234,9 @@ class RayExecutor(Executor):
                     yield item, TaskError("".join(traceback.format_exception(error)))
             submit()
 
-    def close(self) -> None:
-        """Shut down the local Ray this executor started (a cluster it joined stays up)."""
+    def close(self, *, abort: bool = False) -> None:
+        """Shut down the local Ray this executor started (a cluster it joined stays up and
+        ends the tasks of this driver when it leaves)."""
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
 
