@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +189,22 @@ def test_the_real_command_reports_a_bad_sweep_in_one_line(tmp_path: Path) -> Non
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("walking-noise: error: fixed.sigmaa: unknown key; known:")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_wrong_ray_address_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray", reason="the ray executor needs the .[ray] extra")
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    sweep = write_sweep(tmp_path, SWEEP)
+    store = tmp_path / "tiny.sqlite"
+    code, _, err = _run(
+        capsys, "run", str(sweep), "--store", str(store), "--executor", "ray",
+        "--ray-address", address,
+    )  # fmt: skip
+    assert code == 2
+    assert err.startswith(f"walking-noise: error: --ray-address {address}: no Ray cluster")
+    assert err.count("\n") == 1
+    assert not store.exists()

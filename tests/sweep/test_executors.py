@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from walkingnoise.sweep.executors import (
     ProcessExecutor,
     RayExecutor,
     TaskError,
+    check_ray_address,
 )
 from walkingnoise.sweep.planner import WorkUnit
 from walkingnoise.sweep.work import UnitOutcome, run_unit, unit_threads
@@ -339,3 +341,21 @@ def test_a_killed_worker_fails_only_the_task_that_kills_it(tmp_path: Path) -> No
         "always": "died"
     }
     assert "a worker process died" in done.stderr
+
+
+def test_a_ray_address_where_nothing_listens_is_a_one_line_error() -> None:
+    """ray.init would retry it for minutes; the check answers at once."""
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ValueError, match=rf"--ray-address 127.0.0.1:{port}: no Ray cluster"):
+        check_ray_address(f"127.0.0.1:{port}")
+    with pytest.raises(ValueError, match="no Ray cluster"):
+        check_ray_address(f"ray://127.0.0.1:{port}")
+    with pytest.raises(ValueError, match="'x' is not a port number"):
+        check_ray_address("127.0.0.1:x")
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_ray_address(f"127.0.0.1:{listening.getsockname()[1]}")  # something answers
+    check_ray_address("auto")

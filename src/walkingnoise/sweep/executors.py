@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import socket
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -199,6 +200,8 @@ class RayExecutor(Executor):
             ) from None
         self._ray = ray
         self._started = not ray.is_initialized()
+        if self._started and address is not None:
+            check_ray_address(address)
         if self._started:
             options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
             if address is None and workers is not None:
@@ -239,6 +242,32 @@ class RayExecutor(Executor):
         ends the tasks of this driver when it leaves)."""
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+#: Seconds to wait for a Ray cluster's head to accept a connection.
+RAY_CONNECT_TIMEOUT = 10.0
+
+
+def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Raise ValueError unless something accepts connections at a Ray ``host:port`` address
+    (also ``ray://host:port``); ``auto`` and ``local`` are Ray's to resolve. Without this,
+    ``ray.init`` retries a wrong address for minutes, printing warnings."""
+    target = address.removeprefix("ray://")
+    if address in ("auto", "local") or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"--ray-address {address}: {port!r} is not a port number") from None
+    try:
+        socket.create_connection((host.strip("[]"), number), timeout=timeout).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ValueError(
+            f"--ray-address {address}: no Ray cluster answers there ({reason}); start one "
+            "with `ray start --head` or check the address"
+        ) from None
 
 
 def make_executor(
