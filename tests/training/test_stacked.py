@@ -16,7 +16,7 @@ from walkingnoise.data import InMemoryDataset
 from walkingnoise.data.augmentation import RandomCropFlip
 from walkingnoise.data.dataset import Split
 from walkingnoise.experiment import Experiment
-from walkingnoise.models import build_model
+from walkingnoise.models import build_model, model_names, register_model
 from walkingnoise.noise import AdditiveNoise, MultiplicativeNoise, WalkingPlacement, instrument
 from walkingnoise.noise.weight import attach_weight_noise, weight_noise_of
 from walkingnoise.training.cohort import evaluate_shared, train_alone, train_cohort
@@ -496,6 +496,50 @@ def test_hooks_models_fall_back_to_one_at_a_time(digits: InMemoryDataset, caplog
         metrics = evaluate_shared(model, members, digits)
     assert "one at a time" in caplog.text
     assert metrics == [evaluate_experiment(members[0], model, digits)]
+
+
+class DropoutNet(nn.Module):
+    """A user's MLP with dropout: random draws besides the noise sites."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.drop, self.out = nn.Linear(64, 32), nn.Dropout(0.2), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(F.relu(self.fc(x.flatten(1)))))
+
+
+@pytest.fixture(scope="module")
+def dropout_model() -> str:
+    if "test-dropout-net" not in model_names():
+        register_model("test-dropout-net")(lambda shape, classes, *, batchnorm: DropoutNet())
+    return "test-dropout-net"
+
+
+def test_models_with_dropout_train_one_at_a_time(
+    digits: InMemoryDataset, dropout_model: str, caplog
+) -> None:
+    """A stack's members would share their dropout masks, and each one's draws would depend on
+    the others: such models train alone, each as it would by itself, whatever shares its
+    cohort. They still evaluate as a stack (dropout draws nothing in evaluation)."""
+    torch.manual_seed(0)
+    model = instrument(DropoutNet(), digits.train.x[:2])
+    stack = StackedModel([model, model])
+    stack.check(digits.train.x[:2])
+    with pytest.raises(NotStackableError, match=r"random numbers in training \(Dropout drop\)"):
+        stack.check(digits.train.x[:2], training=True)
+    members = [
+        Experiment(model=dropout_model, batchnorm=False, placement=f"walking:{site}", sigma=0.3,
+                   train_noise=True, recipe=Recipe(epochs=1), eval_repeats=1)
+        for site in (1, 2)
+    ]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        together = train_cohort(members, digits)
+    assert "one at a time" in caplog.text
+    for trained in together:
+        alone = train_alone(trained.experiment, digits)
+        assert trained.history.epochs == alone.history.epochs
+        assert trained.metrics == alone.metrics
 
 
 class SharedTensors(nn.Module):

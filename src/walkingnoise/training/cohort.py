@@ -115,7 +115,7 @@ def _train_chunk(
     models = [build_noisy_model(e, dataset) for e in chunk]
     try:
         stack = StackedModel(models)
-        stack.check(dataset.train.x[:2])
+        stack.check(dataset.train.x[:2], training=True)
     except NotStackableError as error:
         log.info("training %d models one at a time: %s", len(chunk), error)
         return [train_alone(e, dataset) for e in chunk]

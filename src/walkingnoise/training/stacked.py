@@ -349,6 +349,34 @@ def _once(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.
     return out.expand(x.shape[0], *out.shape[1:])
 
 
+#: Functions and tensor methods that draw random numbers (besides the noise sites).
+_RANDOM_FUNCTIONS = {
+    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
+    torch.dropout, torch.bernoulli, torch.rand, torch.rand_like, torch.randn, torch.randn_like,
+    torch.randint, torch.randint_like, torch.normal, torch.multinomial, torch.randperm,
+}  # fmt: skip
+_RANDOM_METHODS = {"bernoulli", "bernoulli_", "normal_", "uniform_", "random_", "exponential_"}
+
+
+def _random_layers(net: fx.GraphModule) -> list[str]:
+    """The nodes of ``net`` that draw random numbers in training: dropout modules with p > 0
+    and random functions or methods (a functional dropout whose ``training`` is fixed False
+    draws nothing)."""
+    modules = dict(net.named_modules())
+    found = []
+    for node in net.graph.nodes:
+        if node.op == "call_module":
+            module = modules.get(str(node.target))
+            if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+                found.append(f"{type(module).__name__} {node.target}")
+        elif node.op == "call_function" and node.target in _RANDOM_FUNCTIONS:
+            if node.kwargs.get("training", True) is not False:
+                found.append(getattr(node.target, "__name__", str(node.target)))
+        elif node.op == "call_method" and node.target in _RANDOM_METHODS:
+            found.append(f".{node.target}()")
+    return found
+
+
 #: Layers whose stacked implementation returns memory of its own.
 _FRESH_OUTPUT = (nn.Linear, *_CONVOLUTIONS, *_BATCHNORMS)
 
@@ -866,12 +894,21 @@ class StackedModel:
         """{site index: number of models with noise there}."""
         return {site: len(config.rows) for site, config in self._site_noise.items()}
 
-    def check(self, example: torch.Tensor) -> None:
+    def check(self, example: torch.Tensor, *, training: bool = False) -> None:
         """Run one shared batch through the stack; raise ``NotStackableError`` if it fails.
 
         Every node runs stacked, also for copies of one model (which run their clean prefix
-        with the model itself), since any node may come after a noisy site.
+        with the model itself), since any node may come after a noisy site. ``training``: the
+        stack is to be trained, which a model with random layers (dropout) cannot be: the
+        members would share their draws, and each one's draws would depend on the others.
         """
+        if training:
+            random = _random_layers(self.template.net)
+            if random:
+                raise NotStackableError(
+                    f"the model draws random numbers in training ({', '.join(random[:3])}), "
+                    "which the models of a stack would share"
+                )
         was_training, was_enabled, was_copies = self.training, self.noise_enabled, self.copies
         self.noise_enabled = False  # the probe must not consume the models' noise draws
         self.copies = False
