@@ -18,6 +18,7 @@ from walkingnoise.noise import (
     WalkingPlacement,
     instrument,
 )
+from walkingnoise.noise.instrument import ModeDependentTraceError
 
 
 class BasicBlock(nn.Module):
@@ -235,6 +236,42 @@ def test_untraceable_model_falls_back_to_hooks(caplog: pytest.LogCaptureFixture)
 def test_explicit_fx_on_an_untraceable_model_raises() -> None:
     with pytest.raises(Exception, match="control flow"):
         instrument(DataDependent(), torch.randn(2, 4), method="fx")
+
+
+class TrainOnlyBranch(nn.Module):
+    """Functional dropout and a train-only branch: a forward that reads ``self.training``."""
+
+    def __init__(self, branch: bool) -> None:
+        super().__init__()
+        self.fc, self.branch = nn.Linear(16, 16), branch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        if self.branch:
+            return h * 0.5 if self.training else h
+        return F.dropout(h, 0.5, self.training)
+
+
+@pytest.mark.parametrize("branch", [False, True])
+def test_a_forward_that_reads_self_training_keeps_both_modes(
+    branch: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """fx would fix ``self.training`` to the mode it traced in; hooks keep the forward."""
+    model = TrainOnlyBranch(branch)
+    with caplog.at_level(logging.WARNING, logger="walkingnoise"):
+        noisy = instrument(model, torch.randn(2, 16))
+    assert noisy.method == "hooks"
+    assert "depends on self.training" in caplog.text
+    x = torch.randn(8, 16)
+    for mode in (True, False):
+        model.train(mode)
+        noisy.train(mode)
+        torch.manual_seed(1)
+        expected = model(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(noisy(x), expected, rtol=0, atol=0)
+    with pytest.raises(ModeDependentTraceError, match="TrainOnlyBranch"):
+        instrument(model, torch.randn(2, 16), method="fx")
 
 
 def test_hooks_and_fx_agree_on_a_sequential_model() -> None:

@@ -320,8 +320,38 @@ def _fx_candidate(
     return None
 
 
-def _instrument_fx(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str]) -> NoisyModel:
+class ModeDependentTraceError(RuntimeError):
+    """A forward that reads ``self.training`` (functional dropout, a train-only branch): a
+    torch.fx graph would fix it to one mode."""
+
+
+#: Modules whose own forward reads no ``self.training`` (PyTorch's containers, the built-in
+#: models): a model made of these alone is traced once.
+_MODE_FREE_MODULES = ("torch.nn.", "walkingnoise.models.")
+
+
+def _trace(model: nn.Module) -> fx.Graph:
+    """The graph of ``model`` in eval mode (``model`` is in eval mode here); raises
+    :class:`ModeDependentTraceError` if the graph of training mode differs, since fx evaluates
+    ``self.training`` while tracing and would keep one mode's code for both."""
     graph = _SiteTracer().trace(model)
+    if all(type(m).__module__.startswith(_MODE_FREE_MODULES) for m in model.modules()):
+        return graph
+    model.train()
+    try:
+        training = _SiteTracer().trace(model)
+    finally:
+        model.eval()
+    if training.python_code("self").src != graph.python_code("self").src:
+        raise ModeDependentTraceError(
+            f"the forward of {type(model).__name__} depends on self.training (functional "
+            "dropout, a train-only branch), which a torch.fx graph would fix to one mode"
+        )
+    return graph
+
+
+def _instrument_fx(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str]) -> NoisyModel:
+    graph = _trace(model)
     gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
     ShapeProp(gm).propagate(*args)
     modules = dict(gm.named_modules())
