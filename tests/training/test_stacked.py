@@ -16,7 +16,8 @@ from walkingnoise.data import InMemoryDataset
 from walkingnoise.data.augmentation import RandomCropFlip
 from walkingnoise.data.dataset import Split
 from walkingnoise.experiment import Experiment
-from walkingnoise.models import build_model, model_names, register_model
+from walkingnoise.models import build_model, register_model
+from walkingnoise.models import registry as model_registry
 from walkingnoise.noise import AdditiveNoise, MultiplicativeNoise, WalkingPlacement, instrument
 from walkingnoise.noise.weight import attach_weight_noise, weight_noise_of
 from walkingnoise.training.cohort import evaluate_shared, train_alone, train_cohort
@@ -509,10 +510,11 @@ class DropoutNet(nn.Module):
         return self.out(self.drop(F.relu(self.fc(x.flatten(1)))))
 
 
-@pytest.fixture(scope="module")
-def dropout_model() -> str:
-    if "test-dropout-net" not in model_names():
-        register_model("test-dropout-net")(lambda shape, classes, *, batchnorm: DropoutNet())
+@pytest.fixture
+def dropout_model(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A model name registered for this test only (a copy of the registry)."""
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("test-dropout-net")(lambda shape, classes, *, batchnorm: DropoutNet())
     return "test-dropout-net"
 
 
