@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 
 from walkingnoise.data import DatasetNotFoundError, IdxFormatError, load_dataset, read_idx
 from walkingnoise.data.augmentation import RandomCropFlip
+from walkingnoise.data.download import OFFICIAL_FILES, RemoteFile
 from walkingnoise.data.fashion_mnist import FASHION_MNIST_CLASS_NAMES, FASHION_MNIST_LAYOUT
 from walkingnoise.data.mnist import MNIST_LAYOUT
 
@@ -85,3 +87,52 @@ def test_mnist_and_fashion_share_one_reader() -> None:
     assert type(MNIST_LAYOUT) is type(FASHION_MNIST_LAYOUT)
     assert MNIST_LAYOUT.files == FASHION_MNIST_LAYOUT.files
     assert (MNIST_LAYOUT.folder, FASHION_MNIST_LAYOUT.folder) == ("MNIST", "FashionMNIST")
+
+
+def _write_pair(folder: Path, value: int, labels: int = 3) -> None:
+    """Every IDX file of a tiny dataset whose pixels are all ``value``, labels all ``labels``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, n in (("train", 20), ("t10k", 6)):
+        images = np.full((n, 28, 28), value, dtype=np.uint8)
+        (folder / f"{part}-images-idx3-ubyte").write_bytes(encode_idx(images))
+        (folder / f"{part}-labels-idx1-ubyte").write_bytes(encode_idx(np.full(n, labels, np.uint8)))
+
+
+def test_a_datasets_own_folder_wins_over_loose_files_of_the_other(tmp_path: Path) -> None:
+    """MNIST and FashionMNIST name their files alike: loose files in the root (here
+    FashionMNIST's) must not be read as MNIST when MNIST has its own folder."""
+    _write_pair(tmp_path / "MNIST" / "raw", 255)
+    _write_pair(tmp_path, 0)
+    mnist = load_dataset("mnist", tmp_path, normalize=False)
+    assert mnist.test.x.unique().tolist() == [1.0]
+    assert load_dataset("fashion_mnist", tmp_path, normalize=False).test.x.unique().tolist() == [
+        0.0
+    ]
+
+
+def test_images_and_labels_come_from_one_folder(tmp_path: Path) -> None:
+    """A folder that lacks a file is passed over as a whole, not mixed with another."""
+    _write_pair(tmp_path, 0, labels=1)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    _write_pair(tmp_path / "FashionMNIST" / "raw", 255, labels=7)
+    dataset = load_dataset("fashion_mnist", tmp_path, normalize=False)
+    assert dataset.test.x.unique().tolist() == [1.0]
+    assert dataset.test.y.unique().tolist() == [7]
+
+
+def test_another_datasets_published_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MNIST's published .gz files loose in the root are not FashionMNIST, whatever their name."""
+    _write_pair(tmp_path, 0)
+    published = tmp_path / "train-images-idx3-ubyte.gz"
+    published.write_bytes(gzip.compress((tmp_path / "train-images-idx3-ubyte").read_bytes()))
+    (tmp_path / "train-images-idx3-ubyte").unlink()
+    digest = "sha256:" + hashlib.sha256(published.read_bytes()).hexdigest()
+    as_mnist = RemoteFile(published.name, ("https://example.org/x.gz",), (digest,),
+                          size=published.stat().st_size)  # fmt: skip
+    monkeypatch.setitem(OFFICIAL_FILES, "mnist", (as_mnist,))
+    with pytest.raises(IdxFormatError, match="mnist's published file, not fashion_mnist's") as err:
+        load_dataset("fashion_mnist", tmp_path)
+    assert str(published) in str(err.value)
+    assert len(load_dataset("mnist", tmp_path).test) == 6  # MNIST's own: fine

@@ -17,7 +17,12 @@ import torch
 
 from walkingnoise.data.augmentation import Augmentation
 from walkingnoise.data.dataset import InMemoryDataset, Split
-from walkingnoise.data.download import RemoteFile, locate_or_download
+from walkingnoise.data.download import (
+    OFFICIAL_FILES,
+    RemoteFile,
+    locate_or_download,
+    verify_file,
+)
 from walkingnoise.data.idx import IdxFormatError, read_idx
 from walkingnoise.data.registry import data_root, split_train_validation
 from walkingnoise.data.status import DatasetStatus
@@ -51,18 +56,24 @@ class IdxPairLayout:
     files: Mapping[str, tuple[str, str]] = field(default_factory=lambda: dict(IDX_PAIR_FILES))
 
     def search_dirs(self, root: str | Path | None) -> list[Path]:
-        """Directories searched, in order: ``root``, then ``root/<folder>/raw``."""
+        """Directories searched, in order: the dataset's own ``root/<folder>/raw``, then
+        ``root`` itself (MNIST and FashionMNIST name their files alike: their own folders
+        tell them apart, loose files in ``root`` do not)."""
         base = data_root(root)
-        return [base, base / self.folder / "raw"]
+        return [base / self.folder / "raw", base]
 
     def status(self, dataset: str, root: str | Path | None, parts: Sequence[str]) -> DatasetStatus:
-        """Which files of ``parts`` are on disk (raw preferred over ``.gz``, ``root`` first)."""
+        """Which files of ``parts`` are on disk (raw preferred over ``.gz``), all from one
+        directory: the first of :meth:`search_dirs` that holds them all, so images and labels
+        never come from two datasets; else what the fullest directory lacks."""
         dirs = self.search_dirs(root)
         names = [name for part in parts for name in self.files[part]]
-        found = {f"{name}[.gz]": _find_file(dirs, name) for name in names}
+        per_dir = [{f"{name}[.gz]": _find_file([d], name) for name in names} for d in dirs]
+        complete = [found for found in per_dir if all(found.values())]
+        found = complete[0] if complete else max(per_dir, key=lambda f: sum(map(bool, f.values())))
         hint = (
-            f"place the published IDX files (raw or .gz) in {dirs[-1]}/ or directly in "
-            f"{dirs[0]}/ (ROOT/{self.folder}/raw/ is torchvision's layout)"
+            f"place the published IDX files (raw or .gz) in {dirs[0]}/ (ROOT/{self.folder}/raw/, "
+            f"torchvision's layout) or directly in {dirs[-1]}/"
         )
         return DatasetStatus.of(dataset, found, dirs, hint=hint)
 
@@ -83,6 +94,8 @@ class IdxPairLayout:
             dataset, root, lambda r: self.status(dataset, r, parts), download
         )
         paths = dict(zip(_labels(self, parts), status.files, strict=True))
+        for path in paths.values():
+            _refuse_another_datasets_file(dataset, path)
         arrays = {}
         for part in parts:
             images_name, labels_name = self.files[part]
@@ -126,6 +139,23 @@ class IdxPairLayout:
 def _labels(layout: IdxPairLayout, parts: Sequence[str]) -> list[str]:
     """Display names of the files of ``parts``, in the order :meth:`IdxPairLayout.status` uses."""
     return [f"{name}[.gz]" for part in parts for name in layout.files[part]]
+
+
+def _refuse_another_datasets_file(dataset: str, path: Path) -> None:
+    """Raise if ``path`` is byte for byte a published file of another dataset (by its size,
+    then its checksum): e.g. MNIST's ``train-images-idx3-ubyte.gz`` loose in the root, read as
+    FashionMNIST's. Files that are no published ``.gz`` (unpacked, recompressed) pass."""
+    own = {digest for remote in OFFICIAL_FILES.get(dataset, ()) for digest in remote.digests}
+    size = path.stat().st_size
+    for other, files in OFFICIAL_FILES.items():
+        for remote in files:
+            if remote.name != path.name or remote.size != size or own & set(remote.digests):
+                continue
+            if verify_file(path, remote.digests) is None:
+                raise IdxFormatError(
+                    f"{path}: this is {other}'s published file, not {dataset}'s; keep each "
+                    "dataset in its own folder (ROOT/MNIST/raw/, ROOT/FashionMNIST/raw/)"
+                )
 
 
 def _find_file(dirs: Sequence[Path], name: str) -> Path | None:
