@@ -65,6 +65,19 @@ def test_archive_gives_the_same_data_as_the_folder(cifar_root: Path, tmp_path: P
     assert from_tar.metadata["source"].endswith("cifar-10-python.tar.gz")
 
 
+def test_an_archive_with_any_flipped_bit_is_refused(cifar_root: Path, tmp_path: Path) -> None:
+    """tarfile's stream reader does not check gzip's CRC-32: a bit flipped inside the data
+    could read as a changed pixel. Every flip, wherever it is, must be an error."""
+    good = _archive(cifar_root / "cifar-10-batches-py", tmp_path / "good.tar.gz").read_bytes()
+    damaged = tmp_path / "cifar-10-python.tar.gz"
+    for position in range(len(good) // 4, len(good) - 8, len(good) // 40):
+        data = bytearray(good)
+        data[position] ^= 0x01
+        damaged.write_bytes(bytes(data))
+        with pytest.raises(DatasetFormatError, match="cifar-10-python.tar.gz"):
+            read_cifar10_batches(damaged)
+
+
 def test_root_may_be_the_batches_folder_itself(cifar_root: Path) -> None:
     assert len(load_dataset("cifar10", cifar_root / "cifar-10-batches-py").test) == 12
 

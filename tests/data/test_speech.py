@@ -179,6 +179,26 @@ def test_list_naming_an_absent_recording(speech_root: Path, speech_dir: Path) ->
     assert str(err.value).startswith(f"{listed}: lists 1 recording(s) not in ")
 
 
+def test_a_list_that_is_not_utf8_is_named(speech_root: Path, speech_dir: Path) -> None:
+    listed = speech_dir / "testing_list.txt"
+    listed.write_bytes(listed.read_bytes() + b"yes/caf\xe9.wav\n")
+    with pytest.raises(DatasetFormatError, match="not a UTF-8 text file") as err:
+        _load(speech_root, cache=False)
+    assert str(err.value).startswith(f"{listed}: ")
+
+
+def test_a_float_wav_with_nan_is_named(speech_root: Path, speech_dir: Path) -> None:
+    """A float WAV can hold NaN, which would become NaN features in training."""
+    soundfile = pytest.importorskip("soundfile", reason="the .[speech] extra reads WAV files")
+    bad = speech_dir / "no" / sorted(os.listdir(speech_dir / "no"))[0]
+    samples = np.zeros(16000, dtype=np.float32)
+    samples[100] = np.nan
+    soundfile.write(bad, samples, 16000, subtype="FLOAT")
+    with pytest.raises(DatasetFormatError, match="not finite") as err:
+        _load(speech_root, cache=False)
+    assert str(err.value).startswith(f"{bad}: ")
+
+
 def test_missing_keyword_folder(speech_root: Path, speech_dir: Path) -> None:
     shutil.rmtree(speech_dir / "stop")
     with pytest.raises(DatasetFormatError, match="no folder for keyword"):

@@ -40,4 +40,6 @@ def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
         raise DatasetFormatError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
     if samples.shape[1] != 1:
         raise DatasetFormatError(f"{path}: {samples.shape[1]} channels, expected mono")
+    if not np.isfinite(samples).all():  # a float WAV may hold NaN or inf; PCM cannot
+        raise DatasetFormatError(f"{path}: holds samples that are not finite (NaN or inf)")
     return samples[:, 0]

@@ -8,6 +8,7 @@ the published archive ``root/cifar-10-python.tar.gz``. Each batch is a pickled d
 
 from __future__ import annotations
 
+import gzip
 import logging
 import pickle
 import tarfile
@@ -105,7 +106,9 @@ def _iter_batches(source: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
     wanted = {f"{CIFAR10_DIR}/{name}": name for name in CIFAR10_FILES}
     seen = set()
     try:
-        with tarfile.open(source, "r|gz") as tar:  # one streaming pass over the archive
+        # one streaming pass over the archive; gzip (unlike tarfile's own "r|gz") checks the
+        # CRC-32 at the end of the stream, read to it here, so a flipped bit is an error
+        with gzip.open(source) as unpacked, tarfile.open(fileobj=unpacked, mode="r|") as tar:
             for member in tar:
                 name = wanted.get(member.name.removeprefix("./"))
                 if name is None or not member.isfile():
@@ -114,6 +117,8 @@ def _iter_batches(source: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
                 assert stream is not None
                 seen.add(name)
                 yield name, f"{source}:{member.name}", _unpickle(stream, f"{source}:{member.name}")
+            while unpacked.read(1 << 20):
+                pass
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         raise DatasetFormatError(f"{source}: corrupt archive: {one_line(error)}") from error
     absent = [f"{CIFAR10_DIR}/{n}" for n in CIFAR10_FILES if n not in seen]

@@ -58,7 +58,7 @@ from walkingnoise.data.cache import settings_key as make_settings_key
 from walkingnoise.data.class_weights import inverse_density_weights
 from walkingnoise.data.dataset import InMemoryDataset, Split
 from walkingnoise.data.download import RemoteFile, locate_or_download
-from walkingnoise.data.errors import DatasetFormatError
+from walkingnoise.data.errors import DatasetFormatError, one_line
 from walkingnoise.data.mfcc import MfccSettings, mfcc
 from walkingnoise.data.registry import SPLIT_SEED, data_root, register_dataset
 from walkingnoise.data.status import DatasetStatus
@@ -137,7 +137,11 @@ class SpeechIndex:
 def _read_list(directory: Path, name: str, recordings: set[str]) -> set[str]:
     """Entries of a split list file, each checked to be one of the ``recordings``."""
     path = directory / name
-    entries = {line.strip().replace("\\", "/") for line in path.read_text().splitlines()}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DatasetFormatError(f"{path}: not a UTF-8 text file ({one_line(error)})") from None
+    entries = {line.strip().replace("\\", "/") for line in text.splitlines()}
     entries.discard("")
     absent = sorted(entries - recordings)
     if absent:
