@@ -74,7 +74,7 @@ def test_an_archive_with_any_flipped_bit_is_refused(cifar_root: Path, tmp_path: 
         data = bytearray(good)
         data[position] ^= 0x01
         damaged.write_bytes(bytes(data))
-        with pytest.raises(DatasetFormatError, match="cifar-10-python.tar.gz"):
+        with pytest.raises(DatasetFormatError, match=r"cifar-10-python\.tar\.gz"):
             read_cifar10_batches(damaged)
 
 
