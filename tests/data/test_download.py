@@ -238,6 +238,29 @@ def test_archive_is_extracted_into_place(server: FileServer, tmp_path: Path) -> 
     assert fetch("demo", tmp_path, [remote]) == []  # extracted content counts as present
 
 
+def test_a_partly_extracted_folder_is_moved_aside_and_extracted_again(
+    server: FileServer, tmp_path: Path
+) -> None:
+    """An interrupted ``tar x`` left the folder without all its files: not present."""
+    data = _tar({"top/a.txt": b"A", "top/b.txt": b"B"})
+    remote = _remote(
+        server,
+        "pack.tar.gz",
+        data,
+        extract_to="pack",
+        archive_dir="top",
+        contents=("a.txt", "b.txt"),
+    )
+    (tmp_path / "pack").mkdir()
+    (tmp_path / "pack" / "a.txt").write_bytes(b"partial")
+    assert not remote.satisfied(tmp_path)
+    fetch("demo", tmp_path, [remote])
+    assert (tmp_path / "pack" / "b.txt").read_bytes() == b"B"
+    assert (tmp_path / "pack" / "a.txt").read_bytes() == b"A"
+    assert (tmp_path / "pack.incomplete" / "a.txt").read_bytes() == b"partial"  # kept, not lost
+    assert remote.satisfied(tmp_path)
+
+
 def test_whole_archive_becomes_a_normally_readable_directory(
     server: FileServer, tmp_path: Path
 ) -> None:

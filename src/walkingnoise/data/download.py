@@ -75,6 +75,8 @@ class RemoteFile:
         archive_dir: folder inside the archive that becomes ``extract_to`` ("" = all of it).
         present_if: other paths under the root whose existence makes this file unnecessary
             (e.g. the raw IDX file for a ``.gz``, or the directory an archive extracts to).
+        contents: for archives, paths inside ``extract_to`` that a complete extraction holds:
+            a folder without them (an interrupted ``tar x``) does not count as extracted.
     """
 
     name: str
@@ -85,6 +87,7 @@ class RemoteFile:
     extract_to: str | None = None
     archive_dir: str = ""
     present_if: tuple[str, ...] = field(default=())
+    contents: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
@@ -111,12 +114,16 @@ class RemoteFile:
     def satisfied(self, root: Path) -> bool:
         """True when nothing needs fetching: the extracted content, the file or an alternative."""
         if self.extract_to is not None:
-            return _under(root, self.extract_to).is_dir() or any(
-                _under(root, p).exists() for p in self.present_if
-            )
+            return self.extracted(root) or any(_under(root, p).exists() for p in self.present_if)
         target = self.target(root)
         verified = target.is_file() and not self.damaged(root)
         return verified or any(_under(root, p).exists() for p in self.present_if)
+
+    def extracted(self, root: Path) -> bool:
+        """Whether an archive's folder is in place with all its ``contents``."""
+        assert self.extract_to is not None
+        folder = _under(root, self.extract_to)
+        return folder.is_dir() and all(_under(folder, p).exists() for p in self.contents)
 
     def damaged(self, root: Path) -> bool:
         """True when the file is at its target but fails its checksum (truncated, or another
@@ -237,6 +244,7 @@ OFFICIAL_FILES: dict[str, tuple[RemoteFile, ...]] = {
             size=170_498_071,
             extract_to="cifar-10-batches-py",
             archive_dir="cifar-10-batches-py",
+            contents=(*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"),
         ),
     ),
     "svhn": tuple(
@@ -272,6 +280,7 @@ OFFICIAL_FILES: dict[str, tuple[RemoteFile, ...]] = {
             digests=("sha256:af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",),
             size=2_428_923_189,
             extract_to="SpeechCommands/speech_commands_v0.02",
+            contents=("validation_list.txt", "testing_list.txt", "_background_noise_"),
         ),
     ),
 }
@@ -553,6 +562,10 @@ def _extract_into_place(archive: Path, remote: RemoteFile, root: Path) -> Path:
         source = _under(scratch, remote.archive_dir) if remote.archive_dir else scratch
         if not source.is_dir():
             raise DatasetFormatError(f"{archive}: has no folder {remote.archive_dir!r}")
+        if final.exists() and not remote.extracted(root):
+            aside = _unused_name(final.with_name(f"{final.name}.incomplete"))
+            logger.warning("%s lacks files of %s: moved aside to %s", final, archive, aside.name)
+            os.replace(final, aside)
         if final.exists():
             raise FileExistsError(f"{final} appeared while extracting {archive}; not replacing it")
         if source == scratch:  # mkdtemp made it private (0700): give it the usual permissions
@@ -563,6 +576,15 @@ def _extract_into_place(archive: Path, remote: RemoteFile, root: Path) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return final
+
+
+def _unused_name(path: Path) -> Path:
+    """``path``, or ``path.2``, ``path.3``... the first that does not exist."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}.{number}")
+    return candidate
 
 
 # --- entry points ---------------------------------------------------------------------------
