@@ -18,7 +18,7 @@ from walkingnoise.noise import (
     WalkingPlacement,
     instrument,
 )
-from walkingnoise.noise.instrument import ModeDependentTraceError
+from walkingnoise.noise.instrument import ModeDependentTraceError, StateChangedWhileTracingError
 
 
 class BasicBlock(nn.Module):
@@ -272,6 +272,68 @@ def test_a_forward_that_reads_self_training_keeps_both_modes(
         torch.testing.assert_close(noisy(x), expected, rtol=0, atol=0)
     with pytest.raises(ModeDependentTraceError, match="TrainOnlyBranch"):
         instrument(model, torch.randn(2, 16), method="fx")
+
+
+class NotActivations(nn.Module):
+    """A sum of two parameters, a buffer updated in place, and an in-place residual add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.out = nn.Linear(4, 8), nn.Linear(8, 2)
+        self.base, self.delta = nn.Parameter(torch.ones(8)), nn.Parameter(torch.zeros(8))
+        self.register_buffer("ema", torch.zeros(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        self.ema.add_(h.detach().mean(0))
+        h = h * (self.base + self.delta)
+        h.add_(torch.relu(h))
+        return self.out(h)
+
+
+def test_sites_follow_activations_only() -> None:
+    """No site on a parameter sum (one draw for the whole batch) or a buffer update (noise
+    that goes nowhere); an in-place add gets one, and later reads of its tensor see the noise."""
+    noisy = instrument(NotActivations(), torch.randn(2, 4))
+    assert _names(noisy) == ["input", "fc:Linear", "relu", "add", "out:Linear"]
+    noisy.eval()
+    x = torch.randn(64, 4)
+    clean = noisy(x)
+    add = _names(noisy).index("add")
+    noisy.set_noise(AdditiveNoise(), WalkingPlacement(add), 1.0)
+    assert not torch.allclose(noisy(x), clean)
+    assert noisy.source.ema.abs().sum() > 0  # the buffer update still runs
+
+
+class Counter(nn.Module):
+    """A forward that changes a buffer in place by a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.add_(1)
+        return self.fc(x)
+
+
+def test_a_buffer_changed_by_constants_keeps_changing_on_every_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """fx would run ``calls.add_(1)`` once while tracing and leave it out of the graph."""
+    model = Counter()
+    with caplog.at_level(logging.WARNING, logger="walkingnoise"):
+        noisy = instrument(model, torch.randn(2, 4))
+    assert noisy.method == "hooks"
+    assert "changes calls in place" in caplog.text
+    assert model.calls.item() == 0  # neither the traces nor the probe's pass count
+    noisy(torch.randn(3, 4))
+    noisy(torch.randn(3, 4))
+    assert model.calls.item() == 2
+    with pytest.raises(StateChangedWhileTracingError, match="Counter changes calls"):
+        instrument(model, torch.randn(2, 4), method="fx")
+    assert model.calls.item() == 2
 
 
 def test_hooks_and_fx_agree_on_a_sequential_model() -> None:

@@ -241,8 +241,11 @@ def instrument(
                 type(model).__name__,
                 reason,
             )
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
     with _probing(model):
-        return _instrument_hooks(model, args, kinds)
+        noisy = _instrument_hooks(model, args, kinds)
+    _restore_buffers(model, before)  # the probe's pass changes no state of the model
+    return noisy
 
 
 @contextmanager
@@ -330,10 +333,50 @@ class ModeDependentTraceError(RuntimeError):
 _MODE_FREE_MODULES = ("torch.nn.", "walkingnoise.models.")
 
 
+class StateChangedWhileTracingError(RuntimeError):
+    """A forward that changes a buffer in place by constants (``self.count.add_(1)``): torch.fx
+    runs such an operation once, while tracing, and leaves it out of the graph."""
+
+
 def _trace(model: nn.Module) -> fx.Graph:
-    """The graph of ``model`` in eval mode (``model`` is in eval mode here); raises
-    :class:`ModeDependentTraceError` if the graph of training mode differs, since fx evaluates
-    ``self.training`` while tracing and would keep one mode's code for both."""
+    """The graph of ``model`` in eval mode (``model`` is in eval mode here).
+
+    Raises :class:`ModeDependentTraceError` if the graph of training mode differs, since fx
+    evaluates ``self.training`` while tracing and would keep one mode's code for both; and
+    :class:`StateChangedWhileTracingError` if tracing changed a buffer (restored first).
+    """
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    try:
+        graph = _trace_both_modes(model)
+    finally:
+        changed = _restore_buffers(model, before)
+    if changed:
+        raise StateChangedWhileTracingError(
+            f"the forward of {type(model).__name__} changes {', '.join(changed[:3])} in place, "
+            "which torch.fx would do once while tracing instead of on every pass"
+        )
+    return graph
+
+
+def _restore_buffers(model: nn.Module, before: dict[str, torch.Tensor]) -> list[str]:
+    """Put back every buffer that differs from ``before``; return their names."""
+    changed = []
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            old = before.get(name)
+            if old is None or old.shape != buffer.shape:
+                continue
+            same = torch.equal(buffer, old) or (
+                buffer.is_floating_point()
+                and torch.allclose(buffer, old, rtol=0, atol=0, equal_nan=True)
+            )
+            if not same:
+                buffer.copy_(old)
+                changed.append(name)
+    return changed
+
+
+def _trace_both_modes(model: nn.Module) -> fx.Graph:
     graph = _SiteTracer().trace(model)
     if all(type(m).__module__.startswith(_MODE_FREE_MODULES) for m in model.modules()):
         return graph
@@ -350,17 +393,52 @@ def _trace(model: nn.Module) -> fx.Graph:
     return graph
 
 
+def _activations(graph: fx.Graph) -> set[fx.Node]:
+    """The nodes that compute activations: computed from the input and read later, directly
+    or (an in-place method such as ``h.add_(r)``) through the tensor they change.
+
+    Not: sums of parameters or buffers (noise there would be one draw for the whole batch),
+    nor a result nothing reads (a buffer's in-place update, whose noise would go nowhere).
+    """
+    from_input: set[fx.Node] = set()
+    for node in graph.nodes:
+        if node.op == "placeholder" or any(n in from_input for n in node.all_input_nodes):
+            from_input.add(node)
+    return {node for node in from_input if node.users or _readers_after(node)}
+
+
+def _changed_in_place(node: fx.Node) -> fx.Node | None:
+    """The tensor an in-place method (``h.add_(r)``, ``h.relu_()``) changes, else None."""
+    target = node.target
+    if node.op != "call_method" or not isinstance(target, str) or not target.endswith("_"):
+        return None
+    changed = node.args[0] if node.args else None
+    return changed if isinstance(changed, fx.Node) else None
+
+
+def _readers_after(node: fx.Node) -> list[fx.Node]:
+    """The nodes after ``node`` that read the tensor it changes in place."""
+    changed = _changed_in_place(node)
+    if changed is None:
+        return []
+    order = {n: i for i, n in enumerate(node.graph.nodes)}
+    return [u for u in changed.users if u is not node and order[u] > order[node]]
+
+
 def _instrument_fx(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str]) -> NoisyModel:
     graph = _trace(model)
     gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
     ShapeProp(gm).propagate(*args)
     modules = dict(gm.named_modules())
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    activations = _activations(graph)
     chosen: list[tuple[fx.Node, str, str, tuple[int, ...]]] = []
     for node in graph.nodes:
         meta = _first_meta(node.meta.get("tensor_meta"))
         candidate = _fx_candidate(node, modules, len(placeholders))
         if meta is None or candidate is None or candidate[1] not in kinds:
+            continue
+        if node.op != "placeholder" and node not in activations:
             continue
         chosen.append((node, candidate[0], candidate[1], tuple(meta.shape)))
     names = _unique([name for _, name, _, _ in chosen])
@@ -370,11 +448,16 @@ def _instrument_fx(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str
     ]
     gm.add_module("noise_sites", nn.ModuleList(sites))
     for i, (node, *_rest) in enumerate(chosen):
+        readers = _readers_after(node)
         with graph.inserting_after(node):
             site_node = graph.call_module(f"noise_sites.{i}", (node,))
         node.replace_all_uses_with(
             site_node, delete_user_cb=lambda user, s=site_node: user is not s
         )
+        changed = _changed_in_place(node)
+        for reader in readers:  # after h.add_(r), later reads of h see the noisy value
+            assert changed is not None
+            reader.replace_input_with(changed, site_node)
     graph.lint()
     gm.recompile()
     return NoisyModel(gm, model, sites, "fx")
