@@ -233,6 +233,19 @@ def test_untraceable_model_falls_back_to_hooks(caplog: pytest.LogCaptureFixture)
     torch.testing.assert_close(noisy.source(x), clean)
 
 
+def test_hooked_sites_follow_the_mode_set_on_the_users_own_model() -> None:
+    """Noise in training only: ``model.eval()`` on the user's model (not the wrapper) ends it."""
+    model = DataDependent()
+    noisy = instrument(model, torch.randn(2, 4))
+    assert noisy.method == "hooks"
+    noisy.set_noise(AdditiveNoise(training=True, evaluation=False), GlobalPlacement(), 1.0)
+    x = torch.randn(5, 4)
+    model.eval()
+    torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
+    model.train()
+    assert not torch.equal(model(x), model(x))
+
+
 def test_explicit_fx_on_an_untraceable_model_raises() -> None:
     with pytest.raises(Exception, match="control flow"):
         instrument(DataDependent(), torch.randn(2, 4), method="fx")

@@ -504,8 +504,10 @@ def _instrument_hooks(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[
         per_module.setdefault(module, []).append(site)
     call_count: Counter[nn.Module] = Counter()
 
-    def start(_module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    def start(root: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...] | None:
         call_count.clear()
+        for site in sites:  # the sites follow the model's mode, also set on the model alone
+            site.training = root.training
         if offset and inputs and _first_tensor(inputs[0]) is not None:
             return (sites[0](inputs[0]), *inputs[1:])
         return None
