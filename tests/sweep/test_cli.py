@@ -208,3 +208,53 @@ def test_a_wrong_ray_address_is_a_one_line_error(
     assert err.startswith(f"walking-noise: error: --ray-address {address}: no Ray cluster")
     assert err.count("\n") == 1
     assert not store.exists()
+
+
+USER_MODELS = """
+from torch import nn
+from walkingnoise.models import register_model
+
+
+class UserNet(nn.Module):
+    def __init__(self, inputs: int, classes: int) -> None:
+        super().__init__()
+        self.hidden, self.act, self.out = nn.Linear(inputs, 16), nn.ReLU(), nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.out(self.act(self.hidden(x.flatten(1))))
+
+
+@register_model("usernet")
+def build(input_shape, num_classes, *, batchnorm):
+    size = 1
+    for n in input_shape:
+        size *= n
+    return UserNet(size, num_classes)
+"""
+
+
+def test_a_users_own_model_runs_in_the_pool_workers_with_import(tmp_path: Path) -> None:
+    """The model exists where its module is imported: --import names it for the workers too."""
+    (tmp_path / "usermodels.py").write_text(USER_MODELS)
+    sweep = write_sweep(
+        tmp_path, SWEEP.replace("model: mlp", "model: usernet").replace("walking:2", "walking:1")
+    )
+    script = Path(sys.executable).with_name("walking-noise")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "walkingnoise.cli"]
+    run = [*command, "--import", "usermodels", "run", str(sweep), "--store", "user.sqlite"]
+    run += ["--executor", "process", "--workers", "2", "--no-progress"]
+    done = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert status_counts(tmp_path / "user.sqlite") == {"done": 4}
+    missing = subprocess.run(
+        [*command, "run", str(sweep), "--store", "other.sqlite", "--no-progress"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert "unknown model 'usernet'" in missing.stderr
+    absent = subprocess.run(
+        [*command, "--import", "nosuchmodule", "sites", "mlp"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert absent.returncode == 2
+    assert absent.stderr.startswith("walking-noise: error: --import nosuchmodule: No module")

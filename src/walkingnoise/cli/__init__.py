@@ -28,6 +28,7 @@ from walkingnoise.cli import (
     sweep,
 )
 from walkingnoise.cli._common import one_line
+from walkingnoise.models.imports import import_user_modules
 
 COMMAND_GROUPS = (
     experiment,
@@ -49,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (and in every worker of a sweep): a module that registers "
+        "your own models with walkingnoise.models.register_model; repeatable",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.register(commands)
@@ -69,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
+        import_user_modules(args.imports)
         with _signals_end_the_command():
             status = args.handler(args)
         sys.stdout.flush()  # here, so a closed pipe is seen here too, not at the exit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
 from typing import Protocol
 
@@ -43,5 +44,12 @@ def build_model(
     try:
         builder = _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(model_names())}") from None
+        hint = ""
+        if multiprocessing.parent_process() is not None:
+            hint = (
+                " (in a worker process: register it in a module that `walking-noise --import` "
+                "names, or at the top level of your script, not under `if __name__ == "
+                "'__main__':`)"
+            )
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(model_names())}{hint}") from None
     return builder(tuple(input_shape), num_classes, batchnorm=batchnorm)

@@ -16,6 +16,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal
 
+from walkingnoise.models.imports import IMPORTS_VARIABLE
+
 log = logging.getLogger(__name__)
 
 ExecutorName = Literal["inprocess", "process", "ray"]
@@ -204,6 +206,9 @@ class RayExecutor(Executor):
             check_ray_address(address)
         if self._started:
             options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+            imports = os.environ.get(IMPORTS_VARIABLE)
+            if imports:  # the workers import the user's model modules too (see run_unit)
+                options["runtime_env"] = {"env_vars": {IMPORTS_VARIABLE: imports}}
             if address is None and workers is not None:
                 options["num_cpus"] = workers
             ray.init(address=address, **options)

@@ -17,6 +17,7 @@ import torch
 from walkingnoise.analysis.weights import weight_statistics
 from walkingnoise.data import InMemoryDataset, load_dataset
 from walkingnoise.experiment import Experiment
+from walkingnoise.models.imports import import_user_modules
 from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.noise.weight import remove_weight_noise
 from walkingnoise.sweep.planner import WorkUnit, stackable
@@ -90,6 +91,7 @@ def run_unit(
     unit: WorkUnit, data_root: str | Path | None = None, save_checkpoints: bool = True
 ) -> UnitOutcome:
     """Run every member of ``unit``; a failing member is reported, the others still run."""
+    import_user_modules()  # a worker process: the user's models, as its parent imported them
     previous = torch.get_num_threads()
     torch.set_num_threads(unit_threads())
     try:
