@@ -246,6 +246,22 @@ def test_hooked_sites_follow_the_mode_set_on_the_users_own_model() -> None:
     assert not torch.equal(model(x), model(x))
 
 
+def test_an_example_input_that_does_not_fit_is_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not reported as a limit of torch.fx, nor retried with hooks."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    with (
+        caplog.at_level(logging.WARNING, logger="walkingnoise"),
+        pytest.raises(ValueError, match="cannot run the example input") as err,
+    ):
+        instrument(model, torch.randn(2, 64))
+    message = str(err.value)
+    assert message.startswith("Sequential cannot run the example input (2, 64) (RuntimeError: ")
+    assert "\n" not in message
+    assert "could not trace" not in caplog.text
+
+
 def test_explicit_fx_on_an_untraceable_model_raises() -> None:
     with pytest.raises(Exception, match="control flow"):
         instrument(DataDependent(), torch.randn(2, 4), method="fx")

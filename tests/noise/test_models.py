@@ -77,6 +77,9 @@ def test_mixed_amplitude_and_ratio() -> None:
     model = MixedNoise(ratio=0.25)
     assert model.levels(2.0) == pytest.approx((1.5, 0.5))
     assert model.levels((0.1, 0.2)) == pytest.approx((0.1, 0.2))
+    assert model.levels([0.1, 0.2]) == pytest.approx((0.1, 0.2))  # a list is a pair too
+    with pytest.raises(ValueError, match="one σ"):
+        AdditiveNoise().levels([0.1, 0.2])
     with pytest.raises(ValueError, match="pair"):
         MixedNoise().levels(1.0)
 

@@ -227,6 +227,7 @@ def instrument(
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     if method not in ("auto", "fx", "hooks"):
         raise ValueError(f"method must be 'auto', 'fx' or 'hooks', not {method!r}")
+    _check_example(model, args)
     if method in ("auto", "fx"):
         try:
             with _probing(model):
@@ -246,6 +247,24 @@ def instrument(
         noisy = _instrument_hooks(model, args, kinds)
     _restore_buffers(model, before)  # the probe's pass changes no state of the model
     return noisy
+
+
+def _check_example(model: nn.Module, args: tuple[Any, ...]) -> None:
+    """Raise a one-line ValueError if the model cannot run the example input at all (a wrong
+    shape), before tracing would report it as a limit of torch.fx; no state changes."""
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    try:
+        with _probing(model):
+            model(*args)
+    except Exception as error:
+        shapes = ", ".join(str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor))
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"{type(model).__name__} cannot run the example input {shapes} "
+            f"({type(error).__name__}: {first})"
+        ) from None
+    finally:
+        _restore_buffers(model, before)
 
 
 @contextmanager

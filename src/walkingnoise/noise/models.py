@@ -152,7 +152,7 @@ class AdditiveNoise(NoiseModel):
 
     def levels(self, sigma: NoiseLevel) -> tuple[float, ...]:
         """The single level (σ,)."""
-        if isinstance(sigma, tuple):
+        if isinstance(sigma, tuple | list):
             raise ValueError(f"additive noise takes one σ, got {sigma!r}")
         return (_check_sigma("sigma", sigma),)
 
@@ -176,7 +176,7 @@ class MultiplicativeNoise(NoiseModel):
 
     def levels(self, sigma: NoiseLevel) -> tuple[float, ...]:
         """The single level (σ,)."""
-        if isinstance(sigma, tuple):
+        if isinstance(sigma, tuple | list):
             raise ValueError(f"multiplicative noise takes one σ, got {sigma!r}")
         return (_check_sigma("sigma", sigma),)
 
@@ -220,7 +220,7 @@ class MixedNoise(NoiseModel):
 
     def levels(self, sigma: NoiseLevel) -> tuple[float, ...]:
         """(σ_mul, σ_add) from a pair, or from an amplitude when ``ratio`` is set."""
-        if isinstance(sigma, tuple):
+        if isinstance(sigma, tuple | list):
             if len(sigma) != 2:
                 raise ValueError(f"mixed noise takes (sigma_mul, sigma_add), got {sigma!r}")
             return (_check_sigma("sigma_mul", sigma[0]), _check_sigma("sigma_add", sigma[1]))
