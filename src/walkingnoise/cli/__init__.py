@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from walkingnoise import __version__
+from walkingnoise._signals import Terminated, terminate
 from walkingnoise.cli import (
     analysis,
     binarization,
@@ -102,19 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status or 0
 
 
-class Terminated(BaseException):
-    """A SIGTERM or SIGHUP, raised where the command is: a BaseException like Ctrl-C's, so no
-    ``except Exception`` (a task's failure) takes it for an error of the work."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _terminate(signum: int, _frame: object) -> None:
-    raise Terminated(signum)
-
-
 @contextmanager
 def _signals_end_the_command() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP into :class:`Terminated` while a command runs, where they still
@@ -124,7 +112,7 @@ def _signals_end_the_command() -> Iterator[None]:
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(signum) is signal.SIG_DFL:
-                installed[signum] = signal.signal(signum, _terminate)
+                installed[signum] = signal.signal(signum, terminate)
     try:
         yield
     finally:

@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal
 
+from walkingnoise._signals import deferred
 from walkingnoise.models.imports import IMPORTS_VARIABLE
 
 log = logging.getLogger(__name__)
@@ -140,15 +141,16 @@ class ProcessExecutor(Executor):
         limit = 2 * self.workers
 
         def submit() -> None:
-            if suspects:
-                if not pending:
-                    item = suspects.popleft()
-                    pending[self._pool.submit(fn, item, *args)] = (item, True)
-                return
-            for item in queue:
-                pending[self._pool.submit(fn, item, *args)] = (item, False)
-                if len(pending) >= limit:
+            with deferred():  # a submit may start a worker: not to be cut by a SIGTERM
+                if suspects:
+                    if not pending:
+                        item = suspects.popleft()
+                        pending[self._pool.submit(fn, item, *args)] = (item, True)
                     return
+                for item in queue:
+                    pending[self._pool.submit(fn, item, *args)] = (item, False)
+                    if len(pending) >= limit:
+                        return
 
         broken = False  # the pool broke; it is started anew once its last task is back
         submit()
