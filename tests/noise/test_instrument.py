@@ -365,6 +365,30 @@ def test_a_buffer_changed_by_constants_keeps_changing_on_every_pass(
     assert model.calls.item() == 2
 
 
+class MadeInForward(nn.Module):
+    """A tensor made in the forward (a mask), lazy BatchNorm, and an input-dependent update."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.bn = nn.Linear(4, 4), nn.LazyBatchNorm1d()
+        self.register_buffer("seen", torch.zeros(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.add_(x.detach().mean(0))
+        return self.bn(self.fc(x)) * torch.tensor([1.0, 0.0, 1.0, 0.0])
+
+
+def test_tensors_made_in_the_forward_and_lazy_buffers_stay_with_fx() -> None:
+    """Two traces name a made tensor alike, lazy buffers are no state to restore, and the
+    shape pass's update of a buffer is undone."""
+    model = MadeInForward()
+    noisy = instrument(model, torch.randn(3, 4), method="fx")
+    assert noisy.method == "fx"
+    assert torch.equal(model.seen, torch.zeros(4))
+    noisy(torch.ones(2, 4))
+    assert torch.equal(model.seen, torch.ones(4))
+
+
 def test_hooks_and_fx_agree_on_a_sequential_model() -> None:
     def net() -> nn.Module:
         torch.manual_seed(0)

@@ -544,6 +544,32 @@ def test_models_with_dropout_train_one_at_a_time(
         assert trained.metrics == alone.metrics
 
 
+@pytest.mark.parametrize(
+    "random",
+    [nn.RReLU(), nn.MultiheadAttention(32, 4, dropout=0.1, batch_first=True)],
+    ids=["rrelu", "attention"],
+)
+def test_random_draws_inside_leaf_modules_are_found(random: nn.Module) -> None:
+    """fx does not trace into these layers: their own modules and rates tell."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.random, self.out = nn.Linear(64, 32), random, nn.Linear(32, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.fc(x.flatten(1))
+            if isinstance(self.random, nn.MultiheadAttention):
+                h = self.random(h[:, None], h[:, None], h[:, None])[0][:, 0]
+            else:
+                h = self.random(h)
+            return self.out(h)
+
+    model = instrument(Net(), torch.randn(2, 1, 8, 8))
+    with pytest.raises(NotStackableError, match=type(random).__name__):
+        StackedModel([model, model]).check(torch.randn(2, 1, 8, 8), training=True)
+
+
 class SharedTensors(nn.Module):
     """An MLP whose two BatchNorm layers share their scale, or their running variance."""
 

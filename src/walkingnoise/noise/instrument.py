@@ -27,6 +27,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.nn.parameter import is_lazy
 
 from walkingnoise.noise.kinds import (
     BINARY_KINDS,
@@ -208,7 +209,7 @@ def instrument(
     Args:
         model: any module; its parameters are shared, not copied.
         example_input: one batch (a tensor, or a tuple of positional arguments) used to trace the
-            model and record each site's output shape. It is run once in eval mode without
+            model and record each site's output shape. It is run in eval mode without
             gradients, so BatchNorm statistics are not touched.
         kinds: site kinds to instrument (see ``walkingnoise.noise.kinds.SITE_KINDS``); ``input``
             puts site 0 at the network input.
@@ -227,32 +228,38 @@ def instrument(
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     if method not in ("auto", "fx", "hooks"):
         raise ValueError(f"method must be 'auto', 'fx' or 'hooks', not {method!r}")
-    _check_example(model, args)
-    if method in ("auto", "fx"):
-        try:
-            with _probing(model):
-                return _instrument_fx(model, args, kinds)
-        except Exception as error:
-            if method == "fx":
-                raise
-            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-            log.warning(
-                "torch.fx could not trace %s (%s); using module hooks instead: functional "
-                "operations such as skip-connection adds get no noise site",
-                type(model).__name__,
-                reason,
-            )
-    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
-    with _probing(model):
-        noisy = _instrument_hooks(model, args, kinds)
-    _restore_buffers(model, before)  # the probe's pass changes no state of the model
-    return noisy
+    before = _snapshot(model)
+    try:  # the example passes (and any tracing) change no buffer of the model
+        _check_example(model, args)
+        if method in ("auto", "fx"):
+            try:
+                with _probing(model):
+                    return _instrument_fx(model, args, kinds)
+            except Exception as error:
+                if method == "fx":
+                    raise
+                first = str(error).splitlines()[0] if str(error) else ""
+                log.warning(
+                    "torch.fx could not trace %s (%s: %s); using module hooks instead: "
+                    "functional operations such as skip-connection adds get no noise site",
+                    type(model).__name__,
+                    type(error).__name__,
+                    first,
+                )
+        with _probing(model):
+            return _instrument_hooks(model, args, kinds)
+    finally:
+        _restore_buffers(model, before)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the model's buffers (not lazy ones, which hold nothing yet)."""
+    return {name: b.clone() for name, b in model.named_buffers() if not is_lazy(b)}
 
 
 def _check_example(model: nn.Module, args: tuple[Any, ...]) -> None:
     """Raise a one-line ValueError if the model cannot run the example input at all (a wrong
-    shape), before tracing would report it as a limit of torch.fx; no state changes."""
-    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    shape), before tracing would report it as a limit of torch.fx."""
     try:
         with _probing(model):
             model(*args)
@@ -263,8 +270,6 @@ def _check_example(model: nn.Module, args: tuple[Any, ...]) -> None:
             f"{type(model).__name__} cannot run the example input {shapes} "
             f"({type(error).__name__}: {first})"
         ) from None
-    finally:
-        _restore_buffers(model, before)
 
 
 @contextmanager
@@ -364,7 +369,7 @@ def _trace(model: nn.Module) -> fx.Graph:
     evaluates ``self.training`` while tracing and would keep one mode's code for both; and
     :class:`StateChangedWhileTracingError` if tracing changed a buffer (restored first).
     """
-    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    before = _snapshot(model)
     try:
         graph = _trace_both_modes(model)
     finally:
@@ -396,14 +401,18 @@ def _restore_buffers(model: nn.Module, before: dict[str, torch.Tensor]) -> list[
 
 
 def _trace_both_modes(model: nn.Module) -> fx.Graph:
-    graph = _SiteTracer().trace(model)
+    """The eval-mode graph, traced after a training-mode one that must read the same."""
     if all(type(m).__module__.startswith(_MODE_FREE_MODULES) for m in model.modules()):
-        return graph
+        return _SiteTracer().trace(model)
+    attributes = set(vars(model))
     model.train()
     try:
         training = _SiteTracer().trace(model)
     finally:
         model.eval()
+        for name in set(vars(model)) - attributes:  # its tensor constants: the next trace's
+            delattr(model, name)
+    graph = _SiteTracer().trace(model)
     if training.python_code("self").src != graph.python_code("self").src:
         raise ModeDependentTraceError(
             f"the forward of {type(model).__name__} depends on self.training (functional "

@@ -358,18 +358,21 @@ _RANDOM_FUNCTIONS = {
 _RANDOM_METHODS = {"bernoulli", "bernoulli_", "normal_", "uniform_", "random_", "exponential_"}
 
 
+def _is_dropout(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.dropout._DropoutNd)
+
+
 def _random_layers(net: fx.GraphModule) -> list[str]:
-    """The nodes of ``net`` that draw random numbers in training: dropout modules with p > 0
-    and random functions or methods (a functional dropout whose ``training`` is fixed False
-    draws nothing)."""
-    modules = dict(net.named_modules())
+    """What in ``net`` draws random numbers in training: dropout modules with p > 0 (also
+    within attention layers, whose ``dropout`` rate is a number), RReLU, and random functions
+    or methods (a functional dropout whose ``training`` is fixed False draws nothing)."""
     found = []
+    for name, module in net.named_modules():  # also inside leaf modules (attention, RReLU)
+        rate = module.p if _is_dropout(module) else getattr(module, "dropout", None)
+        if isinstance(module, nn.RReLU) or (isinstance(rate, float) and rate > 0):
+            found.append(f"{type(module).__name__} {name}")
     for node in net.graph.nodes:
-        if node.op == "call_module":
-            module = modules.get(str(node.target))
-            if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
-                found.append(f"{type(module).__name__} {node.target}")
-        elif node.op == "call_function" and node.target in _RANDOM_FUNCTIONS:
+        if node.op == "call_function" and node.target in _RANDOM_FUNCTIONS:
             if node.kwargs.get("training", True) is not False:
                 found.append(getattr(node.target, "__name__", str(node.target)))
         elif node.op == "call_method" and node.target in _RANDOM_METHODS:
