@@ -299,6 +299,21 @@ def test_preservation_compares_the_sites_of_a_family_at_one_sigma(
     assert set(other["sigma_max"]) == {100.0}  # another family keeps its own
 
 
+def test_preservation_reads_walking_sites_apart_from_global_curves(
+    results: pd.DataFrame,
+) -> None:
+    """A global curve with a shorter σ range does not pull the sites down to its σ."""
+    placement = results["placement"].astype(str)
+    sigma = pd.to_numeric(results["sigma"], errors="coerce")
+    short = placement.str.startswith("global") & (sigma == sigma.max())
+    table = preservation_table(results[~short])
+    walking = table[table["site"].notna() & (table["noise"] != "mixed")]
+    assert set(walking["sigma_max"]) == {100.0}
+    global_rows = table[table["placement"].astype(str).str.startswith("global")]
+    assert len(global_rows) > 0
+    assert (global_rows["sigma_max"] < 100.0).all()
+
+
 def _weight_rows(clamp: float | None, sigmas: list[float], seeds: int = 2) -> list[dict]:
     """Results whose layer weight grows with σ (10·σ unclamped, σ clamped): the clamp halves
     nothing but the growth, so only like-for-like σ show the true ratio of 10."""

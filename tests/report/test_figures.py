@@ -188,6 +188,17 @@ def test_site_accuracy_compares_every_site_at_one_sigma(curves: pd.DataFrame) ->
     assert f"σ = {sigma:.3g})" in figure.axes[0].get_title()  # one σ, not two
 
 
+def test_site_accuracy_shares_sigma_within_a_series_only(curves: pd.DataFrame) -> None:
+    """One series lacking σ = 1 does not move the other series' bars off σ = 1."""
+    part = _walking(curves)
+    assert part["train_noise"].nunique() == 2
+    lacking = part["train_noise"].astype(bool) & (part["sigma"] == 1.0)
+    figure = figures.site_accuracy_figure(part[~lacking], 0.9)
+    title = figure.axes[0].get_title()
+    assert title.endswith(", 1)")  # the complete series stays at σ = 1
+    assert "σ = 0.316, 1)" in title
+
+
 def test_preservation_figure(curves: pd.DataFrame, tmp_path: Path) -> None:
     table = preservation_table(_walking(curves, "multiplicative"))
     figures.preservation_figure(table, out=tmp_path, name="keep")

@@ -396,8 +396,11 @@ def preservation_table(data: pd.DataFrame, metric: str = "noisy_test_accuracy") 
     curves = _curves(data, metric)
     columns = curve_group_columns(curves)
     finite = curves[np.isfinite(curves["sigma"].to_numpy(dtype=float))]
-    family = [c for c in columns if c != "placement"]
-    finite = finite.assign(_family=_configurations(finite, family))
+    family = _configurations(finite, [c for c in columns if c != "placement"])
+    alone = finite["site"].isna() if "site" in finite else pd.Series(True, index=finite.index)
+    # the sites of a walking group share one σ; any other curve (global noise) is its own
+    family = family.where(~alone, family + finite["placement"].astype(str))
+    finite = finite.assign(_family=family)
     largest = _largest_common_sigma(finite)
     rows = []
     for group, curve in iter_curves(finite):

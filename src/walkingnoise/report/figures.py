@@ -389,10 +389,18 @@ def site_accuracy_figure(
     figure = new_figure(8.0, 4.5)
     ax = figure.add_subplot()
     walking = curves[curves["site"].notna() & curves["sigma"].notna()]
-    shared = nearest_sigma(walking, sigma)
+    series_columns = [c for c in curve_group_columns(curves) if c != "placement"]
+    shared: dict[str, float] = {}  # per series (the sites of one group): the σ they share
+    if not walking.empty:
+        keys = [repr(k) for k in walking[series_columns].itertuples(index=False)]
+        walking = walking.assign(_series=keys)
+        for key, part in walking.groupby("_series", sort=False):
+            shared[str(key)] = nearest_sigma(part, sigma)
     rows = []
     for group, curve in iter_curves(walking):
-        at = shared if (curve["sigma"] == shared).any() else nearest_sigma(curve, sigma)
+        at = shared[curve["_series"].iloc[0]]
+        if not (curve["sigma"] == at).any():
+            at = nearest_sigma(curve, sigma)
         point = curve[curve["sigma"] == at]
         if not point.empty:
             rows.append(group | point.iloc[0][["site", "sigma", "mean", "sem", "chance"]].to_dict())
