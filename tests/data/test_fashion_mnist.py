@@ -111,7 +111,7 @@ def test_a_datasets_own_folder_wins_over_loose_files_of_the_other(tmp_path: Path
 
 
 def test_images_and_labels_come_from_one_folder(tmp_path: Path) -> None:
-    """A folder that lacks a file is passed over as a whole, not mixed with another."""
+    """A folder that lacks a file of a pair is passed over for that pair, not mixed."""
     _write_pair(tmp_path, 0, labels=1)
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     _write_pair(tmp_path / "FashionMNIST" / "raw", 255, labels=7)
@@ -136,3 +136,16 @@ def test_another_datasets_published_file_is_refused(
         load_dataset("fashion_mnist", tmp_path)
     assert str(published) in str(err.value)
     assert len(load_dataset("mnist", tmp_path).test) == 6  # MNIST's own: fine
+
+
+def test_parts_may_come_from_different_folders(tmp_path: Path) -> None:
+    """Train loose in the root, t10k fetched into the own folder (as a download puts it)."""
+    _write_pair(tmp_path, 0, labels=1)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / name).unlink()
+    _write_pair(tmp_path / "FashionMNIST" / "raw", 255, labels=7)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (tmp_path / "FashionMNIST" / "raw" / name).unlink()
+    dataset = load_dataset("fashion_mnist", tmp_path, normalize=False)
+    assert dataset.test.y.unique().tolist() == [7]
+    assert dataset.train.y.unique().tolist() == [1]

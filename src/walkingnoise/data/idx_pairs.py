@@ -63,14 +63,17 @@ class IdxPairLayout:
         return [base / self.folder / "raw", base]
 
     def status(self, dataset: str, root: str | Path | None, parts: Sequence[str]) -> DatasetStatus:
-        """Which files of ``parts`` are on disk (raw preferred over ``.gz``), all from one
-        directory: the first of :meth:`search_dirs` that holds them all, so images and labels
-        never come from two datasets; else what the fullest directory lacks."""
+        """Which files of ``parts`` are on disk (raw preferred over ``.gz``). A part's images
+        and labels come from one directory, the first of :meth:`search_dirs` that holds both,
+        so they never come from two datasets; else what the fullest directory lacks."""
         dirs = self.search_dirs(root)
-        names = [name for part in parts for name in self.files[part]]
-        per_dir = [{f"{name}[.gz]": _find_file([d], name) for name in names} for d in dirs]
-        complete = [found for found in per_dir if all(found.values())]
-        found = complete[0] if complete else max(per_dir, key=lambda f: sum(map(bool, f.values())))
+        found: dict[str, Path | None] = {}
+        for part in parts:
+            pairs = [{f"{n}[.gz]": _find_file([d], n) for n in self.files[part]} for d in dirs]
+            complete = [pair for pair in pairs if all(pair.values())]
+            found |= (
+                complete[0] if complete else max(pairs, key=lambda p: sum(map(bool, p.values())))
+            )
         hint = (
             f"place the published IDX files (raw or .gz) in {dirs[0]}/ (ROOT/{self.folder}/raw/, "
             f"torchvision's layout) or directly in {dirs[-1]}/"
