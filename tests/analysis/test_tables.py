@@ -353,6 +353,19 @@ def test_weight_ratio_compares_only_configurations_both_groups_have() -> None:
     assert pooled["models_b"].iloc[0] == 6
 
 
+def test_weight_ratio_of_clean_models_ignores_noise_and_evaluation_settings() -> None:
+    """Inference-only experiments share their clean model: σ and R are not its settings."""
+    rows = _weight_rows(None, [0.1, 1.0]) + _weight_rows(1.0, [3.0, 10.0])
+    for row in rows:
+        row["train_noise"] = False
+        row["eval_repeats"] = 5 if row["recipe.clamp"] is None else 3
+        row["training"] = f"{row['recipe.clamp']}-{row['seed']}"
+        row["weights"] = {"layers.1": {"mean_abs": 2.0 if row["recipe.clamp"] is None else 1.0}}
+    table = weight_ratio_table(pd.DataFrame(rows), {"recipe.clamp": None}, {"recipe.clamp": 1.0})
+    assert table["ratio"].tolist() == [2.0]
+    assert table[["models_a", "models_b", "configurations"]].values.tolist() == [[2, 2, 1]]
+
+
 def test_describe_group() -> None:
     group = {
         "dataset": "digits",

@@ -334,6 +334,25 @@ def test_sites_follow_activations_only() -> None:
     assert noisy.source.ema.abs().sum() > 0  # the buffer update still runs
 
 
+def test_an_in_place_function_gets_a_site_its_readers_see() -> None:
+    class InPlace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.out = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.fc(x)
+            torch.relu_(h)
+            return self.out(h)
+
+    noisy = instrument(InPlace(), torch.randn(2, 4)).eval()
+    assert _names(noisy) == ["input", "fc:Linear", "relu", "out:Linear"]
+    x = torch.randn(16, 4)
+    clean = noisy(x)
+    noisy.set_noise(AdditiveNoise(), WalkingPlacement(2), 1.0)
+    assert not torch.allclose(noisy(x), clean)
+
+
 class Counter(nn.Module):
     """A forward that changes a buffer in place by a constant."""
 

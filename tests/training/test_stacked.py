@@ -570,6 +570,20 @@ def test_random_draws_inside_leaf_modules_are_found(random: nn.Module) -> None:
         StackedModel([model, model]).check(torch.randn(2, 1, 8, 8), training=True)
 
 
+def test_a_functional_dropout_fixed_off_draws_nothing() -> None:
+    class Off(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = F.dropout(self.fc(x.flatten(1)), 0.5, False)
+            return torch.dropout(h, 0.5, False)
+
+    model = instrument(Off(), torch.randn(2, 1, 8, 8))
+    StackedModel([model, model]).check(torch.randn(2, 1, 8, 8), training=True)
+
+
 class SharedTensors(nn.Module):
     """An MLP whose two BatchNorm layers share their scale, or their running variance."""
 

@@ -474,6 +474,13 @@ def _weight_columns(by_columns: list[str], stat: str) -> list[str]:
     ]
 
 
+#: Settings of the evaluation alone, which do not change a trained model's weights.
+_EVALUATION_ONLY = ("eval_repeats", "recipe.eval_batch_size")
+#: Settings of the noise, which change the weights only of a noisy training.
+_NOISE_SETTINGS = ("noise", "order", "ratio", "placement", "sigma", "sigma_mul", "sigma_add",
+                   "gradient")  # fmt: skip
+
+
 def _configurations(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     """One hashable key per row: the values of ``columns`` (NaN equal to NaN)."""
     return pd.Series(
@@ -518,8 +525,15 @@ def weight_ratio_table(
     settings = [
         c
         for c in (*GROUP_COLUMNS, *OPTIONAL_GROUP_COLUMNS, "sigma", "sigma_mul", "sigma_add")
-        if c in frame and c not in group_a and c not in group_b and c not in by_columns
+        if c in frame and c not in (*group_a, *group_b, *by_columns, *_EVALUATION_ONLY)
     ]
+    # an inference-only experiment's model is its clean training: its noise settings are not
+    # the model's, so they do not tell its configuration apart
+    frame = frame.copy()
+    clean = ~frame["train_noise"].astype(bool)
+    for column in _NOISE_SETTINGS:
+        if column in settings:
+            frame[column] = frame[column].astype(object).where(~clean, None)
     rows = []
     parts = frame.groupby(by_columns, dropna=False, sort=True) if by_columns else [((), frame)]
     for key, part in parts:

@@ -436,9 +436,15 @@ def _activations(graph: fx.Graph) -> set[fx.Node]:
 
 
 def _changed_in_place(node: fx.Node) -> fx.Node | None:
-    """The tensor an in-place method (``h.add_(r)``, ``h.relu_()``) changes, else None."""
-    target = node.target
-    if node.op != "call_method" or not isinstance(target, str) or not target.endswith("_"):
+    """The tensor an in-place method or function (``h.add_(r)``, ``torch.relu_(h)``) changes,
+    else None."""
+    if node.op == "call_method":
+        name = node.target if isinstance(node.target, str) else ""
+    elif node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+    else:
+        return None
+    if not name.endswith("_") or name.endswith("__"):  # not operator.__iadd__ and such
         return None
     changed = node.args[0] if node.args else None
     return changed if isinstance(changed, fx.Node) else None

@@ -355,6 +355,9 @@ _RANDOM_FUNCTIONS = {
     torch.dropout, torch.bernoulli, torch.rand, torch.rand_like, torch.randn, torch.randn_like,
     torch.randint, torch.randint_like, torch.normal, torch.multinomial, torch.randperm,
 }  # fmt: skip
+#: The functional dropouts, whose third argument is ``training`` (``train``).
+_DROPOUTS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+             F.feature_alpha_dropout, torch.dropout}  # fmt: skip
 _RANDOM_METHODS = {"bernoulli", "bernoulli_", "normal_", "uniform_", "random_", "exponential_"}
 
 
@@ -373,7 +376,9 @@ def _random_layers(net: fx.GraphModule) -> list[str]:
             found.append(f"{type(module).__name__} {name}")
     for node in net.graph.nodes:
         if node.op == "call_function" and node.target in _RANDOM_FUNCTIONS:
-            if node.kwargs.get("training", True) is not False:
+            default = node.kwargs.get("training", node.kwargs.get("train", True))
+            training = node.args[2] if len(node.args) > 2 else default
+            if training is not False or node.target not in _DROPOUTS:
                 found.append(getattr(node.target, "__name__", str(node.target)))
         elif node.op == "call_method" and node.target in _RANDOM_METHODS:
             found.append(f".{node.target}()")
