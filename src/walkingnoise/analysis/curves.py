@@ -228,6 +228,26 @@ def iter_curves(curves: pd.DataFrame) -> Iterator[tuple[dict[str, Any], pd.DataF
         yield dict(zip(columns, key, strict=True)), part.sort_values("sigma", kind="stable")
 
 
+def shared_sigmas(curves: pd.DataFrame) -> set[float]:
+    """The σ that every curve of ``curves`` has (:func:`iter_curves`): where curves, such as
+    the sites of one walking group, can be compared at one σ. Empty if they share none."""
+    shared: set[float] | None = None
+    for _, curve in iter_curves(curves[curves["sigma"].notna()]):
+        sigmas = set(curve["sigma"].astype(float))
+        shared = sigmas if shared is None else shared & sigmas
+    return shared or set()
+
+
+def row_keys(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """One hashable key per row: the values of ``columns`` (NaN equal to NaN), to group or
+    match rows on several columns that may hold NaN."""
+    return pd.Series(
+        [repr(tuple(row)) for row in frame[columns].itertuples(index=False)],
+        index=frame.index,
+        dtype=object,
+    )
+
+
 def describe_group(group: dict[str, Any], *, skip: tuple[str, ...] = ()) -> str:
     """A short readable label: ``digits mlp BN additive noisy-train clamp=1 walking:3``."""
     parts = []

@@ -27,6 +27,8 @@ from walkingnoise.analysis.curves import (
     curve_group_columns,
     iter_curves,
     prepare_results,
+    row_keys,
+    shared_sigmas,
 )
 from walkingnoise.analysis.midpoint import (
     DEFAULT_FLOOR,
@@ -293,7 +295,7 @@ def format_mu(mu: float, err: float) -> str:
         return "n/a"
     if not math.isfinite(err) or err <= 0:
         return f"{mu:.3g} ± ?" if not math.isfinite(err) else f"{mu:.3g}"
-    if abs(mu) >= 1e5 or err >= 1e5 or (0 < abs(mu) < 1e-3):
+    if _scientific(mu) or err >= 1e5:
         return f"{mu:.2e} ± {err:.1e}"
     place = math.floor(math.log10(err)) - 1  # the error's second significant digit
     if place > 0:
@@ -301,6 +303,11 @@ def format_mu(mu: float, err: float) -> str:
         return f"{round(mu / step) * step:.0f} ± {round(err / step) * step:.0f}"
     digits = -place
     return f"{mu:.{digits}f} ± {err:.{digits}f}" if digits <= 6 else f"{mu:.3g} ± {err:.2g}"
+
+
+def _scientific(value: float) -> bool:
+    """Whether ``value`` reads better as ``1.23e+05`` than in fixed point."""
+    return abs(value) >= 1e5 or 0 < abs(value) < 1e-3
 
 
 #: A log-space fit whose error is at least this factor is shown as ``μ ×/÷ factor``.
@@ -311,11 +318,10 @@ def format_midpoint(mu: float, err: float, log10_err: float = math.nan) -> str:
     """μ with its error as it was fitted: ``μ ± err``, or ``μ ×/÷ f`` for a fit in log σ whose
     error is a factor f = 10^err(log10 μ) ≥ 1.5, where a symmetric ± would reach below zero
     or mislead (μ = 1000 with an error of one decade is 100…10,000, not 1000 ± 2300)."""
-    if not math.isfinite(mu) or not math.isfinite(log10_err) or log10_err <= 0:
+    wide = math.isfinite(log10_err) and log10_err >= math.log10(MULTIPLICATIVE_ERROR_FROM)
+    if not (math.isfinite(mu) and wide):
         return format_mu(mu, err)
-    if log10_err < math.log10(MULTIPLICATIVE_ERROR_FROM):
-        return format_mu(mu, err)
-    shown = f"{mu:.2e}" if abs(mu) >= 1e5 or 0 < abs(mu) < 1e-3 else f"{mu:.3g}"
+    shown = f"{mu:.2e}" if _scientific(mu) else f"{mu:.3g}"
     factor = f"{10.0**log10_err:.2g}" if log10_err < 5 else f"10^{log10_err:.3g}"
     return f"{shown} ×/÷ {factor}"
 
@@ -396,7 +402,7 @@ def preservation_table(data: pd.DataFrame, metric: str = "noisy_test_accuracy") 
     curves = _curves(data, metric)
     columns = curve_group_columns(curves)
     finite = curves[np.isfinite(curves["sigma"].to_numpy(dtype=float))]
-    family = _configurations(finite, [c for c in columns if c != "placement"])
+    family = row_keys(finite, [c for c in columns if c != "placement"])
     alone = finite["site"].isna() if "site" in finite else pd.Series(True, index=finite.index)
     # the sites of a walking group share one σ; any other curve (global noise) is its own
     family = family.where(~alone, family + finite["placement"].astype(str))
@@ -439,21 +445,15 @@ def preservation_table(data: pd.DataFrame, metric: str = "noisy_test_accuracy") 
 
 def _largest_common_sigma(curves: pd.DataFrame) -> dict[str, float]:
     """Per family (the ``_family`` column), the largest σ that every curve of it has."""
-    largest: dict[str, float] = {}
-    for family, part in curves.groupby("_family", sort=False):
-        shared: set[float] | None = None
-        for _, curve in part.groupby("placement", dropna=False, sort=False):
-            sigmas = set(curve["sigma"].astype(float))
-            shared = sigmas if shared is None else shared & sigmas
-        largest[str(family)] = max(shared) if shared else math.nan
-    return largest
+    return {
+        str(family): max(shared_sigmas(part), default=math.nan)
+        for family, part in curves.groupby("_family", sort=False)
+    }
 
 
 def _matches(frame: pd.DataFrame, selection: Mapping[str, Any]) -> pd.Series:
     mask = pd.Series(True, index=frame.index)
     for column, wanted in selection.items():
-        if column not in frame:
-            raise KeyError(f"no column {column!r} in the results to select {wanted!r} on")
         values = frame[column]
         if wanted is None or (isinstance(wanted, float) and math.isnan(wanted)):
             mask &= values.isna() | values.astype(str).isin(["", "None"])
@@ -479,15 +479,6 @@ _EVALUATION_ONLY = ("eval_repeats", "recipe.eval_batch_size")
 #: Settings of the noise, which change the weights only of a noisy training.
 _NOISE_SETTINGS = ("noise", "order", "ratio", "placement", "sigma", "sigma_mul", "sigma_add",
                    "gradient")  # fmt: skip
-
-
-def _configurations(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """One hashable key per row: the values of ``columns`` (NaN equal to NaN)."""
-    return pd.Series(
-        [repr(tuple(row)) for row in frame[columns].itertuples(index=False)],
-        index=frame.index,
-        dtype=object,
-    )
 
 
 def _natural(name: str) -> list[Any]:
@@ -528,8 +519,7 @@ def weight_ratio_table(
         if c in frame and c not in (*group_a, *group_b, *by_columns, *_EVALUATION_ONLY)
     ]
     # an inference-only experiment's model is its clean training: its noise settings are not
-    # the model's, so they do not tell its configuration apart
-    frame = frame.copy()
+    # the model's, so they do not tell its configuration apart (``frame`` is a copy already)
     clean = ~frame["train_noise"].astype(bool)
     for column in _NOISE_SETTINGS:
         if column in settings:
@@ -539,9 +529,7 @@ def weight_ratio_table(
     for key, part in parts:
         key = key if isinstance(key, tuple) else (key,)
         selected = {label: part[_matches(part, s)] for label, s in (("a", group_a), ("b", group_b))}
-        configurations = {
-            label: _configurations(chosen, settings) for label, chosen in selected.items()
-        }
+        configurations = {label: row_keys(chosen, settings) for label, chosen in selected.items()}
         shared = set(configurations["a"]) & set(configurations["b"])
         stats = {}
         for label, chosen in selected.items():

@@ -421,18 +421,29 @@ def _trace_both_modes(model: nn.Module) -> fx.Graph:
     return graph
 
 
-def _activations(graph: fx.Graph) -> set[fx.Node]:
-    """The nodes that compute activations: computed from the input and read later, directly
-    or (an in-place method such as ``h.add_(r)``) through the tensor they change.
+def _activations(graph: fx.Graph) -> dict[fx.Node, list[fx.Node]]:
+    """The nodes that compute activations, each with the later nodes that read the tensor it
+    changes in place (``h.add_(r)``: the reads of ``h`` after it; none for other nodes).
 
-    Not: sums of parameters or buffers (noise there would be one draw for the whole batch),
-    nor a result nothing reads (a buffer's in-place update, whose noise would go nowhere).
+    An activation is computed from the input and read later, directly or through the tensor
+    it changes. Not: sums of parameters or buffers (noise there would be one draw for the
+    whole batch), nor a result nothing reads (a buffer's in-place update, whose noise would
+    go nowhere).
     """
+    order = {node: i for i, node in enumerate(graph.nodes)}
     from_input: set[fx.Node] = set()
+    activations: dict[fx.Node, list[fx.Node]] = {}
     for node in graph.nodes:
-        if node.op == "placeholder" or any(n in from_input for n in node.all_input_nodes):
-            from_input.add(node)
-    return {node for node in from_input if node.users or _readers_after(node)}
+        if node.op != "placeholder" and not any(n in from_input for n in node.all_input_nodes):
+            continue
+        from_input.add(node)
+        changed = _changed_in_place(node)
+        readers = []
+        if changed is not None:
+            readers = [u for u in changed.users if u is not node and order[u] > order[node]]
+        if node.users or readers:
+            activations[node] = readers
+    return activations
 
 
 def _changed_in_place(node: fx.Node) -> fx.Node | None:
@@ -448,15 +459,6 @@ def _changed_in_place(node: fx.Node) -> fx.Node | None:
         return None
     changed = node.args[0] if node.args else None
     return changed if isinstance(changed, fx.Node) else None
-
-
-def _readers_after(node: fx.Node) -> list[fx.Node]:
-    """The nodes after ``node`` that read the tensor it changes in place."""
-    changed = _changed_in_place(node)
-    if changed is None:
-        return []
-    order = {n: i for i, n in enumerate(node.graph.nodes)}
-    return [u for u in changed.users if u is not node and order[u] > order[node]]
 
 
 def _instrument_fx(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str]) -> NoisyModel:
@@ -482,14 +484,13 @@ def _instrument_fx(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str
     ]
     gm.add_module("noise_sites", nn.ModuleList(sites))
     for i, (node, *_rest) in enumerate(chosen):
-        readers = _readers_after(node)
         with graph.inserting_after(node):
             site_node = graph.call_module(f"noise_sites.{i}", (node,))
         node.replace_all_uses_with(
             site_node, delete_user_cb=lambda user, s=site_node: user is not s
         )
-        changed = _changed_in_place(node)
-        for reader in readers:  # after h.add_(r), later reads of h see the noisy value
+        for reader in activations.get(node, ()):  # after h.add_(r), reads of h see the noise
+            changed = _changed_in_place(node)
             assert changed is not None
             reader.replace_input_with(changed, site_node)
     graph.lint()

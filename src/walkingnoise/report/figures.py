@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from walkingnoise.analysis.curves import curve_group_columns, describe_group, iter_curves
+from walkingnoise.analysis.curves import (
+    curve_group_columns,
+    describe_group,
+    iter_curves,
+    row_keys,
+    shared_sigmas,
+)
 from walkingnoise.analysis.midpoint import choose_space, predict
 
 if TYPE_CHECKING:
@@ -357,13 +363,9 @@ def nearest_sigma(curves: pd.DataFrame, target: float) -> float:
     """The measured σ closest to ``target`` (in log σ when all σ are positive) that every
     curve of ``curves`` has, so that curves are compared at one σ; any measured σ where
     they share none."""
-    sigma = np.unique(curves["sigma"].dropna().to_numpy(dtype=float))
-    shared = None
-    for _, curve in iter_curves(curves[curves["sigma"].notna()]):
-        values = set(curve["sigma"].astype(float))
-        shared = values if shared is None else shared & values
-    if shared:
-        sigma = np.array(sorted(shared))
+    shared = shared_sigmas(curves)
+    measured = curves["sigma"].dropna().to_numpy(dtype=float)
+    sigma = np.array(sorted(shared)) if shared else np.unique(measured)
     if not sigma.size:
         return math.nan
     if (sigma > 0).all() and target > 0:
@@ -392,8 +394,7 @@ def site_accuracy_figure(
     series_columns = [c for c in curve_group_columns(curves) if c != "placement"]
     shared: dict[str, float] = {}  # per series (the sites of one group): the σ they share
     if not walking.empty:
-        keys = [repr(k) for k in walking[series_columns].itertuples(index=False)]
-        walking = walking.assign(_series=keys)
+        walking = walking.assign(_series=row_keys(walking, series_columns))
         for key, part in walking.groupby("_series", sort=False):
             shared[str(key)] = nearest_sigma(part, sigma)
     rows = []

@@ -184,7 +184,7 @@ class ProcessExecutor(Executor):
     def close(self, *, abort: bool = False) -> None:
         """Shut the pool down, cancelling queued tasks; ``abort`` ends the workers at once
         rather than waiting minutes for tasks whose results nobody will record."""
-        if abort:
+        if abort:  # the pool has no public way to end its workers before Python 3.14
             for process in list((getattr(self._pool, "_processes", None) or {}).values()):
                 process.terminate()
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -349,20 +349,15 @@ def _once(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.
     return out.expand(x.shape[0], *out.shape[1:])
 
 
-#: Functions and tensor methods that draw random numbers (besides the noise sites).
-_RANDOM_FUNCTIONS = {
-    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
-    torch.dropout, torch.bernoulli, torch.rand, torch.rand_like, torch.randn, torch.randn_like,
-    torch.randint, torch.randint_like, torch.normal, torch.multinomial, torch.randperm,
-}  # fmt: skip
 #: The functional dropouts, whose third argument is ``training`` (``train``).
 _DROPOUTS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
              F.feature_alpha_dropout, torch.dropout}  # fmt: skip
+#: Functions and tensor methods that draw random numbers (besides the noise sites).
+_RANDOM_FUNCTIONS = _DROPOUTS | {
+    torch.bernoulli, torch.rand, torch.rand_like, torch.randn, torch.randn_like,
+    torch.randint, torch.randint_like, torch.normal, torch.multinomial, torch.randperm,
+}  # fmt: skip
 _RANDOM_METHODS = {"bernoulli", "bernoulli_", "normal_", "uniform_", "random_", "exponential_"}
-
-
-def _is_dropout(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.dropout._DropoutNd)
 
 
 def _random_layers(net: fx.GraphModule) -> list[str]:
@@ -371,7 +366,8 @@ def _random_layers(net: fx.GraphModule) -> list[str]:
     or methods (a functional dropout whose ``training`` is fixed False draws nothing)."""
     found = []
     for name, module in net.named_modules():  # also inside leaf modules (attention, RReLU)
-        rate = module.p if _is_dropout(module) else getattr(module, "dropout", None)
+        dropout = isinstance(module, nn.modules.dropout._DropoutNd)
+        rate = module.p if dropout else getattr(module, "dropout", None)
         if isinstance(module, nn.RReLU) or (isinstance(rate, float) and rate > 0):
             found.append(f"{type(module).__name__} {name}")
     for node in net.graph.nodes:
