@@ -132,10 +132,6 @@ def test_experiment_is_frozen() -> None:
         ({"recipe": {"clamp": True}}, "expected a number, got true"),
         ({"distillation": {"temperature": True}}, "expected a number, got true"),
         ({"distillation": {"alpha": False}}, "expected a number, got false"),
-        (
-            {"dataset": "speech_commands", "model": "cnn_s", "recipe": {"augment": True}},
-            "recipe.augment: not available for speech_commands",
-        ),
     ],
     ids=lambda value: str(value) if isinstance(value, dict) else "",
 )

@@ -10,7 +10,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from walkingnoise._numbers import no_bool
-from walkingnoise.data.augmentation import UNAVAILABLE
 from walkingnoise.data.registry import dataset_names
 from walkingnoise.models.registry import model_names
 from walkingnoise.noise.models import (
@@ -104,13 +103,6 @@ class Experiment(BaseModel):
         if not math.isfinite(value):
             raise ValueError(f"weight_noise must be finite and ≥ 0, got {value}")
         return value
-
-    @model_validator(mode="after")
-    def _augmentation_available(self) -> Experiment:
-        reason = UNAVAILABLE.get(self.dataset)
-        if self.recipe.augment and reason is not None:
-            raise ValueError(f"recipe.augment: not available for {self.dataset}: {reason}")
-        return self
 
     @model_validator(mode="after")
     def _sigma_fits(self) -> Experiment:

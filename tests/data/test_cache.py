@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from walkingnoise.data.cache import ArrayCache, fingerprint_files, settings_key
+from walkingnoise.data.cache import (
+    ArrayCache,
+    MappedArrayCache,
+    fingerprint_files,
+    settings_key,
+)
 
 
 def _arrays() -> dict[str, np.ndarray]:
@@ -111,3 +116,76 @@ def test_unwritable_cache_dir_still_returns_arrays(tmp_path: Path) -> None:
     assert result.hit is False
     assert result.path is None
     np.testing.assert_array_equal(result.arrays["y"], [1, 0])
+
+
+# --- memory-mapped entries ---------------------------------------------------------------------
+
+
+def test_mapped_cache_builds_once_and_maps_the_stored_arrays(tmp_path: Path) -> None:
+    cache = MappedArrayCache(tmp_path / "cache", "big")
+    calls = []
+
+    def build() -> dict[str, np.ndarray]:
+        calls.append(1)
+        return _arrays()
+
+    miss = cache.get_or_build("s" * 64, "f" * 64, build)
+    hit = cache.get_or_build("s" * 64, "f" * 64, build)
+    assert (miss.hit, hit.hit, len(calls)) == (False, True, 1)
+    assert miss.path == hit.path == tmp_path / "cache" / f"big-{'s' * 16}-{'f' * 16}"
+    for result in (miss, hit):
+        assert set(result.arrays) == {"x", "y"}
+        for key, value in _arrays().items():
+            assert isinstance(result.arrays[key], np.memmap), key
+            np.testing.assert_array_equal(result.arrays[key], value)
+        assert not result.arrays["x"].flags.writeable
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [miss.path.name]
+
+
+def test_mapped_cache_replaces_entries_of_other_files_and_ignores_incomplete_ones(
+    tmp_path: Path,
+) -> None:
+    cache = MappedArrayCache(tmp_path, "big")
+    old = cache.store("a" * 64, "1" * 64, _arrays())
+    other_settings = cache.store("b" * 64, "1" * 64, _arrays())
+    new = cache.store("a" * 64, "2" * 64, _arrays())
+    assert old is not None
+    assert other_settings is not None
+    assert new is not None
+    assert not old.exists()
+    assert other_settings.exists()
+    assert new.exists()
+    # A folder without its key file was never completed: it is rebuilt, not read.
+    (new / "__cache_key__.txt").unlink()
+    assert cache.load("a" * 64, "2" * 64) is None
+    rebuilt = cache.get_or_build("a" * 64, "2" * 64, _arrays)
+    assert rebuilt.hit is False
+    assert cache.load("a" * 64, "2" * 64) is not None
+    # A key file of other settings (same 16-character prefixes) is not trusted.
+    (new / "__cache_key__.txt").write_text("a" * 64 + "/" + "2" * 63 + "9")
+    assert cache.load("a" * 64, "2" * 64) is None
+
+
+def test_mapped_cache_keeps_an_entry_another_process_stored_meanwhile(tmp_path: Path) -> None:
+    cache = MappedArrayCache(tmp_path, "big")
+    first = cache.store("a" * 64, "1" * 64, _arrays())
+    assert first is not None
+    before = (first / "x.npy").stat().st_mtime_ns
+    second = cache.store("a" * 64, "1" * 64, {"x": np.zeros(3), "y": np.zeros(1)})
+    assert second == first
+    assert (first / "x.npy").stat().st_mtime_ns == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
+
+
+def test_mapped_cache_interrupted_write_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = MappedArrayCache(tmp_path, "big")
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", explode)
+    with pytest.raises(KeyboardInterrupt):
+        cache.store("a" * 64, "1" * 64, _arrays())
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,8 @@
 A dataset names its augmentation (``InMemoryDataset.augmentation``); training applies it to
 each training batch when the recipe asks for it (``Recipe.augment``), drawing from a generator
 of its own so that the batches (their order) stay those of training without augmentation.
+Images are augmented here; speech, whose augmentation acts on the waveforms before the
+features, in :mod:`walkingnoise.data.speech_augmentation`.
 """
 
 from __future__ import annotations
@@ -14,19 +16,17 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["UNAVAILABLE", "Augmentation", "RandomCropFlip", "augmentation_generator", "black"]
-
-UNAVAILABLE = {
-    "speech_commands": "its published augmentation (background noise, time shift) changes the "
-    "waveforms before the MFCC features, which this project computes once and caches",
-}
-"""Datasets whose published augmentation is not implemented, with the reason."""
+__all__ = ["Augmentation", "RandomCropFlip", "augmentation_generator", "black"]
 
 
 class Augmentation(Protocol):
-    """Maps a batch (B, ...) to an augmented batch of the same shape, drawing from ``generator``."""
+    """Maps a training batch (B, ...) to an augmented batch of the same shape, drawing from
+    ``generator``. ``index`` (B,) holds the batch's positions in the training split, for an
+    augmentation that starts from the data the inputs were computed from (speech: waveforms)."""
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator, *, index: torch.Tensor
+    ) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,10 @@ class RandomCropFlip:
     padding: int = 4
     fill: tuple[float, ...] = (0.0,)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Crop and flip each image of ``x`` (B, C, H, W) independently."""
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator, *, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Crop and flip each image of ``x`` (B, C, H, W) independently (``index`` unused)."""
         if x.ndim != 4:
             raise ValueError(f"RandomCropFlip needs images (B, C, H, W), not {tuple(x.shape)}")
         b, c, h, w = x.shape

@@ -1,10 +1,14 @@
-"""A cache of preprocessed arrays (``.npz``) keyed by the settings and the source files.
+"""A cache of preprocessed arrays keyed by the settings and the source files.
+
+Small arrays live in one ``.npz`` per entry (:class:`ArrayCache`); arrays too large to hold once
+per process live in a folder of ``.npy`` files read memory-mapped (:class:`MappedArrayCache`),
+so that the workers of a sweep share one copy in the page cache.
 
 The key has two parts: a hash of the settings (feature parameters, loader version, …) and a
 fingerprint of the source files (relative path plus size and modification time, or plus a hash of
-the content). Either changing gives another file name, so a stale entry is never read; entries
-with the same settings but other source files are removed when a new one is written. Files are
-written to a temporary name and renamed, so a crash never leaves a truncated entry behind.
+the content). Either changing gives another name, so a stale entry is never read; entries with
+the same settings but other source files are removed when a new one is written. Entries are
+written under a temporary name and renamed, so a crash never leaves a truncated entry behind.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -27,6 +32,7 @@ __all__ = [
     "ArrayCache",
     "CacheResult",
     "Fingerprint",
+    "MappedArrayCache",
     "fingerprint_files",
     "settings_key",
 ]
@@ -145,3 +151,73 @@ class ArrayCache:
         logger.info("cache miss: building %s", self.path(settings, files))
         arrays = build()
         return CacheResult(arrays, hit=False, path=self.store(settings, files, arrays))
+
+
+class MappedArrayCache(ArrayCache):
+    """Folders ``<name>-<settings key>-<files key>/`` of ``.npy`` files, loaded memory-mapped
+    (read-only): for arrays of gigabytes that every worker process reads from one copy."""
+
+    def path(self, settings: str, files: str) -> Path:
+        """Folder of the entry for these keys."""
+        return self.directory / f"{self.name}-{settings[:16]}-{files[:16]}"
+
+    def load(self, settings: str, files: str) -> dict[str, np.ndarray] | None:
+        """The cached arrays, memory-mapped, or None (absent, unreadable or another key)."""
+        path = self.path(settings, files)
+        key_file = path / f"{_KEY_ENTRY}.txt"
+        if not key_file.is_file():
+            return None
+        try:
+            if key_file.read_text(encoding="utf-8") != f"{settings}/{files}":
+                logger.warning("ignoring cache %s: written for other settings or files", path)
+                return None
+            return {
+                array.stem: np.load(array, mmap_mode="r", allow_pickle=False)
+                for array in sorted(path.glob("*.npy"))
+            }
+        except (OSError, ValueError, UnicodeDecodeError) as error:
+            logger.warning("ignoring unreadable cache %s: %s", path, error)
+            return None
+
+    def store(self, settings: str, files: str, arrays: Mapping[str, np.ndarray]) -> Path | None:
+        """Write the entry's folder atomically and drop older ones of these settings; None if
+        unwritable. The key is written last, so a folder without it was never completed."""
+        path = self.path(settings, files)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=self.directory, prefix=f".{path.name}."))
+            try:
+                for name, array in arrays.items():
+                    with (staging / f"{name}.npy").open("wb") as stream:
+                        np.save(stream, array, allow_pickle=False)
+                        stream.flush()
+                        os.fsync(stream.fileno())
+                (staging / f"{_KEY_ENTRY}.txt").write_text(f"{settings}/{files}", encoding="utf-8")
+                if path.exists():  # another process stored it meanwhile, or a broken leftover
+                    if self.load(settings, files) is not None:
+                        shutil.rmtree(staging)
+                        return path
+                    shutil.rmtree(path)
+                os.rename(staging, path)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        except OSError as error:
+            logger.warning("cannot write cache %s (%s); continuing without it", path, error)
+            return None
+        for old in self.directory.glob(f"{self.name}-{settings[:16]}-*"):
+            if old != path and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+                logger.info("removed stale cache %s", old)
+        return path
+
+    def get_or_build(
+        self, settings: str, files: str, build: Callable[[], dict[str, np.ndarray]]
+    ) -> CacheResult:
+        """As :meth:`ArrayCache.get_or_build`; built arrays are mapped back from the stored
+        entry, so the building process does not keep its copy either."""
+        result = super().get_or_build(settings, files, build)
+        if result.hit or result.path is None:
+            return result
+        mapped = self.load(settings, files)
+        return result if mapped is None else CacheResult(mapped, hit=False, path=result.path)

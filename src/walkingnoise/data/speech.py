@@ -30,16 +30,21 @@ Classes (in this order): the ten keywords yes, no, up, down, left, right, on, of
   max(x)``), zero-padded or cut to 1 s, then :func:`walkingnoise.data.mfcc.mfcc` (49 frames ×
   10 coefficients). The MLPerf time shift with fixed offset 2 is the identity and is omitted.
   Inputs are (N, 1, 10, 49): channel, coefficient, frame — what the ``cnn_s`` model takes.
-- **No augmentation** here: background mixing (probability 0.8, volume up to 0.1) and random time
-  shifts are training-time augmentations (recorded in ``metadata["paper_augmentation"]``).
+- **Augmentation** (``Recipe.augment``): background mixing (probability 0.8, volume up to 0.1)
+  and random time shifts of up to 100 ms, on the waveforms of the training clips, whose
+  features are then computed again (:mod:`walkingnoise.data.speech_augmentation`). The loader
+  itself never augments.
 
 Features are cached in ``<dataset dir>/.walkingnoise-cache/`` (or, when that directory is not
 writable, ``~/.cache/walkingnoise/features/``), keyed by the feature and silence settings, the
 loader version and a fingerprint of every WAV and list file (see :mod:`walkingnoise.data.cache`).
+The first augmented training stores the training split's waveforms there too (16-bit, about
+2.8 GB for the full dataset), which every process then reads memory-mapped.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -53,7 +58,13 @@ from tqdm.auto import tqdm
 
 from walkingnoise._progress import bar_disabled
 from walkingnoise.data.audio import read_wav, require_soundfile
-from walkingnoise.data.cache import CACHE_DIR_NAME, ArrayCache, Fingerprint, fingerprint_files
+from walkingnoise.data.cache import (
+    CACHE_DIR_NAME,
+    ArrayCache,
+    Fingerprint,
+    MappedArrayCache,
+    fingerprint_files,
+)
 from walkingnoise.data.cache import settings_key as make_settings_key
 from walkingnoise.data.class_weights import inverse_density_weights
 from walkingnoise.data.dataset import InMemoryDataset, Split
@@ -61,6 +72,7 @@ from walkingnoise.data.download import RemoteFile, locate_or_download
 from walkingnoise.data.errors import DatasetFormatError, one_line
 from walkingnoise.data.mfcc import MfccSettings, mfcc
 from walkingnoise.data.registry import SPLIT_SEED, data_root, register_dataset
+from walkingnoise.data.speech_augmentation import PCM_SCALE, SpeechAugmentation
 from walkingnoise.data.status import DatasetStatus
 
 __all__ = [
@@ -202,10 +214,24 @@ def prepare_clip(samples: np.ndarray, clip_samples: int) -> np.ndarray:
     """
     clip = np.zeros(clip_samples, dtype=np.float32)
     part = samples[:clip_samples].astype(np.float32)
+    clip[: part.size] = part / _peak(samples)
+    return clip
+
+
+def _peak(samples: np.ndarray) -> float:
+    """What :func:`prepare_clip` divides a recording by (1.0: left as is)."""
     peak = float(samples.max()) if samples.size else 0.0
     if peak <= 0.0 and samples.size:
         peak = float(np.abs(samples).max())
-    clip[: part.size] = part / peak if peak > 0.0 else part
+    return peak if peak > 0.0 else 1.0
+
+
+def _pcm(samples: np.ndarray, clip_samples: int) -> np.ndarray:
+    """The first ``clip_samples`` samples as 16-bit integers, zero-padded (exact for the
+    16-bit WAVs of the dataset, whose float samples are integers / 32768)."""
+    clip = np.zeros(clip_samples, dtype=np.int16)
+    part = np.rint(samples[:clip_samples].astype(np.float64) * PCM_SCALE)
+    clip[: part.size] = part.clip(-PCM_SCALE, PCM_SCALE - 1)
     return clip
 
 
@@ -244,22 +270,31 @@ def _word_features(
     return out
 
 
-def _silence_clips(
+@dataclass(frozen=True)
+class _SilenceCut:
+    """Where a silence clip is cut: background recording, first sample, and its volume."""
+
+    recording: int
+    offset: int
+    volume: float
+
+
+def _silence_cuts(
     backgrounds: Sequence[np.ndarray],
     split: str,
     count: int,
     settings: MfccSettings,
     volume: tuple[float, float],
     source: Path,
-) -> np.ndarray:
-    """``count`` silence clips of ``split`` cut from its region of the background recordings."""
+) -> list[_SilenceCut]:
+    """Where the ``count`` silence clips of ``split`` lie in its region of the recordings."""
     clip = settings.clip_samples
     start_fraction, end_fraction = SILENCE_REGIONS[split]
     regions = []
-    for samples in backgrounds:
+    for r, samples in enumerate(backgrounds):
         lo, hi = int(len(samples) * start_fraction), int(len(samples) * end_fraction)
         if hi - lo >= clip:
-            regions.append((samples, lo, hi))
+            regions.append((r, lo, hi))
     if count and not regions:
         raise DatasetFormatError(
             f"{source}: background recordings too short to cut {settings.clip_ms} ms silence "
@@ -267,12 +302,38 @@ def _silence_clips(
             f"{end_fraction - start_fraction:.0%} to span a clip)"
         )
     rng = np.random.default_rng([SPLIT_SEED, SPLITS.index(split)])
-    out = np.empty((count, clip), dtype=np.float32)
+    cuts = []
     for i in range(count):
-        samples, lo, hi = regions[i % len(regions)]
+        r, lo, hi = regions[i % len(regions)]
         offset = int(rng.integers(lo, hi - clip + 1))
-        out[i] = prepare_clip(samples[offset : offset + clip], clip) * rng.uniform(*volume)
+        cuts.append(_SilenceCut(r, offset, rng.uniform(*volume)))
+    return cuts
+
+
+def _silence_clips(
+    backgrounds: Sequence[np.ndarray], cuts: Sequence[_SilenceCut], clip: int
+) -> np.ndarray:
+    """The silence clips at ``cuts``: each scaled to peak 1, then by its volume."""
+    out = np.empty((len(cuts), clip), dtype=np.float32)
+    for i, cut in enumerate(cuts):
+        segment = backgrounds[cut.recording][cut.offset : cut.offset + clip]
+        out[i] = prepare_clip(segment, clip) * cut.volume
     return out
+
+
+def _split_silence(
+    index: SpeechIndex,
+    split: str,
+    backgrounds: Sequence[np.ndarray],
+    settings: MfccSettings,
+    silence_fraction: float,
+    silence_volume: tuple[float, float],
+) -> list[_SilenceCut]:
+    """The silence clips of ``split``: ``ceil(silence_fraction × its keyword clips)`` cuts."""
+    n_keywords = sum(label < len(KEYWORDS) for _, label in index.splits[split])
+    count = math.ceil(silence_fraction * n_keywords)
+    source = index.directory / BACKGROUND_DIR
+    return _silence_cuts(backgrounds, split, count, settings, silence_volume, source)
 
 
 def _build(
@@ -289,16 +350,9 @@ def _build(
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS:
         labels = np.array([label for _, label in index.splits[split]], dtype=np.int64)
-        n_keywords = int((labels < len(KEYWORDS)).sum())
-        n_silence = math.ceil(silence_fraction * n_keywords)
-        silence = _silence_clips(
-            backgrounds,
-            split,
-            n_silence,
-            settings,
-            silence_volume,
-            index.directory / BACKGROUND_DIR,
-        )
+        cuts = _split_silence(index, split, backgrounds, settings, silence_fraction, silence_volume)
+        n_silence = len(cuts)
+        silence = _silence_clips(backgrounds, cuts, settings.clip_samples)
         arrays[f"x_{split}"] = np.concatenate(
             [_word_features(index, split, settings, progress), _features(silence, settings)]
         )
@@ -309,6 +363,79 @@ def _build(
             "speech_commands %s: %d recordings, %d silence clips", split, len(labels), n_silence
         )
     return arrays
+
+
+def _training_waveforms(
+    index: SpeechIndex,
+    settings: MfccSettings,
+    silence_fraction: float,
+    silence_volume: tuple[float, float],
+    progress: bool | None,
+) -> dict[str, np.ndarray]:
+    """The training split's clips in the order of its features, as
+    :class:`~walkingnoise.data.speech_augmentation.SpeechAugmentation` reads them, and the
+    training region of every background recording."""
+    clip = settings.clip_samples
+    backgrounds = [
+        read_wav(index.directory / rel, settings.sample_rate) for rel in index.background
+    ]
+    items = index.splits["train"]
+    cuts = _split_silence(index, "train", backgrounds, settings, silence_fraction, silence_volume)
+    n = len(items) + len(cuts)
+    samples = np.zeros((n, clip), dtype=np.int16)
+    peaks = np.ones(n, dtype=np.float32)
+    volumes = np.ones(n, dtype=np.float32)
+    for i, (rel, _) in enumerate(
+        tqdm(
+            items,
+            desc="speech_commands train waveforms",
+            unit="clip",
+            disable=bar_disabled(progress),
+            leave=False,
+        )
+    ):
+        recording = read_wav(index.directory / rel, settings.sample_rate)
+        samples[i], peaks[i] = _pcm(recording, clip), _peak(recording)
+    for i, cut in enumerate(cuts, start=len(items)):
+        segment = backgrounds[cut.recording][cut.offset : cut.offset + clip]
+        samples[i], peaks[i], volumes[i] = _pcm(segment, clip), _peak(segment), cut.volume
+    start_fraction, end_fraction = SILENCE_REGIONS["train"]
+    regions = [b[int(len(b) * start_fraction) : int(len(b) * end_fraction)] for b in backgrounds]
+    ends = np.cumsum([len(r) for r in regions], dtype=np.int64)
+    return {
+        "samples": samples,
+        "peaks": peaks,
+        "volumes": volumes,
+        "background": np.concatenate(regions).astype(np.float32),
+        "background_bounds": np.stack([ends - [len(r) for r in regions], ends], axis=1),
+    }
+
+
+def _augmentation_clips(
+    index: SpeechIndex,
+    settings: MfccSettings,
+    silence_fraction: float,
+    silence_volume: tuple[float, float],
+    progress: bool | None,
+    cache: tuple[Path, str, str] | None,
+) -> dict[str, np.ndarray]:
+    """The training waveforms, memory-mapped from the cache ``(folder, settings key, files
+    key)`` (built there on first use), or built in memory when there is no cache."""
+
+    def build() -> dict[str, np.ndarray]:
+        logger.info(
+            "speech_commands: reading the training waveforms for augmentation (once; cached)"
+        )
+        return _training_waveforms(index, settings, silence_fraction, silence_volume, progress)
+
+    if cache is None:
+        return build()
+    folder, settings_key, files_key = cache
+    return (
+        MappedArrayCache(folder, "speech_commands-waveforms")
+        .get_or_build(settings_key, files_key, build)
+        .arrays
+    )
 
 
 def _cache_dir(directory: Path, cache: bool | str | Path) -> Path | None:
@@ -333,6 +460,9 @@ def load_speech_commands(
     fingerprint: Fingerprint = "stat",
     download: bool | Sequence[RemoteFile] = False,
     progress: bool | None = None,
+    background_frequency: float = 0.8,
+    background_volume: float = 0.1,
+    time_shift_ms: float = 100.0,
 ) -> InMemoryDataset:
     """Load Speech Commands v2 as MLPerf Tiny's 12-class task: (N, 1, 10, 49) MFCCs.
 
@@ -346,6 +476,10 @@ def load_speech_commands(
             or ``content`` (hash of every byte; slower).
         download: fetch and extract the official archive (2.4 GB) when missing.
         progress: progress bars while computing features (default: on a terminal).
+        background_frequency, background_volume, time_shift_ms: the training augmentation
+            (``Recipe.augment``; see :mod:`walkingnoise.data.speech_augmentation`): the share
+            of clips that get background noise, its largest volume, and the largest time
+            shift. The published values are the defaults.
 
     Raises:
         ImportError: soundfile is not installed (``pip install 'walkingnoise[speech]'``).
@@ -379,12 +513,30 @@ def load_speech_commands(
         return _build(index, settings, silence_fraction, (float(low), float(high)), progress)
 
     cache_dir = _cache_dir(directory, cache)
+    waveform_cache = None
     if cache_dir is None:
         arrays, hit, cache_path = build(), False, None
     else:
         files_key = fingerprint_files(directory, index.relpaths(), fingerprint)
         result = ArrayCache(cache_dir, "speech_commands").get_or_build(key, files_key, build)
         arrays, hit, cache_path = result.arrays, result.hit, result.path
+        waveforms_key = make_settings_key({"waveforms_of": key, "format": 1})
+        waveform_cache = (cache_dir, waveforms_key, files_key)
+    augmentation = SpeechAugmentation(
+        clips=functools.partial(
+            _augmentation_clips,
+            index,
+            settings,
+            silence_fraction,
+            (float(low), float(high)),
+            progress,
+            waveform_cache,
+        ),
+        settings=settings,
+        background_frequency=background_frequency,
+        background_volume=background_volume,
+        time_shift_ms=time_shift_ms,
+    )
     splits = {
         split: Split(torch.from_numpy(arrays[f"x_{split}"]), torch.from_numpy(arrays[f"y_{split}"]))
         for split in SPLITS
@@ -396,11 +548,13 @@ def load_speech_commands(
         test=splits["test"],
         class_names=SPEECH_CLASS_NAMES,
         class_weights=inverse_density_weights(splits["train"].y, len(SPEECH_CLASS_NAMES)),
+        augmentation=augmentation,
         metadata={
             "normalization": None,
             "features": f"MFCC {settings.num_coefficients}x{settings.num_frames} (MLPerf Tiny KWS)",
             "paper_augmentation": "background noise mixed in with probability 0.8 at volume "
-            "U(0, 0.1), random time shift (training only; MLPerf Tiny KWS)",
+            "U(0, 0.1), random time shift of up to 100 ms (training only; TensorFlow's "
+            "speech_commands example, MLPerf Tiny KWS)",
             "source": str(directory),
             "cache": {"hit": hit, "path": str(cache_path) if cache_path else None},
         },

@@ -128,7 +128,7 @@ def train_model(
                 continue  # the one-sample remainder of an epoch: BatchNorm cannot normalise it
             x, y = train.x[index], train.y[index]
             if augmentation is not None:
-                x = augmentation(x, augment_with)
+                x = augmentation(x, augment_with, index=index)
             logits = model(x)
             if loss is None:
                 batch_loss = F.cross_entropy(logits, y, weight=class_weights)

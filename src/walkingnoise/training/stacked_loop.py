@@ -74,14 +74,16 @@ def train_stacked(
                 y = train.y.index_select(0, index[0]).expand(k_models, size)
                 x = train.x.index_select(0, index[0])
                 if augmentation is not None:
-                    x = augmentation(x, augment_with[0])
+                    x = augmentation(x, augment_with[0], index=index[0])
                 logits = stack(x, shared=True)
             else:
                 flat = index.reshape(-1)
                 x = train.x.index_select(0, flat).view(k_models, size, *train.x.shape[1:])
                 y = train.y.index_select(0, flat).view(k_models, size)
                 if augmentation is not None:
-                    x = torch.stack([augmentation(x[k], g) for k, g in enumerate(augment_with)])
+                    x = torch.stack(
+                        [augmentation(x[k], g, index=index[k]) for k, g in enumerate(augment_with)]
+                    )
                 logits = stack(x, owned=True)
             per_model, predicted = _mean_cross_entropy(logits, y, class_weights)
             optimizer.zero_grad(set_to_none=True)

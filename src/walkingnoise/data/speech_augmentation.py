@@ -1,0 +1,178 @@
+"""Training augmentation of keyword spotting: time shift and background noise on the waveforms.
+
+TensorFlow's speech_commands example, whose input pipeline MLPerf Tiny KWS and the Walking Noise
+paper follow, augments every training clip before computing its features: the clip is shifted
+in time by a whole number of samples drawn uniformly from [-shift, shift) (100 ms; the gap is
+zero-filled), a one-second stretch of a randomly chosen background recording at a random offset
+is mixed in at a volume drawn from U(0, 0.1) with probability 0.8 (else at volume 0), and the sum
+is clipped to [-1, 1]. The features are then computed again from the mixed clip.
+
+The clips come from the training split's waveforms, which the dataset keeps memory-mapped next to
+its feature cache (built once, on the first augmented batch): 16-bit samples with each clip's
+peak and volume, so that a clip is ``samples / 32768 / peak * volume``, the waveform its cached
+features were computed from. Background noise is taken from the training region of each
+background recording only (the first 80 %, see :mod:`walkingnoise.data.speech`), so no
+validation or test silence is heard in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from walkingnoise.data.mfcc import MfccSettings, mfcc
+
+__all__ = ["MixingDraws", "SpeechAugmentation"]
+
+PCM_SCALE = 32768.0
+"""16-bit samples are stored as ``round(x × 32768)``, as a 16-bit WAV holds them."""
+
+
+@dataclass
+class SpeechAugmentation:
+    """Shift each clip in time, mix background noise into it, and compute its MFCCs again.
+
+    Attributes:
+        clips: loads the training waveforms (called once, on the first batch): arrays
+            ``samples`` (N, clip) int16, ``peaks`` (N,) and ``volumes`` (N,) float32, and
+            ``background`` (all recordings' training regions, one after another) with
+            ``background_bounds`` (R, 2), each region's [start, end) in ``background``.
+        settings: the feature settings of the dataset.
+        background_frequency: probability that a clip gets background noise.
+        background_volume: the largest volume of the noise mixed in (uniform from 0).
+        time_shift_ms: clips move by up to this much, earlier or later.
+    """
+
+    clips: Callable[[], Mapping[str, np.ndarray]]
+    settings: MfccSettings
+    background_frequency: float = 0.8
+    background_volume: float = 0.1
+    time_shift_ms: float = 100.0
+    _loaded: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.background_frequency <= 1.0:
+            raise ValueError(
+                f"background_frequency must be in [0, 1], got {self.background_frequency}"
+            )
+        if not self.background_volume >= 0.0:
+            raise ValueError(f"background_volume must be ≥ 0, got {self.background_volume}")
+        if not self.time_shift_ms >= 0.0:
+            raise ValueError(f"time_shift_ms must be ≥ 0, got {self.time_shift_ms}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the loaded (memory-mapped) arrays; a copy loads them again."""
+        return {**self.__dict__, "_loaded": None}
+
+    @property
+    def shift_samples(self) -> int:
+        """The largest time shift in samples."""
+        return round(self.time_shift_ms * self.settings.sample_rate / 1000)
+
+    def _arrays(self) -> dict[str, Any]:
+        if self._loaded is None:
+            arrays = self.clips()
+            bounds = np.asarray(arrays["background_bounds"], dtype=np.int64).reshape(-1, 2)
+            self._loaded = {
+                "samples": arrays["samples"],
+                "peaks": torch.from_numpy(np.array(arrays["peaks"], dtype=np.float32)),
+                "volumes": torch.from_numpy(np.array(arrays["volumes"], dtype=np.float32)),
+                "background": torch.from_numpy(np.array(arrays["background"], np.float32)),
+                "starts": torch.from_numpy(bounds[:, 0].copy()),
+                "lengths": torch.from_numpy(bounds[:, 1] - bounds[:, 0]),
+            }
+        return self._loaded
+
+    def waveforms(self, index: torch.Tensor) -> torch.Tensor:
+        """The training clips at ``index`` (B,) as the features were computed from: (B, clip)."""
+        arrays = self._arrays()
+        rows = index.detach().to("cpu", torch.int64)
+        samples = torch.from_numpy(np.asarray(arrays["samples"][rows.numpy()]))
+        clips = samples.to(torch.float32).div_(PCM_SCALE)
+        clips.div_(arrays["peaks"][rows].unsqueeze(1))
+        return clips.mul_(arrays["volumes"][rows].unsqueeze(1))
+
+    def draws(self, b: int, generator: torch.Generator) -> MixingDraws:
+        """The random choices for a batch of ``b`` clips, drawn from ``generator``."""
+        shift = self.shift_samples
+        if shift > 0:
+            shifts = torch.randint(-shift, shift, (b,), generator=generator)
+        else:
+            shifts = torch.zeros(b, dtype=torch.int64)
+        volumes = torch.zeros(b)
+        starts = torch.zeros(b, dtype=torch.int64)
+        if self.background_frequency > 0.0 and self.background_volume > 0.0:
+            arrays = self._arrays()
+            lengths, first = arrays["lengths"], arrays["starts"]
+            usable = (lengths > self.settings.clip_samples).nonzero().squeeze(1)
+            if len(usable) == 0:
+                raise ValueError(
+                    "speech augmentation: no background recording is longer than a clip in its "
+                    "training region; set background_frequency=0 to train without background"
+                )
+            recording = usable[torch.randint(0, len(usable), (b,), generator=generator)]
+            spans = (lengths[recording] - self.settings.clip_samples).to(torch.float64)
+            offsets = (torch.rand(b, generator=generator, dtype=torch.float64) * spans).long()
+            starts = first[recording] + offsets
+            mixed_in = torch.rand(b, generator=generator) < self.background_frequency
+            volumes = torch.rand(b, generator=generator) * self.background_volume * mixed_in
+        return MixingDraws(shifts, starts, volumes)
+
+    def mixed(self, clips: torch.Tensor, draws: MixingDraws) -> torch.Tensor:
+        """Clips (B, clip) shifted, with background noise added, clipped to [-1, 1]."""
+        out = _shifted(clips, draws.shifts)
+        length = out.shape[1]
+        background = self._arrays()["background"] if bool(draws.volumes.any()) else None
+        for row in draws.volumes.nonzero().squeeze(1).tolist():
+            start = int(draws.starts[row])
+            out[row].add_(background[start : start + length], alpha=float(draws.volumes[row]))
+        return out.clamp_(-1.0, 1.0)
+
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator, *, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The features of the augmented clips at ``index``, shaped and placed as ``x``."""
+        if index is None:
+            raise ValueError("SpeechAugmentation needs the batch's positions in the training split")
+        clips = self.mixed(self.waveforms(index), self.draws(len(index), generator))
+        features = mfcc(clips, self.settings).transpose(1, 2).unsqueeze(1)
+        if features.shape != x.shape:
+            raise ValueError(
+                f"speech augmentation gives features {tuple(features.shape)}, but the batch "
+                f"is {tuple(x.shape)}: were the dataset's features computed with other settings?"
+            )
+        return features.to(device=x.device, dtype=x.dtype)
+
+
+@dataclass(frozen=True)
+class MixingDraws:
+    """The random choices of one batch, per clip.
+
+    Attributes:
+        shifts: (B,) samples the clip moves later (earlier if negative).
+        starts: (B,) where its stretch of background noise starts in the concatenated
+            training regions.
+        volumes: (B,) the volume of that noise; 0 for the clips that get none.
+    """
+
+    shifts: torch.Tensor
+    starts: torch.Tensor
+    volumes: torch.Tensor
+
+
+def _shifted(clips: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Each row moved later by its shift (earlier if negative), the gap filled with zeros."""
+    out = torch.empty_like(clips)
+    length = clips.shape[1]
+    for row, shift in enumerate(shifts.tolist()):
+        if shift >= 0:
+            out[row, :shift] = 0.0
+            out[row, shift:] = clips[row, : length - shift]
+        else:
+            out[row, shift:] = 0.0
+            out[row, :shift] = clips[row, -shift:]
+    return out

@@ -1,0 +1,241 @@
+"""Speech augmentation: time shift and background noise on the waveforms, then the features."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from walkingnoise.data import load_dataset
+from walkingnoise.data.audio import read_wav
+from walkingnoise.data.mfcc import MfccSettings, mfcc
+from walkingnoise.data.speech import index_speech_commands, prepare_clip
+from walkingnoise.data.speech_augmentation import MixingDraws, SpeechAugmentation
+from walkingnoise.experiment import Experiment
+from walkingnoise.training.recipe import Recipe
+from walkingnoise.training.run import train_experiment
+
+SETTINGS = MfccSettings()
+CLIP = SETTINGS.clip_samples
+SHIFT = 1600  # 100 ms at 16 kHz
+#: Training regions of three recordings: two longer than a clip, one too short to use.
+REGIONS = (40_000, 8_000, 24_000)
+
+
+def _synthetic(n: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
+    """Arrays as the speech loader stores them: 16-bit clips, their peaks and volumes, and
+    background regions whose every sample tells where it lies (sample i holds i / 1e5)."""
+    rng = np.random.default_rng(seed)
+    ends = np.cumsum(REGIONS)
+    return {
+        "samples": rng.integers(-20_000, 20_000, (n, CLIP)).astype(np.int16),
+        "peaks": rng.uniform(0.3, 0.7, n).astype(np.float32),
+        "volumes": np.r_[np.ones(n - 1), 0.25].astype(np.float32),
+        "background": (np.arange(ends[-1]) / 1e5).astype(np.float32),
+        "background_bounds": np.stack([ends - REGIONS, ends], axis=1),
+    }
+
+
+def _augmentation(arrays: dict[str, np.ndarray] | None = None, **options) -> SpeechAugmentation:
+    loaded = _synthetic() if arrays is None else arrays
+    return SpeechAugmentation(clips=lambda: loaded, settings=SETTINGS, **options)
+
+
+def _features(clips: torch.Tensor) -> torch.Tensor:
+    return mfcc(clips, SETTINGS).transpose(1, 2).unsqueeze(1)
+
+
+def test_waveforms_are_samples_over_32768_over_peak_times_volume() -> None:
+    arrays = _synthetic()
+    clips = _augmentation(arrays).waveforms(torch.tensor([5, 0, 5]))
+    for row, i in enumerate([5, 0, 5]):
+        expected = (arrays["samples"][i] / np.float32(32768) / arrays["peaks"][i]).astype(
+            np.float32
+        ) * arrays["volumes"][i]
+        np.testing.assert_array_equal(clips[row].numpy(), expected)
+
+
+def test_draws_follow_the_published_distributions() -> None:
+    b = 20_000
+    draws = _augmentation().draws(b, torch.Generator().manual_seed(1))
+    # shifts: whole samples, uniform on [-1600, 1600) as numpy's randint(-shift, shift)
+    assert int(draws.shifts.min()) == -SHIFT
+    assert int(draws.shifts.max()) == SHIFT - 1
+    shift_sd = math.sqrt(((2 * SHIFT) ** 2 - 1) / 12 / b)
+    assert abs(draws.shifts.double().mean().item() + 0.5) < 4 * shift_sd
+    # background: with probability 0.8, at a volume uniform on [0, 0.1)
+    mixed_in = draws.volumes > 0
+    share = mixed_in.double().mean().item()
+    assert abs(share - 0.8) < 4 * math.sqrt(0.8 * 0.2 / b)
+    volumes = draws.volumes[mixed_in].double()
+    assert volumes.max().item() < 0.1
+    assert abs(volumes.mean().item() - 0.05) < 4 * (0.1 / math.sqrt(12)) / math.sqrt(len(volumes))
+    # each stretch lies inside one usable recording; the two usable ones are equally likely
+    ends = np.cumsum(REGIONS)
+    starts = draws.starts.numpy()
+    inside = [(starts >= e - r) & (starts + CLIP <= e) for r, e in zip(REGIONS, ends, strict=True)]
+    assert (inside[0] | inside[2]).all()
+    assert not inside[1].any()
+    assert abs(inside[0].mean() - 0.5) < 4 * math.sqrt(0.25 / b)
+    # offsets uniform over the recording's possible starts, [0, region - clip)
+    offsets = starts[inside[0]] - (ends[0] - REGIONS[0])
+    span = REGIONS[0] - CLIP
+    assert offsets.min() >= 0
+    assert offsets.max() < span
+    assert abs(offsets.mean() - span / 2) < 4 * span / math.sqrt(12 * len(offsets))
+
+
+def test_mixing_is_tensorflows_pad_slice_add_clip() -> None:
+    augmentation = _augmentation()
+    background = _synthetic()["background"]
+    rng = np.random.default_rng(3)
+    clips = torch.from_numpy(rng.uniform(-1.2, 1.2, (4, CLIP)).astype(np.float32))
+    draws = MixingDraws(
+        shifts=torch.tensor([0, 1599, -1600, 7]),
+        starts=torch.tensor([0, 100, 50_000, 3]),
+        volumes=torch.tensor([0.0, 0.09, 0.05, 0.0]),
+    )
+    out = augmentation.mixed(clips.clone(), draws)
+    for row in range(4):
+        shift, start, volume = (int(draws.shifts[row]), int(draws.starts[row]), draws.volumes[row])
+        x = clips[row].numpy()
+        # TensorFlow: pad [shift, 0] and slice from 0, or pad [0, -shift] and slice from -shift
+        padded = np.pad(x, (shift, 0)) if shift > 0 else np.pad(x, (0, -shift))
+        sliced = padded[max(-shift, 0) :][:CLIP]
+        expected = np.clip(sliced + background[start : start + CLIP] * volume.numpy(), -1, 1)
+        np.testing.assert_allclose(out[row].numpy(), expected, rtol=0, atol=1e-7)
+
+
+def test_a_batch_gets_the_features_of_its_mixed_clips() -> None:
+    augmentation = _augmentation()
+    index = torch.tensor([2, 2, 0, 5])
+    x = torch.zeros(4, 1, SETTINGS.num_coefficients, SETTINGS.num_frames)
+    out = augmentation(x, torch.Generator().manual_seed(5), index=index)
+    draws = augmentation.draws(4, torch.Generator().manual_seed(5))
+    expected = _features(augmentation.mixed(augmentation.waveforms(index), draws))
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert not torch.allclose(out[0], out[1])  # one clip, two draws
+    again = augmentation(x, torch.Generator().manual_seed(5), index=index)
+    torch.testing.assert_close(again, out, rtol=0, atol=0)
+    # Without shift and background a clip's features are those of the clip, clipped to ±1.
+    plain = _augmentation(background_frequency=0.0, time_shift_ms=0.0)
+    clips = plain.waveforms(index)
+    torch.testing.assert_close(
+        plain(x, torch.Generator(), index=index), _features(clips.clamp(-1, 1)), rtol=0, atol=0
+    )
+
+
+def test_bad_batches_and_settings_are_refused() -> None:
+    augmentation = _augmentation()
+    x = torch.zeros(2, 1, SETTINGS.num_frames, SETTINGS.num_coefficients)  # transposed
+    with pytest.raises(ValueError, match=r"features \(2, 1, 10, 49\), but the batch is"):
+        augmentation(x, torch.Generator(), index=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="needs the batch's positions"):
+        augmentation(x, torch.Generator())
+    for option, value in [
+        ("background_frequency", 1.5),
+        ("background_volume", -0.1),
+        ("time_shift_ms", float("nan")),
+    ]:
+        with pytest.raises(ValueError, match=option):
+            _augmentation(**{option: value})
+    short = {**_synthetic(), "background_bounds": np.array([[0, 8_000]])}
+    with pytest.raises(ValueError, match="no background recording is longer than a clip"):
+        _augmentation(short).draws(3, torch.Generator())
+
+
+def test_a_pickled_augmentation_leaves_its_loaded_arrays_behind() -> None:
+    augmentation = SpeechAugmentation(clips=_synthetic, settings=SETTINGS)
+    augmentation.waveforms(torch.tensor([0]))
+    copy = pickle.loads(pickle.dumps(augmentation))
+    assert len(pickle.dumps(augmentation)) < 10_000
+    torch.testing.assert_close(
+        copy.waveforms(torch.tensor([1, 3])), augmentation.waveforms(torch.tensor([1, 3]))
+    )
+
+
+# --- on a tiny Speech Commands tree --------------------------------------------------------------
+
+
+@pytest.fixture
+def speech(speech_root: Path):
+    pytest.importorskip("soundfile", reason="speech_commands needs the 'speech' extra")
+    return load_dataset("speech_commands", speech_root)
+
+
+def test_training_waveforms_are_the_clips_the_features_came_from(speech, speech_dir: Path) -> None:
+    n = len(speech.train)
+    clips = speech.augmentation.waveforms(torch.arange(n))
+    torch.testing.assert_close(_features(clips), speech.train.x, rtol=0, atol=2e-5)
+    first = index_speech_commands(speech_dir).splits["train"][0][0]
+    expected = prepare_clip(read_wav(speech_dir / first, 16000), CLIP)
+    np.testing.assert_array_equal(clips[0].numpy(), expected)
+    silence = speech.train.y == speech.class_names.index("silence")
+    assert int(silence.sum()) > 0
+    assert int(silence[-int(silence.sum()) :].sum()) == int(silence.sum())  # silence last
+
+
+def test_waveforms_are_cached_once_memory_mapped_and_follow_the_files(
+    speech, speech_root: Path, speech_dir: Path
+) -> None:
+    cache = speech_dir / ".walkingnoise-cache"
+    assert not list(cache.glob("speech_commands-waveforms-*"))  # only built when used
+    arrays = speech.augmentation.clips()
+    entries = list(cache.glob("speech_commands-waveforms-*"))
+    assert len(entries) == 1
+    assert isinstance(arrays["samples"], np.memmap)
+    assert arrays["samples"].shape == (len(speech.train), CLIP)
+    again = load_dataset("speech_commands", speech_root).augmentation.clips()
+    np.testing.assert_array_equal(again["samples"], arrays["samples"])
+    assert list(cache.glob("speech_commands-waveforms-*")) == entries
+    # a changed recording gives a new entry that replaces the old one
+    first = index_speech_commands(speech_dir).splits["train"][0][0]
+    info = (speech_dir / first).stat()
+    os.utime(speech_dir / first, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
+    load_dataset("speech_commands", speech_root).augmentation.clips()
+    replaced = list(cache.glob("speech_commands-waveforms-*"))
+    assert len(replaced) == 1
+    assert replaced != entries
+    uncached = load_dataset("speech_commands", speech_root, cache=False).augmentation.clips()
+    assert not isinstance(uncached["samples"], np.memmap)
+    np.testing.assert_array_equal(uncached["samples"], arrays["samples"])
+
+
+@pytest.mark.parametrize("seeds", [(3, 3), (3, 4)], ids=["shared-batches", "own-batches"])
+def test_augmented_speech_trains_alike_alone_and_stacked(speech, seeds: tuple[int, int]) -> None:
+    from walkingnoise.training.cohort import train_cohort
+
+    recipe = Recipe(epochs=2, batch_size=8, augment=True)
+    experiments = [
+        Experiment(
+            dataset="speech_commands",
+            model="cnn_s",
+            noise="additive",
+            placement=f"walking:{site}",
+            sigma=0.1,
+            train_noise=True,
+            seed=seed,
+            recipe=recipe,
+        )
+        for site, seed in zip((1, 4), seeds, strict=True)
+    ]
+    stacked = train_cohort(experiments, speech)
+    for result, experiment in zip(stacked, experiments, strict=True):
+        _, alone = train_experiment(experiment, speech, progress=False)
+        torch.testing.assert_close(
+            [r.train_loss for r in result.history.epochs],
+            [r.train_loss for r in alone.epochs],
+            rtol=1e-3,
+            atol=0,
+        )
+    _, plain = train_experiment(
+        experiments[0], dataclasses.replace(speech, augmentation=None), progress=False
+    )
+    first = stacked[0].history.epochs[0].train_loss
+    assert abs(plain.epochs[0].train_loss - first) > 1e-3 * first
