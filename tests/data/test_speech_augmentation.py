@@ -16,7 +16,12 @@ from walkingnoise.data import load_dataset
 from walkingnoise.data.audio import read_wav
 from walkingnoise.data.mfcc import MfccSettings, mfcc
 from walkingnoise.data.speech import index_speech_commands, prepare_clip
-from walkingnoise.data.speech_augmentation import MixingDraws, SpeechAugmentation
+from walkingnoise.data.speech_augmentation import (
+    MixingDraws,
+    SpeechAugmentation,
+    _mixed_by_gathers,
+    _mixed_by_rows,
+)
 from walkingnoise.experiment import Experiment
 from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import train_experiment
@@ -110,6 +115,32 @@ def test_mixing_is_tensorflows_pad_slice_add_clip() -> None:
         sliced = padded[max(-shift, 0) :][:CLIP]
         expected = np.clip(sliced + background[start : start + CLIP] * volume.numpy(), -1, 1)
         np.testing.assert_allclose(out[row].numpy(), expected, rtol=0, atol=1e-7)
+
+
+def test_whole_batch_mixing_off_the_cpu_equals_mixing_row_by_row() -> None:
+    augmentation = _augmentation()
+    background = torch.from_numpy(_synthetic()["background"])
+    clips = augmentation.waveforms(torch.arange(6))
+    draws = augmentation.draws(6, torch.Generator().manual_seed(2))
+    assert bool(draws.volumes.any())
+    rows = _mixed_by_rows(clips, draws, background)
+    gathers = _mixed_by_gathers(clips, draws, background)
+    torch.testing.assert_close(gathers, rows, rtol=2.4e-7, atol=1e-7)  # an ulp or two
+    torch.testing.assert_close(
+        _mixed_by_gathers(clips, draws, None), _mixed_by_rows(clips, draws, None), rtol=0, atol=0
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_a_batch_is_augmented_there_as_on_the_cpu() -> None:
+    augmentation = _augmentation()
+    index = torch.tensor([1, 4, 4, 0])
+    x = torch.zeros(4, 1, SETTINGS.num_coefficients, SETTINGS.num_frames)
+    on_cpu = augmentation(x, torch.Generator().manual_seed(8), index=index)
+    on_gpu = augmentation(x.cuda(), torch.Generator().manual_seed(8), index=index.cuda())
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=1e-4)
 
 
 def test_a_batch_gets_the_features_of_its_mixed_clips() -> None:

@@ -12,7 +12,8 @@ its feature cache (built once, on the first augmented batch): 16-bit samples wit
 peak and volume, so that a clip is ``samples / 32768 / peak * volume``, the waveform its cached
 features were computed from. Background noise is taken from the training region of each
 background recording only (the first 80 %, see :mod:`walkingnoise.data.speech`), so no
-validation or test silence is heard in training.
+validation or test silence is heard in training. A batch's clips are gathered on the CPU and
+moved to the training device as 16-bit samples; shifting, mixing and the features run there.
 """
 
 from __future__ import annotations
@@ -87,14 +88,23 @@ class SpeechAugmentation:
             }
         return self._loaded
 
-    def waveforms(self, index: torch.Tensor) -> torch.Tensor:
-        """The training clips at ``index`` (B,) as the features were computed from: (B, clip)."""
+    def waveforms(self, index: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The training clips at ``index`` (B,) as the features were computed from: (B, clip),
+        on ``device`` (gathered on the CPU; moved as 16-bit samples)."""
         arrays = self._arrays()
         rows = index.detach().to("cpu", torch.int64)
-        samples = torch.from_numpy(np.asarray(arrays["samples"][rows.numpy()]))
+        samples = torch.from_numpy(np.asarray(arrays["samples"][rows.numpy()])).to(device)
         clips = samples.to(torch.float32).div_(PCM_SCALE)
-        clips.div_(arrays["peaks"][rows].unsqueeze(1))
-        return clips.mul_(arrays["volumes"][rows].unsqueeze(1))
+        clips.div_(arrays["peaks"][rows].to(device).unsqueeze(1))
+        return clips.mul_(arrays["volumes"][rows].to(device).unsqueeze(1))
+
+    def _background_on(self, device: torch.device) -> torch.Tensor:
+        """The background regions on ``device``, moved there once."""
+        arrays = self._arrays()
+        key = f"background@{device}"
+        if key not in arrays:
+            arrays[key] = arrays["background"].to(device)
+        return arrays[key]
 
     def draws(self, b: int, generator: torch.Generator) -> MixingDraws:
         """The random choices for a batch of ``b`` clips, drawn from ``generator``."""
@@ -123,14 +133,12 @@ class SpeechAugmentation:
         return MixingDraws(shifts, starts, volumes)
 
     def mixed(self, clips: torch.Tensor, draws: MixingDraws) -> torch.Tensor:
-        """Clips (B, clip) shifted, with background noise added, clipped to [-1, 1]."""
-        out = _shifted(clips, draws.shifts)
-        length = out.shape[1]
-        background = self._arrays()["background"] if bool(draws.volumes.any()) else None
-        for row in draws.volumes.nonzero().squeeze(1).tolist():
-            start = int(draws.starts[row])
-            out[row].add_(background[start : start + length], alpha=float(draws.volumes[row]))
-        return out.clamp_(-1.0, 1.0)
+        """Clips (B, clip) shifted, with background noise added, clipped to [-1, 1]; on the
+        clips' device (row by row on the CPU, in whole-batch gathers elsewhere)."""
+        mixes = bool(draws.volumes.any())
+        background = self._background_on(clips.device) if mixes else None
+        by = _mixed_by_rows if clips.device.type == "cpu" else _mixed_by_gathers
+        return by(clips, draws, background).clamp_(-1.0, 1.0)
 
     def __call__(
         self, x: torch.Tensor, generator: torch.Generator, *, index: torch.Tensor | None = None
@@ -138,7 +146,8 @@ class SpeechAugmentation:
         """The features of the augmented clips at ``index``, shaped and placed as ``x``."""
         if index is None:
             raise ValueError("SpeechAugmentation needs the batch's positions in the training split")
-        clips = self.mixed(self.waveforms(index), self.draws(len(index), generator))
+        draws = self.draws(len(index), generator)
+        clips = self.mixed(self.waveforms(index, x.device), draws)
         features = mfcc(clips, self.settings).transpose(1, 2).unsqueeze(1)
         if features.shape != x.shape:
             raise ValueError(
@@ -164,15 +173,37 @@ class MixingDraws:
     volumes: torch.Tensor
 
 
-def _shifted(clips: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """Each row moved later by its shift (earlier if negative), the gap filled with zeros."""
+def _mixed_by_rows(
+    clips: torch.Tensor, draws: MixingDraws, background: torch.Tensor | None
+) -> torch.Tensor:
+    """Shift and mix one row at a time: slices, no index tensors (fastest on a CPU)."""
     out = torch.empty_like(clips)
     length = clips.shape[1]
-    for row, shift in enumerate(shifts.tolist()):
+    for row, shift in enumerate(draws.shifts.tolist()):
         if shift >= 0:
             out[row, :shift] = 0.0
             out[row, shift:] = clips[row, : length - shift]
         else:
             out[row, shift:] = 0.0
             out[row, :shift] = clips[row, -shift:]
+    if background is not None:
+        for row in draws.volumes.nonzero().squeeze(1).tolist():
+            start = int(draws.starts[row])
+            out[row].add_(background[start : start + length], alpha=float(draws.volumes[row]))
+    return out
+
+
+def _mixed_by_gathers(
+    clips: torch.Tensor, draws: MixingDraws, background: torch.Tensor | None
+) -> torch.Tensor:
+    """Shift and mix the whole batch with two gathers: a few kernels in all (for a GPU)."""
+    length = clips.shape[1]
+    positions = torch.arange(length, device=clips.device)
+    source = positions - draws.shifts.to(clips.device).unsqueeze(1)
+    inside = (source >= 0) & (source < length)
+    out = clips.gather(1, source.clamp_(0, length - 1)).mul_(inside)
+    if background is not None:
+        starts = draws.starts.to(clips.device).unsqueeze(1)
+        volumes = draws.volumes.to(clips.device).unsqueeze(1)
+        out.add_(background[starts + positions] * volumes)
     return out
