@@ -84,7 +84,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--augment",
         action="store_true",
         help="the dataset's published training augmentation (FashionMNIST, SVHN, CIFAR-10: "
-        "random crop with padding 4 and horizontal flip)",
+        "random crop with padding 4 and horizontal flip; speech_commands: time shift and "
+        "background noise on the waveforms)",
     )
     train.add_argument("--eval-repeats", type=int, default=5, help="noisy evaluations R")
     train.add_argument("--seed", type=int, default=0)

@@ -26,7 +26,8 @@ class Recipe(BaseModel):
         eval_batch_size: samples per forward pass during evaluation (memory only).
         augment: apply the dataset's published training augmentation to every training batch
             (FashionMNIST, SVHN, CIFAR-10: random crop with padding 4 and horizontal flip, as in
-            the papers); datasets without one (MNIST, digits) train as they are.
+            the papers; speech commands: time shift and background noise on the waveforms,
+            then the features again); datasets without one (MNIST, digits) train as they are.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
