@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +141,49 @@ def test_mapped_cache_builds_once_and_maps_the_stored_arrays(tmp_path: Path) -> 
             assert isinstance(result.arrays[key], np.memmap), key
             np.testing.assert_array_equal(result.arrays[key], value)
         assert not result.arrays["x"].flags.writeable
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [miss.path.name]
+    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert names == sorted([miss.path.name, f".{miss.path.name}.lock"])  # no staging left
+
+
+def test_mapped_cache_is_built_by_one_of_two_concurrent_callers(tmp_path: Path) -> None:
+    cache = MappedArrayCache(tmp_path, "big")
+    builds = []
+    started = threading.Event()
+
+    def build() -> dict[str, np.ndarray]:
+        builds.append(threading.get_ident())
+        started.set()
+        time.sleep(0.3)  # the other caller asks meanwhile
+        return _arrays()
+
+    results = []
+
+    def call() -> None:
+        results.append(cache.get_or_build("s" * 64, "f" * 64, build))
+
+    first = threading.Thread(target=call)
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=call)
+    second.start()
+    first.join()
+    second.join()
+    assert len(builds) == 1
+    assert sorted(r.hit for r in results) == [False, True]
+    for result in results:
+        assert isinstance(result.arrays["x"], np.memmap)
+        np.testing.assert_array_equal(result.arrays["x"], _arrays()["x"])
+
+
+def test_mapped_cache_removes_the_staging_of_a_killed_build(tmp_path: Path) -> None:
+    cache = MappedArrayCache(tmp_path, "big")
+    entry = cache.path("s" * 64, "f" * 64)
+    leftover = tmp_path / f".{entry.name}.k1ll3d"
+    leftover.mkdir()
+    (leftover / "samples.npy").write_bytes(b"half written")
+    cache.get_or_build("s" * 64, "f" * 64, _arrays)
+    assert not leftover.exists()
+    assert entry.is_dir()
 
 
 def test_mapped_cache_replaces_entries_of_other_files_and_ignores_incomplete_ones(

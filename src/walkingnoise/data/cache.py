@@ -20,7 +20,8 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -193,12 +194,15 @@ class MappedArrayCache(ArrayCache):
                         stream.flush()
                         os.fsync(stream.fileno())
                 (staging / f"{_KEY_ENTRY}.txt").write_text(f"{settings}/{files}", encoding="utf-8")
-                if path.exists():  # another process stored it meanwhile, or a broken leftover
-                    if self.load(settings, files) is not None:
-                        shutil.rmtree(staging)
-                        return path
-                    shutil.rmtree(path)
-                os.rename(staging, path)
+                if path.exists() and self.load(settings, files) is None:
+                    shutil.rmtree(path)  # a broken leftover
+                try:
+                    os.rename(staging, path)
+                except OSError:
+                    if self.load(settings, files) is None:
+                        raise
+                    shutil.rmtree(staging)  # another process stored it meanwhile
+                    return path
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
@@ -214,10 +218,50 @@ class MappedArrayCache(ArrayCache):
     def get_or_build(
         self, settings: str, files: str, build: Callable[[], dict[str, np.ndarray]]
     ) -> CacheResult:
-        """As :meth:`ArrayCache.get_or_build`; built arrays are mapped back from the stored
-        entry, so the building process does not keep its copy either."""
-        result = super().get_or_build(settings, files, build)
-        if result.hit or result.path is None:
-            return result
-        mapped = self.load(settings, files)
-        return result if mapped is None else CacheResult(mapped, hit=False, path=result.path)
+        """As :meth:`ArrayCache.get_or_build`, but one process builds an entry while the others
+        that want it wait (an advisory lock next to it) and then map it; the builder maps the
+        stored entry back too, so that no process keeps a copy of its own."""
+        path = self.path(settings, files)
+        arrays = self.load(settings, files)
+        if arrays is not None:
+            logger.info("cache hit: %s", path)
+            return CacheResult(arrays, hit=True, path=path)
+        with self._building(path):
+            arrays = self.load(settings, files)
+            if arrays is not None:  # built by another process while this one waited
+                logger.info("cache hit: %s", path)
+                return CacheResult(arrays, hit=True, path=path)
+            for leftover in self.directory.glob(f".{path.name}.*"):
+                if leftover.is_dir():  # staging of a build that was killed
+                    shutil.rmtree(leftover, ignore_errors=True)
+            logger.info("cache miss: building %s", path)
+            built = build()
+            stored = self.store(settings, files, built)
+            mapped = None if stored is None else self.load(settings, files)
+            return CacheResult(built if mapped is None else mapped, hit=False, path=stored)
+
+    @contextmanager
+    def _building(self, path: Path) -> Iterator[None]:
+        """Hold the entry's build lock (``.<entry>.lock``); without a writable directory or
+        ``fcntl`` (Windows) there is none to hold."""
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            stream = (self.directory / f".{path.name}.lock").open("a")
+        except OSError:
+            yield
+            return
+        with stream:
+            try:
+                fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.info("waiting for another process to build %s", path)
+                fcntl.flock(stream.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(stream.fileno(), fcntl.LOCK_UN)

@@ -72,7 +72,7 @@ from walkingnoise.data.download import RemoteFile, locate_or_download
 from walkingnoise.data.errors import DatasetFormatError, one_line
 from walkingnoise.data.mfcc import MfccSettings, mfcc
 from walkingnoise.data.registry import SPLIT_SEED, data_root, register_dataset
-from walkingnoise.data.speech_augmentation import PCM_SCALE, SpeechAugmentation
+from walkingnoise.data.speech_augmentation import ARRAYS, PCM_SCALE, SpeechAugmentation
 from walkingnoise.data.status import DatasetStatus
 
 __all__ = [
@@ -329,11 +329,16 @@ def _split_silence(
     silence_fraction: float,
     silence_volume: tuple[float, float],
 ) -> list[_SilenceCut]:
-    """The silence clips of ``split``: ``ceil(silence_fraction × its keyword clips)`` cuts."""
-    n_keywords = sum(label < len(KEYWORDS) for _, label in index.splits[split])
-    count = math.ceil(silence_fraction * n_keywords)
+    """The silence clips of ``split``: :func:`_silence_count` cuts."""
+    count = _silence_count(index, split, silence_fraction)
     source = index.directory / BACKGROUND_DIR
     return _silence_cuts(backgrounds, split, count, settings, silence_volume, source)
+
+
+def _silence_count(index: SpeechIndex, split: str, silence_fraction: float) -> int:
+    """``ceil(silence_fraction × the keyword clips of split)``."""
+    n_keywords = sum(label < len(KEYWORDS) for _, label in index.splits[split])
+    return math.ceil(silence_fraction * n_keywords)
 
 
 def _build(
@@ -385,6 +390,7 @@ def _training_waveforms(
     samples = np.zeros((n, clip), dtype=np.int16)
     peaks = np.ones(n, dtype=np.float32)
     volumes = np.ones(n, dtype=np.float32)
+    rounded = []
     for i, (rel, _) in enumerate(
         tqdm(
             items,
@@ -396,6 +402,16 @@ def _training_waveforms(
     ):
         recording = read_wav(index.directory / rel, settings.sample_rate)
         samples[i], peaks[i] = _pcm(recording, clip), _peak(recording)
+        kept = recording[:clip]
+        if not np.array_equal(samples[i, : kept.size] / np.float32(PCM_SCALE), kept):
+            rounded.append(rel)
+    if rounded:
+        logger.warning(
+            "speech_commands: %d training recording(s) are not 16-bit PCM (e.g. %s); "
+            "augmentation reads them rounded to 16 bits",
+            len(rounded),
+            rounded[0],
+        )
     for i, cut in enumerate(cuts, start=len(items)):
         segment = backgrounds[cut.recording][cut.offset : cut.offset + clip]
         samples[i], peaks[i], volumes[i] = _pcm(segment, clip), _peak(segment), cut.volume
@@ -406,36 +422,68 @@ def _training_waveforms(
         "samples": samples,
         "peaks": peaks,
         "volumes": volumes,
+        "silence": np.arange(n) >= len(items),
         "background": np.concatenate(regions).astype(np.float32),
         "background_bounds": np.stack([ends - [len(r) for r in regions], ends], axis=1),
     }
 
 
-def _augmentation_clips(
-    index: SpeechIndex,
-    settings: MfccSettings,
-    silence_fraction: float,
-    silence_volume: tuple[float, float],
-    progress: bool | None,
-    cache: tuple[Path, str, str] | None,
-) -> dict[str, np.ndarray]:
-    """The training waveforms, memory-mapped from the cache ``(folder, settings key, files
-    key)`` (built there on first use), or built in memory when there is no cache."""
+@dataclass(frozen=True)
+class _WaveformSource:
+    """Where the training waveforms come from, and how to check what was read."""
+
+    index: SpeechIndex
+    settings: MfccSettings
+    silence_fraction: float
+    silence_volume: tuple[float, float]
+    fingerprint: Fingerprint
+    progress: bool | None
+    cache: tuple[Path, str, str] | None
+    """``(folder, settings key, files key)``, or None: built in memory."""
+
+
+def _augmentation_clips(source: _WaveformSource) -> dict[str, np.ndarray]:
+    """The training waveforms, memory-mapped from the cache (built there on first use), or
+    built in memory when there is no cache.
+
+    Raises:
+        DatasetFormatError: the files changed since the dataset was loaded (its features and
+            the waveforms would disagree), or a cached entry lacks arrays or rows.
+    """
+    index = source.index
 
     def build() -> dict[str, np.ndarray]:
         logger.info(
             "speech_commands: reading the training waveforms for augmentation (once; cached)"
         )
-        return _training_waveforms(index, settings, silence_fraction, silence_volume, progress)
+        arrays = _training_waveforms(
+            index, source.settings, source.silence_fraction, source.silence_volume, source.progress
+        )
+        if source.cache is not None:
+            now = fingerprint_files(index.directory, index.relpaths(), source.fingerprint)
+            if now != source.cache[2]:
+                raise DatasetFormatError(
+                    f"{index.directory}: files changed since the dataset was loaded; load it "
+                    "again before training with augmentation"
+                )
+        return arrays
 
-    if cache is None:
+    if source.cache is None:
         return build()
-    folder, settings_key, files_key = cache
-    return (
-        MappedArrayCache(folder, "speech_commands-waveforms")
-        .get_or_build(settings_key, files_key, build)
-        .arrays
+    folder, settings_key, files_key = source.cache
+    result = MappedArrayCache(folder, "speech_commands-waveforms").get_or_build(
+        settings_key, files_key, build
     )
+    arrays = result.arrays
+    missing = [name for name in ARRAYS if name not in arrays]
+    n_train = len(index.splits["train"]) + _silence_count(index, "train", source.silence_fraction)
+    if missing or arrays["samples"].shape != (n_train, source.settings.clip_samples):
+        raise DatasetFormatError(
+            f"{result.path}: a damaged waveform cache ("
+            + (f"no {', '.join(missing)}" if missing else f"not {n_train} clips")
+            + "); delete it to build it again"
+        )
+    return arrays
 
 
 def _cache_dir(directory: Path, cache: bool | str | Path) -> Path | None:
@@ -513,30 +561,34 @@ def load_speech_commands(
         return _build(index, settings, silence_fraction, (float(low), float(high)), progress)
 
     cache_dir = _cache_dir(directory, cache)
-    waveform_cache = None
-    if cache_dir is None:
-        arrays, hit, cache_path = build(), False, None
-    else:
+    files_key = None
+    if cache_dir is not None:
         files_key = fingerprint_files(directory, index.relpaths(), fingerprint)
-        result = ArrayCache(cache_dir, "speech_commands").get_or_build(key, files_key, build)
-        arrays, hit, cache_path = result.arrays, result.hit, result.path
-        waveforms_key = make_settings_key({"waveforms_of": key, "format": 1})
-        waveform_cache = (cache_dir, waveforms_key, files_key)
-    augmentation = SpeechAugmentation(
+    waveforms_key = make_settings_key({"waveforms_of": key, "format": 2})
+    augmentation = SpeechAugmentation(  # checks its settings before the features are built
         clips=functools.partial(
             _augmentation_clips,
-            index,
-            settings,
-            silence_fraction,
-            (float(low), float(high)),
-            progress,
-            waveform_cache,
+            _WaveformSource(
+                index,
+                settings,
+                silence_fraction,
+                (float(low), float(high)),
+                fingerprint,
+                progress,
+                None if cache_dir is None else (cache_dir, waveforms_key, str(files_key)),
+            ),
         ),
         settings=settings,
         background_frequency=background_frequency,
         background_volume=background_volume,
         time_shift_ms=time_shift_ms,
+        silence_volume=(float(low), float(high)),
     )
+    if cache_dir is None or files_key is None:
+        arrays, hit, cache_path = build(), False, None
+    else:
+        result = ArrayCache(cache_dir, "speech_commands").get_or_build(key, files_key, build)
+        arrays, hit, cache_path = result.arrays, result.hit, result.path
     splits = {
         split: Split(torch.from_numpy(arrays[f"x_{split}"]), torch.from_numpy(arrays[f"y_{split}"]))
         for split in SPLITS
