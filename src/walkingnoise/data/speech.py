@@ -32,8 +32,8 @@ Classes (in this order): the ten keywords yes, no, up, down, left, right, on, of
   Inputs are (N, 1, 10, 49): channel, coefficient, frame — what the ``cnn_s`` model takes.
 - **Augmentation** (``Recipe.augment``): background mixing (probability 0.8, volume up to 0.1)
   and random time shifts of up to 100 ms, on the waveforms of the training clips, whose
-  features are then computed again (:mod:`walkingnoise.data.speech_augmentation`). The loader
-  itself never augments.
+  features are then computed again; silence clips become fresh stretches of background noise
+  (:mod:`walkingnoise.data.speech_augmentation`). The loader itself never augments.
 
 Features are cached in ``<dataset dir>/.walkingnoise-cache/`` (or, when that directory is not
 writable, ``~/.cache/walkingnoise/features/``), keyed by the feature and silence settings, the
@@ -561,10 +561,11 @@ def load_speech_commands(
         return _build(index, settings, silence_fraction, (float(low), float(high)), progress)
 
     cache_dir = _cache_dir(directory, cache)
-    files_key = None
+    waveform_cache = None
     if cache_dir is not None:
         files_key = fingerprint_files(directory, index.relpaths(), fingerprint)
-    waveforms_key = make_settings_key({"waveforms_of": key, "format": 2})
+        waveforms_key = make_settings_key({"waveforms_of": key, "format": 2})
+        waveform_cache = (cache_dir, waveforms_key, files_key)
     augmentation = SpeechAugmentation(  # checks its settings before the features are built
         clips=functools.partial(
             _augmentation_clips,
@@ -575,7 +576,7 @@ def load_speech_commands(
                 (float(low), float(high)),
                 fingerprint,
                 progress,
-                None if cache_dir is None else (cache_dir, waveforms_key, str(files_key)),
+                waveform_cache,
             ),
         ),
         settings=settings,
@@ -584,10 +585,11 @@ def load_speech_commands(
         time_shift_ms=time_shift_ms,
         silence_volume=(float(low), float(high)),
     )
-    if cache_dir is None or files_key is None:
+    if waveform_cache is None:
         arrays, hit, cache_path = build(), False, None
     else:
-        result = ArrayCache(cache_dir, "speech_commands").get_or_build(key, files_key, build)
+        folder, _, files_key = waveform_cache
+        result = ArrayCache(folder, "speech_commands").get_or_build(key, files_key, build)
         arrays, hit, cache_path = result.arrays, result.hit, result.path
     splits = {
         split: Split(torch.from_numpy(arrays[f"x_{split}"]), torch.from_numpy(arrays[f"y_{split}"]))
