@@ -165,6 +165,16 @@ def test_select_walking_group_needs_a_unique_group() -> None:
         select_walking_group(table, {"noise": "multiplicative"})
 
 
+def test_select_walking_group_where_none_means_an_empty_value_of_a_real_column() -> None:
+    table = _site_rows()
+    table["recipe.clamp"] = [None if bn else 1.0 for bn in table["batchnorm"]]
+    group = select_walking_group(table, {}, {"recipe.clamp": None})
+    assert set(group["batchnorm"]) == {True}
+    assert set(select_walking_group(table, {}, {"recipe.clamp": 1.0})["batchnorm"]) == {False}
+    with pytest.raises(KeyError, match="cannot select on 'recipe.clmp'"):
+        select_walking_group(table, {}, {"recipe.clmp": None})
+
+
 def test_site_midpoints_names_sites_without_a_fit() -> None:
     table = _site_rows()
     table.loc[1, "mu"] = math.nan

@@ -366,6 +366,26 @@ def test_weight_ratio_of_clean_models_ignores_noise_and_evaluation_settings() ->
     assert table[["models_a", "models_b", "configurations"]].values.tolist() == [[2, 2, 1]]
 
 
+def test_weight_ratio_of_noisy_against_clean_training_compares_the_noisy_group_pooled() -> None:
+    """Clean models have no noise settings to match: noisy training's σ are pooled against
+    them (split them with ``by``)."""
+    noisy = _weight_rows(None, [0.1, 1.0])
+    clean = _weight_rows(None, [0.1, 1.0, 10.0])
+    for row in clean:
+        row["train_noise"] = False
+        row["training"] = f"clean-{row['seed']}"
+        row["weights"] = {"layers.1": {"mean_abs": 0.5}}
+    results = pd.DataFrame(noisy + clean)
+    table = weight_ratio_table(results, {"train_noise": True}, {"train_noise": False})
+    mean_noisy = np.mean([r["weights"]["layers.1"]["mean_abs"] for r in noisy])
+    assert table["ratio"].tolist() == pytest.approx([mean_noisy / 0.5])
+    assert table[["models_a", "models_b"]].values.tolist() == [[4, 2]]
+    by_sigma = weight_ratio_table(
+        results, {"train_noise": True}, {"train_noise": False}, by="sigma"
+    )
+    assert by_sigma["ratio"].tolist() == pytest.approx([1.005 / 0.5, 10.05 / 0.5])
+
+
 def test_describe_group() -> None:
     group = {
         "dataset": "digits",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 import subprocess
 import sys
@@ -258,3 +259,39 @@ def test_a_users_own_model_runs_in_the_pool_workers_with_import(tmp_path: Path) 
     )  # fmt: skip
     assert absent.returncode == 2
     assert absent.stderr.startswith("walking-noise: error: --import nosuchmodule: No module")
+
+
+@pytest.mark.parametrize(
+    ("options", "chosen"),
+    [
+        ({}, "inprocess"),
+        ({"workers": 2}, "process"),
+        ({"ray_address": "10.0.0.1:6379"}, "ray"),
+        ({"executor": "ray", "workers": 4}, "ray"),
+        ({"executor": "process"}, "process"),
+    ],
+)
+def test_the_executor_follows_the_options_given(options: dict, chosen: str) -> None:
+    from walkingnoise.cli.sweep import _executor_name
+
+    args = argparse.Namespace(**({"executor": None, "workers": 1, "ray_address": None} | options))
+    assert _executor_name(args) == chosen
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--executor", "inprocess", "--workers", "2"], "--workers 2: the inprocess executor"),
+        (["--executor", "process", "--ray-address", "h:1"], "--ray-address needs --executor ray"),
+    ],
+)
+def test_options_the_executor_would_ignore_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    sweep = write_sweep(tmp_path, SWEEP)
+    store = tmp_path / "tiny.sqlite"
+    code, _, err = _run(capsys, "run", str(sweep), "--store", str(store), *options)
+    assert code == 2
+    assert err.startswith(f"walking-noise: error: {message}")
+    assert err.count("\n") == 1
+    assert not store.exists()

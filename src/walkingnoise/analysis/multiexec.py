@@ -170,19 +170,25 @@ def describe_power(power: float) -> str:
 # -- choosing the walking-noise group that guides the plan ------------------------------------
 
 
-def select_walking_group(sites: pd.DataFrame, selection: Mapping[str, Any]) -> pd.DataFrame:
+def select_walking_group(
+    sites: pd.DataFrame, selection: Mapping[str, Any], where: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
     """The rows of one walking-noise group of a site table, chosen by column values.
 
     Args:
         sites: made by :func:`~walkingnoise.analysis.tables.site_table` (one row per group and
             site, with ``mu``).
         selection: column → wanted value (``dataset``, ``model``, ``batchnorm``, ``noise``,
-            ``train_noise``, …); None values are ignored.
+            ``train_noise``, …); None values are ignored (options not given).
+        where: more column → value pairs, each one required; None matches an empty value
+            (e.g. ``recipe.clamp`` of unclamped training).
 
     Raises:
+        KeyError: a column that the site table does not have.
         ValueError: no walking group matches, or several do (the message lists them).
     """
     wanted = {key: value for key, value in selection.items() if value is not None}
+    wanted |= dict(where or {})
     if sites.empty:
         raise ValueError("no walking-noise results (placement walking:N) to plan with")
     mask = pd.Series(True, index=sites.index)
@@ -192,7 +198,7 @@ def select_walking_group(sites: pd.DataFrame, selection: Mapping[str, Any]) -> p
                 f"cannot select on {column!r}: the walking-noise groups are told apart by "
                 f"{', '.join(_group_columns(sites))}"
             )
-        mask &= sites[column] == value
+        mask &= sites[column].isna() if value is None else sites[column] == value
     chosen = sites[mask]
     asked = ", ".join(f"{k}={v}" for k, v in wanted.items()) or "any"
     if chosen.empty:

@@ -519,7 +519,10 @@ def weight_ratio_table(
         if c in frame and c not in (*group_a, *group_b, *by_columns, *_EVALUATION_ONLY)
     ]
     # an inference-only experiment's model is its clean training: its noise settings are not
-    # the model's, so they do not tell its configuration apart (``frame`` is a copy already)
+    # the model's, so they do not tell its configuration apart (``frame`` is a copy already);
+    # comparing noisy with clean training, the noisy group's noise is what is compared
+    if "train_noise" in (*group_a, *group_b):
+        settings = [c for c in settings if c not in _NOISE_SETTINGS]
     clean = ~frame["train_noise"].astype(bool)
     for column in _NOISE_SETTINGS:
         if column in settings:

@@ -159,8 +159,8 @@ def _walking_group(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame
         "batchnorm": args.batchnorm,
         "noise": args.noise,
         "train_noise": args.train_noise,
-    } | _where(args.where)
-    return results, midpoints, select_walking_group(sites, selection)
+    }
+    return results, midpoints, select_walking_group(sites, selection, _where(args.where))
 
 
 def _global_placement(text: str) -> GlobalPlacement:

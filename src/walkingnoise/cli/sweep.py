@@ -22,9 +22,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("sweep", type=Path, help="the sweep file (YAML)")
     run.add_argument("--store", type=Path, default=None, help="default: runs/<sweep>.sqlite")
     run.add_argument("--dry-run", action="store_true", help="count, plan and stop")
-    run.add_argument("--executor", default="inprocess", choices=["inprocess", "process", "ray"])
-    run.add_argument("--workers", type=int, default=1, help="processes for --executor process")
-    run.add_argument("--ray-address", default=None, help="an existing Ray cluster to join")
+    run.add_argument(
+        "--executor",
+        default=None,
+        choices=["inprocess", "process", "ray"],
+        help="where units run (default: process with --workers above 1, ray with "
+        "--ray-address, else inprocess)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (process executor) or concurrent tasks (ray; default: the "
+        "cluster's CPUs)",
+    )
+    run.add_argument(
+        "--ray-address", default=None, help="an existing Ray cluster to join (implies ray)"
+    )
     run.add_argument("--data-root", default=None, help="directory holding the dataset files")
     run.add_argument(
         "--max-experiments",
@@ -50,12 +64,30 @@ def register(commands: argparse._SubParsersAction) -> None:
     retry.set_defaults(handler=_cmd_retry)
 
 
+def _executor_name(args: argparse.Namespace) -> str:
+    """``--executor``, or the one the other options ask for; options that the chosen
+    executor would ignore are refused."""
+    if args.executor is None:
+        if args.ray_address is not None:
+            return "ray"
+        return "process" if args.workers > 1 else "inprocess"
+    if args.ray_address is not None and args.executor != "ray":
+        raise ValueError(f"--ray-address needs --executor ray, not {args.executor}")
+    if args.workers > 1 and args.executor == "inprocess":
+        raise ValueError(
+            f"--workers {args.workers}: the inprocess executor runs one unit at a time; "
+            "use --executor process (or leave --executor out)"
+        )
+    return str(args.executor)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from walkingnoise.sweep import Store, load_sweep, make_executor, run_sweep
     from walkingnoise.sweep.spec import DEFAULT_MAX_EXPERIMENTS
 
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    executor_name = _executor_name(args)
     limit = DEFAULT_MAX_EXPERIMENTS if args.max_experiments is None else args.max_experiments
     if limit < 1:
         raise ValueError(f"--max-experiments must be at least 1, got {limit}")
@@ -71,7 +103,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print("curves whose midpoint is not settled yet")
         return 0
     with make_executor(
-        args.executor, workers=args.workers, ray_address=args.ray_address
+        executor_name, workers=args.workers, ray_address=args.ray_address
     ) as executor:
         summary = run_sweep(spec, path, executor=executor, progress=args.progress, **options)
     with Store(path, read_only=True) as store:
