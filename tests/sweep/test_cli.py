@@ -12,7 +12,7 @@ import pytest
 
 from walkingnoise.cli import main
 
-from .helpers import status_counts, write_sweep
+from .helpers import set_columns, status_counts, write_sweep
 
 #: Two noisy trainings, two inference-only experiments, and one experiment that cannot train
 #: (batches of one sample with BatchNorm).
@@ -295,3 +295,37 @@ def test_options_the_executor_would_ignore_are_refused(
     assert err.startswith(f"walking-noise: error: {message}")
     assert err.count("\n") == 1
     assert not store.exists()
+
+
+def test_dry_run_and_status_tell_dead_claims_from_live_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A killed run leaves rows running: the next run does them (dead), another live run keeps
+    its own; both a dry run and status say which is which."""
+    from walkingnoise.sweep import Store
+
+    sweep = write_sweep(tmp_path, SWEEP)
+    store = tmp_path / "tiny.sqlite"
+    with Store(store) as opened:
+        from walkingnoise.sweep.spec import expand, load_sweep
+
+        experiments = [e.experiment for e in expand(load_sweep(sweep))]
+        opened.add((e, "tiny") for e in experiments)
+        keys = [e.content_hash() for e in experiments]
+        opened.claim(keys[:3])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    set_columns(store, keys[0], pid=int(dead.stdout))
+    set_columns(store, keys[1], pid=int(dead.stdout))  # keys[2] stays claimed by this process
+    code, out, err = _run(capsys, "run", str(sweep), "--store", str(store), "--dry-run")
+    assert code == 0, err
+    assert (
+        "4 experiments: 0 already done, 0 failed before (use `retry`), "
+        "1 being run by another process (left to it), 3 to run"
+    ) in out
+    code, out, err = _run(capsys, "status", str(store))
+    assert code == 0, err
+    assert (
+        "  running  3  (1 by live processes on this host; 2 by processes that are gone: "
+        "the next run puts them back to pending)"
+    ) in out

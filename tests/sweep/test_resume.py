@@ -110,7 +110,9 @@ def test_sigterm_puts_the_unfinished_experiments_back_and_exits_143(
     sweep = write_sweep(tmp_path, SWEEP)
     store = tmp_path / "resume.sqlite"
     command = [sys.executable, "-m", "walkingnoise.cli", "run", str(sweep), "--store", str(store)]
-    command += ["--no-progress", "--executor", executor, "--workers", "2"]
+    command += ["--no-progress", "--executor", executor]
+    if executor == "process":
+        command += ["--workers", "2"]
     child = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240

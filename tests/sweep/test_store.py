@@ -183,6 +183,22 @@ def test_requeue_stale_resets_rows_of_dead_processes_only(store: Store) -> None:
     assert store.requeue_stale() == 0
 
 
+def test_running_claims_tell_live_dead_and_other_hosts_apart_without_writing(
+    store: Store,
+) -> None:
+    experiments = _experiments(3)
+    keys = _hashes(experiments)
+    store.add((e, "a") for e in experiments)
+    store.claim(keys)
+    set_columns(store.path, keys[0], pid=_dead_pid())
+    set_columns(store.path, keys[2], host=socket.gethostname() + "-elsewhere")
+    claims = {keys[0]: "stale", keys[1]: "live", keys[2]: "elsewhere"}
+    assert store.running_claims() == claims
+    assert store.counts()["running"] == 3  # only looked at
+    with Store(store.path, read_only=True) as reader:
+        assert reader.running_claims() == claims
+
+
 def test_requeue_stale_after_a_claim_from_a_process_that_exited(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     experiments = _experiments(2)

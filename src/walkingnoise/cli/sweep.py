@@ -122,11 +122,23 @@ def _cmd_status(args: argparse.Namespace) -> None:
     with Store(args.store, read_only=True) as store:
         counts = store.counts()
         trainings = store.training_count()
+        claims = list(store.running_claims().values())
     total = sum(counts.values())
     print(f"{args.store}: {total} experiments")
     for status, count in counts.items():
-        print(f"  {status:8s} {count}")
+        print(f"  {status:8s} {count}{_claims_note(claims) if status == 'running' else ''}")
     print(f"  clean trainings stored: {trainings}")
+
+
+def _claims_note(claims: list[str]) -> str:
+    """Who runs the running experiments, e.g. `` (3 by live processes, 2 by dead ones: …)``."""
+    parts = {
+        "live": "by live processes on this host",
+        "stale": "by processes that are gone: the next run puts them back to pending",
+        "elsewhere": "on other hosts",
+    }
+    said = [f"{claims.count(kind)} {words}" for kind, words in parts.items() if kind in claims]
+    return f"  ({'; '.join(said)})" if said else ""
 
 
 def _cmd_retry(args: argparse.Namespace) -> None:

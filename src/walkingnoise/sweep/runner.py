@@ -48,6 +48,7 @@ class SweepSummary:
     to_run: int
     trainings: int
     shared_trainings: int
+    running_elsewhere: int = 0
     ran: int = 0
     failed: int = 0
     seconds: float = 0.0
@@ -59,9 +60,12 @@ class SweepSummary:
 
     def describe(self) -> str:
         """One paragraph for the terminal."""
+        running = ""
+        if self.running_elsewhere:
+            running = f"{self.running_elsewhere} being run by another process (left to it), "
         lines = [
             f"{_counted(self.experiments, 'experiment')}: {self.done_before} already done, "
-            f"{self.failed_before} failed before (use `retry`), {self.to_run} to run",
+            f"{self.failed_before} failed before (use `retry`), {running}{self.to_run} to run",
             f"{self.to_run} to run {'needs' if self.to_run == 1 else 'need'} "
             f"{_counted(self.trainings, 'training')} "
             f"({_counted(self.shared_trainings, 'clean training')} shared by inference-only "
@@ -94,6 +98,9 @@ def prepare(
             log.warning("%d experiments of dead processes put back to pending", stale)
         store.add((entry.experiment, entry.block) for entry in entries)
     found = store.statuses([entry.experiment.content_hash() for entry in entries])
+    if not register:  # what a run would put back to pending first
+        stale = [key for key, claim in store.running_claims().items() if claim == "stale"]
+        found |= {key: "pending" for key in stale if key in found}
     statuses = {e.experiment.content_hash(): "pending" for e in entries} | found
     todo = [e.experiment for e in entries if statuses[e.experiment.content_hash()] == "pending"]
 
@@ -120,6 +127,7 @@ def prepare(
         experiments=len(entries),
         done_before=done,
         failed_before=sum(status == "failed" for status in statuses.values()),
+        running_elsewhere=sum(status == "running" for status in statuses.values()),
         to_run=len(todo),
         trainings=work.trainings,
         shared_trainings=work.shared_trainings,

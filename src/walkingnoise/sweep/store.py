@@ -390,6 +390,19 @@ class Store:
                 [(key, self.host, self.pid) for key in hashes],
             )
 
+    def running_claims(self) -> dict[str, str]:
+        """Each running experiment's claim: ``live`` (its process still runs on this host),
+        ``stale`` (its process is gone: the next run puts it back to pending) or
+        ``elsewhere`` (claimed on another host, whose processes cannot be checked from here)."""
+        claims = {}
+        query = "SELECT hash, host, pid, started FROM experiments WHERE status = 'running'"
+        for key, host, pid, started in self._fetch(query):
+            if host != self.host:
+                claims[key] = "elsewhere"
+            else:
+                claims[key] = "live" if _claimer_alive(pid, started) else "stale"
+        return claims
+
     def requeue_stale(self) -> int:
         """Put ``running`` rows of dead processes on this host back to ``pending``.
 
