@@ -110,8 +110,15 @@ def test_a_failed_experiment_and_retry(tmp_path: Path, capsys: pytest.CaptureFix
     code, out, err = _run(capsys, "run", str(sweep), "--store", str(store), "--no-progress")
     assert code == 1, err  # the sweep ran, and a batch job can tell that some of it failed
     assert "ran 1 experiment (1 failed)" in out
+    assert f"see why with `walking-noise status {store} --errors`" in out
     assert f"walking-noise retry {store} --failed" in out
     assert status_counts(store) == {"failed": 1}
+    code, out, _ = _run(capsys, "status", str(store), "--errors")
+    assert code == 0
+    lines = out.splitlines()
+    reason = lines[lines.index("errors of the failed experiments:") + 1]
+    assert reason.startswith("  1 × ValueError: ")
+    assert "(e.g. block broken, experiment " in reason
     # run again: nothing to run, but the sweep is still not complete
     code, out, err = _run(capsys, "run", str(sweep), "--store", str(store), "--no-progress")
     assert code == 1, err

@@ -17,6 +17,7 @@ import torch
 from walkingnoise.data import load_dataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep import Store, StoreError, expand, load_results
+from walkingnoise.sweep.store import distinct_errors
 from walkingnoise.training.checkpoint import checkpoint_bytes, read_checkpoint
 from walkingnoise.training.run import build_noisy_model
 
@@ -470,3 +471,13 @@ def test_hash_keeps_fields_that_matter(one: dict, two: dict) -> None:
     sigma = (0.1, 0.2) if one["noise"] == "mixed" else 0.5
     first, second = Experiment(sigma=sigma, **one), Experiment(sigma=sigma, **two)
     assert first.content_hash() != second.content_hash()
+
+
+def test_distinct_errors_count_each_last_line_most_frequent_first() -> None:
+    tracebacks = [
+        "Traceback (most recent call last):\n  File x\nValueError: one\n",
+        "Traceback (most recent call last):\n  File y\nKeyError: two",
+        "Traceback (most recent call last):\n  File z\nKeyError: two\n\n",
+        "",
+    ]
+    assert distinct_errors(tracebacks) == [("KeyError: two", 2), ("ValueError: one", 1), ("", 1)]

@@ -249,8 +249,8 @@ def _cmd_quickstart(args: argparse.Namespace) -> None:
     print(summary.describe())
     if not (results["status"] == "done").any():
         raise ValueError(
-            f"no experiment in {args.store} finished: see the errors with load_results, then "
-            f"`walking-noise retry {args.store} --failed`"
+            f"no experiment in {args.store} finished: see why with `walking-noise status "
+            f"{args.store} --errors`, then `walking-noise retry {args.store} --failed`"
         )
     sites = SiteCounter()
     for batchnorm in (True, False):

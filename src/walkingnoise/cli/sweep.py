@@ -56,6 +56,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     status = commands.add_parser("status", help="experiments per status in a store")
     status.add_argument("store", type=Path)
+    status.add_argument(
+        "--errors",
+        action="store_true",
+        help="also list why experiments failed: each different error once, with its count",
+    )
     status.set_defaults(handler=_cmd_status)
 
     retry = commands.add_parser("retry", help="put failed experiments back to pending")
@@ -111,7 +116,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(summary.describe())
     print(f"store: {path}  ({counts['done']} done, {counts['failed']} failed in total)")
     if summary.failed or summary.failed_before:
-        print(f"see the errors with load_results, then `walking-noise retry {path} --failed`")
+        print(
+            f"see why with `walking-noise status {path} --errors`, then "
+            f"`walking-noise retry {path} --failed`"
+        )
         return 1  # for batch jobs: the sweep ran, but not all of its experiments succeeded
     return 0
 
@@ -123,11 +131,29 @@ def _cmd_status(args: argparse.Namespace) -> None:
         counts = store.counts()
         trainings = store.training_count()
         claims = list(store.running_claims().values())
+        errors = store.errors() if args.errors else []
     total = sum(counts.values())
     print(f"{args.store}: {total} experiments")
     for status, count in counts.items():
         print(f"  {status:8s} {count}{_claims_note(claims) if status == 'running' else ''}")
     print(f"  clean trainings stored: {trainings}")
+    if args.errors:
+        _print_errors(errors)
+
+
+def _print_errors(errors: list[tuple[str, str, str]]) -> None:
+    """Each different error of the failed experiments once, with its count and an example."""
+    from walkingnoise.sweep.store import distinct_errors
+
+    if not errors:
+        print("no failed experiments")
+        return
+    print("errors of the failed experiments:")
+    for text, count in distinct_errors(error for _, _, error in errors):
+        key, block, _ = next(e for e in errors if e[2].strip().endswith(text))
+        where = f"block {block}, " if block else ""
+        print(f"  {count} × {text}  (e.g. {where}experiment {key[:12]})")
+    print("full tracebacks: the error column of walkingnoise.sweep.load_results(STORE)")
 
 
 def _claims_note(claims: list[str]) -> str:

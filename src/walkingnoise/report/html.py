@@ -53,6 +53,7 @@ from walkingnoise.report.markdown import (
     readable_midpoints,
     write_table,
 )
+from walkingnoise.sweep.store import distinct_errors
 
 log = logging.getLogger(__name__)
 
@@ -342,8 +343,9 @@ def _warnings(
     if failed:
         lines.append(f"{failed} experiments failed; `walking-noise retry STORE --failed`")
         errors = results.loc[results["status"] == "failed", "error"].dropna()
-        for text in errors.head(3):
-            lines.append("error: " + (str(text).strip().splitlines() or [""])[-1][:300])
+        for text, count in distinct_errors(str(e) for e in errors)[:3]:
+            times = f" ({count} experiments)" if count > 1 else ""
+            lines.append(f"error{times}: {text[:300]}")
     if "diverged" in results:
         diverged = int(results["diverged"].fillna(False).astype(bool).sum())
         if diverged:

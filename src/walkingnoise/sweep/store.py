@@ -137,6 +137,16 @@ def _claimer_alive(pid: int | None, claimed: float | None) -> bool:
     return started is None or claimed is None or started <= claimed + PID_REUSE_SLACK
 
 
+def distinct_errors(errors: Iterable[str]) -> list[tuple[str, int]]:
+    """Each different error (the last line of its traceback) with how many times it occurs,
+    the most frequent first (ties in order of appearance)."""
+    counts: dict[str, int] = {}
+    for text in errors:
+        last = (text.strip().splitlines() or [""])[-1].strip()
+        counts[last] = counts.get(last, 0) + 1
+    return sorted(counts.items(), key=lambda item: -item[1])
+
+
 def _refuse_other_databases(db: sqlite3.Connection) -> None:
     """Raise if ``db`` holds tables but not a store's: another program's database, which
     creating a store's tables in it (and switching it to WAL) would change."""
@@ -490,6 +500,11 @@ class Store:
                 "UPDATE experiments SET status = 'pending', error = NULL WHERE status = 'failed'"
             )
             return cursor.rowcount
+
+    def errors(self) -> list[tuple[str, str, str]]:
+        """``(hash, block, error)`` of every failed experiment, in the order they were added."""
+        query = "SELECT hash, block, error FROM experiments WHERE status = 'failed' ORDER BY rowid"
+        return [(key, block or "", error or "") for key, block, error in self._fetch(query)]
 
     def rows(self) -> list[dict[str, Any]]:
         """Every experiment row with its JSON columns decoded (for ``load_results``)."""
