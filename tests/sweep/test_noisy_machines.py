@@ -282,18 +282,32 @@ def test_a_sweeps_bad_teacher_file_stops_it_before_anything_is_written(
         "grid: {weight_noise: {type: choice, options: [0.05, 0.1]}}\n"
     )
     store = tmp_path / "students.sqlite"
-    assert main(["run", str(sweep), "--store", str(store), "--no-progress"]) == 2
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1
-    assert f"distillation.teacher {teacher}" in err[0]
-    assert not store.exists()
+    for dry_run in (["--dry-run"], []):  # "count, check, plan": the dry run checks it too
+        assert main(["run", str(sweep), "--store", str(store), "--no-progress", *dry_run]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1
+        assert f"distillation.teacher {teacher}" in err[0]
+        assert not store.exists()
+
+
+def test_a_relative_teacher_path_that_is_not_found_says_where_it_was_looked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--weight-noise", "0.1", "--teacher", "t.pt", "--epochs", "1"]) == 2
+    (err,) = capsys.readouterr().err.splitlines()
+    assert err.endswith(
+        f"distillation.teacher t.pt: no such checkpoint file (looked for {tmp_path / 't.pt'}: "
+        "a relative path is read from the current directory)"
+    )
 
 
 def test_a_finished_distillation_sweep_runs_again_without_its_teacher_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Only students still to run need their teacher: a finished sweep reruns (and is counted
-    by a dry run) after the teacher file has gone."""
+    by a dry run) after the teacher file has gone; a sweep whose students are still to run
+    is stopped by its dry run too."""
     teacher = tmp_path / "teacher.pt"
     assert main(["train", "--noise", "none", "--epochs", "1", "--save", str(teacher)]) == 0
     sweep = tmp_path / "students.yaml"
@@ -309,7 +323,10 @@ def test_a_finished_distillation_sweep_runs_again_without_its_teacher_file(
     capsys.readouterr()
     assert main(command) == 0
     assert "1 already done" in capsys.readouterr().out
-    assert main([*command[:2], "--store", str(tmp_path / "new.sqlite"), "--dry-run"]) == 0
+    assert main([*command, "--dry-run"]) == 0
+    # a new store still has its students to run: the dry run checks their teacher
+    assert main([*command[:2], "--store", str(tmp_path / "new.sqlite"), "--dry-run"]) == 2
+    assert f"distillation.teacher {teacher}: no such checkpoint file" in capsys.readouterr().err
 
 
 # --- the example sweep -------------------------------------------------------------------------

@@ -159,8 +159,7 @@ def run_sweep(
     unit_threads()
     check_budget()
     entries = expand(spec, site_count=SiteCounter(data_root), max_experiments=max_experiments)
-    if not dry_run:
-        _check_teachers(entries, store)
+    _check_teachers(entries, store)
     if dry_run and not isinstance(store, Store):
         exists = Path(store).is_file()
         with Store(store if exists else ":memory:", read_only=exists) as readable:

@@ -161,7 +161,11 @@ def teacher_from_file(experiment: Experiment) -> NoisyModel:
         raise ValueError("the experiment does not distil from a checkpoint file")
     path = Path(settings.teacher).expanduser()
     if not path.is_file():
-        raise ValueError(f"distillation.teacher {settings.teacher}: no such checkpoint file")
+        where = "" if path.is_absolute() else f" (looked for {path.absolute()}: a relative path is "
+        where += "read from the current directory)" if where else ""
+        raise ValueError(
+            f"distillation.teacher {settings.teacher}: no such checkpoint file{where}"
+        )
     try:
         taught, model = load_checkpoint(path)
     except CheckpointError as error:
