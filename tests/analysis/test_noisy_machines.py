@@ -127,6 +127,10 @@ def test_unfinished_rows_are_left_out_and_a_missing_metric_is_an_error() -> None
     assert table["seeds"].min() == len(SEEDS) - 1
     with pytest.raises(ValueError, match="no metric 'noisy_validation_accuracy'"):
         weight_noise_accuracy(results, "noisy_validation_accuracy")
+    with pytest.raises(ValueError, match="'noisy_test_loss': tabulated in % over η, it must"):
+        weight_noise_accuracy(results, "noisy_test_loss")
+    with pytest.raises(ValueError, match="no finished experiments to tabulate"):
+        weight_noise_accuracy(results.assign(status="failed"))
 
 
 def _with_a_walking_study(results: pd.DataFrame) -> pd.DataFrame:

@@ -201,7 +201,7 @@ def test_the_noisy_machines_command_prints_the_table(
     swept: tuple[Path, SweepSummary], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, _ = swept
-    csv = tmp_path / "table.csv"
+    csv = tmp_path / "new folder" / "table.csv"  # created, as fit --csv does
     assert main(["noisy-machines", str(path), "--csv", str(csv)]) == 0
     out = capsys.readouterr().out
     for column in ("inference-only", "noise injection", "distillation + noise injection"):

@@ -48,9 +48,13 @@ def _label(distilled: bool, injected: bool) -> str:
 
 def _prepared(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Finished rows with the Noisy Machines columns filled where the store left them out."""
+    if not metric.endswith("accuracy"):
+        raise ValueError(f"metric {metric!r}: tabulated in % over η, it must be an accuracy")
     frame = results.copy()
     if "status" in frame:
         frame = frame[frame["status"] == "done"]
+    if frame.empty:
+        raise ValueError("no finished experiments to tabulate")
     if metric not in frame:
         raise ValueError(f"the results have no metric {metric!r}")
     defaults: dict[str, Any] = {

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydantic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def parse_sigma(text: str) -> float | tuple[float, float]:
@@ -58,3 +63,9 @@ def one_line(error: BaseException) -> str:
         return "; ".join(parts)
     text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
     return " ".join(str(text).split())
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    """Write a table as CSV, creating its folder (as ``report --out`` and ``run --store``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from walkingnoise.cli._common import add_site_options
+from walkingnoise.cli._common import add_site_options, write_csv
 
 
 def default_report_dir(store: Path) -> Path:
@@ -75,8 +75,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         print(f"{args.store}: no finished experiments with a scalar σ to fit")
         return
     if args.csv is not None:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)  # as report --out and run --store
-        table.to_csv(args.csv, index=False)
+        write_csv(table, args.csv)
     shown = table[varying_columns(table, always=("placement",))].map(cell_text)
     if args.site_names and table["site"].notna().any():
         names = dataset_site_names(args.data_root)

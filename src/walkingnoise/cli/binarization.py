@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from walkingnoise.cli._common import parse_sigma
+from walkingnoise.cli._common import parse_sigma, write_csv
 
 _WHERE_HELP = (
     "keep only experiments with this setting (repeatable), e.g. --where sigma=1e10 "
@@ -149,7 +149,7 @@ def _cmd_weights(args: argparse.Namespace) -> None:
     results = _results(args.store, args.where)
     table = weight_comparison_table(results, args.compare, by=args.by, stat=args.stat)
     if args.csv is not None:
-        table.to_csv(args.csv, index=False)
+        write_csv(table, args.csv)
     first, second = ("none" if v is None else cell_text(v) for v in table.attrs["values"])
     by = table.attrs["by"]
     stat = {"mean_abs": "mean |w|", "max_abs": "max |w|", "std": "std w"}[args.stat]

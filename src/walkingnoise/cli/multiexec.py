@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from walkingnoise.cli._common import add_site_options, parse_sigma
+from walkingnoise.cli._common import add_site_options, parse_sigma, write_csv
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -239,7 +239,7 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     names = {info.index: info.name for info in sites} if args.site_names else {}
     table = plan_table(mu, budget, args.power, names=names)
     if args.csv is not None:
-        table.to_csv(args.csv, index=False)
+        write_csv(table, args.csv)
     texts = {int(row["site"]): midpoint_text(row) for _, row in rows.iterrows()}
     shown = table.rename(columns={"site_name": "name"})
     shown["mu"] = [texts[s] for s in table["site"]]
@@ -333,7 +333,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     clean = evaluate_clean(model, split, batch_size=trained.recipe.eval_batch_size).accuracy
     table["clean_accuracy"] = clean
     if args.csv is not None:
-        table.to_csv(args.csv, index=False)
+        write_csv(table, args.csv)
     shown = table[["plan", "budget", "executions"]].copy()
     shown["accuracy (%)"] = [
         f"{100 * a:.2f} ± {100 * s:.2f}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from walkingnoise.cli._common import write_csv
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the ``noisy-machines`` command."""
@@ -43,5 +45,5 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     with pd.option_context("display.max_rows", None, "display.width", 160):
         print(wide.to_string())
     if args.csv is not None:
-        table.to_csv(args.csv, index=False)
+        write_csv(table, args.csv)
         print(f"table: {args.csv}")

@@ -163,9 +163,7 @@ def teacher_from_file(experiment: Experiment) -> NoisyModel:
     if not path.is_file():
         where = "" if path.is_absolute() else f" (looked for {path.absolute()}: a relative path is "
         where += "read from the current directory)" if where else ""
-        raise ValueError(
-            f"distillation.teacher {settings.teacher}: no such checkpoint file{where}"
-        )
+        raise ValueError(f"distillation.teacher {settings.teacher}: no such checkpoint file{where}")
     try:
         taught, model = load_checkpoint(path)
     except CheckpointError as error:
