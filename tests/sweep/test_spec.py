@@ -456,6 +456,30 @@ def test_walking_star_beyond_the_limit_is_caught_while_expanding(sites: SiteCoun
     assert len(expand(spec(text), site_count=sites, max_experiments=55)) == 55
 
 
+def test_walking_star_stops_being_built_soon_after_the_limit(
+    sites: SiteCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A huge grid of walking:* is refused once the limit is passed, not after all of it."""
+    from walkingnoise.sweep import spec as spec_module
+
+    built = []
+    expand_sites = spec_module._expand_sites
+
+    def counted(*args):
+        for experiment in expand_sites(*args):
+            built.append(experiment)
+            yield experiment
+
+    monkeypatch.setattr(spec_module, "_expand_sites", counted)
+    text = """
+    fixed: {noise: additive, placement: "walking:*"}
+    grid: {sigma: {type: logspace, min: -1, max: 1, num: 15}}
+    """
+    with pytest.raises(SweepTooLargeError, match="more than 20 experiments"):
+        expand(spec(text), site_count=sites, max_experiments=20)
+    assert len(built) <= 20 + 11  # the limit and at most one σ's 11 sites more
+
+
 def test_count_experiments_multiplies_axes_and_adds_leaves() -> None:
     text = """
     grid:

@@ -583,11 +583,11 @@ def expand(
                 entries.setdefault(
                     experiment.content_hash(), SweepEntry(experiment, leaf or "root")
                 )
-        if max_experiments is not None and len(entries) > max_experiments:
-            raise SweepTooLargeError(
-                f"{spec.source}: the sweep has more than {max_experiments} experiments; "
-                "confirm with --yes"
-            )
+            if max_experiments is not None and len(entries) > max_experiments:
+                raise SweepTooLargeError(  # walking:* counted 1 above: stop once it is known
+                    f"{spec.source}: the sweep has more than {max_experiments} experiments; "
+                    "confirm with --yes"
+                )
     return list(entries.values())
 
 
