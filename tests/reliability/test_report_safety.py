@@ -133,7 +133,7 @@ def test_fit_and_status_of_a_tampered_store_run_nothing(
     store, marker = tampered
     assert main(["fit", str(store), "--no-site-names"]) == 0
     out = capsys.readouterr().out
-    assert "2 curves fitted" in out
+    assert "2 of 2 curves fitted" in out
     assert main(["status", str(store)]) == 0
     assert "failed   1" in capsys.readouterr().out
     assert not marker.exists()

@@ -16,7 +16,7 @@ def test_fit_prints_the_mu_table(synthetic_store: Path, capsys: pytest.CaptureFi
     assert "μ ± err" in out
     assert "quality" in out
     assert "layers.10:Linear" in out  # site names
-    assert "62 curves fitted in log σ" in out
+    assert "62 of 62 curves fitted in log σ," in out
 
 
 def test_fit_double_and_csv(
@@ -74,3 +74,33 @@ def test_a_missing_store_is_one_line_and_status_2(
     err = capsys.readouterr().err
     assert err == f"walking-noise: error: {missing}: no such store\n"
     assert not missing.exists()
+
+
+def test_fit_of_a_store_with_nothing_to_fit_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = tmp_path / "empty.sqlite"
+    Store(store).close()
+    assert main(["fit", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"walking-noise: error: {store}: no finished experiments with a scalar σ to fit\n"
+
+
+def test_fit_counts_curves_it_could_not_fit_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Two σ per curve cannot carry a logistic: the summary must not call them fitted."""
+    from walkingnoise.sweep import run_sweep
+    from walkingnoise.sweep.spec import parse_sweep
+
+    text = """
+name: two-sigma
+fixed: {dataset: digits, noise: additive, placement: "walking:1", train_noise: false,
+        eval_repeats: 1, recipe: {epochs: 1}}
+grid: {sigma: {type: choice, options: [0.1, 10.0]}}
+"""
+    store = tmp_path / "two.sqlite"
+    run_sweep(parse_sweep(text, source="two.yaml"), store, progress=False)
+    assert main(["fit", str(store), "--no-site-names"]) == 0
+    out = capsys.readouterr().out
+    assert "0 of 1 curves fitted in no σ (1 could not be fitted), 1 with a quality flag" in out

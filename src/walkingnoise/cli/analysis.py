@@ -72,8 +72,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     fitter = double_midpoint_table if args.double else midpoint_table
     table = fitter(results, a_min=args.a_min, n_test=result_test_sizes(results, args.data_root))
     if table.empty:
-        print(f"{args.store}: no finished experiments with a scalar σ to fit")
-        return
+        raise ValueError(f"{args.store}: no finished experiments with a scalar σ to fit")
     if args.csv is not None:
         write_csv(table, args.csv)
     shown = table[varying_columns(table, always=("placement",))].map(cell_text)
@@ -98,10 +97,13 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     with pd.option_context("display.max_rows", None, "display.width", 250):
         print(shown.to_string(index=False))
     flagged = int((table["quality"] != "ok").sum())
-    spaces = " and ".join(sorted(table["space"].unique()))
+    fitted = table["mu1" if args.double else "mu"].notna()
+    spaces = " and ".join(sorted(table.loc[fitted, "space"].unique())) or "no"
+    unfitted = f" ({int((~fitted).sum())} could not be fitted)" if not fitted.all() else ""
     print(
-        f"\n{len(table)} curves fitted in {spaces} σ, {flagged} with a quality flag "
-        f"(a_min: {args.a_min}); log-space widths s are in decades"
+        f"\n{int(fitted.sum())} of {len(table)} curves fitted in {spaces} σ{unfitted}, "
+        f"{flagged} with a quality flag (a_min: {args.a_min}); log-space widths s are in "
+        "decades"
     )
 
 
