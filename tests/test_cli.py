@@ -223,6 +223,7 @@ def _one_error_line(err: str) -> str:
         (["--placement", "walk:3"], "walk:3"),
         (["--noise", "mixed", "--sigma", "0.5"], "ratio"),
         (["--model", "lenet5"], "lenet5"),
+        (["--noise", "none", "--sigma", "0.5"], "--sigma 0.5: --noise none injects no"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )

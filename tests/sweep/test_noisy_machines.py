@@ -241,6 +241,7 @@ def test_train_accepts_weight_noise_and_distillation(
     args = ["train", "--weight-noise", "0.1", "--train-noise", "--epochs", "2"]
     assert main([*args, "--distill", "--alpha", "0.6", "--no-progress"]) == 0
     out = capsys.readouterr().out
+    assert "noise: none (no activation noise)" in out
     assert "weight noise: eta=0.1" in out
     assert "distillation: T=6, alpha=0.6, teacher=clean" in out
     experiment = Experiment(

@@ -146,6 +146,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
     distillation = _distillation(args)
     noise = args.noise
+    if noise == "none" and args.sigma is not None:
+        raise ValueError(f"--sigma {args.sigma}: --noise none injects no activation noise")
     if noise is None:
         alone = args.sigma is None and (args.weight_noise > 0 or distillation is not None)
         noise = "none" if alone else "additive"
@@ -171,7 +173,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
     m = result.metrics
     training = "noisy training" if experiment.train_noise else "inference-only"
     print(f"experiment {experiment.content_hash()[:12]}  ({training})")
-    print(f"noise: {experiment.noise} {experiment.placement} sigma={experiment.sigma}")
+    if experiment.noise == "none":
+        print("noise: none (no activation noise)")
+    else:
+        print(f"noise: {experiment.noise} {experiment.placement} sigma={experiment.sigma}")
     if experiment.weight_noise > 0:
         print(f"weight noise: eta={experiment.weight_noise:g}")
     if distillation is not None:
