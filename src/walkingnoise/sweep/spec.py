@@ -310,8 +310,12 @@ def _flatten(
 def _parse_block(raw: Any, path: str, source: str, *, top: bool = False) -> Block:
     if not isinstance(raw, Mapping):
         kind = type(raw).__name__
+        hint = ""
+        if path and "." not in path and path in Experiment.model_fields:
+            hint = f" ({path} is an experiment setting: put it under fixed: or grid:)"
         raise SweepError(
-            f"{path or source}: a block must be a mapping of fixed, grid and sub-blocks, not {kind}"
+            f"{path or source}: a block must be a mapping of fixed, grid and sub-blocks, "
+            f"not {kind}{hint}"
         )
     block = Block(path=path)
     for key, value in raw.items():
@@ -376,6 +380,9 @@ def _axis_error(error: pydantic.ValidationError, path: str) -> str:
     parts = [str(p) for p in item["loc"]]
     kind = parts.pop(0) if parts and parts[0] in _AXIS_TYPES else None
     where = _join(path, ".".join(parts)) if parts else path
+    if item["type"] == "union_tag_invalid":
+        tag = item.get("ctx", {}).get("tag", "")
+        return f"{where}.type: unknown axis type {tag!r}; choose {', '.join(_AXIS_TYPES)}"
     if item["type"] == "extra_forbidden" and kind is not None:
         known = ", ".join(_AXIS_TYPES[kind].model_fields)
         article = "an" if kind[0] in "aeiou" else "a"
