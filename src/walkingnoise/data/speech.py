@@ -370,16 +370,26 @@ def _build(
     return arrays
 
 
-def _training_waveforms(
-    index: SpeechIndex,
-    settings: MfccSettings,
-    silence_fraction: float,
-    silence_volume: tuple[float, float],
-    progress: bool | None,
-) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class _WaveformSource:
+    """Where the training waveforms come from, and how to check what was read."""
+
+    index: SpeechIndex
+    settings: MfccSettings
+    silence_fraction: float
+    silence_volume: tuple[float, float]
+    fingerprint: Fingerprint
+    progress: bool | None
+    cache: tuple[Path, str, str] | None
+    """``(folder, settings key, files key)``, or None: built in memory."""
+
+
+def _training_waveforms(source: _WaveformSource) -> dict[str, np.ndarray]:
     """The training split's clips in the order of its features, as
     :class:`~walkingnoise.data.speech_augmentation.SpeechAugmentation` reads them, and the
     training region of every background recording."""
+    index, settings, progress = source.index, source.settings, source.progress
+    silence_fraction, silence_volume = source.silence_fraction, source.silence_volume
     clip = settings.clip_samples
     backgrounds = [
         read_wav(index.directory / rel, settings.sample_rate) for rel in index.background
@@ -428,20 +438,6 @@ def _training_waveforms(
     }
 
 
-@dataclass(frozen=True)
-class _WaveformSource:
-    """Where the training waveforms come from, and how to check what was read."""
-
-    index: SpeechIndex
-    settings: MfccSettings
-    silence_fraction: float
-    silence_volume: tuple[float, float]
-    fingerprint: Fingerprint
-    progress: bool | None
-    cache: tuple[Path, str, str] | None
-    """``(folder, settings key, files key)``, or None: built in memory."""
-
-
 def _augmentation_clips(source: _WaveformSource) -> dict[str, np.ndarray]:
     """The training waveforms, memory-mapped from the cache (built there on first use), or
     built in memory when there is no cache.
@@ -456,9 +452,7 @@ def _augmentation_clips(source: _WaveformSource) -> dict[str, np.ndarray]:
         logger.info(
             "speech_commands: reading the training waveforms for augmentation (once; cached)"
         )
-        arrays = _training_waveforms(
-            index, source.settings, source.silence_fraction, source.silence_volume, source.progress
-        )
+        arrays = _training_waveforms(source)
         if source.cache is not None:
             now = fingerprint_files(index.directory, index.relpaths(), source.fingerprint)
             if now != source.cache[2]:
