@@ -157,7 +157,8 @@ def _print_errors(errors: list[tuple[str, str, str]]) -> None:
 
 
 def _claims_note(claims: list[str]) -> str:
-    """Who runs the running experiments, e.g. `` (3 by live processes, 2 by dead ones: …)``."""
+    """Who runs the running experiments, e.g. ``  (3 by live processes on this host; 2 on
+    other hosts)``; empty when none runs."""
     parts = {
         "live": "by live processes on this host",
         "stale": "by processes that are gone: the next run puts them back to pending",
