@@ -143,14 +143,17 @@ def _cmd_status(args: argparse.Namespace) -> None:
 
 def _print_errors(errors: list[tuple[str, str, str]]) -> None:
     """Each different error of the failed experiments once, with its count and an example."""
-    from walkingnoise.sweep.store import distinct_errors
+    from walkingnoise.sweep.store import distinct_errors, error_line
 
     if not errors:
         print("no failed experiments")
         return
+    examples: dict[str, tuple[str, str]] = {}
+    for key, block, error in errors:
+        examples.setdefault(error_line(error), (key, block))
     print("errors of the failed experiments:")
     for text, count in distinct_errors(error for _, _, error in errors):
-        key, block, _ = next(e for e in errors if e[2].strip().endswith(text))
+        key, block = examples[text]
         where = f"block {block}, " if block else ""
         print(f"  {count} × {text}  (e.g. {where}experiment {key[:12]})")
     print("full tracebacks: the error column of walkingnoise.sweep.load_results(STORE)")

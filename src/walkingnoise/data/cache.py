@@ -223,22 +223,27 @@ class MappedArrayCache(ArrayCache):
         stored entry back too, so that no process keeps a copy of its own."""
         path = self.path(settings, files)
         arrays = self.load(settings, files)
-        if arrays is not None:
-            logger.info("cache hit: %s", path)
-            return CacheResult(arrays, hit=True, path=path)
-        with self._building(path):
-            arrays = self.load(settings, files)
-            if arrays is not None:  # built by another process while this one waited
-                logger.info("cache hit: %s", path)
-                return CacheResult(arrays, hit=True, path=path)
-            for leftover in self.directory.glob(f".{path.name}.*"):
-                if leftover.is_dir():  # staging of a build that was killed
-                    shutil.rmtree(leftover, ignore_errors=True)
-            logger.info("cache miss: building %s", path)
-            built = build()
-            stored = self.store(settings, files, built)
-            mapped = None if stored is None else self.load(settings, files)
-            return CacheResult(built if mapped is None else mapped, hit=False, path=stored)
+        if arrays is None:
+            with self._building(path):
+                arrays = self.load(settings, files)  # another process may have built it
+                if arrays is None:
+                    return self._build(settings, files, build)
+        logger.info("cache hit: %s", path)
+        return CacheResult(arrays, hit=True, path=path)
+
+    def _build(
+        self, settings: str, files: str, build: Callable[[], dict[str, np.ndarray]]
+    ) -> CacheResult:
+        """Build and store the entry (holding its lock), then map what was stored."""
+        path = self.path(settings, files)
+        for leftover in self.directory.glob(f".{path.name}.*"):
+            if leftover.is_dir():  # staging of a build that was killed
+                shutil.rmtree(leftover, ignore_errors=True)
+        logger.info("cache miss: building %s", path)
+        built = build()
+        stored = self.store(settings, files, built)
+        mapped = None if stored is None else self.load(settings, files)
+        return CacheResult(built if mapped is None else mapped, hit=False, path=stored)
 
     @contextmanager
     def _building(self, path: Path) -> Iterator[None]:

@@ -16,6 +16,7 @@ import os
 import socket
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -137,14 +138,15 @@ def _claimer_alive(pid: int | None, claimed: float | None) -> bool:
     return started is None or claimed is None or started <= claimed + PID_REUSE_SLACK
 
 
+def error_line(text: str) -> str:
+    """The line that says what went wrong: the last one of a traceback."""
+    return (text.strip().splitlines() or [""])[-1].strip()
+
+
 def distinct_errors(errors: Iterable[str]) -> list[tuple[str, int]]:
-    """Each different error (the last line of its traceback) with how many times it occurs,
-    the most frequent first (ties in order of appearance)."""
-    counts: dict[str, int] = {}
-    for text in errors:
-        last = (text.strip().splitlines() or [""])[-1].strip()
-        counts[last] = counts.get(last, 0) + 1
-    return sorted(counts.items(), key=lambda item: -item[1])
+    """Each different error (its :func:`error_line`) with how many times it occurs, the most
+    frequent first (ties in order of appearance)."""
+    return Counter(error_line(text) for text in errors).most_common()
 
 
 def _refuse_other_databases(db: sqlite3.Connection) -> None:

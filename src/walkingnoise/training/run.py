@@ -161,8 +161,10 @@ def teacher_from_file(experiment: Experiment) -> NoisyModel:
         raise ValueError("the experiment does not distil from a checkpoint file")
     path = Path(settings.teacher).expanduser()
     if not path.is_file():
-        where = "" if path.is_absolute() else f" (looked for {path.absolute()}: a relative path is "
-        where += "read from the current directory)" if where else ""
+        where = ""
+        if not path.is_absolute():
+            where = f" (looked for {path.absolute()}: a relative path is read from the current "
+            where += "directory)"
         raise ValueError(f"distillation.teacher {settings.teacher}: no such checkpoint file{where}")
     try:
         taught, model = load_checkpoint(path)
