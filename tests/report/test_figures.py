@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -153,7 +154,10 @@ def test_site_mu_figure_draws_a_log_fit_s_interval_in_log_space(tmp_path: Path) 
             "quality": "ok",
         }
     )
-    figure = figures.site_mu_figure(sites, out=tmp_path, name="logbars")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one unnamed series: no empty legend, no warning
+        figure = figures.site_mu_figure(sites, out=tmp_path, name="logbars")
+    assert figure.axes[0].get_legend() is None
     bars = [
         (segment[0][1], segment[1][1])
         for collection in figure.axes[0].collections

@@ -150,3 +150,5 @@ def test_a_store_without_results_gives_a_short_report(tmp_path: Path) -> None:
     text = " ".join(page.text)
     assert "1 experiments: 1 pending" in text
     assert "No finished experiments" in text
+    assert "no curve to fit: no finished experiment with a scalar σ" in text
+    assert "every fit converged" not in text

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from walkingnoise.cli._common import add_site_options, write_csv
+from walkingnoise.cli._common import (
+    add_selection_options,
+    add_site_options,
+    selected_hashes,
+    write_csv,
+)
 
 
 def default_report_dir(store: Path) -> Path:
@@ -36,6 +41,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     fit.add_argument("--csv", type=Path, default=None, help="also write the full table here")
     add_site_options(fit)
+    add_selection_options(fit)
     fit.set_defaults(handler=_cmd_fit)
 
     report = commands.add_parser(
@@ -52,6 +58,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="link the PNG files from index.html instead of embedding them",
     )
     add_site_options(report)
+    add_selection_options(report)
     report.set_defaults(handler=_cmd_report)
 
 
@@ -69,6 +76,10 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     from walkingnoise.sweep import load_results
 
     results = load_results(args.store)
+    chosen, said = selected_hashes(args, results)
+    if chosen is not None:
+        print(f"{len(chosen)} of {len(results)} experiments: {said}\n")
+        results = results[results["hash"].isin(chosen)].reset_index(drop=True)
     fitter = double_midpoint_table if args.double else midpoint_table
     table = fitter(results, a_min=args.a_min, n_test=result_test_sizes(results, args.data_root))
     if table.empty:
@@ -109,7 +120,11 @@ def _cmd_fit(args: argparse.Namespace) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from walkingnoise.report import write_report
+    from walkingnoise.sweep import load_results
 
+    chosen, said = None, ""
+    if args.sweep is not None or args.where:
+        chosen, said = selected_hashes(args, load_results(args.store))
     out = args.out or default_report_dir(args.store)
     index = write_report(
         args.store,
@@ -118,6 +133,8 @@ def _cmd_report(args: argparse.Namespace) -> None:
         embed=not args.link_figures,
         site_names=args.site_names,
         data_root=args.data_root,
+        experiments=chosen,
+        selection=said,
     )
     print(f"report: {index}")
     folders = [

@@ -13,12 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from walkingnoise.cli._common import parse_sigma, write_csv
-
-_WHERE_HELP = (
-    "keep only experiments with this setting (repeatable), e.g. --where sigma=1e10 "
-    "--where recipe.clamp=null --where site=3; numbers match to ~3 significant digits"
-)
+from walkingnoise.cli._common import WHERE_HELP, parse_sigma, write_csv
 
 
 def study_dir(store: Path, study: str) -> Path:
@@ -39,7 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="FIELD",
         help="a config field with exactly two values in the selection, e.g. recipe.clamp",
     )
-    weights.add_argument("--where", action="append", metavar="KEY=VALUE", help=_WHERE_HELP)
+    weights.add_argument("--where", action="append", metavar="KEY=VALUE", help=WHERE_HELP)
     weights.add_argument(
         "--by",
         nargs="+",
@@ -76,7 +71,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="the site to record and quantize (default: the experiment's walking site)",
     )
-    binarization.add_argument("--where", action="append", metavar="KEY=VALUE", help=_WHERE_HELP)
+    binarization.add_argument("--where", action="append", metavar="KEY=VALUE", help=WHERE_HELP)
     binarization.add_argument(
         "--sigma",
         type=parse_sigma,
@@ -109,7 +104,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="accuracy over σ_mul × σ_add of mixed noise: tables and one heatmap per order",
     )
     mixed.add_argument("store", type=Path, help="the study's store (.sqlite)")
-    mixed.add_argument("--where", action="append", metavar="KEY=VALUE", help=_WHERE_HELP)
+    mixed.add_argument("--where", action="append", metavar="KEY=VALUE", help=WHERE_HELP)
     mixed.add_argument(
         "--out",
         type=Path,

@@ -61,6 +61,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also list why experiments failed: each different error once, with its count",
     )
+    status.add_argument(
+        "--sweep",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="count only the experiments this sweep file defines as it is now, and say how "
+        "many others the store holds (from earlier versions of it, or other sweeps)",
+    )
+    status.add_argument("--data-root", default=None, help="directory holding the dataset files")
     status.set_defaults(handler=_cmd_status)
 
     retry = commands.add_parser("retry", help="put failed experiments back to pending")
@@ -125,17 +134,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
-    from walkingnoise.sweep import Store
+    from walkingnoise.sweep import Store, load_sweep
+    from walkingnoise.sweep.membership import sweep_members
 
+    spec = None if args.sweep is None else load_sweep(args.sweep)
     with Store(args.store, read_only=True) as store:
-        counts = store.counts()
+        members = None if spec is None else sweep_members(spec, store, data_root=args.data_root)
+        stored = sum(store.counts().values())
+        counts = store.counts(None if members is None else sorted(members))
         trainings = store.training_count()
-        claims = list(store.running_claims().values())
+        claims = store.running_claims()
         errors = store.errors() if args.errors else []
+    if members is not None:
+        claims = {key: claim for key, claim in claims.items() if key in members}
+        errors = [error for error in errors if error[0] in members]
     total = sum(counts.values())
-    print(f"{args.store}: {total} experiments")
+    if spec is None:
+        print(f"{args.store}: {total} experiments")
+    else:
+        unstored = len(members) - total
+        print(f"{args.store}: {total} experiments of {args.sweep} as it is now")
+        if unstored:
+            print(
+                f"  ({unstored} more it defines are not stored yet: `walking-noise run` adds them)"
+            )
     for status, count in counts.items():
-        print(f"  {status:8s} {count}{_claims_note(claims) if status == 'running' else ''}")
+        note = _claims_note(list(claims.values())) if status == "running" else ""
+        print(f"  {status:8s} {count}{note}")
+    if spec is not None:
+        print(
+            f"  others in the store: {stored - total} (from earlier versions of the file, or "
+            "other sweeps; `fit` and `report` leave them out with --sweep)"
+        )
     print(f"  clean trainings stored: {trainings}")
     if args.errors:
         _print_errors(errors)

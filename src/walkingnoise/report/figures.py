@@ -325,7 +325,7 @@ def site_mu_figure(
     ax.set_ylabel("midpoint noise level μ")
     ax.grid(True, axis="y", which="major", alpha=0.3)
     ax.set_title(text(title or "μ per site"), fontsize=10)
-    if series:
+    if ax.get_legend_handles_labels()[1]:  # one unnamed series: no legend
         ax.legend(fontsize=7, loc="best")
     return _finish(figure, out, name)
 

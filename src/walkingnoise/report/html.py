@@ -19,7 +19,7 @@ import html
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -194,6 +194,8 @@ def write_report(
     site_names: bool | SiteNames = True,
     n_test: Literal["auto"] | int | Mapping[str, int] | None = "auto",
     data_root: str | Path | None = None,
+    experiments: Collection[str] | None = None,
+    selection: str = "",
 ) -> Path:
     """Write the HTML/Markdown/CSV report of ``store`` into ``out_dir``; returns ``index.html``.
 
@@ -207,6 +209,8 @@ def write_report(
         n_test: test-set size per dataset for the binomial floor of the fit weights; ``auto``
             loads each dataset once to count it, None leaves the floor constant.
         data_root: where the datasets are, for site names and test-set sizes.
+        experiments: hashes of the experiments to report on (None: all of the store).
+        selection: what chose ``experiments``, in words, for the summary.
     """
     from walkingnoise.sweep.results import load_results
     from walkingnoise.sweep.store import Store
@@ -216,6 +220,10 @@ def write_report(
         sweeps = db.sweeps()
         counts = db.counts()
         trainings = db.training_count()
+    stored = len(results)
+    if experiments is not None:
+        results = results[results["hash"].isin(set(experiments))].reset_index(drop=True)
+        counts = {status: int((results["status"] == status).sum()) for status in counts}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names: SiteNames | None
@@ -240,6 +248,11 @@ def write_report(
         "the store alone; running `walking-noise report` again regenerates it."
     )
     _summary(report, results, counts, trainings)
+    if experiments is not None:
+        report.paragraph(
+            f"Selected {len(results)} of the {stored} experiments in the store: "
+            f"{selection or 'those given'}."
+        )
 
     curves = accuracy_curves(results)
     fits = fit_curves(curves, a_min=a_min, n_test=n_test)
@@ -353,6 +366,8 @@ def _warnings(
                 f"{diverged} experiments diverged in training (NaN weights): counted at chance "
                 "level in the curves and fits"
             )
+    if fits.empty:
+        lines.insert(0, "no curve to fit: no finished experiment with a scalar σ")
     if lines:
         report.items(lines, "warn")
     else:

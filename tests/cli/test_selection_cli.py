@@ -1,0 +1,145 @@
+"""``--sweep`` and ``--where`` of ``status``, ``fit`` and ``report``: a study whose sweep file
+was edited after a run, analysed as the file is now."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from walkingnoise.cli import main
+from walkingnoise.sweep import run_sweep
+from walkingnoise.sweep.spec import load_sweep
+
+from ..sweep.helpers import EVAL_ONLY_SWEEP, write_sweep
+
+
+@pytest.fixture(scope="module")
+def edited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(store, first file, edited file): σ 0.1, 1, 10 run, then the file edited to 1, 10, 100
+    and run again; the store holds 8 experiments, 6 of them in the edited file."""
+    folder = tmp_path_factory.mktemp("edited")
+    store = folder / "study.sqlite"
+    first = write_sweep(folder, EVAL_ONLY_SWEEP % ([0.1, 1.0, 10.0],), "first.yaml")
+    run_sweep(load_sweep(first), store, progress=False)
+    now = write_sweep(folder, EVAL_ONLY_SWEEP % ([1.0, 10.0, 100.0],), "study.yaml")
+    run_sweep(load_sweep(now), store, progress=False)
+    return store, first, now
+
+
+def _fit_rows(store: Path, tmp_path: Path, *options: str) -> list[dict[str, str]]:
+    table = tmp_path / "fits.csv"
+    assert main(["fit", str(store), "--no-site-names", "--csv", str(table), *options]) == 0
+    with table.open() as file:
+        return list(csv.DictReader(file))
+
+
+def test_status_counts_the_sweep_as_it_is_now(
+    edited: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, _, now = edited
+    assert main(["status", str(store)]) == 0
+    assert f"{store}: 8 experiments\n" in capsys.readouterr().out
+    assert main(["status", str(store), "--sweep", str(now)]) == 0
+    out = capsys.readouterr().out
+    assert f"{store}: 6 experiments of {now} as it is now\n" in out
+    assert "  done     6\n" in out
+    assert "  others in the store: 2 " in out
+
+
+def test_status_counts_what_the_file_defines_but_the_store_lacks(
+    edited: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, _, _ = edited
+    grown = write_sweep(tmp_path, EVAL_ONLY_SWEEP % ([1.0, 10.0, 100.0, 1000.0],))
+    assert main(["status", str(store), "--sweep", str(grown)]) == 0
+    out = capsys.readouterr().out
+    assert f"{store}: 6 experiments of {grown} as it is now\n" in out
+    assert "(2 more it defines are not stored yet" in out
+
+
+def test_fit_with_sweep_leaves_out_what_only_the_earlier_file_defined(
+    edited: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, first, now = edited
+    everything = _fit_rows(store, tmp_path)
+    assert [(r["n_points"], r["sigma_min"]) for r in everything] == [("4", "0.1")] * 2
+    assert "of 8 experiments" not in capsys.readouterr().out
+    chosen = _fit_rows(store, tmp_path, "--sweep", str(now))
+    assert [(r["n_points"], r["sigma_min"], r["sigma_max"]) for r in chosen] == [
+        ("3", "1.0", "100.0")
+    ] * 2
+    assert f"6 of 8 experiments: those of {now} as it is now\n" in capsys.readouterr().out
+    earlier = _fit_rows(store, tmp_path, "--sweep", str(first))
+    assert [(r["sigma_min"], r["sigma_max"]) for r in earlier] == [("0.1", "10.0")] * 2
+
+
+def test_fit_where_selects_by_any_column_and_combines_with_sweep(
+    edited: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, _, now = edited
+    rows = _fit_rows(store, tmp_path, "--where", "site=7")
+    assert [r["placement"] for r in rows] == ["walking:7"]
+    assert "4 of 8 experiments: finished, with site=7\n" in capsys.readouterr().out
+    rows = _fit_rows(store, tmp_path, "--sweep", str(now), "--where", "placement=walking:0")
+    assert [(r["placement"], r["n_points"]) for r in rows] == [("walking:0", "3")]
+    out = capsys.readouterr().out
+    assert f"3 of 8 experiments: those of {now} as it is now; finished, with " in out
+
+
+@pytest.mark.parametrize("command", ["fit", "report"])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--where", "colour=red"], "no column 'colour' to filter on; known: hash, status"),
+        (["--where", "site=3"], "no finished experiment of those selected has site=3"),
+        (["--where", "site"], "a filter must look like KEY=VALUE, got 'site'"),
+        (["--sweep", "missing.yaml"], "missing.yaml: no such sweep file"),
+    ],
+)
+def test_a_selection_that_cannot_be_made_is_one_line(
+    command: str,
+    options: list[str],
+    message: str,
+    edited: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store, _, _ = edited
+    out = tmp_path / "report"
+    extra = ["--out", str(out)] if command == "report" else []
+    assert main([command, str(store), "--no-site-names", *extra, *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("walking-noise: error: ")
+    assert message in err
+    assert err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_sweep_with_none_of_the_store_is_an_error(
+    edited: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, _, _ = edited
+    other = write_sweep(tmp_path, EVAL_ONLY_SWEEP % ([3.0],), "other.yaml")
+    assert main(["fit", str(store), "--sweep", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"walking-noise: error: {store}: none of its experiments is in {other} as it is now\n"
+    )
+
+
+def test_report_with_sweep_reports_the_selection(
+    edited: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, _, now = edited
+    out = tmp_path / "report"
+    options = ["--out", str(out), "--no-site-names", "--sweep", str(now)]
+    assert main(["report", str(store), *options]) == 0
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "6 experiments: 0 pending, 0 running, 6 done, 0 failed" in page
+    assert f"Selected 6 of the 8 experiments in the store: those of {now} as it is now." in page
+    with (out / "tables" / "midpoints.csv").open() as file:
+        fits = list(csv.DictReader(file))
+    assert sorted(r["sigma_min"] for r in fits) == ["1.0", "1.0"]
