@@ -55,6 +55,7 @@ def test_dry_run_counts_and_writes_nothing(
     assert "4 experiments: 0 already done, 0 failed before (use `retry`), 4 to run" in out
     assert "4 to run need 3 trainings (1 clean training shared" in out
     assert "adaptive" not in out
+    assert "grid point" not in out
     assert not store.parent.exists()
     adaptive = write_sweep(
         tmp_path,
@@ -63,6 +64,14 @@ def test_dry_run_counts_and_writes_nothing(
     code, out, err = _run(capsys, "run", str(adaptive), "--store", str(store), "--dry-run")
     assert code == 0, err
     assert "adaptive σ: these are the first round's" in out
+    clean = write_sweep(tmp_path, SWEEP.replace("noise: additive", "noise: none"))
+    code, out, err = _run(capsys, "run", str(clean), "--store", str(store), "--dry-run")
+    assert code == 0, err
+    assert "1 experiment: 0 already done" in out
+    assert (
+        "3 grid points gave an experiment that another point already gives, counted once: "
+        "e.g. train_noise True and False (block root) give the same experiment"
+    ) in out
 
 
 def test_the_default_store_is_under_runs(

@@ -13,6 +13,7 @@ from walkingnoise.sweep.spec import (
     SweepTooLargeError,
     count_experiments,
     expand,
+    expand_counted,
     load_sweep,
     parse_sweep,
 )
@@ -225,6 +226,24 @@ def test_experiments_differing_only_in_irrelevant_fields_are_one() -> None:
       fixed: {order: add_first}
     """
     assert len(expand(spec(text))) == 1
+    entries, repeats = expand_counted(spec(text))
+    assert (len(entries), repeats.count) == (1, 1)
+    assert repeats.example == "order mul_first and add_first (blocks first and second)"
+
+
+def test_grid_points_that_repeat_an_experiment_are_counted_with_an_example() -> None:
+    """Without noise σ cannot matter: the σ grid under ``noise: none`` is one experiment."""
+    text = """
+    fixed: {placement: "walking:1", train_noise: false}
+    grid:
+      noise: {type: choice, options: [additive, none]}
+      sigma: {type: choice, options: [0.1, 1.0, 10.0]}
+    """
+    entries, repeats = expand_counted(spec(text))
+    assert [e.experiment.noise for e in entries] == ["additive"] * 3 + ["none"]
+    assert repeats.count == 2
+    assert repeats.example == "sigma 0.1 and 1.0 (block root)"
+    assert expand_counted(spec(UNION))[1].count == 0
 
 
 def test_expansion_is_deterministic(sites: SiteCounter) -> None:

@@ -24,7 +24,7 @@ from walkingnoise.sweep.spec import (
     AdaptiveAxis,
     SweepEntry,
     SweepSpec,
-    expand,
+    expand_counted,
 )
 from walkingnoise.sweep.store import Store, StoreError
 from walkingnoise.sweep.work import Outcome, UnitOutcome, run_unit, unit_threads
@@ -49,13 +49,15 @@ class SweepSummary:
     trainings: int
     shared_trainings: int
     running_elsewhere: int = 0
+    repeats: int = 0
+    repeat_example: str = ""
     ran: int = 0
     failed: int = 0
     seconds: float = 0.0
 
     def add(self, other: SweepSummary) -> None:
         """Count another round of the same sweep in (adaptive σ)."""
-        for name in (f.name for f in fields(self)):
+        for name in (f.name for f in fields(self) if f.name != "repeat_example"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def describe(self) -> str:
@@ -71,6 +73,11 @@ class SweepSummary:
             f"({_counted(self.shared_trainings, 'clean training')} shared by inference-only "
             "experiments)",
         ]
+        if self.repeats:
+            lines.append(
+                f"{_counted(self.repeats, 'grid point')} gave an experiment that another point "
+                f"already gives, counted once: e.g. {self.repeat_example} give the same experiment"
+            )
         if self.ran or self.failed:
             lines.append(
                 f"ran {_counted(self.ran, 'experiment')} ({self.failed} failed) "
@@ -158,18 +165,23 @@ def run_sweep(
     """
     unit_threads()
     check_budget()
-    entries = expand(spec, site_count=SiteCounter(data_root), max_experiments=max_experiments)
+    entries, repeats = expand_counted(
+        spec, site_count=SiteCounter(data_root), max_experiments=max_experiments
+    )
     _check_teachers(entries, store)
     if dry_run and not isinstance(store, Store):
         exists = Path(store).is_file()
         with Store(store if exists else ":memory:", read_only=exists) as readable:
-            return prepare(entries, readable, register=False)[1]
-    if dry_run:
-        return prepare(entries, store, register=False)[1]
-    if isinstance(store, Store):
-        return _run_rounds(entries, spec, store, executor, data_root, progress)
-    with Store(store) as opened:
-        return _run_rounds(entries, spec, opened, executor, data_root, progress)
+            summary = prepare(entries, readable, register=False)[1]
+    elif dry_run:
+        summary = prepare(entries, store, register=False)[1]
+    elif isinstance(store, Store):
+        summary = _run_rounds(entries, spec, store, executor, data_root, progress)
+    else:
+        with Store(store) as opened:
+            summary = _run_rounds(entries, spec, opened, executor, data_root, progress)
+    summary.repeats, summary.repeat_example = repeats.count, repeats.example
+    return summary
 
 
 def _unfinished(entries: list[SweepEntry], store: Store | str | Path) -> list[SweepEntry]:

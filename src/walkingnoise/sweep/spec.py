@@ -557,6 +557,15 @@ def _validate(config: dict[str, Any], origins: Mapping[str, str], leaf: str) -> 
         raise SweepError(f"{where}: {message}") from None
 
 
+@dataclass(frozen=True)
+class Repeats:
+    """Grid points that give an experiment an earlier point of the sweep already gives: they
+    count once (e.g. a σ grid under ``noise: none``). ``example`` says which points, in words."""
+
+    count: int = 0
+    example: str = ""
+
+
 def expand(
     spec: SweepSpec,
     *,
@@ -570,6 +579,16 @@ def expand(
             expand ``walking:*`` and to reject site indices beyond the model; None skips both.
         max_experiments: refuse (``SweepTooLargeError``) sweeps larger than this; None for no limit.
     """
+    return expand_counted(spec, site_count=site_count, max_experiments=max_experiments)[0]
+
+
+def expand_counted(
+    spec: SweepSpec,
+    *,
+    site_count: SiteCount | None = None,
+    max_experiments: int | None = DEFAULT_MAX_EXPERIMENTS,
+) -> tuple[list[SweepEntry], Repeats]:
+    """:func:`expand`, and the grid points that repeated an experiment and counted once."""
     bound = count_experiments(spec)
     if max_experiments is not None and bound > max_experiments:
         raise SweepTooLargeError(
@@ -577,6 +596,8 @@ def expand(
             f"{max_experiments}; check the grid sizes, or confirm with --yes"
         )
     entries: dict[str, SweepEntry] = {}
+    points: dict[str, tuple[str, dict[str, Any]]] = {}  # the first grid point of each hash
+    repeated, example = 0, ""
     for chain in spec.leaves():
         leaf = chain[-1].path
         fixed, grid = _merged(chain)
@@ -587,15 +608,33 @@ def expand(
             config = {key: value for key, (value, _) in fixed.items()}
             config |= dict(zip(keys, combination, strict=True))
             for experiment in _expand_sites(config, origins, leaf, site_count):
-                entries.setdefault(
-                    experiment.content_hash(), SweepEntry(experiment, leaf or "root")
-                )
+                key = experiment.content_hash()
+                if key not in entries:
+                    entries[key] = SweepEntry(experiment, leaf or "root")
+                    points[key] = (leaf, config)
+                    continue
+                repeated += 1
+                example = example or _repeat_example(points[key], (leaf, config))
             if max_experiments is not None and len(entries) > max_experiments:
                 raise SweepTooLargeError(  # walking:* counted 1 above: stop once it is known
                     f"{spec.source}: the sweep has more than {max_experiments} experiments; "
                     "confirm with --yes"
                 )
-    return list(entries.values())
+    return list(entries.values()), Repeats(repeated, example)
+
+
+def _repeat_example(first: tuple[str, dict[str, Any]], again: tuple[str, dict[str, Any]]) -> str:
+    """Two grid points that give one experiment, e.g. ``sigma 0.1 and 1.0 (block clean)``."""
+    (leaf, config), (other_leaf, other) = first, again
+    differ = [key for key in config | other if config.get(key) != other.get(key)]
+    shown = "; ".join(f"{key} {config.get(key, '(unset)')} and {other.get(key, '(unset)')}"
+                      for key in differ)  # fmt: skip
+    blocks = leaf or "root"
+    if other_leaf != leaf:
+        blocks = f"blocks {blocks} and {other_leaf or 'root'}"
+    else:
+        blocks = f"block {blocks}"
+    return f"{shown or 'the same settings'} ({blocks})"
 
 
 def _expand_sites(
