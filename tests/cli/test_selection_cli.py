@@ -4,6 +4,7 @@ was edited after a run, analysed as the file is now."""
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,8 @@ def test_status_counts_the_sweep_as_it_is_now(
     out = capsys.readouterr().out
     assert f"{store}: 6 experiments of {now} as it is now\n" in out
     assert "  done     6\n" in out
-    assert "  others in the store: 2 " in out
+    assert f"  others in the store: 2 (not defined by {now} now; " in out
+    assert "  clean trainings stored: 1 (whole store)\n" in out
 
 
 def test_status_counts_what_the_file_defines_but_the_store_lacks(
@@ -70,7 +72,9 @@ def test_fit_with_sweep_leaves_out_what_only_the_earlier_file_defined(
     assert [(r["n_points"], r["sigma_min"], r["sigma_max"]) for r in chosen] == [
         ("3", "1.0", "100.0")
     ] * 2
-    assert f"6 of 8 experiments: those of {now} as it is now\n" in capsys.readouterr().out
+    assert (
+        f"6 of 8 experiments (6 finished): those of {now} as it is now\n" in capsys.readouterr().out
+    )
     earlier = _fit_rows(store, tmp_path, "--sweep", str(first))
     assert [(r["sigma_min"], r["sigma_max"]) for r in earlier] == [("0.1", "10.0")] * 2
 
@@ -81,19 +85,38 @@ def test_fit_where_selects_by_any_column_and_combines_with_sweep(
     store, _, now = edited
     rows = _fit_rows(store, tmp_path, "--where", "site=7")
     assert [r["placement"] for r in rows] == ["walking:7"]
-    assert "4 of 8 experiments: finished, with site=7\n" in capsys.readouterr().out
+    assert "4 of 8 experiments (4 finished): finished ones that pass --where site=7\n" in (
+        capsys.readouterr().out
+    )
     rows = _fit_rows(store, tmp_path, "--sweep", str(now), "--where", "placement=walking:0")
     assert [(r["placement"], r["n_points"]) for r in rows] == [("walking:0", "3")]
     out = capsys.readouterr().out
-    assert f"3 of 8 experiments: those of {now} as it is now; finished, with " in out
+    assert (
+        f"3 of 8 experiments (3 finished): those of {now} as it is now; finished ones that "
+        "pass --where placement=walking:0\n"
+    ) in out
+
+
+def test_a_key_given_twice_selects_either_value(
+    edited: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, _, _ = edited
+    rows = _fit_rows(store, tmp_path, "--where", "sigma=0.1", "--where", "sigma=100")
+    assert [(r["n_points"], r["sigma_min"], r["sigma_max"]) for r in rows] == [
+        ("2", "0.1", "100.0")
+    ] * 2
+    assert "4 of 8 experiments (4 finished): finished ones that pass --where sigma=0.1 " in (
+        capsys.readouterr().out
+    )
 
 
 @pytest.mark.parametrize("command", ["fit", "report"])
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--where", "colour=red"], "no column 'colour' to filter on; known: hash, status"),
-        (["--where", "site=3"], "no finished experiment of those selected has site=3"),
+        (["--where", "colour=red"], "no column 'colour' to filter on; settings: block, "),
+        (["--where", "sede=0"], "no column 'sede' to filter on; did you mean seed?"),
+        (["--where", "site=3"], "no finished experiment passes --where site=3; site takes 0, 7"),
         (["--where", "site"], "a filter must look like KEY=VALUE, got 'site'"),
         (["--sweep", "missing.yaml"], "missing.yaml: no such sweep file"),
     ],
@@ -140,6 +163,65 @@ def test_report_with_sweep_reports_the_selection(
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "6 experiments: 0 pending, 0 running, 6 done, 0 failed" in page
     assert f"Selected 6 of the 8 experiments in the store: those of {now} as it is now." in page
+    assert f"<h3>{now}</h3>" in page  # the file given, as it is now, not the stored versions
+    assert page.count("<pre>") == 1
     with (out / "tables" / "midpoints.csv").open() as file:
         fits = list(csv.DictReader(file))
     assert sorted(r["sigma_min"] for r in fits) == ["1.0", "1.0"]
+
+
+def test_a_report_into_the_same_folder_removes_the_tables_it_no_longer_writes(
+    edited: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """A table an earlier, wider report wrote (here global.csv, listed as the reports list
+    theirs) goes; a file of the user's in the folder stays."""
+    from walkingnoise.report.html import TABLE_MANIFEST
+
+    store, _, now = edited
+    out = tmp_path / "report"
+    assert main(["report", str(store), "--out", str(out), "--no-site-names"]) == 0
+    tables = out / "tables"
+    written = sorted(p.name for p in tables.iterdir() if not p.name.startswith("."))
+    assert (tables / TABLE_MANIFEST).read_text().split() == written
+    for name in ("global.csv", "global.md"):
+        (tables / name).write_text("from a wider report\n")
+    with (tables / TABLE_MANIFEST).open("a") as listing:
+        listing.write("global.csv\nglobal.md\n")
+    (tables / "mine.csv").write_text("a user's own file\n")
+    options = ["--sweep", str(now)]
+    assert main(["report", str(store), "--out", str(out), "--no-site-names", *options]) == 0
+    left = sorted(p.name for p in tables.iterdir() if not p.name.startswith("."))
+    assert left == sorted([*written, "mine.csv"])
+
+
+def test_an_error_in_the_sweep_file_names_the_file(
+    edited: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, _, _ = edited
+    typo = write_sweep(tmp_path, "fixed: {dataset: digits, sigmaa: 1}\n", "typo.yaml")
+    for command in ("fit", "status"):
+        assert main([command, str(store), "--sweep", str(typo)]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.startswith(f"walking-noise: error: {typo}: fixed.sigmaa: unknown key")
+
+
+def test_fit_says_nothing_of_a_selection_it_cannot_fit(
+    edited: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sweep file whose experiments are stored but none has finished yet."""
+    from walkingnoise.sweep import Store
+    from walkingnoise.sweep.spec import expand
+
+    store = tmp_path / "copy.sqlite"
+    shutil.copy(edited[0], store)
+    later = write_sweep(tmp_path, EVAL_ONLY_SWEEP % ([1000.0],), "later.yaml")
+    with Store(store) as opened:
+        opened.add((e.experiment, e.block) for e in expand(load_sweep(later)))
+    assert main(["fit", str(store), "--sweep", str(later)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"walking-noise: error: {store}: no finished experiments with a scalar σ to fit among "
+        "the 2 selected (0 finished)\n"
+    )

@@ -103,4 +103,4 @@ grid: {sigma: {type: choice, options: [0.1, 10.0]}}
     run_sweep(parse_sweep(text, source="two.yaml"), store, progress=False)
     assert main(["fit", str(store), "--no-site-names"]) == 0
     out = capsys.readouterr().out
-    assert "0 of 1 curves fitted in no σ (1 could not be fitted), 1 with a quality flag" in out
+    assert "0 of 1 curves fitted (1 could not be fitted), 1 with a quality flag" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from walkingnoise.experiment import Experiment
 from walkingnoise.sweep import Store
 from walkingnoise.sweep.membership import sweep_members
 from walkingnoise.sweep.spec import expand
@@ -50,7 +51,8 @@ def test_an_adaptive_curve_keeps_the_sigma_its_rounds_added(tmp_path: Path) -> N
         added = template.model_copy(update={"sigma": 0.3})  # as a later round adds it
         other_seed = template.model_copy(update={"sigma": 0.3, "seed": 7})
         other_site = template.model_copy(update={"sigma": 0.3, "placement": "walking:2"})
-        store.add([(added, "root"), (other_seed, "root"), (other_site, "root")])
+        outside = template.model_copy(update={"sigma": 1000.0})  # another sweep's, beyond 10^2
+        store.add([(added, "root"), (other_seed, "root"), (other_site, "root"), (outside, "x")])
         members = sweep_members(adaptive, store)
     assert members == {*first, added.content_hash()}
 
@@ -61,3 +63,28 @@ def test_a_grid_sweep_does_not_take_other_sigma_of_its_curves(tmp_path: Path) ->
         kept = _stored(store, eval_only_spec([0.1, 1.0]))
         _stored(store, eval_only_spec([0.5]))
         assert sweep_members(eval_only_spec([0.1, 1.0]), store) == set(kept)
+
+
+def test_walking_star_without_the_dataset_takes_the_stored_sites(tmp_path: Path) -> None:
+    """A store copied from a cluster, analysed where the dataset's files are not."""
+    text = """
+    name: cluster
+    fixed: {dataset: mnist, placement: "walking:*", train_noise: false}
+    grid: {sigma: {type: choice, options: [0.1, 1.0]}}
+    global:
+      fixed: {dataset: mnist, placement: global, train_noise: false, sigma: 0.5}
+    walking: {}
+    """
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    stored = [
+        Experiment(dataset="mnist", placement=f"walking:{site}", sigma=sigma, train_noise=False)
+        for site in range(3)
+        for sigma in (0.1, 1.0, 10.0)
+    ]
+    stored.append(Experiment(dataset="mnist", placement="global", sigma=0.5, train_noise=False))
+    with Store(tmp_path / "cluster.sqlite") as store:
+        store.add((e, "walking") for e in stored)
+        members = sweep_members(spec(text), store, data_root=empty)
+    wanted = {e.content_hash() for e in stored if e.sigma != 10.0}
+    assert members == wanted

@@ -9,6 +9,7 @@ model is taken from the store's checkpoint of one experiment.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,9 +45,20 @@ def parse_filter(text: str) -> tuple[str, Any]:
     return key, value
 
 
+class AnyOf(tuple):
+    """The values of a key given more than once: a row passes if it has any of them."""
+
+
 def parse_filters(texts: Sequence[str] | None) -> dict[str, Any]:
-    """Several ``KEY=VALUE`` filters as a dict (a repeated key: the last one counts)."""
-    return dict(parse_filter(text) for text in texts or ())
+    """Several ``KEY=VALUE`` filters as a dict; a key given more than once keeps all its values
+    as :class:`AnyOf` (``--where seed=0 --where seed=1``: seed 0 or 1)."""
+    filters: dict[str, Any] = {}
+    for key, value in (parse_filter(text) for text in texts or ()):
+        if key in filters:
+            earlier = filters[key]
+            value = AnyOf((*(earlier if isinstance(earlier, AnyOf) else (earlier,)), value))
+        filters[key] = value
+    return filters
 
 
 def _missing(value: Any) -> bool:
@@ -54,28 +66,49 @@ def _missing(value: Any) -> bool:
 
 
 def filter_mask(frame: pd.DataFrame, filters: Mapping[str, Any]) -> pd.Series:
-    """Rows of ``frame`` whose columns equal every filter value.
+    """Rows of ``frame`` whose columns equal every filter value (any of an :class:`AnyOf`).
 
     ``None`` selects missing values; numbers match within :data:`NUMERIC_RTOL`; other values
-    compare as text. An unknown column is a KeyError that lists the known ones.
+    compare as text. An unknown column is a KeyError that names the closest known one, or
+    lists the settings columns.
     """
     mask = pd.Series(True, index=frame.index)
     for column, wanted in filters.items():
         if column not in frame:
-            known = ", ".join(c for c in frame.columns if c not in ("weights", "history"))
-            raise KeyError(f"no column {column!r} to filter on; known: {known}")
+            raise KeyError(f"no column {column!r} to filter on; {_known(frame, column)}")
         values = frame[column]
-        if _missing(wanted):
-            mask &= values.isna() | values.astype(str).isin(["", "None", "<NA>"])
-        elif isinstance(wanted, bool):
-            mask &= values.astype(str).str.lower() == str(wanted).lower()
-        elif isinstance(wanted, int | float):
-            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-            close = np.isclose(numbers, float(wanted), rtol=NUMERIC_RTOL, atol=0.0)
-            mask &= pd.Series(close, index=frame.index)
+        if isinstance(wanted, AnyOf):
+            mask &= np.logical_or.reduce([_equal(values, one) for one in wanted])
         else:
-            mask &= values.astype(str) == str(wanted)
+            mask &= _equal(values, wanted)
     return mask
+
+
+def _equal(values: pd.Series, wanted: Any) -> pd.Series:
+    """Where ``values`` equal ``wanted``, as :func:`filter_mask` compares."""
+    if _missing(wanted):
+        return values.isna() | values.astype(str).isin(["", "None", "<NA>"])
+    if isinstance(wanted, bool):
+        return values.astype(str).str.lower() == str(wanted).lower()
+    if isinstance(wanted, int | float):
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        close = np.isclose(numbers, float(wanted), rtol=NUMERIC_RTOL, atol=0.0)
+        return pd.Series(close, index=values.index)
+    return values.astype(str) == str(wanted)
+
+
+#: Columns that ``prepare_results`` derives from the settings, and the experiment's block.
+_DERIVED = ("block", "site", "placement_kind", "sigma_mul", "sigma_add")
+
+
+def _known(frame: pd.DataFrame, column: str) -> str:
+    """``did you mean seed?``, or the settings columns of ``frame`` (not metrics or timings)."""
+    close = difflib.get_close_matches(column, [str(c) for c in frame.columns], n=1)
+    if close:
+        return f"did you mean {close[0]}?"
+    fields = {*Experiment.model_fields, *_DERIVED}
+    settings = [str(c) for c in frame.columns if c in fields or "." in str(c)]
+    return f"settings: {', '.join(settings)}"
 
 
 def select_results(results: pd.DataFrame, filters: Mapping[str, Any]) -> pd.DataFrame:

@@ -65,10 +65,17 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="only the experiments this sweep file defines as it is now (after an edit, those "
-        "only its earlier versions defined are left out)",
+        "only its earlier versions defined are left out; on an adaptive σ axis, every stored σ "
+        "in its range)",
     )
     parser.add_argument(
-        "--where", action="append", default=[], metavar="KEY=VALUE", help=WHERE_HELP
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=WHERE_HELP + "; a key given again adds values (seed=0 --where seed=1: either); "
+        "KEY is a setting (seed, sigma, recipe.clamp, ...) or site, placement_kind, "
+        "sigma_mul, sigma_add, block",
     )
 
 
@@ -80,12 +87,7 @@ def selected_hashes(args: argparse.Namespace, results: pd.DataFrame) -> tuple[se
     chosen: set[str] | None = None
     said = []
     if args.sweep is not None:
-        from walkingnoise.sweep import Store, load_sweep
-        from walkingnoise.sweep.membership import sweep_members
-
-        spec = load_sweep(args.sweep)
-        with Store(args.store, read_only=True) as store:
-            chosen = sweep_members(spec, store, data_root=args.data_root) & set(results["hash"])
+        chosen = sweep_hashes(args) & set(results["hash"])
         if not chosen:
             raise ValueError(
                 f"{args.store}: none of its experiments is in {args.sweep} as it is now"
@@ -93,13 +95,58 @@ def selected_hashes(args: argparse.Namespace, results: pd.DataFrame) -> tuple[se
         said.append(f"those of {args.sweep} as it is now")
     filters = parse_filters(args.where)
     if filters:
-        shown = " ".join(f"{key}={value}" for key, value in filters.items())
+        shown = " ".join(f"--where {text}" for text in args.where)
         passing = set(select_results(results, filters)["hash"])
-        chosen = passing if chosen is None else chosen & passing
-        if not chosen:
-            raise ValueError(f"{args.store}: no finished experiment of those selected has {shown}")
-        said.append(f"finished, with {shown}")
+        if chosen is not None:
+            passing &= chosen
+        if not passing:
+            scope = "" if chosen is None else " of those in the sweep file"
+            raise ValueError(
+                f"{args.store}: no finished experiment{scope} passes {shown}"
+                + _values_hint(results if chosen is None else results[results["hash"].isin(chosen)],
+                               filters)
+            )  # fmt: skip
+        chosen = passing
+        said.append(f"finished ones that pass {shown}")
     return chosen, "; ".join(said)
+
+
+def sweep_hashes(args: argparse.Namespace) -> set[str]:
+    """The experiments ``--sweep`` defines; an error in its file names the file."""
+    from walkingnoise.sweep import Store, SweepError, load_sweep
+    from walkingnoise.sweep.membership import sweep_members
+
+    spec = load_sweep(args.sweep)
+    try:
+        with Store(args.store, read_only=True) as store:
+            return sweep_members(spec, store, data_root=args.data_root)
+    except SweepError as error:
+        text = str(error)
+        raise SweepError(text if str(args.sweep) in text else f"{args.sweep}: {text}") from None
+
+
+def _values_hint(results: pd.DataFrame, filters: dict) -> str:
+    """``; site takes 0, 1, 2`` for each filter key (values of the finished experiments)."""
+    from walkingnoise.analysis.curves import prepare_results
+    from walkingnoise.report.markdown import cell_text
+
+    frame = prepare_results(results)
+    if frame.empty:
+        return " (none of them has finished)"
+    hints = []
+    for key in filters:
+        values = sorted({cell_text(v) for v in frame[key].dropna()}, key=_natural)
+        shown = ", ".join(values[:12]) + (", ..." if len(values) > 12 else "")
+        hints.append(f"{key} takes {shown or 'no value'}")
+    return "; " + "; ".join(hints)
+
+
+def _natural(text: str) -> tuple:
+    """Numbers in numeric order, then text."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
 
 
 def one_line(error: BaseException) -> str:

@@ -76,14 +76,18 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     from walkingnoise.sweep import load_results
 
     results = load_results(args.store)
+    stored = len(results)
     chosen, said = selected_hashes(args, results)
     if chosen is not None:
-        print(f"{len(chosen)} of {len(results)} experiments: {said}\n")
         results = results[results["hash"].isin(chosen)].reset_index(drop=True)
     fitter = double_midpoint_table if args.double else midpoint_table
     table = fitter(results, a_min=args.a_min, n_test=result_test_sizes(results, args.data_root))
+    finished = int((results["status"] == "done").sum()) if "status" in results else 0
     if table.empty:
-        raise ValueError(f"{args.store}: no finished experiments with a scalar σ to fit")
+        of = "" if chosen is None else f" among the {len(results)} selected ({finished} finished)"
+        raise ValueError(f"{args.store}: no finished experiments with a scalar σ to fit{of}")
+    if chosen is not None:
+        print(f"{len(results)} of {stored} experiments ({finished} finished): {said}\n")
     if args.csv is not None:
         write_csv(table, args.csv)
     shown = table[varying_columns(table, always=("placement",))].map(cell_text)
@@ -109,10 +113,11 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         print(shown.to_string(index=False))
     flagged = int((table["quality"] != "ok").sum())
     fitted = table["mu1" if args.double else "mu"].notna()
-    spaces = " and ".join(sorted(table.loc[fitted, "space"].unique())) or "no"
+    spaces = " and ".join(sorted(table.loc[fitted, "space"].unique()))
+    where = f" in {spaces} σ" if spaces else ""
     unfitted = f" ({int((~fitted).sum())} could not be fitted)" if not fitted.all() else ""
     print(
-        f"\n{int(fitted.sum())} of {len(table)} curves fitted in {spaces} σ{unfitted}, "
+        f"\n{int(fitted.sum())} of {len(table)} curves fitted{where}{unfitted}, "
         f"{flagged} with a quality flag (a_min: {args.a_min}); log-space widths s are in "
         "decades"
     )
@@ -122,9 +127,11 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from walkingnoise.report import write_report
     from walkingnoise.sweep import load_results
 
-    chosen, said = None, ""
+    chosen, said, sweeps = None, "", None
     if args.sweep is not None or args.where:
         chosen, said = selected_hashes(args, load_results(args.store))
+    if args.sweep is not None:
+        sweeps = {str(args.sweep): args.sweep.read_text(encoding="utf-8", errors="replace")}
     out = args.out or default_report_dir(args.store)
     index = write_report(
         args.store,
@@ -135,6 +142,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
         data_root=args.data_root,
         experiments=chosen,
         selection=said,
+        sweeps=sweeps,
     )
     print(f"report: {index}")
     folders = [

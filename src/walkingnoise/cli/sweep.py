@@ -55,7 +55,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.set_defaults(handler=_cmd_run)
 
     status = commands.add_parser("status", help="experiments per status in a store")
-    status.add_argument("store", type=Path)
+    status.add_argument("store", type=Path, help="the study's store (.sqlite)")
     status.add_argument(
         "--errors",
         action="store_true",
@@ -73,7 +73,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     status.set_defaults(handler=_cmd_status)
 
     retry = commands.add_parser("retry", help="put failed experiments back to pending")
-    retry.add_argument("store", type=Path)
+    retry.add_argument("store", type=Path, help="the study's store (.sqlite)")
     retry.add_argument("--failed", action="store_true", required=True, help="retry failed ones")
     retry.set_defaults(handler=_cmd_retry)
 
@@ -134,12 +134,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
-    from walkingnoise.sweep import Store, load_sweep
-    from walkingnoise.sweep.membership import sweep_members
+    from walkingnoise.cli._common import sweep_hashes
+    from walkingnoise.sweep import Store
 
-    spec = None if args.sweep is None else load_sweep(args.sweep)
+    members = None if args.sweep is None else sweep_hashes(args)
     with Store(args.store, read_only=True) as store:
-        members = None if spec is None else sweep_members(spec, store, data_root=args.data_root)
         stored = sum(store.counts().values())
         counts = store.counts(None if members is None else sorted(members))
         trainings = store.training_count()
@@ -149,24 +148,24 @@ def _cmd_status(args: argparse.Namespace) -> None:
         claims = {key: claim for key, claim in claims.items() if key in members}
         errors = [error for error in errors if error[0] in members]
     total = sum(counts.values())
-    if spec is None:
+    if members is None:
         print(f"{args.store}: {total} experiments")
     else:
-        unstored = len(members) - total
         print(f"{args.store}: {total} experiments of {args.sweep} as it is now")
-        if unstored:
+        if len(members) > total:
+            unstored = len(members) - total
             print(
                 f"  ({unstored} more it defines are not stored yet: `walking-noise run` adds them)"
             )
     for status, count in counts.items():
         note = _claims_note(list(claims.values())) if status == "running" else ""
         print(f"  {status:8s} {count}{note}")
-    if spec is not None:
+    if members is not None:
         print(
-            f"  others in the store: {stored - total} (from earlier versions of the file, or "
-            "other sweeps; `fit` and `report` leave them out with --sweep)"
+            f"  others in the store: {stored - total} (not defined by {args.sweep} now; `fit` "
+            "and `report` leave them out with --sweep)"
         )
-    print(f"  clean trainings stored: {trainings}")
+    print(f"  clean trainings stored: {trainings}{'' if members is None else ' (whole store)'}")
     if args.errors:
         _print_errors(errors)
 

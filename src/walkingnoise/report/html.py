@@ -67,9 +67,10 @@ pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
 figure { margin: 1em 0; } figcaption { font-size: .85em; color: #555; }
 img { max-width: 100%; height: auto; } .warn { color: #8a4b00; } .note { color: #555; }
 """
-#: The list of the figures a report wrote, in its figures folder: the next report deletes those
-#: it does not write again, and nothing else.
+#: The lists of the figures and tables a report wrote, in their folders: the next report deletes
+#: those it does not write again, and nothing else.
 FIGURE_MANIFEST = ".report-figures"
+TABLE_MANIFEST = ".report-tables"
 #: Walking families (dataset, model, BatchNorm, noise) shown in per-site figures and tables.
 _SITE_FAMILY = ("dataset", "model", "batchnorm", "noise")
 #: Fig. 5 compares datasets: one figure per (model, BatchNorm, noise).
@@ -107,6 +108,7 @@ class _Report:
     html: list[str] = field(default_factory=list)
     md: list[str] = field(default_factory=list)
     written: set[Path] = field(default_factory=set)
+    tables: set[Path] = field(default_factory=set)
     anchors: list[tuple[str, str]] = field(default_factory=list)
     count: int = 0
 
@@ -133,6 +135,12 @@ class _Report:
     def table(self, frame: pd.DataFrame, *, index: bool = False) -> None:
         self.html.append(html_table(frame, index=index))
         self.md.append(markdown_table(frame, index=index))
+
+    def table_files(
+        self, frame: pd.DataFrame, folder: Path, name: str, display: pd.DataFrame | None = None
+    ) -> None:
+        """Write ``folder/NAME.csv`` and ``.md`` (see ``write_table``) and remember them."""
+        self.tables.update(write_table(frame, folder, name, display))
 
     def pre(self, text: str) -> None:
         self.html.append(f"<pre>{esc(text)}</pre>")
@@ -196,6 +204,7 @@ def write_report(
     data_root: str | Path | None = None,
     experiments: Collection[str] | None = None,
     selection: str = "",
+    sweeps: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the HTML/Markdown/CSV report of ``store`` into ``out_dir``; returns ``index.html``.
 
@@ -211,13 +220,14 @@ def write_report(
         data_root: where the datasets are, for site names and test-set sizes.
         experiments: hashes of the experiments to report on (None: all of the store).
         selection: what chose ``experiments``, in words, for the summary.
+        sweeps: name → text of the sweep files to show (None: those the store keeps).
     """
     from walkingnoise.sweep.results import load_results
     from walkingnoise.sweep.store import Store
 
     with Store(store, read_only=True) as db:
         results = load_results(db)
-        sweeps = db.sweeps()
+        sweeps = db.sweeps() if sweeps is None else sweeps
         counts = db.counts()
         trainings = db.training_count()
     stored = len(results)
@@ -270,7 +280,8 @@ def write_report(
     _weights(report, results, tables)
     _config(report, results, sweeps)
 
-    _remove_stale_figures(out / "figures", report.written)
+    _remove_stale(out / "figures", report.written, FIGURE_MANIFEST, (".png", ".svg"))
+    _remove_stale(out / "tables", report.tables, TABLE_MANIFEST, (".csv", ".md"))
     links = " · ".join(f'<a href="#{esc(a)}">{esc(text)}</a>' for a, text in report.anchors)
     report.html.insert(2, f"<nav><p>{links}</p></nav>")  # after the title and its note
     page = (
@@ -286,14 +297,16 @@ def write_report(
     return index
 
 
-def _remove_stale_figures(folder: Path, written: set[Path]) -> None:
-    """Delete the figures an earlier report wrote into ``folder`` that this one did not, and
-    list this one's in ``FIGURE_MANIFEST``: files the reports did not write are never touched."""
-    manifest = folder / FIGURE_MANIFEST
+def _remove_stale(
+    folder: Path, written: set[Path], listing: str, suffixes: tuple[str, ...]
+) -> None:
+    """Delete the files an earlier report wrote into ``folder`` that this one did not, and list
+    this one's in the ``listing`` file there: files the reports did not write are never touched."""
+    manifest = folder / listing
     earlier = manifest.read_text(encoding="utf-8").split() if manifest.is_file() else []
     names = sorted(path.name for path in written)
     for name in set(earlier) - set(names):
-        if Path(name).name == name and Path(name).suffix in (".png", ".svg"):
+        if Path(name).name == name and Path(name).suffix in suffixes:
             (folder / name).unlink(missing_ok=True)
     if names or manifest.is_file():
         manifest.write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
@@ -380,7 +393,7 @@ def _midpoints(report: _Report, fits: pd.DataFrame, sites: pd.DataFrame, tables:
         report.paragraph("No finished experiments with a scalar σ to fit.")
         return
     shown = readable_midpoints(fits)
-    write_table(fits, tables, "midpoints", shown)
+    report.table_files(fits, tables, "midpoints", shown)
     report.table(shown)
     report.paragraph("Full table: tables/midpoints.csv (all fit parameters and flags).", "note")
 
@@ -426,7 +439,7 @@ def _walking(
         return
     report.heading("Walking noise: per-site robustness", anchor="walking")
     site_rows = sites[sites["noise"] != "mixed"] if not sites.empty else sites
-    write_table(site_rows, tables, "sites")
+    report.table_files(site_rows, tables, "sites")
     for family, part in _families(site_rows, _SITE_FAMILY):
         report.heading(f"μ per site: {_label(family)}", 3)
         report.table(_site_pivot(part), index=True)
@@ -469,7 +482,7 @@ def _walking(
     if not kept.empty:
         report.heading("Accuracy preserved at the largest σ", 3)
         shown = kept
-        write_table(kept, tables, "preservation")
+        report.table_files(kept, tables, "preservation")
         columns = [c for c in curve_group_columns(kept) if c != "placement"]
         varying = [c for c in columns if kept[c].map(cell_text).nunique() > 1]
         display = shown[varying].map(cell_text) if varying else pd.DataFrame(index=shown.index)
@@ -500,7 +513,7 @@ def _global(report: _Report, curves: pd.DataFrame, fits: pd.DataFrame, tables: P
     if table.empty:
         return
     report.heading("Global noise", anchor="global")
-    write_table(table, tables, "global", readable_midpoints(table))
+    report.table_files(table, tables, "global", readable_midpoints(table))
     report.table(pivot_mu(table), index=True)
     report.paragraph("μ ± error per configuration (cf. paper Tables 1 and 4).", "note")
     glob = curves[
@@ -561,7 +574,7 @@ def _weights(report: _Report, results: pd.DataFrame, tables: Path) -> None:
         report.paragraph("No configuration has both clamped and unclamped models.")
         return
     table = pd.concat(frames, ignore_index=True)
-    write_table(table, tables, "weights")
+    report.table_files(table, tables, "weights")
     display = table[[*by, "clamp", "layer"]].map(cell_text)
     display["mean |w| unclamped"] = table["mean_abs_a"].map(cell_text)
     display["mean |w| clamped"] = table["mean_abs_b"].map(cell_text)

@@ -571,6 +571,7 @@ def expand(
     *,
     site_count: SiteCount | None = None,
     max_experiments: int | None = DEFAULT_MAX_EXPERIMENTS,
+    check_sites: bool = True,
 ) -> list[SweepEntry]:
     """All distinct experiments of the sweep, in a deterministic order.
 
@@ -578,8 +579,11 @@ def expand(
         site_count: ``(experiment) -> int`` giving the number of noise sites of its model, used to
             expand ``walking:*`` and to reject site indices beyond the model; None skips both.
         max_experiments: refuse (``SweepTooLargeError``) sweeps larger than this; None for no limit.
+        check_sites: False asks ``site_count`` only to expand ``walking:*``, and checks no index.
     """
-    return expand_counted(spec, site_count=site_count, max_experiments=max_experiments)[0]
+    return expand_counted(
+        spec, site_count=site_count, max_experiments=max_experiments, check_sites=check_sites
+    )[0]
 
 
 def expand_counted(
@@ -587,6 +591,7 @@ def expand_counted(
     *,
     site_count: SiteCount | None = None,
     max_experiments: int | None = DEFAULT_MAX_EXPERIMENTS,
+    check_sites: bool = True,
 ) -> tuple[list[SweepEntry], Repeats]:
     """:func:`expand`, and the grid points that repeated an experiment and counted once."""
     bound = count_experiments(spec)
@@ -607,7 +612,8 @@ def expand_counted(
         for combination in itertools.product(*(grid[k][0].values() for k in keys)):
             config = {key: value for key, (value, _) in fixed.items()}
             config |= dict(zip(keys, combination, strict=True))
-            for experiment in _expand_sites(config, origins, leaf, site_count):
+            checked = site_count if check_sites else None
+            for experiment in _expand_sites(config, origins, leaf, checked, site_count):
                 key = experiment.content_hash()
                 if key not in entries:
                     entries[key] = SweepEntry(experiment, leaf or "root")
@@ -638,12 +644,18 @@ def _repeat_example(first: tuple[str, dict[str, Any]], again: tuple[str, dict[st
 
 
 def _expand_sites(
-    config: dict[str, Any], origins: Mapping[str, str], leaf: str, site_count: SiteCount | None
+    config: dict[str, Any],
+    origins: Mapping[str, str],
+    leaf: str,
+    checked: SiteCount | None,
+    site_count: SiteCount | None,
 ) -> Iterator[Experiment]:
+    """The experiment of one grid point, or one per site for ``walking:*``; ``checked`` counts
+    the sites that an experiment's site indices are checked against (None: not checked)."""
     if config.get("placement") != WALKING_ALL:
         experiment = _validate(config, origins, leaf)
-        if site_count is not None:
-            n_sites = _count_sites(experiment, site_count, origins, leaf)
+        if checked is not None:
+            n_sites = _count_sites(experiment, checked, origins, leaf)
             _check_sites(experiment, n_sites, origins, leaf)
         yield experiment
         return

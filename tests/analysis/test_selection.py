@@ -1,0 +1,36 @@
+"""``KEY=VALUE`` filters: parsing, any-of for a repeated key, numeric tolerance, unknown keys."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from walkingnoise.analysis.selection import AnyOf, filter_mask, parse_filters
+
+FRAME = pd.DataFrame(
+    {
+        "seed": [0, 1, 2, 0],
+        "sigma": [0.31623, 1.0, 10.0, None],
+        "recipe.clamp": [None, 1.0, None, 1.0],
+        "noisy_test_accuracy": [0.9, 0.8, 0.5, 0.7],
+    }
+)
+
+
+def test_a_key_given_again_keeps_every_value_and_selects_any() -> None:
+    filters = parse_filters(["seed=0", "seed=2", "recipe.clamp=null"])
+    assert filters == {"seed": AnyOf((0, 2)), "recipe.clamp": None}
+    assert filter_mask(FRAME, filters).tolist() == [True, False, True, False]
+
+
+def test_numbers_match_to_three_digits_and_yaml_scalars_are_read() -> None:
+    assert filter_mask(FRAME, parse_filters(["sigma=0.316"])).tolist() == [1, 0, 0, 0]
+    assert filter_mask(FRAME, parse_filters(["sigma=1e1"])).tolist() == [0, 0, 1, 0]
+
+
+def test_an_unknown_key_names_the_closest_or_lists_settings_only() -> None:
+    with pytest.raises(KeyError, match="no column 'sed' to filter on; did you mean seed"):
+        filter_mask(FRAME, {"sed": 0})
+    with pytest.raises(KeyError) as caught:
+        filter_mask(FRAME, {"colour": "red"})
+    assert str(caught.value.args[0]).endswith("settings: seed, sigma, recipe.clamp")
