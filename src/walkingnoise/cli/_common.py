@@ -101,11 +101,9 @@ def selected_hashes(args: argparse.Namespace, results: pd.DataFrame) -> tuple[se
             passing &= chosen
         if not passing:
             scope = "" if chosen is None else " of those in the sweep file"
-            raise ValueError(
-                f"{args.store}: no finished experiment{scope} passes {shown}"
-                + _values_hint(results if chosen is None else results[results["hash"].isin(chosen)],
-                               filters)
-            )  # fmt: skip
+            among = results if chosen is None else results[results["hash"].isin(chosen)]
+            hint = _values_hint(among, filters)
+            raise ValueError(f"{args.store}: no finished experiment{scope} passes {shown}{hint}")
         chosen = passing
         said.append(f"finished ones that pass {shown}")
     return chosen, "; ".join(said)
