@@ -27,37 +27,57 @@ def sweep_members(
     inside the axis's range. ``walking:*`` takes the model's sites from its dataset; where the
     dataset is not here (a store copied from a cluster), from the walking sites the store holds.
     """
-    stored = store.experiments()
+    stored = _Stored(store)
     sites = _SiteCount(data_root, stored)
     entries = expand(spec, site_count=sites, max_experiments=None, check_sites=False)
     members = {entry.experiment.content_hash() for entry in entries}
     axes = spec.adaptive_axes()
     curves = {_curve(e.experiment): axes[e.block] for e in entries if e.block in axes}
-    for experiment in stored if curves else ():
+    for experiment in stored.experiments() if curves else ():
         axis = curves.get(_curve(experiment))
         if axis is not None and _inside(experiment.sigma, axis):
             members.add(experiment.content_hash())
     return members
 
 
+class _Stored:
+    """The store's experiments, read and validated once, and only if they are needed."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._experiments: list[Experiment] | None = None
+
+    def experiments(self) -> list[Experiment]:
+        if self._experiments is None:
+            self._experiments = self._store.experiments()
+        return self._experiments
+
+
 class _SiteCount:
     """The number of sites of an experiment's model: from its dataset, or else one more than
     the largest walking site the store holds for that model (what matching needs)."""
 
-    def __init__(self, data_root: str | Path | None, stored: list[Experiment]) -> None:
+    def __init__(self, data_root: str | Path | None, stored: _Stored) -> None:
         self._counter = SiteCounter(data_root)
-        self._stored: dict[tuple[str, str, bool], int] = {}
-        for experiment in stored:
-            placement = experiment.placement_spec()
-            if isinstance(placement, WalkingPlacement):
-                key = (experiment.dataset, experiment.model, experiment.batchnorm)
-                self._stored[key] = max(self._stored.get(key, 0), placement.site + 1)
+        self._stored = stored
+        self._sites: dict[tuple[str, str, bool], int] | None = None
 
     def __call__(self, experiment: Experiment) -> int:
         try:
             return self._counter(experiment)
         except DatasetNotFoundError:
-            return self._stored.get((experiment.dataset, experiment.model, experiment.batchnorm), 0)
+            key = (experiment.dataset, experiment.model, experiment.batchnorm)
+            return self._stored_sites().get(key, 0)
+
+    def _stored_sites(self) -> dict[tuple[str, str, bool], int]:
+        if self._sites is None:
+            self._sites = {}
+            for stored in self._stored.experiments():
+                placement = stored.placement_spec()
+                if isinstance(placement, WalkingPlacement):
+                    key = (stored.dataset, stored.model, stored.batchnorm)
+                    self._sites[key] = max(self._sites.get(key, 0), placement.site + 1)
+        return self._sites
 
 
 def _curve(experiment: Experiment) -> str:

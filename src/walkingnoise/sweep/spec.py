@@ -603,6 +603,7 @@ def expand_counted(
     entries: dict[str, SweepEntry] = {}
     points: dict[str, tuple[str, dict[str, Any]]] = {}  # the first grid point of each hash
     repeated, example = 0, ""
+    checked = site_count if check_sites else None
     for chain in spec.leaves():
         leaf = chain[-1].path
         fixed, grid = _merged(chain)
@@ -612,7 +613,6 @@ def expand_counted(
         for combination in itertools.product(*(grid[k][0].values() for k in keys)):
             config = {key: value for key, (value, _) in fixed.items()}
             config |= dict(zip(keys, combination, strict=True))
-            checked = site_count if check_sites else None
             for experiment in _expand_sites(config, origins, leaf, checked, site_count):
                 key = experiment.content_hash()
                 if key not in entries:
@@ -632,15 +632,15 @@ def expand_counted(
 def _repeat_example(first: tuple[str, dict[str, Any]], again: tuple[str, dict[str, Any]]) -> str:
     """Two grid points that give one experiment, e.g. ``sigma 0.1 and 1.0 (block clean)``."""
     (leaf, config), (other_leaf, other) = first, again
-    differ = [key for key in config | other if config.get(key) != other.get(key)]
-    shown = "; ".join(f"{key} {config.get(key, '(unset)')} and {other.get(key, '(unset)')}"
-                      for key in differ)  # fmt: skip
-    blocks = leaf or "root"
-    if other_leaf != leaf:
-        blocks = f"blocks {blocks} and {other_leaf or 'root'}"
+    parts = []
+    for key in config | other:
+        if config.get(key) != other.get(key):
+            parts.append(f"{key} {config.get(key, '(unset)')} and {other.get(key, '(unset)')}")
+    if other_leaf == leaf:
+        blocks = f"block {leaf or 'root'}"
     else:
-        blocks = f"block {blocks}"
-    return f"{shown or 'the same settings'} ({blocks})"
+        blocks = f"blocks {leaf or 'root'} and {other_leaf or 'root'}"
+    return f"{'; '.join(parts) or 'the same settings'} ({blocks})"
 
 
 def _expand_sites(
