@@ -68,13 +68,15 @@ def _experiment(**fields: object) -> Experiment:
 # --- planning --------------------------------------------------------------------------------
 
 
-def test_weight_noise_trainings_run_one_model_at_a_time() -> None:
+def test_weight_noise_trainings_of_every_eta_form_one_cohort() -> None:
     noisy = [_experiment(weight_noise=eta, train_noise=True) for eta in (0.02, 0.04, 0.06)]
-    assert not any(stackable(e) for e in noisy)
-    work = plan(noisy, workers=1)
-    assert [unit.members for unit in work.units] == [(e,) for e in noisy]
-    assert all(unit.shared_training is None for unit in work.units)
-    assert work.trainings == 3
+    assert all(stackable(e) for e in noisy)
+    (unit,) = plan(noisy, workers=1).units
+    assert unit.members == tuple(noisy)
+    assert unit.shared_training is None
+    assert unit.trainings == 3
+    students = [_experiment(train_noise=True, distillation=Distillation(teacher="t.pt"))]
+    assert not any(stackable(e) for e in students)
 
 
 def test_inference_only_weight_noise_shares_the_clean_training() -> None:
@@ -183,8 +185,14 @@ def test_sweep_results_equal_the_experiments_run_alone(
             assert checkpoint != record.checkpoint.resolve()
             assert load_checkpoint(checkpoint)[0] == experiment
         alone = run_experiment(experiment, dataset=digits, progress=False, teacher=teacher)
+        # a noise-injection training ran in a stack: float rounding may flip a prediction or
+        # two; the others ran as alone, to the last bit
+        stacked = not experiment.shares_clean_model and experiment.distillation is None
         for metric in ("noisy_test_accuracy", "noisy_test_accuracy_std", "clean_test_accuracy"):
-            assert alone.metrics[metric] == row[metric], (entry.block, metric)
+            expected = (
+                pytest.approx(row[metric], abs=3 / len(digits.test)) if stacked else row[metric]
+            )
+            assert alone.metrics[metric] == expected, (entry.block, metric)
 
 
 def test_a_new_eta_reuses_the_stored_teacher(tmp_path: Path) -> None:

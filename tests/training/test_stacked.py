@@ -24,6 +24,7 @@ from walkingnoise.training.cohort import evaluate_shared, train_alone, train_coh
 from walkingnoise.training.distillation import Distillation
 from walkingnoise.training.evaluate import evaluate
 from walkingnoise.training.loop import TrainHistory
+from walkingnoise.training.memory import bytes_per_model
 from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
 from walkingnoise.training.stacked import NotStackableError, StackedModel, _last_uses
@@ -1023,21 +1024,103 @@ def test_frozen_parameters_stay_as_they_are(digits: InMemoryDataset) -> None:
         StackedModel([models[0], thawed[0]])
 
 
-def test_weight_noise_is_never_stacked_and_counts_as_alone(digits: InMemoryDataset, caplog) -> None:
-    """Weight noise runs in forward hooks, which a stack never calls: its experiments train and
-    evaluate one at a time, the others of the cohort still as a stack, and the shared model
+def _with_weight_noise(models: list, etas: dict[int, float], seed: int = 10) -> None:
+    """Weight noise η on the members ``etas`` names, each drawn from a generator of its own."""
+    for k, eta in etas.items():
+        attach_weight_noise(models[k], eta, generator=torch.Generator().manual_seed(seed + k))
+
+
+def _reseed_weight_noise(models: list, seed: int = 10) -> None:
+    for k, model in enumerate(models):
+        noise = weight_noise_of(model)
+        if noise is not None and noise.generator is not None:
+            noise.generator.manual_seed(seed + k)
+
+
+@pytest.mark.parametrize(
+    ("factory", "shape"),
+    [
+        (lambda: build_model("mlp", (1, 8, 8), 10, batchnorm=True), (1, 8, 8)),
+        (lambda: build_model("lenet5", (1, 28, 28), 10, batchnorm=True), (1, 28, 28)),
+        (SkipNet, (1, 8, 8)),
+        (_subclassed_layers, (1, 8, 8)),  # a convolution of its own: run by vmap, hooks and all
+    ],
+    ids=["mlp", "lenet5", "skipnet", "subclassed-layers"],
+)
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("shared", [False, True], ids=["own-input", "shared-input"])
+def test_weight_noise_in_a_stack_draws_what_each_model_draws_alone(
+    factory, shape, training: bool, shared: bool
+) -> None:
+    """Member k's weights are read with the noise the model alone reads them with: its own η,
+    from its own generator, in the order alone; a member without weight noise reads them
+    clean, and so does one whose noise is off in this mode."""
+    models = _instrumented(factory, shape, range(4))
+    _with_weight_noise(models, {0: 0.05, 2: 0.3})
+    attach_weight_noise(models[3], 0.2, training=False, evaluation=False)
+    stack = StackedModel(models).train(training)
+    x = torch.randn(4, 5, *shape)
+    if shared:
+        x = x[:1].expand_as(x)
+    with torch.no_grad():
+        out = stack(x[0], shared=True) if shared else stack(x)
+    _reseed_weight_noise(models)
+    for k, model in enumerate(models):
+        model.train(training)
+        with torch.no_grad():
+            alone = model(x[k])
+            with model.noise_disabled():
+                clean = model(x[k])
+        torch.testing.assert_close(out[k], alone, rtol=1e-4, atol=1e-5)
+        if k in (0, 2):  # the noise is really there
+            assert (out[k] - clean).abs().max() > 1e-3
+        else:
+            torch.testing.assert_close(out[k], clean, rtol=1e-4, atol=1e-5)
+
+
+def test_each_member_reads_its_weights_with_its_own_eta() -> None:
+    """The noise a member's weights are read with has standard deviation η_k · (max W_k −
+    min W_k), per member: a layer fed the identity matrix outputs its (noisy) weights."""
+    models = _instrumented(lambda: nn.Sequential(nn.Linear(64, 64, bias=False)), (64,), range(3))
+    _with_weight_noise(models, {0: 0.1, 2: 0.02})
+    stack = StackedModel(models).eval()
+    with torch.no_grad():
+        read = stack(torch.eye(64), shared=True).transpose(1, 2)  # (K, out, in): W̃ per member
+    for k, eta in enumerate((0.1, 0.0, 0.02)):
+        weight = stack.state_dict(k)["0.weight"]
+        noise = read[k] - weight
+        if eta == 0:
+            assert torch.equal(read[k], weight)
+        else:
+            assert_variance(noise, (eta * (weight.max() - weight.min()).item()) ** 2)
+
+
+def test_weight_noise_trains_and_evaluates_as_a_stack_as_alone(
+    digits: InMemoryDataset, caplog
+) -> None:
+    """Weight-noise experiments (alone, with activation noise, next to plain ones) train in one
+    stack with the losses and metrics they get alone; inference-only weight-noise experiments
+    of a shared model are evaluated stacked with the numbers they get alone, and the model
     keeps its own noise settings, weight noise included."""
-    recipe = Recipe(epochs=1)
-    trained = Experiment(noise="none", weight_noise=0.3, train_noise=True, recipe=recipe)
-    plain = Experiment(placement="walking:2", sigma=0.5, train_noise=True, recipe=recipe)
-    with pytest.raises(NotStackableError, match="weight noise"):
-        StackedModel([build_noisy_model(trained, digits)] * 2)
+    recipe = Recipe(epochs=2)
+    trained = [
+        Experiment(noise="none", weight_noise=0.3, train_noise=True, recipe=recipe, seed=4),
+        Experiment(
+            placement="walking:2", sigma=0.5, weight_noise=0.1, train_noise=True, recipe=recipe
+        ),
+        Experiment(placement="walking:2", sigma=0.5, train_noise=True, recipe=recipe),
+    ]
     with caplog.at_level(logging.INFO, logger="walkingnoise"):
-        cohort = train_cohort([trained, plain], digits)
-    assert "1 experiments with weight noise one at a time" in caplog.text
-    assert "training 1 models one at a time" not in caplog.text  # the other one was stacked
-    assert cohort[0].metrics == train_alone(trained, digits).metrics
-    assert cohort[0].metrics["noisy_test_accuracy_std"] > 0
+        cohort = train_cohort(trained, digits)
+    assert "one at a time" not in caplog.text
+    for result, experiment in zip(cohort, trained, strict=True):
+        alone = train_alone(experiment, digits)
+        _assert_same_losses(result.history, alone.history, rtol=1e-3)
+        for key in ("clean_test_accuracy", "noisy_test_accuracy"):
+            assert result.metrics[key] == pytest.approx(
+                alone.metrics[key], abs=3 / len(digits.test)
+            )
+    assert cohort[0].metrics["noisy_test_accuracy_std"] > 0  # the weight noise of evaluation
     torch.manual_seed(0)
     model = instrument(build_model("mlp", (1, 8, 8), 10), digits.train.x[:2])
     model.set_noise(AdditiveNoise(), WalkingPlacement(3), 0.5)
@@ -1046,23 +1129,63 @@ def test_weight_noise_is_never_stacked_and_counts_as_alone(digits: InMemoryDatas
     model.set_generator(generator)
     evaluated = [
         Experiment(noise="none", weight_noise=0.3, eval_repeats=2),
+        Experiment(noise="none", weight_noise=0.05, eval_repeats=2),
+        Experiment(placement="walking:1", sigma=0.5, weight_noise=0.1, eval_repeats=2),
         Experiment(placement="walking:1", sigma=0.5, eval_repeats=2),
     ]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="walkingnoise"):
         shared = evaluate_shared(model, evaluated, digits)
-    assert "evaluating 1 experiments one at a time" in caplog.text  # the weight-noise one
+    assert "one at a time" not in caplog.text
     assert weight_noise_of(model) is own
     assert own.enabled
+    assert own.eta == 0.2
     assert isinstance(model.noise, AdditiveNoise)
     assert [site.info.index for site in model.sites if site.sigma] == [3]
     assert model.generator is generator
     alone = [evaluate_experiment(e, model, digits) for e in evaluated]
-    assert shared[0] == alone[0]
-    # the same noise draws, stacked: only float rounding can flip a prediction
-    assert shared[1]["noisy_test_accuracy"] == pytest.approx(
-        alone[1]["noisy_test_accuracy"], abs=2 / len(digits.test)
-    )
+    for metrics, reference in zip(shared, alone, strict=True):
+        assert metrics["clean_test_accuracy"] == reference["clean_test_accuracy"]
+        # the same noise draws, stacked: only float rounding can flip a prediction
+        for key in ("noisy_test_accuracy", "noisy_test_accuracy_std"):
+            assert metrics[key] == pytest.approx(reference[key], abs=3 / len(digits.test))
+    for metrics in shared[:3]:  # two passes, two draws of the weights
+        assert metrics["noisy_test_accuracy_std"] > 0
+    assert shared[0]["noisy_test_accuracy"] < shared[1]["noisy_test_accuracy"]
+
+
+class EncoderNet(nn.Module):
+    """A Transformer layer, which torch.fx calls whole: its inner Linear layers run unseen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        self.encoder = nn.TransformerEncoderLayer(16, 2, dim_feedforward=16, batch_first=True)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(x.view(x.shape[0], 8, 8))).mean(dim=1))
+
+
+def test_weight_noise_inside_a_module_run_whole_is_not_stacked(digits: InMemoryDataset) -> None:
+    models = _instrumented(EncoderNet, (1, 8, 8), range(2))
+    attach_weight_noise(models[0], 0.1)
+    with pytest.raises(NotStackableError, match=r"encoder\.linear1, inside a module"):
+        StackedModel(models)
+    copies = StackedModel([models[1]] * 2)
+    with pytest.raises(NotStackableError, match="inside a module the stack runs whole"):
+        copies.set_weight_noise([0.0, 0.1])
+    copies.set_weight_noise([0.0, 0.0])  # no weight noise: nothing to refuse
+
+
+def test_a_weight_noise_stack_takes_more_memory_per_model() -> None:
+    torch.manual_seed(0)
+    model = instrument(build_model("mlp", (1, 8, 8), 10), torch.randn(2, 1, 8, 8))
+    params = sum(p.numel() for p in model.source.parameters())
+    for training in (False, True):
+        plain = bytes_per_model(model, 64, training=training)
+        noisy = bytes_per_model(model, 64, training=training, weight_noise=True)
+        assert noisy - plain == 4 * 3 * params
 
 
 def test_a_cohort_of_distillation_experiments_is_refused(digits: InMemoryDataset) -> None:

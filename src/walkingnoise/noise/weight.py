@@ -229,6 +229,15 @@ def weight_noise_of(model: nn.Module) -> WeightNoise | None:
     return found
 
 
+def weight_noise_layers(model: nn.Module) -> dict[str, WeightNoise]:
+    """{name: the weight noise it carries} of every layer of ``model`` that carries one."""
+    return {
+        name: noise
+        for name, module in model.named_modules()
+        if (noise := _noise_on(module)) is not None
+    }
+
+
 def remove_weight_noise(model: nn.Module) -> None:
     """Detach every weight noise attached to layers of ``model`` (also a deep copy's)."""
     for module in model.modules():

@@ -3,18 +3,18 @@
 Inference-only experiments (noise off in training) never retrain: all of them with the same
 dataset, model, BatchNorm flag, recipe and seed share one clean training, done once or found in
 the store, and are then only evaluated. Noisy-training experiments that differ only in σ, site,
-placement, seed or weight clamping form a cohort; a cohort is split into equal units of at
-most ``max_unit`` members, which the engine trains together, and into at least as many units as
-there are workers to share them. Members are ordered by seed and placement, and a cut near a
-change of seed moves onto it, so a unit's models mostly share their batches and the layers
-before their first noisy site.
+placement, seed, weight-noise η or weight clamping form a cohort; a cohort is split into equal
+units of at most ``max_unit`` members, which the engine trains together, and into at least as
+many units as there are workers to share them. Members are ordered by seed and placement, and
+a cut near a change of seed moves onto it, so a unit's models mostly share their batches and
+the layers before their first noisy site.
 
-Noisy Machines experiments run on the one-model path (``training.run``), not as stacks: weight
-noise and distillation are not part of the stacked engine. A distillation whose teacher is
-``clean`` joins the unit of that clean training (the shared model is its teacher): if the store
-has the teacher, its students are spread over units of their own beside the evaluations; if
-not, one unit trains the teacher once and then its students. Every other weight-noise training
-(and a distillation from a checkpoint file) is a unit of its own.
+Weight noise (Noisy Machines) trains and evaluates in stacks like activation noise.
+Distillation runs on the one-model path (``training.run``): it is not part of the stacked
+engine. A distillation whose teacher is ``clean`` joins the unit of that clean training (the
+shared model is its teacher): if the store has the teacher, its students are spread over units
+of their own beside the evaluations; if not, one unit trains the teacher once and then its
+students. A distillation from a checkpoint file is a unit of its own.
 
 Units come longest first (most models to train), so the short ones fill the workers' gaps at the
 end of a run instead of leaving one worker alone with a long unit.
@@ -31,7 +31,7 @@ from itertools import pairwise
 from walkingnoise.experiment import Experiment
 
 #: Fields that may differ inside one cohort (the vectorizable axes), and recipe fields.
-COHORT_AXES = ("sigma", "placement", "seed", "train_noise")
+COHORT_AXES = ("sigma", "placement", "seed", "train_noise", "weight_noise")
 COHORT_RECIPE_AXES = ("clamp",)
 
 
@@ -90,8 +90,8 @@ def cohort_key(experiment: Experiment) -> str:
 
 
 def stackable(experiment: Experiment) -> bool:
-    """Whether the stacked engine can run the experiment (no weight noise, no distillation)."""
-    return experiment.weight_noise == 0 and experiment.distillation is None
+    """Whether the stacked engine can run the experiment (no distillation)."""
+    return experiment.distillation is None
 
 
 def plan(

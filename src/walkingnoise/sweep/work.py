@@ -201,7 +201,7 @@ def _evaluate_members(
     history: list[dict[str, Any]],
     diverged: bool,
 ) -> list[Outcome]:
-    """Inference-only experiments of one model: stacked where possible, weight noise alone."""
+    """Inference-only experiments of one model, evaluated in stacks where they can be."""
     if not experiments:
         return []
     weights = weight_statistics(model.source)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from walkingnoise.data.dataset import InMemoryDataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.noise.instrument import NoisyModel
+from walkingnoise.noise.models import NoiseLevel
 from walkingnoise.noise.site import SiteInfo
 from walkingnoise.noise.weight import weight_noise_disabled, weight_noise_preserved
 from walkingnoise.training.evaluate import Evaluation, evaluate_clean
@@ -30,7 +31,7 @@ from walkingnoise.training.run import (
     train_experiment,
     training_augmentation,
 )
-from walkingnoise.training.stacked import WEIGHT_NOISE_ALONE, NotStackableError, StackedModel
+from walkingnoise.training.stacked import NotStackableError, StackedModel
 from walkingnoise.training.stacked_loop import evaluate_stacked, train_stacked
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,8 @@ def train_cohort(
     Stacks are formed per seed, with the models that put noise on the input apart, so the
     models of a stack see the same batches and share everything before their first layer;
     unless that leaves fewer than ``MIN_SHARED_STACK`` models per stack on average, when one
-    stack of mixed seeds is faster. Experiments with weight noise train one at a time (its
-    hooks never run in a stack). Results come back in the order of ``experiments``.
+    stack of mixed seeds is faster. Experiments with weight noise stack with the others.
+    Results come back in the order of ``experiments``.
     """
     if not experiments:
         return []
@@ -80,26 +81,21 @@ def train_cohort(
             )
     probe = build_noisy_model(experiments[0], dataset)
     recipe = experiments[0].recipe
-    fit = models_per_stack(probe, recipe.batch_size, dataset.train.x.device, training=True)
+    fit = models_per_stack(
+        probe,
+        recipe.batch_size,
+        dataset.train.x.device,
+        training=True,
+        weight_noise=any(e.weight_noise for e in experiments),
+    )
     size = min(fit, max_models or fit)
     sites = probe.site_table
     results: list[Trained | None] = [None] * len(experiments)
-    stackable = [i for i, e in enumerate(experiments) if not e.weight_noise]
-    if len(stackable) < len(experiments):
-        log.info(
-            "training %d experiments with weight noise one at a time: %s",
-            len(experiments) - len(stackable),
-            WEIGHT_NOISE_ALONE,
-        )
-        for i, experiment in enumerate(experiments):
-            if experiment.weight_noise:
-                results[i] = train_alone(experiment, dataset)
     groups: dict[tuple[int, bool], list[int]] = {}
-    for i in stackable:
-        experiment = experiments[i]
+    for i, experiment in enumerate(experiments):
         groups.setdefault((experiment.seed, _first_site(experiment, sites) == 0), []).append(i)
-    if len(stackable) < MIN_SHARED_STACK * len(groups):
-        groups = {(0, False): stackable} if stackable else {}
+    if len(experiments) < MIN_SHARED_STACK * len(groups):
+        groups = {(0, False): list(range(len(experiments)))}
     for indices in groups.values():
         for chunk in _chunks(indices, size):
             trained = _train_chunk([experiments[i] for i in chunk], dataset, progress)
@@ -179,9 +175,9 @@ def evaluate_shared(
     """Metrics of inference-only experiments that all evaluate one trained ``model``.
 
     The clean metrics are computed once; the noisy ones in stacks of copies of the model, each
-    copy with its experiment's placement and σ. Experiments are stacked by their first noisy
-    site, so the stack computes the clean part of the network before it only once. Experiments
-    with weight noise are evaluated one at a time. ``model`` keeps its own noise settings.
+    copy with its experiment's placement, σ and weight noise. Experiments are stacked by their
+    first noisy site (with weight noise: the first layer), so the stack computes the clean part
+    of the network before it only once. ``model`` keeps its own noise settings.
     """
     if not experiments:
         return []
@@ -190,23 +186,19 @@ def evaluate_shared(
         model.clear_noise()
         clean = {s: evaluate_clean(model, dataset.split(s), batch_size=batch)
                  for s in EVALUATED_SPLITS}  # fmt: skip
-    fit = models_per_stack(model, batch, dataset.test.x.device, training=False)
+    weight_noise = any(e.weight_noise for e in experiments)
+    fit = models_per_stack(
+        model, batch, dataset.test.x.device, training=False, weight_noise=weight_noise
+    )
     size = min(fit, max_models or fit)
     sites = model.site_table
     by_noise: dict[object, list[int]] = {}
-    weight_noise = [i for i, e in enumerate(experiments) if e.weight_noise]
     for i, experiment in enumerate(experiments):
-        if not experiment.weight_noise:
-            site = _first_site(experiment, sites)
-            key = (experiment.noise_model(), experiment.eval_repeats, site)
-            by_noise.setdefault(key, []).append(i)
+        site = _first_site(experiment, sites)
+        key = (experiment.noise_model(), experiment.eval_repeats, site, experiment.weight_noise > 0)
+        by_noise.setdefault(key, []).append(i)
     metrics: list[dict[str, float]] = [{} for _ in experiments]
-    if weight_noise:
-        members = [experiments[i] for i in weight_noise]
-        alone = _evaluate_alone(model, members, dataset, WEIGHT_NOISE_ALONE)
-        for i, values in zip(weight_noise, alone, strict=True):
-            metrics[i] = values
-    # these experiments have no weight noise, so the model's own (if any) stays off, as alone
+    # the stacks set each experiment's weight noise; the model's own (if any) stays off, as alone
     stacks: dict[int, StackedModel | NotStackableError] = {}
     with weight_noise_disabled(model):
         for indices in by_noise.values():
@@ -221,10 +213,14 @@ def evaluate_shared(
 
 def _first_site(experiment: Experiment, sites: Sequence[SiteInfo]) -> int | None:
     """The first site where the experiment injects noise (None: nowhere)."""
+    return min(_levels(experiment, sites), default=None)
+
+
+def _levels(experiment: Experiment, sites: Sequence[SiteInfo]) -> dict[int, NoiseLevel]:
+    """{site: σ} of the experiment's activation noise (none without a noise model)."""
     if experiment.noise_model() is None:
-        return None
-    levels = experiment.placement_spec().resolve(sites, experiment.sigma)
-    return min(levels, default=None)
+        return {}
+    return experiment.placement_spec().resolve(sites, experiment.sigma)
 
 
 def _evaluate_chunk(
@@ -236,7 +232,7 @@ def _evaluate_chunk(
 ) -> list[dict[str, float]]:
     """Noisy metrics of experiments evaluating ``model``, as one stack of its copies; the
     stacks of copies already built, by size, are reused (only their noise changes)."""
-    if members[0].noise_model() is None:
+    if members[0].noise_model() is None and not members[0].weight_noise:
         return [experiment_metrics(dataset, clean, clean) for _ in members]
     stack = stacks.get(len(members))
     if stack is None:
@@ -249,9 +245,11 @@ def _evaluate_chunk(
     if isinstance(stack, NotStackableError):
         return _evaluate_alone(model, members, dataset, str(stack))
     sites = model.site_table
-    stack.set_noise(
-        [(e.noise_model(), e.placement_spec().resolve(sites, e.sigma)) for e in members]
-    )
+    stack.set_noise([(e.noise_model(), _levels(e, sites)) for e in members])
+    try:
+        stack.set_weight_noise([e.weight_noise for e in members])
+    except NotStackableError as error:
+        return _evaluate_alone(model, members, dataset, str(error))
     repeats = members[0].eval_repeats
     device = dataset.test.x.device
     stack.set_generators([seeded_generator(e.evaluation_seed(), device) for e in members])

@@ -65,25 +65,35 @@ def memory_budget(device: torch.device) -> int:
     return min(_available_ram() // 2, CPU_BUDGET_CAP)
 
 
-def bytes_per_model(model: NoisyModel, batch_size: int, *, training: bool) -> int:
+def bytes_per_model(
+    model: NoisyModel, batch_size: int, *, training: bool, weight_noise: bool = False
+) -> int:
     """A generous estimate of one stacked model's memory for one batch.
 
     Parameters count 5 times in training (weights, gradients, two Adam moments, the stacked
     copy), activations 6 times (saved for backward, noise, gradients); evaluation keeps 3.
+    ``weight_noise`` adds 3 for the weights read with noise (the draws, the noise, the sum).
     """
     params = sum(p.numel() for p in model.source.parameters())
     activations = sum(math.prod(info.shape[1:]) for info in model.site_table) * batch_size
+    noisy = 3 * params if weight_noise else 0
     if training:
-        return 4 * (5 * params + 6 * activations)
-    return 4 * (params + 3 * activations)
+        return 4 * (5 * params + noisy + 6 * activations)
+    return 4 * (params + noisy + 3 * activations)
 
 
 def models_per_stack(
-    model: NoisyModel, batch_size: int, device: torch.device, *, training: bool
+    model: NoisyModel,
+    batch_size: int,
+    device: torch.device,
+    *,
+    training: bool,
+    weight_noise: bool = False,
 ) -> int:
-    """How many models of this kind fit into one stack within the memory budget (≥ 1)."""
+    """How many models of this kind fit into one stack within the memory budget (≥ 1);
+    ``weight_noise``: some read their weights with noise."""
     budget = memory_budget(device)
-    need = max(1, bytes_per_model(model, batch_size, training=training))
+    need = max(1, bytes_per_model(model, batch_size, training=training, weight_noise=weight_noise))
     if budget < need:
         log.info(
             "the memory budget of %s bytes is below one model's %s: one model per stack",

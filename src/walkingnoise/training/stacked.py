@@ -5,7 +5,9 @@ function runs once for all K models under ``torch.func.vmap`` over stacked param
 buffers (a Linear becomes a batched matmul, a convolution a grouped one; BatchNorm keeps
 running statistics per model). Noise sites run outside ``vmap``: at each site noise is drawn
 only for the models that have noise there, each model's from its own generator, so a model
-draws the same noise in a stack as alone, whichever models share the stack.
+draws the same noise in a stack as alone, whichever models share the stack. Weight noise
+(Noisy Machines) is drawn the same way: when a layer runs, each member with weight noise on it
+draws its noise for its own slice of the stacked weight, in the order the model alone draws.
 
 Every model keeps its own initial weights, σ and site, BatchNorm statistics, clamping and
 optimizer state (Adam is elementwise, so one Adam over stacked tensors is K independent ones).
@@ -34,13 +36,15 @@ from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.noise.kinds import module_kind
 from walkingnoise.noise.models import NoiseLevel, NoiseModel, standard_normal
 from walkingnoise.noise.site import MAX_LEVELS
-from walkingnoise.noise.weight import weight_noise_of
+from walkingnoise.noise.weight import (
+    noisy_weight_layers,
+    weight_noise_disabled,
+    weight_noise_layers,
+    weight_noise_std,
+)
 from walkingnoise.training.clamp import clampable_weights
 
 _SITES = "noise_sites."
-
-#: Why a model with weight noise runs alone.
-WEIGHT_NOISE_ALONE = "weight noise runs in forward hooks, which a stack never calls"
 
 
 class NotStackableError(RuntimeError):
@@ -521,6 +525,18 @@ class _Interpreter(_LeanInterpreter):
             owned = owned and not args[0].requires_grad and args[0].stride(0) != 0
             inplace = owned or self._scratch(args[0])
             return self.stack._site(int(target[len(_SITES) :]), args[0], inplace=inplace)
+        noisy = self.stack._noisy_weight(target)
+        if noisy is None:
+            return self._call_layer(target, args, kwargs)
+        state = self.stack._module_state[target]
+        clean, state["weight"] = state["weight"], noisy
+        try:
+            return self._call_layer(target, args, kwargs)
+        finally:
+            state["weight"] = clean
+
+    def _call_layer(self, target: str, args: tuple, kwargs: dict) -> Any:
+        """A layer (or other module) of the graph, run for all K models."""
         fast = self.stack._fast.get(target)
         if fast is not None and len(args) == 1 and not kwargs and self._activation(args[0]):
             each, shared = fast
@@ -752,6 +768,19 @@ class _SiteNoise:
     span: slice | None
 
 
+@dataclass(frozen=True)
+class _MemberWeightNoise:
+    """One member's weight noise in a stack: η and the modes it is drawn in."""
+
+    eta: float
+    training: bool
+    evaluation: bool
+
+    def active_in(self, training: bool) -> bool:
+        """Whether it is drawn in training (True) or evaluation (False) mode."""
+        return self.training if training else self.evaluation
+
+
 def _rows(x: torch.Tensor, config: _SiteNoise) -> torch.Tensor:
     """The members' rows of stacked ``x``: a view when they lie next to each other."""
     return x[config.span] if config.span is not None else x.index_select(0, config.index)
@@ -775,8 +804,6 @@ class StackedModel:
             )
         if any(site.executions != 1 for model in models for site in model.sites):
             raise NotStackableError("a site is multi-executed, which only one model alone runs")
-        if any(_weight_noise_on(model) for model in models):
-            raise NotStackableError(WEIGHT_NOISE_ALONE)
         _refuse_shared_tensors(template.net)
         _refuse_different_structure(template, models)
         self.template = template
@@ -849,6 +876,12 @@ class StackedModel:
         self._site_noise: dict[int, _SiteNoise] = {}
         self.set_noise([(m.noise, _levels_of(m)) for m in models])
         self.generators: list[torch.Generator | None] = [m.generator for m in models]
+        #: {layer: the members whose weights it reads with noise}, and each member's settings
+        self._weight_rows: dict[str, list[int]] = {}
+        self._weight_noise: list[_MemberWeightNoise | None] = [None] * self.size
+        self._weight_generators: list[torch.Generator | None] = [None] * self.size
+        for k, model in enumerate(models):
+            self._take_weight_noise(k, model)
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -898,6 +931,53 @@ class StackedModel:
         """{site index: number of models with noise there}."""
         return {site: len(config.rows) for site, config in self._site_noise.items()}
 
+    def set_weight_noise(self, etas: Sequence[float], *, training: bool = False) -> None:
+        """Per model: η of its weight noise (0: none) on every layer ``set_weight_noise`` would
+        perturb, drawn in evaluation and, with ``training``, in training."""
+        if len(etas) != self.size:
+            raise ValueError(f"expected weight noise for {self.size} models, got {len(etas)}")
+        names = [name for name, _ in noisy_weight_layers(self.template.net)]
+        rows = [k for k, eta in enumerate(etas) if eta > 0]
+        if rows:
+            for name in names:
+                self._refuse_unreachable(name)
+        self._weight_noise = [
+            _MemberWeightNoise(float(eta), training, True) if eta > 0 else None for eta in etas
+        ]
+        self._weight_rows = {name: rows for name in names} if rows else {}
+
+    def _take_weight_noise(self, k: int, model: NoisyModel) -> None:
+        """Take member ``k``'s weight noise (switched on, η > 0) from its layers' hooks."""
+        layers = weight_noise_layers(model.net)
+        handles = {id(noise): noise for noise in layers.values()}
+        if not handles:
+            return
+        if len(handles) > 1:
+            raise NotStackableError(f"model {k} carries more than one weight noise")
+        noise = next(iter(handles.values()))
+        if not noise.enabled or noise.eta == 0.0:
+            return
+        for name in layers:
+            self._refuse_unreachable(name)
+            self._weight_rows.setdefault(name, []).append(k)
+        self._weight_noise[k] = _MemberWeightNoise(noise.eta, noise.training, noise.evaluation)
+        self._weight_generators[k] = noise.generator
+
+    def _refuse_unreachable(self, name: str) -> None:
+        """Refuse weight noise on a layer no graph node calls (inside a module the graph calls
+        whole, such as a Transformer layer): alone its hooks would fire, in a stack nothing."""
+        if name not in self._module_state:
+            raise NotStackableError(f"weight noise on {name}, inside a module the stack runs whole")
+
+    def draws_noise(self) -> bool:
+        """Whether a pass in the current mode draws noise: activation noise at a site, or weight
+        noise of a member."""
+        if not self.noise_enabled:
+            return False
+        return bool(self._site_noise) or any(
+            noise is not None and noise.active_in(self.training) for noise in self._weight_noise
+        )
+
     def check(self, example: torch.Tensor, *, training: bool = False) -> None:
         """Run one shared batch through the stack; raise ``NotStackableError`` if it fails.
 
@@ -941,17 +1021,19 @@ class StackedModel:
         ``owned``: ``x`` is the caller's scratch tensor, which a noise site at the input may
         overwrite instead of copying.
         """
-        if shared and self.copies and not self.training:
-            return self._run_copies(x)
-        if self.training:
-            self.copies = False
-        if shared:
-            if self._kept is not None and not self.training:
-                return self._run_kept(x)
-            x = x.unsqueeze(0).expand(self.size, *x.shape)
-            owned = False
-        with _views_replayed():
-            return _Interpreter(self, x.shape[1], x if owned else None).run(x)
+        # the template's own weight-noise hooks stay off: the stack draws every member's
+        with weight_noise_disabled(self.template.net):
+            if shared and self.copies and not self.training:
+                return self._run_copies(x)
+            if self.training:
+                self.copies = False
+            if shared:
+                if self._kept is not None and not self.training:
+                    return self._run_kept(x)
+                x = x.unsqueeze(0).expand(self.size, *x.shape)
+                owned = False
+            with _views_replayed():
+                return _Interpreter(self, x.shape[1], x if owned else None).run(x)
 
     @contextmanager
     def prefixes_kept(self, max_bytes: int = 256 * 2**20) -> Iterator[None]:
@@ -1023,17 +1105,54 @@ class StackedModel:
         return _needed_from(prefix.env, stop)
 
     def _first_noisy_node(self) -> fx.Node | None:
-        """The graph node of the first site that injects noise now; None if none does."""
+        """The graph node of the first site that injects noise in evaluation, or of the first
+        layer read with weight noise; None if none does."""
         if not self.noise_enabled:
             return None
-        active = [i for i, c in self._site_noise.items() if c.noise.active_in(False)]
+        sites = [i for i, c in self._site_noise.items() if c.noise.active_in(False)]
+        active = {f"{_SITES}{i}" for i in sites}
+        active |= {layer for layer in self._weight_rows if self._weight_noisy(layer, False)}
         if not active:
             return None
-        target = f"{_SITES}{min(active)}"
         for node in self.template.net.graph.nodes:
-            if node.op == "call_module" and node.target == target:
+            if node.op == "call_module" and node.target in active:
                 return node
-        raise NotStackableError(f"no graph node runs noise site {min(active)}")
+        raise NotStackableError(f"no graph node runs noise site {min(sites)}")
+
+    def _weight_noisy(self, layer: str, training: bool) -> list[int]:
+        """The members that read ``layer``'s weight with noise in that mode."""
+        return [
+            k
+            for k in self._weight_rows.get(layer, ())
+            if (noise := self._weight_noise[k]) is not None and noise.active_in(training)
+        ]
+
+    def _noisy_weight(self, layer: str) -> torch.Tensor | None:
+        """``layer``'s stacked weight with each noisy member's noise added, drawn from its own
+        generator as alone (differentiable in the weight); None when no member has noise
+        there now."""
+        if not self.noise_enabled:
+            return None
+        rows = self._weight_noisy(layer, self.training)
+        if not rows:
+            return None
+        weight = self._module_state[layer]["weight"]
+        with torch.no_grad():
+            deltas = []
+            for k in rows:
+                member, noise = weight[k], self._weight_noise[k]
+                assert noise is not None
+                z = torch.randn(
+                    member.shape,
+                    generator=self._weight_generators[k],
+                    dtype=member.dtype,
+                    device=member.device,
+                )
+                deltas.append(z.mul_(weight_noise_std(member, noise.eta)))
+            delta = torch.stack(deltas)
+        if len(rows) == self.size:
+            return weight + delta
+        return weight.index_add(0, torch.tensor(rows, device=weight.device), delta)
 
     def _layer(self, node: fx.Node) -> nn.Module | None:
         """The module a graph node calls (None for other nodes)."""
@@ -1109,10 +1228,12 @@ class StackedModel:
         return tuple(draws)
 
     def set_generators(self, generators: Sequence[torch.Generator | None]) -> None:
-        """Draw model k's noise from ``generators[k]`` (None: PyTorch's global generator)."""
+        """Draw model k's noise, activation and weight noise alike, from ``generators[k]``
+        (None: PyTorch's global generator)."""
         if len(generators) != self.size:
             raise ValueError(f"expected {self.size} generators, got {len(generators)}")
         self.generators = list(generators)
+        self._weight_generators = list(generators)
 
     @torch.no_grad()
     def clamp_(self, limits: torch.Tensor) -> None:
@@ -1197,12 +1318,6 @@ def _views_replayed() -> Any:
     layer's output) as the view it was (a transpose), not as ``as_strided``, whose backward
     copies the whole gradient."""
     return torch.autograd._force_original_view_tracking(True)
-
-
-def _weight_noise_on(model: NoisyModel) -> bool:
-    """Whether the model carries weight noise that is switched on (in any mode)."""
-    noise = weight_noise_of(model.source)
-    return noise is not None and (noise.active_in(True) or noise.active_in(False))
 
 
 def _levels_of(model: NoisyModel) -> dict[int, NoiseLevel]:

@@ -133,7 +133,7 @@ def evaluate_stacked(
     was_training, was_enabled = stack.training, stack.noise_enabled
     stack.eval()
     stack.noise_enabled = not clean
-    noisy = not clean and bool(stack.noisy_sites())
+    noisy = stack.draws_noise()
     accuracies: list[list[float]] = [[] for _ in range(stack.size)]
     losses: list[list[float]] = [[] for _ in range(stack.size)]
     kept = stack.prefixes_kept() if noisy and repeats > 1 else contextlib.nullcontext()
