@@ -106,6 +106,26 @@ def test_students_of_the_clean_teacher_join_its_unit() -> None:
     assert (stored.trainings, stored.shared_trainings) == (2, 0)
 
 
+def test_students_of_a_stored_teacher_are_cut_into_units_as_a_cohort() -> None:
+    """Six students of one stored teacher, two workers: two units of three, each of one
+    cohort (students of another temperature apart), so each trains as a stack."""
+    students = [
+        _experiment(weight_noise=eta, train_noise=True, distillation=Distillation())
+        for eta in (0.0, 0.02, 0.04, 0.06, 0.1, 0.15)
+    ]
+    other = _experiment(train_noise=True, distillation=Distillation(temperature=2))
+    work = plan([*students, other], trained=lambda _key: b"teacher", workers=2)
+    units = sorted(work.units, key=lambda unit: len(unit.members), reverse=True)
+    assert [len(unit.members) for unit in units] == [3, 3, 1]
+    assert sorted(m.weight_noise for unit in units[:2] for m in unit.members) == [
+        e.weight_noise for e in students
+    ]
+    assert units[2].members == (other,)
+    assert all(unit.checkpoint == b"teacher" for unit in units)
+    assert all(unit.shared_training == students[0].teacher_training() for unit in units)
+    assert work.trainings == 7
+
+
 def test_a_student_of_a_checkpoint_file_is_a_unit_of_its_own() -> None:
     student = _experiment(train_noise=True, distillation=Distillation(teacher="teacher.pt"))
     (unit,) = plan([student]).units
@@ -185,9 +205,10 @@ def test_sweep_results_equal_the_experiments_run_alone(
             assert checkpoint != record.checkpoint.resolve()
             assert load_checkpoint(checkpoint)[0] == experiment
         alone = run_experiment(experiment, dataset=digits, progress=False, teacher=teacher)
-        # a noise-injection training ran in a stack: float rounding may flip a prediction or
-        # two; the others ran as alone, to the last bit
-        stacked = not experiment.shares_clean_model and experiment.distillation is None
+        # noise-injection and distillation trainings ran in stacks: float rounding may flip a
+        # prediction or two; the inference-only experiments evaluate the clean model to the
+        # last bit
+        stacked = not experiment.shares_clean_model
         for metric in ("noisy_test_accuracy", "noisy_test_accuracy_std", "clean_test_accuracy"):
             expected = (
                 pytest.approx(row[metric], abs=3 / len(digits.test)) if stacked else row[metric]

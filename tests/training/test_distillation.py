@@ -22,6 +22,7 @@ from walkingnoise.training.distillation import (
     Distillation,
     DistillationLoss,
     distillation_loss,
+    stacked_soft_targets,
 )
 from walkingnoise.training.run import train_experiment
 
@@ -94,6 +95,28 @@ def test_the_teacher_gets_no_gradient() -> None:
     distillation_loss(student, teacher, torch.tensor(LABELS)).backward()
     assert student.grad is not None
     assert teacher.grad is None
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own-teacher-logits", "shared"])
+def test_stacked_soft_targets_are_each_models_kl_divergence(shared: bool) -> None:
+    """Per model of a stack, the soft term of ``distillation_loss`` before α · T², and the
+    gradient it gives each model's logits."""
+    torch.manual_seed(0)
+    student = torch.randn(3, 16, 5, requires_grad=True)
+    teacher = torch.randn(16, 5).expand(3, 16, 5) if shared else torch.randn(3, 16, 5)
+    soft = stacked_soft_targets(student, teacher[0] if shared else teacher, temperature=4.0)
+    soft.sum().backward()
+    for k in range(3):
+        alone = student[k].detach().requires_grad_(True)
+        expected = F.kl_div(
+            F.log_softmax(alone / 4.0, dim=1),
+            F.log_softmax(teacher[k] / 4.0, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        expected.backward()
+        torch.testing.assert_close(soft[k], expected)
+        torch.testing.assert_close(student.grad[k], alone.grad)
 
 
 def test_settings_defaults_and_validation() -> None:

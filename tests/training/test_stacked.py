@@ -6,6 +6,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import math
 
 import pytest
 import torch
@@ -1154,6 +1155,50 @@ def test_weight_noise_trains_and_evaluates_as_a_stack_as_alone(
     assert shared[0]["noisy_test_accuracy"] < shared[1]["noisy_test_accuracy"]
 
 
+class SmallConvNet(nn.Module):
+    """A convolution, then a linear layer: a convolutional model the 8×8 digits fit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.out = nn.Conv2d(1, 4, 3), nn.Linear(144, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.conv(x)).flatten(1))
+
+
+def test_weight_noise_of_a_convolutional_model_runs_alone_on_the_cpu(
+    digits: InMemoryDataset, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """On the CPU a convolutional model's weight-noise experiments train and evaluate one at a
+    time, with the numbers they get alone (stacked convolutions are slower there); its other
+    experiments still stack."""
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("test-conv-net")(lambda shape, classes, *, batchnorm: SmallConvNet())
+    common = {"model": "test-conv-net", "batchnorm": False, "recipe": Recipe(epochs=1)}
+    noisy = Experiment(noise="none", weight_noise=0.1, train_noise=True, **common)
+    plain = [
+        Experiment(placement=f"walking:{site}", sigma=0.3, train_noise=True, **common)
+        for site in (1, 2)
+    ]
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        cohort = train_cohort([noisy, *plain], digits)
+    assert "training 1 experiments with weight noise one at a time: a model with convolutions" in (
+        caplog.text
+    )
+    assert "training 2 models one at a time" not in caplog.text
+    assert cohort[0].metrics == train_alone(noisy, digits).metrics
+    evaluated = [
+        Experiment(noise="none", weight_noise=0.1, eval_repeats=2, **common),
+        Experiment(placement="walking:1", sigma=0.3, eval_repeats=2, **common),
+    ]
+    model = cohort[1].model
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        shared = evaluate_shared(model, evaluated, digits)
+    assert "evaluating 1 experiments one at a time: a model with convolutions" in caplog.text
+    assert shared[0] == evaluate_experiment(evaluated[0], model, digits)
+
+
 class EncoderNet(nn.Module):
     """A Transformer layer, which torch.fx calls whole: its inner Linear layers run unseen."""
 
@@ -1188,10 +1233,52 @@ def test_a_weight_noise_stack_takes_more_memory_per_model() -> None:
         assert noisy - plain == 4 * 3 * params
 
 
-def test_a_cohort_of_distillation_experiments_is_refused(digits: InMemoryDataset) -> None:
+def test_a_cohort_of_distillation_experiments_needs_its_teacher(digits: InMemoryDataset) -> None:
     student = Experiment(train_noise=True, sigma=0.1, distillation=Distillation())
-    with pytest.raises(ValueError, match="teacher"):
+    with pytest.raises(ValueError, match=r"give train_cohort\(\.\.\., teacher=\.\.\.\)"):
         train_cohort([student], digits)
+
+
+def test_students_train_as_a_stack_as_alone(digits: InMemoryDataset, caplog) -> None:
+    """Students of one teacher (weight noise of several η, activation noise, another
+    temperature) train in stacks with the losses and metrics they get alone, next to a model
+    that is no student; the teacher runs once per batch its students share, and keeps its
+    weights, statistics, mode and noise."""
+    recipe = Recipe(epochs=2)
+    teacher, _ = train_experiment(Experiment(noise="none", recipe=recipe), digits, progress=False)
+    teacher.set_noise(AdditiveNoise(), WalkingPlacement(2), 5.0)
+    before = {k: v.clone() for k, v in teacher.source.state_dict().items()}
+    student = {"train_noise": True, "recipe": recipe, "seed": 3}
+    experiments = [
+        *(Experiment(noise="none", weight_noise=eta, distillation=Distillation(), **student)
+          for eta in (0.0, 0.05, 0.1)),
+        Experiment(placement="walking:3", sigma=0.3, distillation=Distillation(), **student),
+        Experiment(noise="none", weight_noise=0.05, distillation=Distillation(temperature=2),
+                   **student),
+        Experiment(placement="walking:3", sigma=0.3, **student),
+    ]  # fmt: skip
+    calls = []
+    hook = teacher.register_forward_hook(lambda _m, inputs, _out: calls.append(len(inputs[0])))
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        cohort = train_cohort(experiments, digits, teacher=teacher.train())
+    hook.remove()
+    assert "one at a time" not in caplog.text
+    # two stacks of students (one per temperature), each running the teacher once per batch
+    batches = math.ceil(len(digits.train) / recipe.batch_size) * recipe.epochs
+    assert len(calls) == 2 * batches
+    assert teacher.training
+    assert all(torch.equal(before[k], v) for k, v in teacher.source.state_dict().items())
+    assert [s.sigma for s in teacher.sites if s.sigma] == [(5.0,)]
+    for result, experiment in zip(cohort, experiments, strict=True):
+        alone = train_alone(experiment, digits, teacher=teacher)
+        _assert_same_losses(result.history, alone.history, rtol=1e-3)
+        for key in ("clean_test_accuracy", "noisy_test_accuracy"):
+            assert result.metrics[key] == pytest.approx(
+                alone.metrics[key], abs=3 / len(digits.test)
+            )
+    plain = [r.train_loss for r in cohort[-1].history.epochs]
+    distilled = [r.train_loss for r in cohort[-3].history.epochs]  # same noise, with a teacher
+    assert plain != pytest.approx(distilled, rel=0.05)
 
 
 def _cumulative_batchnorm() -> nn.Module:

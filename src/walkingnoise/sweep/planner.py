@@ -9,12 +9,12 @@ many units as there are workers to share them. Members are ordered by seed and p
 a cut near a change of seed moves onto it, so a unit's models mostly share their batches and
 the layers before their first noisy site.
 
-Weight noise (Noisy Machines) trains and evaluates in stacks like activation noise.
-Distillation runs on the one-model path (``training.run``): it is not part of the stacked
-engine. A distillation whose teacher is ``clean`` joins the unit of that clean training (the
-shared model is its teacher): if the store has the teacher, its students are spread over units
-of their own beside the evaluations; if not, one unit trains the teacher once and then its
-students. A distillation from a checkpoint file is a unit of its own.
+Weight noise (Noisy Machines) trains and evaluates in stacks like activation noise. A
+distillation whose teacher is ``clean`` joins the unit of that clean training (the shared model
+is its teacher, and its students train as stacks): if the store has the teacher, its students
+are cut into units of their own beside the evaluations, as a cohort is; if not, one unit trains
+the teacher once and then its students. A distillation from a checkpoint file runs on the
+one-model path (``training.run``), a unit of its own.
 
 Units come longest first (most models to train), so the short ones fill the workers' gaps at the
 end of a run instead of leaving one worker alone with a long unit.
@@ -90,7 +90,8 @@ def cohort_key(experiment: Experiment) -> str:
 
 
 def stackable(experiment: Experiment) -> bool:
-    """Whether the stacked engine can run the experiment (no distillation)."""
+    """Whether the stacked engine can run the experiment outside a shared training's unit (a
+    distillation needs its teacher, which only that unit has)."""
     return experiment.distillation is None
 
 
@@ -121,19 +122,27 @@ def plan(
             alone.append(experiment)
     units: list[WorkUnit] = []
     for key, members in shared.items():
-        units += _shared_units(members, trained(key))
+        units += _shared_units(members, trained(key), max_unit, workers)
     for members in cohorts.values():
-        # the models of one seed share their batches, and those of one placement everything
-        # before their first noisy site: keep each together
-        members.sort(key=lambda e: (e.seed, e.placement))
-        parts = math.ceil(len(members) / max_unit)
-        parts = min(len(members), math.ceil(parts / workers) * workers)
-        size = math.ceil(len(members) / parts)
-        units += [WorkUnit(tuple(chunk)) for chunk in _cut(members, size, max_unit)]
+        units += [WorkUnit(chunk) for chunk in _cohort_chunks(members, max_unit, workers)]
     units += [WorkUnit((experiment,)) for experiment in alone]
     # longest first (most models to train), so short units fill the gaps at the end
     units.sort(key=lambda unit: unit.trainings, reverse=True)
     return Plan(tuple(units))
+
+
+def _cohort_chunks(
+    members: list[Experiment], max_unit: int, workers: int
+) -> list[tuple[Experiment, ...]]:
+    """A cohort cut into equal chunks of at most ``max_unit``, as many as a multiple of
+    ``workers`` (but no more than there are members)."""
+    # the models of one seed share their batches, and those of one placement everything
+    # before their first noisy site: keep each together
+    members = sorted(members, key=lambda e: (e.seed, e.placement))
+    parts = math.ceil(len(members) / max_unit)
+    parts = min(len(members), math.ceil(parts / workers) * workers)
+    size = math.ceil(len(members) / parts)
+    return [tuple(chunk) for chunk in _cut(members, size, max_unit)]
 
 
 def _cut(members: list[Experiment], size: int, max_unit: int) -> list[list[Experiment]]:
@@ -151,15 +160,24 @@ def _cut(members: list[Experiment], size: int, max_unit: int) -> list[list[Exper
     return [members[a:b] for a, b in pairwise(edges) if b > a]
 
 
-def _shared_units(members: list[Experiment], checkpoint: bytes | None) -> list[WorkUnit]:
+def _shared_units(
+    members: list[Experiment], checkpoint: bytes | None, max_unit: int, workers: int
+) -> list[WorkUnit]:
     """The units of one clean training: its evaluations, and the students it teaches.
 
     Without a stored checkpoint everything is one unit, so the clean model is trained once.
+    With one, the students of each cohort are cut into units as a cohort is.
     """
     training = members[0].clean_training()
     if checkpoint is None:
         return [WorkUnit(tuple(members), training, None)]
     evaluated = tuple(m for m in members if m.shares_clean_model)
-    students = [m for m in members if not m.shares_clean_model]
+    cohorts: dict[str, list[Experiment]] = {}
+    for student in members:
+        if not student.shares_clean_model:
+            cohorts.setdefault(cohort_key(student), []).append(student)
     units = [WorkUnit(evaluated, training, checkpoint)] if evaluated else []
-    return units + [WorkUnit((student,), training, checkpoint) for student in students]
+    for students in cohorts.values():
+        chunks = _cohort_chunks(students, max_unit, workers)
+        units += [WorkUnit(chunk, training, checkpoint) for chunk in chunks]
+    return units

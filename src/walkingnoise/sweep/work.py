@@ -7,6 +7,7 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -129,14 +130,19 @@ def _outcome(trained: Trained, dataset: InMemoryDataset, save_checkpoint: bool) 
 
 
 def _train_members(
-    members: tuple[Experiment, ...], dataset: InMemoryDataset, save_checkpoints: bool
+    members: Sequence[Experiment],
+    dataset: InMemoryDataset,
+    save_checkpoints: bool,
+    teacher: NoisyModel | None = None,
 ) -> list[Outcome]:
-    """Train a cohort as stacks; if that fails, each member alone with its own error."""
+    """Train a cohort (students of ``teacher``, if given) as stacks; if that fails, each member
+    alone with its own error."""
     try:
-        return [_outcome(t, dataset, save_checkpoints) for t in train_cohort(members, dataset)]
+        trained = train_cohort(members, dataset, teacher=teacher)
+        return [_outcome(t, dataset, save_checkpoints) for t in trained]
     except Exception:  # then each member alone, so one bad member fails only itself
         log.warning("stacked training failed; training one model at a time:\n%s", _last_line())
-    return [_train_alone(e, dataset, save_checkpoints) for e in members]
+    return [_train_alone(e, dataset, save_checkpoints, teacher) for e in members]
 
 
 def _last_line() -> str:
@@ -144,10 +150,14 @@ def _last_line() -> str:
 
 
 def _train_alone(
-    experiment: Experiment, dataset: InMemoryDataset, save_checkpoint: bool
+    experiment: Experiment,
+    dataset: InMemoryDataset,
+    save_checkpoint: bool,
+    teacher: NoisyModel | None = None,
 ) -> Outcome:
     try:
-        return _outcome(train_alone(experiment, dataset), dataset, save_checkpoint)
+        trained = train_alone(experiment, dataset, teacher=teacher)
+        return _outcome(trained, dataset, save_checkpoint)
     except Exception:
         return Outcome(experiment, error=traceback.format_exc())
 
@@ -188,7 +198,8 @@ def _evaluate_shared(
     students = [e for e in unit.members if not e.shares_clean_model]
     members = _evaluate_members(model, evaluated, dataset, history, diverged)
     remove_weight_noise(model)  # the teacher's weights must be read clean
-    members += [_train_student(e, model, dataset, save_checkpoints) for e in students]
+    if students:
+        members += _train_members(students, dataset, save_checkpoints, teacher=model)
     order = {id(experiment): i for i, experiment in enumerate(unit.members)}
     members.sort(key=lambda outcome: order[id(outcome.experiment)])
     return UnitOutcome(members, outcome)
@@ -236,19 +247,3 @@ def _evaluate_members(
         except Exception:
             members.append(Outcome(experiment, error=traceback.format_exc()))
     return members
-
-
-def _train_student(
-    experiment: Experiment, teacher: NoisyModel, dataset: InMemoryDataset, save_checkpoint: bool
-) -> Outcome:
-    """Distil one student from the shared clean model and evaluate it."""
-    try:
-        started = time.perf_counter()
-        model, history = train_experiment(experiment, dataset, progress=False, teacher=teacher)
-        trained = time.perf_counter()
-        metrics = evaluate_experiment(experiment, model, dataset)
-        seconds = {"train": trained - started, "evaluate": time.perf_counter() - trained}
-        trained_student = Trained(experiment, model, history, metrics, seconds)
-        return _outcome(trained_student, dataset, save_checkpoint)
-    except Exception:
-        return Outcome(experiment, error=traceback.format_exc())

@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from torch import nn
+
 from walkingnoise.data.dataset import InMemoryDataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.noise.instrument import NoisyModel
@@ -62,23 +64,27 @@ def train_cohort(
     *,
     max_models: int | None = None,
     progress: bool | None = False,
+    teacher: NoisyModel | None = None,
 ) -> list[Trained]:
     """Train and evaluate noisy-training experiments of one cohort, as stacks where possible.
 
     Stacks are formed per seed, with the models that put noise on the input apart, so the
     models of a stack see the same batches and share everything before their first layer;
     unless that leaves fewer than ``MIN_SHARED_STACK`` models per stack on average, when one
-    stack of mixed seeds is faster. Experiments with weight noise stack with the others.
-    Results come back in the order of ``experiments``.
+    stack of mixed seeds is faster. Experiments with weight noise stack with the others (but
+    see ``weight_noise_alone``); distillation experiments (students of ``teacher``, which runs
+    once per shared batch) stack with those of the same distillation settings. Results come
+    back in the order of ``experiments``.
     """
     if not experiments:
         return []
-    for experiment in experiments:
-        if experiment.distillation is not None:
-            raise ValueError(
-                f"experiment {experiment.content_hash()[:12]} distils from a teacher, which "
-                "train_cohort does not have: train it with train_experiment(..., teacher=...)"
-            )
+    if teacher is None:
+        for experiment in experiments:
+            if experiment.distillation is not None:
+                raise ValueError(
+                    f"experiment {experiment.content_hash()[:12]} distils from a teacher: "
+                    "give train_cohort(..., teacher=...)"
+                )
     probe = build_noisy_model(experiments[0], dataset)
     recipe = experiments[0].recipe
     fit = models_per_stack(
@@ -91,21 +97,55 @@ def train_cohort(
     size = min(fit, max_models or fit)
     sites = probe.site_table
     results: list[Trained | None] = [None] * len(experiments)
-    groups: dict[tuple[int, bool], list[int]] = {}
-    for i, experiment in enumerate(experiments):
-        groups.setdefault((experiment.seed, _first_site(experiment, sites) == 0), []).append(i)
-    if len(experiments) < MIN_SHARED_STACK * len(groups):
-        groups = {(0, False): list(range(len(experiments)))}
+    stacked = list(range(len(experiments)))
+    reason = weight_noise_alone(probe)
+    if reason is not None:
+        stacked = [i for i in stacked if not experiments[i].weight_noise]
+        log.info(
+            "training %d experiments with weight noise one at a time: %s",
+            len(experiments) - len(stacked),
+            reason,
+        )
+        for i, experiment in enumerate(experiments):
+            if experiment.weight_noise:
+                results[i] = train_alone(experiment, dataset, teacher=teacher)
+    by_loss: dict[object, list[int]] = {}
+    for i in stacked:
+        by_loss.setdefault(experiments[i].distillation, []).append(i)
+    groups: dict[tuple, list[int]] = {}
+    for settings, members in by_loss.items():
+        per_seed: dict[tuple, list[int]] = {}
+        for i in members:
+            input_noise = _first_site(experiments[i], sites) == 0
+            per_seed.setdefault((settings, experiments[i].seed, input_noise), []).append(i)
+        if len(members) < MIN_SHARED_STACK * len(per_seed):
+            per_seed = {(settings,): members}
+        groups |= per_seed
     for indices in groups.values():
         for chunk in _chunks(indices, size):
-            trained = _train_chunk([experiments[i] for i in chunk], dataset, progress)
+            members = [experiments[i] for i in chunk]
+            trained = _train_chunk(members, dataset, progress, teacher)
             for i, result in zip(chunk, trained, strict=True):
                 results[i] = result
     return [r for r in results if r is not None]
 
 
+def weight_noise_alone(model: NoisyModel) -> str | None:
+    """Why experiments with weight noise of this model run one at a time, or None: on the CPU,
+    a model with convolutions (stacked as grouped convolutions, which are slower there than
+    one model at a time, and weight noise leaves no clean prefix to share)."""
+    device = next(model.parameters()).device
+    convolutions = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.net.modules())
+    if device.type == "cpu" and convolutions:
+        return "a model with convolutions, on the CPU (stacked ones are slower there)"
+    return None
+
+
 def _train_chunk(
-    chunk: Sequence[Experiment], dataset: InMemoryDataset, progress: bool | None
+    chunk: Sequence[Experiment],
+    dataset: InMemoryDataset,
+    progress: bool | None,
+    teacher: NoisyModel | None,
 ) -> list[Trained]:
     started = time.perf_counter()
     models = [build_noisy_model(e, dataset) for e in chunk]
@@ -114,7 +154,8 @@ def _train_chunk(
         stack.check(dataset.train.x[:2], training=True)
     except NotStackableError as error:
         log.info("training %d models one at a time: %s", len(chunk), error)
-        return [train_alone(e, dataset) for e in chunk]
+        return [train_alone(e, dataset, teacher=teacher) for e in chunk]
+    distillation = chunk[0].distillation
     histories = train_stacked(
         stack,
         dataset.train,
@@ -125,6 +166,8 @@ def _train_chunk(
         progress=progress,
         class_weights=dataset.class_weights,
         augmentation=training_augmentation(chunk[0].recipe, dataset),
+        teacher=teacher if distillation is not None else None,
+        distillation=distillation,
     )
     trained = time.perf_counter()
     repeats = chunk[0].eval_repeats
@@ -155,10 +198,13 @@ def _train_chunk(
     ]
 
 
-def train_alone(experiment: Experiment, dataset: InMemoryDataset) -> Trained:
-    """Train and evaluate one experiment by itself: the path for models a stack cannot run."""
+def train_alone(
+    experiment: Experiment, dataset: InMemoryDataset, *, teacher: NoisyModel | None = None
+) -> Trained:
+    """Train and evaluate one experiment by itself: the path for models a stack cannot run
+    (``teacher``: a distillation experiment's)."""
     started = time.perf_counter()
-    model, history = train_experiment(experiment, dataset, progress=False)
+    model, history = train_experiment(experiment, dataset, progress=False, teacher=teacher)
     trained = time.perf_counter()
     metrics = evaluate_experiment(experiment, model, dataset)
     seconds = {"train": trained - started, "evaluate": time.perf_counter() - trained}
@@ -186,18 +232,31 @@ def evaluate_shared(
         model.clear_noise()
         clean = {s: evaluate_clean(model, dataset.split(s), batch_size=batch)
                  for s in EVALUATED_SPLITS}  # fmt: skip
-    weight_noise = any(e.weight_noise for e in experiments)
+    reason = weight_noise_alone(model)
+    alone = [i for i, e in enumerate(experiments) if e.weight_noise and reason is not None]
+    stacked = sorted(set(range(len(experiments))) - set(alone))
     fit = models_per_stack(
-        model, batch, dataset.test.x.device, training=False, weight_noise=weight_noise
+        model,
+        batch,
+        dataset.test.x.device,
+        training=False,
+        weight_noise=any(experiments[i].weight_noise for i in stacked),
     )
     size = min(fit, max_models or fit)
     sites = model.site_table
     by_noise: dict[object, list[int]] = {}
-    for i, experiment in enumerate(experiments):
+    for i in stacked:
+        experiment = experiments[i]
         site = _first_site(experiment, sites)
         key = (experiment.noise_model(), experiment.eval_repeats, site, experiment.weight_noise > 0)
         by_noise.setdefault(key, []).append(i)
     metrics: list[dict[str, float]] = [{} for _ in experiments]
+    if alone:
+        members = [experiments[i] for i in alone]
+        for i, values in zip(
+            alone, _evaluate_alone(model, members, dataset, str(reason)), strict=True
+        ):
+            metrics[i] = values
     # the stacks set each experiment's weight noise; the model's own (if any) stays off, as alone
     stacks: dict[int, StackedModel | NotStackableError] = {}
     with weight_noise_disabled(model):

@@ -89,6 +89,17 @@ def distillation_loss(
     return alpha * temperature**2 * soft + (1.0 - alpha) * hard
 
 
+def stacked_soft_targets(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(softened teacher ‖ softened student) per model of (K, B, C) student logits, the
+    batch mean (``distillation_loss``'s soft term before α · T²); the teacher's logits are
+    (B, C), shared by every model, or (K, B, C), and treated as constants."""
+    student = F.log_softmax(student_logits / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
+    return (teacher.exp() * (teacher - student)).sum(dim=-1).mean(dim=-1)
+
+
 @contextmanager
 def clean_teacher(teacher: nn.Module) -> Iterator[nn.Module]:
     """Within the block ``teacher`` runs in eval mode, without gradients and without any noise."""

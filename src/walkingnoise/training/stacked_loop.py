@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from walkingnoise._progress import bar_disabled
 from walkingnoise.data.augmentation import Augmentation, augmentation_generator
 from walkingnoise.data.dataset import Split
+from walkingnoise.training.distillation import Distillation, clean_teacher, stacked_soft_targets
 from walkingnoise.training.evaluate import Evaluation
 from walkingnoise.training.loop import EpochRecord, TrainHistory, make_optimizer
 from walkingnoise.training.recipe import Recipe
@@ -33,6 +34,8 @@ def train_stacked(
     progress: bool | None = None,
     class_weights: torch.Tensor | None = None,
     augmentation: Augmentation | None = None,
+    teacher: torch.nn.Module | None = None,
+    distillation: Distillation | None = None,
 ) -> list[TrainHistory]:
     """Train every model of ``stack`` as ``train_model`` would train it alone.
 
@@ -42,7 +45,11 @@ def train_stacked(
     every batch is gathered once and shared, so layers before the first noise or weight
     that differs between the models run once for all. ``class_weights`` and ``augmentation``
     act as in ``train_model``: model k's batches are augmented from ``seeds[k]``'s generator.
+    With ``teacher`` and ``distillation`` every model is a student of ``teacher`` (as
+    ``DistillationLoss`` trains one alone); the teacher runs once on a shared batch.
     """
+    if (teacher is None) != (distillation is None):
+        raise ValueError("give both a teacher and its distillation settings, or neither")
     k_models = stack.size
     if len(seeds) != k_models:
         raise ValueError(f"expected {k_models} seeds, got {len(seeds)}")
@@ -86,6 +93,8 @@ def train_stacked(
                     )
                 logits = stack(x, owned=True)
             per_model, predicted = _mean_cross_entropy(logits, y, class_weights)
+            if teacher is not None and distillation is not None:
+                per_model = _distilled(per_model, logits, x, shared, teacher, distillation)
             optimizer.zero_grad(set_to_none=True)
             per_model.sum().backward()
             optimizer.step()
@@ -116,6 +125,27 @@ def train_stacked(
         bar.set_postfix(loss=f"{sum(train_loss) / k_models:.4f}")
     bar.close()
     return histories
+
+
+def _distilled(
+    hard: torch.Tensor,
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    shared: bool,
+    teacher: torch.nn.Module,
+    settings: Distillation,
+) -> torch.Tensor:
+    """Each model's distillation loss, α · T² · KL + (1 − α) · ``hard`` (its cross-entropy), with
+    the teacher's clean logits of its batch: ``x`` is one batch (B, ...) all models share, or
+    their own (K, B, ...)."""
+    with clean_teacher(teacher):
+        if shared:
+            teacher_logits = teacher(x)
+        else:
+            teacher_logits = teacher(x.reshape(-1, *x.shape[2:])).view(logits.shape)
+    soft = stacked_soft_targets(logits, teacher_logits, settings.temperature)
+    temperature, alpha = settings.temperature, settings.alpha
+    return alpha * temperature**2 * soft + (1.0 - alpha) * hard
 
 
 @torch.no_grad()
