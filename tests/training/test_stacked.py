@@ -21,7 +21,12 @@ from walkingnoise.models import build_model, register_model
 from walkingnoise.models import registry as model_registry
 from walkingnoise.noise import AdditiveNoise, MultiplicativeNoise, WalkingPlacement, instrument
 from walkingnoise.noise.weight import attach_weight_noise, weight_noise_of
-from walkingnoise.training.cohort import evaluate_shared, train_alone, train_cohort
+from walkingnoise.training.cohort import (
+    evaluate_shared,
+    stacking_slower,
+    train_alone,
+    train_cohort,
+)
 from walkingnoise.training.distillation import Distillation
 from walkingnoise.training.evaluate import evaluate
 from walkingnoise.training.loop import TrainHistory
@@ -1166,12 +1171,12 @@ class SmallConvNet(nn.Module):
         return self.out(F.relu(self.conv(x)).flatten(1))
 
 
-def test_weight_noise_of_a_convolutional_model_runs_alone_on_the_cpu(
+def test_a_convolutional_model_trains_alone_on_the_cpu(
     digits: InMemoryDataset, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
-    """On the CPU a convolutional model's weight-noise experiments train and evaluate one at a
-    time, with the numbers they get alone (stacked convolutions are slower there); its other
-    experiments still stack."""
+    """On the CPU a convolutional model's experiments train one at a time, with the numbers
+    they get alone (stacked convolutions are slower there); its inference-only experiments
+    with activation noise still evaluate as a stack, those with weight noise one at a time."""
     monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
     register_model("test-conv-net")(lambda shape, classes, *, batchnorm: SmallConvNet())
     common = {"model": "test-conv-net", "batchnorm": False, "recipe": Recipe(epochs=1)}
@@ -1182,11 +1187,9 @@ def test_weight_noise_of_a_convolutional_model_runs_alone_on_the_cpu(
     ]
     with caplog.at_level(logging.INFO, logger="walkingnoise"):
         cohort = train_cohort([noisy, *plain], digits)
-    assert "training 1 experiments with weight noise one at a time: a model with convolutions" in (
-        caplog.text
-    )
-    assert "training 2 models one at a time" not in caplog.text
-    assert cohort[0].metrics == train_alone(noisy, digits).metrics
+    assert "training 3 experiments one at a time: a model with convolutions" in caplog.text
+    for result, experiment in zip(cohort, [noisy, *plain], strict=True):
+        assert result.metrics == train_alone(experiment, digits).metrics
     evaluated = [
         Experiment(noise="none", weight_noise=0.1, eval_repeats=2, **common),
         Experiment(placement="walking:1", sigma=0.3, eval_repeats=2, **common),
@@ -1196,7 +1199,16 @@ def test_weight_noise_of_a_convolutional_model_runs_alone_on_the_cpu(
     with caplog.at_level(logging.INFO, logger="walkingnoise"):
         shared = evaluate_shared(model, evaluated, digits)
     assert "evaluating 1 experiments one at a time: a model with convolutions" in caplog.text
+    assert caplog.text.count("one at a time") == 1  # the other one was stacked
     assert shared[0] == evaluate_experiment(evaluated[0], model, digits)
+
+
+def test_only_convolutional_models_on_the_cpu_train_one_at_a_time() -> None:
+    conv = instrument(SmallConvNet(), torch.randn(2, 1, 8, 8))
+    mlp = instrument(build_model("mlp", (1, 8, 8), 10), torch.randn(2, 1, 8, 8))
+    assert "convolutions" in str(stacking_slower(conv))
+    assert stacking_slower(mlp) is None
+    assert stacking_slower(conv.to("meta")) is None  # another device (as CUDA): they stack
 
 
 class EncoderNet(nn.Module):

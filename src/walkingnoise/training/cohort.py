@@ -71,10 +71,10 @@ def train_cohort(
     Stacks are formed per seed, with the models that put noise on the input apart, so the
     models of a stack see the same batches and share everything before their first layer;
     unless that leaves fewer than ``MIN_SHARED_STACK`` models per stack on average, when one
-    stack of mixed seeds is faster. Experiments with weight noise stack with the others (but
-    see ``weight_noise_alone``); distillation experiments (students of ``teacher``, which runs
-    once per shared batch) stack with those of the same distillation settings. Results come
-    back in the order of ``experiments``.
+    stack of mixed seeds is faster. Experiments with weight noise stack with the others;
+    distillation experiments (students of ``teacher``, which runs once per shared batch) stack
+    with those of the same distillation settings. Where ``stacking_slower`` says why, every
+    experiment trains one at a time. Results come back in the order of ``experiments``.
     """
     if not experiments:
         return []
@@ -97,21 +97,13 @@ def train_cohort(
     size = min(fit, max_models or fit)
     sites = probe.site_table
     results: list[Trained | None] = [None] * len(experiments)
-    stacked = list(range(len(experiments)))
-    reason = weight_noise_alone(probe)
+    reason = stacking_slower(probe)
     if reason is not None:
-        stacked = [i for i in stacked if not experiments[i].weight_noise]
-        log.info(
-            "training %d experiments with weight noise one at a time: %s",
-            len(experiments) - len(stacked),
-            reason,
-        )
-        for i, experiment in enumerate(experiments):
-            if experiment.weight_noise:
-                results[i] = train_alone(experiment, dataset, teacher=teacher)
+        log.info("training %d experiments one at a time: %s", len(experiments), reason)
+        return [train_alone(e, dataset, teacher=teacher) for e in experiments]
     by_loss: dict[object, list[int]] = {}
-    for i in stacked:
-        by_loss.setdefault(experiments[i].distillation, []).append(i)
+    for i, experiment in enumerate(experiments):
+        by_loss.setdefault(experiment.distillation, []).append(i)
     groups: dict[tuple, list[int]] = {}
     for settings, members in by_loss.items():
         per_seed: dict[tuple, list[int]] = {}
@@ -130,10 +122,16 @@ def train_cohort(
     return [r for r in results if r is not None]
 
 
-def weight_noise_alone(model: NoisyModel) -> str | None:
-    """Why experiments with weight noise of this model run one at a time, or None: on the CPU,
-    a model with convolutions (stacked as grouped convolutions, which are slower there than
-    one model at a time, and weight noise leaves no clean prefix to share)."""
+def stacking_slower(model: NoisyModel) -> str | None:
+    """Why this model's trainings, and its evaluations with weight noise, run one at a time
+    here, or None.
+
+    On the CPU, a model with convolutions: a stack runs them as grouped convolutions over every
+    member's activations at once, which was measured slower there than one model at a time
+    (the trainings of a LeNet-5 walking sweep, a CNN-S training step). Its evaluations with
+    activation noise still stack, since sharing the clean prefix before the first noisy site
+    saves more; with weight noise there is no clean prefix.
+    """
     device = next(model.parameters()).device
     convolutions = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.net.modules())
     if device.type == "cpu" and convolutions:
@@ -232,7 +230,7 @@ def evaluate_shared(
         model.clear_noise()
         clean = {s: evaluate_clean(model, dataset.split(s), batch_size=batch)
                  for s in EVALUATED_SPLITS}  # fmt: skip
-    reason = weight_noise_alone(model)
+    reason = stacking_slower(model)
     alone = [i for i, e in enumerate(experiments) if e.weight_noise and reason is not None]
     stacked = sorted(set(range(len(experiments))) - set(alone))
     fit = models_per_stack(

@@ -931,9 +931,10 @@ class StackedModel:
         """{site index: number of models with noise there}."""
         return {site: len(config.rows) for site, config in self._site_noise.items()}
 
-    def set_weight_noise(self, etas: Sequence[float], *, training: bool = False) -> None:
-        """Per model: η of its weight noise (0: none) on every layer ``set_weight_noise`` would
-        perturb, drawn in evaluation and, with ``training``, in training."""
+    def set_weight_noise(self, etas: Sequence[float]) -> None:
+        """Per model: η of its weight noise in evaluation (0: none), on every layer weight noise
+        perturbs (``noisy_weight_layers``); for stacks of copies of one model, which only
+        evaluate."""
         if len(etas) != self.size:
             raise ValueError(f"expected weight noise for {self.size} models, got {len(etas)}")
         names = [name for name, _ in noisy_weight_layers(self.template.net)]
@@ -942,7 +943,7 @@ class StackedModel:
             for name in names:
                 self._refuse_unreachable(name)
         self._weight_noise = [
-            _MemberWeightNoise(float(eta), training, True) if eta > 0 else None for eta in etas
+            _MemberWeightNoise(float(eta), False, True) if eta > 0 else None for eta in etas
         ]
         self._weight_rows = {name: rows for name in names} if rows else {}
 
