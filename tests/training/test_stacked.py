@@ -1203,6 +1203,26 @@ def test_a_convolutional_model_trains_alone_on_the_cpu(
     assert shared[0] == evaluate_experiment(evaluated[0], model, digits)
 
 
+def test_students_of_their_own_batches_give_the_teacher_the_clean_input(
+    digits: InMemoryDataset,
+) -> None:
+    """Students of different seeds (each its own batches) with noise on the input: the
+    teacher reads their clean batches, as alone, not the ones the input noise went into."""
+    recipe = Recipe(epochs=2)
+    teacher, _ = train_experiment(Experiment(noise="none", recipe=recipe), digits, progress=False)
+    students = [
+        Experiment(placement="walking:0", sigma=2.0, train_noise=True, recipe=recipe, seed=seed,
+                   distillation=Distillation())
+        for seed in (0, 1)
+    ]  # fmt: skip
+    for result, student in zip(
+        train_cohort(students, digits, teacher=teacher), students, strict=True
+    ):
+        _assert_same_losses(
+            result.history, train_alone(student, digits, teacher=teacher).history, 1e-3
+        )
+
+
 def test_only_convolutional_models_on_the_cpu_train_one_at_a_time() -> None:
     conv = instrument(SmallConvNet(), torch.randn(2, 1, 8, 8))
     mlp = instrument(build_model("mlp", (1, 8, 8), 10), torch.randn(2, 1, 8, 8))
@@ -1227,10 +1247,10 @@ class EncoderNet(nn.Module):
 def test_weight_noise_inside_a_module_run_whole_is_not_stacked(digits: InMemoryDataset) -> None:
     models = _instrumented(EncoderNet, (1, 8, 8), range(2))
     attach_weight_noise(models[0], 0.1)
-    with pytest.raises(NotStackableError, match=r"encoder\.linear1, inside a module"):
+    with pytest.raises(NotStackableError, match=r"encoder\.linear1, a layer no graph node calls"):
         StackedModel(models)
     copies = StackedModel([models[1]] * 2)
-    with pytest.raises(NotStackableError, match="inside a module the stack runs whole"):
+    with pytest.raises(NotStackableError, match="inside a module the graph runs whole"):
         copies.set_weight_noise([0.0, 0.1])
     copies.set_weight_noise([0.0, 0.0])  # no weight noise: nothing to refuse
 

@@ -934,7 +934,8 @@ class StackedModel:
     def set_weight_noise(self, etas: Sequence[float]) -> None:
         """Per model: η of its weight noise in evaluation (0: none), on every layer weight noise
         perturbs (``noisy_weight_layers``); for stacks of copies of one model, which only
-        evaluate."""
+        evaluate. Each draws from its generator of ``set_generators``: copies built from one
+        model share its generator until given their own."""
         if len(etas) != self.size:
             raise ValueError(f"expected weight noise for {self.size} models, got {len(etas)}")
         names = [name for name, _ in noisy_weight_layers(self.template.net)]
@@ -966,9 +967,13 @@ class StackedModel:
 
     def _refuse_unreachable(self, name: str) -> None:
         """Refuse weight noise on a layer no graph node calls (inside a module the graph calls
-        whole, such as a Transformer layer): alone its hooks would fire, in a stack nothing."""
+        whole, such as a Transformer layer, whose hooks would fire alone but not in a stack; or
+        one torch.fx traced through)."""
         if name not in self._module_state:
-            raise NotStackableError(f"weight noise on {name}, inside a module the stack runs whole")
+            raise NotStackableError(
+                f"weight noise on {name}, a layer no graph node calls (inside a module the "
+                "graph runs whole, or traced through)"
+            )
 
     def draws_noise(self) -> bool:
         """Whether a pass in the current mode draws noise: activation noise at a site, or weight
@@ -1118,7 +1123,7 @@ class StackedModel:
         for node in self.template.net.graph.nodes:
             if node.op == "call_module" and node.target in active:
                 return node
-        raise NotStackableError(f"no graph node runs noise site {min(sites)}")
+        raise NotStackableError(f"no graph node runs {min(active)}")
 
     def _weight_noisy(self, layer: str, training: bool) -> list[int]:
         """The members that read ``layer``'s weight with noise in that mode."""

@@ -91,7 +91,8 @@ def train_stacked(
                     x = torch.stack(
                         [augmentation(x[k], g, index=index[k]) for k, g in enumerate(augment_with)]
                     )
-                logits = stack(x, owned=True)
+                # the input noise may overwrite x, unless a teacher reads x after the stack
+                logits = stack(x, owned=teacher is None)
             per_model, predicted = _mean_cross_entropy(logits, y, class_weights)
             if teacher is not None and distillation is not None:
                 per_model = _distilled(per_model, logits, x, shared, teacher, distillation)
