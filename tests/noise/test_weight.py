@@ -237,3 +237,52 @@ def test_a_model_without_weight_noise_has_none_after_a_preserved_block() -> None
     with weight_noise_preserved(model):
         set_weight_noise(model, 0.5)
     assert weight_noise_of(model) is None
+
+
+class _OwnLayer(nn.Module):
+    """A layer of the user's own that torch.fx traces through: it reads ``self.weight``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.t()
+
+
+class _WithOwnLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.own, self.out = _OwnLayer(), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.own(x)))
+
+
+def test_a_layer_fx_traced_through_is_refused_not_left_clean() -> None:
+    """fx reads such a layer's weight without calling the layer, so its hooks would never add
+    the noise: attaching says so, naming the layer; a model instrumented with hooks calls it,
+    and gets the noise."""
+    torch.manual_seed(0)
+    traced = instrument(_WithOwnLayer(), torch.randn(2, 8), method="fx")
+    with pytest.raises(ValueError, match=r"weight noise on net\.own: torch\.fx traced through"):
+        attach_weight_noise(traced, 0.1)
+    assert weight_noise_of(traced) is None
+    hooked = instrument(_WithOwnLayer(), torch.randn(2, 8), method="hooks")
+    attach_weight_noise(hooked, 0.5, generator=_generator())
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        noisy = hooked.eval()(x)
+        with hooked.noise_disabled():
+            clean = hooked(x)
+        remove_weight_noise(hooked.net.out)  # the own layer alone still makes it noisy
+        assert not torch.allclose(hooked(x), clean)
+    assert not torch.allclose(noisy, clean)
+
+
+def test_layers_inside_a_module_fx_calls_whole_are_called_by_it() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.TransformerEncoderLayer(8, 2, dim_feedforward=8, batch_first=True))
+    model = instrument(net, torch.randn(2, 3, 8), method="fx")
+    noise = attach_weight_noise(model, 0.1)
+    assert "net.0.linear1" in noise.layers

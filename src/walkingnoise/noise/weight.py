@@ -204,13 +204,44 @@ def attach_weight_noise(
         >>> torch.equal(layer.weight, before)
         True
     """
+    layers = noisy_weight_layers(model)
+    uncalled = _read_without_calling(model, [name for name, _ in layers])
+    if uncalled:
+        raise ValueError(
+            f"weight noise on {uncalled[0]}: torch.fx traced through this layer (a module of "
+            "your own), so its weight is read without calling it and would stay clean; give "
+            "it a forward that calls a torch.nn layer, or instrument the model with "
+            "method='hooks'"
+        )
     remove_weight_noise(model)
     noise = WeightNoise(eta, training=training, evaluation=evaluation, generator=generator)
-    layers = noisy_weight_layers(model)
     for _, module in layers:
         noise._attach(module)
     noise.layers = tuple(name for name, _ in layers)
     return noise
+
+
+def _read_without_calling(model: nn.Module, names: list[str]) -> list[str]:
+    """Those of the layers ``names`` (of ``model``) that a torch.fx graph in it reads the
+    weight of without calling them (fx traced through a module of the user's own): their
+    hooks would never run. Layers inside a module the graph calls are called by it."""
+    uncalled = []
+    for prefix, graph_module in model.named_modules():
+        if not isinstance(graph_module, torch.fx.GraphModule):
+            continue
+        start = f"{prefix}." if prefix else ""
+        called = tuple(
+            f"{start}{node.target}" for node in graph_module.graph.nodes if node.op == "call_module"
+        )
+        for name in names:
+            inside = name.startswith(start) or not start
+            if (
+                inside
+                and name not in called
+                and not name.startswith(tuple(f"{c}." for c in called))
+            ):
+                uncalled.append(name)
+    return uncalled
 
 
 def weight_noise_of(model: nn.Module) -> WeightNoise | None:
