@@ -86,6 +86,10 @@ def train_cohort(
                     "give train_cohort(..., teacher=...)"
                 )
     probe = build_noisy_model(experiments[0], dataset)
+    reason = stacking_slower(probe)
+    if reason is not None:
+        log.info("training %d experiments one at a time: %s", len(experiments), reason)
+        return [train_alone(e, dataset, teacher=teacher) for e in experiments]
     recipe = experiments[0].recipe
     fit = models_per_stack(
         probe,
@@ -97,10 +101,6 @@ def train_cohort(
     size = min(fit, max_models or fit)
     sites = probe.site_table
     results: list[Trained | None] = [None] * len(experiments)
-    reason = stacking_slower(probe)
-    if reason is not None:
-        log.info("training %d experiments one at a time: %s", len(experiments), reason)
-        return [train_alone(e, dataset, teacher=teacher) for e in experiments]
     by_loss: dict[object, list[int]] = {}
     for i, experiment in enumerate(experiments):
         by_loss.setdefault(experiment.distillation, []).append(i)
