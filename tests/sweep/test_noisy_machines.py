@@ -13,7 +13,7 @@ from walkingnoise.cli import main
 from walkingnoise.data import InMemoryDataset, load_dataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep import Store, SweepSummary, expand, load_results, run_sweep
-from walkingnoise.sweep.planner import plan, stackable
+from walkingnoise.sweep.planner import plan
 from walkingnoise.sweep.sites import SiteCounter
 from walkingnoise.sweep.spec import load_sweep
 from walkingnoise.training import Recipe
@@ -70,13 +70,10 @@ def _experiment(**fields: object) -> Experiment:
 
 def test_weight_noise_trainings_of_every_eta_form_one_cohort() -> None:
     noisy = [_experiment(weight_noise=eta, train_noise=True) for eta in (0.02, 0.04, 0.06)]
-    assert all(stackable(e) for e in noisy)
     (unit,) = plan(noisy, workers=1).units
     assert unit.members == tuple(noisy)
     assert unit.shared_training is None
     assert unit.trainings == 3
-    students = [_experiment(train_noise=True, distillation=Distillation(teacher="t.pt"))]
-    assert not any(stackable(e) for e in students)
 
 
 def test_inference_only_weight_noise_shares_the_clean_training() -> None:
@@ -126,11 +123,16 @@ def test_students_of_a_stored_teacher_are_cut_into_units_as_a_cohort() -> None:
     assert work.trainings == 7
 
 
-def test_a_student_of_a_checkpoint_file_is_a_unit_of_its_own() -> None:
-    student = _experiment(train_noise=True, distillation=Distillation(teacher="teacher.pt"))
-    (unit,) = plan([student]).units
-    assert unit.members == (student,)
-    assert unit.shared_training is None
+def test_students_of_a_checkpoint_file_form_a_cohort() -> None:
+    """Students of one teacher file, of every η, train together; another file's apart."""
+    students = [
+        _experiment(weight_noise=eta, train_noise=True, distillation=Distillation(teacher="t.pt"))
+        for eta in (0.0, 0.05, 0.1)
+    ]
+    other = _experiment(train_noise=True, distillation=Distillation(teacher="other.pt"))
+    units = sorted(plan([*students, other]).units, key=lambda unit: len(unit.members))
+    assert [unit.members for unit in units] == [(other,), tuple(students)]
+    assert all(unit.shared_training is None for unit in units)
 
 
 # --- one experiment with weight noise ----------------------------------------------------------
@@ -349,6 +351,7 @@ def test_a_finished_distillation_sweep_runs_again_without_its_teacher_file(
     store = tmp_path / "students.sqlite"
     command = ["run", str(sweep), "--store", str(store), "--no-progress"]
     assert main(command) == 0
+    assert load_results(store)["status"].tolist() == ["done"]
     teacher.unlink()
     capsys.readouterr()
     assert main(command) == 0
@@ -357,6 +360,32 @@ def test_a_finished_distillation_sweep_runs_again_without_its_teacher_file(
     # a new store still has its students to run: the dry run checks their teacher
     assert main([*command[:2], "--store", str(tmp_path / "new.sqlite"), "--dry-run"]) == 2
     assert f"distillation.teacher {teacher}: no such checkpoint file" in capsys.readouterr().err
+
+
+def test_students_of_a_checkpoint_file_train_in_one_unit_as_alone(
+    tmp_path: Path, digits: InMemoryDataset
+) -> None:
+    """A sweep's students of one teacher file (three η) train together, the file read once per
+    unit, with the numbers each gets alone."""
+    teacher = tmp_path / "teacher.pt"
+    assert main(["train", "--noise", "none", "--epochs", "2", "--save", str(teacher)]) == 0
+    sweep = tmp_path / "students.yaml"
+    sweep.write_text(
+        "name: students\n"
+        "fixed: {dataset: digits, noise: none, train_noise: true, recipe: {epochs: 2},\n"
+        f"  distillation: {{teacher: {teacher}}}}}\n"
+        "grid: {weight_noise: {type: choice, options: [0.0, 0.05, 0.1]}}\n"
+    )
+    store = tmp_path / "students.sqlite"
+    summary = run_sweep(load_sweep(sweep), store, progress=False)
+    assert (summary.experiments, summary.failed, summary.trainings) == (3, 0, 3)
+    results = load_results(store).set_index("hash")
+    for entry in expand(load_sweep(sweep)):
+        alone = run_experiment(entry.experiment, dataset=digits, progress=False)
+        row = results.loc[entry.experiment.content_hash()]
+        # a stack of students: float rounding may flip a prediction or two
+        for metric in ("clean_test_accuracy", "noisy_test_accuracy"):
+            assert alone.metrics[metric] == pytest.approx(row[metric], abs=3 / len(digits.test))
 
 
 # --- the example sweep -------------------------------------------------------------------------

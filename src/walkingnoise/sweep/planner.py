@@ -13,8 +13,8 @@ Weight noise (Noisy Machines) trains and evaluates in stacks like activation noi
 distillation whose teacher is ``clean`` joins the unit of that clean training (the shared model
 is its teacher, and its students train as stacks): if the store has the teacher, its students
 are cut into units of their own beside the evaluations, as a cohort is; if not, one unit trains
-the teacher once and then its students. A distillation from a checkpoint file runs on the
-one-model path (``training.run``), a unit of its own.
+the teacher once and then its students. The students of a checkpoint file form cohorts like
+other noisy trainings (the file is part of their key): a unit loads the teacher once.
 
 Units come longest first (most models to train), so the short ones fill the workers' gaps at the
 end of a run instead of leaving one worker alone with a long unit.
@@ -89,12 +89,6 @@ def cohort_key(experiment: Experiment) -> str:
     return json.dumps(fields, sort_keys=True)
 
 
-def stackable(experiment: Experiment) -> bool:
-    """Whether the stacked engine can run the experiment outside a shared training's unit (a
-    distillation needs its teacher, which only that unit has)."""
-    return experiment.distillation is None
-
-
 def plan(
     experiments: Sequence[Experiment],
     *,
@@ -112,20 +106,16 @@ def plan(
     """
     shared: dict[str, list[Experiment]] = {}
     cohorts: dict[str, list[Experiment]] = {}
-    alone: list[Experiment] = []
     for experiment in experiments:
         if experiment.shares_clean_model or experiment.teacher_training() is not None:
             shared.setdefault(experiment.clean_training().content_hash(), []).append(experiment)
-        elif stackable(experiment):
-            cohorts.setdefault(cohort_key(experiment), []).append(experiment)
         else:
-            alone.append(experiment)
+            cohorts.setdefault(cohort_key(experiment), []).append(experiment)
     units: list[WorkUnit] = []
     for key, members in shared.items():
         units += _shared_units(members, trained(key), max_unit, workers)
     for members in cohorts.values():
         units += [WorkUnit(chunk) for chunk in _cohort_chunks(members, max_unit, workers)]
-    units += [WorkUnit((experiment,)) for experiment in alone]
     # longest first (most models to train), so short units fill the gaps at the end
     units.sort(key=lambda unit: unit.trainings, reverse=True)
     return Plan(tuple(units))

@@ -21,11 +21,16 @@ from walkingnoise.experiment import Experiment
 from walkingnoise.models.imports import import_user_modules
 from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.noise.weight import remove_weight_noise
-from walkingnoise.sweep.planner import WorkUnit, stackable
+from walkingnoise.sweep.planner import WorkUnit
 from walkingnoise.training.checkpoint import checkpoint_bytes, read_checkpoint
 from walkingnoise.training.cohort import Trained, evaluate_shared, train_alone, train_cohort
 from walkingnoise.training.memory import default_device
-from walkingnoise.training.run import evaluate_experiment, history_records, train_experiment
+from walkingnoise.training.run import (
+    evaluate_experiment,
+    history_records,
+    load_teacher,
+    train_experiment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +112,14 @@ def _run_unit(unit: WorkUnit, data_root: str | Path | None, save_checkpoints: bo
     dataset = _dataset(first.dataset, None if data_root is None else str(data_root), device.type)
     _optimizers_imported()
     if unit.shared_training is None:
-        if not all(stackable(member) for member in unit.members):
-            return UnitOutcome([_train_alone(e, dataset, save_checkpoints) for e in unit.members])
-        return UnitOutcome(_train_members(unit.members, dataset, save_checkpoints))
+        teacher = None
+        if first.distillation is not None:  # students of a checkpoint file: read it once
+            try:
+                teacher = load_teacher(first, dataset)
+            except Exception:
+                error = traceback.format_exc()
+                return UnitOutcome([Outcome(e, error=error) for e in unit.members])
+        return UnitOutcome(_train_members(unit.members, dataset, save_checkpoints, teacher))
     return _evaluate_shared(unit, dataset, save_checkpoints)
 
 
@@ -217,14 +227,13 @@ def _evaluate_members(
         return []
     weights = weight_statistics(model.source)
     begin = time.perf_counter()
-    stacked = [e for e in experiments if stackable(e)]
     try:
-        stacked_metrics = evaluate_shared(model, stacked, dataset)
+        stacked_metrics = evaluate_shared(model, experiments, dataset)
     except Exception:  # then each member alone, so one bad member fails only itself
         log.warning("stacked evaluation failed; evaluating one at a time:\n%s", _last_line())
-        stacked_metrics = [None] * len(stacked)
-    found = {id(e): m for e, m in zip(stacked, stacked_metrics, strict=True)}
-    each = (time.perf_counter() - begin) / max(1, len(stacked))
+        stacked_metrics = [None] * len(experiments)
+    found = {id(e): m for e, m in zip(experiments, stacked_metrics, strict=True)}
+    each = (time.perf_counter() - begin) / len(experiments)
     members = []
     for experiment in experiments:
         metrics = found.get(id(experiment))
