@@ -334,20 +334,28 @@ def test_a_relative_teacher_path_that_is_not_found_says_where_it_was_looked_for(
     )
 
 
+def _students_of_a_file(folder: Path, epochs: int, etas: list[float]) -> tuple[Path, Path]:
+    """A teacher checkpoint file trained by ``walking-noise train``, and a sweep file of its
+    students at weight noise ``etas``: (teacher, sweep)."""
+    teacher = folder / "teacher.pt"
+    assert main(["train", "--noise", "none", "--epochs", str(epochs), "--save", str(teacher)]) == 0
+    sweep = folder / "students.yaml"
+    sweep.write_text(
+        "name: students\n"
+        f"fixed: {{dataset: digits, noise: none, train_noise: true, recipe: {{epochs: {epochs}}},\n"
+        f"  distillation: {{teacher: {teacher}}}}}\n"
+        f"grid: {{weight_noise: {{type: choice, options: {etas}}}}}\n"
+    )
+    return teacher, sweep
+
+
 def test_a_finished_distillation_sweep_runs_again_without_its_teacher_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Only students still to run need their teacher: a finished sweep reruns (and is counted
     by a dry run) after the teacher file has gone; a sweep whose students are still to run
     is stopped by its dry run too."""
-    teacher = tmp_path / "teacher.pt"
-    assert main(["train", "--noise", "none", "--epochs", "1", "--save", str(teacher)]) == 0
-    sweep = tmp_path / "students.yaml"
-    sweep.write_text(
-        "name: students\n"
-        "fixed: {dataset: digits, noise: none, train_noise: true, recipe: {epochs: 1},\n"
-        f"  weight_noise: 0.05, distillation: {{teacher: {teacher}}}}}\n"
-    )
+    teacher, sweep = _students_of_a_file(tmp_path, epochs=1, etas=[0.05])
     store = tmp_path / "students.sqlite"
     command = ["run", str(sweep), "--store", str(store), "--no-progress"]
     assert main(command) == 0
@@ -367,15 +375,7 @@ def test_students_of_a_checkpoint_file_train_in_one_unit_as_alone(
 ) -> None:
     """A sweep's students of one teacher file (three η) train together, the file read once per
     unit, with the numbers each gets alone."""
-    teacher = tmp_path / "teacher.pt"
-    assert main(["train", "--noise", "none", "--epochs", "2", "--save", str(teacher)]) == 0
-    sweep = tmp_path / "students.yaml"
-    sweep.write_text(
-        "name: students\n"
-        "fixed: {dataset: digits, noise: none, train_noise: true, recipe: {epochs: 2},\n"
-        f"  distillation: {{teacher: {teacher}}}}}\n"
-        "grid: {weight_noise: {type: choice, options: [0.0, 0.05, 0.1]}}\n"
-    )
+    _, sweep = _students_of_a_file(tmp_path, epochs=2, etas=[0.0, 0.05, 0.1])
     store = tmp_path / "students.sqlite"
     summary = run_sweep(load_sweep(sweep), store, progress=False)
     assert (summary.experiments, summary.failed, summary.trainings) == (3, 0, 3)
