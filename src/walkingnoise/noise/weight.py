@@ -230,17 +230,15 @@ def _read_without_calling(model: nn.Module, names: list[str]) -> list[str]:
         if not isinstance(graph_module, torch.fx.GraphModule):
             continue
         start = f"{prefix}." if prefix else ""
-        called = tuple(
+        called = [
             f"{start}{node.target}" for node in graph_module.graph.nodes if node.op == "call_module"
-        )
-        for name in names:
-            inside = name.startswith(start) or not start
-            if (
-                inside
-                and name not in called
-                and not name.startswith(tuple(f"{c}." for c in called))
-            ):
-                uncalled.append(name)
+        ]
+        within_called = tuple(f"{name}." for name in called)
+        uncalled += [
+            name
+            for name in names
+            if name.startswith(start) and name not in called and not name.startswith(within_called)
+        ]
     return uncalled
 
 

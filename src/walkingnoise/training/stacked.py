@@ -557,7 +557,9 @@ class _Interpreter(_LeanInterpreter):
         def call(tensors: tuple[torch.Tensor, ...], *inner: Any, **inner_kw: Any) -> Any:
             return functional_call(module, dict(zip(names, tensors, strict=True)), inner, inner_kw)
 
-        with _cumulative_rate(module, state):
+        # the module itself runs here, hooks and all: its own weight noise stays off, since the
+        # stack draws every member's (``StackedModel._noisy_weight``)
+        with _cumulative_rate(module, state), weight_noise_disabled(module):
             return _vmapped(call, (tuple(state[n] for n in names), *args), kwargs)
 
     def _scratch(self, value: Any) -> bool:
@@ -1027,19 +1029,17 @@ class StackedModel:
         ``owned``: ``x`` is the caller's scratch tensor, which a noise site at the input may
         overwrite instead of copying.
         """
-        # the template's own weight-noise hooks stay off: the stack draws every member's
-        with weight_noise_disabled(self.template.net):
-            if shared and self.copies and not self.training:
-                return self._run_copies(x)
-            if self.training:
-                self.copies = False
-            if shared:
-                if self._kept is not None and not self.training:
-                    return self._run_kept(x)
-                x = x.unsqueeze(0).expand(self.size, *x.shape)
-                owned = False
-            with _views_replayed():
-                return _Interpreter(self, x.shape[1], x if owned else None).run(x)
+        if shared and self.copies and not self.training:
+            return self._run_copies(x)
+        if self.training:
+            self.copies = False
+        if shared:
+            if self._kept is not None and not self.training:
+                return self._run_kept(x)
+            x = x.unsqueeze(0).expand(self.size, *x.shape)
+            owned = False
+        with _views_replayed():
+            return _Interpreter(self, x.shape[1], x if owned else None).run(x)
 
     @contextmanager
     def prefixes_kept(self, max_bytes: int = 256 * 2**20) -> Iterator[None]:
