@@ -106,6 +106,8 @@ class Experiment(BaseModel):
 
     @model_validator(mode="after")
     def _sigma_fits(self) -> Experiment:
+        """σ against the noise model and placement: the experiment's only check of several
+        fields together, so a sweep file's error of it points at ``sigma``."""
         if self.noise == "none":
             return self
         model = self.noise_model()

@@ -348,6 +348,17 @@ ERRORS = [
         "fixed.placement",
         "bad placement",
     ),
+    (
+        "fixed: {noise: additive}\ngrid: {sigma: {type: choice, options: [null, 0.1]}}",
+        "grid.sigma",
+        "noise 'additive' with placement 'global' needs sigma",
+    ),
+    (
+        "a:\n  fixed: {noise: additive, sigma: 0.1, placement: 'map:0=0.1'}",
+        "a.fixed.sigma",
+        "carries its own σ values; leave sigma unset",
+    ),
+    ("b:\n  fixed: {noise: additive}", "b", "needs sigma"),
 ]
 
 

@@ -496,10 +496,12 @@ def _unflatten(flat: Mapping[str, Any], origins: Mapping[str, str]) -> dict[str,
 
 
 def _locate(loc: tuple[Any, ...], origins: Mapping[str, str], leaf: str) -> str:
-    """The YAML path of the value behind a pydantic error location."""
+    """The YAML path of the value behind a pydantic error location. An error of the whole
+    experiment (an empty location) is one of σ against the noise and placement: it points at
+    sigma where the sweep gives it, else at the block that would give it."""
     dotted = ".".join(str(p) for p in loc if not isinstance(p, int))
     if not dotted:
-        return leaf or "fixed"
+        return origins.get("sigma", leaf or "fixed")
     for key in (dotted, *(k for k in origins if k.startswith(dotted + "."))):
         if key in origins:
             return origins[key]
