@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 from walkingnoise.cli import main
 from walkingnoise.data import load_dataset
 from walkingnoise.experiment import Experiment
-from walkingnoise.models import model_names
+from walkingnoise.models import model_names, register_model
+from walkingnoise.models import registry as model_registry
 from walkingnoise.training import Recipe, evaluate_clean
 from walkingnoise.training.checkpoint import load_checkpoint
 from walkingnoise.training.run import run_experiment
@@ -84,6 +86,16 @@ def test_train_prints_accuracies_of_the_library_run_and_saves_a_checkpoint(
     assert loaded == experiment
     accuracy = evaluate_clean(model, load_dataset("digits").test).accuracy
     assert f"{100 * accuracy:.2f}" == f"{clean:.2f}"
+
+
+@pytest.mark.parametrize("module", ["walkingnoise", "walkingnoise.cli"])
+def test_python_dash_m_runs_the_command(module: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "models"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert set(done.stdout.split()) >= {"mlp", "lenet5", "cnn_s"}
 
 
 def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
@@ -243,6 +255,31 @@ def test_lenet5_on_digits_sites_names_model_and_shape(capsys: pytest.CaptureFixt
     line = _one_error_line(capsys.readouterr().err)
     assert "lenet5" in line
     assert "(1, 8, 8)" in line
+
+
+def _flat(classes: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, classes))
+
+
+@pytest.mark.parametrize(
+    ("builder", "args", "fragment"),
+    [
+        (lambda shape, classes, *, batchnorm: "not a model", [], "returned str"),
+        (lambda shape, classes, *, batchnorm: _flat(3), ["--no-batchnorm"], "(2, 10)"),
+        (lambda shape, classes, *, batchnorm: _flat(10), [], "no BatchNorm layer"),
+    ],
+    ids=["not-a-module", "wrong-classes", "ignores-batchnorm"],
+)
+def test_sites_of_a_model_that_is_not_a_classifier_of_the_data_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, builder, args, fragment
+) -> None:
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("mine")(builder)
+    flat = ["--dataset", "digits", *args]
+    assert main(["sites", "mine", *flat]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "'mine'" in line
+    assert fragment in line
 
 
 def test_unknown_model_for_sites(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from walkingnoise._numbers import no_bool
 from walkingnoise.data.registry import dataset_names
-from walkingnoise.models.registry import model_names
+from walkingnoise.models.registry import model_names, unknown_model
 from walkingnoise.noise.models import (
     AdditiveNoise,
     MixedNoise,
@@ -81,7 +81,7 @@ class Experiment(BaseModel):
     @classmethod
     def _model_known(cls, value: str) -> str:
         if value not in model_names():
-            raise ValueError(f"unknown model {value!r}; known: {', '.join(model_names())}")
+            raise ValueError(unknown_model(value))
         return value
 
     @field_validator("placement")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -417,3 +418,17 @@ def test_with_site_names_keeps_an_existing_column(fits: pd.DataFrame) -> None:
     assert set(named.loc[named["site"] == 0, "site_name"]) == {"input"}
     assert with_site_names(named, None)["site_name"].tolist() == named["site_name"].tolist()
     assert list(site_table(named)["site_name"][:1]) == ["input"]
+
+
+def test_site_names_of_a_model_not_registered_here_warn_how_to_get_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A user's model analysed without ``--import`` of its module: indices only, and a
+    warning that says why, instead of empty names without a word."""
+    names = dataset_site_names()
+    with caplog.at_level(logging.INFO, logger="walkingnoise.analysis.tables"):
+        assert names("digits", "my-own-net", False) == {}
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "no site names for my-own-net: unknown model 'my-own-net'" in record.getMessage()
+    assert "--import MODULE" in record.getMessage()

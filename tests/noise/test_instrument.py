@@ -457,3 +457,31 @@ def test_noise_sites_are_modules_of_the_instrumented_model() -> None:
     noisy = instrument(TinyResNet(), torch.randn(2, 3, 8, 8))
     found = [m for m in noisy.modules() if isinstance(m, NoiseSite)]
     assert len(found) == len(noisy.site_table)
+
+
+class _OwnLinear(nn.Module):
+    """A layer of the user's own: its parameters, ``F.linear``."""
+
+    def __init__(self, inputs: int, outputs: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(outputs, inputs) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+def test_hooks_warn_of_layers_of_the_users_own_that_get_no_site(caplog) -> None:
+    """Module hooks only know torch.nn's classes: a custom layer gets no site there (fx traces
+    into it and gives its operation one); the log says which layers are left out."""
+    net = nn.Sequential(_OwnLinear(4, 8), nn.ReLU(), _OwnLinear(8, 2))
+    x = torch.randn(3, 4)
+    with caplog.at_level(logging.WARNING, logger="walkingnoise"):
+        by_hooks = instrument(net, x, method="hooks")
+    assert [s.kind for s in by_hooks.site_table] == ["input", "activation"]
+    assert "module hooks put no noise site after 0, 2: layers of no torch.nn class" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="walkingnoise"):
+        by_fx = instrument(net, x, method="fx")
+        instrument(nn.Sequential(nn.Linear(4, 2), nn.ReLU()), x, method="hooks")
+    assert [s.kind for s in by_fx.site_table] == ["input", "linear", "activation", "linear"]
+    assert "no noise site" not in caplog.text

@@ -107,6 +107,22 @@ def test_parse_placement_rejects_bad_text(text: str) -> None:
         parse_placement(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("walking:-1", "bad placement 'walking:-1': site indices count from 0 (the input), got -1"),
+        ("map:2=0.1;-3=0.5", "bad placement 'map:2=0.1;-3=0.5': site indices count from 0"),
+        ("map:0=0.1;0=5", "bad placement 'map:0=0.1;0=5': site 0 is given twice"),
+    ],
+)
+def test_parse_placement_names_an_index_it_cannot_have(text: str, message: str) -> None:
+    """A negative index is no site (not one "beyond" the model's sites); a site given twice
+    in a map would silently keep only its last σ."""
+    with pytest.raises(ValueError, match=r"^bad placement") as caught:
+        parse_placement(text)
+    assert str(caught.value).startswith(message)
+
+
 def test_global_except_names_unknown_kinds() -> None:
     with pytest.raises(ValueError, match="unknown site kind"):
         parse_placement("global-except:batchnrom")

@@ -254,7 +254,10 @@ def test_a_users_own_model_runs_in_the_pool_workers_with_import(tmp_path: Path) 
     """The model exists where its module is imported: --import names it for the workers too."""
     (tmp_path / "usermodels.py").write_text(USER_MODELS)
     sweep = write_sweep(
-        tmp_path, SWEEP.replace("model: mlp", "model: usernet").replace("walking:2", "walking:1")
+        tmp_path,
+        SWEEP.replace("model: mlp", "model: usernet\n  batchnorm: false").replace(
+            "walking:2", "walking:1"
+        ),
     )
     script = Path(sys.executable).with_name("walking-noise")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "walkingnoise.cli"]

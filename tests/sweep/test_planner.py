@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep.planner import cohort_key, plan
+from walkingnoise.training.distillation import Distillation
 
 
 def _inference_only(seed: int = 0, **fields: object) -> list[Experiment]:
@@ -181,3 +182,24 @@ def test_an_empty_plan() -> None:
     work = plan([])
     assert work.units == ()
     assert (work.experiments, work.trainings, work.shared_trainings) == (0, 0, 0)
+
+
+def test_a_cohort_that_trains_alone_is_cut_into_units_of_one() -> None:
+    """A unit hands its results back when it ends: trained one at a time, each training is a
+    unit of its own, so a stopped run keeps every one that finished."""
+    stacked, alone = _noisy(5), _noisy(3, recipe={"lr": 0.01})
+    work = plan([*stacked, *alone], alone=lambda e: e.recipe.lr == 0.01, workers=2)
+    sizes = sorted((len(u.members), u.members[0].recipe.lr) for u in work.units)
+    assert sizes == [(1, 0.01), (1, 0.01), (1, 0.01), (2, 0.001), (3, 0.001)]
+    assert work.trainings == 8
+
+
+def test_students_of_a_stored_teacher_that_train_alone_are_units_of_one() -> None:
+    students = [
+        Experiment(noise="none", weight_noise=eta, train_noise=True, distillation=Distillation())
+        for eta in (0.0, 0.02, 0.04)
+    ]
+    work = plan(students, trained=lambda _key: b"teacher", alone=lambda _e: True)
+    assert sorted(m.weight_noise for u in work.units for m in u.members) == [0.0, 0.02, 0.04]
+    assert [len(u.members) for u in work.units] == [1, 1, 1]
+    assert all(u.checkpoint == b"teacher" for u in work.units)

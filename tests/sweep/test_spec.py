@@ -6,7 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
+from torch import nn
 
+from walkingnoise.models import register_model
+from walkingnoise.models import registry as model_registry
 from walkingnoise.sweep.sites import SiteCounter
 from walkingnoise.sweep.spec import (
     SweepError,
@@ -378,6 +381,23 @@ def test_an_empty_range_names_its_path_once() -> None:
     with pytest.raises(SweepError) as caught:
         parse_sweep("grid: {seed: {type: range, min: 3, max: 0}}")
     assert str(caught.value) == "grid.seed: the axis has no values"
+
+
+def test_a_model_without_one_logit_per_class_is_refused_at_its_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checked when the sweep is expanded, before anything runs (it would fail every
+    experiment in its loss)."""
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("three-logits")(
+        lambda shape, classes, *, batchnorm: nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    )
+    text = "a:\n  fixed: {model: three-logits, batchnorm: false, noise: none}"
+    with pytest.raises(SweepError) as caught:
+        expand(parse_sweep(text), site_count=SiteCounter())
+    message = str(caught.value)
+    assert message.startswith("a.fixed.model: model 'three-logits' gives shape (2, 3)"), message
+    assert "logits of shape (2, 10)" in message
 
 
 def test_site_beyond_the_model_names_the_number_of_sites(sites: SiteCounter) -> None:

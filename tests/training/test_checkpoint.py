@@ -140,6 +140,22 @@ def test_state_dict_of_another_model_raises(saved: Path, tmp_path: Path) -> None
     _assert_one_line_naming(error, path)
 
 
+def test_a_model_not_registered_here_says_how_to_register_it(saved: Path, tmp_path: Path) -> None:
+    """A checkpoint of a user's own model, read without ``--import`` of its module: the file
+    is fine, the model is missing."""
+    payload = torch.load(saved, weights_only=True)
+    payload["experiment"]["model"] = "my-own-net"
+    path = tmp_path / "mine.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    _assert_one_line_naming(error, path)
+    message = str(error.value)
+    assert "its model is not built here: unknown model 'my-own-net'" in message
+    assert "--import MODULE" in message
+    assert "inconsistent" not in message
+
+
 def test_missing_file_raises_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "absent.pt")

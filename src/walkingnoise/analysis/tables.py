@@ -189,6 +189,7 @@ def _as_midpoints(data: pd.DataFrame, **options: Any) -> pd.DataFrame:
 def dataset_site_names(data_root: str | None = None) -> SiteNames:
     """Site names from the instrumented model; ``{}`` where the dataset cannot be loaded."""
     from walkingnoise.experiment import Experiment
+    from walkingnoise.models.registry import model_names, unknown_model
     from walkingnoise.sweep.sites import SiteCounter
 
     counter = SiteCounter(data_root)
@@ -201,7 +202,10 @@ def dataset_site_names(data_root: str | None = None) -> SiteNames:
                 probe = Experiment(dataset=dataset, model=model, batchnorm=batchnorm, noise="none")
                 cache[key] = {info.index: info.name for info in counter.table(probe)}
             except Exception as error:  # names are a nicety: any failure leaves indices only
-                log.info("no site names for %s/%s: %s", dataset, model, error)
+                if model in model_names():
+                    log.info("no site names for %s/%s: %s", dataset, model, error)
+                else:  # a user's model, its module not imported: say how to get them
+                    log.warning("no site names for %s: %s", model, unknown_model(model))
                 cache[key] = {}
         return cache[key]
 

@@ -218,14 +218,16 @@ def _cmd_sites(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from walkingnoise.data import load_dataset
-    from walkingnoise.models import build_model
+    from walkingnoise.models import build_model, check_logits
     from walkingnoise.noise import instrument
 
     dataset = load_dataset(args.dataset, root=args.data_root)
     model = build_model(
         args.model, dataset.input_shape, dataset.num_classes, batchnorm=args.batchnorm
     )
-    table = instrument(model, dataset.train.x[:2]).site_frame()
+    noisy = instrument(model, dataset.train.x[:2])
+    check_logits(args.model, noisy, dataset.train.x[:2], dataset.num_classes)
+    table = noisy.site_frame()
     table["shape"] = table["shape"].map(lambda s: "×".join(str(d) for d in s[1:]))
     with pd.option_context("display.max_rows", None, "display.width", 120):
         print(f"{args.model} on {args.dataset}: {len(table)} noise sites (shape without batch)")

@@ -1,6 +1,20 @@
 """Built-in model zoo: plain clean ``nn.Module``s, instrumented like any user model."""
 
 from walkingnoise.models import convnets, mlp
-from walkingnoise.models.registry import build_model, model_names, register_model
+from walkingnoise.models.registry import (
+    ModelBuildError,
+    build_model,
+    check_logits,
+    model_names,
+    register_model,
+)
 
-__all__ = ["build_model", "convnets", "mlp", "model_names", "register_model"]
+__all__ = [
+    "ModelBuildError",
+    "build_model",
+    "check_logits",
+    "convnets",
+    "mlp",
+    "model_names",
+    "register_model",
+]

@@ -36,6 +36,9 @@ def import_user_modules(modules: Sequence[str] = ()) -> list[str]:
             importlib.import_module(name)
         except Exception as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if name.endswith(".py") or "/" in name or os.sep in name:
+                module = os.path.splitext(os.path.basename(name))[0]
+                reason += f" (give a module name, e.g. --import {module}, not a file)"
             raise ImportError(f"--import {name}: {reason}") from None
     os.environ[IMPORTS_VARIABLE] = ",".join(names)
     return names

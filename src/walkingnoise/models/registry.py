@@ -6,7 +6,9 @@ import multiprocessing
 from collections.abc import Callable
 from typing import Protocol
 
+import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 
 class ModelBuilder(Protocol):
@@ -37,6 +39,18 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def unknown_model(name: str) -> str:
+    """Why ``name`` cannot be built here, and how a model of one's own gets registered."""
+    if multiprocessing.parent_process() is not None:
+        hint = (
+            "in a worker process: register it in a module that `walking-noise --import` "
+            "names, or at the top level of your script, not under `if __name__ == '__main__':`"
+        )
+    else:
+        hint = "a model of your own: name the module that registers it with `--import MODULE`"
+    return f"unknown model {name!r}; known: {', '.join(model_names())} ({hint})"
+
+
 def build_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, *, batchnorm: bool = True
 ) -> nn.Module:
@@ -44,12 +58,70 @@ def build_model(
     try:
         builder = _REGISTRY[name]
     except KeyError:
-        hint = ""
-        if multiprocessing.parent_process() is not None:
-            hint = (
-                " (in a worker process: register it in a module that `walking-noise --import` "
-                "names, or at the top level of your script, not under `if __name__ == "
-                "'__main__':`)"
-            )
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(model_names())}{hint}") from None
-    return builder(tuple(input_shape), num_classes, batchnorm=batchnorm)
+        raise KeyError(unknown_model(name)) from None
+    try:
+        model = builder(tuple(input_shape), num_classes, batchnorm=batchnorm)
+    except ValueError:
+        raise  # a builder's own refusal (e.g. of an input shape) speaks for itself
+    except Exception as error:  # the user's code: whatever it raises, name the model
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ModelBuildError(
+            f"model {name!r}: its builder failed ({type(error).__name__}: {first}); a builder "
+            "takes (input_shape, num_classes, *, batchnorm) and returns a torch.nn.Module"
+        ) from error
+    if not isinstance(model, nn.Module):
+        raise ModelBuildError(
+            f"model {name!r}: its builder returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    _check_batchnorm(name, model, batchnorm)
+    return model
+
+
+class ModelBuildError(ValueError):
+    """A registered builder failed, or built something other than the model it was asked for."""
+
+
+def _check_batchnorm(name: str, model: nn.Module, batchnorm: bool) -> None:
+    """Refuse a model whose BatchNorm layers do not match the ``batchnorm`` it was built for:
+    that setting labels its results and decides how their curves are fitted."""
+    has = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if has == batchnorm:
+        return
+    if batchnorm:
+        raise ModelBuildError(
+            f"model {name!r} has no BatchNorm layer but was built with batchnorm=True (the "
+            "default): set `batchnorm: false` in the sweep file (--no-batchnorm on the command "
+            "line), or make its builder add BatchNorm when batchnorm is true"
+        )
+    raise ModelBuildError(
+        f"model {name!r} has BatchNorm layers but was built with batchnorm=False: set "
+        "`batchnorm: true`, or make its builder leave BatchNorm out when batchnorm is false"
+    )
+
+
+def check_logits(name: str, model: nn.Module, example: torch.Tensor, num_classes: int) -> None:
+    """Raise ``ModelBuildError`` unless ``model`` maps the ``example`` batch to logits of
+    shape (batch, ``num_classes``), as the loss and the accuracy need; eval mode, no gradients,
+    its buffers unchanged."""
+    buffers = {key: b.clone() for key, b in model.named_buffers() if not is_lazy(b)}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(example)
+    finally:
+        model.train(was_training)
+        for key, b in model.named_buffers():
+            if key in buffers:
+                b.copy_(buffers[key])
+    want = (example.shape[0], num_classes)
+    if isinstance(output, torch.Tensor) and tuple(output.shape) == want:
+        return
+    if isinstance(output, torch.Tensor):
+        got = f"shape {tuple(output.shape)}"
+    else:
+        got = type(output).__name__
+    raise ModelBuildError(
+        f"model {name!r} gives {got} for a batch of {example.shape[0]}; it must give logits of "
+        f"shape {want}: one per class of the dataset"
+    )

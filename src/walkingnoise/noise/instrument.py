@@ -498,6 +498,25 @@ def _instrument_fx(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str
     return NoisyModel(gm, model, sites, "fx")
 
 
+def _warn_of_layers_without_sites(model: nn.Module, covered: list[str]) -> None:
+    """Log the layers of the user's own (modules of no site kind with parameters of their own,
+    outside those that get a site) after which module hooks put no noise."""
+    missed = [
+        name or type(model).__name__
+        for name, module in model.named_modules()
+        if module_kind(module) is None
+        and next(module.parameters(recurse=False), None) is not None
+        and not any(name == p or name.startswith(p + ".") for p in covered)
+    ]
+    if missed:
+        shown = ", ".join(missed[:5]) + (f" and {len(missed) - 5} more" if len(missed) > 5 else "")
+        log.warning(
+            "module hooks put no noise site after %s: layers of no torch.nn class get none "
+            "(with a forward torch.fx can trace, their operations get sites)",
+            shown,
+        )
+
+
 def _instrument_hooks(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str]) -> NoisyModel:
     targets: dict[nn.Module, tuple[str, str]] = {}
     covered: list[str] = []
@@ -508,6 +527,7 @@ def _instrument_hooks(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[
         covered.append(name)
         label = f"{name}:{type(module).__name__}" if name else type(module).__name__
         targets[module] = (label, kind)
+    _warn_of_layers_without_sites(model, covered)
 
     calls: list[tuple[nn.Module, tuple[int, ...]]] = []
 

@@ -79,6 +79,19 @@ def _check_index(index: int, n_sites: int) -> None:
         raise ValueError(f"site index {index} out of range: the model has sites 0..{n_sites - 1}")
 
 
+class _PlacementError(ValueError):
+    """A placement of the right form with a value it cannot have."""
+
+
+def _site_index(index: int, text: str) -> int:
+    """``index`` as a site index: sites count from 0 at the network's input."""
+    if index < 0:
+        raise _PlacementError(
+            f"bad placement {text!r}: site indices count from 0 (the input), got {index}"
+        )
+    return index
+
+
 def parse_placement(text: str) -> Placement:
     """Parse ``global``, ``global-except:batchnorm``, ``walking:3`` or ``map:0=0.1;3=0.5``."""
     mode, _, arg = text.strip().partition(":")
@@ -95,10 +108,18 @@ def parse_placement(text: str) -> Placement:
                 )
             return GlobalPlacement(exclude_kinds=kinds)
         if mode == "walking" and arg:
-            return WalkingPlacement(site=int(arg))
+            return WalkingPlacement(site=_site_index(int(arg), text))
         if mode == "map" and arg:
-            pairs = (item.split("=") for item in arg.split(";") if item.strip())
-            return SiteMapPlacement({int(i): float(s) for i, s in pairs})
+            sigmas: dict[int, float] = {}
+            for item in (item for item in arg.split(";") if item.strip()):
+                index, sigma = item.split("=")
+                site = _site_index(int(index), text)
+                if site in sigmas:
+                    raise _PlacementError(f"bad placement {text!r}: site {site} is given twice")
+                sigmas[site] = float(sigma)
+            return SiteMapPlacement(sigmas)
+    except _PlacementError:
+        raise
     except ValueError as error:
         if "unknown site kind" in str(error):
             raise

@@ -349,9 +349,10 @@ def _warnings(
     report.paragraph(
         "Midpoint fits: the logistic F(σ) = 2·δa / (1 + exp((σ − μ)/s)) + a_min by weighted "
         "least squares, each σ weighted by the standard error of its mean over seeds, at least "
-        f"{DEFAULT_FLOOR} and at least the binomial error of the test set (test-set sizes: "
-        f"{sizes}); a_min = {a_min}. σ spanning a factor ≥ 100 is fitted in log10 σ, where s "
-        "is in decades. A * marks a flagged fit in the tables.",
+        f"{DEFAULT_FLOOR} and at least the binomial error of that mean, √(p(1−p)/n) with n = "
+        f"test-set size × seeds (test-set sizes: {sizes}); a_min = {a_min}. σ spanning a "
+        "factor ≥ 100 is fitted in log10 σ, where s is in decades. A * marks a flagged fit in "
+        "the tables.",
         "note",
     )
     lines = []

@@ -95,6 +95,7 @@ def plan(
     trained: Callable[[str], bytes | None] = lambda _key: None,
     max_unit: int = 64,
     workers: int = 1,
+    alone: Callable[[Experiment], bool] = lambda _experiment: False,
 ) -> Plan:
     """Group experiments into work units.
 
@@ -103,6 +104,9 @@ def plan(
         trained: returns the checkpoint bytes of a clean training already done (by its hash).
         max_unit: most members in one unit of noisy trainings.
         workers: how many units can run at once; cohorts are cut into a multiple of it.
+        alone: whether the cohort of a noisy training trains one model at a time: it is cut
+            into units of one, so each training is stored as it finishes and a stopped run
+            loses at most the ones under way.
     """
     shared: dict[str, list[Experiment]] = {}
     cohorts: dict[str, list[Experiment]] = {}
@@ -113,9 +117,10 @@ def plan(
             cohorts.setdefault(cohort_key(experiment), []).append(experiment)
     units: list[WorkUnit] = []
     for key, members in shared.items():
-        units += _shared_units(members, trained(key), max_unit, workers)
+        units += _shared_units(members, trained(key), max_unit, workers, alone)
     for members in cohorts.values():
-        units += [WorkUnit(chunk) for chunk in _cohort_chunks(members, max_unit, workers)]
+        size = 1 if alone(members[0]) else max_unit
+        units += [WorkUnit(chunk) for chunk in _cohort_chunks(members, size, workers)]
     # longest first (most models to train), so short units fill the gaps at the end
     units.sort(key=lambda unit: unit.trainings, reverse=True)
     return Plan(tuple(units))
@@ -151,7 +156,11 @@ def _cut(members: list[Experiment], size: int, max_unit: int) -> list[list[Exper
 
 
 def _shared_units(
-    members: list[Experiment], checkpoint: bytes | None, max_unit: int, workers: int
+    members: list[Experiment],
+    checkpoint: bytes | None,
+    max_unit: int,
+    workers: int,
+    alone: Callable[[Experiment], bool],
 ) -> list[WorkUnit]:
     """The units of one clean training: its evaluations, and the students it teaches.
 
@@ -168,6 +177,6 @@ def _shared_units(
             cohorts.setdefault(cohort_key(student), []).append(student)
     units = [WorkUnit(evaluated, training, checkpoint)] if evaluated else []
     for students in cohorts.values():
-        chunks = _cohort_chunks(students, max_unit, workers)
+        chunks = _cohort_chunks(students, 1 if alone(students[0]) else max_unit, workers)
         units += [WorkUnit(chunk, training, checkpoint) for chunk in chunks]
     return units

@@ -6,6 +6,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from walkingnoise._progress import bar_disabled
 from walkingnoise.data.errors import one_line
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep.adaptive import propose_sigmas
+from walkingnoise.sweep.architecture import check_networks
 from walkingnoise.sweep.executors import Executor, InProcessExecutor, TaskError
 from walkingnoise.sweep.planner import Plan, WorkUnit, plan
 from walkingnoise.sweep.sites import SiteCounter
@@ -92,12 +95,17 @@ def _counted(count: int, noun: str) -> str:
 
 
 def prepare(
-    entries: list[SweepEntry], store: Store, *, register: bool = True, workers: int = 1
+    entries: list[SweepEntry],
+    store: Store,
+    *,
+    register: bool = True,
+    workers: int = 1,
+    alone: Callable[[Experiment], bool] = lambda _experiment: False,
 ) -> tuple[Plan, SweepSummary]:
     """Plan what is left to run; with ``register``, first add the experiments to the store.
 
     Without ``register`` (a dry run) the store is only read: experiments it lacks count as
-    pending.
+    pending. ``alone`` says which noisy trainings train one model at a time (see ``plan``).
     """
     if register:
         stale = store.requeue_stale()
@@ -128,7 +136,7 @@ def prepare(
             return None
         return data if register else b""
 
-    work = plan(todo, trained=trained, workers=workers)
+    work = plan(todo, trained=trained, workers=workers, alone=alone)
     done = sum(status == "done" for status in statuses.values())
     summary = SweepSummary(
         experiments=len(entries),
@@ -158,30 +166,56 @@ def run_sweep(
     sweep file writes nothing. Results are written by this process alone, as units finish.
     Experiments another process is running are left to it. On an exception (Ctrl-C included)
     the experiments this run claimed but did not finish go back to pending, so running again
-    resumes. A ``dry_run`` only counts and plans: the store is read, never created or written.
+    resumes. A model whose network is not the one the store's experiments of it ran (a user's
+    model edited in between, see ``sweep.architecture``) stops the run before it writes
+    anything. A ``dry_run`` only counts and plans: the store is read, never created or written.
     Settings from the environment (``$WALKINGNOISE_THREADS``, ``$WALKINGNOISE_MEMORY_BUDGET``)
     are checked first: a bad one stops the sweep before it writes anything, instead of failing
     every unit.
     """
     unit_threads()
     check_budget()
-    entries, repeats = expand_counted(
-        spec, site_count=SiteCounter(data_root), max_experiments=max_experiments
-    )
+    counter = SiteCounter(data_root)
+    entries, repeats = expand_counted(spec, site_count=counter, max_experiments=max_experiments)
     _check_teachers(entries, store)
+    networks = counter.networks()
     if dry_run and not isinstance(store, Store):
         exists = Path(store).is_file()
         with Store(store if exists else ":memory:", read_only=exists) as readable:
-            summary = prepare(entries, readable, register=False)[1]
+            check_networks(networks, readable.networks())
+            summary = prepare(entries, readable, register=False, alone=counter.trains_alone)[1]
     elif dry_run:
-        summary = prepare(entries, store, register=False)[1]
-    elif isinstance(store, Store):
-        summary = _run_rounds(entries, spec, store, executor, data_root, progress)
+        check_networks(networks, store.networks())
+        summary = prepare(entries, store, register=False, alone=counter.trains_alone)[1]
     else:
-        with Store(store) as opened:
-            summary = _run_rounds(entries, spec, opened, executor, data_root, progress)
+        context = _RunContext(executor, data_root, progress, counter)
+        with _opened(store) as opened:
+            check_networks(networks, opened.networks())
+            opened.save_networks(networks)
+            summary = _run_rounds(entries, spec, opened, context)
     summary.repeats, summary.repeat_example = repeats.count, repeats.example
     return summary
+
+
+@dataclass(frozen=True)
+class _RunContext:
+    """What every round of a run needs besides its experiments: where units run, the data,
+    whether to show progress, and the sweep's models (which train one at a time)."""
+
+    executor: Executor | None
+    data_root: str | Path | None
+    progress: bool | None
+    models: SiteCounter
+
+
+@contextmanager
+def _opened(store: Store | str | Path) -> Iterator[Store]:
+    """``store`` itself if it is open, else the store at that path, opened (created) here."""
+    if isinstance(store, Store):
+        yield store
+        return
+    with Store(store) as opened:
+        yield opened
 
 
 def _unfinished(entries: list[SweepEntry], store: Store | str | Path) -> list[SweepEntry]:
@@ -218,15 +252,10 @@ def _check_teachers(entries: list[SweepEntry], store: Store | str | Path) -> Non
 
 
 def _run_rounds(
-    entries: list[SweepEntry],
-    spec: SweepSpec,
-    store: Store,
-    executor: Executor | None,
-    data_root: str | Path | None,
-    progress: bool | None,
+    entries: list[SweepEntry], spec: SweepSpec, store: Store, context: _RunContext
 ) -> SweepSummary:
     """Run the sweep; with adaptive σ axes, keep adding rounds until every curve is done."""
-    summary = _run(entries, spec, store, executor, data_root, progress)
+    summary = _run(entries, spec, store, context)
     axes = spec.adaptive_axes()
     for round_number in range(2, MAX_ROUNDS + 1):
         if not axes:
@@ -236,7 +265,7 @@ def _run_rounds(
             break
         log.info("adaptive σ, round %d: %d more experiments", round_number, len(new))
         entries = entries + new
-        summary.add(_run(new, spec, store, executor, data_root, progress))
+        summary.add(_run(new, spec, store, context))
     return summary
 
 
@@ -293,15 +322,13 @@ def _sem(values: list[float]) -> float:
 
 
 def _run(
-    entries: list[SweepEntry],
-    spec: SweepSpec,
-    store: Store,
-    executor: Executor | None,
-    data_root: str | Path | None,
-    progress: bool | None,
+    entries: list[SweepEntry], spec: SweepSpec, store: Store, context: _RunContext
 ) -> SweepSummary:
-    executor = executor or InProcessExecutor()
-    work, summary = prepare(entries, store, workers=executor.workers)
+    executor = context.executor or InProcessExecutor()
+    data_root, progress = context.data_root, context.progress
+    work, summary = prepare(
+        entries, store, workers=executor.workers, alone=context.models.trains_alone
+    )
     if spec.text:
         store.save_sweep(spec.name, spec.text)
     log.info("%s; %d units of work", summary.describe().replace("\n", "; "), len(work.units))

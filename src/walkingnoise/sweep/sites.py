@@ -8,9 +8,13 @@ import torch
 
 from walkingnoise.data import load_dataset
 from walkingnoise.experiment import Experiment
-from walkingnoise.models import build_model
-from walkingnoise.noise.instrument import instrument
+from walkingnoise.models import build_model, check_logits
+from walkingnoise.noise.instrument import NoisyModel, instrument
 from walkingnoise.noise.site import SiteInfo
+from walkingnoise.sweep.architecture import architecture_key, describe_network
+from walkingnoise.sweep.planner import cohort_key
+from walkingnoise.training.cohort import trains_alone
+from walkingnoise.training.memory import default_device
 
 
 class SiteCounter:
@@ -25,6 +29,9 @@ class SiteCounter:
         self.data_root = data_root
         self._shapes: dict[str, tuple[tuple[int, ...], int]] = dict(shapes or {})
         self._tables: dict[tuple[str, str, bool], list[SiteInfo]] = {}
+        self._networks: dict[str, list[str]] = {}
+        self._models: dict[tuple[str, str, bool], NoisyModel] = {}
+        self._alone: dict[str, bool] = {}
 
     def shape(self, dataset: str) -> tuple[tuple[int, ...], int]:
         """(input shape, number of classes) of a dataset."""
@@ -41,8 +48,32 @@ class SiteCounter:
             model = build_model(
                 experiment.model, input_shape, classes, batchnorm=experiment.batchnorm
             )
-            self._tables[key] = instrument(model, torch.zeros(2, *input_shape)).site_table
+            example = torch.zeros(2, *input_shape)
+            noisy = instrument(model, example)
+            check_logits(experiment.model, noisy, example, classes)
+            self._tables[key] = noisy.site_table
+            self._models[key] = noisy
+            self._networks[architecture_key(experiment)] = describe_network(model, noisy.site_table)
         return self._tables[key]
+
+    def trains_alone(self, experiment: Experiment) -> bool:
+        """Whether the cohort of this noisy-training experiment trains one model at a time
+        in a unit of work here (``training.cohort.trains_alone``), probed once per cohort."""
+        key = cohort_key(experiment)
+        if key not in self._alone:
+            self.table(experiment)
+            model = self._models[(experiment.dataset, experiment.model, experiment.batchnorm)]
+            example = torch.zeros(2, *self.shape(experiment.dataset)[0])
+            try:
+                reason = trains_alone(model, experiment, example, default_device())
+            except Exception as error:  # units of one are right for any model, if slower
+                reason = f"{type(error).__name__}: {error}"
+            self._alone[key] = reason is not None
+        return self._alone[key]
+
+    def networks(self) -> dict[str, list[str]]:
+        """The description of each network built so far, by ``architecture_key``."""
+        return dict(self._networks)
 
     def __call__(self, experiment: Experiment) -> int:
         """The number of noise sites of the experiment's instrumented model."""

@@ -536,6 +536,21 @@ class Store:
         rows = self._fetch("SELECT key, value FROM meta WHERE key LIKE 'sweep:%'")
         return {key.removeprefix("sweep:"): value for key, value in rows}
 
+    # -- networks (see walkingnoise.sweep.architecture) --------------------------------------
+
+    def networks(self) -> dict[str, list[str]]:
+        """The description of each network the store's experiments ran, by its key."""
+        rows = self._fetch("SELECT key, value FROM meta WHERE key LIKE 'network:%'")
+        return {key.removeprefix("network:"): json.loads(value) for key, value in rows}
+
+    def save_networks(self, networks: dict[str, list[str]]) -> None:
+        """Keep the descriptions of networks the store has none of yet (a stored one stays)."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                [(f"network:{key}", json.dumps(lines)) for key, lines in networks.items()],
+            )
+
     # -- clean trainings --------------------------------------------------------------------
 
     def training(self, key: str) -> TrainingRecord | None:

@@ -12,7 +12,8 @@ from walkingnoise import __version__
 from walkingnoise._files import write_atomic
 from walkingnoise.data.dataset import InMemoryDataset
 from walkingnoise.experiment import Experiment
-from walkingnoise.models import build_model
+from walkingnoise.models import build_model, model_names
+from walkingnoise.models.registry import unknown_model
 from walkingnoise.noise.instrument import NoisyModel, instrument
 from walkingnoise.noise.weight import set_weight_noise
 
@@ -64,6 +65,10 @@ def read_checkpoint(data: bytes, source: str = "<bytes>") -> tuple[Experiment, N
         raise CheckpointError(f"{source}: not a readable checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{source}: not a walkingnoise checkpoint")
+    stored = payload.get("experiment")
+    model = stored.get("model") if isinstance(stored, dict) else None
+    if isinstance(model, str) and model not in model_names():
+        raise CheckpointError(f"{source}: its model is not built here: {unknown_model(model)}")
     try:
         experiment = Experiment.model_validate(payload["experiment"])
         input_shape = tuple(payload["input_shape"])

@@ -8,11 +8,13 @@ budget, and fall back to one model at a time, with a log line, for models a stac
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from walkingnoise.data.dataset import InMemoryDataset
@@ -27,6 +29,7 @@ from walkingnoise.training.memory import models_per_stack
 from walkingnoise.training.run import (
     EVALUATED_SPLITS,
     build_noisy_model,
+    configure_noise,
     evaluate_experiment,
     experiment_metrics,
     seeded_generator,
@@ -136,6 +139,27 @@ def stacking_slower(model: NoisyModel) -> str | None:
     convolutions = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.net.modules())
     if device.type == "cpu" and convolutions:
         return "a model with convolutions, on the CPU (stacked ones are slower there)"
+    return None
+
+
+def trains_alone(
+    model: NoisyModel, experiment: Experiment, example: torch.Tensor, device: torch.device
+) -> str | None:
+    """Why ``train_cohort`` would train a cohort of ``experiment`` one model at a time on
+    ``device``, or None where it stacks: ``stacking_slower``, or a stack that cannot run two
+    copies of ``model`` (the experiment's instrumented model, which keeps its own settings)
+    in training on the ``example`` batch. A sweep cuts such cohorts into units of one
+    training, so a stopped run keeps every training it finished."""
+    copies = [copy.deepcopy(model).to(device) for _ in range(2)]
+    for member in copies:
+        configure_noise(member, experiment, seeded_generator(0, device))
+    reason = stacking_slower(copies[0])
+    if reason is not None:
+        return reason
+    try:
+        StackedModel(copies).check(example.to(device), training=True)
+    except NotStackableError as error:
+        return str(error)
     return None
 
 

@@ -15,7 +15,7 @@ from walkingnoise.analysis.weights import weight_statistics
 from walkingnoise.data import InMemoryDataset, Split, load_dataset
 from walkingnoise.data.augmentation import Augmentation
 from walkingnoise.experiment import Experiment
-from walkingnoise.models import build_model
+from walkingnoise.models import build_model, check_logits
 from walkingnoise.noise.instrument import NoisyModel, instrument
 from walkingnoise.noise.weight import set_weight_noise, weight_noise_active, weight_noise_disabled
 from walkingnoise.training.checkpoint import CheckpointError, load_checkpoint
@@ -71,6 +71,7 @@ def build_noisy_model(experiment: Experiment, dataset: InMemoryDataset) -> Noisy
     )
     device = dataset.train.x.device
     noisy = instrument(clean.to(device), dataset.train.x[:2])
+    check_logits(experiment.model, noisy, dataset.train.x[:2], dataset.num_classes)
     configure_noise(noisy, experiment, seeded_generator(experiment.training_noise_seed(), device))
     return noisy
 

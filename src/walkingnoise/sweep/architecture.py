@@ -1,0 +1,69 @@
+"""The network behind each model name of a store: a model edited between two runs of a sweep
+must not add its results to the curves of the network it was before.
+
+Experiments are identified by their settings, the model's *name* among them, so a user's own
+model changed in its file would otherwise find its old results "already done" and share their
+curves. The store keeps, per (dataset, model, batchnorm), what decides which results belong
+together: the noise-site table and the names and shapes of the parameters and buffers. A run
+whose model differs from the stored one stops before it runs anything. The weights' initial
+values are not compared: a changed initialisation goes unnoticed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from torch import nn
+
+from walkingnoise.experiment import Experiment
+from walkingnoise.noise.site import SiteInfo
+
+
+class ArchitectureChangedError(ValueError):
+    """A model's network is not the one the store's experiments of it ran."""
+
+
+def architecture_key(experiment: Experiment) -> str:
+    """Which stored network an experiment's results belong to, e.g. ``digits|mlp|batchnorm``."""
+    norm = "batchnorm" if experiment.batchnorm else "no-batchnorm"
+    return f"{experiment.dataset}|{experiment.model}|{norm}"
+
+
+def describe_network(model: nn.Module, sites: Iterable[SiteInfo]) -> list[str]:
+    """One line per noise site of ``model`` (index, name, kind, shape without the batch) and
+    per parameter and buffer of the clean ``model`` (name, shape, dtype)."""
+    lines = [f"site {s.index}: {s.name} ({s.kind}) {_shape(s.shape[1:])}" for s in sites]
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        lines += [f"{kind} {name}: {_shape(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+                  for name, t in named]  # fmt: skip
+    return lines
+
+
+def _shape(shape: Iterable[int]) -> str:
+    return "×".join(str(n) for n in shape) or "scalar"
+
+
+def check_networks(now: Mapping[str, list[str]], stored: Mapping[str, list[str]]) -> None:
+    """Raise ``ArchitectureChangedError`` (one line: the model and its first difference) if a
+    network of ``now`` differs from the one ``stored`` under the same key."""
+    for key, lines in now.items():
+        before = stored.get(key)
+        if before is None or before == lines:
+            continue
+        dataset, model, norm = key.split("|")
+        raise ArchitectureChangedError(
+            f"model {model!r} ({norm}, on {dataset}) is not the network this store's "
+            f"experiments of it ran: {_first_difference(lines, before)}; register the changed "
+            "model under a new name, or use a new store, so that its results do not join the "
+            "old ones"
+        )
+
+
+def _first_difference(now: list[str], before: list[str]) -> str:
+    """The first line that differs (``now '…', was '…'``), or the lines one of them lacks."""
+    for line, old in zip(now, before, strict=False):
+        if line != old:
+            return f"now {line!r}, was {old!r}"
+    if len(now) > len(before):
+        return f"it has {len(now) - len(before)} more entries, from {now[len(before)]!r}"
+    return f"it lacks {len(before) - len(now)} entries, from {before[len(now)]!r}"

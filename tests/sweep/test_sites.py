@@ -1,0 +1,81 @@
+"""The sweep's look at its models: site tables, networks, and which cohorts train alone."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch.nn.functional as F
+from torch import nn
+
+from walkingnoise.experiment import Experiment
+from walkingnoise.models import register_model
+from walkingnoise.models import registry as model_registry
+from walkingnoise.sweep import run_sweep
+from walkingnoise.sweep.sites import SiteCounter
+from walkingnoise.training.memory import default_device
+
+from .helpers import spec
+
+
+class _Dropout(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.drop, self.out = nn.Linear(64, 16), nn.Dropout(0.2), nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.out(self.drop(F.relu(self.fc(x.flatten(1)))))
+
+
+class _Conv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.out = nn.Conv2d(1, 2, 3), nn.Linear(72, 10)
+
+    def forward(self, x):
+        return self.out(F.relu(self.conv(x)).flatten(1))
+
+
+@pytest.fixture
+def user_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("with-dropout")(lambda shape, classes, *, batchnorm: _Dropout())
+    register_model("with-conv")(lambda shape, classes, *, batchnorm: _Conv())
+
+
+def _noisy(model: str) -> Experiment:
+    return Experiment(
+        dataset="digits", model=model, batchnorm=model == "mlp", noise="additive", sigma=0.3,
+        placement="walking:1", train_noise=True,
+    )  # fmt: skip
+
+
+@pytest.mark.usefixtures("user_models")
+def test_which_cohorts_train_one_model_at_a_time() -> None:
+    counter = SiteCounter()
+    assert not counter.trains_alone(_noisy("mlp"))
+    assert counter.trains_alone(_noisy("with-dropout"))  # a stack would share its draws
+    assert counter.trains_alone(_noisy("with-conv")) == (default_device().type == "cpu")
+
+
+SWEEP = """
+fixed: {dataset: digits, model: with-dropout, batchnorm: false, noise: additive,
+        train_noise: true, eval_repeats: 1, recipe: {epochs: 1}}
+grid:
+  sigma: {type: choice, options: [0.1, 0.2, 0.3]}
+"""
+
+
+@pytest.mark.usefixtures("user_models")
+def test_trainings_one_at_a_time_are_stored_as_each_finishes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three trainings of a model with dropout: three units, each recorded when it ends, so
+    a run stopped after the first keeps it."""
+    with caplog.at_level(logging.INFO, logger="walkingnoise.sweep.runner"):
+        summary = run_sweep(spec(SWEEP), tmp_path / "s.sqlite", progress=False)
+    assert summary.ran == 3
+    assert "3 units of work" in caplog.text
+    for done in (1, 2, 3):
+        assert f"{done} of 3 experiments run (0 failed)" in caplog.text
