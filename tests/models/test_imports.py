@@ -17,6 +17,8 @@ def test_a_file_name_is_refused_with_the_module_name_to_give(
 ) -> None:
     (tmp_path / "mymodels.py").write_text("VALUE = 1\n")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "mymodels", raising=False)
     monkeypatch.setenv(IMPORTS_VARIABLE, "")  # restored (unset) after the test
     with pytest.raises(ImportError) as caught:
         import_user_modules([given])
@@ -29,6 +31,7 @@ def test_a_module_name_from_the_current_directory_imports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "walkingnoise_test_usermodule.py").write_text("VALUE = 7\n")
+    monkeypatch.delitem(sys.modules, "walkingnoise_test_usermodule", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(IMPORTS_VARIABLE, "")  # restored (unset) after the test
     monkeypatch.setattr(sys, "path", list(sys.path))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from walkingnoise.cli import main
 from walkingnoise.models import register_model
 from walkingnoise.models import registry as model_registry
 from walkingnoise.noise import instrument
@@ -69,8 +71,9 @@ def test_a_model_changed_in_its_file_stops_the_next_run_and_keeps_the_store(
         assert message.startswith(
             "model 'mine' (no-batchnorm, on digits) is not the network this store's experiments"
         )
-        assert "now 'site 1: 1:Linear (linear) 32', was 'site 1: 1:Linear (linear) 16'" in message
+        assert "now 'site 1: Linear (linear) 32', was 'site 1: Linear (linear) 16'" in message
         assert "register the changed model under a new name" in message
+        assert message.endswith("(--accept-network-change: they may)")
     assert _results(store) == before
     with Store(store, read_only=True) as opened:
         assert opened.counts()["done"] == 2
@@ -96,7 +99,7 @@ def test_each_network_of_a_store_is_kept_and_a_store_without_one_takes_it(
     with Store(store, read_only=True) as opened:
         assert len(opened.networks()["digits|mine|no-batchnorm"]) > 0
     registry["mine"] = _builder(16)
-    changed = r"now 'site 2: 2:ReLU \(activation\) 16', was 'site 2: 2:Tanh"
+    changed = r"now 'site 2: ReLU \(activation\) 16', was 'site 2: Tanh"
     with pytest.raises(ArchitectureChangedError, match=changed):
         run_sweep(spec(SWEEP), store, progress=False, dry_run=True)
 
@@ -111,14 +114,20 @@ def test_the_description_names_sites_parameters_and_buffers_but_not_their_values
     lines = _described(first)
     assert lines[:3] == [
         "site 0: input (input) 1×8×8",
-        "site 1: 1:Linear (linear) 16",
-        "site 2: 2:ReLU (activation) 16",
+        "site 1: Linear (linear) 16",
+        "site 2: ReLU (activation) 16",
     ]
-    assert "parameter 1.weight: 16×64 float32" in lines
+    assert "parameter 0: 16×64 float32" in lines
     torch.manual_seed(1)
     assert _described(_builder(16)((1, 8, 8), 10, batchnorm=False)) == lines  # other weights
+    renamed = nn.Sequential(
+        OrderedDict(
+            flat=nn.Flatten(), hidden=nn.Linear(64, 16), act=nn.ReLU(), out=nn.Linear(16, 10)
+        )
+    )
+    assert _described(renamed) == lines  # module names change no result
     normed = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.Linear(8, 10))
-    assert "buffer 2.running_mean: 8 float32" in _described(normed)
+    assert "buffer 0: 8 float32" in _described(normed)
 
 
 @pytest.mark.parametrize(
@@ -134,3 +143,51 @@ def test_check_networks_names_the_first_difference(now: list[str], fragment: str
     check_networks({"d|m|batchnorm": ["a", "b"], "d|other|batchnorm": ["z"]}, stored)
     with pytest.raises(ArchitectureChangedError, match=fragment):
         check_networks({"d|m|batchnorm": now}, stored)
+
+
+def test_a_change_accepted_on_purpose_runs_and_becomes_the_stored_network(
+    tmp_path: Path, registry: dict
+) -> None:
+    store = tmp_path / "mine.sqlite"
+    register_model("mine")(_builder(16))
+    run_sweep(spec(SWEEP), store, progress=False)
+    registry["mine"] = _builder(32)
+    assert run_sweep(spec(SWEEP), store, progress=False, accept_network_change=True).to_run == 0
+    with Store(store, read_only=True) as opened:
+        assert "site 1: Linear (linear) 32" in opened.networks()["digits|mine|no-batchnorm"]
+    registry["mine"] = _builder(16)  # now the old one is the change
+    with pytest.raises(ArchitectureChangedError, match="now 'site 1: Linear \\(linear\\) 16'"):
+        run_sweep(spec(SWEEP), store, progress=False)
+
+
+def test_a_network_another_run_stored_first_is_the_one_compared(tmp_path: Path) -> None:
+    """Two runs that start at once both find no stored network; the one that saves second
+    sees the first one's, read in the same transaction as its own save."""
+    with Store(tmp_path / "s.sqlite") as store:
+        assert store.save_networks({"d|m|batchnorm": ["a"]}) == {"d|m|batchnorm": ["a"]}
+        stored = store.save_networks({"d|m|batchnorm": ["b"], "d|n|batchnorm": ["c"]})
+        assert stored == {"d|m|batchnorm": ["a"], "d|n|batchnorm": ["c"]}
+        with pytest.raises(ArchitectureChangedError, match="model 'm'"):
+            check_networks({"d|m|batchnorm": ["b"]}, stored)
+
+
+def test_a_model_name_with_a_bar_is_named_whole() -> None:
+    with pytest.raises(ArchitectureChangedError, match=r"^model 'my\|net' \(batchnorm, on d\)"):
+        check_networks({"d|my|net|batchnorm": ["b"]}, {"d|my|net|batchnorm": ["a"]})
+
+
+def test_the_command_line_stops_in_one_line_and_accepts_a_change_on_request(
+    tmp_path: Path, registry: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = tmp_path / "mine.yaml"
+    sweep.write_text(SWEEP)
+    run = ["run", str(sweep), "--store", str(tmp_path / "mine.sqlite"), "--no-progress"]
+    register_model("mine")(_builder(16))
+    assert main(run) == 0
+    registry["mine"] = _builder(32)
+    capsys.readouterr()
+    assert main(run) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("walking-noise: error: model 'mine' (no-batchnorm, on digits)")
+    assert main([*run, "--accept-network-change"]) == 0
+    assert main(run) == 0

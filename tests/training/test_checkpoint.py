@@ -9,6 +9,8 @@ import torch
 
 from walkingnoise.data import InMemoryDataset
 from walkingnoise.experiment import Experiment
+from walkingnoise.models import ModelBuildError, build_model, register_model
+from walkingnoise.models import registry as model_registry
 from walkingnoise.training import Recipe
 from walkingnoise.training.checkpoint import (
     FORMAT,
@@ -154,6 +156,30 @@ def test_a_model_not_registered_here_says_how_to_register_it(saved: Path, tmp_pa
     assert "its model is not built here: unknown model 'my-own-net'" in message
     assert "--import MODULE" in message
     assert "inconsistent" not in message
+
+
+def test_a_checkpoint_labelled_with_batchnorm_it_lacks_still_loads(
+    saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files written before builders were checked against ``batchnorm`` (a builder that
+    ignored it) load as they were built; only new builds are refused."""
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("ignores-bn")(
+        lambda shape, classes, *, batchnorm: build_model("mlp", shape, classes, batchnorm=False)
+    )
+    payload = torch.load(saved, weights_only=True)
+    plain = build_model(
+        "mlp", tuple(payload["input_shape"]), payload["num_classes"], batchnorm=False
+    )
+    payload["experiment"]["model"] = "ignores-bn"
+    payload["state_dict"] = plain.state_dict()
+    path = tmp_path / "old.pt"
+    torch.save(payload, path)
+    experiment, model = load_checkpoint(path)
+    assert experiment.batchnorm
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    with pytest.raises(ModelBuildError, match="no BatchNorm layer"):
+        build_model("ignores-bn", (1, 8, 8), 10, batchnorm=True)
 
 
 def test_missing_file_raises_file_not_found(tmp_path: Path) -> None:

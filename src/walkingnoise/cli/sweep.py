@@ -51,6 +51,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--yes", action="store_true", help="run sweeps larger than the experiment limit"
     )
+    run.add_argument(
+        "--accept-network-change",
+        action="store_true",
+        help="a model's network differs from the one the store's experiments of it ran, on "
+        "purpose: keep the new one, and let its results join the old ones",
+    )
     add_progress_option(run)
     run.set_defaults(handler=_cmd_run)
 
@@ -107,7 +113,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-experiments must be at least 1, got {limit}")
     spec = load_sweep(args.sweep)
     path = args.store or default_store(args.sweep)
-    options = {"data_root": args.data_root, "max_experiments": None if args.yes else limit}
+    options = {
+        "data_root": args.data_root,
+        "max_experiments": None if args.yes else limit,
+        "accept_network_change": args.accept_network_change,
+    }
     if args.dry_run:
         summary = run_sweep(spec, path, dry_run=True, **options)
         print(f"store: {path}")

@@ -52,9 +52,18 @@ def unknown_model(name: str) -> str:
 
 
 def build_model(
-    name: str, input_shape: tuple[int, ...], num_classes: int, *, batchnorm: bool = True
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    batchnorm: bool = True,
+    match_batchnorm: bool = True,
 ) -> nn.Module:
-    """Build the registered model ``name`` for the given input shape and class count."""
+    """Build the registered model ``name`` for the given input shape and class count.
+
+    ``match_batchnorm``: refuse a model whose BatchNorm layers do not match ``batchnorm``
+    (False: rebuild what was built before, e.g. from a checkpoint, as it was).
+    """
     try:
         builder = _REGISTRY[name]
     except KeyError:
@@ -73,7 +82,8 @@ def build_model(
         raise ModelBuildError(
             f"model {name!r}: its builder returned {type(model).__name__}, not a torch.nn.Module"
         )
-    _check_batchnorm(name, model, batchnorm)
+    if match_batchnorm:
+        _check_batchnorm(name, model, batchnorm)
     return model
 
 
@@ -113,7 +123,7 @@ def check_logits(name: str, model: nn.Module, example: torch.Tensor, num_classes
         model.train(was_training)
         for key, b in model.named_buffers():
             if key in buffers:
-                b.copy_(buffers[key])
+                b.data = buffers[key]  # as it was, also where the forward reshaped it
     want = (example.shape[0], num_classes)
     if isinstance(output, torch.Tensor) and tuple(output.shape) == want:
         return

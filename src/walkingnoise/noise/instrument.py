@@ -511,8 +511,9 @@ def _warn_of_layers_without_sites(model: nn.Module, covered: list[str]) -> None:
     if missed:
         shown = ", ".join(missed[:5]) + (f" and {len(missed) - 5} more" if len(missed) > 5 else "")
         log.warning(
-            "module hooks put no noise site after %s: layers of no torch.nn class get none "
-            "(with a forward torch.fx can trace, their operations get sites)",
+            "module hooks put no noise site after %s: hooks follow only modules of a site kind "
+            "(torch.nn's Linear, convolutions, BatchNorm, activations, pooling, ...); with a "
+            "forward torch.fx can trace, the operations of layers of your own get sites",
             shown,
         )
 

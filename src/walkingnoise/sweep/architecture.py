@@ -4,9 +4,10 @@ must not add its results to the curves of the network it was before.
 Experiments are identified by their settings, the model's *name* among them, so a user's own
 model changed in its file would otherwise find its old results "already done" and share their
 curves. The store keeps, per (dataset, model, batchnorm), what decides which results belong
-together: the noise-site table and the names and shapes of the parameters and buffers. A run
-whose model differs from the stored one stops before it runs anything. The weights' initial
-values are not compared: a changed initialisation goes unnoticed.
+together: the noise sites (kind, operation, shape) and the shapes of the parameters and
+buffers. A run whose model differs from the stored one stops before it runs anything, unless
+told the change is meant. Module names and the weights' initial values are not compared: a
+renamed layer, or a changed initialisation, goes unnoticed.
 """
 
 from __future__ import annotations
@@ -30,13 +31,21 @@ def architecture_key(experiment: Experiment) -> str:
 
 
 def describe_network(model: nn.Module, sites: Iterable[SiteInfo]) -> list[str]:
-    """One line per noise site of ``model`` (index, name, kind, shape without the batch) and
-    per parameter and buffer of the clean ``model`` (name, shape, dtype)."""
-    lines = [f"site {s.index}: {s.name} ({s.kind}) {_shape(s.shape[1:])}" for s in sites]
-    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
-        lines += [f"{kind} {name}: {_shape(t.shape)} {str(t.dtype).removeprefix('torch.')}"
-                  for name, t in named]  # fmt: skip
+    """One line per noise site of ``model`` (index, kind, the layer class or operation it
+    follows, shape without the batch) and per parameter and buffer of the clean ``model`` in
+    order (shape, dtype). Names of modules are left out: renaming one changes no result."""
+    lines = [f"site {s.index}: {_operation(s.name)} ({s.kind}) {_shape(s.shape[1:])}"
+             for s in sites]  # fmt: skip
+    for kind, tensors in (("parameter", model.parameters()), ("buffer", model.buffers())):
+        lines += [f"{kind} {i}: {_shape(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+                  for i, t in enumerate(tensors)]  # fmt: skip
     return lines
+
+
+def _operation(site_name: str) -> str:
+    """What a site follows, without the module's path or a repeat mark: ``ReLU`` of
+    ``layers.3:ReLU``, ``add`` of ``add#2``."""
+    return site_name.rsplit(":", 1)[-1].split("#", 1)[0]
 
 
 def _shape(shape: Iterable[int]) -> str:
@@ -50,12 +59,13 @@ def check_networks(now: Mapping[str, list[str]], stored: Mapping[str, list[str]]
         before = stored.get(key)
         if before is None or before == lines:
             continue
-        dataset, model, norm = key.split("|")
+        dataset, rest = key.split("|", 1)
+        model, norm = rest.rsplit("|", 1)
         raise ArchitectureChangedError(
             f"model {model!r} ({norm}, on {dataset}) is not the network this store's "
             f"experiments of it ran: {_first_difference(lines, before)}; register the changed "
             "model under a new name, or use a new store, so that its results do not join the "
-            "old ones"
+            "old ones (--accept-network-change: they may)"
         )
 
 

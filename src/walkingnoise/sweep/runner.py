@@ -159,6 +159,7 @@ def run_sweep(
     max_experiments: int | None = DEFAULT_MAX_EXPERIMENTS,
     dry_run: bool = False,
     progress: bool | None = None,
+    accept_network_change: bool = False,
 ) -> SweepSummary:
     """Run every experiment of ``spec`` that ``store`` does not have yet.
 
@@ -168,7 +169,9 @@ def run_sweep(
     the experiments this run claimed but did not finish go back to pending, so running again
     resumes. A model whose network is not the one the store's experiments of it ran (a user's
     model edited in between, see ``sweep.architecture``) stops the run before it writes
-    anything. A ``dry_run`` only counts and plans: the store is read, never created or written.
+    anything, unless ``accept_network_change``: then the store keeps the new network and its
+    results join the old ones. A ``dry_run`` only counts and plans: the store is read, never
+    created or written.
     Settings from the environment (``$WALKINGNOISE_THREADS``, ``$WALKINGNOISE_MEMORY_BUDGET``)
     are checked first: a bad one stops the sweep before it writes anything, instead of failing
     every unit.
@@ -182,16 +185,21 @@ def run_sweep(
     if dry_run and not isinstance(store, Store):
         exists = Path(store).is_file()
         with Store(store if exists else ":memory:", read_only=exists) as readable:
-            check_networks(networks, readable.networks())
+            if not accept_network_change:
+                check_networks(networks, readable.networks())
             summary = prepare(entries, readable, register=False, alone=counter.trains_alone)[1]
     elif dry_run:
-        check_networks(networks, store.networks())
+        if not accept_network_change:
+            check_networks(networks, store.networks())
         summary = prepare(entries, store, register=False, alone=counter.trains_alone)[1]
     else:
         context = _RunContext(executor, data_root, progress, counter)
         with _opened(store) as opened:
-            check_networks(networks, opened.networks())
-            opened.save_networks(networks)
+            if accept_network_change:
+                opened.save_networks(networks, replace=True)
+            else:
+                check_networks(networks, opened.networks())  # before anything is written
+                check_networks(networks, opened.save_networks(networks))  # a run beside it
             summary = _run_rounds(entries, spec, opened, context)
     summary.repeats, summary.repeat_example = repeats.count, repeats.example
     return summary

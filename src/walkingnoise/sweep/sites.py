@@ -58,7 +58,9 @@ class SiteCounter:
 
     def trains_alone(self, experiment: Experiment) -> bool:
         """Whether the cohort of this noisy-training experiment trains one model at a time
-        in a unit of work here (``training.cohort.trains_alone``), probed once per cohort."""
+        in a unit of work (``training.cohort.trains_alone``), probed once per cohort. The
+        device is this process's: workers of a Ray cluster with other devices than the
+        machine that plans may decide otherwise (units are then cut as they would be here)."""
         key = cohort_key(experiment)
         if key not in self._alone:
             self.table(experiment)

@@ -543,13 +543,20 @@ class Store:
         rows = self._fetch("SELECT key, value FROM meta WHERE key LIKE 'network:%'")
         return {key.removeprefix("network:"): json.loads(value) for key, value in rows}
 
-    def save_networks(self, networks: dict[str, list[str]]) -> None:
-        """Keep the descriptions of networks the store has none of yet (a stored one stays)."""
+    def save_networks(
+        self, networks: dict[str, list[str]], *, replace: bool = False
+    ) -> dict[str, list[str]]:
+        """Keep the descriptions of networks the store has none of yet (``replace``: all of
+        them), and return those stored after, read in the same transaction: a description
+        another run stored first stays, and the caller sees it."""
+        verb = "REPLACE" if replace else "IGNORE"
         with self._transaction() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                f"INSERT OR {verb} INTO meta VALUES (?, ?)",
                 [(f"network:{key}", json.dumps(lines)) for key, lines in networks.items()],
             )
+            rows = db.execute("SELECT key, value FROM meta WHERE key LIKE 'network:%'").fetchall()
+        return {key.removeprefix("network:"): json.loads(value) for key, value in rows}
 
     # -- clean trainings --------------------------------------------------------------------
 

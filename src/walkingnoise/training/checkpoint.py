@@ -73,7 +73,11 @@ def read_checkpoint(data: bytes, source: str = "<bytes>") -> tuple[Experiment, N
         experiment = Experiment.model_validate(payload["experiment"])
         input_shape = tuple(payload["input_shape"])
         clean = build_model(
-            experiment.model, input_shape, payload["num_classes"], batchnorm=experiment.batchnorm
+            experiment.model,
+            input_shape,
+            payload["num_classes"],
+            batchnorm=experiment.batchnorm,
+            match_batchnorm=False,  # the file holds what was built then, checked or not
         )
         clean.load_state_dict(payload["state_dict"])
     except (KeyError, ValueError, RuntimeError) as error:

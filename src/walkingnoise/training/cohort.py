@@ -125,9 +125,9 @@ def train_cohort(
     return [r for r in results if r is not None]
 
 
-def stacking_slower(model: NoisyModel) -> str | None:
+def stacking_slower(model: NoisyModel, device: torch.device | None = None) -> str | None:
     """Why this model's trainings, and its evaluations with weight noise, run one at a time
-    here, or None.
+    on ``device`` (None: where the model is), or None.
 
     On the CPU, a model with convolutions: a stack runs them as grouped convolutions over every
     member's activations at once, which was measured slower there than one model at a time
@@ -135,7 +135,8 @@ def stacking_slower(model: NoisyModel) -> str | None:
     activation noise still stack, since sharing the clean prefix before the first noisy site
     saves more; with weight noise there is no clean prefix.
     """
-    device = next(model.parameters()).device
+    if device is None:
+        device = next(model.parameters()).device
     convolutions = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.net.modules())
     if device.type == "cpu" and convolutions:
         return "a model with convolutions, on the CPU (stacked ones are slower there)"
@@ -146,18 +147,19 @@ def trains_alone(
     model: NoisyModel, experiment: Experiment, example: torch.Tensor, device: torch.device
 ) -> str | None:
     """Why ``train_cohort`` would train a cohort of ``experiment`` one model at a time on
-    ``device``, or None where it stacks: ``stacking_slower``, or a stack that cannot run two
-    copies of ``model`` (the experiment's instrumented model, which keeps its own settings)
-    in training on the ``example`` batch. A sweep cuts such cohorts into units of one
-    training, so a stopped run keeps every training it finished."""
-    copies = [copy.deepcopy(model).to(device) for _ in range(2)]
-    for member in copies:
-        configure_noise(member, experiment, seeded_generator(0, device))
-    reason = stacking_slower(copies[0])
+    ``device``, or None where it stacks: ``stacking_slower`` there, or a stack that cannot
+    run two copies of ``model`` (the experiment's instrumented model on the CPU, which keeps
+    its own settings) in training on the ``example`` batch. That is a matter of the model's
+    structure, checked on the CPU, so probing takes no memory of the device. A sweep cuts
+    such cohorts into units of one training, so a stopped run keeps every one it finished."""
+    reason = stacking_slower(model, device)
     if reason is not None:
         return reason
+    copies = [copy.deepcopy(model) for _ in range(2)]
+    for member in copies:
+        configure_noise(member, experiment, seeded_generator(0, "cpu"))
     try:
-        StackedModel(copies).check(example.to(device), training=True)
+        StackedModel(copies).check(example, training=True)
     except NotStackableError as error:
         return str(error)
     return None
