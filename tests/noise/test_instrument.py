@@ -470,15 +470,26 @@ class _OwnLinear(nn.Module):
         return F.linear(x, self.weight)
 
 
+class _OwnNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.act, self.last = _OwnLinear(4, 8), nn.ReLU(), _OwnLinear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(self.act(self.first(x)))
+
+
 def test_hooks_warn_of_layers_of_the_users_own_that_get_no_site(caplog) -> None:
     """Module hooks only know torch.nn's classes: a custom layer gets no site there (fx traces
     into it and gives its operation one); the log says which layers are left out."""
-    net = nn.Sequential(_OwnLinear(4, 8), nn.ReLU(), _OwnLinear(8, 2))
+    net = _OwnNet()
     x = torch.randn(3, 4)
     with caplog.at_level(logging.WARNING, logger="walkingnoise"):
         by_hooks = instrument(net, x, method="hooks")
+        instrument(_OwnNet(), x, method="hooks")  # a second model of the class: said once
     assert [s.kind for s in by_hooks.site_table] == ["input", "activation"]
-    assert "module hooks put no noise site after 0, 2: hooks follow only modules" in caplog.text
+    assert "module hooks put no noise site after first, last: hooks follow only" in caplog.text
+    assert caplog.text.count("no noise site") == 1
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="walkingnoise"):
         by_fx = instrument(net, x, method="fx")

@@ -39,6 +39,10 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+class ModelBuildError(ValueError):
+    """A registered builder failed, or built something other than the model it was asked for."""
+
+
 def unknown_model(name: str) -> str:
     """Why ``name`` cannot be built here, and how a model of one's own gets registered."""
     if multiprocessing.parent_process() is not None:
@@ -85,10 +89,6 @@ def build_model(
     if match_batchnorm:
         _check_batchnorm(name, model, batchnorm)
     return model
-
-
-class ModelBuildError(ValueError):
-    """A registered builder failed, or built something other than the model it was asked for."""
 
 
 def _check_batchnorm(name: str, model: nn.Module, batchnorm: bool) -> None:

@@ -498,9 +498,17 @@ def _instrument_fx(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str
     return NoisyModel(gm, model, sites, "fx")
 
 
+#: Model classes whose layers without sites were logged in this process (once is enough).
+_WARNED_CLASSES: set[str] = set()
+
+
 def _warn_of_layers_without_sites(model: nn.Module, covered: list[str]) -> None:
     """Log the layers of the user's own (modules of no site kind with parameters of their own,
-    outside those that get a site) after which module hooks put no noise."""
+    outside those that get a site) after which module hooks put no noise: once per model
+    class and process, since a sweep instruments each of its models."""
+    cls = f"{type(model).__module__}.{type(model).__qualname__}"
+    if cls in _WARNED_CLASSES:
+        return
     missed = [
         name or type(model).__name__
         for name, module in model.named_modules()
@@ -509,6 +517,7 @@ def _warn_of_layers_without_sites(model: nn.Module, covered: list[str]) -> None:
         and not any(name == p or name.startswith(p + ".") for p in covered)
     ]
     if missed:
+        _WARNED_CLASSES.add(cls)
         shown = ", ".join(missed[:5]) + (f" and {len(missed) - 5} more" if len(missed) > 5 else "")
         log.warning(
             "module hooks put no noise site after %s: hooks follow only modules of a site kind "
