@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from walkingnoise.cli import main
+from walkingnoise.experiment import Experiment
+from walkingnoise.sweep import Store
 
 from .helpers import set_columns, status_counts, write_sweep
 
@@ -111,6 +113,35 @@ def test_run_status_and_a_second_run(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 0
     assert "ran " not in out
     assert status_counts(store) == {"done": 4}
+
+
+def test_status_where_counts_the_experiments_of_a_setting_whatever_their_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = write_sweep(tmp_path, SWEEP)
+    store = tmp_path / "tiny.sqlite"
+    assert _run(capsys, "run", str(sweep), "--store", str(store), "--no-progress")[0] == 0
+    pending = Experiment(dataset="digits", noise="additive", sigma=0.1, placement="walking:2",
+                         eval_repeats=1, recipe={"epochs": 2}, seed=5)  # fmt: skip
+    with Store(store) as opened:
+        opened.add([(pending, "later")])
+
+    code, out, _ = _run(capsys, "status", str(store), "--where", "sigma=0.1")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"{store}: 3 experiments --where sigma=0.1"
+    assert "  pending  1" in lines
+    assert "  done     2" in lines
+    assert "  others in the store: 2" in lines
+    code, out, _ = _run(
+        capsys, "status", str(store), "--where", "sigma=0.1", "--where", "train_noise=false"
+    )
+    assert out.splitlines()[0].startswith(f"{store}: 2 experiments --where sigma=0.1 --where")
+    code, _, err = _run(capsys, "status", str(store), "--where", "sigmaa=0.1")
+    assert code == 2
+    assert err.startswith("walking-noise: error: ")
+    assert "sigmaa" in err
+    assert err.count("\n") == 1
 
 
 def test_a_failed_experiment_and_retry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -75,6 +75,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="count only the experiments this sweep file defines as it is now, and say how "
         "many others the store holds (from earlier versions of it, or other sweeps)",
     )
+    status.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="count only the experiments with this setting, whatever their status "
+        "(repeatable; a key given again adds values), e.g. --where seed=0 --where site=3",
+    )
     status.add_argument("--data-root", default=None, help="directory holding the dataset files")
     status.set_defaults(handler=_cmd_status)
 
@@ -148,6 +156,9 @@ def _cmd_status(args: argparse.Namespace) -> None:
     from walkingnoise.sweep import Store
 
     members = None if args.sweep is None else sweep_hashes(args)
+    if args.where:
+        passing = _passing(args)
+        members = passing if members is None else members & passing
     with Store(args.store, read_only=True) as store:
         stored = sum(store.counts().values())
         counts = store.counts(None if members is None else sorted(members))
@@ -158,10 +169,14 @@ def _cmd_status(args: argparse.Namespace) -> None:
         claims = {key: claim for key, claim in claims.items() if key in members}
         errors = [error for error in errors if error[0] in members]
     total = sum(counts.values())
+    chosen = " ".join(
+        ([f"of {args.sweep} as it is now"] if args.sweep is not None else [])
+        + [f"--where {text}" for text in args.where]
+    )
     if members is None:
         print(f"{args.store}: {total} experiments")
     else:
-        print(f"{args.store}: {total} experiments of {args.sweep} as it is now")
+        print(f"{args.store}: {total} experiments {chosen}")
         if len(members) > total:
             unstored = len(members) - total
             print(
@@ -170,14 +185,28 @@ def _cmd_status(args: argparse.Namespace) -> None:
     for status, count in counts.items():
         note = _claims_note(list(claims.values())) if status == "running" else ""
         print(f"  {status:8s} {count}{note}")
-    if members is not None:
+    if args.sweep is not None:
         print(
             f"  others in the store: {stored - total} (not defined by {args.sweep} now; `fit` "
             "and `report` leave them out with --sweep)"
         )
+    elif members is not None:
+        print(f"  others in the store: {stored - total}")
     print(f"  clean trainings stored: {trainings}{'' if members is None else ' (whole store)'}")
     if args.errors:
         _print_errors(errors)
+
+
+def _passing(args: argparse.Namespace) -> set[str]:
+    """The stored experiments, of any status, whose settings pass ``--where``."""
+    from walkingnoise.analysis.selection import parse_filters, select_results
+    from walkingnoise.sweep import load_results
+
+    results = load_results(args.store)
+    if results.empty:
+        return set()
+    # filtered on their settings alone: a pending experiment passes as a finished one would
+    return set(select_results(results.assign(status="done"), parse_filters(args.where))["hash"])
 
 
 def _print_errors(errors: list[tuple[str, str, str]]) -> None:
