@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping
 
 from torch import nn
 
-from walkingnoise.experiment import Experiment
 from walkingnoise.noise.site import SiteInfo
 
 
@@ -24,10 +23,10 @@ class ArchitectureChangedError(ValueError):
     """A model's network is not the one the store's experiments of it ran."""
 
 
-def architecture_key(experiment: Experiment) -> str:
-    """Which stored network an experiment's results belong to, e.g. ``digits|mlp|batchnorm``."""
-    norm = "batchnorm" if experiment.batchnorm else "no-batchnorm"
-    return f"{experiment.dataset}|{experiment.model}|{norm}"
+def architecture_key(dataset: str, model: str, batchnorm: bool) -> str:
+    """Which stored network the results of a (dataset, model, batchnorm) belong to, e.g.
+    ``digits|mlp|batchnorm``."""
+    return f"{dataset}|{model}|{'batchnorm' if batchnorm else 'no-batchnorm'}"
 
 
 def describe_network(model: nn.Module, sites: Iterable[SiteInfo]) -> list[str]:

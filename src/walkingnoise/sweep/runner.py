@@ -182,16 +182,11 @@ def run_sweep(
     entries, repeats = expand_counted(spec, site_count=counter, max_experiments=max_experiments)
     _check_teachers(entries, store)
     networks = counter.networks()
-    if dry_run and not isinstance(store, Store):
-        exists = Path(store).is_file()
-        with Store(store if exists else ":memory:", read_only=exists) as readable:
+    if dry_run:
+        with _readable(store) as readable:
             if not accept_network_change:
                 check_networks(networks, readable.networks())
             summary = prepare(entries, readable, register=False, alone=counter.trains_alone)[1]
-    elif dry_run:
-        if not accept_network_change:
-            check_networks(networks, store.networks())
-        summary = prepare(entries, store, register=False, alone=counter.trains_alone)[1]
     else:
         context = _RunContext(executor, data_root, progress, counter)
         with _opened(store) as opened:
@@ -223,6 +218,18 @@ def _opened(store: Store | str | Path) -> Iterator[Store]:
         yield store
         return
     with Store(store) as opened:
+        yield opened
+
+
+@contextmanager
+def _readable(store: Store | str | Path) -> Iterator[Store]:
+    """``store`` to read without writing: itself if it is open, the file read-only, or an
+    empty store in memory where there is no file yet (a dry run creates nothing)."""
+    if isinstance(store, Store):
+        yield store
+        return
+    exists = Path(store).is_file()
+    with Store(store if exists else ":memory:", read_only=exists) as opened:
         yield opened
 
 

@@ -29,7 +29,6 @@ class SiteCounter:
         self.data_root = data_root
         self._shapes: dict[str, tuple[tuple[int, ...], int]] = dict(shapes or {})
         self._tables: dict[tuple[str, str, bool], list[SiteInfo]] = {}
-        self._networks: dict[str, list[str]] = {}
         self._models: dict[tuple[str, str, bool], NoisyModel] = {}
         self._alone: dict[str, bool] = {}
 
@@ -53,7 +52,6 @@ class SiteCounter:
             check_logits(experiment.model, noisy, example, classes)
             self._tables[key] = noisy.site_table
             self._models[key] = noisy
-            self._networks[architecture_key(experiment)] = describe_network(model, noisy.site_table)
         return self._tables[key]
 
     def trains_alone(self, experiment: Experiment) -> bool:
@@ -75,7 +73,10 @@ class SiteCounter:
 
     def networks(self) -> dict[str, list[str]]:
         """The description of each network built so far, by ``architecture_key``."""
-        return dict(self._networks)
+        return {
+            architecture_key(*key): describe_network(model.source, self._tables[key])
+            for key, model in self._models.items()
+        }
 
     def __call__(self, experiment: Experiment) -> int:
         """The number of noise sites of the experiment's instrumented model."""

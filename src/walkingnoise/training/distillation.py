@@ -86,6 +86,14 @@ def distillation_loss(
     soft = F.kl_div(student, teacher, reduction="batchmean", log_target=True)
     weight = None if class_weights is None else class_weights.to(student_logits.device)
     hard = F.cross_entropy(student_logits, targets, weight=weight)
+    return blended(soft, hard, temperature, alpha)
+
+
+def blended(
+    soft: torch.Tensor, hard: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
+    """The distillation loss from its two terms, α · T² · ``soft`` + (1 − α) · ``hard``: one
+    formula for a model alone and for the models of a stack (each its own terms)."""
     return alpha * temperature**2 * soft + (1.0 - alpha) * hard
 
 

@@ -14,7 +14,12 @@ from tqdm.auto import tqdm
 from walkingnoise._progress import bar_disabled
 from walkingnoise.data.augmentation import Augmentation, augmentation_generator
 from walkingnoise.data.dataset import Split
-from walkingnoise.training.distillation import Distillation, clean_teacher, stacked_soft_targets
+from walkingnoise.training.distillation import (
+    Distillation,
+    blended,
+    clean_teacher,
+    stacked_soft_targets,
+)
 from walkingnoise.training.evaluate import Evaluation
 from walkingnoise.training.loop import EpochRecord, TrainHistory, make_optimizer
 from walkingnoise.training.recipe import Recipe
@@ -145,8 +150,7 @@ def _distilled(
         else:
             teacher_logits = teacher(x.reshape(-1, *x.shape[2:])).view(logits.shape)
     soft = stacked_soft_targets(logits, teacher_logits, settings.temperature)
-    temperature, alpha = settings.temperature, settings.alpha
-    return alpha * temperature**2 * soft + (1.0 - alpha) * hard
+    return blended(soft, hard, settings.temperature, settings.alpha)
 
 
 @torch.no_grad()
