@@ -91,13 +91,13 @@ def test_each_network_of_a_store_is_kept_and_a_store_without_one_takes_it(
     register_model("mine")(_builder(16))
     run_sweep(spec(SWEEP), store, progress=False)
     with Store(store, read_only=True) as opened:
-        assert list(opened.networks()) == ["digits|mine|no-batchnorm"]
+        assert list(opened.fingerprints("network")) == ["digits|mine|no-batchnorm"]
     with sqlite3.connect(store) as db:
         db.execute("DELETE FROM meta WHERE key LIKE 'network:%'")
     registry["mine"] = _builder(16, nn.Tanh)
     assert run_sweep(spec(SWEEP), store, progress=False).to_run == 0
     with Store(store, read_only=True) as opened:
-        assert len(opened.networks()["digits|mine|no-batchnorm"]) > 0
+        assert len(opened.fingerprints("network")["digits|mine|no-batchnorm"]) > 0
     registry["mine"] = _builder(16)
     changed = r"now 'site 2: ReLU \(activation\) 16', was 'site 2: Tanh"
     with pytest.raises(ArchitectureChangedError, match=changed):
@@ -154,7 +154,8 @@ def test_a_change_accepted_on_purpose_runs_and_becomes_the_stored_network(
     registry["mine"] = _builder(32)
     assert run_sweep(spec(SWEEP), store, progress=False, accept_network_change=True).to_run == 0
     with Store(store, read_only=True) as opened:
-        assert "site 1: Linear (linear) 32" in opened.networks()["digits|mine|no-batchnorm"]
+        stored = opened.fingerprints("network")["digits|mine|no-batchnorm"]
+        assert "site 1: Linear (linear) 32" in stored
     registry["mine"] = _builder(16)  # now the old one is the change
     with pytest.raises(ArchitectureChangedError, match="now 'site 1: Linear \\(linear\\) 16'"):
         run_sweep(spec(SWEEP), store, progress=False)
@@ -164,8 +165,11 @@ def test_a_network_another_run_stored_first_is_the_one_compared(tmp_path: Path) 
     """Two runs that start at once both find no stored network; the one that saves second
     sees the first one's, read in the same transaction as its own save."""
     with Store(tmp_path / "s.sqlite") as store:
-        assert store.save_networks({"d|m|batchnorm": ["a"]}) == {"d|m|batchnorm": ["a"]}
-        stored = store.save_networks({"d|m|batchnorm": ["b"], "d|n|batchnorm": ["c"]})
+        first = {"d|m|batchnorm": ["a"]}
+        assert store.save_fingerprints("network", first) == first
+        stored = store.save_fingerprints(
+            "network", {"d|m|batchnorm": ["b"], "d|n|batchnorm": ["c"]}
+        )
         assert stored == {"d|m|batchnorm": ["a"], "d|n|batchnorm": ["c"]}
         with pytest.raises(ArchitectureChangedError, match="model 'm'"):
             check_networks({"d|m|batchnorm": ["b"]}, stored)

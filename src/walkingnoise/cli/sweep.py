@@ -57,6 +57,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="a model's network differs from the one the store's experiments of it ran, on "
         "purpose: keep the new one, and let its results join the old ones",
     )
+    run.add_argument(
+        "--accept-teacher-change",
+        action="store_true",
+        help="a distillation's teacher file differs from the one the store's students of it "
+        "ran with, on purpose: keep the new one; the finished students stay done",
+    )
     add_progress_option(run)
     run.set_defaults(handler=_cmd_run)
 
@@ -125,6 +131,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "data_root": args.data_root,
         "max_experiments": None if args.yes else limit,
         "accept_network_change": args.accept_network_change,
+        "accept_teacher_change": args.accept_teacher_change,
     }
     if args.dry_run:
         summary = run_sweep(spec, path, dry_run=True, **options)

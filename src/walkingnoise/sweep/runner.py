@@ -30,6 +30,7 @@ from walkingnoise.sweep.spec import (
     expand_counted,
 )
 from walkingnoise.sweep.store import Store, StoreError
+from walkingnoise.sweep.teacher_files import check_teacher_files, teacher_fingerprints
 from walkingnoise.sweep.work import Outcome, UnitOutcome, run_unit, unit_threads
 from walkingnoise.training.checkpoint import CheckpointError, read_checkpoint
 from walkingnoise.training.memory import check_budget
@@ -160,6 +161,7 @@ def run_sweep(
     dry_run: bool = False,
     progress: bool | None = None,
     accept_network_change: bool = False,
+    accept_teacher_change: bool = False,
 ) -> SweepSummary:
     """Run every experiment of ``spec`` that ``store`` does not have yet.
 
@@ -168,10 +170,11 @@ def run_sweep(
     Experiments another process is running are left to it. On an exception (Ctrl-C included)
     the experiments this run claimed but did not finish go back to pending, so running again
     resumes. A model whose network is not the one the store's experiments of it ran (a user's
-    model edited in between, see ``sweep.architecture``) stops the run before it writes
-    anything, unless ``accept_network_change``: then the store keeps the new network and its
-    results join the old ones. A ``dry_run`` only counts and plans: the store is read, never
-    created or written.
+    model edited in between, see ``sweep.architecture``), or a teacher checkpoint file that is
+    not the one its students ran with (``sweep.teacher_files``), stops the run before it writes
+    anything, unless ``accept_network_change`` (``accept_teacher_change``): then the store
+    keeps the new one and its results join the old ones. A ``dry_run`` only counts and plans:
+    the store is read, never created or written.
     Settings from the environment (``$WALKINGNOISE_THREADS``, ``$WALKINGNOISE_MEMORY_BUDGET``)
     are checked first: a bad one stops the sweep before it writes anything, instead of failing
     every unit.
@@ -181,23 +184,51 @@ def run_sweep(
     counter = SiteCounter(data_root)
     entries, repeats = expand_counted(spec, site_count=counter, max_experiments=max_experiments)
     _check_teachers(entries, store)
-    networks = counter.networks()
+    now = _Fingerprints(
+        counter.networks(), teacher_fingerprints(entry.experiment for entry in entries)
+    )
+    accepted = {"network": accept_network_change, "teacher": accept_teacher_change}
     if dry_run:
         with _readable(store) as readable:
-            if not accept_network_change:
-                check_networks(networks, readable.networks())
+            now.check(readable, accepted)
             summary = prepare(entries, readable, register=False, alone=counter.trains_alone)[1]
     else:
         context = _RunContext(executor, data_root, progress, counter)
         with _opened(store) as opened:
-            if accept_network_change:
-                opened.save_networks(networks, replace=True)
-            else:
-                check_networks(networks, opened.networks())  # before anything is written
-                check_networks(networks, opened.save_networks(networks))  # a run beside it
+            now.check(opened, accepted)  # before anything is written
+            now.save(opened, accepted)
             summary = _run_rounds(entries, spec, opened, context)
     summary.repeats, summary.repeat_example = repeats.count, repeats.example
     return summary
+
+
+@dataclass(frozen=True)
+class _Fingerprints:
+    """What a sweep's results rest on besides their settings: its models' networks and its
+    teacher files, each checked against (and kept in) the store unless a change is accepted."""
+
+    networks: dict[str, list[str]]
+    teachers: dict[str, list[str]]
+
+    def _kinds(self) -> list[tuple[str, dict[str, list[str]], Callable[..., None]]]:
+        return [
+            ("network", self.networks, check_networks),
+            ("teacher", self.teachers, check_teacher_files),
+        ]
+
+    def check(self, store: Store, accepted: dict[str, bool]) -> None:
+        """Raise if one differs from the store's, unless its change is accepted."""
+        for kind, now, check in self._kinds():
+            if not accepted[kind]:
+                check(now, store.fingerprints(kind))
+
+    def save(self, store: Store, accepted: dict[str, bool]) -> None:
+        """Keep them in the store, replacing the stored ones of accepted changes; raise if a
+        run beside this one stored others first."""
+        for kind, now, check in self._kinds():
+            stored = store.save_fingerprints(kind, now, replace=accepted[kind])
+            if not accepted[kind]:
+                check(now, stored)
 
 
 @dataclass(frozen=True)

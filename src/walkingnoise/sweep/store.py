@@ -536,27 +536,30 @@ class Store:
         rows = self._fetch("SELECT key, value FROM meta WHERE key LIKE 'sweep:%'")
         return {key.removeprefix("sweep:"): value for key, value in rows}
 
-    # -- networks (see walkingnoise.sweep.architecture) --------------------------------------
+    # -- what results rest on: networks and teacher files ------------------------------------
 
-    def networks(self) -> dict[str, list[str]]:
-        """The description of each network the store's experiments ran, by its key."""
-        rows = self._fetch("SELECT key, value FROM meta WHERE key LIKE 'network:%'")
-        return {key.removeprefix("network:"): json.loads(value) for key, value in rows}
+    def fingerprints(self, kind: str) -> dict[str, list[str]]:
+        """What the store's experiments ran with, by key: ``network`` descriptions (see
+        ``sweep.architecture``) or ``teacher`` files (see ``sweep.teacher_files``)."""
+        rows = self._fetch("SELECT key, value FROM meta WHERE key LIKE ?", (f"{kind}:%",))
+        return {key.removeprefix(f"{kind}:"): json.loads(value) for key, value in rows}
 
-    def save_networks(
-        self, networks: dict[str, list[str]], *, replace: bool = False
+    def save_fingerprints(
+        self, kind: str, fingerprints: dict[str, list[str]], *, replace: bool = False
     ) -> dict[str, list[str]]:
-        """Keep the descriptions of networks the store has none of yet (``replace``: all of
-        them), and return those stored after, read in the same transaction: a description
-        another run stored first stays, and the caller sees it."""
+        """Keep the ``kind`` fingerprints the store has none of yet (``replace``: all of them),
+        and return those stored after, read in the same transaction: a fingerprint another run
+        stored first stays, and the caller sees it."""
         verb = "REPLACE" if replace else "IGNORE"
         with self._transaction() as db:
             db.executemany(
                 f"INSERT OR {verb} INTO meta VALUES (?, ?)",
-                [(f"network:{key}", json.dumps(lines)) for key, lines in networks.items()],
+                [(f"{kind}:{key}", json.dumps(value)) for key, value in fingerprints.items()],
             )
-            rows = db.execute("SELECT key, value FROM meta WHERE key LIKE 'network:%'").fetchall()
-        return {key.removeprefix("network:"): json.loads(value) for key, value in rows}
+            rows = db.execute(
+                "SELECT key, value FROM meta WHERE key LIKE ?", (f"{kind}:%",)
+            ).fetchall()
+        return {key.removeprefix(f"{kind}:"): json.loads(value) for key, value in rows}
 
     # -- clean trainings --------------------------------------------------------------------
 

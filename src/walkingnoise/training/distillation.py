@@ -40,7 +40,9 @@ class Distillation(BaseModel):
         teacher: ``clean``: the clean training of the same dataset, model, BatchNorm flag,
             recipe and seed (trained once, shared, kept in a sweep's store); otherwise the path
             of a checkpoint file written by this toolkit (``walking-noise train --save``). A path
-            is part of the experiment's identity as written, not the file's content.
+            is part of the experiment's identity as written, not the file's content; a sweep's
+            store keeps the content's digest and stops a run whose file changed
+            (``sweep.teacher_files``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
