@@ -48,24 +48,37 @@ def pool() -> Iterator[ProcessExecutor]:
         yield executor
 
 
+#: A setting of this process that the Ray workers must see too (see test_settings_reach…).
+SETTING = ("WALKINGNOISE_DATA", "/data/of/the/driver")
+
+
 @pytest.fixture(scope="module")
 def ray() -> Iterator[RayExecutor]:
     pytest.importorskip("ray")
-    saved = {key: os.environ.get(key) for key in RAY_ENV}
-    os.environ.update(RAY_ENV)
-    executor = RayExecutor(workers=2)
+    changed = {**RAY_ENV, SETTING[0]: SETTING[1]}
+    saved = {key: os.environ.get(key) for key in changed}
+    os.environ.update(changed)
+    try:
+        executor = RayExecutor(workers=2)
+    finally:
+        _restore(saved, SETTING[0])
     try:
         yield executor
     finally:
         executor.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _restore(saved)
     import ray as ray_module
 
     assert not ray_module.is_initialized()
+
+
+def _restore(saved: dict[str, str | None], *keys: str) -> None:
+    """Put the environment variables ``keys`` (default: all of ``saved``) back as saved."""
+    for key in keys or saved:
+        if saved[key] is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved[key]
 
 
 def _run(executor: Executor, path: Path) -> pd.DataFrame:
@@ -164,6 +177,32 @@ def test_a_raising_task_on_ray_is_a_task_error(ray: RayExecutor, tmp_path: Path)
     ((item, result),) = list(ray.run(run_unit, units, str(tmp_path)))
     assert item is units[0]
     _assert_missing_data(result)
+
+
+def test_settings_reach_the_ray_workers(ray: RayExecutor) -> None:
+    """The data folder, threads, memory budget and model modules of the process that starts
+    Ray are the workers' too, as a process pool's inherit them: they are in the job's runtime
+    environment, which every node's workers get (a local Ray's would inherit them anyway)."""
+    import ray as ray_module
+
+    job = ray_module.get_runtime_context().runtime_env
+    assert job.get("env_vars", {}).get(SETTING[0]) == SETTING[1]
+    assert os.environ.get(SETTING[0]) != SETTING[1]  # read below in a worker, not here
+    assert list(ray.run(os.getenv, [SETTING[0]])) == [(SETTING[0], SETTING[1])]
+    assert ray.workers == 2
+
+
+def test_a_ray_task_whose_worker_died_runs_once_more(ray: RayExecutor, tmp_path: Path) -> None:
+    """As the process pool reruns a crashed unit: killed once, the task runs again."""
+    marker = tmp_path / "died-once"
+
+    def die_once(path: str) -> str:
+        if not os.path.exists(path):
+            Path(path).touch()
+            os._exit(1)
+        return "ran again"
+
+    assert list(ray.run(die_once, [str(marker)])) == [(str(marker), "ran again")]
 
 
 def test_a_raising_task_in_process_is_a_task_error(tmp_path: Path) -> None:

@@ -103,6 +103,28 @@ def test_students_of_the_clean_teacher_join_its_unit() -> None:
     assert (stored.trainings, stored.shared_trainings) == (2, 0)
 
 
+def test_students_of_an_untrained_teacher_may_wait_for_it() -> None:
+    """Deferred, the teacher's unit only evaluates (it trains and stores the teacher), and the
+    students are left for a plan that finds the teacher stored; a teacher with no evaluations
+    keeps its students in its unit (it would train in no unit of its own)."""
+    evaluated = [_experiment(weight_noise=eta) for eta in (0.0, 0.04)]
+    students = [
+        _experiment(weight_noise=eta, train_noise=True, distillation=Distillation())
+        for eta in (0.0, 0.04)
+    ]
+    work = plan([*evaluated, *students], defer_students=True, workers=2)
+    (unit,) = work.units
+    assert unit.members == tuple(evaluated)
+    assert (unit.shared_training, unit.checkpoint) == (students[0].teacher_training(), None)
+    assert work.deferred == tuple(students)
+    assert (work.experiments, work.trainings, work.shared_trainings) == (4, 3, 1)
+    (alone,) = plan(students, defer_students=True).units
+    assert alone.members == tuple(students)
+    assert plan(students, defer_students=True).deferred == ()
+    stored = plan([*evaluated, *students], trained=lambda _key: b"t", defer_students=True)
+    assert stored.deferred == ()
+
+
 def test_students_of_a_stored_teacher_are_cut_into_units_as_a_cohort() -> None:
     """Six students of one stored teacher, two workers: two units of three, each of one
     cohort (students of another temperature apart), so each trains as a stack."""
@@ -180,6 +202,8 @@ def test_the_sweep_trains_the_teacher_once_and_stores_it(
     # 2 inference-only (η = 0 is the clean model) + 1 noise injection + 2 distillations.
     assert (summary.experiments, summary.failed) == (5, 0)
     assert (summary.trainings, summary.shared_trainings) == (4, 1)
+    # the students waited for the teacher's unit to store it, then ran: every one counted once
+    assert (summary.deferred, summary.ran, summary.to_run) == (2, 5, 5)
     with Store(path, create=False) as store:
         assert store.training_count() == 1
         assert store.training(_experiment().clean_training().content_hash()) is not None

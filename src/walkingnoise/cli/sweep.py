@@ -32,9 +32,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="worker processes (process executor) or concurrent tasks (ray; default: the "
-        "cluster's CPUs)",
+        default=None,
+        help="worker processes (process executor; default 1) or most concurrent tasks (ray; "
+        "default: the cluster's CPUs)",
     )
     run.add_argument(
         "--ray-address", default=None, help="an existing Ray cluster to join (implies ray)"
@@ -104,10 +104,10 @@ def _executor_name(args: argparse.Namespace) -> str:
     if args.executor is None:
         if args.ray_address is not None:
             return "ray"
-        return "process" if args.workers > 1 else "inprocess"
+        return "process" if (args.workers or 1) > 1 else "inprocess"
     if args.ray_address is not None and args.executor != "ray":
         raise ValueError(f"--ray-address needs --executor ray, not {args.executor}")
-    if args.workers > 1 and args.executor == "inprocess":
+    if (args.workers or 1) > 1 and args.executor == "inprocess":
         raise ValueError(
             f"--workers {args.workers}: the inprocess executor runs one unit at a time; "
             "use --executor process (or leave --executor out)"
@@ -119,7 +119,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from walkingnoise.sweep import Store, load_sweep, make_executor, run_sweep
     from walkingnoise.sweep.spec import DEFAULT_MAX_EXPERIMENTS
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     executor_name = _executor_name(args)
     limit = DEFAULT_MAX_EXPERIMENTS if args.max_experiments is None else args.max_experiments

@@ -8,16 +8,19 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import socket
+import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from walkingnoise._signals import deferred
-from walkingnoise.models.imports import IMPORTS_VARIABLE
+from walkingnoise.data.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +194,12 @@ class ProcessExecutor(Executor):
 
 
 class RayExecutor(Executor):
-    """Tasks on a Ray cluster: ``address`` of an existing one, or a local Ray on this machine."""
+    """Tasks on a Ray cluster: ``address`` of an existing one, or a local Ray on this machine.
+
+    ``workers`` caps the tasks that run at once (a local Ray gets that many CPUs); without it,
+    every CPU of the cluster. The workers get this process's ``WALKINGNOISE_*`` settings
+    (data folder, threads, memory budget, model modules), as a process pool's inherit them.
+    """
 
     name = "ray"
 
@@ -204,24 +212,38 @@ class RayExecutor(Executor):
             ) from None
         self._ray = ray
         self._started = not ray.is_initialized()
+        joining = address is not None or bool(os.environ.get("RAY_ADDRESS"))
         if self._started and address is not None:
             check_ray_address(address)
         if self._started:
             options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-            imports = os.environ.get(IMPORTS_VARIABLE)
-            if imports:  # the workers import the user's model modules too (see run_unit)
-                options["runtime_env"] = {"env_vars": {IMPORTS_VARIABLE: imports}}
-            if address is None and workers is not None:
+            settings = {k: v for k, v in os.environ.items() if k.startswith(SETTINGS_PREFIX)}
+            if settings:  # the workers find data, threads and models as this process does
+                options["runtime_env"] = {"env_vars": settings}
+            if not joining and workers is not None:
                 options["num_cpus"] = workers
-            ray.init(address=address, **options)
-        self.workers = int(ray.available_resources().get("CPU", 1)) or 1
+            with _signal_handlers_kept():
+                try:
+                    ray.init(address=address, **options)
+                except (ConnectionError, ValueError, RuntimeError) as error:
+                    raise ValueError(f"{_ray_target(address)} ({one_line(error)})") from None
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        if cpus == 0:
+            log.warning(
+                "the Ray cluster has no CPU: its tasks wait until a node with CPUs joins "
+                "(Ray's autoscaler says which resources it cannot find)"
+            )
+        self.workers = workers or cpus or 1
 
     def run(
         self, fn: Callable[..., Any], items: Sequence[Any], *args: Any
     ) -> Iterator[tuple[Any, Any]]:
-        """Yield each item with its result as tasks finish; keep 2 tasks per CPU in flight."""
+        """Yield each item with its result as tasks finish; keep 2 tasks per worker in flight.
+
+        A task whose worker process died (killed, out of memory) runs once more, as the
+        process pool reruns a crashed unit; a task that raised is not retried."""
         ray = self._ray
-        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
+        remote = ray.remote(num_cpus=1, max_retries=1)(fn)
         shared = [ray.put(arg) for arg in args]
         pending: dict[Any, Any] = {}
         queue = iter(items)
@@ -235,7 +257,8 @@ class RayExecutor(Executor):
 
         submit()
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            with deferred():  # a SIGTERM inside Ray's C++ wait would become a SystemError
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=RAY_WAIT_SECONDS)
             for ref in done:
                 item = pending.pop(ref)
                 try:
@@ -249,6 +272,37 @@ class RayExecutor(Executor):
         ends the tasks of this driver when it leaves)."""
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _ray_target(address: str | None) -> str:
+    """What failed to start, naming the option or variable that gave the address."""
+    if address is not None:
+        return f"--ray-address {address}: cannot join that Ray cluster"
+    if os.environ.get("RAY_ADDRESS"):
+        return f"RAY_ADDRESS={os.environ['RAY_ADDRESS']}: cannot join that Ray cluster"
+    return "a local Ray could not start"
+
+
+#: Prefix of the environment variables that configure walkingnoise, passed on to Ray workers.
+SETTINGS_PREFIX = "WALKINGNOISE_"
+
+#: Seconds between two looks for a finished Ray task (a signal is handled in between).
+RAY_WAIT_SECONDS = 0.5
+
+
+@contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Keep this process's SIGTERM and SIGHUP handlers across the block: ``ray.init`` installs
+    its crash reporter for them, which dumps a stack and aborts instead of letting the command
+    end as it does without Ray."""
+    main = threading.current_thread() is threading.main_thread()
+    kept = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)} if main else {}
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 #: Seconds to wait for a Ray cluster's head to accept a connection.
@@ -278,13 +332,14 @@ def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> Non
 
 
 def make_executor(
-    name: ExecutorName = "inprocess", *, workers: int = 1, ray_address: str | None = None
+    name: ExecutorName = "inprocess", *, workers: int | None = None, ray_address: str | None = None
 ) -> Executor:
-    """An executor by name: ``inprocess``, ``process`` (``workers`` processes) or ``ray``."""
+    """An executor by name: ``inprocess``, ``process`` (``workers`` processes, default 1) or
+    ``ray`` (at most ``workers`` tasks at once, default every CPU of the cluster)."""
     if name == "inprocess":
         return InProcessExecutor()
     if name == "process":
-        return ProcessExecutor(workers)
+        return ProcessExecutor(1 if workers is None else workers)
     if name == "ray":
-        return RayExecutor(ray_address, workers if workers > 1 else None)
+        return RayExecutor(ray_address, workers)
     raise ValueError(f"unknown executor {name!r}; choose inprocess, process or ray")

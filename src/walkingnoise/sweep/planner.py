@@ -13,8 +13,11 @@ Weight noise (Noisy Machines) trains and evaluates in stacks like activation noi
 distillation whose teacher is ``clean`` joins the unit of that clean training (the shared model
 is its teacher, and its students train as stacks): if the store has the teacher, its students
 are cut into units of their own beside the evaluations, as a cohort is; if not, one unit trains
-the teacher once and then its students. The students of a checkpoint file form cohorts like
-other noisy trainings (the file is part of their key): a unit loads the teacher once.
+the teacher once and then its students. A run may instead ``defer_students``: the teacher's
+unit then only evaluates, and its students wait for a later plan that finds the teacher stored
+(so a stopped run keeps the teacher, and the students share the workers). The students of a
+checkpoint file form cohorts like other noisy trainings (the file is part of their key): a
+unit loads the teacher once.
 
 Units come longest first (most models to train), so the short ones fill the workers' gaps at the
 end of a run instead of leaving one worker alone with a long unit.
@@ -64,16 +67,17 @@ class Plan:
     """The units of work for a set of experiments."""
 
     units: tuple[WorkUnit, ...]
+    deferred: tuple[Experiment, ...] = ()
 
     @property
     def experiments(self) -> int:
-        """Number of experiments covered."""
-        return sum(len(unit.members) for unit in self.units)
+        """Number of experiments covered, the deferred students included."""
+        return sum(len(unit.members) for unit in self.units) + len(self.deferred)
 
     @property
     def trainings(self) -> int:
-        """Number of models that will be trained."""
-        return sum(unit.trainings for unit in self.units)
+        """Number of models that will be trained, the deferred students included."""
+        return sum(unit.trainings for unit in self.units) + len(self.deferred)
 
     @property
     def shared_trainings(self) -> int:
@@ -96,6 +100,7 @@ def plan(
     max_unit: int = 64,
     workers: int = 1,
     alone: Callable[[Experiment], bool] = lambda _experiment: False,
+    defer_students: bool = False,
 ) -> Plan:
     """Group experiments into work units.
 
@@ -107,6 +112,9 @@ def plan(
         alone: whether the cohort of a noisy training trains one model at a time: it is cut
             into units of one, so each training is stored as it finishes and a stopped run
             loses at most the ones under way.
+        defer_students: students of a clean teacher not trained yet, whose training unit has
+            evaluations to run, are left out (``Plan.deferred``): that unit trains and stores
+            the teacher, and a later plan cuts the students into units as a cohort.
     """
     shared: dict[str, list[Experiment]] = {}
     cohorts: dict[str, list[Experiment]] = {}
@@ -116,14 +124,20 @@ def plan(
         else:
             cohorts.setdefault(cohort_key(experiment), []).append(experiment)
     units: list[WorkUnit] = []
+    deferred: list[Experiment] = []
     for key, members in shared.items():
-        units += _shared_units(members, trained(key), max_unit, workers, alone)
+        checkpoint = trained(key)
+        evaluated = [m for m in members if m.shares_clean_model]
+        if defer_students and checkpoint is None and evaluated:
+            deferred += [m for m in members if not m.shares_clean_model]
+            members = evaluated
+        units += _shared_units(members, checkpoint, max_unit, workers, alone)
     for members in cohorts.values():
         size = 1 if alone(members[0]) else max_unit
         units += [WorkUnit(chunk) for chunk in _cohort_chunks(members, size, workers)]
     # longest first (most models to train), so short units fill the gaps at the end
     units.sort(key=lambda unit: unit.trainings, reverse=True)
-    return Plan(tuple(units))
+    return Plan(tuple(units), tuple(deferred))
 
 
 def _cohort_chunks(

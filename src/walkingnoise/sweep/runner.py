@@ -58,6 +58,7 @@ class SweepSummary:
     ran: int = 0
     failed: int = 0
     seconds: float = 0.0
+    deferred: int = 0  # distillation students run in a second pass, once their teacher is stored
 
     def add(self, other: SweepSummary) -> None:
         """Count another round of the same sweep in (adaptive σ)."""
@@ -102,11 +103,14 @@ def prepare(
     register: bool = True,
     workers: int = 1,
     alone: Callable[[Experiment], bool] = lambda _experiment: False,
+    defer_students: bool = False,
 ) -> tuple[Plan, SweepSummary]:
     """Plan what is left to run; with ``register``, first add the experiments to the store.
 
     Without ``register`` (a dry run) the store is only read: experiments it lacks count as
-    pending. ``alone`` says which noisy trainings train one model at a time (see ``plan``).
+    pending. ``alone`` says which noisy trainings train one model at a time, and
+    ``defer_students`` whether students wait for their clean teacher to be stored (see
+    ``plan``).
     """
     if register:
         stale = store.requeue_stale()
@@ -137,7 +141,7 @@ def prepare(
             return None
         return data if register else b""
 
-    work = plan(todo, trained=trained, workers=workers, alone=alone)
+    work = plan(todo, trained=trained, workers=workers, alone=alone, defer_students=defer_students)
     done = sum(status == "done" for status in statuses.values())
     summary = SweepSummary(
         experiments=len(entries),
@@ -300,8 +304,16 @@ def _check_teachers(entries: list[SweepEntry], store: Store | str | Path) -> Non
 def _run_rounds(
     entries: list[SweepEntry], spec: SweepSpec, store: Store, context: _RunContext
 ) -> SweepSummary:
-    """Run the sweep; with adaptive σ axes, keep adding rounds until every curve is done."""
-    summary = _run(entries, spec, store, context)
+    """Run the sweep; with adaptive σ axes, keep adding rounds until every curve is done.
+
+    Distillation students of a clean teacher not trained yet wait for the next pass, which
+    finds the teacher stored (``plan``'s ``defer_students``)."""
+    summary = _run(entries, spec, store, context, defer_students=True)
+    if summary.deferred:
+        log.info("%d distillation students, now that their teachers are stored", summary.deferred)
+        later = _run(entries, spec, store, context)
+        summary.ran, summary.failed = summary.ran + later.ran, summary.failed + later.failed
+        summary.seconds += later.seconds
     axes = spec.adaptive_axes()
     for round_number in range(2, MAX_ROUNDS + 1):
         if not axes:
@@ -368,13 +380,23 @@ def _sem(values: list[float]) -> float:
 
 
 def _run(
-    entries: list[SweepEntry], spec: SweepSpec, store: Store, context: _RunContext
+    entries: list[SweepEntry],
+    spec: SweepSpec,
+    store: Store,
+    context: _RunContext,
+    *,
+    defer_students: bool = False,
 ) -> SweepSummary:
     executor = context.executor or InProcessExecutor()
     data_root, progress = context.data_root, context.progress
     work, summary = prepare(
-        entries, store, workers=executor.workers, alone=context.models.trains_alone
+        entries,
+        store,
+        workers=executor.workers,
+        alone=context.models.trains_alone,
+        defer_students=defer_students,
     )
+    summary.deferred = len(work.deferred)
     if spec.text:
         store.save_sweep(spec.name, spec.text)
     log.info("%s; %d units of work", summary.describe().replace("\n", "; "), len(work.units))
