@@ -81,13 +81,34 @@ def test_hash_is_the_same_for_equivalent_spellings() -> None:
         {"model": "mlp256"},
         {"dataset": "mnist"},
         {"eval_repeats": 4},
-        {"gradient": "through_noise"},
         {"recipe": {"epochs": 5, "augment": True}},
     ],
     ids=lambda change: ",".join(f"{k}={v}" for k, v in change.items()),
 )
 def test_changing_one_field_changes_the_hash(change: dict[str, Any]) -> None:
     assert _hash(**change) != _hash()
+
+
+#: The hash of BASE, an additive noisy training, with the code before ``through_noise`` became
+#: the default gradient rule.
+HASH_BEFORE_THROUGH_NOISE = "371aa99dc15b812d0fe9755477b5042593d515273e18ef690503c980a1726f80"
+
+
+def test_the_gradient_rule_enters_the_hash_where_it_changes_the_computation() -> None:
+    """Through the noise is the default; additive noise is one computation with either rule,
+    and keeps the hash it had under the old default."""
+    assert Experiment(**BASE).gradient == "through_noise"
+    for gradient in ("forward_only", "through_noise"):
+        assert _hash(gradient=gradient) == HASH_BEFORE_THROUGH_NOISE
+    for noise, sigma in (("multiplicative", 0.5), ("mixed", (0.1, 0.2))):
+        rules = {
+            _hash(noise=noise, sigma=sigma, gradient=g) for g in ("forward_only", "through_noise")
+        }
+        assert len(rules) == 2
+        assert _hash(noise=noise, sigma=sigma) == _hash(
+            noise=noise, sigma=sigma, gradient="through_noise"
+        )
+    assert _hash(train_noise=False, gradient="forward_only") == _hash(train_noise=False)
 
 
 def test_experiment_is_frozen() -> None:

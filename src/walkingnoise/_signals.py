@@ -4,6 +4,8 @@ such as starting a worker process (cut, it prints a traceback as it dies)."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -44,4 +46,26 @@ def deferred() -> Iterator[None]:
             raise Terminated(signum)
 
 
-__all__ = ["Terminated", "deferred", "terminate"]
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and :func:`terminate`'s signals until the block ends, then raise
+    the first: for clean-up that a second interrupt must not cut in two, such as putting a
+    stopped sweep's claims back (a Ctrl-C reaches the pool's workers too, and the
+    interrupt a worker sends back may come before this process's own). Only the main thread
+    can hold SIGINT; elsewhere the block runs as it is."""
+    held: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    previous = (
+        signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum)) if main else None
+    )
+    try:
+        with deferred():
+            yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    if held:
+        raise KeyboardInterrupt
+
+
+__all__ = ["Terminated", "deferred", "interrupts_held", "terminate"]

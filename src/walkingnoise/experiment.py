@@ -39,7 +39,8 @@ class Experiment(BaseModel):
             placement, which carries its own σ values.
         order: order of the two noises for ``mixed``.
         ratio: σ_add / amplitude for ``mixed`` given as an amplitude.
-        gradient: ``forward_only`` (default) or ``through_noise``; see ``noise.models``.
+        gradient: ``through_noise`` (default, as the published code) or ``forward_only``; see
+            ``noise.models``. Additive noise is one computation either way.
         eval_repeats: noisy evaluations averaged for the noisy metrics (R).
         weight_noise: η of Noisy Machines' weight noise: every forward pass adds
             N(0, (η · (max W − min W))²) to the weights of each conv/linear layer (see
@@ -57,7 +58,7 @@ class Experiment(BaseModel):
     noise: NoiseName = "additive"
     order: Literal["mul_first", "add_first"] = "mul_first"
     ratio: float | None = Field(default=None, gt=0, lt=1)
-    gradient: Literal["forward_only", "through_noise"] = "forward_only"
+    gradient: Literal["forward_only", "through_noise"] = "through_noise"
     placement: str = "global"
     sigma: float | tuple[float, float] | None = None
     train_noise: bool = False
@@ -186,7 +187,9 @@ class Experiment(BaseModel):
 
         Fields that cannot matter are left out, so experiments that differ only in them are
         one experiment: ``order`` and ``ratio`` unless the noise is mixed, ``gradient`` unless
-        activation noise is on in training, ``placement`` and ``sigma`` when ``noise`` is
+        activation noise is on in training (and additive noise, the same computation with
+        either rule, is always ``forward_only``, as before ``through_noise`` became the
+        default), ``placement`` and ``sigma`` when ``noise`` is
         ``none``, ``train_noise`` and ``eval_repeats`` when there is no noise at all, and
         ``weight_noise``, ``distillation`` and ``recipe.augment`` at their defaults (so
         experiments without them keep the hashes they had before these fields existed).
@@ -198,6 +201,8 @@ class Experiment(BaseModel):
             del fields["order"], fields["ratio"]
         if not (self.noise != "none" and self.train_noise):
             del fields["gradient"]
+        elif self.noise == "additive":  # one computation either way: the hash it always had
+            fields["gradient"] = "forward_only"
         if self.noise == "none":
             del fields["placement"], fields["sigma"]
             if self.weight_noise == 0:

@@ -150,6 +150,11 @@ def test_a_min_choices() -> None:
     assert resolve_a_min("chance", mul_bn, 0.1) == 0.1
     assert resolve_a_min("auto", mul_bn, 0.1) is None
     assert resolve_a_min("auto", {"noise": "additive", "batchnorm": True}, 0.1) == 0.1
+    # multiplicative-first mixed noise keeps self-binarization's plateau; additive-first does not
+    mixed = {"noise": "mixed", "batchnorm": True}
+    assert resolve_a_min("auto", mixed | {"order": "mul_first"}, 0.1) is None
+    assert resolve_a_min("auto", mixed | {"order": "add_first"}, 0.1) == 0.1
+    assert resolve_a_min("auto", mixed | {"order": "mul_first", "batchnorm": False}, 0.1) == 0.1
     assert resolve_a_min("free", {}, 0.1) is None
     assert resolve_a_min(0.25, {}, 0.1) == 0.25
     assert resolve_a_min("chance", {}, math.nan) is None

@@ -179,3 +179,22 @@ def test_mixed_map_without_mixed_results_is_an_error(
 ) -> None:
     assert main(["mixed-map", str(store), "--where", "noise=additive", "--out", str(tmp_path)]) == 2
     assert "no finished mixed-noise" in _error(capsys)
+
+
+def test_the_report_compares_weights_at_the_noisy_sites_own_layer(
+    store: Path, results: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Walking noise at site 1 (after ``layers.1``): that layer's mean |w| over the models with
+    noise there, unclamped against clamped, as computed from the stored weights."""
+    assert main(["report", str(store), "--out", str(tmp_path / "report")]) == 0
+    table = pd.read_csv(tmp_path / "report" / "tables" / "weights_at_site.csv")
+    assert table[["site", "layer"]].values.tolist() == [[1, "layers.1"]]
+    clamped = results[results["placement"] == "walking:1"]
+    groups = {"a": clamped["recipe.clamp"].isna(), "b": clamped["recipe.clamp"] == 1.0}
+    for label, rows in groups.items():
+        weights = clamped[rows]["weights"]
+        mean = np.mean([w["layers.1"]["mean_abs"] for w in weights])
+        assert table[f"mean_abs_{label}"].iloc[0] == pytest.approx(mean, rel=1e-3)
+        assert table[f"models_{label}"].iloc[0] == len(weights) == 2
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "At the noisy site&#x27;s own layer" in page

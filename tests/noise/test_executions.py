@@ -86,7 +86,7 @@ def test_executions_in_chunks_keep_the_statistics(monkeypatch: pytest.MonkeyPatc
 
 
 def test_forward_only_gradient_stays_the_identity() -> None:
-    site = _site(MultiplicativeNoise(), 0.5, 5)
+    site = _site(MultiplicativeNoise(gradient="forward_only"), 0.5, 5)
     site.train()
     x = torch.randn(100, requires_grad=True)
     site(x).sum().backward()

@@ -98,10 +98,10 @@ def test_fresh_independent_sample_per_element_and_pass() -> None:
 @pytest.mark.parametrize(
     ("model", "levels"),
     [
-        (AdditiveNoise(), (0.5,)),
-        (MultiplicativeNoise(), (0.5,)),
-        (MixedNoise(order="mul_first"), (0.5, 0.5)),
-        (MixedNoise(order="add_first"), (0.5, 0.5)),
+        (AdditiveNoise(gradient="forward_only"), (0.5,)),
+        (MultiplicativeNoise(gradient="forward_only"), (0.5,)),
+        (MixedNoise(order="mul_first", gradient="forward_only"), (0.5, 0.5)),
+        (MixedNoise(order="add_first", gradient="forward_only"), (0.5, 0.5)),
     ],
 )
 def test_forward_only_gradient_is_identity(model: NoiseModel, levels: tuple[float, ...]) -> None:
@@ -184,3 +184,21 @@ def test_make_noise_model_by_name() -> None:
         False,
         True,
     )
+
+
+def test_additive_noise_is_one_computation_with_either_gradient_rule() -> None:
+    """∂y/∂x = 1 for additive noise under both rules, so the cheaper forward-only path serves
+    both; multiplicative noise differentiates through m by default (the published code)."""
+    z = (torch.randn(1000),)
+    outputs = []
+    for rule in ("forward_only", "through_noise"):
+        x = torch.linspace(-2, 2, 1000, requires_grad=True)
+        y = AdditiveNoise(gradient=rule).apply(x, torch.tensor([0.3]), z)
+        (y * torch.arange(1000.0)).sum().backward()
+        outputs.append((y.detach(), x.grad))
+    assert torch.equal(outputs[0][0], outputs[1][0])
+    assert torch.equal(outputs[0][1], torch.arange(1000.0))
+    assert torch.equal(outputs[1][1], torch.arange(1000.0))
+    assert not AdditiveNoise(gradient="through_noise").differentiates_noise
+    assert MultiplicativeNoise().differentiates_noise
+    assert not MultiplicativeNoise(gradient="forward_only").differentiates_noise

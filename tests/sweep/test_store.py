@@ -76,7 +76,11 @@ def test_round_trip_through_rows_and_load_results(store: Store) -> None:
     assert row["timings"] == {"train": 1.25, "evaluate": 0.5}
     assert row["pid"] is None
     assert row["attempts"] == 1
-    assert Experiment.model_validate(row["config"]) == first
+    # the stored config is the canonical one: additive noise keeps the gradient rule it always
+    # had (either rule is one computation), the rest as given
+    assert Experiment.model_validate(row["config"]) == first.model_copy(
+        update={"gradient": "forward_only"}
+    )
     assert store.checkpoint_path(first.content_hash()) == checkpoint
     assert rows[second.content_hash()]["status"] == "pending"
     assert rows[second.content_hash()]["metrics"] is None
@@ -461,8 +465,8 @@ def test_hash_ignores_fields_that_cannot_matter(one: dict, two: dict) -> None:
     [
         ({"noise": "mixed", "order": "add_first"}, {"noise": "mixed", "order": "mul_first"}),
         (
-            {"noise": "additive", "gradient": "through_noise", "train_noise": True},
-            {"noise": "additive", "gradient": "forward_only", "train_noise": True},
+            {"noise": "multiplicative", "gradient": "through_noise", "train_noise": True},
+            {"noise": "multiplicative", "gradient": "forward_only", "train_noise": True},
         ),
         ({"noise": "additive", "train_noise": True}, {"noise": "additive"}),
     ],

@@ -350,6 +350,13 @@ def _is_non_monotone(points: _Points) -> bool:
     return False
 
 
+def _lowest_floor(y: np.ndarray) -> float:
+    """The lowest a fitted floor may go: 0 for accuracies (a floor below 0 is no accuracy,
+    and only lets a curve that has not dropped yet be explained by a far-off one), the lowest
+    point for data that go below 0."""
+    return min(0.0, float(np.min(y)))
+
+
 def _crossing(points: _Points, a_min: float, top: float) -> float:
     """Model-free μ guess in the fit variable, from :func:`half_accuracy_crossing`."""
     finite = np.isfinite(points.x)
@@ -546,7 +553,7 @@ def fit_midpoint(
     lower = [points.x_lo - span, _min_width(points), 0.0]
     upper = [points.x_hi + span, span * 3.0, scale]
     if free:
-        lower.append(min(0.0, float(np.min(y))) - 0.5 * scale)
+        lower.append(_lowest_floor(y))
         upper.append(float(np.max(y)) + 1e-6)
     lower_a, upper_a = np.asarray(lower), np.asarray(upper)
     starts = [
@@ -751,7 +758,7 @@ def fit_double_logistic(
     lower = [points.x_lo - span, _min_width(points), 0.0] * 2
     upper = [points.x_hi + span, span * 3.0, scale] * 2
     if free:
-        lower.append(min(0.0, float(np.min(y))) - 0.5 * scale)
+        lower.append(_lowest_floor(y))
         upper.append(float(np.max(y)) + 1e-6)
     lower_a, upper_a = np.asarray(lower), np.asarray(upper)
     starts = []

@@ -47,18 +47,27 @@ SiteNames = Callable[[str, str, bool], Mapping[int, str]]
 def resolve_a_min(a_min: AMin, group: Mapping[str, Any], chance: float) -> float | None:
     """The a_min of a group's fit: chance (1/K), None (free), or free only where it must be.
 
-    ``auto`` frees a_min for multiplicative noise with BatchNorm, where accuracy does not fall
-    to chance (Walking Noise, Sec. 5); a float is used as is. Unknown chance means free.
+    ``auto`` frees a_min for multiplicative noise with BatchNorm, alone or first in mixed
+    noise, where accuracy does not fall to chance (Walking Noise, Sec. 5 and 6); a float is
+    used as is. Unknown chance means free.
     """
     if isinstance(a_min, int | float) and not isinstance(a_min, bool):
         return float(a_min)
     if a_min == "free":
         return None
-    if a_min == "auto" and group.get("noise") == "multiplicative" and group.get("batchnorm"):
+    if a_min == "auto" and group.get("batchnorm") and _keeps_a_plateau(group):
         return None
     if a_min not in ("chance", "auto"):
         raise ValueError(f"a_min must be chance, free, auto or a number, not {a_min!r}")
     return chance if math.isfinite(chance) else None
+
+
+def _keeps_a_plateau(group: Mapping[str, Any]) -> bool:
+    """Noise under which a network with BatchNorm self-binarizes and keeps accuracy above
+    chance: multiplicative noise, alone or applied first in mixed noise (Walking Noise,
+    Sec. 5 and 6; additive-first mixed noise collapses to chance)."""
+    noise = group.get("noise")
+    return noise == "multiplicative" or (noise == "mixed" and group.get("order") == "mul_first")
 
 
 def _curves(data: pd.DataFrame, metric: str) -> pd.DataFrame:

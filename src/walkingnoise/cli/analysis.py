@@ -24,7 +24,8 @@ def _add_a_min(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=["auto", "chance", "free"],
         help="floor a_min of the logistic: chance level 1/K, fitted only for multiplicative "
-        "noise with BatchNorm where accuracy never falls to chance (auto, the default), "
+        "noise (alone or first in mixed noise) with BatchNorm, where accuracy never falls to "
+        "chance (auto, the default), "
         "always chance, or always fitted (free)",
     )
 

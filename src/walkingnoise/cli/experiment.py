@@ -35,7 +35,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--order", default="mul_first", choices=["mul_first", "add_first"])
     train.add_argument("--ratio", type=float, default=None, help="mixed: σ is an amplitude A")
     train.add_argument(
-        "--gradient", default="forward_only", choices=["forward_only", "through_noise"]
+        "--gradient",
+        default="through_noise",
+        choices=["forward_only", "through_noise"],
+        help="backward pass of a noise site in noisy training: through the noisy expression "
+        "(default, as the published code) or the identity (the papers' wording)",
     )
     train.add_argument(
         "--placement",

@@ -14,11 +14,14 @@ is given (``NoisyModel.set_generator``; experiments seed one per model) or else 
 global generator.
 
 Gradient. The sampled noise never carries a gradient. With the default
-``gradient="forward_only"`` the noise acts in the forward pass only, as the papers describe it:
-the backward pass sees the site as the identity, ∂y/∂x = 1 for every model (a straight-through
-estimator). With ``gradient="through_noise"`` autograd differentiates the noisy expression with the
-sample held fixed, as the published Walking Noise code does: ∂y/∂x = 1 (additive), m
-(multiplicative and both mixed orders).
+``gradient="through_noise"`` autograd differentiates the noisy expression with the sample held
+fixed, as the published Walking Noise code does: ∂y/∂x = 1 (additive), m (multiplicative and
+both mixed orders). With ``gradient="forward_only"`` the noise acts in the forward pass only, as
+the papers' wording has it: the backward pass sees the site as the identity, ∂y/∂x = 1 for every
+model (a straight-through estimator). Noisy training with multiplicative noise needs the
+former: with the identity backward pass the weights never learn that m scales their output
+(on digits, walking:3 at σ = 10 without BatchNorm: 24 % against 84 % noisy accuracy). For
+additive noise the two are one computation.
 
 Noise levels are float32 tensors. σ up to 1e13 is safe for inputs of normal scale: the noise is
 formed as ``randn · σ`` (never σ², which overflows float32 above ~1.8e19).
@@ -64,8 +67,8 @@ class NoiseModel(ABC):
     Attributes:
         training: inject while the model is in training mode (``model.train()``).
         evaluation: inject while the model is in evaluation mode (``model.eval()``).
-        gradient: ``forward_only`` (default; backward sees the identity) or ``through_noise``
-            (autograd differentiates through the fixed sample).
+        gradient: ``through_noise`` (default; autograd differentiates through the fixed
+            sample) or ``forward_only`` (backward sees the identity).
     """
 
     name: ClassVar[str]
@@ -75,7 +78,7 @@ class NoiseModel(ABC):
     reads_input: ClassVar[bool] = True
     training: bool = True
     evaluation: bool = True
-    gradient: Gradient = "forward_only"
+    gradient: Gradient = "through_noise"
 
     def __post_init__(self) -> None:
         if self.gradient not in ("forward_only", "through_noise"):
@@ -112,6 +115,13 @@ class NoiseModel(ABC):
         is not ``x``. ``scratch``: the draws ``z`` are the caller's to overwrite."""
         return self.sample(x, levels, z) - x
 
+    @property
+    def differentiates_noise(self) -> bool:
+        """Whether autograd must see the noisy expression: ``through_noise`` for noise whose
+        change reads ``x`` (for the others ∂y/∂x = 1 either way, and the cheaper
+        forward-only path gives the same numbers)."""
+        return self.gradient == "through_noise" and self.reads_input
+
     def active_in(self, training: bool) -> bool:
         """Whether this model injects noise in training (True) or evaluation (False) mode."""
         return self.training if training else self.evaluation
@@ -128,7 +138,7 @@ class NoiseModel(ABC):
         following this model's gradient rule."""
         if z is None:
             z = standard_normal(x, self.draws, generator)
-        if self.gradient == "through_noise":
+        if self.differentiates_noise:
             return self.sample(x, levels, z)
         with torch.no_grad():
             delta = self.perturbation(x, levels, z)

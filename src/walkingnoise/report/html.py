@@ -28,7 +28,12 @@ import numpy as np
 import pandas as pd
 
 from walkingnoise import __version__
-from walkingnoise.analysis.curves import accuracy_curves, curve_group_columns, describe_group
+from walkingnoise.analysis.curves import (
+    accuracy_curves,
+    curve_group_columns,
+    describe_group,
+    prepare_results,
+)
 from walkingnoise.analysis.midpoint import DEFAULT_FLOOR
 from walkingnoise.analysis.tables import (
     AMin,
@@ -277,7 +282,7 @@ def write_report(
     _walking(report, curves, fits, sites, preservation, names, tables)
     _global(report, curves, fits, tables)
     _mixed(report, curves)
-    _weights(report, results, tables)
+    _weights(report, results, tables, names)
     _config(report, results, sweeps)
 
     _remove_stale(out / "figures", report.written, FIGURE_MANIFEST, (".png", ".svg"))
@@ -548,7 +553,7 @@ def _mixed(report: _Report, curves: pd.DataFrame) -> None:
         )
 
 
-def _weights(report: _Report, results: pd.DataFrame, tables: Path) -> None:
+def _weights(report: _Report, results: pd.DataFrame, tables: Path, names: SiteNames | None) -> None:
     if "weights" not in results or "recipe.clamp" not in results:
         return
     done = results[results["status"] == "done"] if "status" in results else results
@@ -575,14 +580,59 @@ def _weights(report: _Report, results: pd.DataFrame, tables: Path) -> None:
         report.paragraph("No configuration has both clamped and unclamped models.")
         return
     table = pd.concat(frames, ignore_index=True)
+    at_site = _weights_at_site(done, values, by, names)
+    if not at_site.empty:
+        report.paragraph(
+            "At the noisy site's own layer: for walking noise at a site that follows a layer "
+            "with weights, that layer's mean |w|, over the models with noise at that site "
+            "only. The table after it averages each layer over every site and σ, where noise "
+            "elsewhere dilutes the growth."
+        )
+        report.table_files(at_site, tables, "weights_at_site")
+        report.table(_weight_display(at_site, [*by, "clamp", "site", "layer"]))
     report.table_files(table, tables, "weights")
-    display = table[[*by, "clamp", "layer"]].map(cell_text)
+    report.table(_weight_display(table, [*by, "clamp", "layer"]))
+
+
+def _weight_display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """A weight comparison as shown: its keys, both means and the ratio with its error."""
+    display = table[keys].map(cell_text)
     display["mean |w| unclamped"] = table["mean_abs_a"].map(cell_text)
     display["mean |w| clamped"] = table["mean_abs_b"].map(cell_text)
     display["ratio"] = [
         format_mu(r, e) for r, e in zip(table["ratio"], table["ratio_err"], strict=True)
     ]
-    report.table(display)
+    return display
+
+
+def _weights_at_site(
+    done: pd.DataFrame, clamps: list[float], by: list[str], names: SiteNames | None
+) -> pd.DataFrame:
+    """Unclamped against clamped mean |w| of the layer each walking-noise site follows, over
+    the models with noise at that site (empty without walking noise or site names)."""
+    frame = prepare_results(done)
+    walking = frame["site"].notna() & frame["train_noise"].astype(bool)
+    if names is None or not walking.any() or not {"dataset", "model", "batchnorm"} <= set(by):
+        return pd.DataFrame()
+    frames = []
+    for clamp in clamps:
+        table = weight_ratio_table(
+            frame[walking], {"recipe.clamp": None}, {"recipe.clamp": clamp}, by=[*by, "site"]
+        )
+        keep = [
+            row.layer == _site_module(names, row.dataset, row.model, row.batchnorm, row.site)
+            and row.models_a > 0
+            and row.models_b > 0
+            for row in table.itertuples()
+        ]
+        frames.append(table[keep].assign(clamp=clamp))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _site_module(names: SiteNames, dataset: str, model: str, batchnorm: bool, site: int) -> str:
+    """The module path of the layer a site follows (``layers.1`` of ``layers.1:Linear``)."""
+    name = dict(names(dataset, model, bool(batchnorm))).get(int(site), "")
+    return name.rsplit(":", 1)[0] if ":" in name else ""
 
 
 def _config(report: _Report, results: pd.DataFrame, sweeps: Mapping[str, str]) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from walkingnoise._progress import bar_disabled
+from walkingnoise._signals import interrupts_held
 from walkingnoise.data.errors import one_line
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep.adaptive import propose_sigmas
@@ -430,7 +431,8 @@ def _run(
         if bar is not None:
             bar.close()
         if open_keys:
-            _release(store, sorted(open_keys))
+            with interrupts_held():  # a second Ctrl-C must not leave the claims behind
+                _release(store, sorted(open_keys))
         summary.seconds = time.perf_counter() - started
     return summary
 

@@ -1176,7 +1176,7 @@ class StackedModel:
             return x
         if isinstance(x, tuple):
             return (self._site(index, x[0]), *x[1:])
-        if noise.gradient != "forward_only":
+        if noise.differentiates_noise:
             return self._site_through_noise(config, x, inplace=inplace)
         # y = x + δ with δ drawn for the members only: the others pass unchanged, and the
         # backward pass sees the identity, so no gradient is gathered or scattered.
