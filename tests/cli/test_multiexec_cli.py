@@ -171,3 +171,35 @@ def test_evaluate_without_a_checkpoint_says_so(
 def test_missing_store_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["multiexec", "plan", str(tmp_path / "none.sqlite")]) == 2
     assert "none.sqlite: no such store" in capsys.readouterr().err
+
+
+#: Walking additive noise at every site of the MLP without BatchNorm, trained with the noise
+#: and inference-only: plans from the noise-trained models' midpoints, one clean model.
+TRAINED_SWEEP = """
+name: multiexec-trained
+fixed:
+  dataset: digits
+  model: mlp
+  batchnorm: false
+  noise: additive
+  placement: "walking:*"
+  eval_repeats: 1
+  seed: 0
+  recipe: {epochs: 2}
+grid:
+  train_noise: {type: choice, options: [true, false]}
+  sigma: {type: logspace, min: -1, max: 2, num: 5}
+"""
+
+
+def test_evaluating_plans_of_noise_trained_midpoints_on_the_clean_model_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "trained.sqlite"
+    assert run_sweep(parse_sweep(TRAINED_SWEEP, "t.yaml"), path, progress=False).failed == 0
+    command = ["multiexec", "evaluate", str(path), "--sigma", "1", "--repeats", "1"]
+    assert main([*command, "--train-noise"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the plans follow the midpoints of models trained with noise" in err
+    assert main([*command, "--inference-only"]) == 0
+    assert "warning: the plans follow" not in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -318,6 +319,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         f"model: clean training of seed {seed}; noise: {noise.name} {placement} σ={args.sigma}, "
         f"inference-only; {args.split} split ({len(split)} samples), R={args.repeats}"
     )
+    if group.get("train_noise"):
+        print(
+            "warning: the plans follow the midpoints of models trained with noise, while the "
+            "clean model is evaluated; --inference-only plans from its own midpoints",
+            file=sys.stderr,
+        )
     table = compare_plans(
         model,
         split,
