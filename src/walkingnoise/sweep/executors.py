@@ -5,6 +5,7 @@ Every executor only computes; results come back to the one process that writes t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -234,11 +235,16 @@ class RayExecutor(Executor):
                 "(Ray's autoscaler says which resources it cannot find)"
             )
         self.workers = workers or cpus or 1
+        # a local Ray of ``workers`` CPUs runs no more at once; elsewhere only the tasks
+        # handed to Ray at a time can cap them
+        own_cpus = self._started and not joining
+        self._in_flight = self.workers if workers is not None and not own_cpus else 2 * self.workers
 
     def run(
         self, fn: Callable[..., Any], items: Sequence[Any], *args: Any
     ) -> Iterator[tuple[Any, Any]]:
-        """Yield each item with its result as tasks finish; keep 2 tasks per worker in flight.
+        """Yield each item with its result as tasks finish; keep 2 tasks per worker in flight
+        (1 where ``workers`` caps the tasks of a cluster this executor did not start).
 
         A task whose worker process died (killed, out of memory) runs once more, as the
         process pool reruns a crashed unit; a task that raised is not retried."""
@@ -247,13 +253,11 @@ class RayExecutor(Executor):
         shared = [ray.put(arg) for arg in args]
         pending: dict[Any, Any] = {}
         queue = iter(items)
-        limit = 2 * self.workers
+        limit = self._in_flight
 
         def submit() -> None:
-            for item in queue:
+            for item in itertools.islice(queue, max(0, limit - len(pending))):
                 pending[remote.remote(item, *shared)] = item
-                if len(pending) >= limit:
-                    return
 
         submit()
         while pending:
