@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from walkingnoise.experiment import Experiment
-from walkingnoise.sweep import Store, load_results, make_executor, run_sweep
+from walkingnoise.sweep import Store, executors, load_results, make_executor, run_sweep
 from walkingnoise.sweep.executors import (
     Executor,
     InProcessExecutor,
@@ -177,6 +178,22 @@ def test_a_raising_task_on_ray_is_a_task_error(ray: RayExecutor, tmp_path: Path)
     ((item, result),) = list(ray.run(run_unit, units, str(tmp_path)))
     assert item is units[0]
     _assert_missing_data(result)
+
+
+def test_settings_a_ray_job_gives_its_workers_are_not_given_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ray job submit --runtime-env-json`` puts its variables in the driver's environment
+    too; handing them to ``ray.init`` again makes Ray refuse to start."""
+    job = {"runtime_env": {"env_vars": {"WALKINGNOISE_DATA": "/shared/data"}}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    monkeypatch.setenv("WALKINGNOISE_DATA", "/shared/data")
+    monkeypatch.setenv("WALKINGNOISE_THREADS", "2")
+    forwarded = executors._settings_to_forward()
+    assert forwarded["WALKINGNOISE_THREADS"] == "2"
+    assert "WALKINGNOISE_DATA" not in forwarded
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "not json")
+    assert executors._settings_to_forward()["WALKINGNOISE_DATA"] == "/shared/data"
 
 
 def test_settings_reach_the_ray_workers(ray: RayExecutor) -> None:

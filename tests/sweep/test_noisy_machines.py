@@ -428,3 +428,16 @@ def test_the_small_example_covers_the_papers_grid_and_a_student_runs() -> None:
     result = run_experiment(first, progress=False)
     assert 0.5 <= result.metrics["clean_test_accuracy"] <= 1.0
     assert result.metrics["noisy_test_accuracy_std"] > 0
+
+
+def test_students_of_a_teacher_another_run_trains_wait_for_it() -> None:
+    """A run beside one that is training the clean teacher (its evaluations are running
+    there) leaves the students pending instead of training a second teacher for them."""
+    students = [
+        _experiment(weight_noise=eta, train_noise=True, distillation=Distillation())
+        for eta in (0.0, 0.04)
+    ]
+    key = students[0].teacher_training().content_hash()
+    for defer in (True, False):
+        work = plan(students, defer_students=defer, training_elsewhere={key}.__contains__)
+        assert (work.units, work.deferred) == ((), tuple(students))

@@ -150,3 +150,21 @@ def test_fingerprints_cover_the_files_that_exist_once_each(tmp_path: Path) -> No
     check_teacher_files(found, {"other.pt": ["sha256 0", "1 bytes"]})
     with pytest.raises(TeacherChangedError, match="was sha256 0, 1 bytes"):
         check_teacher_files(found, {str(tmp_path / "t.pt"): ["sha256 0", "1 bytes"]})
+
+
+def test_a_teacher_retrained_before_any_student_finished_is_taken(tmp_path: Path) -> None:
+    """The stored file is the one finished students ran with: a run stopped before any did
+    keeps no claim on the file, and the retrained one is used."""
+    teacher = tmp_path / "teacher.pt"
+    _train_teacher(teacher, epochs=1)
+    sweep = _students(tmp_path, str(teacher))
+    store = tmp_path / "students.sqlite"
+    students = [entry.experiment for entry in expand(load_sweep(sweep))]
+    with Store(store) as opened:  # a run that registered its student and the file, then stopped
+        opened.add((student, "root") for student in students)
+        opened.save_fingerprints("teacher", teacher_fingerprints(students))
+    _train_teacher(teacher, epochs=2)
+    assert run_sweep(load_sweep(sweep), store, progress=False).ran == 1
+    _train_teacher(teacher, epochs=3)  # now a student is done with the second file
+    with pytest.raises(TeacherChangedError):
+        run_sweep(load_sweep(sweep), store, progress=False, dry_run=True)

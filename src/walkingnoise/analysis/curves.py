@@ -64,7 +64,7 @@ _DEFAULTS: dict[str, Any] = {
     "train_noise": False,
     "recipe.clamp": math.nan,
     "placement": "",
-    "gradient": "forward_only",
+    "gradient": "",
 }
 _WALKING = re.compile(r"^walking:(\d+)$")
 #: Accuracies of a diverged experiment that count as chance level (its ``chance_accuracy``).
@@ -130,6 +130,10 @@ def prepare_results(results: pd.DataFrame) -> pd.DataFrame:
     frame["recipe.clamp"] = pd.to_numeric(frame["recipe.clamp"], errors="coerce")
     frame["batchnorm"] = frame["batchnorm"].astype(bool)
     frame["train_noise"] = frame["train_noise"].astype(bool)
+    # the gradient rule tells curves apart only where noise that scales x is on in training
+    # (additive noise is stored as forward_only, one computation with either rule)
+    moot = ~frame["train_noise"] | frame["noise"].isin(["none", "additive"])
+    frame["gradient"] = frame["gradient"].astype(object).where(~moot, "")
     frame["diverged"] = frame["diverged"].astype(object).where(frame["diverged"].notna(), False)
     frame["diverged"] = frame["diverged"].astype(bool)
     parts = [_sigma_parts(row) for _, row in frame.iterrows()]

@@ -6,6 +6,7 @@ Every executor only computes; results come back to the one process that writes t
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import multiprocessing
 import os
@@ -218,7 +219,7 @@ class RayExecutor(Executor):
             check_ray_address(address)
         if self._started:
             options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-            settings = {k: v for k, v in os.environ.items() if k.startswith(SETTINGS_PREFIX)}
+            settings = _settings_to_forward()
             if settings:  # the workers find data, threads and models as this process does
                 options["runtime_env"] = {"env_vars": settings}
             if not joining and workers is not None:
@@ -279,12 +280,31 @@ class RayExecutor(Executor):
 
 
 def _ray_target(address: str | None) -> str:
-    """What failed to start, naming the option or variable that gave the address."""
+    """What Ray was asked to start or join, naming the option or variable of the address."""
     if address is not None:
-        return f"--ray-address {address}: cannot join that Ray cluster"
+        return f"--ray-address {address}: Ray could not start"
     if os.environ.get("RAY_ADDRESS"):
-        return f"RAY_ADDRESS={os.environ['RAY_ADDRESS']}: cannot join that Ray cluster"
+        return f"RAY_ADDRESS={os.environ['RAY_ADDRESS']}: Ray could not start"
     return "a local Ray could not start"
+
+
+def _settings_to_forward() -> dict[str, str]:
+    """This process's ``WALKINGNOISE_*`` variables, less those a Ray job (``ray job submit
+    --runtime-env-json``) already gives every worker: Ray refuses a key given twice."""
+    try:
+        job = json.loads(os.environ.get(RAY_JOB_CONFIG, "") or "{}")
+        given = set((job.get("runtime_env") or {}).get("env_vars") or {})
+    except (ValueError, AttributeError):
+        given = set()
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key.startswith(SETTINGS_PREFIX) and key not in given
+    }
+
+
+#: Where a Ray job's driver finds the job's configuration (its runtime environment included).
+RAY_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 #: Prefix of the environment variables that configure walkingnoise, passed on to Ray workers.

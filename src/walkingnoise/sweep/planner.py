@@ -101,6 +101,7 @@ def plan(
     workers: int = 1,
     alone: Callable[[Experiment], bool] = lambda _experiment: False,
     defer_students: bool = False,
+    training_elsewhere: Callable[[str], bool] = lambda _key: False,
 ) -> Plan:
     """Group experiments into work units.
 
@@ -115,6 +116,8 @@ def plan(
         defer_students: students of a clean teacher not trained yet, whose training unit has
             evaluations to run, are left out (``Plan.deferred``): that unit trains and stores
             the teacher, and a later plan cuts the students into units as a cohort.
+        training_elsewhere: whether another run is training a clean model (by its hash): its
+            students are left out too, pending, rather than trained with a second teacher.
     """
     shared: dict[str, list[Experiment]] = {}
     cohorts: dict[str, list[Experiment]] = {}
@@ -128,9 +131,12 @@ def plan(
     for key, members in shared.items():
         checkpoint = trained(key)
         evaluated = [m for m in members if m.shares_clean_model]
-        if defer_students and checkpoint is None and evaluated:
+        waits = (defer_students and bool(evaluated)) or training_elsewhere(key)
+        if checkpoint is None and waits:
             deferred += [m for m in members if not m.shares_clean_model]
             members = evaluated
+            if not members:
+                continue
         units += _shared_units(members, checkpoint, max_unit, workers, alone)
     for members in cohorts.values():
         size = 1 if alone(members[0]) else max_unit

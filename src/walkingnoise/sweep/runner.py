@@ -142,7 +142,19 @@ def prepare(
             return None
         return data if register else b""
 
-    work = plan(todo, trained=trained, workers=workers, alone=alone, defer_students=defer_students)
+    elsewhere = {  # clean models another run is training: its evaluations are running
+        e.experiment.clean_training().content_hash()
+        for e in entries
+        if statuses[e.experiment.content_hash()] == "running" and e.experiment.shares_clean_model
+    }
+    work = plan(
+        todo,
+        trained=trained,
+        workers=workers,
+        alone=alone,
+        defer_students=defer_students,
+        training_elsewhere=elsewhere.__contains__,
+    )
     done = sum(status == "done" for status in statuses.values())
     summary = SweepSummary(
         experiments=len(entries),
@@ -195,11 +207,13 @@ def run_sweep(
     accepted = {"network": accept_network_change, "teacher": accept_teacher_change}
     if dry_run:
         with _readable(store) as readable:
+            now = now.settled(entries, readable)
             now.check(readable, accepted)
             summary = prepare(entries, readable, register=False, alone=counter.trains_alone)[1]
     else:
         context = _RunContext(executor, data_root, progress, counter)
         with _opened(store) as opened:
+            now = now.settled(entries, opened)
             now.check(opened, accepted)  # before anything is written
             now.save(opened, accepted)
             summary = _run_rounds(entries, spec, opened, context)
@@ -214,11 +228,26 @@ class _Fingerprints:
 
     networks: dict[str, list[str]]
     teachers: dict[str, list[str]]
+    #: Teacher files with a finished student in the store: only those are checked; the
+    #: others' fingerprints follow the file until a student of it is done.
+    taught: frozenset[str] = frozenset()
+
+    def settled(self, entries: list[SweepEntry], store: Store) -> _Fingerprints:
+        """These fingerprints, knowing which teacher files have a finished student."""
+        students = {
+            e.experiment.content_hash(): e.experiment.distillation.teacher
+            for e in entries
+            if e.experiment.distillation is not None and e.experiment.teacher_training() is None
+        }
+        done = store.statuses(list(students)) if students else {}
+        taught = {path for key, path in students.items() if done.get(key) == "done"}
+        return _Fingerprints(self.networks, self.teachers, frozenset(taught))
 
     def _kinds(self) -> list[tuple[str, dict[str, list[str]], Callable[..., None]]]:
+        taught = {path: f for path, f in self.teachers.items() if path in self.taught}
         return [
             ("network", self.networks, check_networks),
-            ("teacher", self.teachers, check_teacher_files),
+            ("teacher", taught, check_teacher_files),
         ]
 
     def check(self, store: Store, accepted: dict[str, bool]) -> None:
@@ -228,12 +257,15 @@ class _Fingerprints:
                 check(now, store.fingerprints(kind))
 
     def save(self, store: Store, accepted: dict[str, bool]) -> None:
-        """Keep them in the store, replacing the stored ones of accepted changes; raise if a
-        run beside this one stored others first."""
+        """Keep them in the store, replacing the stored ones of accepted changes and of teacher
+        files no student has finished with; raise if a run beside this one stored others
+        first."""
         for kind, now, check in self._kinds():
             stored = store.save_fingerprints(kind, now, replace=accepted[kind])
             if not accepted[kind]:
                 check(now, stored)
+        untaught = {p: f for p, f in self.teachers.items() if p not in self.taught}
+        store.save_fingerprints("teacher", untaught, replace=True)
 
 
 @dataclass(frozen=True)
@@ -315,6 +347,12 @@ def _run_rounds(
         later = _run(entries, spec, store, context)
         summary.ran, summary.failed = summary.ran + later.ran, summary.failed + later.failed
         summary.seconds += later.seconds
+        if later.deferred:
+            log.warning(
+                "%d distillation students wait for a teacher another run is training; they "
+                "stay pending: run again when it is done",
+                later.deferred,
+            )
     axes = spec.adaptive_axes()
     for round_number in range(2, MAX_ROUNDS + 1):
         if not axes:
