@@ -63,3 +63,24 @@ def test_a_second_interrupt_while_claims_go_back_leaves_none_running(
     with Store(store, read_only=True) as opened:
         counts = opened.counts()
     assert (counts["running"], counts["done"], counts["pending"]) == (0, 2, 2)
+
+
+def test_an_interrupt_right_after_a_claim_leaves_none_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal between a claim's commit and the run noting it (a batch system's SIGTERM sent
+    as soon as the store shows a running experiment): the claim still goes back."""
+    claim = Store.claim
+
+    def claim_then_interrupt(self: Store, keys: list[str]) -> list[str]:
+        claimed = claim(self, keys)
+        os.kill(os.getpid(), signal.SIGINT)
+        return claimed
+
+    monkeypatch.setattr(Store, "claim", claim_then_interrupt)
+    store = tmp_path / "s.sqlite"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec(SWEEP), store, progress=False)
+    with Store(store, read_only=True) as opened:
+        counts = opened.counts()
+    assert (counts["running"], counts["pending"]) == (0, 4)

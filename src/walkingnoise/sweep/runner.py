@@ -447,8 +447,9 @@ def _run(
     bar = None
     try:
         for unit in work.units:
-            claimed = set(store.claim([e.content_hash() for e in unit.members]))
-            open_keys |= claimed
+            with interrupts_held():  # a claim made is a claim recorded, to be put back
+                claimed = set(store.claim([e.content_hash() for e in unit.members]))
+                open_keys |= claimed
             members = tuple(e for e in unit.members if e.content_hash() in claimed)
             if members:
                 claimed_units.append(WorkUnit(members, unit.shared_training, unit.checkpoint))
