@@ -57,11 +57,7 @@ def test_a_second_interrupt_while_claims_go_back_leaves_none_running(
 
     monkeypatch.setattr(runner_module, "_record", interrupted_record)
     monkeypatch.setattr(Store, "release", release_under_a_second_interrupt)
-    store = tmp_path / "s.sqlite"
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(spec(SWEEP), store, progress=False)
-    with Store(store, read_only=True) as opened:
-        counts = opened.counts()
+    counts = _interrupted_run(tmp_path / "s.sqlite")
     assert (counts["running"], counts["done"], counts["pending"]) == (0, 2, 2)
 
 
@@ -78,9 +74,13 @@ def test_an_interrupt_right_after_a_claim_leaves_none_running(
         return claimed
 
     monkeypatch.setattr(Store, "claim", claim_then_interrupt)
-    store = tmp_path / "s.sqlite"
+    counts = _interrupted_run(tmp_path / "s.sqlite")
+    assert (counts["running"], counts["pending"]) == (0, 4)
+
+
+def _interrupted_run(store: Path) -> dict[str, int]:
+    """Run the sweep until Ctrl-C stops it; the store's counts per status after."""
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec(SWEEP), store, progress=False)
     with Store(store, read_only=True) as opened:
-        counts = opened.counts()
-    assert (counts["running"], counts["pending"]) == (0, 4)
+        return opened.counts()
