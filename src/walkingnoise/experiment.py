@@ -155,6 +155,13 @@ class Experiment(BaseModel):
             return None
         return self.clean_training()
 
+    def teacher_file(self) -> str | None:
+        """The checkpoint path, as written, this experiment distils from; None without
+        distillation or with the ``clean`` teacher (see ``teacher_training``)."""
+        if self.distillation is None or self.distillation.teacher == CLEAN_TEACHER:
+            return None
+        return self.distillation.teacher
+
     def training_noise_seed(self) -> int:
         """A seed for the noise drawn during training, derived from the content hash."""
         return _derived_seed(self.content_hash(), "training-noise")

@@ -235,9 +235,9 @@ class _Fingerprints:
     def settled(self, entries: list[SweepEntry], store: Store) -> _Fingerprints:
         """These fingerprints, knowing which teacher files have a finished student."""
         students = {
-            e.experiment.content_hash(): e.experiment.distillation.teacher
+            e.experiment.content_hash(): path
             for e in entries
-            if e.experiment.distillation is not None and e.experiment.teacher_training() is None
+            if (path := e.experiment.teacher_file()) is not None
         }
         done = store.statuses(list(students)) if students else {}
         taught = {path for key, path in students.items() if done.get(key) == "done"}
@@ -320,15 +320,11 @@ def _check_teachers(entries: list[SweepEntry], store: Store | str | Path) -> Non
     missing or unreadable one (or one of another dataset) stops the sweep before it writes
     anything, instead of failing each of its students. Sweeps without such students read
     nothing."""
-    students = [
-        entry
-        for entry in entries
-        if entry.experiment.distillation is not None and entry.experiment.teacher_training() is None
-    ]
-    checked: set[tuple[str, str]] = set()
+    students = [entry for entry in entries if entry.experiment.teacher_file() is not None]
+    checked: set[tuple[str | None, str]] = set()
     for entry in _unfinished(students, store) if students else []:
         experiment = entry.experiment
-        key = (experiment.distillation.teacher, experiment.dataset)
+        key = (experiment.teacher_file(), experiment.dataset)
         if key not in checked:
             checked.add(key)
             teacher_from_file(experiment)

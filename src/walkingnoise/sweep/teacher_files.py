@@ -27,11 +27,7 @@ def teacher_fingerprints(experiments: Iterable[Experiment]) -> dict[str, list[st
     """``{path as written: ["sha256 HEX", "N bytes"]}`` of every teacher checkpoint file the
     distillations of ``experiments`` read that exists now (a relative path from the current
     directory, as the students read it)."""
-    paths = {
-        e.distillation.teacher
-        for e in experiments
-        if e.distillation is not None and e.teacher_training() is None
-    }
+    paths = {path for e in experiments if (path := e.teacher_file()) is not None}
     found = {}
     for written in sorted(paths):
         path = Path(written).expanduser()

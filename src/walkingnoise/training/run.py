@@ -158,7 +158,7 @@ def teacher_from_file(experiment: Experiment) -> NoisyModel:
     file exists, is a walkingnoise checkpoint, and holds a model of the experiment's dataset.
     Raises ``ValueError`` naming ``distillation.teacher`` and the file."""
     settings = experiment.distillation
-    if settings is None or experiment.teacher_training() is not None:
+    if settings is None or experiment.teacher_file() is None:
         raise ValueError("the experiment does not distil from a checkpoint file")
     path = Path(settings.teacher).expanduser()
     if not path.is_file():
