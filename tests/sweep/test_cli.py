@@ -319,12 +319,14 @@ def test_a_users_own_model_runs_in_the_pool_workers_with_import(tmp_path: Path) 
         ({"ray_address": "10.0.0.1:6379"}, "ray"),
         ({"executor": "ray", "workers": 4}, "ray"),
         ({"executor": "process"}, "process"),
+        ({"gpus_per_task": 0.5}, "ray"),
     ],
 )
 def test_the_executor_follows_the_options_given(options: dict, chosen: str) -> None:
     from walkingnoise.cli.sweep import _executor_name
 
-    args = argparse.Namespace(**({"executor": None, "workers": 1, "ray_address": None} | options))
+    given = {"executor": None, "workers": 1, "ray_address": None, "gpus_per_task": None}
+    args = argparse.Namespace(**(given | options))
     assert _executor_name(args) == chosen
 
 
@@ -333,6 +335,9 @@ def test_the_executor_follows_the_options_given(options: dict, chosen: str) -> N
     [
         (["--executor", "inprocess", "--workers", "2"], "--workers 2: the inprocess executor"),
         (["--executor", "process", "--ray-address", "h:1"], "--ray-address needs --executor ray"),
+        (["--workers", "2", "--executor", "process", "--gpus-per-task", "0.5"], "--gpus-per-task"),
+        (["--gpus-per-task", "2"], "--gpus-per-task 2: give 0 (CPUs only)"),
+        (["--gpus-per-task", "-0.5"], "--gpus-per-task -0.5: give 0"),
     ],
 )
 def test_options_the_executor_would_ignore_are_refused(

@@ -26,6 +26,7 @@ from walkingnoise.sweep.executors import (
 )
 from walkingnoise.sweep.planner import WorkUnit
 from walkingnoise.sweep.work import UnitOutcome, run_unit, unit_threads
+from walkingnoise.training.memory import GPU_SHARE_ENV
 
 from .helpers import MIXED_SWEEP, spec
 
@@ -207,6 +208,79 @@ def test_settings_reach_the_ray_workers(ray: RayExecutor) -> None:
     assert os.environ.get(SETTING[0]) != SETTING[1]  # read below in a worker, not here
     assert list(ray.run(os.getenv, [SETTING[0]])) == [(SETTING[0], SETTING[1])]
     assert ray.workers == 2
+
+
+def test_ray_tasks_on_a_cluster_without_gpus_ask_for_none(ray: RayExecutor) -> None:
+    """Where the cluster has no GPU, a task takes one CPU and its stacks the GPU's whole
+    memory (moot on a CPU); asking for GPU shares there is refused, not left waiting."""
+    import ray as ray_module
+
+    def resources(_item: int) -> tuple[dict, str | None]:
+        assigned = ray_module.get_runtime_context().get_assigned_resources()
+        return assigned, os.environ.get(GPU_SHARE_ENV)
+
+    assert (ray.gpus_per_task, ray.device) == (0, "cpu")
+    ((_, (assigned, share)),) = list(ray.run(resources, [0]))
+    assert (assigned, share) == ({"CPU": 1.0}, "1.0")
+    with pytest.raises(ValueError, match=r"^--gpus-per-task 0.5: the Ray cluster has no GPU"):
+        RayExecutor(gpus_per_task=0.5)
+    assert ray_module.is_initialized()  # the cluster it joined is left up
+
+
+#: Ray on a cluster whose node declares GPUs: the tasks ask for them (a task that asks for
+#: none sees no GPU), by default a whole one each, or a share with --gpus-per-task.
+GPU_CLUSTER = """
+import json, os, ray
+from walkingnoise.sweep.executors import RayExecutor
+
+def seen(_item):
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    return assigned, os.environ.get("WALKINGNOISE_GPU_SHARE"), os.environ["CUDA_VISIBLE_DEVICES"]
+
+ray.init(num_cpus=4, num_gpus=2, include_dashboard=False)
+whole = RayExecutor()
+quarter = RayExecutor(gpus_per_task=0.25)
+report = {
+    "device": whole.device,
+    "whole": [whole.gpus_per_task, whole.workers, [r for _, r in whole.run(seen, [0])]],
+    "quarter": [quarter.gpus_per_task, quarter.workers, [r for _, r in quarter.run(seen, [0])]],
+    "capped": RayExecutor(workers=3, gpus_per_task=0.25).workers,
+}
+ray.shutdown()
+print(json.dumps(report))
+"""
+
+
+def test_ray_tasks_on_a_cluster_with_gpus_ask_for_them() -> None:
+    pytest.importorskip("ray")
+    done = subprocess.run(
+        [sys.executable, "-c", GPU_CLUSTER],
+        env={**os.environ, **RAY_ENV},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    gpus, workers, ((assigned, share, visible),) = report["whole"]
+    assert (gpus, workers, share) == (1.0, 2, "1.0")
+    assert assigned == {"CPU": 1.0, "GPU": 1.0}
+    assert visible in ("0", "1")
+    gpus, workers, ((assigned, share, visible),) = report["quarter"]
+    assert (gpus, workers, share) == (0.25, 4, "0.25")  # 8 GPU shares, 4 CPUs
+    assert assigned == {"CPU": 1.0, "GPU": 0.25}
+    assert visible in ("0", "1")
+    assert report["capped"] == 3
+    assert report["device"] == "cuda"  # the planner plans for the tasks' GPUs
+
+
+def test_pool_workers_share_the_gpu_equally_unless_told(
+    pool: ProcessExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert {share for _, share in pool.run(os.getenv, [GPU_SHARE_ENV] * 4)} == {"0.5"}
+    monkeypatch.setenv(GPU_SHARE_ENV, "0.3")
+    with ProcessExecutor(2) as told:
+        assert [share for _, share in told.run(os.getenv, [GPU_SHARE_ENV])] == ["0.3"]
 
 
 def test_a_ray_task_whose_worker_died_runs_once_more(ray: RayExecutor, tmp_path: Path) -> None:

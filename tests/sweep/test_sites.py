@@ -59,6 +59,16 @@ def test_which_cohorts_train_one_model_at_a_time() -> None:
     assert counter.trains_alone(_noisy("with-conv")) == (default_device().type == "cpu")
 
 
+@pytest.mark.usefixtures("user_models")
+def test_the_units_device_decides_which_cohorts_train_alone() -> None:
+    """A Ray executor whose tasks take GPUs plans for them, whatever device the driver has
+    (and one whose tasks take none, for CPUs); a model a stack cannot run trains alone on both."""
+    on_gpus, on_cpus = SiteCounter(device="cuda"), SiteCounter(device="cpu")
+    assert not on_gpus.trains_alone(_noisy("with-conv"))
+    assert on_cpus.trains_alone(_noisy("with-conv"))
+    assert on_gpus.trains_alone(_noisy("with-dropout"))
+
+
 SWEEP = """
 fixed: {dataset: digits, model: with-dropout, batchnorm: false, noise: additive,
         train_noise: true, eval_repeats: 1, recipe: {epochs: 1}}

@@ -9,7 +9,15 @@ import torch
 
 from walkingnoise.models import build_model
 from walkingnoise.noise import instrument
-from walkingnoise.training.memory import BUDGET_ENV, check_budget, models_per_stack, parse_bytes
+from walkingnoise.training.memory import (
+    BUDGET_ENV,
+    GPU_SHARE_ENV,
+    check_budget,
+    gpu_share,
+    memory_budget,
+    models_per_stack,
+    parse_bytes,
+)
 
 
 @pytest.mark.parametrize(
@@ -48,3 +56,27 @@ def test_a_budget_below_one_model_stacks_one_and_says_so(
     with caplog.at_level(logging.INFO, logger="walkingnoise"):
         assert models_per_stack(model, 64, torch.device("cpu"), training=True) > 100
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize(("share", "free"), [("0.25", 30), ("1", 30), ("", 30), ("0.5", 70)])
+def test_workers_sharing_a_gpu_size_to_their_share_of_it(
+    monkeypatch: pytest.MonkeyPatch, share: str, free: int
+) -> None:
+    """70 % of the free memory, or of this worker's share of all of it if that is less: two
+    workers on one GPU must not each size to what the other has not taken yet."""
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _device: (free * gib, 80 * gib))
+    monkeypatch.setenv(GPU_SHARE_ENV, share)
+    expected = 0.7 * min(free * gib, float(share or 1) * 80 * gib)
+    assert memory_budget(torch.device("cuda")) == int(expected)
+    monkeypatch.setenv(BUDGET_ENV, "1GB")
+    assert memory_budget(torch.device("cuda")) == 10**9
+
+
+@pytest.mark.parametrize("text", ["0", "1.5", "-0.5", "half", "nan"])
+def test_a_bad_gpu_share_names_the_variable(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setenv(GPU_SHARE_ENV, text)
+    with pytest.raises(ValueError, match=rf"^{GPU_SHARE_ENV}: not a share in \(0, 1\]: "):
+        gpu_share()
+    with pytest.raises(ValueError, match=GPU_SHARE_ENV):
+        check_budget()

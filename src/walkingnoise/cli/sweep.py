@@ -39,6 +39,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--ray-address", default=None, help="an existing Ray cluster to join (implies ray)"
     )
+    run.add_argument(
+        "--gpus-per-task",
+        type=float,
+        default=None,
+        metavar="G",
+        help="share of a GPU each Ray task takes: 0 (CPUs only), 0.25 (four units per GPU, "
+        "each sizing its stacks to a quarter of its memory) or 1 (implies ray; default: 1 "
+        "where the cluster has GPUs, else 0)",
+    )
     run.add_argument("--data-root", default=None, help="directory holding the dataset files")
     run.add_argument(
         "--max-experiments",
@@ -102,11 +111,16 @@ def _executor_name(args: argparse.Namespace) -> str:
     """``--executor``, or the one the other options ask for; options that the chosen
     executor would ignore are refused."""
     if args.executor is None:
-        if args.ray_address is not None:
+        if args.ray_address is not None or args.gpus_per_task is not None:
             return "ray"
         return "process" if (args.workers or 1) > 1 else "inprocess"
     if args.ray_address is not None and args.executor != "ray":
         raise ValueError(f"--ray-address needs --executor ray, not {args.executor}")
+    if args.gpus_per_task is not None and args.executor != "ray":
+        raise ValueError(
+            f"--gpus-per-task needs --executor ray, not {args.executor} (process workers "
+            "share the GPU: each sizes its stacks to 1/--workers of its memory)"
+        )
     if (args.workers or 1) > 1 and args.executor == "inprocess":
         raise ValueError(
             f"--workers {args.workers}: the inprocess executor runs one unit at a time; "
@@ -117,10 +131,13 @@ def _executor_name(args: argparse.Namespace) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from walkingnoise.sweep import Store, load_sweep, make_executor, run_sweep
+    from walkingnoise.sweep.executors import check_gpus_per_task
     from walkingnoise.sweep.spec import DEFAULT_MAX_EXPERIMENTS
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.gpus_per_task is not None:
+        check_gpus_per_task(args.gpus_per_task)
     executor_name = _executor_name(args)
     limit = DEFAULT_MAX_EXPERIMENTS if args.max_experiments is None else args.max_experiments
     if limit < 1:
@@ -142,7 +159,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print("curves whose midpoint is not settled yet")
         return 0
     with make_executor(
-        executor_name, workers=args.workers, ray_address=args.ray_address
+        executor_name,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        gpus_per_task=args.gpus_per_task,
     ) as executor:
         summary = run_sweep(spec, path, executor=executor, progress=args.progress, **options)
     with Store(path, read_only=True) as store:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from walkingnoise._signals import deferred
 from walkingnoise.data.errors import one_line
+from walkingnoise.training.memory import GPU_SHARE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class Executor:
 
     name = "base"
     workers = 1
+    #: The kind of device its tasks compute on, where that is not this machine's default.
+    device: str | None = None
 
     def run(
         self, fn: Callable[..., Any], items: Sequence[Any], *args: Any
@@ -85,8 +88,12 @@ class InProcessExecutor(Executor):
 #:   its next task, which may import PyTorch) exits at once and quietly,
 #:   where Python would print the traceback of a KeyboardInterrupt in the pool's queue; a busy
 #:   one is interrupted as usual, and the parent reports it.
+#: - the share of a GPU's memory each worker sizes its stacks to, ``gpu_share`` (the workers
+#:   share one GPU), unless the environment sets one.
 EXIT_WITH_PARENT = """
 import concurrent.futures.process, multiprocessing.queues, os, signal, threading, time
+
+os.environ.setdefault(share_variable, gpu_share)
 
 def _watch_parent():
     while os.getppid() == parent:
@@ -111,7 +118,9 @@ signal.signal(signal.SIGINT, _interrupted)
 class ProcessExecutor(Executor):
     """A pool of local worker processes (started with ``spawn``, safe with PyTorch threads).
 
-    The workers end with the process that started them, even when it is killed.
+    The workers end with the process that started them, even when it is killed. On a GPU,
+    each sizes its stacks to 1/``workers`` of the GPU's memory (``$WALKINGNOISE_GPU_SHARE``
+    overrides).
     """
 
     name = "process"
@@ -127,7 +136,14 @@ class ProcessExecutor(Executor):
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=exec,
-            initargs=(EXIT_WITH_PARENT, {"parent": os.getpid()}),
+            initargs=(
+                EXIT_WITH_PARENT,
+                {
+                    "parent": os.getpid(),
+                    "share_variable": GPU_SHARE_ENV,
+                    "gpu_share": repr(1 / self.workers),
+                },
+            ),
         )
 
     def run(
@@ -199,13 +215,24 @@ class RayExecutor(Executor):
     """Tasks on a Ray cluster: ``address`` of an existing one, or a local Ray on this machine.
 
     ``workers`` caps the tasks that run at once (a local Ray gets that many CPUs); without it,
-    every CPU of the cluster. The workers get this process's ``WALKINGNOISE_*`` settings
-    (data folder, threads, memory budget, model modules), as a process pool's inherit them.
+    every CPU of the cluster (or every GPU share). Each task takes one CPU and
+    ``gpus_per_task`` of a GPU: by default a whole one where the cluster has GPUs, else none
+    (Ray hides the GPUs from a task that asks for none); a share such as 0.25 runs four tasks
+    on each GPU, each sizing its stacks to a quarter of its memory. The workers get this
+    process's ``WALKINGNOISE_*`` settings (data folder, threads, memory budget, model modules),
+    as a process pool's inherit them.
     """
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        gpus_per_task: float | None = None,
+    ) -> None:
+        if gpus_per_task is not None:
+            check_gpus_per_task(gpus_per_task)
         try:
             import ray
         except ImportError:
@@ -229,13 +256,28 @@ class RayExecutor(Executor):
                     ray.init(address=address, **options)
                 except (ConnectionError, ValueError, RuntimeError) as error:
                     raise ValueError(f"{_ray_target(address)} ({one_line(error)})") from None
-        cpus = int(ray.cluster_resources().get("CPU", 0))
+        resources = ray.cluster_resources()
+        cpus = int(resources.get("CPU", 0))
+        gpus = float(resources.get("GPU", 0))
+        if gpus_per_task is None:
+            gpus_per_task = 1.0 if gpus >= 1 else 0.0
+        self.gpus_per_task = gpus_per_task
+        self.device = "cuda" if gpus_per_task > 0 else "cpu"
         if cpus == 0:
             log.warning(
                 "the Ray cluster has no CPU: its tasks wait until a node with CPUs joins "
                 "(Ray's autoscaler says which resources it cannot find)"
             )
-        self.workers = workers or cpus or 1
+        slots = cpus
+        if gpus_per_task > 0:
+            if gpus < gpus_per_task:
+                self.close()
+                raise ValueError(
+                    f"--gpus-per-task {gpus_per_task:g}: the Ray cluster has "
+                    f"{'no GPU' if gpus == 0 else f'{gpus:g} GPU'}; give 0 to run on CPUs"
+                )
+            slots = min(cpus, int(gpus / gpus_per_task + 1e-9))
+        self.workers = workers or slots or 1
         # a local Ray of ``workers`` CPUs runs no more at once; elsewhere only the tasks
         # handed to Ray at a time can cap them
         own_cpus = self._started and not joining
@@ -250,8 +292,9 @@ class RayExecutor(Executor):
         A task whose worker process died (killed, out of memory) runs once more, as the
         process pool reruns a crashed unit; a task that raised is not retried."""
         ray = self._ray
-        remote = ray.remote(num_cpus=1, max_retries=1)(fn)
-        shared = [ray.put(arg) for arg in args]
+        share = self.gpus_per_task or 1.0
+        remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_task, max_retries=1)(_on_gpu_share)
+        shared = [ray.put(arg) for arg in (share, fn, *args)]
         pending: dict[Any, Any] = {}
         queue = iter(items)
         limit = self._in_flight
@@ -277,6 +320,22 @@ class RayExecutor(Executor):
         ends the tasks of this driver when it leaves)."""
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _on_gpu_share(item: Any, share: float, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(item, *args)`` in a Ray worker whose stacks take ``share`` of its GPU's memory."""
+    os.environ[GPU_SHARE_ENV] = repr(share)
+    return fn(item, *args)
+
+
+def check_gpus_per_task(gpus: float) -> None:
+    """Raise a one-line ValueError unless ``gpus`` is a GPU share a unit can use: 0 (none),
+    a fraction, or 1 (a unit computes on one GPU)."""
+    if not 0 <= gpus <= 1:
+        raise ValueError(
+            f"--gpus-per-task {gpus:g}: give 0 (CPUs only), a share such as 0.5 (units share "
+            "a GPU) or 1; a unit computes on one GPU"
+        )
 
 
 def _ray_target(address: str | None) -> str:
@@ -356,14 +415,19 @@ def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> Non
 
 
 def make_executor(
-    name: ExecutorName = "inprocess", *, workers: int | None = None, ray_address: str | None = None
+    name: ExecutorName = "inprocess",
+    *,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    gpus_per_task: float | None = None,
 ) -> Executor:
     """An executor by name: ``inprocess``, ``process`` (``workers`` processes, default 1) or
-    ``ray`` (at most ``workers`` tasks at once, default every CPU of the cluster)."""
+    ``ray`` (at most ``workers`` tasks at once, default every CPU of the cluster; each task
+    with ``gpus_per_task`` of a GPU, default one where the cluster has GPUs)."""
     if name == "inprocess":
         return InProcessExecutor()
     if name == "process":
         return ProcessExecutor(1 if workers is None else workers)
     if name == "ray":
-        return RayExecutor(ray_address, workers)
+        return RayExecutor(ray_address, workers, gpus_per_task)
     raise ValueError(f"unknown executor {name!r}; choose inprocess, process or ray")

@@ -198,7 +198,7 @@ def run_sweep(
     """
     unit_threads()
     check_budget()
-    counter = SiteCounter(data_root)
+    counter = SiteCounter(data_root, device=None if executor is None else executor.device)
     entries, repeats = expand_counted(spec, site_count=counter, max_experiments=max_experiments)
     _check_teachers(entries, store)
     now = _Fingerprints(

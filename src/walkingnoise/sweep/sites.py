@@ -24,9 +24,12 @@ class SiteCounter:
         self,
         data_root: str | Path | None = None,
         shapes: dict[str, tuple[tuple[int, ...], int]] | None = None,
+        device: str | None = None,
     ) -> None:
-        """``shapes`` may give (input shape, classes) of datasets so they need not be loaded."""
+        """``shapes`` may give (input shape, classes) of datasets so they need not be loaded;
+        ``device`` is the kind the units compute on (None: this machine's default)."""
         self.data_root = data_root
+        self.device = device
         self._shapes: dict[str, tuple[tuple[int, ...], int]] = dict(shapes or {})
         self._tables: dict[tuple[str, str, bool], list[SiteInfo]] = {}
         self._models: dict[tuple[str, str, bool], NoisyModel] = {}
@@ -56,16 +59,17 @@ class SiteCounter:
 
     def trains_alone(self, experiment: Experiment) -> bool:
         """Whether the cohort of this noisy-training experiment trains one model at a time
-        in a unit of work (``training.cohort.trains_alone``), probed once per cohort. The
-        device is this process's: workers of a Ray cluster with other devices than the
-        machine that plans may decide otherwise (units are then cut as they would be here)."""
+        in a unit of work (``training.cohort.trains_alone``), probed once per cohort, for the
+        units' device (a Ray executor's: GPUs where its tasks take them, else CPUs) or, by
+        default, this process's."""
         key = cohort_key(experiment)
         if key not in self._alone:
             self.table(experiment)
             model = self._models[(experiment.dataset, experiment.model, experiment.batchnorm)]
             example = torch.zeros(2, *self.shape(experiment.dataset)[0])
             try:
-                reason = trains_alone(model, experiment, example, default_device())
+                device = torch.device(self.device) if self.device else default_device()
+                reason = trains_alone(model, experiment, example, device)
             except Exception as error:  # units of one are right for any model, if slower
                 reason = f"{type(error).__name__}: {error}"
             self._alone[key] = reason is not None

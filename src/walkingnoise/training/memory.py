@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 #: Environment variable overriding the memory budget, in bytes or with a unit ("2GB", "512MiB").
 BUDGET_ENV = "WALKINGNOISE_MEMORY_BUDGET"
+#: Environment variable: the share of a GPU's memory one worker sizes its stacks to, in (0, 1]
+#: (the process and Ray executors set it where workers share a GPU; default 1).
+GPU_SHARE_ENV = "WALKINGNOISE_GPU_SHARE"
 _UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -46,22 +49,41 @@ def _available_ram() -> int:
 CPU_BUDGET_CAP = 2**30
 
 
+def gpu_share() -> float:
+    """``$WALKINGNOISE_GPU_SHARE``: the share of the GPU's memory this worker may take (1 if
+    unset); a one-line ValueError names the variable if it is not a number in (0, 1]."""
+    text = os.environ.get(GPU_SHARE_ENV, "").strip()
+    if not text:
+        return 1.0
+    try:
+        share = float(text)
+    except ValueError:
+        share = math.nan
+    if not 0 < share <= 1:
+        raise ValueError(f"{GPU_SHARE_ENV}: not a share in (0, 1]: {text!r} (e.g. 0.5)")
+    return share
+
+
 def check_budget() -> None:
-    """Raise a one-line ValueError now if ``$WALKINGNOISE_MEMORY_BUDGET`` is not a size."""
+    """Raise a one-line ValueError now if ``$WALKINGNOISE_MEMORY_BUDGET`` is not a size or
+    ``$WALKINGNOISE_GPU_SHARE`` not a share."""
     override = os.environ.get(BUDGET_ENV)
     if override:
         parse_bytes(override)
+    gpu_share()
 
 
 def memory_budget(device: torch.device) -> int:
-    """Bytes a stack may use: the override, 70 % of free GPU memory, or on the CPU half the
-    available RAM but at most ``CPU_BUDGET_CAP``."""
+    """Bytes a stack may use: the override; on a GPU 70 % of its free memory, or of this
+    worker's share of all of it (``gpu_share``) if that is less, so that workers sharing a GPU
+    do not each size to what the others have not taken yet; on the CPU half the available RAM
+    but at most ``CPU_BUDGET_CAP``."""
     override = os.environ.get(BUDGET_ENV)
     if override:
         return parse_bytes(override)
     if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(0.7 * free)
+        free, total = torch.cuda.mem_get_info(device)
+        return int(0.7 * min(free, gpu_share() * total))
     return min(_available_ram() // 2, CPU_BUDGET_CAP)
 
 
