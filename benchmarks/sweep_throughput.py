@@ -334,9 +334,11 @@ grid:
 def main() -> int:
     """Run both paths and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--sigmas", type=int, default=9)
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per point (default 3)")
+    parser.add_argument(
+        "--sigmas", type=int, default=9, help="σ log-spaced over 1e-2…1e2 (default 9)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="noisy evaluations per experiment")
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 σ, 1 epoch")
     parser.add_argument(
@@ -345,9 +347,15 @@ def main() -> int:
         default=os.cpu_count() or 1,
         help="engine processes, each computing with one thread (default: one per core)",
     )
-    parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--skip-adaptive", action="store_true")
-    parser.add_argument("--root", type=Path, default=MNIST)
+    parser.add_argument(
+        "--skip-baseline", action="store_true", help="run the engine only, not the simple loop"
+    )
+    parser.add_argument(
+        "--skip-adaptive", action="store_true", help="leave out adaptive σ against the dense grid"
+    )
+    parser.add_argument(
+        "--root", type=Path, default=MNIST, help=f"folder of the MNIST test set (default {MNIST})"
+    )
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.sigmas, args.epochs = 1, 3, 1
