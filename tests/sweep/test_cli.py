@@ -239,9 +239,11 @@ def test_the_real_command_reports_a_bad_sweep_in_one_line(tmp_path: Path) -> Non
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
 def test_a_wrong_ray_address_is_a_one_line_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dry_run: list[str]
 ) -> None:
+    """Also in a dry run, which checks what the run would need."""
     pytest.importorskip("ray", reason="the ray executor needs the .[ray] extra")
     with socket.socket() as probe:  # a port nothing listens on once closed
         probe.bind(("127.0.0.1", 0))
@@ -250,7 +252,7 @@ def test_a_wrong_ray_address_is_a_one_line_error(
     store = tmp_path / "tiny.sqlite"
     code, _, err = _run(
         capsys, "run", str(sweep), "--store", str(store), "--executor", "ray",
-        "--ray-address", address,
+        "--ray-address", address, *dry_run,
     )  # fmt: skip
     assert code == 2
     assert err.startswith(f"walking-noise: error: --ray-address {address}: no Ray cluster")

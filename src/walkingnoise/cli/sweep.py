@@ -131,7 +131,7 @@ def _executor_name(args: argparse.Namespace) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from walkingnoise.sweep import Store, load_sweep, make_executor, run_sweep
-    from walkingnoise.sweep.executors import check_gpus_per_task
+    from walkingnoise.sweep.executors import check_gpus_per_task, check_ray_address
     from walkingnoise.sweep.spec import DEFAULT_MAX_EXPERIMENTS
 
     if args.workers is not None and args.workers < 1:
@@ -151,6 +151,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "accept_teacher_change": args.accept_teacher_change,
     }
     if args.dry_run:
+        if args.ray_address is not None:
+            check_ray_address(args.ray_address)
         summary = run_sweep(spec, path, dry_run=True, **options)
         print(f"store: {path}")
         print(summary.describe())

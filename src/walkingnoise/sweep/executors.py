@@ -271,17 +271,29 @@ class RayExecutor(Executor):
         slots = cpus
         if gpus_per_task > 0:
             if gpus < gpus_per_task:
-                self.close()
-                raise ValueError(
-                    f"--gpus-per-task {gpus_per_task:g}: the Ray cluster has "
-                    f"{'no GPU' if gpus == 0 else f'{gpus:g} GPU'}; give 0 to run on CPUs"
-                )
+                self._refuse_missing_gpus(gpus_per_task, gpus, local=self._started and not joining)
             slots = min(cpus, int(gpus / gpus_per_task + 1e-9))
         self.workers = workers or slots or 1
         # a local Ray of ``workers`` CPUs runs no more at once; elsewhere only the tasks
         # handed to Ray at a time can cap them
         own_cpus = self._started and not joining
         self._in_flight = self.workers if workers is not None and not own_cpus else 2 * self.workers
+
+    def _refuse_missing_gpus(self, wanted: float, gpus: float, *, local: bool) -> None:
+        """A local Ray without the GPUs a task asks for is an error (its tasks would never
+        run); a cluster's is a warning, since its autoscaler may add GPU nodes."""
+        has = "no GPU" if gpus == 0 else f"{gpus:g} GPU"
+        if local:
+            self.close()
+            raise ValueError(
+                f"--gpus-per-task {wanted:g}: this machine's Ray has {has}; give 0 to run on CPUs"
+            )
+        log.warning(
+            "--gpus-per-task %g: the Ray cluster has %s now: its tasks wait until a node with "
+            "GPUs joins (give 0 to run on CPUs)",
+            wanted,
+            has,
+        )
 
     def run(
         self, fn: Callable[..., Any], items: Sequence[Any], *args: Any
