@@ -5,7 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from walkingnoise.analysis.selection import AnyOf, filter_mask, parse_filters
+from walkingnoise.analysis.curves import accuracy_curves
+from walkingnoise.analysis.selection import AnyOf, filter_mask, parse_filters, select_results
+from walkingnoise.experiment import Experiment
 
 FRAME = pd.DataFrame(
     {
@@ -34,3 +36,25 @@ def test_an_unknown_key_names_the_closest_or_lists_settings_only() -> None:
     with pytest.raises(KeyError) as caught:
         filter_mask(FRAME, {"colour": "red"})
     assert str(caught.value.args[0]).endswith("settings: seed, sigma, recipe.clamp")
+
+
+def _weight_noise_results() -> pd.DataFrame:
+    """What ``load_results`` gives for η 0 and 0.1 at two σ: the store leaves η = 0 out."""
+    experiments = [
+        Experiment(noise="additive", placement="global", sigma=sigma, weight_noise=eta)
+        for eta in (0.0, 0.1)
+        for sigma in (0.1, 1.0)
+    ]
+    config = pd.json_normalize([e.identity() for e in experiments])
+    return config.assign(
+        hash=[e.content_hash() for e in experiments], status="done", noisy_test_accuracy=0.5
+    )
+
+
+def test_weight_noise_zero_is_a_value_to_select_and_to_group_on() -> None:
+    results = _weight_noise_results()
+    assert results["weight_noise"].isna().sum() == 2
+    chosen = select_results(results, parse_filters(["weight_noise=0"]))
+    assert sorted(chosen["hash"]) == sorted(results["hash"][:2])
+    curves = accuracy_curves(results)
+    assert sorted(curves["weight_noise"]) == [0.0, 0.0, 0.1, 0.1]

@@ -53,7 +53,8 @@ OPTIONAL_GROUP_COLUMNS = (
     "distillation.alpha",
     "distillation.teacher",
 )
-#: Fill values of group columns the store left out (``""``/NaN: not applicable).
+#: Fill values of group columns the store left out (``""``/NaN: not applicable; η = 0, left out
+#: of the store as the default, is a level of its own: ``--where weight_noise=0`` selects it).
 _DEFAULTS: dict[str, Any] = {
     "dataset": "",
     "model": "",
@@ -65,6 +66,7 @@ _DEFAULTS: dict[str, Any] = {
     "recipe.clamp": math.nan,
     "placement": "",
     "gradient": "",
+    "weight_noise": 0.0,
 }
 _WALKING = re.compile(r"^walking:(\d+)$")
 #: Accuracies of a diverged experiment that count as chance level (its ``chance_accuracy``).
@@ -128,6 +130,7 @@ def prepare_results(results: pd.DataFrame) -> pd.DataFrame:
     frame["order"] = frame["order"].where(~(~not_mixed & (frame["order"] == "")), "mul_first")
     frame["ratio"] = pd.to_numeric(frame["ratio"], errors="coerce").where(~not_mixed)
     frame["recipe.clamp"] = pd.to_numeric(frame["recipe.clamp"], errors="coerce")
+    frame["weight_noise"] = pd.to_numeric(frame["weight_noise"], errors="coerce")
     frame["batchnorm"] = frame["batchnorm"].astype(bool)
     frame["train_noise"] = frame["train_noise"].astype(bool)
     # the gradient rule tells curves apart only where noise that scales x is on in training
