@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from walkingnoise.cli._common import write_csv
+from walkingnoise.cli._common import add_selection_options, selected_hashes, write_csv
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -24,6 +28,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     table.add_argument(
         "--csv", type=Path, default=None, help="also write the long table (numbers) here"
     )
+    table.add_argument("--data-root", default=None, help="directory holding the dataset files")
+    add_selection_options(table)
     table.set_defaults(handler=_cmd_noisy_machines)
 
 
@@ -33,13 +39,16 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     from walkingnoise.analysis.noisy_machines import accuracy_vs_eta, weight_noise_accuracy
     from walkingnoise.sweep import load_results
 
-    results = load_results(args.store)
+    results, selection = _selected_results(args, load_results(args.store))
     table = weight_noise_accuracy(results, args.metric)
     if table.empty or not (pd.to_numeric(table["weight_noise"]) > 0).any():
         finished = results["status"].eq("done").any() if "status" in results else len(results)
         if not finished:
             raise ValueError(f"{args.store}: no finished experiments to tabulate")
-        raise ValueError(f"{args.store}: no experiment has weight noise (weight_noise > 0)")
+        among = f" among the {len(results)} selected" if selection else ""
+        raise ValueError(f"{args.store}: no experiment{among} has weight noise (weight_noise > 0)")
+    if selection:
+        print(selection + "\n")
     wide = accuracy_vs_eta(table)
     print(f"{args.metric} in % (mean ± std over seeds) vs weight noise η:")
     with pd.option_context("display.max_rows", None, "display.width", 160):
@@ -47,3 +56,15 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     if args.csv is not None:
         write_csv(table, args.csv)
         print(f"table: {args.csv}")
+
+
+def _selected_results(args: argparse.Namespace, results: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The results ``--sweep`` and ``--where`` keep, and the line that says which (empty
+    without either), as ``fit`` says it."""
+    chosen, said = selected_hashes(args, results)
+    if chosen is None:
+        return results, ""
+    stored = len(results)
+    results = results[results["hash"].isin(chosen)].reset_index(drop=True)
+    finished = int((results["status"] == "done").sum()) if "status" in results else 0
+    return results, f"{len(results)} of {stored} experiments ({finished} finished): {said}"
