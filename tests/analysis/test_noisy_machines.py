@@ -11,6 +11,7 @@ import pytest
 from walkingnoise.analysis.noisy_machines import accuracy_vs_eta, weight_noise_accuracy
 from walkingnoise.experiment import Experiment
 from walkingnoise.training.distillation import Distillation
+from walkingnoise.training.recipe import Recipe
 
 ETAS = (0.0, 0.04, 0.1)
 SEEDS = (0, 1, 2)
@@ -162,3 +163,28 @@ def test_another_study_in_the_store_neither_hides_nor_joins_the_table() -> None:
     wide = accuracy_vs_eta(_with_a_walking_study(_results()))
     pd.testing.assert_frame_equal(wide, accuracy_vs_eta(_results()))
     assert len(wide) == len(ETAS)
+
+
+def test_clamped_and_unclamped_models_get_rows_of_their_own() -> None:
+    """``recipe.clamp`` missing is no clamping, a setting of its own, not "not applicable"."""
+    rows = []
+    for clamp, accuracy in ((None, 0.9), (1.0, 0.5)):
+        for eta in (0.0, 0.1):
+            for seed in SEEDS:
+                experiment = Experiment(
+                    noise="none",
+                    weight_noise=eta,
+                    train_noise=True,
+                    seed=seed,
+                    recipe=Recipe(clamp=clamp),
+                )
+                row = pd.json_normalize([experiment.identity()])
+                rows.append(row.assign(status="done", noisy_test_accuracy=accuracy))
+    table = weight_noise_accuracy(pd.concat(rows, ignore_index=True))
+    assert table["seeds"].tolist() == [len(SEEDS)] * 4
+    unclamped = table[table["recipe.clamp"].isna()]
+    assert set(unclamped["mean"]) == {0.9}
+    assert set(table.loc[table["recipe.clamp"] == 1.0, "mean"]) == {0.5}
+    wide = accuracy_vs_eta(table)
+    assert list(wide.index.get_level_values("recipe.clamp")) == [1.0, 1.0, "-", "-"]
+    assert wide["noise injection"].tolist() == ["50.00 ± 0.00"] * 2 + ["90.00 ± 0.00"] * 2

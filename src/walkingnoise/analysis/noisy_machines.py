@@ -38,6 +38,8 @@ OPTIONAL_COLUMNS = (
     "recipe.clamp",
     "eval_repeats",
 )
+#: Optional columns whose missing value is a setting (no clamping), not "not applicable".
+_MISSING_IS_A_SETTING = ("recipe.clamp",)
 _GROUP = ("dataset", "model", "batchnorm")
 _DISTILLATION = ("distillation.temperature", "distillation.alpha", "distillation.teacher")
 
@@ -161,7 +163,7 @@ def accuracy_vs_eta(data: pd.DataFrame, metric: str = "noisy_test_accuracy") -> 
     frame["column"] = [_column_name(row, several) for _, row in frame.iterrows()]
     frame["cell"] = [_cell(row["mean"], row["std"]) for _, row in frame.iterrows()]
     frame = frame.rename(columns={"weight_noise": "η"})
-    keep = [c for c in columns if c in _GROUP or frame[c].nunique() > 1]
+    keep = [c for c in columns if c in _GROUP or frame[c].nunique(dropna=False) > 1]
     # a key that does not apply (σ of a model without activation noise) is no reason to drop a row
     frame[keep] = frame[keep].astype(object).where(frame[keep].notna(), "-")
     wide = frame.pivot_table(index=[*keep, "η"], columns="column", values="cell", aggfunc="first")
@@ -212,8 +214,12 @@ def _cell(mean: float, std: float) -> str:
 
 
 def _varies(frame: pd.DataFrame, column: str) -> bool:
-    """Whether ``column`` takes more than one value (missing: not applicable, not a value)."""
-    return column in frame and frame[column].map(_hashable).nunique() > 1
+    """Whether ``column`` takes more than one value (missing: not applicable, not a value,
+    except where it is a setting: unclamped against clamped models)."""
+    if column not in frame:
+        return False
+    missing_counts = column in _MISSING_IS_A_SETTING
+    return frame[column].map(_hashable).nunique(dropna=not missing_counts) > 1
 
 
 def _hashable(value: Any) -> Any:
