@@ -7,12 +7,14 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from walkingnoise.analysis.noisy_machines import weight_noise_accuracy
 from walkingnoise.experiment import Experiment
 from walkingnoise.report import write_report
 from walkingnoise.report.html import FIGURE_MANIFEST
-from walkingnoise.sweep import Store, StoreError
+from walkingnoise.sweep import Store, StoreError, load_results, parse_sweep, run_sweep
 
 from .conftest import IMG_ERROR, SCRIPT_BLOCK, SCRIPT_NAME
 
@@ -152,3 +154,38 @@ def test_a_store_without_results_gives_a_short_report(tmp_path: Path) -> None:
     assert "No finished experiments" in text
     assert "no curve to fit: no finished experiment with a scalar σ" in text
     assert "every fit converged" not in text
+
+
+NOISY_MACHINES_SWEEP = """
+name: noisy-machines
+fixed:
+  dataset: digits
+  model: mlp
+  noise: none
+  eval_repeats: 2
+  seed: 0
+  recipe: {epochs: 1}
+grid:
+  weight_noise: {type: choice, options: [0.0, 0.1]}
+inference_only:
+  fixed: {train_noise: false}
+noise_injection:
+  fixed: {train_noise: true}
+"""
+
+
+def test_a_weight_noise_study_gets_the_noisy_machines_table(tmp_path: Path) -> None:
+    """A store of weight noise alone has no σ to fit; the report shows its table over η."""
+    store = tmp_path / "nm.sqlite"
+    run_sweep(parse_sweep(NOISY_MACHINES_SWEEP, "nm.yaml"), store, progress=False)
+    index = write_report(store, tmp_path / "out", site_names=False)
+    text = " ".join(_parse(index).text)
+    assert "Noisy Machines: accuracy vs weight noise η" in text
+    table = pd.read_csv(tmp_path / "out" / "tables" / "noisy_machines.csv")
+    expected = weight_noise_accuracy(load_results(store))
+    numbers = ["training", "weight_noise", "mean", "std", "seeds", "clean_mean"]
+    pd.testing.assert_frame_equal(table[numbers], expected[numbers], check_dtype=False)
+    shown = (tmp_path / "out" / "tables" / "noisy_machines.md").read_text(encoding="utf-8")
+    assert "| inference-only | noise injection |" in shown
+    row = table[(table["weight_noise"] == 0.1) & (table["training"] == "inference-only")]
+    assert f"{100 * row['mean'].iloc[0]:.2f}" in text

@@ -35,6 +35,7 @@ from walkingnoise.analysis.curves import (
     prepare_results,
 )
 from walkingnoise.analysis.midpoint import DEFAULT_FLOOR
+from walkingnoise.analysis.noisy_machines import accuracy_vs_eta, weight_noise_accuracy
 from walkingnoise.analysis.tables import (
     AMin,
     SiteNames,
@@ -282,6 +283,7 @@ def write_report(
     _walking(report, curves, fits, sites, preservation, names, tables)
     _global(report, curves, fits, tables)
     _mixed(report, curves)
+    _noisy_machines(report, results, tables)
     _weights(report, results, tables, names)
     _config(report, results, sweeps)
 
@@ -551,6 +553,28 @@ def _mixed(report: _Report, curves: pd.DataFrame) -> None:
             f"Accuracy over σ_mul × σ_add, {label} (cf. paper Fig. 6)",
             family,
         )
+
+
+def _noisy_machines(report: _Report, results: pd.DataFrame, tables: Path) -> None:
+    """Accuracy vs weight noise η by training (Zhou et al.), where an experiment has η > 0:
+    such a study has no σ to fit, and this table is what it measured."""
+    done = results[results["status"] == "done"] if "status" in results else results
+    if "weight_noise" not in done or "noisy_test_accuracy" not in done:
+        return
+    if not (pd.to_numeric(done["weight_noise"], errors="coerce") > 0).any():
+        return
+    table = weight_noise_accuracy(done)
+    wide = accuracy_vs_eta(table)
+    report.heading("Noisy Machines: accuracy vs weight noise η", anchor="noisy-machines")
+    report.table_files(table, tables, "noisy_machines", wide)
+    report.table(wide, index=True)
+    report.paragraph(
+        "Noisy test accuracy in % (mean ± std over seeds) under weight noise "
+        "N(0, (η·(max W − min W))²) per layer, by training (cf. Zhou et al., arXiv 2001.04974). "
+        "At η = 0 without activation noise, noise injection is the clean training itself: its "
+        "models are those of inference-only.",
+        "note",
+    )
 
 
 def _weights(report: _Report, results: pd.DataFrame, tables: Path, names: SiteNames | None) -> None:
