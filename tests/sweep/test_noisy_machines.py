@@ -266,6 +266,17 @@ def test_the_noisy_machines_command_prints_the_table(
     assert set(table["seeds"]) == {1}
 
 
+def test_fit_of_a_weight_noise_study_points_to_the_noisy_machines_table(
+    swept: tuple[Path, SweepSummary], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = swept
+    assert main(["fit", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"walking-noise: error: {path}: no finished experiments with a scalar σ to fit; its "
+        f"weight noise is tabulated by `walking-noise noisy-machines {path}`\n"
+    )
+
+
 def test_the_noisy_machines_command_on_a_missing_store_is_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

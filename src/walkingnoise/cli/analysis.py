@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from walkingnoise.cli._common import (
     add_selection_options,
@@ -11,6 +12,9 @@ from walkingnoise.cli._common import (
     selected_hashes,
     write_csv,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def default_report_dir(store: Path) -> Path:
@@ -86,7 +90,8 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     finished = int((results["status"] == "done").sum()) if "status" in results else 0
     if table.empty:
         of = "" if chosen is None else f" among the {len(results)} selected ({finished} finished)"
-        raise ValueError(f"{args.store}: no finished experiments with a scalar σ to fit{of}")
+        hint = _weight_noise_hint(results, args.store)
+        raise ValueError(f"{args.store}: no finished experiments with a scalar σ to fit{of}{hint}")
     if chosen is not None:
         print(f"{len(results)} of {stored} experiments ({finished} finished): {said}\n")
     if args.csv is not None:
@@ -122,6 +127,16 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         f"{flagged} with a quality flag (a_min: {args.a_min}); log-space widths s are in "
         "decades"
     )
+
+
+def _weight_noise_hint(results: pd.DataFrame, store: Path) -> str:
+    """Where a study of weight noise alone, with no σ to fit, has its table: ``noisy-machines``."""
+    import pandas as pd
+
+    done = results[results["status"] == "done"] if "status" in results else results
+    if "weight_noise" not in done or not (pd.to_numeric(done["weight_noise"]) > 0).any():
+        return ""
+    return f"; its weight noise is tabulated by `walking-noise noisy-machines {store}`"
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
