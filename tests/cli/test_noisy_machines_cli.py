@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from walkingnoise.analysis.noisy_machines import ETA_ZERO_NOTE
 from walkingnoise.cli import main
 from walkingnoise.sweep import run_sweep
 from walkingnoise.sweep.spec import load_sweep
@@ -60,7 +61,17 @@ def test_without_a_selection_every_eta_is_tabulated(
     table = _table(store, tmp_path)
     assert sorted(set(table["weight_noise"])) == [0.0, 0.1, 0.2]
     assert set(table["seeds"]) == {2}
-    assert "of 10 experiments" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "of 10 experiments" not in out
+    assert f"\n{ETA_ZERO_NOTE}\n" in out  # the η = 0 rows of both columns are one model
+
+
+def test_the_note_on_eta_zero_is_left_out_where_no_row_is_shared(
+    edited: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, _, _ = edited
+    _table(store, tmp_path, "--where", "weight_noise=0.1")
+    assert "η = 0" not in capsys.readouterr().out
 
 
 def test_sweep_leaves_out_what_only_the_earlier_file_defined(

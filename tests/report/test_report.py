@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from walkingnoise.analysis.noisy_machines import weight_noise_accuracy
+from walkingnoise.analysis.noisy_machines import ETA_ZERO_NOTE, weight_noise_accuracy
 from walkingnoise.experiment import Experiment
 from walkingnoise.report import write_report
 from walkingnoise.report.html import FIGURE_MANIFEST
@@ -181,6 +181,7 @@ def test_a_weight_noise_study_gets_the_noisy_machines_table(tmp_path: Path) -> N
     index = write_report(store, tmp_path / "out", site_names=False)
     text = " ".join(_parse(index).text)
     assert "Noisy Machines: accuracy vs weight noise η" in text
+    assert ETA_ZERO_NOTE in text
     table = pd.read_csv(tmp_path / "out" / "tables" / "noisy_machines.csv")
     expected = weight_noise_accuracy(load_results(store))
     numbers = ["training", "weight_noise", "mean", "std", "seeds", "clean_mean"]

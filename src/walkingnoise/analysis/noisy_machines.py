@@ -41,6 +41,11 @@ OPTIONAL_COLUMNS = (
 #: Optional columns whose missing value is a setting (no clamping), not "not applicable".
 _MISSING_IS_A_SETTING = ("recipe.clamp",)
 _GROUP = ("dataset", "model", "batchnorm")
+#: What a reader of the table needs to know about its η = 0 rows.
+ETA_ZERO_NOTE = (
+    "At η = 0 without activation noise, noise injection is the clean training itself: its "
+    "models are those of inference-only."
+)
 _DISTILLATION = ("distillation.temperature", "distillation.alpha", "distillation.teacher")
 
 
@@ -171,6 +176,13 @@ def accuracy_vs_eta(data: pd.DataFrame, metric: str = "noisy_test_accuracy") -> 
     wide = wide[ordered]
     wide.columns.name = None
     return wide.fillna("")
+
+
+def shares_clean_models(table: pd.DataFrame) -> bool:
+    """Whether :func:`weight_noise_accuracy`'s ``table`` has a noise-injection row at η = 0,
+    which may be the inference-only models (:data:`ETA_ZERO_NOTE`)."""
+    at_zero = table["weight_noise"] == 0
+    return bool((at_zero & (table["training"] == "noise injection")).any())
 
 
 def _group_columns(frame: pd.DataFrame) -> list[str]:

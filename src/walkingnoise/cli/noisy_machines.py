@@ -36,7 +36,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from walkingnoise.analysis.noisy_machines import accuracy_vs_eta, weight_noise_accuracy
+    from walkingnoise.analysis.noisy_machines import (
+        ETA_ZERO_NOTE,
+        accuracy_vs_eta,
+        shares_clean_models,
+        weight_noise_accuracy,
+    )
     from walkingnoise.sweep import load_results
 
     results, selection = _selected_results(args, load_results(args.store))
@@ -53,6 +58,8 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     print(f"{args.metric} in % (mean ± std over seeds) vs weight noise η:")
     with pd.option_context("display.max_rows", None, "display.width", 160):
         print(wide.to_string())
+    if shares_clean_models(table):
+        print(ETA_ZERO_NOTE)
     if args.csv is not None:
         write_csv(table, args.csv)
         print(f"table: {args.csv}")

@@ -35,7 +35,12 @@ from walkingnoise.analysis.curves import (
     prepare_results,
 )
 from walkingnoise.analysis.midpoint import DEFAULT_FLOOR
-from walkingnoise.analysis.noisy_machines import accuracy_vs_eta, weight_noise_accuracy
+from walkingnoise.analysis.noisy_machines import (
+    ETA_ZERO_NOTE,
+    accuracy_vs_eta,
+    shares_clean_models,
+    weight_noise_accuracy,
+)
 from walkingnoise.analysis.tables import (
     AMin,
     SiteNames,
@@ -570,9 +575,8 @@ def _noisy_machines(report: _Report, results: pd.DataFrame, tables: Path) -> Non
     report.table(wide, index=True)
     report.paragraph(
         "Noisy test accuracy in % (mean ± std over seeds) under weight noise "
-        "N(0, (η·(max W − min W))²) per layer, by training (cf. Zhou et al., arXiv 2001.04974). "
-        "At η = 0 without activation noise, noise injection is the clean training itself: its "
-        "models are those of inference-only.",
+        "N(0, (η·(max W − min W))²) per layer, by training (cf. Zhou et al., arXiv 2001.04974)."
+        + (f" {ETA_ZERO_NOTE}" if shares_clean_models(table) else ""),
         "note",
     )
 
