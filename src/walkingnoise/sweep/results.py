@@ -13,6 +13,10 @@ def load_results(store: str | Path | Store) -> pd.DataFrame:
     """One row per experiment: hash, status, block, flat config (``recipe.epochs``, ...),
     metrics (``clean_test_accuracy``, ...), ``diverged``, timings (``seconds_train``, ...),
     ``error``, and the per-epoch ``history`` and per-layer ``weights`` as Python objects.
+
+    Settings that cannot matter or are at their default are not stored and read NaN
+    (``Experiment.identity``), e.g. ``weight_noise`` without weight noise: group with
+    ``dropna=False``, or fill them with ``analysis.prepare_results``.
     """
     own = not isinstance(store, Store)
     db = Store(store, read_only=True) if own else store
