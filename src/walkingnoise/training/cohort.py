@@ -9,10 +9,13 @@ budget, and fall back to one model at a time, with a log line, for models a stac
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -41,6 +44,9 @@ from walkingnoise.training.stacked_loop import evaluate_stacked, train_stacked
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 
 @dataclass
 class Trained:
@@ -59,6 +65,35 @@ MIN_SHARED_STACK = 8
 
 def _chunks(items: Sequence, size: int) -> list[Sequence]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def in_chunks_that_fit(
+    items: Sequence[T], size: int, run: Callable[[Sequence[T]], list[R]]
+) -> Iterator[tuple[Sequence[T], list[R]]]:
+    """``run`` each chunk of at most ``size`` items, yielding (chunk, its results). A chunk
+    that runs out of GPU memory (the budget is an estimate; the allocator, cuBLAS and other
+    processes take their part) runs again as two halves, and later chunks are no larger, so a
+    sweep does not die because a stack did not fit; a single item that does not fit raises."""
+    queue = deque(_chunks(items, size))
+    while queue:
+        chunk = queue.popleft()
+        try:
+            results = run(chunk)
+        except torch.cuda.OutOfMemoryError:
+            if len(chunk) == 1:
+                raise
+            size = max(1, len(chunk) // 2)
+            log.warning(
+                "a stack of %d models ran out of GPU memory; stacks of at most %d from now on",
+                len(chunk),
+                size,
+            )
+            gc.collect()
+            torch.cuda.empty_cache()
+            rest = [item for part in (chunk, *queue) for item in part]
+            queue = deque(_chunks(rest, size))
+            continue
+        yield chunk, results
 
 
 def train_cohort(
@@ -116,10 +151,12 @@ def train_cohort(
         if len(members) < MIN_SHARED_STACK * len(per_seed):
             per_seed = {(settings,): members}
         groups |= per_seed
+
+    def train(chunk: Sequence[int]) -> list[Trained]:
+        return _train_chunk([experiments[i] for i in chunk], dataset, progress, teacher)
+
     for indices in groups.values():
-        for chunk in _chunks(indices, size):
-            members = [experiments[i] for i in chunk]
-            trained = _train_chunk(members, dataset, progress, teacher)
+        for chunk, trained in in_chunks_that_fit(indices, size, train):
             for i, result in zip(chunk, trained, strict=True):
                 results[i] = result
     return [r for r in results if r is not None]
@@ -283,14 +320,20 @@ def evaluate_shared(
             metrics[i] = values
     # the stacks set each experiment's weight noise; the model's own (if any) stays off, as alone
     stacks: dict[int, StackedModel | NotStackableError] = {}
+
+    def evaluate(chunk: Sequence[int]) -> list[dict[str, float]]:
+        members = [experiments[i] for i in chunk]
+        try:
+            return _evaluate_chunk(model, members, dataset, clean, stacks)
+        except torch.cuda.OutOfMemoryError:
+            stacks.clear()  # the stacks of copies built so far hold memory too
+            raise
+
     with weight_noise_disabled(model):
         for indices in by_noise.values():
-            for chunk in _chunks(indices, size):
-                members = [experiments[i] for i in chunk]
-                for i, values in zip(
-                    chunk, _evaluate_chunk(model, members, dataset, clean, stacks), strict=True
-                ):
-                    metrics[i] = values
+            for chunk, values in in_chunks_that_fit(indices, size, evaluate):
+                for i, one in zip(chunk, values, strict=True):
+                    metrics[i] = one
     return metrics
 
 

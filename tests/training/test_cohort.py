@@ -1,0 +1,104 @@
+"""Cohorts that run out of GPU memory: their stacks run again in halves, with the same results.
+
+The stacks themselves are tested in ``test_stacked.py``. A real out-of-memory error needs a GPU
+filled to the brim; here it is raised, as PyTorch raises it, by stacks above a size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import pytest
+import torch
+
+from walkingnoise.data import InMemoryDataset
+from walkingnoise.experiment import Experiment
+from walkingnoise.training import cohort
+from walkingnoise.training.cohort import evaluate_shared, in_chunks_that_fit, train_cohort
+from walkingnoise.training.recipe import Recipe
+from walkingnoise.training.run import train_experiment
+
+
+def _fits(
+    limit: int, run: Callable[..., list], calls: list[int], members_at: int = 0
+) -> Callable[..., list]:
+    """``run``, raising CUDA's out-of-memory error for more than ``limit`` models (its
+    argument ``members_at``), each call's size noted in ``calls``."""
+
+    def bounded(*args: Sequence) -> list:
+        calls.append(len(args[members_at]))
+        if len(args[members_at]) > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return run(*args)
+
+    return bounded
+
+
+def test_a_chunk_out_of_memory_runs_again_in_halves(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+    run = _fits(2, lambda chunk: [item * 10 for item in chunk], calls)
+    with caplog.at_level(logging.WARNING, logger="walkingnoise"):
+        done = list(in_chunks_that_fit(list(range(9)), 6, run))
+    assert [item for chunk, _ in done for item in chunk] == list(range(9))
+    assert [value for _, values in done for value in values] == [i * 10 for i in range(9)]
+    assert calls == [6, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert caplog.text.count("ran out of GPU memory") == 2
+    assert "stacks of at most 3 from now on" in caplog.text
+
+
+def test_one_item_that_does_not_fit_raises() -> None:
+    run = _fits(0, lambda chunk: list(chunk), [])
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        list(in_chunks_that_fit([1, 2, 3], 2, run))
+
+
+def _walking(n: int) -> list[Experiment]:
+    return [
+        Experiment(
+            noise="additive", sigma=0.5, train_noise=True, placement=f"walking:{i % 11}",
+            seed=i, recipe=Recipe(epochs=1),
+        )
+        for i in range(n)
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def one_thread():
+    """Torch computing with one thread, as a sweep's units do: stacks of any size then give
+    bit-identical models."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_cohort_whose_stack_does_not_fit_trains_as_smaller_stacks(
+    digits: InMemoryDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    experiments = _walking(5)
+    expected = train_cohort(experiments, digits, max_models=2)
+    calls: list[int] = []
+    monkeypatch.setattr(cohort, "_train_chunk", _fits(2, cohort._train_chunk, calls))
+    got = train_cohort(experiments, digits)
+    assert calls[0] == 5  # the cohort is one stack of mixed seeds
+    assert max(calls[1:]) <= 2
+    for a, b in zip(expected, got, strict=True):
+        assert a.experiment == b.experiment
+        for name, tensor in a.model.source.state_dict().items():
+            torch.testing.assert_close(tensor, b.model.source.state_dict()[name], rtol=0, atol=0)
+        assert a.metrics == b.metrics
+
+
+def test_evaluations_whose_stack_does_not_fit_run_as_smaller_stacks(
+    digits: InMemoryDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean = Experiment(noise="none", recipe=Recipe(epochs=2))
+    model, _ = train_experiment(clean, digits, progress=False)
+    members = [Experiment(placement="walking:3", sigma=s, eval_repeats=2) for s in (0.1, 1, 10)]
+    expected = evaluate_shared(model, members, digits, max_models=1)
+    calls: list[int] = []
+    monkeypatch.setattr(cohort, "_evaluate_chunk", _fits(1, cohort._evaluate_chunk, calls, 1))
+    assert evaluate_shared(model, members, digits) == expected
+    assert calls == [3, 1, 1, 1]
