@@ -139,9 +139,10 @@ def test_evaluate_compares_uniform_and_guided_plans(
         (["plan", "--noise", "multiplicative"], "no walking-noise group matches"),
         (["plan", "--train-noise"], "no walking-noise group matches train_noise=True"),
         (["plan", "--power", "-1"], "power must be a finite number ≥ 0"),
-        (["plan", "--where", "recipe.epochs"], "--where 'recipe.epochs': expected COLUMN=VALUE"),
-        (["plan", "--where", "recipe.epochs=10"], "cannot select on 'recipe.epochs'"),
-        (["plan", "--where", "recipe.clamp=1"], "no walking-noise group matches recipe.clamp=1"),
+        (["plan", "--where", "recipe.epochs"], "must look like KEY=VALUE, got 'recipe.epochs'"),
+        (["plan", "--where", "recipe.epochs=5"], "passes --where recipe.epochs=5; recipe.epochs"),
+        (["plan", "--where", "recipe.clamp=1"], "passes --where recipe.clamp=1"),
+        (["plan", "--where", "seeds=0"], "no column 'seeds' to filter on; did you mean seed?"),
         (["plan", "--placement", "walking:2"], "--placement 'walking:2': use global"),
         (["evaluate", "--sigma", "0.5", "--seed", "4"], "--seed 4: no clean model of that seed"),
         (["evaluate", "--sigma", "0.5", "--repeats", "0"], "--repeats must be ≥ 1"),
@@ -156,6 +157,25 @@ def test_bad_input_is_a_one_line_error(
     assert err.startswith("walking-noise: error: ")
     assert message in err
     assert err.count("\n") == 1
+
+
+def test_where_selects_experiments_by_any_setting_before_the_fit(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    every, epochs, site = tmp_path / "every.csv", tmp_path / "epochs.csv", tmp_path / "site.csv"
+    assert main(["multiexec", "plan", str(store), "--csv", str(every)]) == 0
+    # a setting every experiment shares (no group column) keeps them all
+    where = ["--where", "recipe.epochs=10", "--where", "seed=0"]
+    assert main(["multiexec", "plan", str(store), *where, "--csv", str(epochs)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(epochs), pd.read_csv(every))
+    # a site keeps that site's curve only: the other sites have no μ to plan with
+    assert main(["multiexec", "plan", str(store), "--where", "site=2"]) == 2
+    assert "site(s) 0, 1, 3, 4, 5, 6, 7 get noise under global" in capsys.readouterr().err
+    # a key given again adds values, as in `fit`: the sites global-except:linear covers
+    sites = [f"--where=site={index}" for index in (0, 2, 4, 6)]
+    arguments = [*sites, "--placement", "global-except:linear", "--csv", str(site)]
+    assert main(["multiexec", "plan", str(store), *arguments]) == 0
+    assert pd.read_csv(site)["site"].tolist() == [0, 2, 4, 6]
 
 
 def test_evaluate_without_a_checkpoint_says_so(

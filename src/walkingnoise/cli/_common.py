@@ -82,8 +82,6 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
 def selected_hashes(args: argparse.Namespace, results: pd.DataFrame) -> tuple[set[str] | None, str]:
     """The hashes of the experiments ``--sweep`` and ``--where`` select from ``results`` (None
     without either), and the words that say which; an empty selection is a ValueError."""
-    from walkingnoise.analysis.selection import parse_filters, select_results
-
     chosen: set[str] | None = None
     said = []
     if args.sweep is not None:
@@ -93,20 +91,30 @@ def selected_hashes(args: argparse.Namespace, results: pd.DataFrame) -> tuple[se
                 f"{args.store}: none of its experiments is in {args.sweep} as it is now"
             )
         said.append(f"those of {args.sweep} as it is now")
-    filters = parse_filters(args.where)
-    if filters:
-        shown = " ".join(f"--where {text}" for text in args.where)
-        passing = set(select_results(results, filters)["hash"])
-        if chosen is not None:
-            passing &= chosen
-        if not passing:
-            scope = "" if chosen is None else " of those in the sweep file"
-            among = results if chosen is None else results[results["hash"].isin(chosen)]
-            hint = _values_hint(among, filters)
-            raise ValueError(f"{args.store}: no finished experiment{scope} passes {shown}{hint}")
-        chosen = passing
-        said.append(f"finished ones that pass {shown}")
+    if args.where:
+        chosen = where_hashes(args.store, results, args.where, among=chosen)
+        said.append(f"finished ones that pass {' '.join(f'--where {t}' for t in args.where)}")
     return chosen, "; ".join(said)
+
+
+def where_hashes(
+    store: Path, results: pd.DataFrame, where: list[str], among: set[str] | None = None
+) -> set[str]:
+    """The hashes of the finished experiments (of ``among``, if given) that pass the ``--where``
+    filters; none is a ValueError naming the filters and the values their keys take."""
+    from walkingnoise.analysis.selection import parse_filters, select_results
+
+    filters = parse_filters(where)
+    passing = set(select_results(results, filters)["hash"])
+    if among is not None:
+        passing &= among
+    if not passing:
+        shown = " ".join(f"--where {text}" for text in where)
+        scope = "" if among is None else " of those in the sweep file"
+        candidates = results if among is None else results[results["hash"].isin(among)]
+        hint = _values_hint(candidates, filters)
+        raise ValueError(f"{store}: no finished experiment{scope} passes {shown}{hint}")
+    return passing
 
 
 def sweep_hashes(args: argparse.Namespace) -> set[str]:

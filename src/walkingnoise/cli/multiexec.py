@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from walkingnoise.cli._common import add_site_options, parse_sigma, write_csv
+from walkingnoise.cli._common import (
+    WHERE_HELP,
+    add_site_options,
+    parse_sigma,
+    where_hashes,
+    write_csv,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,8 +58,9 @@ def _add_group_options(parser: argparse.ArgumentParser) -> None:
         "--where",
         action="append",
         default=[],
-        metavar="COLUMN=VALUE",
-        help="any other group column, e.g. recipe.clamp=1 or recipe.epochs=100 (repeatable)",
+        metavar="KEY=VALUE",
+        help=WHERE_HELP + "; a key given again adds values (seed=0 --where seed=1: either); "
+        "μ is fitted from the experiments kept",
     )
     parser.add_argument(
         "--a-min",
@@ -149,6 +156,9 @@ def _walking_group(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame
     from walkingnoise.sweep import load_results
 
     results = load_results(args.store)
+    if args.where:
+        kept = where_hashes(args.store, results, args.where)
+        results = results[results["hash"].isin(kept)].reset_index(drop=True)
     midpoints = midpoint_table(
         results, a_min=args.a_min, n_test=result_test_sizes(results, args.data_root)
     )
@@ -161,7 +171,7 @@ def _walking_group(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame
         "noise": args.noise,
         "train_noise": args.train_noise,
     }
-    return results, midpoints, select_walking_group(sites, selection, _where(args.where))
+    return results, midpoints, select_walking_group(sites, selection)
 
 
 def _global_placement(text: str) -> GlobalPlacement:
@@ -171,19 +181,6 @@ def _global_placement(text: str) -> GlobalPlacement:
     if not isinstance(placement, GlobalPlacement):
         raise ValueError(f"--placement {text!r}: use global or global-except:KIND")
     return placement
-
-
-def _where(items: list[str]) -> dict[str, Any]:
-    """``--where COLUMN=VALUE`` options as a selection; values are read as YAML scalars."""
-    import yaml
-
-    selection = {}
-    for item in items:
-        column, sep, text = item.partition("=")
-        if not sep or not column.strip():
-            raise ValueError(f"--where {item!r}: expected COLUMN=VALUE")
-        selection[column.strip()] = yaml.safe_load(text)
-    return selection
 
 
 def _budget(args: argparse.Namespace, n_sites: int) -> int:
