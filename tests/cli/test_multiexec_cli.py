@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -223,3 +224,43 @@ def test_evaluating_plans_of_noise_trained_midpoints_on_the_clean_model_warns(
     assert "warning: the plans follow the midpoints of models trained with noise" in err
     assert main([*command, "--inference-only"]) == 0
     assert "warning: the plans follow" not in capsys.readouterr().err
+
+
+#: Walking noise at every site and global noise that spares the activations (the ReLUs): the
+#: global μ was measured under global-except:activation, not under the plan's default, global.
+EXCEPT_SWEEP = """
+name: multiexec-except
+fixed:
+  dataset: digits
+  model: mlp
+  batchnorm: false
+  noise: additive
+  train_noise: false
+  eval_repeats: 1
+  seed: 0
+  recipe: {epochs: 2}
+walking:
+  fixed: {placement: "walking:*"}
+  grid:
+    sigma: {type: logspace, min: -1, max: 2, num: 5}
+global:
+  fixed: {placement: "global-except:activation"}
+  grid:
+    sigma: {type: logspace, min: -1.5, max: 1, num: 6}
+"""
+
+
+def test_plan_suggests_evaluating_under_the_placement_of_the_global_midpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "except.sqlite"
+    assert run_sweep(parse_sweep(EXCEPT_SWEEP, "e.yaml"), path, progress=False).failed == 0
+    assert main(["multiexec", "plan", str(path), "--no-site-names", "--where", "seed=0"]) == 0
+    out = capsys.readouterr().out
+    assert "over the 8 sites that get noise under global;" in out
+    measured = re.search(r"global-except:activation: μ = ([0-9.e+-]+)", out)
+    assert measured is not None
+    suggested = re.search(r"evaluate \S+ --placement (\S+) --sigma (\S+) --where=seed=0\n", out)
+    assert suggested is not None
+    assert suggested[1] == "global-except:activation"
+    assert float(suggested[2]) == pytest.approx(float(measured[1]), rel=0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,21 +195,34 @@ def _print_table(frame: pd.DataFrame) -> None:
         print(frame.to_string(index=False))
 
 
-def _global_hint(midpoints: pd.DataFrame, group: dict[str, Any]) -> str:
-    """The global inference-only μ of the same model, if the store has it."""
+def _global_rows(midpoints: pd.DataFrame, group: dict[str, Any]) -> pd.DataFrame:
+    """The global inference-only fits of the same model with a finite μ (none: empty)."""
     from walkingnoise.analysis.multiexec import rows_of_group
-    from walkingnoise.analysis.tables import global_table, midpoint_text
+    from walkingnoise.analysis.tables import global_table
 
     table = global_table(midpoints)
     keys = {c: group[c] for c in ("dataset", "model", "batchnorm", "noise") if c in group}
     if table.empty or any(c not in table for c in keys):
-        return ""
+        return table.iloc[0:0]
     rows = rows_of_group(table, keys | {"train_noise": False})
-    return "; ".join(
-        f"{r['placement']}: μ = {midpoint_text(r)}"
-        for _, r in rows.iterrows()
-        if math.isfinite(r["mu"])
-    )
+    return rows[rows["mu"].map(math.isfinite)]
+
+
+def _print_global_hint(args: argparse.Namespace, rows: pd.DataFrame) -> None:
+    """Each global μ of the model, and the ``evaluate`` command at that σ under the placement
+    it was measured with (a σ near one placement's μ says little about another's)."""
+    from walkingnoise.analysis.tables import midpoint_text
+
+    if rows.empty:
+        return
+    measured = "; ".join(f"{r['placement']}: μ = {midpoint_text(r)}" for _, r in rows.iterrows())
+    print(f"\nglobal inference-only noise of this model: {measured}")
+    print("evaluate plans near that σ, under the placement it was measured with:")
+    options = [f"--where={text}" for text in args.where]
+    for _, row in rows.iterrows():
+        command = ["walking-noise", "multiexec", "evaluate", str(args.store)]
+        command += ["--placement", str(row["placement"]), "--sigma", f"{row['mu']:.2g}", *options]
+        print(f"  {shlex.join(command)}")
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
@@ -249,13 +263,7 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         f"{placement}; n_i ∝ μ_i^(−p), each ≥ 1"
     )
     _print_table(shown)
-    hint = _global_hint(midpoints, group)
-    if hint:
-        print(f"\nglobal inference-only noise of this model: {hint}")
-        print(
-            f"(evaluate the plans near that σ: walking-noise multiexec evaluate {args.store} "
-            f"--placement {placement} --sigma σ)"
-        )
+    _print_global_hint(args, _global_rows(midpoints, group))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
