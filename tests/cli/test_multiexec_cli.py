@@ -145,6 +145,7 @@ def test_evaluate_compares_uniform_and_guided_plans(
         (["plan", "--where", "recipe.clamp=1"], "passes --where recipe.clamp=1"),
         (["plan", "--where", "seeds=0"], "no column 'seeds' to filter on; did you mean seed?"),
         (["plan", "--placement", "walking:2"], "--placement 'walking:2': use global"),
+        (["plan", "--where", "placement_kind=global"], "study.sqlite: no walking-noise curve"),
         (["evaluate", "--sigma", "0.5", "--seed", "4"], "--seed 4: no clean model of that seed"),
         (["evaluate", "--sigma", "0.5", "--repeats", "0"], "--repeats must be ≥ 1"),
     ],

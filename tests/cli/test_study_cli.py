@@ -95,6 +95,8 @@ def test_weights_needs_a_field_with_two_values(
     assert "noise takes 3 value(s)" in _error(capsys)
     assert main(["weights", str(store), "--compare", "seed", "--where", "colour=red"]) == 2
     assert "no column 'colour'" in _error(capsys)
+    assert main(["weights", str(store), "--compare", "recipe.clamp", "--by", "colour"]) == 2
+    assert "no column 'colour' in the results to split by" in _error(capsys)
 
 
 # -- binarization -----------------------------------------------------------------------------
@@ -178,7 +180,8 @@ def test_mixed_map_without_mixed_results_is_an_error(
     store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["mixed-map", str(store), "--where", "noise=additive", "--out", str(tmp_path)]) == 2
-    assert "no finished mixed-noise" in _error(capsys)
+    message = "study.sqlite: no finished mixed-noise experiments passing --where noise=additive"
+    assert message in _error(capsys)
 
 
 def test_the_report_compares_weights_at_the_noisy_sites_own_layer(

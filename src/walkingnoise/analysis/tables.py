@@ -526,6 +526,9 @@ def weight_ratio_table(
     for column in (*group_a, *group_b):
         if column not in frame:
             raise KeyError(f"no column {column!r} in the results to select on")
+    for column in by_columns:
+        if column not in frame:
+            raise KeyError(f"no column {column!r} in the results to split by")
     settings = [
         c
         for c in (*GROUP_COLUMNS, *OPTIONAL_GROUP_COLUMNS, "sigma", "sigma_mul", "sigma_add")

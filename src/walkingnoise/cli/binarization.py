@@ -299,6 +299,9 @@ def _cmd_mixed_map(args: argparse.Namespace) -> None:
     from walkingnoise.report.markdown import cell_text
 
     points = mixed_map_points(_results(args.store, args.where))
+    if points.empty:
+        selected = "".join(f" passing --where {text}" for text in args.where or ())
+        raise ValueError(f"{args.store}: no finished mixed-noise experiments{selected} to map")
     out = args.out or study_dir(args.store, "mixed-map")
     written = write_mixed_maps(points, out)
     for configuration, order, part in iter_maps(points):

@@ -165,6 +165,11 @@ def _walking_group(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame
     )
     names = dataset_site_names(args.data_root) if args.site_names else None
     sites = site_table(midpoints, site_names=names)
+    if sites.empty:
+        raise ValueError(
+            f"{args.store}: no walking-noise curve over a scalar σ (placement walking:N, "
+            "additive or multiplicative noise, or mixed with a ratio) to fit μ from"
+        )
     selection = {
         "dataset": args.dataset,
         "model": args.model,
