@@ -160,6 +160,7 @@ def test_store_experiment_gives_model_and_setting(
             "site index 40 out of range",
         ),
         ("store", [], "is a store: choose the model with --experiment"),
+        ("missing", [], "missing.pt: no such checkpoint or store"),
         ("store", ["--experiment", "zz"], "no experiment with a hash starting 'zz'"),
         (
             "checkpoint",
@@ -181,8 +182,8 @@ def test_bad_input_is_a_one_line_error(
     message: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    source = checkpoint if which == "checkpoint" else store
-    assert main(["sqnr", str(source), *arguments]) == 2
+    sources = {"checkpoint": checkpoint, "store": store, "missing": store.with_name("missing.pt")}
+    assert main(["sqnr", str(sources[which]), *arguments]) == 2
     err = capsys.readouterr().err
     assert err.startswith("walking-noise: error: ")
     assert message in err

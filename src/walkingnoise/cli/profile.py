@@ -77,6 +77,8 @@ def load_source(source: Path, experiment: str | None) -> tuple[Experiment, Noisy
     """
     from walkingnoise.training.checkpoint import load_checkpoint, read_checkpoint
 
+    if not source.is_file():
+        raise ValueError(f"{source}: no such checkpoint or store")
     with source.open("rb") as handle:
         is_store = handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
     if not is_store:
