@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from walkingnoise.cli import main
-from walkingnoise.sweep import load_results, parse_sweep, run_sweep
+from walkingnoise.sweep import Store, load_results, parse_sweep, run_sweep
 
 #: 2 multiplicative (walking:3), 4 additive with and without clamping, 8 mixed-noise trainings.
 STUDY_SWEEP = """
@@ -144,13 +144,22 @@ def test_binarization_with_given_thresholds_and_sigma(
 
 def test_binarization_errors_are_one_line(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["binarization", str(store), "--experiment", "zzzz"]) == 2
-    assert "hash starting 'zzzz'" in _error(capsys)
+    assert "study.sqlite: no finished experiment with a checkpoint has a hash" in _error(capsys)
     assert main(["binarization", str(store)]) == 2
     assert "differ in" in _error(capsys)
     assert main(["binarization", str(store), "--site", "3", "--thresholds", "1e30"]) == 2
     assert "zero cluster" in _error(capsys)
     assert main(["binarization", str(store), "--site", "40", "--where", "sigma=1e8"]) == 2
     assert "--site 40 does not exist" in _error(capsys)
+
+
+def test_binarization_of_a_store_without_finished_experiments_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.sqlite"
+    Store(empty).close()
+    assert main(["binarization", str(empty)]) == 2
+    assert "empty.sqlite: no finished experiment with a checkpoint" in _error(capsys)
 
 
 # -- mixed-map --------------------------------------------------------------------------------

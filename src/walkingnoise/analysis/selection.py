@@ -140,7 +140,7 @@ def choose_experiment(
     if "checkpoint" in frame:
         frame = frame[frame["checkpoint"].notna()]
     if frame.empty:
-        raise ValueError("the store has no finished experiment with a checkpoint")
+        raise ValueError("no finished experiment with a checkpoint")
     if prefix:
         found = frame[frame["hash"].astype(str).str.startswith(prefix)]
         if found.empty:

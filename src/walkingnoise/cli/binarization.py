@@ -196,9 +196,12 @@ def _cmd_binarization(args: argparse.Namespace) -> None:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     with Store(args.store, read_only=True) as db:
         results = load_results(db)
-        row = choose_experiment(
-            results, prefix=args.experiment, site=args.site, filters=parse_filters(args.where)
-        )
+        try:
+            row = choose_experiment(
+                results, prefix=args.experiment, site=args.site, filters=parse_filters(args.where)
+            )
+        except ValueError as error:
+            raise ValueError(f"{args.store}: {error}") from None
         experiment, model = load_stored_model(db, str(row["hash"]))
     placement = experiment.placement_spec()
     site = args.site
