@@ -16,6 +16,7 @@ from walkingnoise.analysis.multiexec import (
     execution_plan,
     largest_remainder,
     plan_table,
+    planned_site_midpoints,
     select_walking_group,
     site_midpoints,
     uniform_plan,
@@ -24,6 +25,7 @@ from walkingnoise.data.dataset import Split
 from walkingnoise.noise import instrument
 from walkingnoise.noise.models import AdditiveNoise
 from walkingnoise.noise.placement import GlobalPlacement
+from walkingnoise.noise.site import SiteInfo
 from walkingnoise.training.multiexec import ExecutionPlan, compare_plans, standard_plans
 
 midpoints = st.dictionaries(
@@ -195,6 +197,27 @@ def test_site_midpoints_warns_of_flagged_fits(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.WARNING, logger="walkingnoise.analysis.multiexec"):
         site_midpoints(select_walking_group(table, {"batchnorm": False}))
     assert caplog.text == ""
+
+
+def test_planned_site_midpoints_looks_only_at_the_sites_that_get_noise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    table = _site_rows(quality="ok")
+    table.loc[1, "mu"] = math.nan  # the BatchNorm site's fit failed ...
+    table.loc[2, "quality"] = "μ outside the sampled σ"
+    group = select_walking_group(table, {"batchnorm": True})
+    kinds = ("input", "batchnorm", "linear")
+    sites = [SiteInfo(index, f"s{index}", kind, (1, 4)) for index, kind in enumerate(kinds)]
+    with caplog.at_level(logging.WARNING, logger="walkingnoise.analysis.multiexec"):
+        spared = planned_site_midpoints(group, GlobalPlacement(("batchnorm",)), sites)
+    assert spared == {0: 1.0, 2: 3.0}  # ... which global-except:batchnorm does not need
+    assert "site 2: μ outside the sampled σ" in caplog.text
+    with pytest.raises(ValueError, match=r"no usable μ at site\(s\) 1"):
+        planned_site_midpoints(group, GlobalPlacement(), sites)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="walkingnoise.analysis.multiexec"):
+        planned_site_midpoints(group, GlobalPlacement(("batchnorm", "linear")), sites)
+    assert caplog.text == ""  # the flagged site 2 gets no noise
 
 
 def test_guided_plan_beats_uniform_when_one_site_dominates_the_noise() -> None:

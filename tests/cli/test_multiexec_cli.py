@@ -265,3 +265,45 @@ def test_plan_suggests_evaluating_under_the_placement_of_the_global_midpoint(
     assert suggested is not None
     assert suggested[1] == "global-except:activation"
     assert float(suggested[2]) == pytest.approx(float(measured[1]), rel=0.05)
+
+
+#: Walking noise at every site, the ReLU sites (2, 4, 6) only at σ too small to lower the
+#: accuracy: their curves cannot be fitted, and a placement that spares them does not need them.
+SPARED_SWEEP = """
+name: multiexec-spared
+fixed:
+  dataset: digits
+  model: mlp
+  batchnorm: false
+  noise: additive
+  train_noise: false
+  eval_repeats: 1
+  seed: 0
+  recipe: {epochs: 2}
+others:
+  grid:
+    placement: {type: choice, options: ["walking:0", "walking:1", "walking:3", "walking:5",
+                                        "walking:7"]}
+    sigma: {type: logspace, min: -1, max: 2, num: 5}
+relu:
+  grid:
+    placement: {type: choice, options: ["walking:2", "walking:4", "walking:6"]}
+    sigma: {type: logspace, min: -4, max: -3, num: 3}
+"""
+
+
+def test_plans_need_no_midpoint_at_the_sites_the_placement_spares(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "spared.sqlite"
+    assert run_sweep(parse_sweep(SPARED_SWEEP, "s.yaml"), path, progress=False).failed == 0
+    spared = ["--placement", "global-except:activation", "--no-site-names"]
+    assert main(["multiexec", "plan", str(path), *spared]) == 0
+    assert "over the 5 sites that get noise under global-except:activation" in (
+        capsys.readouterr().out
+    )
+    command = ["multiexec", "evaluate", str(path), *spared, "--sigma", "0.3", "--repeats", "1"]
+    assert main(command) == 0
+    assert "0:2 1:2 3:2 5:2 7:2" in capsys.readouterr().out
+    assert main(["multiexec", "plan", str(path)]) == 2
+    assert "no usable μ at site(s) 2, 4, 6" in capsys.readouterr().err

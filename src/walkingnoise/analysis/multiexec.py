@@ -292,6 +292,20 @@ def _missing(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def noisy_sites(placement: GlobalPlacement, sites: Sequence[SiteInfo]) -> list[int]:
+    """Indices of the sites that get noise under a global ``placement`` (those a plan covers)."""
+    return [info.index for info in sites if info.kind not in placement.exclude_kinds]
+
+
+def planned_site_midpoints(
+    group: pd.DataFrame, placement: GlobalPlacement, sites: Sequence[SiteInfo]
+) -> dict[int, float]:
+    """Site → μ of one walking-noise group at the sites a global ``placement`` covers; the fits
+    of the sites it leaves clean are neither needed nor warned about (:func:`site_midpoints`)."""
+    covered = group[group["site"].isin(noisy_sites(placement, sites))]
+    return planned_midpoints(site_midpoints(covered), placement, sites)
+
+
 def planned_midpoints(
     mu: Mapping[int, float], placement: GlobalPlacement, sites: Sequence[SiteInfo]
 ) -> dict[int, float]:
@@ -300,7 +314,7 @@ def planned_midpoints(
     Raises:
         ValueError: a site that gets noise has no μ in ``mu``.
     """
-    noisy = [info.index for info in sites if info.kind not in placement.exclude_kinds]
+    noisy = noisy_sites(placement, sites)
     missing = [index for index in noisy if index not in mu]
     if missing:
         raise ValueError(

@@ -236,9 +236,8 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         describe_power,
         group_of,
         plan_table,
-        planned_midpoints,
+        planned_site_midpoints,
         power_label,
-        site_midpoints,
     )
     from walkingnoise.analysis.tables import midpoint_text
     from walkingnoise.experiment import Experiment
@@ -251,7 +250,7 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         dataset=group["dataset"], model=group["model"], batchnorm=group["batchnorm"], noise="none"
     )
     sites = SiteCounter(args.data_root).table(probe)
-    mu = planned_midpoints(site_midpoints(rows), placement, sites)
+    mu = planned_site_midpoints(rows, placement, sites)
     budget = _budget(args, len(mu))
     names = {info.index: info.name for info in sites} if args.site_names else {}
     table = plan_table(mu, budget, args.power, names=names)
@@ -275,9 +274,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from walkingnoise.analysis.curves import describe_group, prepare_results
     from walkingnoise.analysis.multiexec import (
         group_of,
-        planned_midpoints,
+        planned_site_midpoints,
         rows_of_group,
-        site_midpoints,
     )
     from walkingnoise.data import load_dataset
     from walkingnoise.experiment import Experiment
@@ -291,7 +289,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     placement = _global_placement(args.placement)
     results, _, rows = _walking_group(args)
     group = group_of(rows)
-    mu = site_midpoints(rows)
     members = rows_of_group(prepare_results(results), group)
     with Store(args.store, create=False) as store:
         trainings = clean_trainings(store, members["hash"])
@@ -319,7 +316,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     )
     noise = setting.noise_model()
     assert noise is not None
-    planned = planned_midpoints(mu, placement, model.site_table)
+    planned = planned_site_midpoints(rows, placement, model.site_table)
     budget = _budget(args, len(planned))
     plans = standard_plans(planned, budget, args.power)
     dataset = load_dataset(trained.dataset, root=args.data_root)
