@@ -340,6 +340,7 @@ def test_the_executor_follows_the_options_given(options: dict, chosen: str) -> N
         (["--workers", "2", "--executor", "process", "--gpus-per-task", "0.5"], "--gpus-per-task"),
         (["--gpus-per-task", "2"], "--gpus-per-task 2: give 0 (CPUs only)"),
         (["--gpus-per-task", "-0.5"], "--gpus-per-task -0.5: give 0"),
+        (["--gpus-per-task", "0.00001"], "--gpus-per-task 1e-05: give 0"),
     ],
 )
 def test_options_the_executor_would_ignore_are_refused(

@@ -219,13 +219,14 @@ def test_ray_tasks_on_a_cluster_without_gpus_ask_for_none(
     GPU nodes; a local Ray's refusal is in the test below)."""
     import ray as ray_module
 
-    def resources(_item: int) -> tuple[dict, str | None]:
+    def resources(_item: int) -> tuple[dict, str | None, str | None]:
         assigned = ray_module.get_runtime_context().get_assigned_resources()
-        return assigned, os.environ.get(GPU_SHARE_ENV)
+        return assigned, os.environ.get(GPU_SHARE_ENV), os.environ.get("WALKINGNOISE_DEVICE")
 
     assert (ray.gpus_per_task, ray.device) == (0, "cpu")
-    ((_, (assigned, share)),) = list(ray.run(resources, [0]))
-    assert (assigned, share) == ({"CPU": 1.0}, "1.0")
+    ((_, (assigned, share, device)),) = list(ray.run(resources, [0]))
+    # recent Ray leaves a GPU visible to a task that asks for none: the setting keeps it off
+    assert (assigned, share, device) == ({"CPU": 1.0}, "1.0", "cpu")
     with caplog.at_level(logging.WARNING, logger="walkingnoise"):
         waiting = RayExecutor(gpus_per_task=0.5)
     assert "--gpus-per-task 0.5: the Ray cluster has no GPU now" in caplog.text
@@ -240,7 +241,8 @@ from walkingnoise.sweep.executors import RayExecutor
 
 def seen(_item):
     assigned = ray.get_runtime_context().get_assigned_resources()
-    return assigned, os.environ.get("WALKINGNOISE_GPU_SHARE"), os.environ["CUDA_VISIBLE_DEVICES"]
+    share, device = os.environ.get("WALKINGNOISE_GPU_SHARE"), os.environ["WALKINGNOISE_DEVICE"]
+    return assigned, share, os.environ["CUDA_VISIBLE_DEVICES"], device
 
 ray.init(num_cpus=4, num_gpus=1, include_dashboard=False)
 whole = RayExecutor()
@@ -250,6 +252,7 @@ report = {
     "whole": [whole.gpus_per_task, whole.workers, [r for _, r in whole.run(seen, [0])]],
     "quarter": [quarter.gpus_per_task, quarter.workers, [r for _, r in quarter.run(seen, [0])]],
     "capped": RayExecutor(workers=3, gpus_per_task=0.25).workers,
+    "queued": RayExecutor(workers=3, gpus_per_task=1).workers,
 }
 ray.shutdown()
 os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a machine without GPUs
@@ -272,15 +275,20 @@ def test_ray_tasks_on_a_cluster_with_gpus_ask_for_them() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    gpus, workers, ((assigned, share, visible),) = report["whole"]
-    assert (gpus, workers, share) == (1.0, 1, "1.0")
+    gpus, workers, ((assigned, share, visible, device),) = report["whole"]
+    assert (gpus, workers, share, device) == (1.0, 1, "1.0", "cuda")
     assert assigned == {"CPU": 1.0, "GPU": 1.0}
     assert visible == "0"
-    gpus, workers, ((assigned, share, visible),) = report["quarter"]
+    gpus, workers, ((assigned, share, visible, _),) = report["quarter"]
     assert (gpus, workers, share) == (0.25, 4, "0.25")  # 4 GPU shares, 4 CPUs
     assert assigned == {"CPU": 1.0, "GPU": 0.25}
     assert visible == "0"
     assert report["capped"] == 3
+    assert report["queued"] == 3  # as asked, but the GPUs run one at a time, which it says
+    assert (
+        "--workers 3: the cluster's GPUs run 1 task(s) at once at --gpus-per-task 1; "
+        "--gpus-per-task 0.3333 runs 3" in done.stderr
+    )
     assert report["device"] == "cuda"  # the planner plans for the tasks' GPUs
     message, still_up = report["local"]
     assert message.startswith("--gpus-per-task 0.5: this machine's Ray has no GPU")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from walkingnoise.cli import main
 from walkingnoise.data import load_dataset
@@ -365,7 +366,19 @@ def test_a_bad_sweep_writes_nothing(tmp_path: Path, dry_run: bool) -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("WALKINGNOISE_THREADS", "two"), ("WALKINGNOISE_MEMORY_BUDGET", "lots")],
+    [
+        ("WALKINGNOISE_THREADS", "two"),
+        ("WALKINGNOISE_MEMORY_BUDGET", "lots"),
+        ("WALKINGNOISE_GPU_SHARE", "2"),
+        ("WALKINGNOISE_DEVICE", "tpu"),
+        pytest.param(
+            "WALKINGNOISE_DEVICE",
+            "cuda",
+            marks=pytest.mark.skipif(
+                torch.cuda.is_available(), reason="tests a machine without CUDA"
+            ),
+        ),
+    ],
 )
 def test_a_bad_setting_in_the_environment_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str

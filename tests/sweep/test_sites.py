@@ -69,6 +69,16 @@ def test_the_units_device_decides_which_cohorts_train_alone() -> None:
     assert on_gpus.trains_alone(_noisy("with-dropout"))
 
 
+@pytest.mark.usefixtures("user_models")
+def test_the_device_variable_names_the_units_device_even_where_the_planner_has_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WALKINGNOISE_DEVICE", "cuda")
+    assert not SiteCounter().trains_alone(_noisy("with-conv"))
+    monkeypatch.setenv("WALKINGNOISE_DEVICE", "cpu")
+    assert SiteCounter().trains_alone(_noisy("with-conv"))
+
+
 SWEEP = """
 fixed: {dataset: digits, model: with-dropout, batchnorm: false, noise: additive,
         train_noise: true, eval_repeats: 1, recipe: {epochs: 1}}

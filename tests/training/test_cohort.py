@@ -36,21 +36,30 @@ def _fits(
 
 
 def test_a_chunk_out_of_memory_runs_again_in_halves(caplog: pytest.LogCaptureFixture) -> None:
+    """And every later chunk, of this group and the next, is no larger."""
     calls: list[int] = []
     run = _fits(2, lambda chunk: [item * 10 for item in chunk], calls)
+    groups = [list(range(9)), [20, 21, 22, 23]]
     with caplog.at_level(logging.WARNING, logger="walkingnoise"):
-        done = list(in_chunks_that_fit(list(range(9)), 6, run))
-    assert [item for chunk, _ in done for item in chunk] == list(range(9))
-    assert [value for _, values in done for value in values] == [i * 10 for i in range(9)]
-    assert calls == [6, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+        done = list(in_chunks_that_fit(groups, 6, run))
+    assert [list(chunk) for chunk, _ in done] == [[i] for i in range(9)] + [[20], [21], [22], [23]]
+    assert [value for _, values in done for value in values] == [
+        i * 10 for group in groups for i in group
+    ]
+    assert calls == [6, 3] + [1] * 13
     assert caplog.text.count("ran out of GPU memory") == 2
     assert "stacks of at most 3 from now on" in caplog.text
+
+
+def test_chunks_never_mix_groups() -> None:
+    done = list(in_chunks_that_fit([[1, 2, 3], [4, 5]], 4, lambda chunk: list(chunk)))
+    assert [list(chunk) for chunk, _ in done] == [[1, 2, 3], [4, 5]]
 
 
 def test_one_item_that_does_not_fit_raises() -> None:
     run = _fits(0, lambda chunk: list(chunk), [])
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        list(in_chunks_that_fit([1, 2, 3], 2, run))
+        list(in_chunks_that_fit([[1, 2, 3]], 2, run))
 
 
 def _walking(n: int) -> list[Experiment]:

@@ -11,8 +11,10 @@ from walkingnoise.models import build_model
 from walkingnoise.noise import instrument
 from walkingnoise.training.memory import (
     BUDGET_ENV,
+    DEVICE_ENV,
     GPU_SHARE_ENV,
     check_budget,
+    default_device,
     gpu_share,
     memory_budget,
     models_per_stack,
@@ -80,3 +82,34 @@ def test_a_bad_gpu_share_names_the_variable(monkeypatch: pytest.MonkeyPatch, tex
         gpu_share()
     with pytest.raises(ValueError, match=GPU_SHARE_ENV):
         check_budget()
+
+
+@pytest.mark.parametrize("setting", ["cpu", " CPU "])
+def test_the_device_variable_chooses_the_cpu(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    monkeypatch.setenv(DEVICE_ENV, setting)
+    assert default_device() == torch.device("cpu")
+
+
+def test_without_the_device_variable_cuda_is_used_when_available(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    assert default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_bad_device_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DEVICE_ENV, "tpu")
+    with pytest.raises(ValueError, match=rf"^{DEVICE_ENV}: not a device: 'tpu'"):
+        default_device()
+    with pytest.raises(ValueError, match=DEVICE_ENV):
+        check_budget()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests a machine without CUDA")
+def test_cuda_asked_for_where_there_is_none_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(DEVICE_ENV, "cuda")
+    check_budget()  # a Ray cluster's nodes may have what this machine lacks
+    with pytest.raises(ValueError, match=rf"^{DEVICE_ENV}=cuda: PyTorch finds no CUDA device"):
+        default_device()

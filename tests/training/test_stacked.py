@@ -375,6 +375,22 @@ def test_a_member_instrumented_with_hooks_is_refused() -> None:
         StackedModel([traced, hooked])
 
 
+def test_a_probe_out_of_gpu_memory_is_not_taken_for_a_stack_that_cannot_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Running out of memory says the stack is too big, which smaller stacks fix; it must not
+    send the models one at a time as if they could not be stacked."""
+    example = torch.randn(2, 1, 8, 8)
+    stack = StackedModel([instrument(_layers(), example) for _ in range(2)])
+
+    def exhausted(*_args: object, **_kwargs: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(StackedModel, "__call__", exhausted)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        stack.check(example)
+
+
 class RunningScale(nn.Module):
     """A buffer its forward updates in place, in either mode."""
 

@@ -34,7 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="worker processes (process executor; default 1) or most concurrent tasks (ray; "
-        "default: the cluster's CPUs)",
+        "default: as many as the cluster's CPUs and GPU shares allow)",
     )
     run.add_argument(
         "--ray-address", default=None, help="an existing Ray cluster to join (implies ray)"

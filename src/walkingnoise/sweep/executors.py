@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -23,7 +24,7 @@ from typing import Any, Literal
 
 from walkingnoise._signals import deferred
 from walkingnoise.data.errors import one_line
-from walkingnoise.training.memory import GPU_SHARE_ENV
+from walkingnoise.training.memory import DEVICE_ENV, GPU_SHARE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -215,12 +216,13 @@ class RayExecutor(Executor):
     """Tasks on a Ray cluster: ``address`` of an existing one, or a local Ray on this machine.
 
     ``workers`` caps the tasks that run at once (a local Ray gets that many CPUs); without it,
-    every CPU of the cluster (or every GPU share). Each task takes one CPU and
-    ``gpus_per_task`` of a GPU: by default a whole one where the cluster has GPUs, else none
-    (Ray hides the GPUs from a task that asks for none); a share such as 0.25 runs four tasks
-    on each GPU, each sizing its stacks to a quarter of its memory. The workers get this
-    process's ``WALKINGNOISE_*`` settings (data folder, threads, memory budget, model modules),
-    as a process pool's inherit them.
+    as many as the cluster's CPUs and GPU shares allow. Each task takes one CPU and
+    ``gpus_per_task`` of a GPU: by default a whole one where the cluster has GPUs, else none;
+    a share such as 0.25 runs four tasks on each GPU, each sizing its stacks to a quarter of
+    its memory (unless ``$WALKINGNOISE_GPU_SHARE`` says otherwise). Tasks with a GPU compute on
+    it, tasks without on CPUs (``$WALKINGNOISE_DEVICE``: recent Ray leaves the GPUs visible to
+    a task that asks for none). The workers get this process's ``WALKINGNOISE_*`` settings
+    (data folder, threads, memory budget, model modules), as a process pool's inherit them.
     """
 
     name = "ray"
@@ -272,7 +274,18 @@ class RayExecutor(Executor):
         if gpus_per_task > 0:
             if gpus < gpus_per_task:
                 self._refuse_missing_gpus(gpus_per_task, gpus, local=self._started and not joining)
-            slots = min(cpus, int(gpus / gpus_per_task + 1e-9))
+            on_gpus = int(gpus / gpus_per_task + 1e-9)
+            if workers is not None and workers > on_gpus > 0 and on_gpus < cpus:
+                log.warning(
+                    "--workers %d: the cluster's GPUs run %d task(s) at once at "
+                    "--gpus-per-task %g; --gpus-per-task %g runs %d",
+                    workers,
+                    on_gpus,
+                    gpus_per_task,
+                    _share_for(workers, gpus),
+                    workers,
+                )
+            slots = min(cpus, on_gpus)
         self.workers = workers or slots or 1
         # a local Ray of ``workers`` CPUs runs no more at once; elsewhere only the tasks
         # handed to Ray at a time can cap them
@@ -304,9 +317,9 @@ class RayExecutor(Executor):
         A task whose worker process died (killed, out of memory) runs once more, as the
         process pool reruns a crashed unit; a task that raised is not retried."""
         ray = self._ray
-        share = self.gpus_per_task or 1.0
-        remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_task, max_retries=1)(_on_gpu_share)
-        shared = [ray.put(arg) for arg in (share, fn, *args)]
+        placement = (self.device, repr(self.gpus_per_task or 1.0))
+        remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_task, max_retries=1)(_on_device)
+        shared = [ray.put(arg) for arg in (placement, fn, *args)]
         pending: dict[Any, Any] = {}
         queue = iter(items)
         limit = self._in_flight
@@ -334,19 +347,31 @@ class RayExecutor(Executor):
             self._ray.shutdown()
 
 
-def _on_gpu_share(item: Any, share: float, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(item, *args)`` in a Ray worker whose stacks take ``share`` of its GPU's memory."""
-    os.environ[GPU_SHARE_ENV] = repr(share)
+def _on_device(item: Any, placement: tuple[str, str], fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(item, *args)`` in a Ray worker that computes on the device its task asked for,
+    ``placement`` = (device, share of the GPU's memory its stacks take unless set)."""
+    device, share = placement
+    os.environ[DEVICE_ENV] = device
+    os.environ.setdefault(GPU_SHARE_ENV, share)
     return fn(item, *args)
+
+
+#: The finest GPU share Ray accepts.
+GPU_SHARE_STEP = 1e-4
+
+
+def _share_for(tasks: int, gpus: float) -> float:
+    """The GPU share that runs ``tasks`` tasks at once on ``gpus`` GPUs, in Ray's steps."""
+    return max(GPU_SHARE_STEP, math.floor(min(1.0, gpus / tasks) / GPU_SHARE_STEP) * GPU_SHARE_STEP)
 
 
 def check_gpus_per_task(gpus: float) -> None:
     """Raise a one-line ValueError unless ``gpus`` is a GPU share a unit can use: 0 (none),
-    a fraction, or 1 (a unit computes on one GPU)."""
-    if not 0 <= gpus <= 1:
+    a fraction in Ray's steps of 0.0001, or 1 (a unit computes on one GPU)."""
+    if not (gpus == 0 or GPU_SHARE_STEP <= gpus <= 1):
         raise ValueError(
             f"--gpus-per-task {gpus:g}: give 0 (CPUs only), a share such as 0.5 (units share "
-            "a GPU) or 1; a unit computes on one GPU"
+            "a GPU; at least 0.0001) or 1; a unit computes on one GPU"
         )
 
 

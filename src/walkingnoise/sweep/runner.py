@@ -34,7 +34,7 @@ from walkingnoise.sweep.store import Store, StoreError
 from walkingnoise.sweep.teacher_files import check_teacher_files, teacher_fingerprints
 from walkingnoise.sweep.work import Outcome, UnitOutcome, run_unit, unit_threads
 from walkingnoise.training.checkpoint import CheckpointError, read_checkpoint
-from walkingnoise.training.memory import check_budget
+from walkingnoise.training.memory import check_budget, default_device
 from walkingnoise.training.run import teacher_from_file
 
 log = logging.getLogger(__name__)
@@ -192,12 +192,14 @@ def run_sweep(
     anything, unless ``accept_network_change`` (``accept_teacher_change``): then the store
     keeps the new one and its results join the old ones. A ``dry_run`` only counts and plans:
     the store is read, never created or written.
-    Settings from the environment (``$WALKINGNOISE_THREADS``, ``$WALKINGNOISE_MEMORY_BUDGET``)
-    are checked first: a bad one stops the sweep before it writes anything, instead of failing
-    every unit.
+    Settings from the environment (``$WALKINGNOISE_THREADS``, ``$WALKINGNOISE_MEMORY_BUDGET``,
+    ``$WALKINGNOISE_DEVICE``, ...) are checked first: a bad one stops the sweep before it
+    writes anything, instead of failing every unit.
     """
     unit_threads()
     check_budget()
+    if executor is None or executor.device is None:  # the units compute on this machine
+        default_device()
     counter = SiteCounter(data_root, device=None if executor is None else executor.device)
     entries, repeats = expand_counted(spec, site_count=counter, max_experiments=max_experiments)
     _check_teachers(entries, store)

@@ -14,7 +14,7 @@ from walkingnoise.noise.site import SiteInfo
 from walkingnoise.sweep.architecture import architecture_key, describe_network
 from walkingnoise.sweep.planner import cohort_key
 from walkingnoise.training.cohort import trains_alone
-from walkingnoise.training.memory import default_device
+from walkingnoise.training.memory import default_device, device_setting
 
 
 class SiteCounter:
@@ -60,16 +60,17 @@ class SiteCounter:
     def trains_alone(self, experiment: Experiment) -> bool:
         """Whether the cohort of this noisy-training experiment trains one model at a time
         in a unit of work (``training.cohort.trains_alone``), probed once per cohort, for the
-        units' device (a Ray executor's: GPUs where its tasks take them, else CPUs) or, by
-        default, this process's."""
+        units' device (a Ray executor's: GPUs where its tasks take them, else CPUs; else
+        ``$WALKINGNOISE_DEVICE``, which names the workers' device even where this process has
+        none) or, by default, this process's."""
         key = cohort_key(experiment)
         if key not in self._alone:
             self.table(experiment)
             model = self._models[(experiment.dataset, experiment.model, experiment.batchnorm)]
             example = torch.zeros(2, *self.shape(experiment.dataset)[0])
+            kind = self.device or device_setting() or default_device().type
             try:
-                device = torch.device(self.device) if self.device else default_device()
-                reason = trains_alone(model, experiment, example, device)
+                reason = trains_alone(model, experiment, example, torch.device(kind))
             except Exception as error:  # units of one are right for any model, if slower
                 reason = f"{type(error).__name__}: {error}"
             self._alone[key] = reason is not None

@@ -68,20 +68,29 @@ def _chunks(items: Sequence, size: int) -> list[Sequence]:
 
 
 def in_chunks_that_fit(
-    items: Sequence[T], size: int, run: Callable[[Sequence[T]], list[R]]
+    groups: Sequence[Sequence[T]], size: int, run: Callable[[Sequence[T]], list[R]]
 ) -> Iterator[tuple[Sequence[T], list[R]]]:
-    """``run`` each chunk of at most ``size`` items, yielding (chunk, its results). A chunk
-    that runs out of GPU memory (the budget is an estimate; the allocator, cuBLAS and other
-    processes take their part) runs again as two halves, and later chunks are no larger, so a
-    sweep does not die because a stack did not fit; a single item that does not fit raises."""
-    queue = deque(_chunks(items, size))
-    while queue:
-        chunk = queue.popleft()
-        try:
-            results = run(chunk)
-        except torch.cuda.OutOfMemoryError:
-            if len(chunk) == 1:
-                raise
+    """``run`` each group in chunks of at most ``size`` items, yielding (chunk, its results).
+    A chunk that runs out of GPU memory (the budget is an estimate; the allocator, cuBLAS and
+    other processes take their part) runs again as two halves, and every later chunk, of any
+    group, is no larger, so a sweep does not die because a stack did not fit; a single item
+    that does not fit raises."""
+    for group in groups:
+        queue = deque(_chunks(group, size))
+        while queue:
+            chunk = queue.popleft()
+            try:
+                results = run(chunk)
+            except torch.cuda.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise
+                failed = True
+            else:
+                failed = False
+            if not failed:
+                yield chunk, results
+                continue
+            # out of the except block, the failed stack's frames are gone and can be freed
             size = max(1, len(chunk) // 2)
             log.warning(
                 "a stack of %d models ran out of GPU memory; stacks of at most %d from now on",
@@ -92,8 +101,6 @@ def in_chunks_that_fit(
             torch.cuda.empty_cache()
             rest = [item for part in (chunk, *queue) for item in part]
             queue = deque(_chunks(rest, size))
-            continue
-        yield chunk, results
 
 
 def train_cohort(
@@ -129,13 +136,16 @@ def train_cohort(
         log.info("training %d experiments one at a time: %s", len(experiments), reason)
         return [train_alone(e, dataset, teacher=teacher) for e in experiments]
     recipe = experiments[0].recipe
+    device = dataset.train.x.device
+    weight_noise = any(e.weight_noise for e in experiments)
     fit = models_per_stack(
-        probe,
-        recipe.batch_size,
-        dataset.train.x.device,
-        training=True,
-        weight_noise=any(e.weight_noise for e in experiments),
+        probe, recipe.batch_size, device, training=True, weight_noise=weight_noise
     )
+    if device.type == "cuda":  # the stack is evaluated too, in batches of eval_batch_size
+        evaluated = models_per_stack(
+            probe, recipe.eval_batch_size, device, training=False, weight_noise=weight_noise
+        )
+        fit = min(fit, evaluated)
     size = min(fit, max_models or fit)
     sites = probe.site_table
     results: list[Trained | None] = [None] * len(experiments)
@@ -155,10 +165,9 @@ def train_cohort(
     def train(chunk: Sequence[int]) -> list[Trained]:
         return _train_chunk([experiments[i] for i in chunk], dataset, progress, teacher)
 
-    for indices in groups.values():
-        for chunk, trained in in_chunks_that_fit(indices, size, train):
-            for i, result in zip(chunk, trained, strict=True):
-                results[i] = result
+    for chunk, trained in in_chunks_that_fit(list(groups.values()), size, train):
+        for i, result in zip(chunk, trained, strict=True):
+            results[i] = result
     return [r for r in results if r is not None]
 
 
@@ -330,10 +339,9 @@ def evaluate_shared(
             raise
 
     with weight_noise_disabled(model):
-        for indices in by_noise.values():
-            for chunk, values in in_chunks_that_fit(indices, size, evaluate):
-                for i, one in zip(chunk, values, strict=True):
-                    metrics[i] = one
+        for chunk, values in in_chunks_that_fit(list(by_noise.values()), size, evaluate):
+            for i, one in zip(chunk, values, strict=True):
+                metrics[i] = one
     return metrics
 
 

@@ -21,9 +21,29 @@ GPU_SHARE_ENV = "WALKINGNOISE_GPU_SHARE"
 _UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
+#: Environment variable: the device units compute on, ``cpu`` or ``cuda`` (default: CUDA when
+#: available); the Ray executor sets it to match the GPUs its tasks ask for.
+DEVICE_ENV = "WALKINGNOISE_DEVICE"
+
+
+def device_setting() -> str | None:
+    """``$WALKINGNOISE_DEVICE``: ``cpu``, ``cuda`` or None (unset); a one-line ValueError
+    names the variable if it is something else."""
+    chosen = os.environ.get(DEVICE_ENV, "").strip().lower()
+    if chosen and chosen not in ("cpu", "cuda"):
+        raise ValueError(f"{DEVICE_ENV}: not a device: {chosen!r} (give cpu or cuda)")
+    return chosen or None
+
+
 def default_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``$WALKINGNOISE_DEVICE`` if set, else CUDA when available, else the CPU; a one-line
+    ValueError if the variable asks for CUDA where there is none."""
+    chosen = device_setting()
+    if chosen is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if chosen == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{DEVICE_ENV}=cuda: PyTorch finds no CUDA device here")
+    return torch.device(chosen)
 
 
 def parse_bytes(text: str) -> int:
@@ -65,12 +85,14 @@ def gpu_share() -> float:
 
 
 def check_budget() -> None:
-    """Raise a one-line ValueError now if ``$WALKINGNOISE_MEMORY_BUDGET`` is not a size or
-    ``$WALKINGNOISE_GPU_SHARE`` not a share."""
+    """Raise a one-line ValueError now if ``$WALKINGNOISE_MEMORY_BUDGET`` is not a size,
+    ``$WALKINGNOISE_GPU_SHARE`` not a share or ``$WALKINGNOISE_DEVICE`` not a device (which
+    a Ray cluster's nodes, not this machine, may have)."""
     override = os.environ.get(BUDGET_ENV)
     if override:
         parse_bytes(override)
     gpu_share()
+    device_setting()
 
 
 def memory_budget(device: torch.device) -> int:

@@ -1009,6 +1009,8 @@ class StackedModel:
         try:
             with torch.no_grad():
                 self.eval()(example, shared=True)
+        except torch.cuda.OutOfMemoryError:
+            raise  # a stack too big for the GPU, not one that cannot run
         except Exception as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise NotStackableError(f"{type(error).__name__}: {first}") from error
