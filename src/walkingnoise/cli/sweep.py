@@ -44,9 +44,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         metavar="G",
-        help="share of a GPU each Ray task takes: 0 (CPUs only), 0.25 (four units per GPU, "
-        "each sizing its stacks to a quarter of its memory) or 1 (implies ray; default: 1 "
-        "where the cluster has GPUs, else 0)",
+        help="share of a GPU each Ray task takes (implies ray): 0 (CPUs only), 0.25 (four "
+        "units per GPU, each sizing its stacks to a quarter of its memory) or 1 (default "
+        "where the cluster has GPUs; else 0)",
     )
     run.add_argument("--data-root", default=None, help="directory holding the dataset files")
     run.add_argument(

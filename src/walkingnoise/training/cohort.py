@@ -79,28 +79,32 @@ def in_chunks_that_fit(
         queue = deque(_chunks(group, size))
         while queue:
             chunk = queue.popleft()
-            try:
-                results = run(chunk)
-            except torch.cuda.OutOfMemoryError:
-                if len(chunk) == 1:
-                    raise
-                failed = True
-            else:
-                failed = False
-            if not failed:
+            results = _unless_out_of_memory(run, chunk)
+            if results is not None:
                 yield chunk, results
                 continue
-            # out of the except block, the failed stack's frames are gone and can be freed
             size = max(1, len(chunk) // 2)
             log.warning(
                 "a stack of %d models ran out of GPU memory; stacks of at most %d from now on",
                 len(chunk),
                 size,
             )
-            gc.collect()
+            gc.collect()  # the failed stack's frames are gone with its exception
             torch.cuda.empty_cache()
             rest = [item for part in (chunk, *queue) for item in part]
             queue = deque(_chunks(rest, size))
+
+
+def _unless_out_of_memory(
+    run: Callable[[Sequence[T]], list[R]], chunk: Sequence[T]
+) -> list[R] | None:
+    """``run(chunk)``, or None if it ran out of GPU memory with more than one item."""
+    try:
+        return run(chunk)
+    except torch.cuda.OutOfMemoryError:
+        if len(chunk) == 1:
+            raise
+        return None
 
 
 def train_cohort(
