@@ -335,7 +335,10 @@ def format_midpoint(mu: float, err: float, log10_err: float = math.nan) -> str:
     if not (math.isfinite(mu) and wide):
         return format_mu(mu, err)
     shown = f"{mu:.2e}" if _scientific(mu) else f"{mu:.3g}"
-    factor = f"{10.0**log10_err:.2g}" if log10_err < 5 else f"10^{log10_err:.3g}"
+    if log10_err < 5:
+        factor = f"{10.0**log10_err:.2g}"
+    else:  # an exponent of 1000 or more in plain digits, not as 1e+03
+        factor = f"10^{log10_err:.3g}" if log10_err < 1000 else f"10^{log10_err:.0f}"
     return f"{shown} ×/÷ {factor}"
 
 
