@@ -105,6 +105,15 @@ def _assign_trainings(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[positions].assign(training=names).reset_index(drop=True)
 
 
+def has_weight_noise(results: pd.DataFrame) -> bool:
+    """Whether a finished experiment of ``results`` (from ``load_results``) has weight noise
+    η > 0: a Noisy Machines study, which this module tabulates."""
+    done = results[results["status"] == "done"] if "status" in results else results
+    if "weight_noise" not in done:
+        return False
+    return bool((pd.to_numeric(done["weight_noise"], errors="coerce") > 0).any())
+
+
 def weight_noise_accuracy(
     results: pd.DataFrame, metric: str = "noisy_test_accuracy"
 ) -> pd.DataFrame:

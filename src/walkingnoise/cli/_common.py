@@ -97,6 +97,20 @@ def selected_hashes(args: argparse.Namespace, results: pd.DataFrame) -> tuple[se
     return chosen, "; ".join(said)
 
 
+def selected_results(
+    args: argparse.Namespace, results: pd.DataFrame
+) -> tuple[pd.DataFrame, set[str] | None, str]:
+    """The results ``--sweep`` and ``--where`` keep, their hashes (None without either), and
+    the line that says which (``N of M experiments (K finished): ...``; empty without)."""
+    chosen, said = selected_hashes(args, results)
+    if chosen is None:
+        return results, None, ""
+    stored = len(results)
+    results = results[results["hash"].isin(chosen)].reset_index(drop=True)
+    finished = int((results["status"] == "done").sum()) if "status" in results else 0
+    return results, chosen, f"{len(results)} of {stored} experiments ({finished} finished): {said}"
+
+
 def where_hashes(
     store: Path, results: pd.DataFrame, where: list[str], among: set[str] | None = None
 ) -> set[str]:

@@ -10,6 +10,7 @@ from walkingnoise.cli._common import (
     add_selection_options,
     add_site_options,
     selected_hashes,
+    selected_results,
     write_csv,
 )
 
@@ -80,20 +81,16 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     from walkingnoise.report.markdown import cell_text, varying_columns
     from walkingnoise.sweep import load_results
 
-    results = load_results(args.store)
-    stored = len(results)
-    chosen, said = selected_hashes(args, results)
-    if chosen is not None:
-        results = results[results["hash"].isin(chosen)].reset_index(drop=True)
+    results, chosen, selection = selected_results(args, load_results(args.store))
     fitter = double_midpoint_table if args.double else midpoint_table
     table = fitter(results, a_min=args.a_min, n_test=result_test_sizes(results, args.data_root))
-    finished = int((results["status"] == "done").sum()) if "status" in results else 0
     if table.empty:
+        finished = int((results["status"] == "done").sum()) if "status" in results else 0
         of = "" if chosen is None else f" among the {len(results)} selected ({finished} finished)"
         hint = _weight_noise_hint(results, args.store)
         raise ValueError(f"{args.store}: no finished experiments with a scalar σ to fit{of}{hint}")
-    if chosen is not None:
-        print(f"{len(results)} of {stored} experiments ({finished} finished): {said}\n")
+    if selection:
+        print(selection + "\n")
     if args.csv is not None:
         write_csv(table, args.csv)
     shown = table[varying_columns(table, always=("placement",))].map(cell_text)
@@ -131,10 +128,9 @@ def _cmd_fit(args: argparse.Namespace) -> None:
 
 def _weight_noise_hint(results: pd.DataFrame, store: Path) -> str:
     """Where a study of weight noise alone, with no σ to fit, has its table: ``noisy-machines``."""
-    import pandas as pd
+    from walkingnoise.analysis.noisy_machines import has_weight_noise
 
-    done = results[results["status"] == "done"] if "status" in results else results
-    if "weight_noise" not in done or not (pd.to_numeric(done["weight_noise"]) > 0).any():
+    if not has_weight_noise(results):
         return ""
     return f"; its weight noise is tabulated by `walking-noise noisy-machines {store}`"
 

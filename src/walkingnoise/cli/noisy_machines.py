@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from walkingnoise.cli._common import add_selection_options, selected_hashes, write_csv
-
-if TYPE_CHECKING:
-    import pandas as pd
+from walkingnoise.cli._common import add_selection_options, selected_results, write_csv
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -44,7 +40,7 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     )
     from walkingnoise.sweep import load_results
 
-    results, selection = _selected_results(args, load_results(args.store))
+    results, _, selection = selected_results(args, load_results(args.store))
     table = weight_noise_accuracy(results, args.metric)
     if table.empty or not (pd.to_numeric(table["weight_noise"]) > 0).any():
         finished = results["status"].eq("done").any() if "status" in results else len(results)
@@ -63,15 +59,3 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     if args.csv is not None:
         write_csv(table, args.csv)
         print(f"table: {args.csv}")
-
-
-def _selected_results(args: argparse.Namespace, results: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The results ``--sweep`` and ``--where`` keep, and the line that says which (empty
-    without either), as ``fit`` says it."""
-    chosen, said = selected_hashes(args, results)
-    if chosen is None:
-        return results, ""
-    stored = len(results)
-    results = results[results["hash"].isin(chosen)].reset_index(drop=True)
-    finished = int((results["status"] == "done").sum()) if "status" in results else 0
-    return results, f"{len(results)} of {stored} experiments ({finished} finished): {said}"

@@ -38,6 +38,7 @@ from walkingnoise.analysis.midpoint import DEFAULT_FLOOR
 from walkingnoise.analysis.noisy_machines import (
     ETA_ZERO_NOTE,
     accuracy_vs_eta,
+    has_weight_noise,
     shares_clean_models,
     weight_noise_accuracy,
 )
@@ -564,9 +565,7 @@ def _noisy_machines(report: _Report, results: pd.DataFrame, tables: Path) -> Non
     """Accuracy vs weight noise η by training (Zhou et al.), where an experiment has η > 0:
     such a study has no σ to fit, and this table is what it measured."""
     done = results[results["status"] == "done"] if "status" in results else results
-    if "weight_noise" not in done or "noisy_test_accuracy" not in done:
-        return
-    if not (pd.to_numeric(done["weight_noise"], errors="coerce") > 0).any():
+    if "noisy_test_accuracy" not in done or not has_weight_noise(done):
         return
     table = weight_noise_accuracy(done)
     wide = accuracy_vs_eta(table)

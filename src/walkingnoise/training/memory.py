@@ -18,12 +18,10 @@ BUDGET_ENV = "WALKINGNOISE_MEMORY_BUDGET"
 #: Environment variable: the share of a GPU's memory one worker sizes its stacks to, in (0, 1]
 #: (the process and Ray executors set it where workers share a GPU; default 1).
 GPU_SHARE_ENV = "WALKINGNOISE_GPU_SHARE"
-_UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-
-
 #: Environment variable: the device units compute on, ``cpu`` or ``cuda`` (default: CUDA when
 #: available); the Ray executor sets it to match the GPUs its tasks ask for.
 DEVICE_ENV = "WALKINGNOISE_DEVICE"
+_UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
 def device_setting() -> str | None:
