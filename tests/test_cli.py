@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 from walkingnoise.cli import main
@@ -18,6 +19,7 @@ from walkingnoise.models import model_names, register_model
 from walkingnoise.models import registry as model_registry
 from walkingnoise.training import Recipe, evaluate_clean
 from walkingnoise.training.checkpoint import load_checkpoint
+from walkingnoise.training.memory import DEVICE_ENV
 from walkingnoise.training.run import run_experiment
 
 TRAIN_ARGS = [
@@ -86,6 +88,25 @@ def test_train_prints_accuracies_of_the_library_run_and_saves_a_checkpoint(
     assert loaded == experiment
     accuracy = evaluate_clean(model, load_dataset("digits").test).accuracy
     assert f"{100 * accuracy:.2f}" == f"{clean:.2f}"
+
+
+def test_train_says_it_computes_on_the_cpu_as_the_device_setting_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(TRAIN_ARGS) == 0  # tests/conftest.py sets WALKINGNOISE_DEVICE=cpu
+    assert "(noisy training, on cpu)" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests a machine without CUDA")
+def test_train_asked_for_cuda_where_there_is_none_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``train`` computes where the device setting says, as a sweep's units do."""
+    monkeypatch.setenv(DEVICE_ENV, "cuda")
+    assert main(TRAIN_ARGS) != 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"walking-noise: error: {DEVICE_ENV}=cuda: PyTorch finds no CUDA")
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize("module", ["walkingnoise", "walkingnoise.cli"])

@@ -496,3 +496,14 @@ def test_hooks_warn_of_layers_of_the_users_own_that_get_no_site(caplog) -> None:
         instrument(nn.Sequential(nn.Linear(4, 2), nn.ReLU()), x, method="hooks")
     assert [s.kind for s in by_fx.site_table] == ["input", "linear", "activation", "linear"]
     assert "no noise site" not in caplog.text
+
+
+@pytest.mark.parametrize("method", ["fx", "hooks"])
+def test_the_sites_live_on_the_models_device(method: str) -> None:
+    """Levels set after instrumenting sit where the activations are (here PyTorch's ``meta``
+    device stands in for a GPU), so the noise needs no tensor from another device."""
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).to("meta")
+    noisy = instrument(net, torch.zeros(3, 4, device="meta"), method=method)
+    noisy.set_noise(AdditiveNoise(), GlobalPlacement(), 0.5)
+    assert {site.levels.device.type for site in noisy.sites} == {"meta"}
+    assert noisy(torch.zeros(3, 4, device="meta")).shape == (3, 2)

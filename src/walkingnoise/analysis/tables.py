@@ -421,7 +421,13 @@ def preservation_table(data: pd.DataFrame, metric: str = "noisy_test_accuracy") 
     family = row_keys(finite, [c for c in columns if c != "placement"])
     alone = finite["site"].isna() if "site" in finite else pd.Series(True, index=finite.index)
     # the sites of a walking group share one σ; any other curve (global noise) is its own
-    family = family.where(~alone, family + finite["placement"].astype(str))
+    placement = finite["placement"].astype(str)
+    pairs = zip(family, placement, alone, strict=True)
+    family = pd.Series(  # built from Python strings: pandas 3.0 cannot add object to arrow text
+        [key + where if own else key for key, where, own in pairs],
+        index=finite.index,
+        dtype=object,
+    )
     finite = finite.assign(_family=family)
     largest = _largest_common_sigma(finite)
     rows = []

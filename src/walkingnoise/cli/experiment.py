@@ -134,6 +134,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from walkingnoise.data import load_dataset
     from walkingnoise.experiment import Experiment
     from walkingnoise.training.checkpoint import save_checkpoint
+    from walkingnoise.training.memory import default_device
     from walkingnoise.training.recipe import Recipe
     from walkingnoise.training.run import run_experiment
 
@@ -172,11 +173,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
         weight_noise=args.weight_noise,
         distillation=distillation,
     )
-    dataset = load_dataset(experiment.dataset, root=args.data_root)
+    device = default_device()  # the GPU when there is one, as a sweep's units
+    dataset = load_dataset(experiment.dataset, root=args.data_root).to(device)
     result = run_experiment(experiment, dataset=dataset, progress=args.progress)
     m = result.metrics
     training = "noisy training" if experiment.train_noise else "inference-only"
-    print(f"experiment {experiment.content_hash()[:12]}  ({training})")
+    print(f"experiment {experiment.content_hash()[:12]}  ({training}, on {device.type})")
     if experiment.noise == "none":
         print("noise: none (no activation noise)")
     else:

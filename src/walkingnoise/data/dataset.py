@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,14 @@ class InMemoryDataset:
     def chance_accuracy(self) -> float:
         """Accuracy of guessing, 1/K: the floor a_min of the midpoint fit."""
         return 1.0 / self.num_classes
+
+    def to(self, device: torch.device | str) -> InMemoryDataset:
+        """This dataset with its splits and class weights on ``device`` (itself if there)."""
+        if self.train.x.device == torch.device(device):
+            return self
+        weights = None if self.class_weights is None else self.class_weights.to(device)
+        splits = {s: self.split(s).to(device) for s in ("train", "validation", "test")}
+        return dataclasses.replace(self, **splits, class_weights=weights)
 
     def split(self, name: str) -> Split:
         """Return the split called ``train``, ``validation`` or ``test``."""

@@ -234,7 +234,7 @@ def instrument(
         if method in ("auto", "fx"):
             try:
                 with _probing(model):
-                    return _instrument_fx(model, args, kinds)
+                    return _on_model_device(_instrument_fx(model, args, kinds), model, args)
             except Exception as error:
                 if method == "fx":
                     raise
@@ -247,9 +247,19 @@ def instrument(
                     first,
                 )
         with _probing(model):
-            return _instrument_hooks(model, args, kinds)
+            return _on_model_device(_instrument_hooks(model, args, kinds), model, args)
     finally:
         _restore_buffers(model, before)
+
+
+def _on_model_device(noisy: NoisyModel, model: nn.Module, args: tuple[Any, ...]) -> NoisyModel:
+    """Move the sites (their level buffers) to the model's device, else the example input's,
+    so that noise levels set later live where the activations do."""
+    inputs = [a for a in args if isinstance(a, torch.Tensor)]
+    tensors = [*model.parameters(), *model.buffers(), *inputs]
+    if tensors:
+        noisy.sites.to(tensors[0].device)
+    return noisy
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
