@@ -20,25 +20,47 @@ from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import train_experiment
 
 
+def _out_of_memory() -> Exception:
+    return torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+#: How PyTorch, cuDNN and cuBLAS say that an allocation failed.
+OUT_OF_MEMORY = {
+    "pytorch": _out_of_memory,
+    "cudnn": lambda: RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+    "cublas": lambda: RuntimeError(
+        "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
+    ),
+}
+
+
 def _fits(
-    limit: int, run: Callable[..., list], calls: list[int], members_at: int = 0
+    limit: int,
+    run: Callable[..., list],
+    calls: list[int],
+    members_at: int = 0,
+    error: Callable[[], Exception] = _out_of_memory,
 ) -> Callable[..., list]:
-    """``run``, raising CUDA's out-of-memory error for more than ``limit`` models (its
-    argument ``members_at``), each call's size noted in ``calls``."""
+    """``run``, raising ``error`` (CUDA's out-of-memory error) for more than ``limit`` models
+    (its argument ``members_at``), each call's size noted in ``calls``."""
 
     def bounded(*args: Sequence) -> list:
         calls.append(len(args[members_at]))
         if len(args[members_at]) > limit:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise error()
         return run(*args)
 
     return bounded
 
 
-def test_a_chunk_out_of_memory_runs_again_in_halves(caplog: pytest.LogCaptureFixture) -> None:
-    """And every later chunk, of this group and the next, is no larger."""
+@pytest.mark.parametrize("source", sorted(OUT_OF_MEMORY))
+def test_a_chunk_out_of_memory_runs_again_in_halves(
+    caplog: pytest.LogCaptureFixture, source: str
+) -> None:
+    """And every later chunk, of this group and the next, is no larger; whether PyTorch or one
+    of the libraries it calls failed to allocate."""
     calls: list[int] = []
-    run = _fits(2, lambda chunk: [item * 10 for item in chunk], calls)
+    run = _fits(2, lambda chunk: [item * 10 for item in chunk], calls, 0, OUT_OF_MEMORY[source])
     groups = [list(range(9)), [20, 21, 22, 23]]
     with caplog.at_level(logging.WARNING, logger="walkingnoise"):
         done = list(in_chunks_that_fit(groups, 6, run))
@@ -54,6 +76,16 @@ def test_a_chunk_out_of_memory_runs_again_in_halves(caplog: pytest.LogCaptureFix
 def test_chunks_never_mix_groups() -> None:
     done = list(in_chunks_that_fit([[1, 2, 3], [4, 5]], 4, lambda chunk: list(chunk)))
     assert [list(chunk) for chunk, _ in done] == [[1, 2, 3], [4, 5]]
+
+
+def test_an_error_of_the_model_itself_is_not_taken_for_running_out_of_memory() -> None:
+    calls: list[int] = []
+    run = _fits(
+        0, list, calls, 0, lambda: RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+    )
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        list(in_chunks_that_fit([[1, 2, 3, 4]], 4, run))
+    assert calls == [4]  # raised at once, not retried in halves
 
 
 def test_one_item_that_does_not_fit_raises() -> None:

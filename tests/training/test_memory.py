@@ -75,6 +75,20 @@ def test_workers_sharing_a_gpu_size_to_their_share_of_it(
     assert memory_budget(torch.device("cuda")) == 10**9
 
 
+def test_the_gpu_budget_counts_what_this_process_has_cached_as_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a worker's first unit its allocator keeps the freed blocks, which the driver counts
+    as used: the next stack may use them."""
+    gib = 2**30
+    monkeypatch.delenv(BUDGET_ENV, raising=False)
+    monkeypatch.delenv(GPU_SHARE_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _device: (10 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda _device: 30 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda _device: 2 * gib)
+    assert memory_budget(torch.device("cuda")) == int(0.7 * 38 * gib)
+
+
 @pytest.mark.parametrize("text", ["0", "1.5", "-0.5", "half", "nan"])
 def test_a_bad_gpu_share_names_the_variable(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
     monkeypatch.setenv(GPU_SHARE_ENV, text)

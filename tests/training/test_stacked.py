@@ -375,8 +375,16 @@ def test_a_member_instrumented_with_hooks_is_refused() -> None:
         StackedModel([traced, hooked])
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+    ],
+    ids=["pytorch", "cudnn"],
+)
 def test_a_probe_out_of_gpu_memory_is_not_taken_for_a_stack_that_cannot_run(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
     """Running out of memory says the stack is too big, which smaller stacks fix; it must not
     send the models one at a time as if they could not be stacked."""
@@ -384,11 +392,12 @@ def test_a_probe_out_of_gpu_memory_is_not_taken_for_a_stack_that_cannot_run(
     stack = StackedModel([instrument(_layers(), example) for _ in range(2)])
 
     def exhausted(*_args: object, **_kwargs: object) -> None:
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise error
 
     monkeypatch.setattr(StackedModel, "__call__", exhausted)
-    with pytest.raises(torch.cuda.OutOfMemoryError):
+    with pytest.raises(type(error)) as raised:
         stack.check(example)
+    assert raised.value is error
 
 
 class RunningScale(nn.Module):

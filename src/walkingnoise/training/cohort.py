@@ -28,7 +28,7 @@ from walkingnoise.noise.site import SiteInfo
 from walkingnoise.noise.weight import weight_noise_disabled, weight_noise_preserved
 from walkingnoise.training.evaluate import Evaluation, evaluate_clean
 from walkingnoise.training.loop import TrainHistory
-from walkingnoise.training.memory import models_per_stack
+from walkingnoise.training.memory import is_out_of_memory, models_per_stack
 from walkingnoise.training.run import (
     EVALUATED_SPLITS,
     build_noisy_model,
@@ -101,8 +101,8 @@ def _unless_out_of_memory(
     """``run(chunk)``, or None if it ran out of GPU memory with more than one item."""
     try:
         return run(chunk)
-    except torch.cuda.OutOfMemoryError:
-        if len(chunk) == 1:
+    except Exception as error:
+        if len(chunk) == 1 or not is_out_of_memory(error):
             raise
         return None
 
@@ -338,8 +338,9 @@ def evaluate_shared(
         members = [experiments[i] for i in chunk]
         try:
             return _evaluate_chunk(model, members, dataset, clean, stacks)
-        except torch.cuda.OutOfMemoryError:
-            stacks.clear()  # the stacks of copies built so far hold memory too
+        except Exception as error:
+            if is_out_of_memory(error):
+                stacks.clear()  # the stacks of copies built so far hold memory too
             raise
 
     with weight_noise_disabled(model):

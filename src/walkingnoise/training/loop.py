@@ -120,7 +120,10 @@ def train_model(
     for epoch in bar:
         model.train()
         order = torch.randperm(n, generator=generator).to(train.x.device)
-        loss_sum, correct, seen = 0.0, 0, 0
+        # summed where the batches are and read once an epoch: no GPU sync per step
+        loss_sum = torch.zeros((), dtype=torch.float64, device=train.x.device)
+        correct = torch.zeros((), dtype=torch.int64, device=train.x.device)
+        seen = 0
         lr = optimizer.param_groups[0]["lr"]
         for start in range(0, n, recipe.batch_size):
             index = order[start : start + recipe.batch_size]
@@ -139,18 +142,18 @@ def train_model(
             optimizer.step()
             if recipe.clamp is not None:
                 clamp_weights(model, recipe.clamp)
-            loss_sum += batch_loss.item() * len(index)
-            correct += (logits.detach().argmax(dim=1) == y).sum().item()
+            loss_sum += batch_loss.detach().double() * len(index)
+            correct += (logits.detach().argmax(dim=1) == y).sum()
             seen += len(index)
         if seen == 0:
             raise ValueError(f"the training split of {n} samples gives no batch to train on")
         scheduler.step()
-        train_loss = loss_sum / seen
+        train_loss = loss_sum.item() / seen
         val_accuracy = None
         if validation is not None and len(validation):
             with _noise_off(model):
                 val_accuracy = accuracy_and_loss(model, validation, recipe.eval_batch_size)[0]
-        record = EpochRecord(epoch, train_loss, correct / seen, val_accuracy, lr)
+        record = EpochRecord(epoch, train_loss, correct.item() / seen, val_accuracy, lr)
         history.epochs.append(record)
         bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=_fmt(val_accuracy))
         log.debug("epoch %d: %s", epoch, record)

@@ -44,6 +44,21 @@ def default_device() -> torch.device:
     return torch.device(chosen)
 
 
+#: How cuDNN and cuBLAS report a failed allocation: as a RuntimeError, not PyTorch's own
+#: out-of-memory error.
+_LIBRARY_ALLOCATION_FAILED = ("CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says the GPU ran out of memory, in PyTorch's words or its libraries'
+    (which smaller stacks fix, unlike an error of the model itself)."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(
+        marker in str(error) for marker in _LIBRARY_ALLOCATION_FAILED
+    )
+
+
 def parse_bytes(text: str) -> int:
     """Parse ``1500000``, ``2GB`` or ``512MiB`` into bytes."""
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*", text)
@@ -94,7 +109,8 @@ def check_budget() -> None:
 
 
 def memory_budget(device: torch.device) -> int:
-    """Bytes a stack may use: the override; on a GPU 70 % of its free memory, or of this
+    """Bytes a stack may use: the override; on a GPU 70 % of its free memory (with what this
+    process has cached), or of this
     worker's share of all of it (``gpu_share``) if that is less, so that workers sharing a GPU
     do not each size to what the others have not taken yet; on the CPU half the available RAM
     but at most ``CPU_BUDGET_CAP``."""
@@ -103,7 +119,9 @@ def memory_budget(device: torch.device) -> int:
         return parse_bytes(override)
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
-        return int(0.7 * min(free, gpu_share() * total))
+        # what this process's allocator holds but no tensor uses is free to it too
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(0.7 * min(free + cached, gpu_share() * total))
     return min(_available_ram() // 2, CPU_BUDGET_CAP)
 
 

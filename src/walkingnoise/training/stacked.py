@@ -43,6 +43,7 @@ from walkingnoise.noise.weight import (
     weight_noise_std,
 )
 from walkingnoise.training.clamp import clampable_weights
+from walkingnoise.training.memory import is_out_of_memory
 
 _SITES = "noise_sites."
 
@@ -1009,9 +1010,9 @@ class StackedModel:
         try:
             with torch.no_grad():
                 self.eval()(example, shared=True)
-        except torch.cuda.OutOfMemoryError:
-            raise  # a stack too big for the GPU, not one that cannot run
         except Exception as error:
+            if is_out_of_memory(error):
+                raise  # a stack too big for the GPU, not one that cannot run
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise NotStackableError(f"{type(error).__name__}: {first}") from error
         finally:

@@ -59,16 +59,18 @@ def train_stacked(
     if len(seeds) != k_models:
         raise ValueError(f"expected {k_models} seeds, got {len(seeds)}")
     clamps = list(clamps) if clamps is not None else [None] * k_models
+    device = train.x.device
+    if class_weights is not None:  # on the device once, not copied there every step
+        class_weights = class_weights.to(device)
     limits = None
-    if any(c is not None for c in clamps):
-        limits = torch.tensor([math.inf if c is None else c for c in clamps])
+    if any(c is not None for c in clamps):  # on the device once, not copied there every step
+        limits = torch.tensor([math.inf if c is None else c for c in clamps], device=device)
     optimizer, scheduler = make_optimizer(stack.parameters(), recipe, stacked=True)
     shared = len(set(seeds)) == 1
     generators = [torch.Generator().manual_seed(seed) for seed in seeds[: 1 if shared else None]]
     augment_with = [augmentation_generator(s) for s in seeds[: 1 if shared else None]]
     histories = [TrainHistory() for _ in range(k_models)]
     n = len(train)
-    device = train.x.device
     bar = tqdm(range(recipe.epochs), desc="epochs", unit="epoch", disable=bar_disabled(progress))
     for epoch in bar:
         stack.train()
@@ -183,9 +185,9 @@ def evaluate_stacked(
                     batch_loss, batch_correct = _loss_and_correct(logits, y)
                     loss += batch_loss.double()
                     correct += batch_correct.double()
-                for k in range(stack.size):
-                    accuracies[k].append(correct[k].item() / len(split))
-                    losses[k].append(loss[k].item() / len(split))
+                for k, (c, lo) in enumerate(zip(correct.tolist(), loss.tolist(), strict=True)):
+                    accuracies[k].append(c / len(split))  # one read per pass, not 2 per model
+                    losses[k].append(lo / len(split))
     finally:
         stack.train(was_training)
         stack.noise_enabled = was_enabled
