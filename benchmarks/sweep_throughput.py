@@ -20,7 +20,8 @@ number of experiments each needs and how far apart their midpoints are.
 
     python benchmarks/sweep_throughput.py                 # the standard sweep (~8 min on 2 cores)
     python benchmarks/sweep_throughput.py --quick         # 1 seed, 3 σ, 1 epoch: a quick look
-    python benchmarks/sweep_throughput.py --seeds 10 --epochs 20   # scale up, e.g. on a GPU
+    python benchmarks/sweep_throughput.py --skip-baseline --seeds 10 --epochs 20 --workers 4
+                                                          # the engine at scale, e.g. on a GPU
 """
 
 from __future__ import annotations
