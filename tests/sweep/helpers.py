@@ -40,6 +40,48 @@ grid:
 """
 
 
+#: A store's tables as walkingnoise made them before it recorded devices (schema 1).
+SCHEMA_1 = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS experiments (
+    hash TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    block TEXT,
+    training TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    metrics TEXT,
+    history TEXT,
+    weights TEXT,
+    timings TEXT,
+    diverged INTEGER,
+    error TEXT,
+    checkpoint TEXT,
+    host TEXT,
+    pid INTEGER,
+    version TEXT,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS experiments_status ON experiments (status);
+CREATE INDEX IF NOT EXISTS experiments_training ON experiments (training);
+CREATE TABLE IF NOT EXISTS trainings (
+    hash TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    history TEXT,
+    weights TEXT,
+    metrics TEXT,
+    timings TEXT,
+    diverged INTEGER,
+    host TEXT,
+    version TEXT,
+    finished REAL NOT NULL
+);
+"""
+
+
 def spec(text: str, source: str = "test.yaml") -> SweepSpec:
     """Parse a sweep written inline (dedented)."""
     return parse_sweep(textwrap.dedent(text), source)
@@ -88,3 +130,36 @@ def set_columns(path: Path, key: str, **columns: object) -> None:
         db.commit()
     finally:
         db.close()
+
+
+def schema_1_store(path: Path) -> None:
+    """An empty store made as a walkingnoise of schema 1 made one."""
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(SCHEMA_1)
+        db.execute("INSERT INTO meta VALUES ('schema', '1')")
+        db.commit()
+    finally:
+        db.close()
+
+
+def back_to_schema_1(path: Path) -> None:
+    """Turn a store into one of schema 1, its rows kept: as if it had been run before devices
+    were recorded."""
+    db = sqlite3.connect(path)
+    try:
+        for table in ("experiments", "trainings"):
+            for column in ("device", "node"):
+                db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+        db.commit()
+    finally:
+        db.close()
+
+
+def columns(path: Path, table: str) -> list[str]:
+    """The column names of ``table``, in order."""
+    with read_only(path) as db:
+        names = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+    db.close()
+    return names

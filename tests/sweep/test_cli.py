@@ -12,7 +12,8 @@ import pytest
 
 from walkingnoise.cli import main
 from walkingnoise.experiment import Experiment
-from walkingnoise.sweep import Store
+from walkingnoise.sweep import Store, load_results
+from walkingnoise.training.memory import DEVICE_ENV
 
 from .helpers import set_columns, status_counts, write_sweep
 
@@ -142,6 +143,27 @@ def test_status_where_counts_the_experiments_of_a_setting_whatever_their_status(
     assert err.startswith("walking-noise: error: ")
     assert "sigmaa" in err
     assert err.count("\n") == 1
+
+
+def test_status_says_on_which_devices_the_experiments_computed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    sweep = write_sweep(tmp_path, SWEEP)
+    store = tmp_path / "tiny.sqlite"
+    assert _run(capsys, "run", str(sweep), "--store", str(store), "--no-progress")[0] == 0
+    code, out, _ = _run(capsys, "status", str(store))
+    assert code == 0
+    assert "  done on: cpu 4" in out.splitlines()
+
+    results = load_results(store)
+    small, large = results[results["sigma"] == 0.1], results[results["sigma"] == 1.0]
+    set_columns(store, small["hash"].iloc[0], device="cuda:0 (NVIDIA H100 80GB HBM3)")
+    set_columns(store, large["hash"].iloc[0], device=None)  # finished before devices were kept
+    code, out, _ = _run(capsys, "status", str(store))
+    assert "  done on: cpu 2, cuda:0 (NVIDIA H100 80GB HBM3) 1, not recorded 1" in out.splitlines()
+    code, out, _ = _run(capsys, "status", str(store), "--where", "sigma=0.1")
+    assert "  done on: cpu 1, cuda:0 (NVIDIA H100 80GB HBM3) 1" in out.splitlines()
 
 
 def test_a_failed_experiment_and_retry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

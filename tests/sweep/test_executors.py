@@ -27,9 +27,9 @@ from walkingnoise.sweep.executors import (
 )
 from walkingnoise.sweep.planner import WorkUnit
 from walkingnoise.sweep.work import UnitOutcome, run_unit, unit_threads
-from walkingnoise.training.memory import GPU_SHARE_ENV
+from walkingnoise.training.memory import DEVICE_ENV, GPU_SHARE_ENV
 
-from .helpers import MIXED_SWEEP, spec
+from .helpers import MIXED_SWEEP, eval_only_spec, spec
 
 pytestmark = pytest.mark.slow
 
@@ -113,6 +113,8 @@ def test_every_executor_runs_the_same_experiments(results: dict[str, pd.DataFram
         assert set(frame["status"]) == {"done"}, name
         assert list(frame["training"]) == list(reference["training"]), name
         assert [len(h) for h in frame["history"]] == [2] * 8, name
+        assert frame["device"].notna().all(), name  # cpu here, cuda:0 (…) on a GPU
+        assert set(frame["node"]) == {socket.gethostname()}, name
 
 
 def test_process_pool_and_ray_give_identical_numbers(results: dict[str, pd.DataFrame]) -> None:
@@ -130,6 +132,24 @@ def test_workers_give_the_numbers_of_an_in_process_run(
     reference, other = results["inprocess"], results[name]
     pd.testing.assert_frame_equal(reference[ACCURACIES], other[ACCURACIES], check_exact=True)
     pd.testing.assert_frame_equal(reference[LOSSES], other[LOSSES], rtol=1e-5, atol=0)
+
+
+def test_pool_workers_record_their_own_device_and_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node is the worker's host name, not the driver's (``host``): here the driver's is
+    changed, and only the driver's."""
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    worker_host = socket.gethostname()
+    monkeypatch.setattr(socket, "gethostname", lambda: "the-driver")
+    path = tmp_path / "pool.sqlite"
+    with ProcessExecutor(1) as pool:
+        summary = run_sweep(eval_only_spec([0.1]), path, executor=pool, progress=False)
+    assert (summary.ran, summary.failed) == (2, 0)
+    frame = load_results(path)
+    assert frame["device"].tolist() == ["cpu", "cpu"]
+    assert frame["node"].tolist() == [worker_host] * 2
+    assert frame["host"].tolist() == ["the-driver"] * 2
 
 
 def test_units_compute_with_a_fixed_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:

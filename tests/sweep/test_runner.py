@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,18 @@ from walkingnoise.sweep import Store, SweepError, SweepSummary, expand, load_res
 from walkingnoise.sweep.sites import SiteCounter
 from walkingnoise.training import evaluate_clean
 from walkingnoise.training.checkpoint import load_checkpoint
+from walkingnoise.training.memory import DEVICE_ENV
 
-from .helpers import MIXED_SWEEP, eval_only_spec, pragma, set_columns, spec
+from .helpers import (
+    MIXED_SWEEP,
+    back_to_schema_1,
+    columns,
+    eval_only_spec,
+    pragma,
+    read_only,
+    set_columns,
+    spec,
+)
 
 METRICS = [
     "clean_validation_accuracy",
@@ -212,6 +223,49 @@ def test_eval_only_sweep_trains_one_clean_model_and_reuses_it(tmp_path: Path) ->
     trained = load_results(fresh_path).set_index("hash").sort_index()
     clean = [c for c in METRICS if c.startswith("clean_")]
     pd.testing.assert_frame_equal(reused[clean], trained[clean], check_exact=True)
+
+
+# -- where experiments computed ---------------------------------------------------------------
+
+
+def test_a_sweep_on_the_cpu_records_cpu_and_the_worker_host_for_every_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    path = tmp_path / "cpu.sqlite"
+    summary = run_sweep(spec(MIXED_SWEEP), path, progress=False)
+    assert (summary.ran, summary.failed, summary.shared_trainings) == (8, 0, 1)
+    frame = load_results(path)
+    assert set(frame["status"]) == {"done"}
+    assert frame["device"].tolist() == ["cpu"] * 8
+    assert frame["node"].tolist() == [socket.gethostname()] * 8
+    with read_only(path) as db:
+        trained = db.execute("SELECT device, node FROM trainings").fetchall()
+    db.close()
+    assert trained == [("cpu", socket.gethostname())]
+
+
+def test_a_resumed_run_on_a_schema_1_store_records_the_device_of_its_new_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    path = tmp_path / "old.sqlite"
+    run_sweep(eval_only_spec([0.1]), path, progress=False)
+    back_to_schema_1(path)
+    before = load_results(path).set_index("hash")
+    assert before["device"].isna().all()
+
+    later = run_sweep(eval_only_spec([0.1, 0.5]), path, progress=False)
+    assert (later.done_before, later.ran, later.failed, later.trainings) == (2, 2, 0, 0)
+    assert (
+        columns(path, "experiments")[-2:] == columns(path, "trainings")[-2:] == ["device", "node"]
+    )
+    frame = load_results(path).set_index("hash")
+    old, new = frame.loc[before.index], frame.drop(before.index)
+    assert old[["device", "node"]].isna().all().all()
+    pd.testing.assert_frame_equal(old[METRICS], before[METRICS])
+    assert new["device"].tolist() == ["cpu", "cpu"]
+    assert new["node"].tolist() == [socket.gethostname()] * 2
 
 
 def _row(path: Path, **fields: object) -> pd.Series:

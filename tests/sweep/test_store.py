@@ -21,7 +21,7 @@ from walkingnoise.sweep.store import distinct_errors
 from walkingnoise.training.checkpoint import checkpoint_bytes, read_checkpoint
 from walkingnoise.training.run import build_noisy_model
 
-from .helpers import pragma, set_columns, spec
+from .helpers import columns, pragma, read_only, schema_1_store, set_columns, spec
 
 
 def _experiments(n: int, **fields: object) -> list[Experiment]:
@@ -385,6 +385,127 @@ def test_a_clean_training_whose_checkpoint_vanished_is_not_found(store: Store) -
     record.checkpoint.unlink()
     assert store.training(training.content_hash()) is None
     assert store.training("f" * 64) is None
+
+
+# -- where experiments computed, and stores made before that was recorded ---------------------
+
+
+def _finish(store: Store, key: str, **where: str | None) -> None:
+    store.claim([key])
+    store.finish(
+        key,
+        metrics={},
+        history=[],
+        weights={},
+        timings={},
+        diverged=False,
+        checkpoint=None,
+        **where,
+    )
+
+
+def test_finish_and_save_training_record_the_device_and_node(store: Store) -> None:
+    first, second, third = _experiments(3)
+    store.add((e, "a") for e in (first, second, third))
+    _finish(store, first.content_hash(), device="cpu", node="worker-1")
+    _finish(store, second.content_hash(), device="cuda:1 (NVIDIA H100 80GB HBM3)", node="gpu-7")
+    training = Experiment(noise="none", recipe={"epochs": 2})
+    store.save_training(
+        training, b"bytes", history=[], weights={}, metrics={}, timings={}, diverged=False,
+        device="cuda:0 (NVIDIA H100 80GB HBM3)", node="gpu-7",
+    )  # fmt: skip
+
+    frame = load_results(store).set_index("hash")
+    assert frame.loc[first.content_hash(), ["device", "node"]].tolist() == ["cpu", "worker-1"]
+    assert frame.loc[second.content_hash(), "device"] == "cuda:1 (NVIDIA H100 80GB HBM3)"
+    assert frame.loc[second.content_hash(), "node"] == "gpu-7"
+    assert frame.loc[third.content_hash(), ["device", "node"]].isna().all()  # still pending
+    assert set(frame["host"].dropna()) == {store.host}  # the recording process's, apart
+    with read_only(store.path) as db:
+        trained = db.execute("SELECT device, node FROM trainings").fetchall()
+    db.close()
+    assert trained == [("cuda:0 (NVIDIA H100 80GB HBM3)", "gpu-7")]
+    assert store.devices() == {"cpu": 1, "cuda:1 (NVIDIA H100 80GB HBM3)": 1}
+    assert store.devices([first.content_hash(), third.content_hash()]) == {"cpu": 1}
+
+
+def _schema_1_rows(path: Path) -> tuple[Experiment, Experiment, Experiment]:
+    """A store of schema 1 holding a finished and a pending experiment and a clean training,
+    as an older walkingnoise wrote them."""
+    done, pending = _experiments(2)
+    training = Experiment(noise="none", recipe={"epochs": 2})
+    schema_1_store(path)
+    db = sqlite3.connect(path)
+    rows = [(done, "done", '{"noisy_test_accuracy": 0.5}'), (pending, "pending", None)]
+    for experiment, status, metrics in rows:
+        db.execute(
+            "INSERT INTO experiments (hash, config, training, status, metrics, host, created)"
+            " VALUES (?, ?, ?, ?, ?, 'old-host', 0)",
+            (experiment.content_hash(), experiment.canonical_json(), "t", status, metrics),
+        )
+    db.execute(
+        "INSERT INTO trainings VALUES (?, ?, 'ckpt.pt', '[]', '{}', '{}', '{}', 0, 'old-host',"
+        " '0.1.0', 0)",
+        (training.content_hash(), training.canonical_json()),
+    )
+    db.commit()
+    db.close()
+    return done, pending, training
+
+
+def test_a_store_of_schema_1_reads_its_devices_as_missing_without_changing(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    done, _, _ = _schema_1_rows(path)
+    before = path.read_bytes()
+    frame = load_results(path).set_index("hash")
+    assert {"device", "node"} <= set(frame.columns)
+    assert frame[["device", "node"]].isna().all().all()
+    assert frame.loc[done.content_hash(), "noisy_test_accuracy"] == 0.5
+    with Store(path, read_only=True) as store:
+        assert store.devices() == {None: 1}
+    assert path.read_bytes() == before
+    assert "device" not in columns(path, "experiments")
+
+
+def test_a_store_of_schema_1_gets_the_device_columns_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    done, pending, training = _schema_1_rows(path)
+    with Store(path) as store:
+        assert columns(path, "experiments")[-2:] == ["device", "node"]
+        assert columns(path, "trainings")[-2:] == ["device", "node"]
+        with read_only(path) as db:
+            assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+        db.close()
+        assert store.training_count() == 1
+        assert store.devices() == {None: 1}
+        _finish(store, pending.content_hash(), device="cpu", node="here")
+        store.save_training(
+            training, b"again", history=[], weights={}, metrics={}, timings={}, diverged=False,
+            device="cpu", node="here",
+        )  # fmt: skip
+        assert store.devices() == {None: 1, "cpu": 1}
+    frame = load_results(path).set_index("hash")
+    old = frame.loc[done.content_hash()]
+    assert (old["status"], old["noisy_test_accuracy"], old["host"]) == ("done", 0.5, "old-host")
+    assert old[["device", "node"]].isna().all()
+    assert frame.loc[pending.content_hash(), ["device", "node"]].tolist() == ["cpu", "here"]
+    with Store(path) as store:  # opened again: nothing more to add
+        assert store.training(training.content_hash()) is not None
+    assert columns(path, "experiments").count("device") == 1
+
+
+def test_a_store_of_a_newer_schema_is_read_but_not_written(tmp_path: Path) -> None:
+    path = tmp_path / "newer.sqlite"
+    with Store(path) as store:
+        store.add((e, "a") for e in _experiments(2))
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer walkingnoise") as caught:
+        Store(path)
+    assert str(caught.value).startswith(f"{path}: cannot open the store")
+    assert len(load_results(path)) == 2
 
 
 # -- content hashes ----------------------------------------------------------------------------

@@ -124,5 +124,7 @@ def test_a_sweep_computes_its_units_on_the_gpu(tmp_path: Path) -> None:
     assert (summary.ran, summary.failed) == (8, 0)
     results = load_results(store)
     assert (results["status"] == "done").all()
+    gpu = f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
+    assert set(results["device"]) == {gpu}
     clean_models = results[~results["train_noise"].astype(bool)]
     assert (clean_models["clean_test_accuracy"] > 0.5).all()

@@ -192,6 +192,7 @@ def _cmd_status(args: argparse.Namespace) -> None:
         stored = sum(store.counts().values())
         counts = store.counts(None if members is None else sorted(members))
         trainings = store.training_count()
+        devices = store.devices(None if members is None else sorted(members))
         claims = store.running_claims()
         errors = store.errors() if args.errors else []
     if members is not None:
@@ -214,6 +215,8 @@ def _cmd_status(args: argparse.Namespace) -> None:
     for status, count in counts.items():
         note = _claims_note(list(claims.values())) if status == "running" else ""
         print(f"  {status:8s} {count}{note}")
+    if devices:
+        print(f"  done on: {_devices_text(devices)}")
     if args.sweep is not None:
         print(
             f"  others in the store: {stored - total} (not defined by {args.sweep} now; `fit` "
@@ -224,6 +227,12 @@ def _cmd_status(args: argparse.Namespace) -> None:
     print(f"  clean trainings stored: {trainings}{'' if members is None else ' (whole store)'}")
     if args.errors:
         _print_errors(errors)
+
+
+def _devices_text(devices: dict[str | None, int]) -> str:
+    """``cpu 120, cuda:0 (NVIDIA H100 80GB HBM3) 40, not recorded 3``: what computed the
+    finished experiments, so a mix of CPU and GPU results shows."""
+    return ", ".join(f"{device or 'not recorded'} {count}" for device, count in devices.items())
 
 
 def _passing(args: argparse.Namespace) -> set[str]:

@@ -14,6 +14,14 @@ def load_results(store: str | Path | Store) -> pd.DataFrame:
     metrics (``clean_test_accuracy``, ...), ``diverged``, timings (``seconds_train``, ...),
     ``error``, and the per-epoch ``history`` and per-layer ``weights`` as Python objects.
 
+    Where each finished experiment computed: ``device`` (``cpu``, or ``cuda:<index> (<GPU
+    name>)`` such as ``cuda:0 (NVIDIA H100 80GB HBM3)``) and ``node`` (the host name of the
+    worker's machine, a Ray node's), because a GPU's numbers differ from the CPU's by float
+    rounding compounded over training. ``host`` is the machine of the process that recorded
+    the row (the sweep's driver). Rows finished before devices were recorded read None. An
+    inference-only experiment's device is where it was evaluated; its clean model may have
+    been trained elsewhere (the store's ``trainings`` table says where).
+
     Settings that cannot matter or are at their default are not stored and read NaN
     (``Experiment.identity``), e.g. ``weight_noise`` without weight noise: group with
     ``dropna=False``, or fill them with ``analysis.prepare_results``.
@@ -40,6 +48,8 @@ def load_results(store: str | Path | Store) -> pd.DataFrame:
             "error": [r["error"] for r in rows],
             "checkpoint": [r["checkpoint"] for r in rows],
             "host": [r["host"] for r in rows],
+            "device": [r["device"] for r in rows],
+            "node": [r["node"] for r in rows],
             "version": [r["version"] for r in rows],
             "history": [r["history"] for r in rows],
             "weights": [r["weights"] for r in rows],

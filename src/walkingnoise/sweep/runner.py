@@ -495,6 +495,8 @@ def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
             metrics=training.metrics,
             timings=training.timings,
             diverged=training.diverged,
+            device=training.device,
+            node=training.node,
         )
     shared = None
     if unit.shared_training is not None and training is None:
@@ -523,4 +525,6 @@ def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
             timings=outcome.timings,
             diverged=outcome.diverged,
             checkpoint=checkpoint,
+            device=outcome.device,
+            node=outcome.node,
         )

@@ -7,6 +7,12 @@ process id now belongs to a later process) is put back to ``pending``. Checkpoin
 ``<store>.checkpoints/``, written atomically. Every SQLite failure (disk full, a read-only file,
 a lock held too long) is a one-line :class:`StoreError` naming the file; a failed write leaves
 the database as it was before it.
+
+Each row says where it computed: ``device`` (``cpu`` or ``cuda:0 (NVIDIA H100 80GB HBM3)``) and
+``node`` (the host name of the worker's machine), beside ``host``, the machine of the process
+that claimed and recorded it. Schema 2 added those two columns; opening a store made before
+(schema 1) for writing adds them, empty for its rows. A store of a newer schema than this
+version knows is read, but not written: its writes could leave out what it records.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from walkingnoise._files import write_atomic
 from walkingnoise.data.errors import one_line
 from walkingnoise.experiment import Experiment
 
-SCHEMA_VERSION = "1"
+#: The layout of the tables: "2" added ``device`` and ``node`` (see ``_ADDED_COLUMNS``).
+SCHEMA_VERSION = "2"
 STATUSES = ("pending", "running", "done", "failed")
 #: Seconds a lock may be waited for before a write gives up ("database is locked").
 BUSY_TIMEOUT = 60.0
@@ -59,7 +66,9 @@ CREATE TABLE IF NOT EXISTS experiments (
     created REAL NOT NULL,
     started REAL,
     finished REAL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    device TEXT,
+    node TEXT
 );
 CREATE INDEX IF NOT EXISTS experiments_status ON experiments (status);
 CREATE INDEX IF NOT EXISTS experiments_training ON experiments (training);
@@ -74,9 +83,13 @@ CREATE TABLE IF NOT EXISTS trainings (
     diverged INTEGER,
     host TEXT,
     version TEXT,
-    finished REAL NOT NULL
+    finished REAL NOT NULL,
+    device TEXT,
+    node TEXT
 );
 """
+#: Columns added since schema 1, by table (nullable, last): added to older stores on open.
+_ADDED_COLUMNS = {"experiments": ("device", "node"), "trainings": ("device", "node")}
 
 
 class StoreError(OSError):
@@ -163,6 +176,34 @@ def _refuse_other_databases(db: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(f"an SQLite database of something else (tables {shown})")
 
 
+def _refuse_newer_schema(db: sqlite3.Connection) -> None:
+    """Raise if a newer walkingnoise made the store: writing it, this one could leave out (or
+    misplace) what the newer one records."""
+    if not _columns(db, "meta"):
+        return
+    found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    version = None if found is None else str(found[0])
+    if version is not None and not (version.isdigit() and int(version) <= int(SCHEMA_VERSION)):
+        raise sqlite3.DatabaseError(
+            f"made by a newer walkingnoise (schema {version}, this version writes schema "
+            f"{SCHEMA_VERSION}); upgrade walkingnoise to write to it"
+        )
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    """The column names of ``table``; empty where there is no such table."""
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Add the columns a store made by an older schema lacks; its rows read NULL there."""
+    for table, columns in _ADDED_COLUMNS.items():
+        present = _columns(db, table)
+        for column in columns:
+            if column not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+
+
 def _empty_store() -> sqlite3.Connection:
     """An in-memory database with the tables of a store and nothing in them."""
     db = sqlite3.connect(":memory:", isolation_level=None)
@@ -203,9 +244,12 @@ class Store:
             raise StoreError(f"{self.path}: cannot open the store ({one_line(error)})") from None
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        #: Whether the rows have ``device`` and ``node`` (a store of schema 1 read-only has not).
+        self._records_devices = "device" in _columns(self._db, "experiments")
 
     def _open_for_writing(self) -> sqlite3.Connection:
-        """Connect in WAL mode and create the tables that are missing."""
+        """Connect in WAL mode, create the tables that are missing and add the columns an
+        older schema lacks (then the store is of this schema)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
         try:
@@ -215,10 +259,12 @@ class Store:
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("BEGIN IMMEDIATE")
             try:
+                _refuse_newer_schema(db)
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                _add_missing_columns(db)
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -465,13 +511,16 @@ class Store:
         timings: dict[str, float],
         diverged: bool,
         checkpoint: Path | None,
+        device: str | None = None,
+        node: str | None = None,
     ) -> None:
-        """Record a finished experiment as ``done``."""
+        """Record a finished experiment as ``done``, with the ``device`` and ``node`` it
+        computed on (None: not known)."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE experiments SET status = 'done', metrics = ?, history = ?, weights = ?,"
                 " timings = ?, diverged = ?, checkpoint = ?, error = NULL, version = ?,"
-                " host = ?, pid = NULL, finished = ? WHERE hash = ?",
+                " host = ?, pid = NULL, finished = ?, device = ?, node = ? WHERE hash = ?",
                 (
                     _json(metrics),
                     _json(history),
@@ -482,9 +531,21 @@ class Store:
                     __version__,
                     self.host,
                     time.time(),
+                    device,
+                    node,
                     key,
                 ),
             )
+
+    def devices(self, hashes: Sequence[str] | None = None) -> dict[str | None, int]:
+        """How many finished experiments (all, or of ``hashes``) computed on each device, the
+        most first (then by name); None counts those that do not say (finished before devices
+        were recorded), last of its count."""
+        column = "device" if self._records_devices else "NULL"
+        found = self._fetch(f"SELECT hash, {column} FROM experiments WHERE status = 'done'")
+        wanted = None if hashes is None else set(hashes)
+        counts = Counter(device for key, device in found if wanted is None or key in wanted)
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0] is None, item[0])))
 
     def fail(self, key: str, error: str) -> None:
         """Record a failed experiment with its traceback."""
@@ -516,9 +577,10 @@ class Store:
             found = cursor.fetchall()
         except sqlite3.Error as error:
             raise self._error("read", error) from None
+        missing = dict.fromkeys(_ADDED_COLUMNS["experiments"])  # a schema 1 store, read-only
         rows = []
         for values in found:
-            row = dict(zip(names, values, strict=True))
+            row = missing | dict(zip(names, values, strict=True))
             for column in ("config", "metrics", "history", "weights", "timings"):
                 row[column] = _load(row[column])
             rows.append(row)
@@ -597,13 +659,18 @@ class Store:
         metrics: dict[str, float],
         timings: dict[str, float],
         diverged: bool,
+        device: str | None = None,
+        node: str | None = None,
     ) -> TrainingRecord:
-        """Write a clean training's checkpoint, then its row."""
+        """Write a clean training's checkpoint, then its row, with the ``device`` and ``node``
+        it trained on."""
         key = experiment.content_hash()
         path = self.write_checkpoint(key, checkpoint)
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO trainings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO trainings (hash, config, checkpoint, history, weights,"
+                " metrics, timings, diverged, host, version, finished, device, node)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
                     experiment.canonical_json(),
@@ -616,6 +683,8 @@ class Store:
                     self.host,
                     __version__,
                     time.time(),
+                    device,
+                    node,
                 ),
             )
         return TrainingRecord(key, experiment, path, history, weights, metrics, diverged, timings)

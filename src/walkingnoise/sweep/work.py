@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import time
 import traceback
 from collections.abc import Sequence
@@ -49,6 +50,10 @@ class Outcome:
     diverged: bool = False
     checkpoint: bytes | None = None
     error: str | None = None
+    #: Where it computed: ``cpu`` or ``cuda:<index> (<GPU name>)`` (see :func:`device_label`).
+    device: str | None = None
+    #: The host name of the machine it computed on (a Ray node's, not the driver's).
+    node: str | None = None
 
 
 @dataclass
@@ -57,6 +62,21 @@ class UnitOutcome:
 
     members: list[Outcome]
     training: Outcome | None = None
+
+    def computed_on(self, device: str, node: str) -> UnitOutcome:
+        """These outcomes, each marked with the device and node the unit computed on."""
+        for outcome in [*self.members, *([] if self.training is None else [self.training])]:
+            outcome.device, outcome.node = device, node
+        return self
+
+
+def device_label(device: torch.device) -> str:
+    """``cpu``, or ``cuda:<index> (<GPU name>)``: a GPU's numbers differ from the CPU's (and
+    from another GPU model's) by float rounding, so results say which one computed them."""
+    if device.type != "cuda":
+        return str(device)
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 @lru_cache(maxsize=4)
@@ -107,10 +127,18 @@ def run_unit(
 
 
 def _run_unit(unit: WorkUnit, data_root: str | Path | None, save_checkpoints: bool) -> UnitOutcome:
+    """The unit's outcomes, each saying on which device and node it computed."""
     first = unit.members[0]
     device = default_device()
     dataset = _dataset(first.dataset, None if data_root is None else str(data_root), device.type)
     _optimizers_imported()
+    result = _run_on(unit, dataset, save_checkpoints)
+    return result.computed_on(device_label(dataset.test.x.device), socket.gethostname())
+
+
+def _run_on(unit: WorkUnit, dataset: InMemoryDataset, save_checkpoints: bool) -> UnitOutcome:
+    """The unit's outcomes, computed where ``dataset`` is."""
+    first = unit.members[0]
     if unit.shared_training is None:
         teacher = None
         if first.distillation is not None:  # students of a checkpoint file: read it once
