@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -82,12 +81,7 @@ def device_label(device: torch.device) -> str:
 @lru_cache(maxsize=4)
 def _dataset(name: str, root: str | None, device: str) -> InMemoryDataset:
     """A dataset loaded once per process and moved to ``device`` once."""
-    data = load_dataset(name, root=root)
-    if device == "cpu":
-        return data
-    splits = {s: data.split(s).to(device) for s in ("train", "validation", "test")}
-    weights = None if data.class_weights is None else data.class_weights.to(device)
-    return dataclasses.replace(data, **splits, class_weights=weights)
+    return load_dataset(name, root=root).to(device)
 
 
 @lru_cache(maxsize=1)
