@@ -883,6 +883,8 @@ class StackedModel:
         self._weight_rows: dict[str, list[int]] = {}
         self._weight_noise: list[_MemberWeightNoise | None] = [None] * self.size
         self._weight_generators: list[torch.Generator | None] = [None] * self.size
+        #: the noisy members' rows as index tensors on the device, made once per set of rows
+        self._row_indices: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
         for k, model in enumerate(models):
             self._take_weight_noise(k, model)
 
@@ -1161,7 +1163,10 @@ class StackedModel:
             delta = torch.stack(deltas)
         if len(rows) == self.size:
             return weight + delta
-        return weight.index_add(0, torch.tensor(rows, device=weight.device), delta)
+        key = (tuple(rows), weight.device)
+        if key not in self._row_indices:  # not copied to the device (a GPU sync) every step
+            self._row_indices[key] = torch.tensor(rows, device=weight.device)
+        return weight.index_add(0, self._row_indices[key], delta)
 
     def _layer(self, node: fx.Node) -> nn.Module | None:
         """The module a graph node calls (None for other nodes)."""
