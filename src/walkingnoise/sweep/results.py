@@ -16,11 +16,11 @@ def load_results(store: str | Path | Store) -> pd.DataFrame:
 
     Where each finished experiment computed: ``device`` (``cpu``, or ``cuda:<index> (<GPU
     name>)`` such as ``cuda:0 (NVIDIA H100 80GB HBM3)``) and ``node`` (the host name of the
-    worker's machine, a Ray node's), because a GPU's numbers differ from the CPU's by float
-    rounding compounded over training. ``host`` is the machine of the process that recorded
-    the row (the sweep's driver). Rows finished before devices were recorded read None. An
-    inference-only experiment's device is where it was evaluated; its clean model may have
-    been trained elsewhere (the store's ``trainings`` table says where).
+    worker's machine, a Ray node's), because a GPU draws other noise than the CPU (another
+    generator for the same seed) and rounds otherwise. ``host`` is the machine of the process
+    that recorded the row (the sweep's driver). Rows finished before devices were recorded
+    read None. An inference-only experiment's device is where it was evaluated; its clean
+    model may have been trained elsewhere (the store's ``trainings`` table says where).
 
     Settings that cannot matter or are at their default are not stored and read NaN
     (``Experiment.identity``), e.g. ``weight_noise`` without weight noise: group with

@@ -70,8 +70,8 @@ class UnitOutcome:
 
 
 def device_label(device: torch.device) -> str:
-    """``cpu``, or ``cuda:<index> (<GPU name>)``: a GPU's numbers differ from the CPU's (and
-    from another GPU model's) by float rounding, so results say which one computed them."""
+    """``cpu``, or ``cuda:<index> (<GPU name>)``: a GPU draws other noise than the CPU and
+    rounds otherwise (as can another GPU model), so results say which one computed them."""
     if device.type != "cuda":
         return str(device)
     index = torch.cuda.current_device() if device.index is None else device.index
