@@ -163,3 +163,19 @@ def columns(path: Path, table: str) -> list[str]:
         names = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
     db.close()
     return names
+
+
+def worker_gpu(folder: str) -> tuple[int, str | None, str | None]:
+    """A pool task: (the worker's process id, the GPUs it sees, its share), once as many
+    workers as there are tasks hold one (each notes itself in ``folder``; 60 s at most), so
+    that every worker of the pool gets one of the tasks."""
+    import os
+    import time
+
+    (Path(folder) / str(os.getpid())).touch()
+    expected = int((Path(folder) / "tasks").read_text())
+    deadline = time.monotonic() + 60
+    while len(list(Path(folder).glob("[0-9]*"))) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return os.getpid(), visible, os.environ.get("WALKINGNOISE_GPU_SHARE")

@@ -24,12 +24,13 @@ from walkingnoise.sweep.executors import (
     RayExecutor,
     TaskError,
     check_ray_address,
+    visible_gpus,
 )
 from walkingnoise.sweep.planner import WorkUnit
 from walkingnoise.sweep.work import UnitOutcome, run_unit, unit_threads
 from walkingnoise.training.memory import DEVICE_ENV, GPU_SHARE_ENV
 
-from .helpers import MIXED_SWEEP, eval_only_spec, spec
+from .helpers import MIXED_SWEEP, eval_only_spec, spec, worker_gpu
 
 pytestmark = pytest.mark.slow
 
@@ -322,6 +323,28 @@ def test_pool_workers_share_the_gpu_equally_unless_told(
     monkeypatch.setenv(GPU_SHARE_ENV, "0.3")
     with ProcessExecutor(2) as told:
         assert [share for _, share in told.run(os.getenv, [GPU_SHARE_ENV])] == ["0.3"]
+
+
+def test_pool_workers_on_a_machine_with_several_gpus_take_them_in_turn(tmp_path: Path) -> None:
+    """4 workers over GPUs "3" and "5" (as ``CUDA_VISIBLE_DEVICES`` names them): each worker
+    sees one of them, two workers each, and sizes its stacks to half of it."""
+    (tmp_path / "tasks").write_text("4")
+    with ProcessExecutor(4, gpus=["3", "5"]) as pool:
+        seen = [result for _, result in pool.run(worker_gpu, [str(tmp_path)] * 4)]
+    assert len({pid for pid, _, _ in seen}) == 4  # one task per worker
+    assert sorted(gpu for _, gpu, _ in seen) == ["3", "3", "5", "5"]
+    assert {share for _, _, share in seen} == {"0.5"}
+
+
+def test_the_gpus_a_pool_spreads_over_are_those_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5")
+    assert visible_gpus() == ["3", "5"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert visible_gpus() == ["0", "1"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert visible_gpus() == []
 
 
 def test_a_ray_task_whose_worker_died_runs_once_more(ray: RayExecutor, tmp_path: Path) -> None:

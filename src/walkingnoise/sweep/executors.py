@@ -64,6 +64,18 @@ class Executor:
         self.close(abort=error_type is not None)
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (else by index);
+    empty without CUDA."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    named = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if named is not None:
+        return [name.strip() for name in named.split(",") if name.strip()][:count]
+    return [str(index) for index in range(count)]
+
+
 class InProcessExecutor(Executor):
     """Runs every task in this process, one after another (the default)."""
 
@@ -90,11 +102,17 @@ class InProcessExecutor(Executor):
 #:   where Python would print the traceback of a KeyboardInterrupt in the pool's queue; a busy
 #:   one is interrupted as usual, and the parent reports it.
 #: - the share of a GPU's memory each worker sizes its stacks to, ``gpu_share`` (the workers
-#:   share one GPU), unless the environment sets one.
+#:   of one GPU share it), unless the environment sets one.
+#: - on a machine with several GPUs, ``gpus``: the next of them in turn (``slot``, a counter the
+#:   workers share) becomes the worker's only visible GPU, before it initialises CUDA.
 EXIT_WITH_PARENT = """
 import concurrent.futures.process, multiprocessing.queues, os, signal, threading, time
 
 os.environ.setdefault(share_variable, gpu_share)
+if gpus:
+    with slot.get_lock():
+        turn, slot.value = slot.value, slot.value + 1
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[turn % len(gpus)]
 
 def _watch_parent():
     while os.getppid() == parent:
@@ -119,30 +137,37 @@ signal.signal(signal.SIGINT, _interrupted)
 class ProcessExecutor(Executor):
     """A pool of local worker processes (started with ``spawn``, safe with PyTorch threads).
 
-    The workers end with the process that started them, even when it is killed. On a GPU,
-    each sizes its stacks to 1/``workers`` of the GPU's memory (``$WALKINGNOISE_GPU_SHARE``
-    overrides).
+    The workers end with the process that started them, even when it is killed. On a machine
+    with several GPUs the workers take them in turn (``gpus``: the GPUs to use, by default
+    every one visible), each seeing only its own; each sizes its stacks to its share of its
+    GPU's memory, 1/(the workers on that GPU) (``$WALKINGNOISE_GPU_SHARE`` overrides).
     """
 
     name = "process"
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, gpus: Sequence[str] | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be ≥ 1, got {workers}")
         self.workers = workers
+        self.gpus = list(visible_gpus() if gpus is None else gpus)
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("spawn")
+        spread = self.gpus if len(self.gpus) > 1 else []
+        per_gpu = math.ceil(self.workers / max(len(spread), 1))
         return ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=exec,
             initargs=(
                 EXIT_WITH_PARENT,
                 {
                     "parent": os.getpid(),
                     "share_variable": GPU_SHARE_ENV,
-                    "gpu_share": repr(1 / self.workers),
+                    "gpu_share": repr(1 / per_gpu),
+                    "gpus": spread,
+                    "slot": context.Value("i", 0),
                 },
             ),
         )
