@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,8 @@ from walkingnoise.data.digits import load_digits
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep import parse_sweep, run_sweep
 from walkingnoise.training.recipe import Recipe
+
+from ..sweep.helpers import back_to_schema_1, columns
 
 #: Standard errors allowed (as in tests/noise/stats.py).
 Z = 6.0
@@ -130,6 +133,20 @@ def test_several_sigmas_give_one_profile_each(
     assert len(table) == 2 * 11
     low, high = (part["sqnr_db"].to_numpy() for _, part in table.groupby("sigma"))
     assert (low > high).all()  # ten times the noise std: a lower SQNR at every site
+
+
+def test_sqnr_reads_a_store_without_changing_it(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store of an older schema stays as it is: an older walkingnoise can still run on it."""
+    old = shutil.copytree(store.parent, tmp_path / "old") / store.name  # with its checkpoints
+    back_to_schema_1(old)
+    prefix = Experiment(
+        dataset="digits", placement="walking:3", sigma=0.3, eval_repeats=1, recipe=Recipe(epochs=1)
+    ).content_hash()[:10]
+    assert main(["sqnr", str(old), "--experiment", prefix, "--samples", "100"]) == 0
+    assert "SQNR (dB) σ=0.3" in capsys.readouterr().out
+    assert "device" not in columns(old, "experiments")
 
 
 def test_store_experiment_gives_model_and_setting(

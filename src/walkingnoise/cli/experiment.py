@@ -133,6 +133,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from walkingnoise._files import check_writable
     from walkingnoise.data import load_dataset
     from walkingnoise.experiment import Experiment
+    from walkingnoise.sweep.work import device_label
     from walkingnoise.training.checkpoint import save_checkpoint
     from walkingnoise.training.memory import default_device
     from walkingnoise.training.recipe import Recipe
@@ -178,7 +179,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     result = run_experiment(experiment, dataset=dataset, progress=args.progress)
     m = result.metrics
     training = "noisy training" if experiment.train_noise else "inference-only"
-    print(f"experiment {experiment.content_hash()[:12]}  ({training}, on {device.type})")
+    where = device_label(dataset.test.x.device)  # as a sweep's results name it
+    print(f"experiment {experiment.content_hash()[:12]}  ({training}, on {where})")
     if experiment.noise == "none":
         print("noise: none (no activation noise)")
     else:

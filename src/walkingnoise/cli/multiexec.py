@@ -290,7 +290,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     results, _, rows = _walking_group(args)
     group = group_of(rows)
     members = rows_of_group(prepare_results(results), group)
-    with Store(args.store, create=False) as store:
+    with Store(args.store, read_only=True) as store:
         trainings = clean_trainings(store, members["hash"])
     label = describe_group(group, skip=("placement",))
     if not trainings:

@@ -89,7 +89,7 @@ def load_source(source: Path, experiment: str | None) -> tuple[Experiment, Noisy
         raise ValueError(f"{source} is a store: choose the model with --experiment HASH")
     from walkingnoise.sweep import Store
 
-    with Store(source, create=False) as store:
+    with Store(source, read_only=True) as store:
         matches = [e for e in store.experiments() if e.content_hash().startswith(experiment)]
         if not matches:
             raise ValueError(f"{source}: no experiment with a hash starting {experiment!r}")

@@ -176,6 +176,10 @@ def _refuse_other_databases(db: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(f"an SQLite database of something else (tables {shown})")
 
 
+class _NewerSchemaError(sqlite3.DatabaseError):
+    """A store of a schema newer than this version writes."""
+
+
 def _refuse_newer_schema(db: sqlite3.Connection) -> None:
     """Raise if a newer walkingnoise made the store: writing it, this one could leave out (or
     misplace) what the newer one records."""
@@ -184,9 +188,9 @@ def _refuse_newer_schema(db: sqlite3.Connection) -> None:
     found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     version = None if found is None else str(found[0])
     if version is not None and not (version.isdigit() and int(version) <= int(SCHEMA_VERSION)):
-        raise sqlite3.DatabaseError(
-            f"made by a newer walkingnoise (schema {version}, this version writes schema "
-            f"{SCHEMA_VERSION}); upgrade walkingnoise to write to it"
+        raise _NewerSchemaError(
+            f"made by a newer walkingnoise (schema {version}; this one writes schema "
+            f"{SCHEMA_VERSION}); upgrade walkingnoise to write to it, or only read it"
         )
 
 
@@ -240,6 +244,8 @@ class Store:
         self.read_only = read_only
         try:
             self._db = self._open_read_only() if read_only else self._open_for_writing()
+        except _NewerSchemaError as error:
+            raise StoreError(f"{self.path}: cannot write to the store: {error}") from None
         except (sqlite3.Error, OSError) as error:
             raise StoreError(f"{self.path}: cannot open the store ({one_line(error)})") from None
         self.host = socket.gethostname()
