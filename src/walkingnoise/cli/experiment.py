@@ -133,9 +133,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from walkingnoise._files import check_writable
     from walkingnoise.data import load_dataset
     from walkingnoise.experiment import Experiment
-    from walkingnoise.sweep.work import device_label
     from walkingnoise.training.checkpoint import save_checkpoint
-    from walkingnoise.training.memory import default_device
+    from walkingnoise.training.memory import default_device, device_label
     from walkingnoise.training.recipe import Recipe
     from walkingnoise.training.run import run_experiment
 

@@ -24,7 +24,7 @@ from walkingnoise.noise.weight import remove_weight_noise
 from walkingnoise.sweep.planner import WorkUnit
 from walkingnoise.training.checkpoint import checkpoint_bytes, read_checkpoint
 from walkingnoise.training.cohort import Trained, evaluate_shared, train_alone, train_cohort
-from walkingnoise.training.memory import default_device
+from walkingnoise.training.memory import default_device, device_label
 from walkingnoise.training.run import (
     evaluate_experiment,
     history_records,
@@ -67,15 +67,6 @@ class UnitOutcome:
         for outcome in [*self.members, *([] if self.training is None else [self.training])]:
             outcome.device, outcome.node = device, node
         return self
-
-
-def device_label(device: torch.device) -> str:
-    """``cpu``, or ``cuda:<index> (<GPU name>)``: a GPU draws other noise than the CPU and
-    rounds otherwise (as can another GPU model), so results say which one computed them."""
-    if device.type != "cuda":
-        return str(device)
-    index = torch.cuda.current_device() if device.index is None else device.index
-    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 @lru_cache(maxsize=4)
@@ -122,9 +113,9 @@ def run_unit(
 
 def _run_unit(unit: WorkUnit, data_root: str | Path | None, save_checkpoints: bool) -> UnitOutcome:
     """The unit's outcomes, each saying on which device and node it computed."""
-    first = unit.members[0]
     device = default_device()
-    dataset = _dataset(first.dataset, None if data_root is None else str(data_root), device.type)
+    root = None if data_root is None else str(data_root)
+    dataset = _dataset(unit.members[0].dataset, root, device.type)
     _optimizers_imported()
     result = _run_on(unit, dataset, save_checkpoints)
     return result.computed_on(device_label(dataset.test.x.device), socket.gethostname())

@@ -44,6 +44,15 @@ def default_device() -> torch.device:
     return torch.device(chosen)
 
 
+def device_label(device: torch.device) -> str:
+    """``cpu``, or ``cuda:<index> (<GPU name>)``: a GPU draws other noise than the CPU and
+    rounds otherwise (as can another GPU model), so results say which one computed them."""
+    if device.type != "cuda":
+        return str(device)
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
 #: How cuDNN and cuBLAS report a failed allocation: as a RuntimeError, not PyTorch's own
 #: out-of-memory error.
 _LIBRARY_ALLOCATION_FAILED = ("CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED")
@@ -110,10 +119,9 @@ def check_budget() -> None:
 
 def memory_budget(device: torch.device) -> int:
     """Bytes a stack may use: the override; on a GPU 70 % of its free memory (with what this
-    process has cached), or of this
-    worker's share of all of it (``gpu_share``) if that is less, so that workers sharing a GPU
-    do not each size to what the others have not taken yet; on the CPU half the available RAM
-    but at most ``CPU_BUDGET_CAP``."""
+    process has cached), or of this worker's share of all of it (``gpu_share``) if that is
+    less, so that workers sharing a GPU do not each size to what the others have not taken
+    yet; on the CPU half the available RAM but at most ``CPU_BUDGET_CAP``."""
     override = os.environ.get(BUDGET_ENV)
     if override:
         return parse_bytes(override)
