@@ -38,6 +38,25 @@ def test_an_unknown_key_names_the_closest_or_lists_settings_only() -> None:
     assert str(caught.value.args[0]).endswith("settings: seed, sigma, recipe.clamp")
 
 
+def test_a_device_is_selected_by_its_type_or_index_too() -> None:
+    """``device=cuda`` and ``device=cuda:0`` select the GPU rows, as a user names a device;
+    the stored name selects itself, ``cpu`` no GPU row, and ``null`` the rows without one."""
+    frame = pd.DataFrame(
+        {"device": ["cpu", "cuda:0 (NVIDIA H100 80GB HBM3)", "cuda:1 (NVIDIA H100)", None]}
+    )
+
+    def chosen(*texts: str) -> list[bool]:
+        return filter_mask(frame, parse_filters([f"device={t}" for t in texts])).tolist()
+
+    assert chosen("cuda") == [False, True, True, False]
+    assert chosen("cuda:0") == [False, True, False, False]
+    assert chosen("cuda:0 (NVIDIA H100 80GB HBM3)") == [False, True, False, False]
+    assert chosen("cpu") == [True, False, False, False]
+    assert chosen("cud") == [False, False, False, False]
+    assert chosen("null") == [False, False, False, True]
+    assert chosen("cpu", "cuda:1") == [True, False, True, False]
+
+
 def _weight_noise_results() -> pd.DataFrame:
     """What ``load_results`` gives for η 0 and 0.1 at two σ: the store leaves η = 0 out."""
     experiments = [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import re
+import sqlite3
+from contextlib import closing
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -190,3 +192,28 @@ def test_a_weight_noise_study_gets_the_noisy_machines_table(tmp_path: Path) -> N
     assert "| inference-only | noise injection |" in shown
     row = table[(table["weight_noise"] == 0.1) & (table["training"] == "inference-only")]
     assert f"{100 * row['mean'].iloc[0]:.2f}" in text
+
+
+GPU = "cuda:0 (NVIDIA H100 80GB HBM3)"
+
+
+def test_the_summary_says_where_results_computed_and_warns_of_a_mix(
+    tiny_store: Path, tmp_path: Path
+) -> None:
+    """A store computed on one device says so; one that mixes CPU and GPU results (noise drawn
+    by other generators) gets a warning that names both devices."""
+    one = " ".join(_parse(write_report(tiny_store, tmp_path / "one", site_names=False)).text)
+    assert "computed on: cpu 20" in one
+    assert "devices" not in one
+    mixed = tmp_path / "mixed.sqlite"
+    with closing(sqlite3.connect(tiny_store)) as source, closing(sqlite3.connect(mixed)) as db:
+        source.backup(db)
+        with db:
+            db.execute(
+                "UPDATE experiments SET device = ? WHERE hash IN "
+                "(SELECT hash FROM experiments WHERE status = 'done' LIMIT 8)",
+                (GPU,),
+            )
+    text = " ".join(_parse(write_report(mixed, tmp_path / "mixed", site_names=False)).text)
+    assert f"computed on: cpu 12, {GPU} 8" in text
+    assert f"the experiments computed on 2 devices (cpu, {GPU})" in text

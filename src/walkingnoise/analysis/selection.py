@@ -69,19 +69,29 @@ def filter_mask(frame: pd.DataFrame, filters: Mapping[str, Any]) -> pd.Series:
     """Rows of ``frame`` whose columns equal every filter value (any of an :class:`AnyOf`).
 
     ``None`` selects missing values; numbers match within :data:`NUMERIC_RTOL`; other values
-    compare as text. An unknown column is a KeyError that names the closest known one, or
-    lists the settings columns.
+    compare as text, ``device`` by type or index too (``cuda``, ``cuda:0``). An unknown column
+    is a KeyError that names the closest known one, or lists the settings columns.
     """
     mask = pd.Series(True, index=frame.index)
     for column, wanted in filters.items():
         if column not in frame:
             raise KeyError(f"no column {column!r} to filter on; {_known(frame, column)}")
         values = frame[column]
+        equal = _same_device if column == "device" else _equal
         if isinstance(wanted, AnyOf):
-            mask &= np.logical_or.reduce([_equal(values, one) for one in wanted])
+            mask &= np.logical_or.reduce([equal(values, one) for one in wanted])
         else:
-            mask &= _equal(values, wanted)
+            mask &= equal(values, wanted)
     return mask
+
+
+def _same_device(values: pd.Series, wanted: Any) -> pd.Series:
+    """Where the stored devices are ``wanted``, or of the type or index it names: ``cuda`` and
+    ``cuda:0`` select ``cuda:0 (NVIDIA H100 80GB HBM3)``, as a user names a device."""
+    if _missing(wanted):
+        return _equal(values, wanted)
+    text, stored = str(wanted), values.astype(str)
+    return (stored == text) | stored.str.startswith(f"{text}:") | stored.str.startswith(f"{text} (")
 
 
 def _equal(values: pd.Series, wanted: Any) -> pd.Series:

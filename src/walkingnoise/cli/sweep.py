@@ -183,6 +183,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> None:
     from walkingnoise.cli._common import sweep_hashes
     from walkingnoise.sweep import Store
+    from walkingnoise.sweep.results import devices_text
 
     members = None if args.sweep is None else sweep_hashes(args)
     if args.where:
@@ -216,7 +217,7 @@ def _cmd_status(args: argparse.Namespace) -> None:
         note = _claims_note(list(claims.values())) if status == "running" else ""
         print(f"  {status:8s} {count}{note}")
     if devices:
-        print(f"  done on: {_devices_text(devices)}")
+        print(f"  done on: {devices_text(devices)}")
     if args.sweep is not None:
         print(
             f"  others in the store: {stored - total} (not defined by {args.sweep} now; `fit` "
@@ -227,12 +228,6 @@ def _cmd_status(args: argparse.Namespace) -> None:
     print(f"  clean trainings stored: {trainings}{'' if members is None else ' (whole store)'}")
     if args.errors:
         _print_errors(errors)
-
-
-def _devices_text(devices: dict[str | None, int]) -> str:
-    """``cpu 120, cuda:0 (NVIDIA H100 80GB HBM3) 40, not recorded 3``: what computed the
-    finished experiments, so a mix of CPU and GPU results shows."""
-    return ", ".join(f"{device or 'not recorded'} {count}" for device, count in devices.items())
 
 
 def _passing(args: argparse.Namespace) -> set[str]:

@@ -65,6 +65,7 @@ from walkingnoise.report.markdown import (
     readable_midpoints,
     write_table,
 )
+from walkingnoise.sweep.results import device_counts, devices_text
 from walkingnoise.sweep.store import distinct_errors
 
 log = logging.getLogger(__name__)
@@ -338,6 +339,11 @@ def _summary(
             f"{total} experiments: "
             + ", ".join(f"{count} {status}" for status, count in counts.items()),
             f"{trainings} shared clean trainings stored",
+            *(
+                [f"computed on: {devices_text(devices)}"]
+                if (devices := device_counts(results))
+                else []
+            ),
         ]
     )
     if "block" in results and len(results):
@@ -393,6 +399,14 @@ def _warnings(
                 f"{diverged} experiments diverged in training (NaN weights): counted at chance "
                 "level in the curves and fits"
             )
+    recorded = [device for device in device_counts(results) if device is not None]
+    if len(recorded) > 1:
+        lines.append(
+            f"the experiments computed on {len(recorded)} devices ({', '.join(recorded)}): a GPU "
+            "draws other noise than the CPU for the same seed and rounds otherwise, so curves "
+            "that mix them agree in distribution, not number for number; `--where device=…` "
+            "selects one"
+        )
     if fits.empty:
         lines.insert(0, "no curve to fit: no finished experiment with a scalar σ")
     if lines:
