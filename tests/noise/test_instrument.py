@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 
@@ -18,7 +19,11 @@ from walkingnoise.noise import (
     WalkingPlacement,
     instrument,
 )
-from walkingnoise.noise.instrument import ModeDependentTraceError, StateChangedWhileTracingError
+from walkingnoise.noise.instrument import (
+    ModeDependentTraceError,
+    StateChangedWhileTracingError,
+    instrument_like,
+)
 
 
 class BasicBlock(nn.Module):
@@ -507,3 +512,66 @@ def test_the_sites_live_on_the_models_device(method: str) -> None:
     noisy.set_noise(AdditiveNoise(), GlobalPlacement(), 0.5)
     assert {site.levels.device.type for site in noisy.sites} == {"meta"}
     assert noisy(torch.zeros(3, 4, device="meta")).shape == (3, 2)
+
+
+def _bn_mlp(width: int = 8) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(4, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, 3)
+    )
+
+
+def _noisy_outputs(noisy, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Two training-mode passes with global additive noise drawn from a generator of ``seed``."""
+    noisy.set_noise(AdditiveNoise(), GlobalPlacement(), 0.3)
+    noisy.set_generator(torch.Generator().manual_seed(seed))
+    noisy.train()
+    return torch.stack([noisy(x), noisy(x)])
+
+
+def test_instrument_like_gives_what_instrument_gives() -> None:
+    """A model of the template's architecture, instrumented like it without a new trace: the
+    same sites and code as ``instrument`` gives, on the model's own parameters, computing the
+    same numbers, with sites of its own (the template's noise settings are not touched)."""
+    x = torch.randn(6, 4)
+    template = instrument(_bn_mlp(), x)
+    torch.manual_seed(1)
+    model = _bn_mlp()
+    like = instrument_like(model, template)
+    assert like is not None
+    reference = instrument(copy.deepcopy(model), x)
+    assert like.source is model
+    assert like.site_table == reference.site_table
+    assert like.net.code == reference.net.code
+    assert [n for n, _ in like.named_modules()] == [n for n, _ in reference.named_modules()]
+    ours = dict(like.net.named_parameters())
+    assert all(ours[name] is p for name, p in model.named_parameters())
+    assert torch.equal(_noisy_outputs(like, x, 5), _noisy_outputs(reference, x, 5))
+    statistics = model[2].running_mean  # the passes updated the model's own BatchNorm
+    assert statistics.abs().sum() > 0
+    assert torch.equal(statistics, reference.source[2].running_mean)
+    assert all(site.noise is None for site in template.sites)
+    assert not set(map(id, like.sites)) & set(map(id, template.sites))
+
+
+@pytest.mark.parametrize(
+    ("template_net", "net", "method"),
+    [
+        (TinyResNet, TinyResNet, "fx"),  # a class of the user's own: its trace may vary
+        (_bn_mlp, lambda: _bn_mlp(width=16), "fx"),  # another architecture
+        (_bn_mlp, _bn_mlp, "hooks"),  # the template is not a graph
+    ],
+    ids=["own-class", "other-width", "hooks"],
+)
+def test_instrument_like_declines_where_it_may_differ(template_net, net, method: str) -> None:
+    """Where a copy of the template's graph might not be what tracing the model gives, it
+    declines (None), and the caller instruments the model itself."""
+    x = torch.randn(2, 3, 8, 8) if template_net is TinyResNet else torch.randn(6, 4)
+    template = instrument(template_net(), x, method=method)
+    assert instrument_like(net(), template) is None
+
+
+def test_instrument_like_declines_lazy_parameters() -> None:
+    """A lazy layer takes its shape from the first pass, which the copy does not make."""
+    x = torch.randn(6, 4)
+    template = instrument(nn.Sequential(nn.LazyLinear(3), nn.ReLU()), x)
+    assert instrument_like(nn.Sequential(nn.LazyLinear(3), nn.ReLU()), template) is None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
 from walkingnoise.data import InMemoryDataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.training import Recipe
-from walkingnoise.training.run import build_noisy_model, run_experiment
+from walkingnoise.training.run import build_noisy_model, build_noisy_models, run_experiment
 
 NOISY = Experiment(
     noise="additive",
@@ -116,6 +118,50 @@ def test_initial_weights_depend_on_the_seed_only(digits: InMemoryDataset) -> Non
     c = build_noisy_model(Experiment(sigma=0.1, seed=4), digits).source.state_dict()
     assert _equal_states(a, b)
     assert not _equal_states(a, c)
+
+
+COHORT = [
+    Experiment(placement=f"walking:{site}", sigma=sigma, train_noise=True, seed=seed, **more)
+    for seed, site, sigma, more in [
+        (0, 0, 0.5, {}),
+        (0, 4, 2.0, {}),
+        (1, 4, 0.1, {"weight_noise": 0.02}),
+        (0, 3, 0.5, {"batchnorm": False}),
+        (2, 7, 1.0, {"noise": "multiplicative"}),
+        (1, 1, 0.3, {"batchnorm": False}),
+    ]
+]
+
+
+def test_models_built_together_are_those_built_alone(digits: InMemoryDataset) -> None:
+    """A cohort's models, built together (instrumented like the first of their architecture),
+    are the models built alone: weights, sites, noise settings and the noise they draw, and
+    the global generator ends where building them alone leaves it."""
+    alone = [build_noisy_model(e, digits) for e in COHORT]
+    after_alone = torch.random.get_rng_state()
+    together = build_noisy_models(COHORT, digits)
+    assert torch.equal(torch.random.get_rng_state(), after_alone)
+    x = digits.test.x[:16]
+    for a, b in zip(alone, together, strict=True):
+        assert _equal_states(a.source.state_dict(), b.source.state_dict())
+        assert a.site_table == b.site_table
+        assert a.net.code == b.net.code
+        a.train(), b.train()
+        with torch.no_grad():
+            assert torch.equal(torch.stack([a(x), a(x)]), torch.stack([b(x), b(x)]))
+
+
+def test_models_built_together_trace_each_architecture_once(
+    digits: InMemoryDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building a cohort traces the first model of each architecture (with and without
+    BatchNorm here) and copies its graph for the others."""
+    instrument_module = importlib.import_module("walkingnoise.noise.instrument")
+    traced = []
+    trace = instrument_module._trace
+    monkeypatch.setattr(instrument_module, "_trace", lambda m: traced.append(m) or trace(m))
+    build_noisy_models(COHORT, digits)
+    assert len(traced) == 2
 
 
 @pytest.mark.parametrize("noise", ["multiplicative", "mixed"])

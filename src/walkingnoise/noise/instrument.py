@@ -17,6 +17,7 @@ Both keep the model's parameters: the instrumented model trains and saves the sa
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -250,6 +251,71 @@ def instrument(
             return _on_model_device(_instrument_hooks(model, args, kinds), model, args)
     finally:
         _restore_buffers(model, before)
+
+
+def instrument_like(model: nn.Module, template: NoisyModel) -> NoisyModel | None:
+    """``model`` instrumented as ``template`` was, without tracing it again; None where that is
+    not sure to give what :func:`instrument` gives, and ``instrument`` must be called instead.
+
+    This is for the models of a cohort, which share an architecture and an example input and
+    differ in their weights: tracing and the example passes cost several times more than
+    building the model. The template's graph is copied onto ``model``'s modules (``model``'s
+    parameters are shared, as ``instrument`` shares them) with fresh sites of the same table.
+    It applies where every module is one of PyTorch's or the built-in models' (whose trace
+    follows from their structure), the structure (module types, parameter and buffer names,
+    shapes and dtypes) equals the template's, no parameter is lazy, the template was traced
+    with fx, and the code of the copy reads as the template's.
+    """
+    source = template.source
+    if template.method != "fx" or not _same_structure(model, source):
+        return None
+    old = template.net.graph
+    for node in old.nodes:  # a constant of the trace lives on the template, not on model
+        if node.op == "get_attr" and not _has_path(model, str(node.target)):
+            return None
+    graph = fx.Graph()
+    graph._codegen = copy.deepcopy(old._codegen)
+    graph.output(graph.graph_copy(old, {}))
+    sites = [NoiseSite(site.info) for site in template.sites]
+    model.add_module("noise_sites", nn.ModuleList(sites))  # for GraphModule to find them
+    try:
+        gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+    finally:
+        del model.noise_sites
+    gm.noise_sites = nn.ModuleList(sites)
+    if set(gm._modules) != set(template.net._modules) or gm.code != template.net.code:
+        return None
+    for name in template.net._modules:  # in the template's order
+        gm._modules[name] = gm._modules.pop(name)
+    noisy = NoisyModel(gm, model, sites, "fx")
+    return _on_model_device(noisy, model, ())
+
+
+def _same_structure(model: nn.Module, other: nn.Module) -> bool:
+    """Whether both are made of the same modules of PyTorch's or the built-in models' (by name
+    and type) with the same parameters and buffers (by name, shape and dtype), none lazy."""
+
+    def layout(module: nn.Module) -> tuple[Any, ...]:
+        tensors = [*module.named_parameters(), *module.named_buffers()]
+        return (
+            [(name, type(m)) for name, m in module.named_modules()],
+            [(name, t.shape, t.dtype) for name, t in tensors],
+        )
+
+    def built_in(module: nn.Module) -> bool:
+        return all(type(m).__module__.startswith(_MODE_FREE_MODULES) for m in module.modules())
+
+    lazy = any(is_lazy(t) for t in [*model.parameters(), *model.buffers()])
+    return not lazy and built_in(model) and layout(model) == layout(other)
+
+
+def _has_path(module: nn.Module, target: str) -> bool:
+    """Whether ``module`` has the attribute at the dotted path ``target``."""
+    for name in target.split("."):
+        if not hasattr(module, name):
+            return False
+        module = getattr(module, name)
+    return True
 
 
 def _on_model_device(noisy: NoisyModel, model: nn.Module, args: tuple[Any, ...]) -> NoisyModel:

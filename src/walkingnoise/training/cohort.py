@@ -32,6 +32,7 @@ from walkingnoise.training.memory import is_out_of_memory, models_per_stack
 from walkingnoise.training.run import (
     EVALUATED_SPLITS,
     build_noisy_model,
+    build_noisy_models,
     configure_noise,
     evaluate_experiment,
     experiment_metrics,
@@ -222,7 +223,7 @@ def _train_chunk(
     teacher: NoisyModel | None,
 ) -> list[Trained]:
     started = time.perf_counter()
-    models = [build_noisy_model(e, dataset) for e in chunk]
+    models = build_noisy_models(chunk, dataset)
     try:
         stack = StackedModel(models)
         stack.check(dataset.train.x[:2], training=True)

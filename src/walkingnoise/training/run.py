@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from walkingnoise.data import InMemoryDataset, Split, load_dataset
 from walkingnoise.data.augmentation import Augmentation
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model, check_logits
-from walkingnoise.noise.instrument import NoisyModel, instrument
+from walkingnoise.noise.instrument import NoisyModel, instrument, instrument_like
 from walkingnoise.noise.weight import set_weight_noise, weight_noise_active, weight_noise_disabled
 from walkingnoise.training.checkpoint import CheckpointError, load_checkpoint
 from walkingnoise.training.distillation import DistillationLoss
@@ -62,6 +63,41 @@ def build_noisy_model(experiment: Experiment, dataset: InMemoryDataset) -> Noisy
     a function of the seed alone; the model draws its training noise (activation and weight
     noise) from its own generator, seeded by ``experiment.training_noise_seed()``.
     """
+    noisy = _instrumented(experiment, _seeded_model(experiment, dataset), dataset)
+    return _configured(noisy, experiment, dataset.train.x.device)
+
+
+def build_noisy_models(
+    experiments: Sequence[Experiment], dataset: InMemoryDataset
+) -> list[NoisyModel]:
+    """:func:`build_noisy_model` of each experiment, the same models, built faster together.
+
+    A cohort's models share an architecture: after the first of each (model, batchnorm), the
+    others are instrumented like it (:func:`instrument_like`), without tracing and running
+    them again, which took most of the time of building one. Where that does not apply, or
+    instrumenting the first drew random numbers (so the others' would differ), each is built
+    as alone.
+    """
+    templates: dict[tuple[str, bool], NoisyModel | None] = {}
+    models = []
+    for experiment in experiments:
+        clean = _seeded_model(experiment, dataset)
+        key = (experiment.model, experiment.batchnorm)
+        template = templates.get(key)
+        noisy = None if template is None else instrument_like(clean, template)
+        if noisy is None:
+            drawn = _random_state(dataset.train.x.device)
+            noisy = _instrumented(experiment, clean, dataset)
+            if key not in templates:
+                same = torch.equal(drawn, _random_state(dataset.train.x.device))
+                templates[key] = noisy if same else None
+        models.append(_configured(noisy, experiment, dataset.train.x.device))
+    return models
+
+
+def _seeded_model(experiment: Experiment, dataset: InMemoryDataset) -> nn.Module:
+    """The experiment's clean model, its weights drawn after seeding the global generator with
+    the experiment's seed, on the dataset's device."""
     torch.manual_seed(experiment.seed)
     clean = build_model(
         experiment.model,
@@ -69,9 +105,26 @@ def build_noisy_model(experiment: Experiment, dataset: InMemoryDataset) -> Noisy
         dataset.num_classes,
         batchnorm=experiment.batchnorm,
     )
-    device = dataset.train.x.device
-    noisy = instrument(clean.to(device), dataset.train.x[:2])
+    return clean.to(dataset.train.x.device)
+
+
+def _instrumented(experiment: Experiment, clean: nn.Module, dataset: InMemoryDataset) -> NoisyModel:
+    """``clean`` instrumented (traced with a batch of the dataset), its logits checked."""
+    noisy = instrument(clean, dataset.train.x[:2])
     check_logits(experiment.model, noisy, dataset.train.x[:2], dataset.num_classes)
+    return noisy
+
+
+def _random_state(device: torch.device) -> torch.Tensor:
+    """The state of the global generator that draws on ``device``."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    return torch.random.get_rng_state()
+
+
+def _configured(noisy: NoisyModel, experiment: Experiment, device: torch.device) -> NoisyModel:
+    """``noisy`` with the experiment's noise, drawn from its own training-noise generator on
+    ``device``."""
     configure_noise(noisy, experiment, seeded_generator(experiment.training_noise_seed(), device))
     return noisy
 
