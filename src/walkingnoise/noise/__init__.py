@@ -1,6 +1,6 @@
 """Noise models, noise sites, placements, instrumentation of any ``nn.Module``, weight noise."""
 
-from walkingnoise.noise.instrument import NoisyModel, instrument
+from walkingnoise.noise.instrument import NoisyModel, instrument, instrument_like
 from walkingnoise.noise.kinds import DEFAULT_KINDS, SITE_KINDS
 from walkingnoise.noise.models import (
     AdditiveNoise,
@@ -45,6 +45,7 @@ __all__ = [
     "WeightNoise",
     "attach_weight_noise",
     "instrument",
+    "instrument_like",
     "make_noise_model",
     "parse_placement",
     "recording",
