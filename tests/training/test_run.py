@@ -123,7 +123,7 @@ def test_initial_weights_depend_on_the_seed_only(digits: InMemoryDataset) -> Non
 COHORT = [
     Experiment(placement=f"walking:{site}", sigma=sigma, train_noise=True, seed=seed, **more)
     for seed, site, sigma, more in [
-        (0, 0, 0.5, {}),
+        (0, 0, 0.5, {"weight_noise": 0.05}),
         (0, 4, 2.0, {}),
         (1, 4, 0.1, {"weight_noise": 0.02}),
         (0, 3, 0.5, {"batchnorm": False}),
