@@ -41,15 +41,16 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from walkingnoise.cli._common import one_line
 from walkingnoise.data import InMemoryDataset, load_dataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep import Store, load_results, make_executor, run_sweep
-from walkingnoise.sweep.spec import parse_sweep
+from walkingnoise.sweep.spec import SweepSpec, parse_sweep
 from walkingnoise.sweep.work import unit_threads
 from walkingnoise.training.cohort import evaluate_shared
 from walkingnoise.training.evaluate import accuracy_and_loss
 from walkingnoise.training.loop import make_optimizer
-from walkingnoise.training.memory import default_device
+from walkingnoise.training.memory import check_budget, default_device
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
 
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist-t10k"
@@ -332,21 +333,40 @@ grid:
     print(f"  (errors inflated by √(χ²/dof) where above 1; largest |Δ|/error {worst:.1f})")
 
 
-def main() -> int:
-    """Run both paths and print the comparison."""
+#: The standard sweep's and ``--quick``'s seeds, σ and epochs, where not given.
+STANDARD = {"seeds": 3, "sigmas": 9, "epochs": 5}
+QUICK = {"seeds": 1, "sigmas": 3, "epochs": 1}
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def options() -> argparse.Namespace:
+    """The command line: ``--quick`` sets the seeds, σ and epochs not given."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per point (default 3)")
+    parser.add_argument("--epochs", type=_positive, help="training epochs (default 5)")
+    parser.add_argument("--seeds", type=_positive, help="seeds per point (default 3)")
+    parser.add_argument("--sigmas", type=_positive, help="σ log-spaced over 1e-2…1e2 (default 9)")
     parser.add_argument(
-        "--sigmas", type=int, default=9, help="σ log-spaced over 1e-2…1e2 (default 9)"
+        "--repeats", type=_positive, default=3, help="noisy evaluations per experiment (default 3)"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="noisy evaluations per experiment")
-    parser.add_argument("--quick", action="store_true", help="1 seed, 3 σ, 1 epoch")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 seed, 3 σ, 1 epoch (those not given otherwise)"
+    )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=_positive,
         default=os.cpu_count() or 1,
-        help="engine processes, each computing with one thread (default: one per core)",
+        help="engine processes, each computing with $WALKINGNOISE_THREADS threads, default 1 "
+        "(default: one process per core)",
     )
     parser.add_argument(
         "--skip-baseline", action="store_true", help="run the engine only, not the simple loop"
@@ -358,22 +378,43 @@ def main() -> int:
         "--root", type=Path, default=MNIST, help=f"folder of the MNIST test set (default {MNIST})"
     )
     args = parser.parse_args()
-    if args.quick:
-        args.seeds, args.sigmas, args.epochs = 1, 3, 1
-    if not (args.root / "t10k-images-idx3-ubyte.gz").exists():
-        print(
-            f"MNIST test set not found in {args.root} (give its folder with --root)",
-            file=sys.stderr,
-        )
+    for name, value in (QUICK if args.quick else STANDARD).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def main() -> int:
+    """Run both paths and print the comparison; a bad option, setting or data folder is one
+    line on stderr and exit status 2."""
+    args = options()
+    try:
+        threads = unit_threads()
+        check_budget()
+        device = default_device()
+        spec = parse_sweep(sweep_text(args), "throughput.yaml")
+        dataset = load_dataset("mnist-t10k", root=args.root)
+    except (ValueError, OSError) as error:  # the settings', the sweep's and the data's errors
+        print(f"sweep_throughput.py: error: {one_line(error)}", file=sys.stderr)
         return 2
-    device = default_device()
-    spec = parse_sweep(sweep_text(args), "throughput.yaml")
-    dataset = load_dataset("mnist-t10k", root=args.root)
+    return compare(args, threads, device, spec, dataset)
+
+
+def compare(
+    args: argparse.Namespace,
+    threads: int,
+    device: torch.device,
+    spec: SweepSpec,
+    dataset: InMemoryDataset,
+) -> int:
+    """The engine against the simple loop, side by side, and the figures of both."""
     loop = "" if args.skip_baseline else f"; simple loop: {torch.get_num_threads()} threads"
-    print(f"device: {device}; engine: {args.workers} process(es) × 1 thread{loop}")
+    print(f"device: {device}; engine: {args.workers} process(es) × {threads} thread(s){loop}")
     if args.quick:
-        print("--quick: 1 seed, 3 σ, 1 epoch; its shares are not those of the standard sweep")
-    threads = unit_threads()
+        print(
+            f"--quick: {args.seeds} seed(s), {args.sigmas} σ, {args.epochs} epoch(s); its shares "
+            "are not those of the standard sweep"
+        )
     gflops, normals = roofline(device, threads)
     print(
         f"roofline ({threads} thread(s), as a unit computes): matmul {gflops:.1f} GFLOP/s, "

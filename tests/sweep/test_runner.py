@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -16,7 +17,9 @@ import torch
 from walkingnoise.cli import main
 from walkingnoise.data import load_dataset
 from walkingnoise.sweep import Store, SweepError, SweepSummary, expand, load_results, run_sweep
+from walkingnoise.sweep.executors import ProcessExecutor
 from walkingnoise.sweep.sites import SiteCounter
+from walkingnoise.sweep.work import oversubscription
 from walkingnoise.training import evaluate_clean
 from walkingnoise.training.checkpoint import load_checkpoint
 from walkingnoise.training.memory import DEVICE_ENV
@@ -445,3 +448,29 @@ def test_a_bad_setting_in_the_environment_writes_nothing(
     assert not path.parent.exists()
     assert main(["quickstart", "--store", str(path), "--no-progress"]) == 2
     assert not path.parent.exists()
+
+
+def test_more_threads_than_cores_is_warned_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """WALKINGNOISE_THREADS times the workers beyond this machine's cores makes the threads
+    take turns: the run goes ahead, with a warning that says so; within the cores, none."""
+    cores = len(os.sched_getaffinity(0))
+    path = tmp_path / "threads.sqlite"
+    monkeypatch.setenv("WALKINGNOISE_THREADS", str(cores))
+    with caplog.at_level(logging.WARNING, logger="walkingnoise"):
+        run_sweep(spec(MIXED_SWEEP), path, dry_run=True)
+    assert "threads on" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="walkingnoise"):
+        run_sweep(spec(MIXED_SWEEP), path, executor=ProcessExecutor(2), dry_run=True)
+    assert (
+        f"WALKINGNOISE_THREADS={cores} × 2 worker process(es) = {2 * cores} threads" in caplog.text
+    )
+    assert f"on {cores} cores" in caplog.text
+
+
+def test_oversubscription_counts_threads_of_side_by_side_units() -> None:
+    assert oversubscription(1, 2, cores=2) is None
+    assert oversubscription(2, 1, cores=2) is None
+    assert oversubscription(2, 2, cores=2) is not None
+    assert oversubscription(1000, 1, cores=16) is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -24,7 +25,14 @@ from walkingnoise.training.memory import (
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("1500000", 1_500_000), ("2GB", 2_000_000_000), ("512MiB", 512 * 2**20), (" 1.5 kb ", 1500)],
+    [
+        ("1500000", 1_500_000),
+        ("2GB", 2_000_000_000),
+        ("512MiB", 512 * 2**20),
+        (" 1.5 kb ", 1500),
+        ("1TB", 10**12),
+        ("2TiB", 2 * 2**40),
+    ],
 )
 def test_sizes_with_and_without_a_unit(text: str, size: int) -> None:
     assert parse_bytes(text) == size
@@ -33,6 +41,13 @@ def test_sizes_with_and_without_a_unit(text: str, size: int) -> None:
 @pytest.mark.parametrize("text", ["lots", "1..2GB", ".", "2 GiBs", "-1GB", ""])
 def test_a_malformed_size_names_the_variable(text: str) -> None:
     with pytest.raises(ValueError, match=rf"^{BUDGET_ENV}: not a size: "):
+        parse_bytes(text)
+
+
+@pytest.mark.parametrize("text", ["0", "0.5", "0GB", ".4"])
+def test_a_budget_of_no_bytes_is_refused(text: str) -> None:
+    """Zero bytes (or a fraction of one) would silently train every model alone."""
+    with pytest.raises(ValueError, match=rf"^{BUDGET_ENV}: '{re.escape(text)}' is no memory"):
         parse_bytes(text)
 
 

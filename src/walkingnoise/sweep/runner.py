@@ -20,7 +20,7 @@ from walkingnoise.data.errors import one_line
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep.adaptive import propose_sigmas
 from walkingnoise.sweep.architecture import check_networks
-from walkingnoise.sweep.executors import Executor, InProcessExecutor, TaskError
+from walkingnoise.sweep.executors import Executor, InProcessExecutor, ProcessExecutor, TaskError
 from walkingnoise.sweep.planner import Plan, WorkUnit, plan
 from walkingnoise.sweep.sites import SiteCounter
 from walkingnoise.sweep.spec import (
@@ -32,7 +32,13 @@ from walkingnoise.sweep.spec import (
 )
 from walkingnoise.sweep.store import Store, StoreError
 from walkingnoise.sweep.teacher_files import check_teacher_files, teacher_fingerprints
-from walkingnoise.sweep.work import Outcome, UnitOutcome, run_unit, unit_threads
+from walkingnoise.sweep.work import (
+    Outcome,
+    UnitOutcome,
+    oversubscription,
+    run_unit,
+    unit_threads,
+)
 from walkingnoise.training.checkpoint import CheckpointError, read_checkpoint
 from walkingnoise.training.memory import check_budget, default_device
 from walkingnoise.training.run import teacher_from_file
@@ -168,6 +174,15 @@ def prepare(
     return work, summary
 
 
+def _local_processes(executor: Executor | None) -> int | None:
+    """How many units ``executor`` computes side by side on this machine (None: elsewhere)."""
+    if executor is None or isinstance(executor, InProcessExecutor):
+        return 1
+    if isinstance(executor, ProcessExecutor):
+        return executor.workers
+    return None
+
+
 def run_sweep(
     spec: SweepSpec,
     store: Store | str | Path,
@@ -196,7 +211,11 @@ def run_sweep(
     ``$WALKINGNOISE_DEVICE``, ...) are checked first: a bad one stops the sweep before it
     writes anything, instead of failing every unit.
     """
-    unit_threads()
+    threads = unit_threads()
+    local = _local_processes(executor)
+    slow = None if local is None else oversubscription(threads, local)
+    if slow is not None:
+        log.warning(slow)
     check_budget()
     if executor is None or executor.device is None:  # the units compute on this machine
         default_device()

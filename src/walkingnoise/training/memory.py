@@ -21,7 +21,18 @@ GPU_SHARE_ENV = "WALKINGNOISE_GPU_SHARE"
 #: Environment variable: the device units compute on, ``cpu`` or ``cuda`` (default: CUDA when
 #: available); the Ray executor sets it to match the GPUs its tasks ask for.
 DEVICE_ENV = "WALKINGNOISE_DEVICE"
-_UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 1e3,
+    "MB": 1e6,
+    "GB": 1e9,
+    "TB": 1e12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 
 
 def device_setting() -> str | None:
@@ -69,11 +80,17 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def parse_bytes(text: str) -> int:
-    """Parse ``1500000``, ``2GB`` or ``512MiB`` into bytes."""
+    """Parse ``1500000``, ``2GB`` or ``512MiB`` into bytes (at least one)."""
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*", text)
     if not match or match.group(2).upper() not in _UNITS:
-        raise ValueError(f"{BUDGET_ENV}: not a size: {text!r} (e.g. 2GB, 512MiB, 1000000)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+        raise ValueError(
+            f"{BUDGET_ENV}: not a size: {text!r} (e.g. 2GB, 512MiB, 1000000; units B, KB, MB, "
+            "GB, TB, KiB, MiB, GiB, TiB)"
+        )
+    size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    if size < 1:
+        raise ValueError(f"{BUDGET_ENV}: {text!r} is no memory to compute in (give e.g. 2GB)")
+    return size
 
 
 def _available_ram() -> int:
