@@ -60,6 +60,24 @@ def test_which_cohorts_train_one_model_at_a_time() -> None:
 
 
 @pytest.mark.usefixtures("user_models")
+def test_the_planner_says_once_why_a_cohort_trains_one_model_at_a_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """In the process the user watches (a pool's workers log nowhere they see), once a cohort,
+    naming the model, the dataset and the reason; nothing for a cohort that stacks."""
+    counter = SiteCounter()
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        counter.trains_alone(_noisy("mlp"))
+        for sigma in (0.3, 0.3, 1.0):
+            counter.trains_alone(_noisy("with-dropout").model_copy(update={"sigma": sigma}))
+    lines = [r.getMessage() for r in caplog.records if "one model at a time" in r.getMessage()]
+    assert lines == [
+        "noisy trainings of with-dropout on digits run one model at a time: the model draws "
+        "random numbers in training ('drop' (Dropout)), which the models of a stack would share"
+    ]
+
+
+@pytest.mark.usefixtures("user_models")
 def test_the_units_device_decides_which_cohorts_train_alone() -> None:
     """A Ray executor whose tasks take GPUs plans for them, whatever device the driver has
     (and one whose tasks take none, for CPUs); a model a stack cannot run trains alone on both."""

@@ -143,3 +143,15 @@ def test_evaluations_whose_stack_does_not_fit_run_as_smaller_stacks(
     monkeypatch.setattr(cohort, "_evaluate_chunk", _fits(1, cohort._evaluate_chunk, calls, 1))
     assert evaluate_shared(model, members, digits) == expected
     assert calls == [3, 1, 1, 1]
+
+
+def test_why_models_run_alone_is_said_once_a_process(caplog: pytest.LogCaptureFixture) -> None:
+    """A sweep's units of one repeat the reason: the first time at INFO, then at DEBUG."""
+    reason = "a reason only this test gives"
+    with caplog.at_level(logging.DEBUG, logger="walkingnoise"):
+        cohort._say_alone("training", 1, reason)
+        cohort._say_alone("evaluating", 3, reason)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, f"training 1 experiment one at a time: {reason}"),
+        (logging.DEBUG, f"evaluating 3 experiments one at a time: {reason}"),
+    ]

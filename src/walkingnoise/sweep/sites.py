@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -15,6 +16,8 @@ from walkingnoise.sweep.architecture import architecture_key, describe_network
 from walkingnoise.sweep.planner import cohort_key
 from walkingnoise.training.cohort import trains_alone
 from walkingnoise.training.memory import default_device, device_setting
+
+log = logging.getLogger(__name__)
 
 
 class SiteCounter:
@@ -74,6 +77,13 @@ class SiteCounter:
             except Exception as error:  # units of one are right for any model, if slower
                 reason = f"{type(error).__name__}: {error}"
             self._alone[key] = reason is not None
+            if reason is not None:  # said here: a worker process's log may not reach the user
+                log.info(
+                    "noisy trainings of %s on %s run one model at a time: %s",
+                    experiment.model,
+                    experiment.dataset,
+                    reason,
+                )
         return self._alone[key]
 
     def networks(self) -> dict[str, list[str]]:

@@ -68,6 +68,19 @@ def _chunks(items: Sequence, size: int) -> list[Sequence]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+#: Why models ran one at a time in this process, said once each (a sweep's units repeat them).
+_SAID: set[str] = set()
+
+
+def _say_alone(doing: str, count: int, reason: str) -> None:
+    """Log that ``count`` experiments run one at a time and why: at INFO the first time a
+    reason comes up in this process, at DEBUG after that."""
+    level = logging.DEBUG if reason in _SAID else logging.INFO
+    _SAID.add(reason)
+    noun = "experiment" if count == 1 else "experiments"
+    log.log(level, "%s %d %s one at a time: %s", doing, count, noun, reason)
+
+
 def in_chunks_that_fit(
     groups: Sequence[Sequence[T]], size: int, run: Callable[[Sequence[T]], list[R]]
 ) -> Iterator[tuple[Sequence[T], list[R]]]:
@@ -138,7 +151,7 @@ def train_cohort(
     probe = build_noisy_model(experiments[0], dataset)
     reason = stacking_slower(probe)
     if reason is not None:
-        log.info("training %d experiments one at a time: %s", len(experiments), reason)
+        _say_alone("training", len(experiments), reason)
         return [train_alone(e, dataset, teacher=teacher) for e in experiments]
     recipe = experiments[0].recipe
     device = dataset.train.x.device
@@ -228,7 +241,7 @@ def _train_chunk(
         stack = StackedModel(models)
         stack.check(dataset.train.x[:2], training=True)
     except NotStackableError as error:
-        log.info("training %d models one at a time: %s", len(chunk), error)
+        _say_alone("training", len(chunk), str(error))
         return [train_alone(e, dataset, teacher=teacher) for e in chunk]
     distillation = chunk[0].distillation
     histories = train_stacked(
@@ -407,6 +420,6 @@ def _evaluate_alone(
 ) -> list[dict[str, float]]:
     """Metrics of experiments evaluated one at a time (each sets the model's noise for its
     evaluation; the model's own settings are restored)."""
-    log.info("evaluating %d experiments one at a time: %s", len(members), reason)
+    _say_alone("evaluating", len(members), reason)
     with model.noise_preserved(), weight_noise_preserved(model):
         return [evaluate_experiment(e, model, dataset) for e in members]

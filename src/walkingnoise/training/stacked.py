@@ -374,7 +374,7 @@ def _random_layers(net: fx.GraphModule) -> list[str]:
         dropout = isinstance(module, nn.modules.dropout._DropoutNd)
         rate = module.p if dropout else getattr(module, "dropout", None)
         if isinstance(module, nn.RReLU) or (isinstance(rate, float) and rate > 0):
-            found.append(f"{type(module).__name__} {name}")
+            found.append(f"'{name}' ({type(module).__name__})")
     for node in net.graph.nodes:
         if node.op == "call_function" and node.target in _RANDOM_FUNCTIONS:
             default = node.kwargs.get("training", node.kwargs.get("train", True))
