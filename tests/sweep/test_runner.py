@@ -474,3 +474,16 @@ def test_oversubscription_counts_threads_of_side_by_side_units() -> None:
     assert oversubscription(2, 1, cores=2) is None
     assert oversubscription(2, 2, cores=2) is not None
     assert oversubscription(1000, 1, cores=16) is not None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests a machine without CUDA")
+def test_a_dry_run_plans_for_gpus_from_a_machine_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WALKINGNOISE_DEVICE=cuda names the workers' device: a dry run plans for it here (a run
+    that would compute here still refuses, as the test above checks)."""
+    monkeypatch.setenv("WALKINGNOISE_DEVICE", "cuda")
+    path = tmp_path / "sub" / "plan.sqlite"
+    summary = run_sweep(spec(MIXED_SWEEP), path, dry_run=True)
+    assert summary.to_run == summary.experiments > 0
+    assert not path.parent.exists()

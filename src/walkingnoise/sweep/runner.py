@@ -40,7 +40,7 @@ from walkingnoise.sweep.work import (
     unit_threads,
 )
 from walkingnoise.training.checkpoint import CheckpointError, read_checkpoint
-from walkingnoise.training.memory import check_budget, default_device
+from walkingnoise.training.memory import check_budget, default_device, device_setting
 from walkingnoise.training.run import teacher_from_file
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,9 @@ def run_sweep(
     if slow is not None:
         log.warning(slow)
     check_budget()
-    if executor is None or executor.device is None:  # the units compute on this machine
+    device_setting()
+    local_units = executor is None or executor.device is None
+    if local_units and not dry_run:  # they compute here: a dry run may plan for another machine
         default_device()
     counter = SiteCounter(data_root, device=None if executor is None else executor.device)
     entries, repeats = expand_counted(spec, site_count=counter, max_experiments=max_experiments)
