@@ -457,7 +457,8 @@ def _run(
     summary.deferred = len(work.deferred)
     if spec.text:
         store.save_sweep(spec.name, spec.text)
-    log.info("%s; %d units of work", summary.describe().replace("\n", "; "), len(work.units))
+    units = _counted(len(work.units), "unit")
+    log.info("%s; %s of work", summary.describe().replace("\n", "; "), units)
     if not work.units:
         return summary
     started = time.perf_counter()
