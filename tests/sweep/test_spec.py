@@ -326,6 +326,16 @@ ERRORS = [
     ("grid: {seed: {type: range, min: 0, max: 3, step: 0}}", "grid.seed", "step must not be 0"),
     ("grid: {seed: {type: range, min: 0, max: .inf}}", "grid.seed", "max must be finite"),
     (
+        "grid: {sigma: {type: adaptive, min: -2, max: 400}}",
+        "grid.sigma",
+        "max is an exponent of 10: 400 gives 10^400, beyond the floats (give -300 … 300)",
+    ),
+    (
+        "grid: {sigma: {type: logspace, min: -400, max: 1, num: 3}}",
+        "grid.sigma",
+        "min is an exponent of 10: -400 gives 10^-400, beyond the floats (give -300 … 300)",
+    ),
+    (
         "grid: {sigma: {type: adaptive, min: -2, max: 2, tolerence: 0.1}}",
         "grid.sigma.tolerence",
         "unknown key of an adaptive axis; known: type, min, max, initial, max_points, per_round,"

@@ -103,6 +103,22 @@ def _check_finite(axis: _Axis, *names: str) -> None:
             raise ValueError(f"{name} must be finite")
 
 
+#: Largest |exponent| of a log-spaced axis: 10**±300 is within float64's range.
+MAX_EXPONENT = 300
+
+
+def _check_exponents(axis: _Axis) -> None:
+    """``min`` and ``max`` of a log-spaced axis are exponents of 10 that float64 can hold."""
+    _check_finite(axis, "min", "max")
+    for name in ("min", "max"):
+        value = getattr(axis, name)
+        if abs(value) > MAX_EXPONENT:
+            raise ValueError(
+                f"{name} is an exponent of 10: {value:g} gives 10^{value:g}, beyond the floats "
+                f"(give -{MAX_EXPONENT} … {MAX_EXPONENT})"
+            )
+
+
 class RangeAxis(_Axis):
     """``min, min + step, …`` below ``max`` (integers stay integers)."""
 
@@ -176,7 +192,7 @@ class LogspaceAxis(_Axis):
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> LogspaceAxis:
-        _check_finite(self, "min", "max")
+        _check_exponents(self)
         return self
 
     def values(self) -> list[Any]:
@@ -206,7 +222,7 @@ class AdaptiveAxis(_Axis):
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> AdaptiveAxis:
-        _check_finite(self, "min", "max")
+        _check_exponents(self)
         if self.max <= self.min:
             raise ValueError("max must be larger than min")
         if self.max_points < self.initial:
