@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from walkingnoise.analysis.crossing import half_accuracy_crossing
+from walkingnoise.cli import main
 from walkingnoise.experiment import Experiment
 from walkingnoise.quickstart import crossing_table, quickstart_spec
 from walkingnoise.sweep import load_results, parse_sweep, run_sweep
@@ -163,3 +164,20 @@ def test_crossing_table_ignores_unfinished_rows(results: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(
         crossing_table(pending, batchnorm=True), crossing_table(changed, batchnorm=True)
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--executor", "inprocess", "--workers", "3"], "--workers 3: the inprocess executor"),
+    ],
+)
+def test_quickstart_refuses_workers_it_would_ignore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    """As ``run`` refuses them: one line naming the option, exit 2, no store."""
+    store = tmp_path / "qs.sqlite"
+    assert main(["quickstart", "--store", str(store), "--no-progress", *options]) == 2
+    assert f"walking-noise: error: {message}" in capsys.readouterr().err
+    assert not store.exists()

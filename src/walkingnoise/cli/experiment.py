@@ -123,7 +123,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="default: one process per core",
     )
     quick.add_argument(
-        "--workers", type=int, default=cores, help="processes for --executor process"
+        "--workers",
+        type=int,
+        default=None,
+        help="processes for --executor process (default: one per core)",
     )
     add_progress_option(quick)
     quick.set_defaults(handler=_cmd_quickstart)
@@ -248,6 +251,21 @@ def _cmd_models(_args: argparse.Namespace) -> None:
         print(name)
 
 
+def _quickstart_workers(args: argparse.Namespace) -> int:
+    """``--workers`` (default: one per core), refused where the executor would ignore it, as
+    ``run`` refuses it."""
+    if args.workers is None:
+        return os.cpu_count() or 1
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 and args.executor == "inprocess":
+        raise ValueError(
+            f"--workers {args.workers}: the inprocess executor runs one unit at a time; "
+            "use --executor process"
+        )
+    return int(args.workers)
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> None:
     from walkingnoise.cli.analysis import default_report_dir
     from walkingnoise.experiment import Experiment
@@ -258,7 +276,8 @@ def _cmd_quickstart(args: argparse.Namespace) -> None:
 
     print("Walking Noise quickstart: the paper's MLP on scikit-learn's digits, additive and")
     print("multiplicative noise at one site at a time, noisy training and inference-only.")
-    with make_executor(args.executor, workers=args.workers) as executor:
+    workers = _quickstart_workers(args)
+    with make_executor(args.executor, workers=workers) as executor:
         summary, results = quickstart(args.store, executor=executor, progress=args.progress)
     print(summary.describe())
     if not (results["status"] == "done").any():
