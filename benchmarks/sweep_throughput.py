@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from walkingnoise._cores import usable_cores
 from walkingnoise.cli._common import one_line
 from walkingnoise.data import InMemoryDataset, load_dataset
 from walkingnoise.experiment import Experiment
@@ -364,7 +365,7 @@ def options() -> argparse.Namespace:
     parser.add_argument(
         "--workers",
         type=_positive,
-        default=os.cpu_count() or 1,
+        default=usable_cores(),
         help="engine processes, each computing with $WALKINGNOISE_THREADS threads, default 1 "
         "(default: one process per core)",
     )

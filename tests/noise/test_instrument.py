@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -575,3 +576,45 @@ def test_instrument_like_declines_lazy_parameters() -> None:
     x = torch.randn(6, 4)
     template = instrument(nn.Sequential(nn.LazyLinear(3), nn.ReLU()), x)
     assert instrument_like(nn.Sequential(nn.LazyLinear(3), nn.ReLU()), template) is None
+
+
+def _conv(padding: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=padding, stride=stride),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
+
+
+def test_instrument_like_declines_other_settings_and_an_edited_template() -> None:
+    """Same parameter shapes but another stride and padding (other site shapes), or a template
+    whose source was changed after tracing (its graph calls the old layer): declined."""
+    x = torch.randn(2, 1, 8, 8)
+    template = instrument(_conv(padding=1), x)
+    assert instrument_like(_conv(padding=1), template) is not None
+    assert instrument_like(_conv(padding=0, stride=2), template) is None
+    edited = instrument(_bn_mlp(), torch.randn(6, 4))
+    edited.source[3] = nn.Identity()  # the ReLU its graph calls
+    model = _bn_mlp()
+    model[3] = nn.Identity()
+    assert instrument_like(model, edited) is None
+
+
+def test_a_layer_named_noise_sites_is_kept() -> None:
+    """fx instrumentation names its sites ``noise_sites``: a model with a layer of that name is
+    instrumented with hooks (a warning says why), and ``instrument_like`` leaves it whole."""
+
+    def named() -> nn.Sequential:
+        return nn.Sequential(
+            OrderedDict(inp=nn.Linear(4, 4), noise_sites=nn.ReLU(), out=nn.Linear(4, 2))
+        )
+
+    x = torch.randn(3, 4)
+    template = instrument(named(), x)
+    assert template.method == "hooks"
+    model = named()
+    assert instrument_like(model, template) is None
+    assert [name for name, _ in model.named_children()] == ["inp", "noise_sites", "out"]
+    assert torch.equal(template(x), template.source(x))

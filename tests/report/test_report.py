@@ -195,16 +195,17 @@ def test_a_weight_noise_study_gets_the_noisy_machines_table(tmp_path: Path) -> N
 
 
 GPU = "cuda:0 (NVIDIA H100 80GB HBM3)"
+SECOND_GPU = "cuda:1 (NVIDIA H100 80GB HBM3)"
 
 
 def test_the_summary_says_where_results_computed_and_warns_of_a_mix(
     tiny_store: Path, tmp_path: Path
 ) -> None:
     """A store computed on one device says so; one that mixes CPU and GPU results (noise drawn
-    by other generators) gets a warning that names both devices."""
+    by other generators) gets a warning that names both kinds; two GPUs of one model do not."""
     one = " ".join(_parse(write_report(tiny_store, tmp_path / "one", site_names=False)).text)
     assert "computed on: cpu 20" in one
-    assert "devices" not in one
+    assert "kinds of device" not in one
     mixed = tmp_path / "mixed.sqlite"
     with closing(sqlite3.connect(tiny_store)) as source, closing(sqlite3.connect(mixed)) as db:
         source.backup(db)
@@ -216,4 +217,9 @@ def test_the_summary_says_where_results_computed_and_warns_of_a_mix(
             )
     text = " ".join(_parse(write_report(mixed, tmp_path / "mixed", site_names=False)).text)
     assert f"computed on: cpu 12, {GPU} 8" in text
-    assert f"the experiments computed on 2 devices (cpu, {GPU})" in text
+    assert "computed on 2 kinds of device (cpu, NVIDIA H100 80GB HBM3)" in text
+    with closing(sqlite3.connect(mixed)) as db, db:  # two GPUs of one model: one kind
+        db.execute("UPDATE experiments SET device = ? WHERE device = 'cpu'", (SECOND_GPU,))
+    text = " ".join(_parse(write_report(mixed, tmp_path / "gpus", site_names=False)).text)
+    assert f"computed on: {SECOND_GPU} 12, {GPU} 8" in text
+    assert "kinds of device" not in text

@@ -454,23 +454,32 @@ def test_more_threads_than_cores_is_warned_of(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """WALKINGNOISE_THREADS times the workers beyond this machine's cores makes the threads
-    take turns: the run goes ahead, with a warning that says so; within the cores, none."""
+    take turns: the run goes ahead, with a warning that says so; within the cores, or at the
+    default of one thread a worker, none."""
     cores = len(os.sched_getaffinity(0))
     path = tmp_path / "threads.sqlite"
-    monkeypatch.setenv("WALKINGNOISE_THREADS", str(cores))
     with caplog.at_level(logging.WARNING, logger="walkingnoise"):
+        with ProcessExecutor(cores + 2) as executor:  # single-thread workers: units take turns
+            run_sweep(spec(MIXED_SWEEP), path, executor=executor, dry_run=True)
+        monkeypatch.setenv("WALKINGNOISE_THREADS", str(cores))
         run_sweep(spec(MIXED_SWEEP), path, dry_run=True)
     assert "threads on" not in caplog.text
-    with caplog.at_level(logging.WARNING, logger="walkingnoise"):
-        run_sweep(spec(MIXED_SWEEP), path, executor=ProcessExecutor(2), dry_run=True)
+    threads = max(2, cores)
+    monkeypatch.setenv("WALKINGNOISE_THREADS", str(threads))
+    with (
+        caplog.at_level(logging.WARNING, logger="walkingnoise"),
+        ProcessExecutor(2) as executor,
+    ):
+        run_sweep(spec(MIXED_SWEEP), path, executor=executor, dry_run=True)
     assert (
-        f"WALKINGNOISE_THREADS={cores} × 2 worker process(es) = {2 * cores} threads" in caplog.text
+        f"WALKINGNOISE_THREADS={threads} × 2 worker process(es) = {2 * threads} threads "
+        f"on {cores} core(s)" in caplog.text
     )
-    assert f"on {cores} cores" in caplog.text
 
 
 def test_oversubscription_counts_threads_of_side_by_side_units() -> None:
     assert oversubscription(1, 2, cores=2) is None
+    assert oversubscription(1, 8, cores=2) is None
     assert oversubscription(2, 1, cores=2) is None
     assert oversubscription(2, 2, cores=2) is not None
     assert oversubscription(1000, 1, cores=16) is not None

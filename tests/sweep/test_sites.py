@@ -63,13 +63,14 @@ def test_which_cohorts_train_one_model_at_a_time() -> None:
 def test_the_planner_says_once_why_a_cohort_trains_one_model_at_a_time(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """In the process the user watches (a pool's workers log nowhere they see), once a cohort,
-    naming the model, the dataset and the reason; nothing for a cohort that stacks."""
+    """In the process the user watches (a pool's workers log nowhere they see), naming the
+    model, the dataset and the reason, once for all its cohorts (other noise kinds, other
+    repeats); nothing for a cohort that stacks."""
     counter = SiteCounter()
     with caplog.at_level(logging.INFO, logger="walkingnoise"):
         counter.trains_alone(_noisy("mlp"))
-        for sigma in (0.3, 0.3, 1.0):
-            counter.trains_alone(_noisy("with-dropout").model_copy(update={"sigma": sigma}))
+        for update in ({}, {"sigma": 1.0}, {"noise": "multiplicative"}, {"eval_repeats": 2}):
+            counter.trains_alone(_noisy("with-dropout").model_copy(update=update))
     lines = [r.getMessage() for r in caplog.records if "one model at a time" in r.getMessage()]
     assert lines == [
         "noisy trainings of with-dropout on digits run one model at a time: the model draws "

@@ -328,12 +328,14 @@ ERRORS = [
     (
         "grid: {sigma: {type: adaptive, min: -2, max: 400}}",
         "grid.sigma",
-        "max is an exponent of 10: 400 gives 10^400, beyond the floats (give -300 … 300)",
+        "max is an exponent of 10: 400 gives 10^400, beyond the float32 noise levels "
+        "(give -38 … 38)",
     ),
     (
-        "grid: {sigma: {type: logspace, min: -400, max: 1, num: 3}}",
+        "grid: {sigma: {type: logspace, min: -46, max: 1, num: 3}}",
         "grid.sigma",
-        "min is an exponent of 10: -400 gives 10^-400, beyond the floats (give -300 … 300)",
+        "min is an exponent of 10: -46 gives 10^-46, beyond the float32 noise levels "
+        "(give -38 … 38)",
     ),
     (
         "grid: {sigma: {type: adaptive, min: -2, max: 2, tolerence: 0.1}}",

@@ -6,6 +6,7 @@ import importlib
 
 import pytest
 import torch
+from torch import nn
 
 from walkingnoise.data import InMemoryDataset
 from walkingnoise.experiment import Experiment
@@ -162,6 +163,36 @@ def test_models_built_together_trace_each_architecture_once(
     monkeypatch.setattr(instrument_module, "_trace", lambda m: traced.append(m) or trace(m))
     build_noisy_models(COHORT, digits)
     assert len(traced) == 2
+
+
+def test_a_model_that_draws_while_instrumented_is_built_alone_each_time(
+    digits: InMemoryDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fractional max pooling draws random numbers on every pass, also those instrumenting
+    makes: copies would leave the global generator elsewhere, so each model is traced."""
+    registry = importlib.import_module("walkingnoise.models.registry")
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_model("fractional")(
+        lambda shape, classes, *, batchnorm: nn.Sequential(
+            nn.Conv2d(1, 2, 3), nn.FractionalMaxPool2d(2, output_size=3), nn.Flatten(),
+            nn.Linear(18, classes),
+        )
+    )  # fmt: skip
+    instrument_module = importlib.import_module("walkingnoise.noise.instrument")
+    traced = []
+    trace = instrument_module._trace
+    monkeypatch.setattr(instrument_module, "_trace", lambda m: traced.append(m) or trace(m))
+    cohort = [
+        Experiment(model="fractional", batchnorm=False, sigma=0.5, train_noise=True, seed=s)
+        for s in range(3)
+    ]
+    together = build_noisy_models(cohort, digits)
+    assert len(traced) == 3
+    after_together = torch.random.get_rng_state()
+    alone = [build_noisy_model(e, digits) for e in cohort]
+    assert torch.equal(torch.random.get_rng_state(), after_together)
+    for a, b in zip(alone, together, strict=True):
+        assert _equal_states(a.source.state_dict(), b.source.state_dict())
 
 
 @pytest.mark.parametrize("noise", ["multiplicative", "mixed"])

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from walkingnoise._cores import usable_cores
 from walkingnoise.cli._common import add_data_options, add_progress_option, parse_sigma
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "quickstart", help="the walking-noise study on the bundled digits, written to a store"
     )
     quick.add_argument("--store", type=Path, default=Path("runs") / "quickstart.sqlite")
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     quick.add_argument(
         "--executor",
         default="process" if cores > 1 else "inprocess",
@@ -255,7 +255,7 @@ def _quickstart_workers(args: argparse.Namespace) -> int:
     """``--workers`` (default: one per core), refused where the executor would ignore it, as
     ``run`` refuses it."""
     if args.workers is None:
-        return os.cpu_count() or 1
+        return usable_cores()
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if args.workers > 1 and args.executor == "inprocess":

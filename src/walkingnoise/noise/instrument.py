@@ -260,45 +260,53 @@ def instrument_like(model: nn.Module, template: NoisyModel) -> NoisyModel | None
     This is for the models of a cohort, which share an architecture and an example input and
     differ in their weights: tracing and the example passes cost several times more than
     building the model. The template's graph is copied onto ``model``'s modules (``model``'s
-    parameters are shared, as ``instrument`` shares them) with fresh sites of the same table.
-    It applies where every module is one of PyTorch's or the built-in models' (whose trace
-    follows from their structure), the structure (module types, parameter and buffer names,
-    shapes and dtypes) equals the template's, no parameter is lazy, the template was traced
-    with fx, and the code of the copy reads as the template's.
+    parameters are shared, as ``instrument`` shares them; ``model`` itself is not changed)
+    with fresh sites of the same table. It applies where the template was traced with fx,
+    every module of ``model`` is one of PyTorch's or the built-in models' (whose trace follows
+    from their structure), none is lazy, ``model``'s modules equal the template's source's and
+    those its graph calls (by name, type and settings: ``extra_repr``, which holds a layer's
+    sizes, strides, padding, ...), and its parameters and buffers the template's source's (by
+    name, shape and dtype). The site shapes are the template's: for the same example input.
     """
-    source = template.source
-    if template.method != "fx" or not _same_structure(model, source):
+    if template.method != "fx" or not _same_structure(model, template.source):
         return None
     old = template.net.graph
-    for node in old.nodes:  # a constant of the trace lives on the template, not on model
-        if node.op == "get_attr" and not _has_path(model, str(node.target)):
+    root: dict[str, Any] = {}
+    for node in old.nodes:
+        if node.op == "get_attr":  # a tensor of the trace: not from the structure alone
             return None
-    graph = fx.Graph()
+        target = str(node.target)
+        if node.op != "call_module" or target.startswith("noise_sites."):
+            continue
+        ours = _submodule(model, target)
+        called = template.net.get_submodule(target)
+        if ours is None or _settings(ours) != _settings(called):
+            return None
+        root[target] = ours
+    sites = [NoiseSite(site.info) for site in template.sites]
+    root.update({f"noise_sites.{i}": site for i, site in enumerate(sites)})
+    graph = fx.Graph(tracer_cls=old._tracer_cls, tracer_extras=old._tracer_extras)
     graph._codegen = copy.deepcopy(old._codegen)
     graph.output(graph.graph_copy(old, {}))
-    sites = [NoiseSite(site.info) for site in template.sites]
-    model.add_module("noise_sites", nn.ModuleList(sites))  # for GraphModule to find them
-    try:
-        gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
-    finally:
-        del model.noise_sites
+    gm = fx.GraphModule(root, graph, class_name=type(model).__name__)
     gm.noise_sites = nn.ModuleList(sites)
-    if set(gm._modules) != set(template.net._modules) or gm.code != template.net.code:
-        return None
     for name in template.net._modules:  # in the template's order
         gm._modules[name] = gm._modules.pop(name)
     noisy = NoisyModel(gm, model, sites, "fx")
+    if not any(True for _ in [*model.parameters(), *model.buffers()]):
+        return noisy.to(template.sites[0].levels.device) if len(sites) else noisy
     return _on_model_device(noisy, model, ())
 
 
 def _same_structure(model: nn.Module, other: nn.Module) -> bool:
-    """Whether both are made of the same modules of PyTorch's or the built-in models' (by name
-    and type) with the same parameters and buffers (by name, shape and dtype), none lazy."""
+    """Whether both are made of the same modules of PyTorch's or the built-in models' (by name,
+    type and settings) with the same parameters and buffers (by name, shape and dtype), none
+    lazy."""
 
     def layout(module: nn.Module) -> tuple[Any, ...]:
         tensors = [*module.named_parameters(), *module.named_buffers()]
         return (
-            [(name, type(m)) for name, m in module.named_modules()],
+            [(name, *_settings(m)) for name, m in module.named_modules()],
             [(name, t.shape, t.dtype) for name, t in tensors],
         )
 
@@ -309,13 +317,17 @@ def _same_structure(model: nn.Module, other: nn.Module) -> bool:
     return not lazy and built_in(model) and layout(model) == layout(other)
 
 
-def _has_path(module: nn.Module, target: str) -> bool:
-    """Whether ``module`` has the attribute at the dotted path ``target``."""
-    for name in target.split("."):
-        if not hasattr(module, name):
-            return False
-        module = getattr(module, name)
-    return True
+def _settings(module: nn.Module) -> tuple[type, str]:
+    """A module's class and settings (``Conv2d(1, 4, kernel_size=(3, 3), stride=(2, 2))``)."""
+    return type(module), module.extra_repr()
+
+
+def _submodule(module: nn.Module, target: str) -> nn.Module | None:
+    """The submodule at the dotted path ``target``, or None."""
+    try:
+        return module.get_submodule(target)
+    except AttributeError:
+        return None
 
 
 def _on_model_device(noisy: NoisyModel, model: nn.Module, args: tuple[Any, ...]) -> NoisyModel:
@@ -538,6 +550,11 @@ def _changed_in_place(node: fx.Node) -> fx.Node | None:
 
 
 def _instrument_fx(model: nn.Module, args: tuple[Any, ...], kinds: frozenset[str]) -> NoisyModel:
+    if hasattr(model, "noise_sites"):
+        raise ValueError(
+            f"{type(model).__name__} has an attribute noise_sites, the name of the sites fx "
+            "instrumentation adds"
+        )
     graph = _trace(model)
     gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
     ShapeProp(gm).propagate(*args)

@@ -399,13 +399,13 @@ def _warnings(
                 f"{diverged} experiments diverged in training (NaN weights): counted at chance "
                 "level in the curves and fits"
             )
-    recorded = [device for device in device_counts(results) if device is not None]
-    if len(recorded) > 1:
+    kinds = list(dict.fromkeys(_device_kind(d) for d in device_counts(results) if d is not None))
+    if len(kinds) > 1:
         lines.append(
-            f"the experiments computed on {len(recorded)} devices ({', '.join(recorded)}): a GPU "
-            "draws other noise than the CPU for the same seed and rounds otherwise, so curves "
-            "that mix them agree in distribution, not number for number; `--where device=…` "
-            "selects one"
+            f"the experiments computed on {len(kinds)} kinds of device ({', '.join(kinds)}): "
+            "the CPU and a GPU, or two GPU models, draw other noise for the same seed and round "
+            "otherwise, so curves that mix them agree in distribution, not number for number; "
+            "`--where device=…` selects one"
         )
     if fits.empty:
         lines.insert(0, "no curve to fit: no finished experiment with a scalar σ")
@@ -413,6 +413,13 @@ def _warnings(
         report.items(lines, "warn")
     else:
         report.paragraph("No warnings: every fit converged with μ inside the sampled σ.")
+
+
+def _device_kind(label: str) -> str:
+    """``cpu``, or a GPU's model from ``cuda:1 (NVIDIA H100 80GB HBM3)``: GPUs of one model
+    draw and round alike, whatever their index."""
+    name = label.partition(" (")[2].rstrip(")")
+    return name or label
 
 
 def _midpoints(report: _Report, fits: pd.DataFrame, sites: pd.DataFrame, tables: Path) -> None:

@@ -37,6 +37,7 @@ class SiteCounter:
         self._tables: dict[tuple[str, str, bool], list[SiteInfo]] = {}
         self._models: dict[tuple[str, str, bool], NoisyModel] = {}
         self._alone: dict[str, bool] = {}
+        self._said: set[tuple[str, str, str]] = set()  # why cohorts train alone, said once
 
     def shape(self, dataset: str) -> tuple[tuple[int, ...], int]:
         """(input shape, number of classes) of a dataset."""
@@ -77,7 +78,9 @@ class SiteCounter:
             except Exception as error:  # units of one are right for any model, if slower
                 reason = f"{type(error).__name__}: {error}"
             self._alone[key] = reason is not None
-            if reason is not None:  # said here: a worker process's log may not reach the user
+            said = (experiment.model, experiment.dataset, reason)
+            if reason is not None and said not in self._said:  # here, where the user sees it
+                self._said.add(said)
                 log.info(
                     "noisy trainings of %s on %s run one model at a time: %s",
                     experiment.model,

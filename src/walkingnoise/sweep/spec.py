@@ -103,8 +103,9 @@ def _check_finite(axis: _Axis, *names: str) -> None:
             raise ValueError(f"{name} must be finite")
 
 
-#: Largest |exponent| of a log-spaced axis: 10**±300 is within float64's range.
-MAX_EXPONENT = 300
+#: Largest |exponent| of a log-spaced axis: noise levels are float32 numbers, which hold
+#: 10**±38 (10**39 is infinite, 10**-46 zero).
+MAX_EXPONENT = 38
 
 
 def _check_exponents(axis: _Axis) -> None:
@@ -114,8 +115,8 @@ def _check_exponents(axis: _Axis) -> None:
         value = getattr(axis, name)
         if abs(value) > MAX_EXPONENT:
             raise ValueError(
-                f"{name} is an exponent of 10: {value:g} gives 10^{value:g}, beyond the floats "
-                f"(give -{MAX_EXPONENT} … {MAX_EXPONENT})"
+                f"{name} is an exponent of 10: {value:g} gives 10^{value:g}, beyond the float32 "
+                f"noise levels (give -{MAX_EXPONENT} … {MAX_EXPONENT})"
             )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from walkingnoise._cores import usable_cores
 from walkingnoise.analysis.weights import weight_statistics
 from walkingnoise.data import InMemoryDataset, load_dataset
 from walkingnoise.experiment import Experiment
@@ -99,20 +100,20 @@ def unit_threads() -> int:
 
 
 def oversubscription(threads: int, processes: int, cores: int | None = None) -> str | None:
-    """Why ``processes`` units side by side at ``threads`` threads each would be slow on this
-    machine (more threads than ``cores``, default: the cores this process may use), or None.
+    """Why ``processes`` units side by side at ``threads`` > 1 threads each would be slow here
+    (more threads than ``cores``, default :func:`usable_cores`), or None.
 
     Threads beyond the cores take turns: a sweep of 2 workers at 2 threads each on 2 cores ran
-    6.5× slower than at the default of 1 thread.
+    6.5× slower than at the default of 1 thread. Single-thread workers beyond the cores only
+    take turns as whole units, which costs little.
     """
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if not cores or threads * processes <= cores:
+    cores = usable_cores() if cores is None else cores
+    if threads == 1 or threads * processes <= cores:
         return None
     return (
         f"{THREADS_ENV}={threads} × {processes} worker process(es) = {threads * processes} "
-        f"threads on {cores} cores: the threads take turns and the sweep runs slower; the "
-        f"default of 1 thread per worker uses the cores by running units side by side"
+        f"threads on {cores} core(s): the threads take turns and the sweep runs slower; 1 "
+        f"thread per worker (the default) uses the cores by running units side by side"
     )
 
 

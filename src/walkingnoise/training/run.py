@@ -89,7 +89,8 @@ def build_noisy_models(
             drawn = _random_state(dataset.train.x.device)
             noisy = _instrumented(experiment, clean, dataset)
             if key not in templates:
-                same = torch.equal(drawn, _random_state(dataset.train.x.device))
+                after = _random_state(dataset.train.x.device)
+                same = all(torch.equal(a, b) for a, b in zip(drawn, after, strict=True))
                 templates[key] = noisy if same else None
         models.append(_configured(noisy, experiment, dataset.train.x.device))
     return models
@@ -115,11 +116,13 @@ def _instrumented(experiment: Experiment, clean: nn.Module, dataset: InMemoryDat
     return noisy
 
 
-def _random_state(device: torch.device) -> torch.Tensor:
-    """The state of the global generator that draws on ``device``."""
+def _random_state(device: torch.device) -> list[torch.Tensor]:
+    """The states of the global generators that instrumenting on ``device`` could draw from:
+    the CPU's, and the GPU's on a GPU."""
+    states = [torch.random.get_rng_state()]
     if device.type == "cuda":
-        return torch.cuda.get_rng_state(device)
-    return torch.random.get_rng_state()
+        states.append(torch.cuda.get_rng_state(device))
+    return states
 
 
 def _configured(noisy: NoisyModel, experiment: Experiment, device: torch.device) -> NoisyModel:
