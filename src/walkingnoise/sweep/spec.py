@@ -109,7 +109,8 @@ MAX_EXPONENT = 38
 
 
 def _check_exponents(axis: _Axis) -> None:
-    """``min`` and ``max`` of a log-spaced axis are exponents of 10 that float64 can hold."""
+    """``min`` and ``max`` of a log-spaced axis are exponents of 10 that the float32 noise
+    levels hold."""
     _check_finite(axis, "min", "max")
     for name in ("min", "max"):
         value = getattr(axis, name)
