@@ -293,8 +293,8 @@ def instrument_like(model: nn.Module, template: NoisyModel) -> NoisyModel | None
     for name in template.net._modules:  # in the template's order
         gm._modules[name] = gm._modules.pop(name)
     noisy = NoisyModel(gm, model, sites, "fx")
-    if not any(True for _ in [*model.parameters(), *model.buffers()]):
-        return noisy.to(template.sites[0].levels.device) if len(sites) else noisy
+    if sites:  # where the template's are, unless the model's tensors say otherwise
+        noisy.sites.to(template.sites[0].levels.device)
     return _on_model_device(noisy, model, ())
 
 

@@ -65,7 +65,7 @@ from walkingnoise.report.markdown import (
     readable_midpoints,
     write_table,
 )
-from walkingnoise.sweep.results import device_counts, devices_text
+from walkingnoise.sweep.results import devices_text
 from walkingnoise.sweep.store import distinct_errors
 
 log = logging.getLogger(__name__)
@@ -243,6 +243,7 @@ def write_report(
         sweeps = db.sweeps() if sweeps is None else sweeps
         counts = db.counts()
         trainings = db.training_count()
+        devices = db.devices(None if experiments is None else list(experiments))
     stored = len(results)
     if experiments is not None:
         results = results[results["hash"].isin(set(experiments))].reset_index(drop=True)
@@ -270,7 +271,7 @@ def write_report(
         f"Store {Path(store)}; walkingnoise {__version__}. Everything below is computed from "
         "the store alone; running `walking-noise report` again regenerates it."
     )
-    _summary(report, results, counts, trainings)
+    _summary(report, results, counts, trainings, devices)
     if experiments is not None:
         report.paragraph(
             f"Selected {len(results)} of the {stored} experiments in the store: "
@@ -285,7 +286,7 @@ def write_report(
     preservation = preservation_table(curves)
     tables = out / "tables"
 
-    _warnings(report, results, fits, a_min, n_test)
+    _warnings(report, results, fits, a_min, n_test, devices)
     _midpoints(report, fits, sites, tables)
     _walking(report, curves, fits, sites, preservation, names, tables)
     _global(report, curves, fits, tables)
@@ -330,7 +331,11 @@ def _remove_stale(
 
 
 def _summary(
-    report: _Report, results: pd.DataFrame, counts: Mapping[str, int], trainings: int
+    report: _Report,
+    results: pd.DataFrame,
+    counts: Mapping[str, int],
+    trainings: int,
+    devices: Mapping[str | None, int],
 ) -> None:
     report.heading("Summary", anchor="summary")
     total = sum(counts.values())
@@ -339,11 +344,7 @@ def _summary(
             f"{total} experiments: "
             + ", ".join(f"{count} {status}" for status, count in counts.items()),
             f"{trainings} shared clean trainings stored",
-            *(
-                [f"computed on: {devices_text(devices)}"]
-                if (devices := device_counts(results))
-                else []
-            ),
+            *([f"computed on: {devices_text(devices)}"] if devices else []),
         ]
     )
     if "block" in results and len(results):
@@ -359,6 +360,7 @@ def _warnings(
     fits: pd.DataFrame,
     a_min: AMin,
     n_test: int | Mapping[str, int] | None,
+    devices: Mapping[str | None, int],
 ) -> None:
     report.heading("Fit quality and warnings", anchor="warnings")
     if isinstance(n_test, Mapping):
@@ -399,7 +401,7 @@ def _warnings(
                 f"{diverged} experiments diverged in training (NaN weights): counted at chance "
                 "level in the curves and fits"
             )
-    kinds = list(dict.fromkeys(_device_kind(d) for d in device_counts(results) if d is not None))
+    kinds = list(dict.fromkeys(_device_kind(d) for d in devices if d is not None))
     if len(kinds) > 1:
         lines.append(
             f"the experiments computed on {len(kinds)} kinds of device ({', '.join(kinds)}): "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -59,17 +59,7 @@ def load_results(store: str | Path | Store) -> pd.DataFrame:
     return pd.concat([meta, config, metrics, timings], axis=1)
 
 
-def device_counts(results: pd.DataFrame) -> dict[str | None, int]:
-    """How many finished experiments of ``results`` (a :func:`load_results` frame) computed on
-    each device, the most first (then by name); None counts those that do not say."""
-    if "device" not in results or "status" not in results:
-        return {}
-    done = results.loc[results["status"] == "done", "device"]
-    counts = Counter(None if pd.isna(device) else str(device) for device in done)
-    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0] is None, item[0])))
-
-
-def devices_text(counts: dict[str | None, int]) -> str:
+def devices_text(counts: Mapping[str | None, int]) -> str:
     """``cpu 120, cuda:0 (NVIDIA H100 80GB HBM3) 40, not recorded 3``: what computed the
     finished experiments, so a mix of CPU and GPU results shows."""
     return ", ".join(f"{device or 'not recorded'} {count}" for device, count in counts.items())

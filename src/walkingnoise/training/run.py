@@ -78,21 +78,23 @@ def build_noisy_models(
     instrumenting the first drew random numbers (so the others' would differ), each is built
     as alone.
     """
+    device = dataset.train.x.device
     templates: dict[tuple[str, bool], NoisyModel | None] = {}
     models = []
     for experiment in experiments:
         clean = _seeded_model(experiment, dataset)
         key = (experiment.model, experiment.batchnorm)
-        template = templates.get(key)
-        noisy = None if template is None else instrument_like(clean, template)
-        if noisy is None:
-            drawn = _random_state(dataset.train.x.device)
+        if key not in templates:  # the first of its architecture: traced, and a template
+            drawn = _random_state(device)
             noisy = _instrumented(experiment, clean, dataset)
-            if key not in templates:
-                after = _random_state(dataset.train.x.device)
-                same = all(torch.equal(a, b) for a, b in zip(drawn, after, strict=True))
-                templates[key] = noisy if same else None
-        models.append(_configured(noisy, experiment, dataset.train.x.device))
+            after = _random_state(device)
+            same = all(torch.equal(a, b) for a, b in zip(drawn, after, strict=True))
+            templates[key] = noisy if same else None
+        else:
+            template = templates[key]
+            like = None if template is None else instrument_like(clean, template)
+            noisy = like if like is not None else _instrumented(experiment, clean, dataset)
+        models.append(_configured(noisy, experiment, device))
     return models
 
 
