@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -103,6 +104,25 @@ def test_a_small_sweep_runs_every_experiment(mixed: tuple[Path, SweepSummary]) -
         assert store.training_count() == 1
         assert store.sweeps() == {"mixed": MIXED_SWEEP}  # the sweep file is kept with its results
     assert pragma(path, "integrity_check") == "ok"
+
+
+def test_a_run_whose_stderr_is_a_log_writes_progress_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("walkingnoise.sweep.runner.LINE_INTERVAL", 0.0)  # a line per unit
+    run_sweep(spec(MIXED_SWEEP), tmp_path / "log.sqlite")  # progress left to the terminal
+    lines = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(r"mixed: running 8 experiments in \d+ units? of work \(.*\)", lines[0])
+    counts = [
+        re.match(r"mixed: (\d+) of 8 experiments run \(0 failed\)", line) for line in lines[1:]
+    ]
+    assert all(counts), lines
+    done = [int(match.group(1)) for match in counts if match]
+    assert done == sorted(done)
+    assert done[-1] == 8
+
+    run_sweep(spec(MIXED_SWEEP), tmp_path / "quiet.sqlite", progress=False)
+    assert capsys.readouterr().err == ""
 
 
 def test_running_again_runs_nothing_and_duplicates_nothing(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from walkingnoise._progress import bar_disabled
+from walkingnoise._progress import LINE_INTERVAL, ProgressLines, bar_disabled, lines_wanted
 from walkingnoise._signals import interrupts_held
 from walkingnoise.data.errors import one_line
 from walkingnoise.experiment import Experiment
@@ -464,7 +464,7 @@ def _run(
     started = time.perf_counter()
     claimed_units = []
     open_keys: set[str] = set()
-    bar = None
+    bar = lines = None
     try:
         for unit in work.units:
             with interrupts_held():  # a claim made is a claim recorded, to be put back
@@ -474,6 +474,12 @@ def _run(
             if members:
                 claimed_units.append(WorkUnit(members, unit.shared_training, unit.checkpoint))
         bar = tqdm(total=len(open_keys), desc=spec.name, unit="exp", disable=bar_disabled(progress))
+        if lines_wanted(progress):
+            lines = ProgressLines(spec.name, len(open_keys), every=LINE_INTERVAL)
+            lines.say(
+                f"running {_counted(len(open_keys), 'experiment')} in {units} of work "
+                f"(progress every {LINE_INTERVAL:.0f} s)"
+            )
         root = None if data_root is None else str(data_root)
         for unit, result in executor.run(run_unit, claimed_units, root):
             if isinstance(result, TaskError):
@@ -485,10 +491,14 @@ def _run(
                 summary.failed += outcome.error is not None
             bar.update(len(result.members))
             bar.set_postfix(failed=summary.failed)
+            if lines is not None:
+                lines.update(summary.ran, summary.failed)
             log.info("%d of %d experiments run (%d failed)", summary.ran, bar.total, summary.failed)
     finally:
         if bar is not None:
             bar.close()
+        if lines is not None:
+            lines.close()
         if open_keys:
             with interrupts_held():  # a second Ctrl-C must not leave the claims behind
                 _release(store, sorted(open_keys))
