@@ -119,7 +119,7 @@ def test_only_sigma_can_be_adaptive() -> None:
 
 
 @pytest.mark.slow
-def test_an_adaptive_sweep_adds_rounds_and_resumes(tmp_path, monkeypatch) -> None:
+def test_an_adaptive_sweep_adds_rounds_and_resumes(tmp_path, monkeypatch, capsys) -> None:
     spec = parse_sweep(
         """
 name: adaptive
@@ -138,8 +138,11 @@ grid:
 
     monkeypatch.setattr(runner, "propose_sigmas", proposing)
     store = tmp_path / "a.sqlite"
-    summary = run_sweep(spec, store, progress=False)
+    summary = run_sweep(spec, store)  # stderr is no terminal: a line per round
     assert summary.failed == 0
+    starts = capsys.readouterr().err.splitlines()
+    assert starts[0].startswith("adaptive: running 8 experiments in ")
+    assert starts[1].startswith("adaptive: adaptive σ, round 2: running ")
     # each point's mean is over 2 seeds of the digits test set: that many test samples
     test_size = len(load_dataset("digits").test)
     assert samples

@@ -363,7 +363,7 @@ def _run_rounds(
     summary = _run(entries, spec, store, context, defer_students=True)
     if summary.deferred:
         log.info("%d distillation students, now that their teachers are stored", summary.deferred)
-        later = _run(entries, spec, store, context)
+        later = _run(entries, spec, store, context, stage="distillation students: ")
         summary.ran, summary.failed = summary.ran + later.ran, summary.failed + later.failed
         summary.seconds += later.seconds
         if later.deferred:
@@ -381,7 +381,7 @@ def _run_rounds(
             break
         log.info("adaptive σ, round %d: %d more experiments", round_number, len(new))
         entries = entries + new
-        summary.add(_run(new, spec, store, context))
+        summary.add(_run(new, spec, store, context, stage=f"adaptive σ, round {round_number}: "))
     return summary
 
 
@@ -444,6 +444,7 @@ def _run(
     context: _RunContext,
     *,
     defer_students: bool = False,
+    stage: str = "",
 ) -> SweepSummary:
     executor = context.executor or InProcessExecutor()
     data_root, progress = context.data_root, context.progress
@@ -477,7 +478,7 @@ def _run(
         if lines_wanted(progress):
             lines = ProgressLines(spec.name, len(open_keys), every=LINE_INTERVAL)
             lines.say(
-                f"running {_counted(len(open_keys), 'experiment')} in {units} of work "
+                f"{stage}running {_counted(len(open_keys), 'experiment')} in {units} of work "
                 f"(progress every {LINE_INTERVAL:.0f} s)"
             )
         root = None if data_root is None else str(data_root)
