@@ -238,6 +238,19 @@ def test_mu_outside_the_sampled_range_is_flagged() -> None:
     assert "outside" in fit.quality
 
 
+@pytest.mark.parametrize("a_min", [0.1, None])
+def test_a_curve_that_dropped_before_the_grid_gets_no_top_above_one(a_min: float | None) -> None:
+    """Only a tail, y = 0.1 + 0.5/σ, fits a logistic along a ridge of ever higher tops and
+    earlier μ: the top stops 5 % above an accuracy of 1 (above 1 + the floor, where the floor
+    is fitted too), and the fit says it is at a bound."""
+    sigma = np.logspace(0, 3, 10)
+    fit = fit_midpoint(sigma, 0.1 + 0.5 / sigma, a_min=a_min, n_samples=np.full(10, 2000))
+    assert 2 * fit.delta_a <= 1.05 - (a_min or 0.0) + 1e-9
+    assert fit.at_bound
+    double = fit_double_logistic(sigma, 0.1 + 0.5 / sigma, a_min=0.1, n_samples=np.full(10, 2000))
+    assert max(double.delta_a1, double.delta_a2) <= 0.475 + 1e-9
+
+
 def test_mismatched_lengths_raise() -> None:
     with pytest.raises(ValueError, match="sigma has 3 values"):
         fit_midpoint([1.0, 2.0, 3.0], [0.5, 0.4], None, a_min=0.1)

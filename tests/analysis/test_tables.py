@@ -262,8 +262,9 @@ def test_format_midpoint_shows_a_wide_log_error_as_a_factor() -> None:
     assert format_midpoint(12.0, 1.5) == format_mu(12.0, 1.5)  # a linear fit
     row = pd.Series({"mu2": 50.0, "mu2_err": 200.0, "log10_mu2_err": 0.7})
     assert midpoint_text(row, "2") == "50 ×/÷ 5"
-    assert format_midpoint(50.0, math.inf, 400.0) == "50 ×/÷ 10^400"  # no overflow
-    assert format_midpoint(26.9, math.inf, 3090.4) == "26.9 ×/÷ 10^3090"  # not 10^3.09e+03
+    assert format_midpoint(50.0, 1e3, 2.9) == "50 ×/÷ 7.9e+02"
+    assert format_midpoint(50.0, math.inf, 3.0) == "50 (unconstrained)"  # ×/÷ 1000 and more
+    assert format_midpoint(26.9, math.inf, 3090.4) == "26.9 (unconstrained)"  # no overflow
 
 
 def test_preservation_table(results: pd.DataFrame) -> None:

@@ -137,15 +137,15 @@ def test_site_mu_figure_draws_a_negative_mu_of_a_partial_store(
 
 def test_site_mu_figure_draws_a_log_fit_s_interval_in_log_space(tmp_path: Path) -> None:
     """A fit in log σ gives log10 μ ± e: its bar runs from 10^(log10 μ − e) to 10^(log10 μ + e);
-    an infinite error draws no bar."""
+    an infinite error, or one of a thousandfold and more, draws no bar."""
     from matplotlib.collections import LineCollection
 
-    log_mu = np.array([0.0, 0.0, 2.0, 1.0])
-    log_err = np.array([0.05, 1.0, 0.05, np.inf])
+    log_mu = np.array([0.0, 0.0, 2.0, 1.0, 1.5])
+    log_err = np.array([0.05, 1.0, 0.05, np.inf, 1366.0])
     sites = pd.DataFrame(
         {
-            "placement": [f"walking:{i}" for i in range(4)],
-            "site": pd.array(range(4), dtype="Int64"),
+            "placement": [f"walking:{i}" for i in range(5)],
+            "site": pd.array(range(5), dtype="Int64"),
             "site_name": "",
             "mu": 10**log_mu,
             "mu_err": 10**log_mu * np.log(10) * log_err,
@@ -172,6 +172,8 @@ def test_site_mu_figure_draws_a_log_fit_s_interval_in_log_space(tmp_path: Path) 
     for (low, high), (want_low, want_high) in zip(sorted(bars), sorted(expected), strict=True):
         assert low == pytest.approx(want_low, rel=1e-9)
         assert high == pytest.approx(want_high, rel=1e-9)
+    low, high = figure.axes[0].get_ylim()  # the unconstrained fit leaves the axis alone
+    assert 1e-3 < low < high < 1e4
 
 
 def test_site_accuracy_figure(curves: pd.DataFrame, tmp_path: Path) -> None:

@@ -357,6 +357,17 @@ def _lowest_floor(y: np.ndarray) -> float:
     return min(0.0, float(np.min(y)))
 
 
+def _most_drop(y: np.ndarray, a_min: float | None) -> float:
+    """Upper bound of δa: the fitted top a_min + 2·δa may not pass 1 (or the largest |y|, for
+    data that are no accuracies) by more than 5 % (plus the floor, where it is fitted too: a
+    box of bounds cannot tie δa to it). Without it, a curve whose first points have
+    already dropped could be explained by a top of 2 (an accuracy of 200 %) and a μ before
+    the first σ; bounded, such a fit ends at the bound, which is flagged."""
+    scale = max(float(np.max(np.abs(y))), 1.0)
+    floor = _lowest_floor(y) if a_min is None else float(a_min)
+    return max((1.05 * scale - floor) / 2, 1e-3)
+
+
 def _crossing(points: _Points, a_min: float, top: float) -> float:
     """Model-free μ guess in the fit variable, from :func:`half_accuracy_crossing`."""
     finite = np.isfinite(points.x)
@@ -549,9 +560,8 @@ def fit_midpoint(
     mid = crossing_x if math.isfinite(crossing_x) else (points.x_lo + points.x_hi) / 2
     delta0 = max((top - floor_guess) / 2, 1e-3)
     span = points.span
-    scale = max(float(np.max(np.abs(y))), 1.0)
     lower = [points.x_lo - span, _min_width(points), 0.0]
-    upper = [points.x_hi + span, span * 3.0, scale]
+    upper = [points.x_hi + span, span * 3.0, _most_drop(y, a_min)]
     if free:
         lower.append(_lowest_floor(y))
         upper.append(float(np.max(y)) + 1e-6)
@@ -754,9 +764,8 @@ def fit_double_logistic(
     floor_guess = float(np.min(y)) if free else float(a_min)
     top = float(np.max(y[: max(1, min(3, y.size))]))
     span = points.span
-    scale = max(float(np.max(np.abs(y))), 1.0)
     lower = [points.x_lo - span, _min_width(points), 0.0] * 2
-    upper = [points.x_hi + span, span * 3.0, scale] * 2
+    upper = [points.x_hi + span, span * 3.0, _most_drop(y, a_min)] * 2
     if free:
         lower.append(_lowest_floor(y))
         upper.append(float(np.max(y)) + 1e-6)

@@ -326,20 +326,24 @@ def _scientific(value: float) -> bool:
 #: A log-space fit whose error is at least this factor is shown as ``μ ×/÷ factor``.
 MULTIPLICATIVE_ERROR_FROM = 1.5
 
+#: A log-space error of this many decades or more (a factor of 1000 either way) says the
+#: data do not locate μ: it is shown as ``μ (unconstrained)`` and drawn without an error bar,
+#: rather than as a factor such as 10^1366 that only reflects a singular covariance.
+UNCONSTRAINED_DECADES = 3.0
+
 
 def format_midpoint(mu: float, err: float, log10_err: float = math.nan) -> str:
     """μ with its error as it was fitted: ``μ ± err``, or ``μ ×/÷ f`` for a fit in log σ whose
     error is a factor f = 10^err(log10 μ) ≥ 1.5, where a symmetric ± would reach below zero
-    or mislead (μ = 1000 with an error of one decade is 100…10,000, not 1000 ± 2300)."""
+    or mislead (μ = 1000 with an error of one decade is 100…10,000, not 1000 ± 2300);
+    ``μ (unconstrained)`` from :data:`UNCONSTRAINED_DECADES` of error on."""
     wide = math.isfinite(log10_err) and log10_err >= math.log10(MULTIPLICATIVE_ERROR_FROM)
     if not (math.isfinite(mu) and wide):
         return format_mu(mu, err)
     shown = f"{mu:.2e}" if _scientific(mu) else f"{mu:.3g}"
-    if log10_err < 5:
-        factor = f"{10.0**log10_err:.2g}"
-    else:  # an exponent of 1000 or more in plain digits, not as 1e+03
-        factor = f"10^{log10_err:.3g}" if log10_err < 1000 else f"10^{log10_err:.0f}"
-    return f"{shown} ×/÷ {factor}"
+    if log10_err >= UNCONSTRAINED_DECADES:
+        return f"{shown} (unconstrained)"
+    return f"{shown} ×/÷ {10.0**log10_err:.2g}"
 
 
 def midpoint_text(row: Mapping[str, Any], suffix: str = "") -> str:

@@ -30,6 +30,7 @@ from walkingnoise.analysis.curves import (
     shared_sigmas,
 )
 from walkingnoise.analysis.midpoint import choose_space, predict
+from walkingnoise.analysis.tables import UNCONSTRAINED_DECADES
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -332,15 +333,19 @@ def site_mu_figure(
 
 def _error_bar(part: pd.DataFrame, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(below, above) μ of each fit's error bar: 10^(log10 μ ± err) for a fit in log σ,
-    μ ± err for a linear one; no bar (NaN) where the error is not finite. A log axis cannot go
-    below zero, so a linear bar stops just above it; a μ ≤ 0 (a flagged linear fit, e.g. of a
-    store still being written) keeps its bar as it is."""
+    μ ± err for a linear one; no bar (NaN) where the error is not finite, or spans
+    ``UNCONSTRAINED_DECADES`` or more (it would stretch the axis over hundreds of decades and
+    flatten every other point). A log axis cannot go below zero, so a linear bar stops just
+    above it; a μ ≤ 0 (a flagged linear fit, e.g. of a store still being written) keeps its
+    bar as it is."""
     err = part["mu_err"].to_numpy(dtype=float)
     below = np.where(mu > 0, np.minimum(err, mu * 0.999), err)
     above = err.copy()
     if "log10_mu" in part:
         logged = np.isfinite(part["log10_mu"].to_numpy(dtype=float)) & (mu > 0)
         log_err = part["log10_mu_err"].to_numpy(dtype=float)
+        unconstrained = logged & ~(log_err < UNCONSTRAINED_DECADES)
+        log_err = np.where(unconstrained, np.nan, log_err)
         below = np.where(logged, mu * (1 - 10.0**-log_err), below)
         above = np.where(logged, mu * (10.0**log_err - 1), above)
     missing = ~(np.isfinite(below) & np.isfinite(above))
