@@ -23,6 +23,7 @@ from walkingnoise.analysis.tables import (
     preservation_table,
     resolve_a_min,
     site_table,
+    weight_comparison_table,
     weight_ratio_table,
     with_site_names,
 )
@@ -359,6 +360,20 @@ def test_weight_ratio_compares_only_configurations_both_groups_have() -> None:
     )
     assert pooled["ratio"].iloc[0] < 1  # pooling over unequal σ inverts the finding
     assert pooled["models_b"].iloc[0] == 6
+
+
+@pytest.mark.parametrize(
+    ("column", "a", "b"), [("batchnorm", True, False), ("model", "mlp", "lenet5")]
+)
+def test_weights_of_two_networks_are_not_compared_layer_by_layer(
+    column: str, a: object, b: object
+) -> None:
+    """With and without BatchNorm, the MLP's ``layers.5`` is a BatchNorm and a Linear layer."""
+    rows = _weight_rows(None, [0.1, 1.0])
+    for row, value in zip(rows, [a, b] * len(rows), strict=False):
+        row[column] = value
+    with pytest.raises(ValueError, match=f"across {column} .*`--by {column}`"):
+        weight_comparison_table(pd.DataFrame(rows), column)
 
 
 def test_weight_ratio_of_clean_models_ignores_noise_and_evaluation_settings() -> None:

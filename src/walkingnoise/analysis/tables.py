@@ -500,6 +500,8 @@ def _weight_columns(by_columns: list[str], stat: str) -> list[str]:
     ]
 
 
+#: Settings that change the network itself, whose layer names then stop corresponding.
+_NETWORK_SETTINGS = ("model", "batchnorm")
 #: Settings of the evaluation alone, which do not change a trained model's weights.
 _EVALUATION_ONLY = ("eval_repeats", "recipe.eval_batch_size")
 #: Settings of the noise, which change the weights only of a noisy training.
@@ -532,6 +534,19 @@ def weight_ratio_table(
     holds larger σ than the other would show growth that is not the clamp's doing. The
     number of configurations compared is the ``configurations`` column.
     """
+    for column in _NETWORK_SETTINGS:
+        if column in group_a and column in group_b and group_a[column] != group_b[column]:
+            values = " against ".join(
+                str(bool(v)).lower() if isinstance(v, bool | np.bool_) else str(v)
+                for v in (group_a[column], group_b[column])
+            )
+            raise ValueError(
+                f"weights cannot be compared across {column} ({values}) layer by layer: the "
+                "networks differ, so one layer name means another layer in each (with "
+                "BatchNorm, layers.5 of the MLP is a BatchNorm layer, without it a Linear "
+                f"one); compare another setting within each network, split by {column} "
+                f"(`--by {column}`)"
+            )
     frame = prepare_results(results)
     if "weights" not in frame:
         raise ValueError("the results have no per-layer weights column")
