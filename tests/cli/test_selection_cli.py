@@ -117,6 +117,9 @@ def test_a_key_given_twice_selects_either_value(
         (["--where", "colour=red"], "no column 'colour' to filter on; settings: block, "),
         (["--where", "sede=0"], "no column 'sede' to filter on; did you mean seed?"),
         (["--where", "site=3"], "no finished experiment passes --where site=3; site takes 0, 7"),
+        # values as --where takes them: unclamped is null, a moot setting ''
+        (["--where", "recipe.clamp=1"], "recipe.clamp takes null\n"),
+        (["--where", "gradient=forward_only"], "gradient takes '' ('' where it does not apply)"),
         (["--where", "site"], "a filter must look like KEY=VALUE, got 'site'"),
         (["--sweep", "missing.yaml"], "missing.yaml: no such sweep file"),
     ],

@@ -70,9 +70,9 @@ def test_weights_compares_unclamped_with_clamped(
     args = ["weights", str(store), "--compare", "recipe.clamp", "--where", "noise=additive"]
     assert main([*args, "--csv", str(csv)]) == 0
     out = capsys.readouterr().out
-    assert "mean |w| recipe.clamp=none" in out
+    assert "mean |w| recipe.clamp=null" in out
     assert "mean |w| recipe.clamp=1" in out
-    assert "ratio = recipe.clamp=none / recipe.clamp=1" in out
+    assert "ratio = recipe.clamp=null / recipe.clamp=1" in out
     additive = results[results["noise"] == "additive"]
     free = additive[additive["recipe.clamp"].isna()]["weights"]
     clamped = additive[additive["recipe.clamp"].notna()]["weights"]

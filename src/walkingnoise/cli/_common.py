@@ -155,8 +155,15 @@ def _values_hint(results: pd.DataFrame, filters: dict) -> str:
         return " (none of them has finished)"
     hints = []
     for key in filters:
-        values = sorted({cell_text(v) for v in frame[key].dropna()}, key=_natural)
+        column = frame[key]
+        values = sorted({cell_text(v) for v in column.dropna()} - {""}, key=_natural)
+        if column.isna().any():  # as --where takes them: null, and '' for a moot setting
+            values.insert(0, "null")
+        moot = bool((column.astype(str) == "").any())
+        if moot:
+            values.insert(0, "''")
         shown = ", ".join(values[:12]) + (", ..." if len(values) > 12 else "")
+        shown += " ('' where it does not apply)" if moot else ""
         hints.append(f"{key} takes {shown or 'no value'}")
     return "; " + "; ".join(hints)
 

@@ -145,7 +145,7 @@ def _cmd_weights(args: argparse.Namespace) -> None:
     table = weight_comparison_table(results, args.compare, by=args.by, stat=args.stat)
     if args.csv is not None:
         write_csv(table, args.csv)
-    first, second = ("none" if v is None else cell_text(v) for v in table.attrs["values"])
+    first, second = ("null" if v is None else cell_text(v) for v in table.attrs["values"])
     by = table.attrs["by"]
     stat = {"mean_abs": "mean |w|", "max_abs": "max |w|", "std": "std w"}[args.stat]
     label_a, label_b = f"{args.compare}={first}", f"{args.compare}={second}"
