@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -256,15 +257,26 @@ def test_plan_suggests_evaluating_under_the_placement_of_the_global_midpoint(
 ) -> None:
     path = tmp_path / "except.sqlite"
     assert run_sweep(parse_sweep(EXCEPT_SWEEP, "e.yaml"), path, progress=False).failed == 0
-    assert main(["multiexec", "plan", str(path), "--no-site-names", "--where", "seed=0"]) == 0
+    plan = ["multiexec", "plan", str(path), "--no-site-names", "--where", "seed=0"]
+    assert main([*plan, "--budget", "12", "--power", "1", "2"]) == 0
     out = capsys.readouterr().out
     assert "over the 8 sites that get noise under global;" in out
     measured = re.search(r"global-except:activation: μ = ([0-9.e+-]+)", out)
     assert measured is not None
-    suggested = re.search(r"evaluate \S+ --placement (\S+) --sigma (\S+) --where=seed=0\n", out)
-    assert suggested is not None
-    assert suggested[1] == "global-except:activation"
-    assert float(suggested[2]) == pytest.approx(float(measured[1]), rel=0.05)
+    suggested = re.search(
+        r"  (walking-noise multiexec evaluate \S+ --placement (\S+) --sigma (\S+) "
+        r"--where=seed=0 --budget=12 --power 1 2)\n"
+        r"    \(this plans the sites of global-except:activation, not those of global above\)",
+        out,
+    )
+    assert suggested is not None, out
+    assert suggested[2] == "global-except:activation"
+    assert float(suggested[3]) == pytest.approx(float(measured[1]), rel=0.05)
+    # the suggestion runs as printed, with the plan's budget and powers
+    assert main([*shlex.split(suggested[1])[1:], "--repeats", "1"]) == 0
+    table = capsys.readouterr().out
+    assert re.search(r"guided 1/μ\s+12 ", table)
+    assert re.search(r"guided 1/μ\^2\s+12 ", table)
 
 
 #: Walking noise at every site, the ReLU sites (2, 4, 6) only at σ too small to lower the

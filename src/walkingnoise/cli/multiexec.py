@@ -213,9 +213,32 @@ def _global_rows(midpoints: pd.DataFrame, group: dict[str, Any]) -> pd.DataFrame
     return rows[rows["mu"].map(math.isfinite)]
 
 
-def _print_global_hint(args: argparse.Namespace, rows: pd.DataFrame) -> None:
+def _group_options(args: argparse.Namespace) -> list[str]:
+    """The options of ``plan`` that ``evaluate`` takes too, as given: the same group, fits,
+    budget and powers."""
+    options = [
+        f"--{name}={value}"
+        for name, value in (("dataset", args.dataset), ("model", args.model), ("noise", args.noise))
+        if value is not None
+    ]
+    if args.batchnorm is not None:
+        options.append("--batchnorm" if args.batchnorm else "--no-batchnorm")
+    if args.train_noise is not None:
+        options.append("--train-noise" if args.train_noise else "--inference-only")
+    options += [f"--where={text}" for text in args.where]
+    if args.a_min != "auto":
+        options.append(f"--a-min={args.a_min}")
+    if args.budget is not None:
+        options.append(f"--budget={args.budget}")
+    if args.data_root is not None:
+        options.append(f"--data-root={args.data_root}")
+    return [*options, "--power", *(f"{p:g}" for p in args.power)]
+
+
+def _print_global_hint(args: argparse.Namespace, rows: pd.DataFrame, placement: object) -> None:
     """Each global μ of the model, and the ``evaluate`` command at that σ under the placement
-    it was measured with (a σ near one placement's μ says little about another's)."""
+    it was measured with (a σ near one placement's μ says little about another's), with the
+    options that chose this plan."""
     from walkingnoise.analysis.tables import midpoint_text
 
     if rows.empty:
@@ -223,11 +246,14 @@ def _print_global_hint(args: argparse.Namespace, rows: pd.DataFrame) -> None:
     measured = "; ".join(f"{r['placement']}: μ = {midpoint_text(r)}" for _, r in rows.iterrows())
     print(f"\nglobal inference-only noise of this model: {measured}")
     print("evaluate plans near that σ, under the placement it was measured with:")
-    options = [f"--where={text}" for text in args.where]
     for _, row in rows.iterrows():
         command = ["walking-noise", "multiexec", "evaluate", str(args.store)]
-        command += ["--placement", str(row["placement"]), "--sigma", f"{row['mu']:.2g}", *options]
-        print(f"  {shlex.join(command)}")
+        command += ["--placement", str(row["placement"]), "--sigma", f"{row['mu']:.2g}"]
+        print(f"  {shlex.join([*command, *_group_options(args)])}")
+        if str(row["placement"]) != str(placement):
+            print(
+                f"    (this plans the sites of {row['placement']}, not those of {placement} above)"
+            )
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
@@ -267,7 +293,7 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         f"{placement}; n_i ∝ μ_i^(−p), each ≥ 1"
     )
     _print_table(shown)
-    _print_global_hint(args, _global_rows(midpoints, group))
+    _print_global_hint(args, _global_rows(midpoints, group), placement)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
