@@ -19,6 +19,7 @@ from walkingnoise.analysis.tables import (
     global_table,
     midpoint_table,
     midpoint_text,
+    partial_drops,
     pivot_mu,
     preservation_table,
     resolve_a_min,
@@ -266,6 +267,18 @@ def test_format_midpoint_shows_a_wide_log_error_as_a_factor() -> None:
     assert format_midpoint(50.0, 1e3, 2.9) == "50 ×/÷ 7.9e+02"
     assert format_midpoint(50.0, math.inf, 3.0) == "50 (unconstrained)"  # ×/÷ 1000 and more
     assert format_midpoint(26.9, math.inf, 3090.4) == "26.9 (unconstrained)"  # no overflow
+
+
+def test_a_curve_whose_floor_stays_above_half_way_to_chance_drops_only_partly() -> None:
+    table = pd.DataFrame(
+        {
+            "a_max": [0.98, 0.98, 0.98, 0.98],
+            "a_min": [0.1, 0.53, 0.55, math.nan],  # chance 0.1: half way is 0.54
+            "chance": [0.1, 0.1, 0.1, 0.1],
+        }
+    )
+    assert partial_drops(table).tolist() == [False, False, True, False]
+    assert not partial_drops(table.drop(columns="chance")).any()  # chance unknown
 
 
 def test_preservation_table(results: pd.DataFrame) -> None:

@@ -176,6 +176,26 @@ def test_site_mu_figure_draws_a_log_fit_s_interval_in_log_space(tmp_path: Path) 
     assert 1e-3 < low < high < 1e4
 
 
+def test_site_mu_figure_marks_curves_that_drop_only_partly(tmp_path: Path) -> None:
+    sites = pd.DataFrame(
+        {
+            "placement": ["walking:0", "walking:1"],
+            "site": pd.array([0, 1], dtype="Int64"),
+            "site_name": "",
+            "mu": [2.0, 3.0],
+            "mu_err": [0.1, 0.1],
+            "a_max": [0.98, 0.98],
+            "a_min": [0.1, 0.9],  # site 1 keeps 90 % of its accuracy
+            "chance": [0.1, 0.1],
+            "quality": "ok",
+        }
+    )
+    figure = figures.site_mu_figure(sites, out=tmp_path, name="partial")
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["partial drop: floor above half way"]  # the one series has no name
+    _check_images(tmp_path, "partial")
+
+
 def test_site_accuracy_figure(curves: pd.DataFrame, tmp_path: Path) -> None:
     part = _walking(curves)
     sigma = figures.nearest_sigma(part, 0.9)

@@ -87,6 +87,8 @@ def test_report_of_a_real_sweep_parses_with_every_image_embedded(embedded: Path)
     assert "Midpoint noise levels" in text
     assert "walking:10" in text
     assert "layers.10:Linear" in text  # site names from the model
+    assert "clean accuracy (smallest σ)" in text  # what the preservation is relative to
+    assert "clean test accuracy of the models of the curve's smallest σ" in text
     assert any("logspace" in pre for pre in page.pre)  # the sweep file
 
 

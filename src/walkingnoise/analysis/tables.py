@@ -287,6 +287,22 @@ def site_table(
     return walking.reset_index(drop=True)
 
 
+def partial_drops(table: pd.DataFrame) -> pd.Series:
+    """Where a fit's floor a_min stays above half way from its top a_max to chance: the curve
+    drops only partly (multiplicative noise with BatchNorm), and μ is the middle of that
+    partial drop, not a σ where accuracy falls half way to chance. Such a μ is no robustness
+    level to compare with sites that fall to chance: the accuracy kept at the largest σ is
+    (:func:`preservation_table`). False where the floor or chance is unknown."""
+    needed = {"a_min", "a_max", "chance"}
+    if table.empty or not needed <= set(table.columns):
+        return pd.Series(False, index=table.index, dtype=bool)
+    a_min, a_max, chance = (
+        pd.to_numeric(table[c], errors="coerce") for c in ("a_min", "a_max", "chance")
+    )
+    partial = (a_min - chance) > (a_max - chance) / 2
+    return partial.fillna(False).astype(bool)
+
+
 def global_table(data: pd.DataFrame, **options: Any) -> pd.DataFrame:
     """Global-noise μ rows (placement ``global`` or ``global-except:…``), as in Tables 1 and 4.
 

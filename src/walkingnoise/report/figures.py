@@ -30,7 +30,7 @@ from walkingnoise.analysis.curves import (
     shared_sigmas,
 )
 from walkingnoise.analysis.midpoint import choose_space, predict
-from walkingnoise.analysis.tables import UNCONSTRAINED_DECADES
+from walkingnoise.analysis.tables import UNCONSTRAINED_DECADES, partial_drops
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -277,7 +277,8 @@ def site_mu_figure(
 
     ``sites`` is a site table (:func:`~walkingnoise.analysis.tables.site_table`) of one model;
     each combination of its other group columns (noisy training, clamping, …) is a series.
-    Hollow markers are fits with a quality flag.
+    Hollow markers are fits with a quality flag, triangles curves that drop only partly
+    (:func:`~walkingnoise.analysis.tables.partial_drops`), whose μ is no robustness level.
     """
     figure = new_figure(8.0, 4.8)
     ax = figure.add_subplot()
@@ -294,32 +295,28 @@ def site_mu_figure(
         mu = part["mu"].to_numpy(dtype=float)
         positive.extend(mu[mu > 0])
         good = (part["quality"] == "ok").to_numpy()
+        partial = partial_drops(part).to_numpy()
         color = _COLORS[i % len(_COLORS)]
         lower, err = _error_bar(part, mu)
-        ax.errorbar(
-            index[good] + offset,
-            mu[good],
-            yerr=[lower[good], err[good]],
-            fmt="o",
-            ms=4,
-            color=color,
-            capsize=2,
-            lw=1,
-            label=text(label),
-        )
-        if (~good).any():
-            ax.errorbar(
-                index[~good] + offset,
-                mu[~good],
-                yerr=[lower[~good], err[~good]],
-                fmt="o",
-                ms=4,
-                mfc="white",
-                color=color,
-                capsize=2,
-                lw=0.8,
-                label=text(f"{label} (flagged fit)"),
-            )
+        kinds = [
+            (good & ~partial, "o", color, label),
+            (~good & ~partial, "o", "white", _qualified(label, "flagged fit")),
+            (partial, "^", color, _qualified(label, "partial drop: floor above half way")),
+        ]
+        for chosen, marker, face, series_label in kinds:
+            if chosen.any() or series_label == label:
+                ax.errorbar(
+                    index[chosen] + offset,
+                    mu[chosen],
+                    yerr=[lower[chosen], err[chosen]],
+                    fmt=marker,
+                    ms=4,
+                    mfc=face,
+                    color=color,
+                    capsize=2,
+                    lw=1 if face == color else 0.8,
+                    label=text(series_label),
+                )
     if _spans(positive):
         ax.set_yscale("log")
     _site_axis(ax, sorted(all_sites), names)
@@ -329,6 +326,11 @@ def site_mu_figure(
     if ax.get_legend_handles_labels()[1]:  # one unnamed series: no legend
         ax.legend(fontsize=7, loc="best")
     return _finish(figure, out, name)
+
+
+def _qualified(label: str, kind: str) -> str:
+    """``noisy training (flagged fit)``, or the kind alone for an unnamed series."""
+    return f"{label} ({kind})" if label else kind
 
 
 def _error_bar(part: pd.DataFrame, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -50,6 +50,7 @@ from walkingnoise.analysis.tables import (
     format_mu,
     global_table,
     midpoint_text,
+    partial_drops,
     pivot_mu,
     preservation_table,
     result_test_sizes,
@@ -60,6 +61,7 @@ from walkingnoise.analysis.tables import (
 from walkingnoise.report import figures
 from walkingnoise.report.markdown import (
     cell_text,
+    flat_columns,
     markdown_escape,
     markdown_table,
     readable_midpoints,
@@ -101,7 +103,7 @@ def html_table(frame: pd.DataFrame, *, index: bool = False) -> str:
         frame = frame.reset_index()
     if isinstance(frame.columns, pd.MultiIndex):
         frame = frame.copy()
-        frame.columns = [" / ".join(cell_text(p) for p in c if cell_text(p)) for c in frame.columns]
+        frame.columns = flat_columns(frame)
     if frame.columns.empty:
         return '<p class="note">(empty)</p>'
     head = "".join(f"<th>{esc(cell_text(c))}</th>" for c in frame.columns)
@@ -435,6 +437,16 @@ def _midpoints(report: _Report, fits: pd.DataFrame, sites: pd.DataFrame, tables:
     report.paragraph("Full table: tables/midpoints.csv (all fit parameters and flags).", "note")
 
 
+#: Under a μ-per-site table with curves that drop only partly (``†``).
+PARTIAL_DROP_NOTE = (
+    "† The fitted floor a_min stays above half way from the top to chance: the curve drops "
+    "only partly (as under multiplicative noise with BatchNorm), and μ is the middle of that "
+    "partial drop, not a σ where accuracy falls half way to chance. Such a site is more robust "
+    "than its μ reads next to sites that fall to chance; compare them by the accuracy "
+    "preserved at the largest σ (below) and a_min (tables/sites.csv)."
+)
+
+
 def _site_pivot(part: pd.DataFrame) -> pd.DataFrame:
     """Sites as rows, one column per series (noisy training, clamping, …), μ ± err cells."""
     columns = [
@@ -448,8 +460,10 @@ def _site_pivot(part: pd.DataFrame) -> pd.DataFrame:
     frame["row"] = [
         f"{int(s)} {n}".strip() for s, n in zip(frame["site"], frame["site_name"], strict=True)
     ]
+    partial = partial_drops(frame)
     frame["cell"] = [
-        midpoint_text(row) + ("" if row["quality"] == "ok" else "*") for _, row in frame.iterrows()
+        midpoint_text(row) + ("" if row["quality"] == "ok" else "*") + ("†" if part else "")
+        for (_, row), part in zip(frame.iterrows(), partial, strict=True)
     ]
     frame = frame.sort_values("site", kind="stable")
     table = frame.pivot_table(
@@ -480,6 +494,9 @@ def _walking(
     for family, part in _families(site_rows, _SITE_FAMILY):
         report.heading(f"μ per site: {_label(family)}", 3)
         report.table(_site_pivot(part), index=True)
+        partial = partial_drops(part)
+        if partial.any():
+            report.paragraph(PARTIAL_DROP_NOTE, "note")
         names_map = _names(names, family)
         family_curves = _select(walking, family)
         report.figure(
@@ -490,17 +507,20 @@ def _walking(
             f"Midpoint noise level per site, {_label(family)} (cf. paper Fig. 2)",
             family,
         )
-        finite = part["mu"][np.isfinite(part["mu"].astype(float)) & part["mu_in_range"]]
+        kept = np.isfinite(part["mu"].astype(float)) & part["mu_in_range"] & ~partial
+        finite = part["mu"][kept]
         sigma_max = float(family_curves["sigma"].max())
         target = float(np.exp(np.log(finite.astype(float)).median())) if len(finite) else sigma_max
         target = figures.nearest_sigma(family_curves, target)
+        which = "median μ of the sites whose fits are in range" if len(finite) else "largest σ"
+        if len(finite) and partial.any():
+            which += " and fall at least half way to chance"
         report.figure(
             figures.site_accuracy_figure(
                 family_curves, target, title=_label(family), site_names=names_map
             ),
             "site-accuracy",
-            f"Accuracy per site at σ = {target:.3g} (median per-site μ), {_label(family)} "
-            "(cf. paper Fig. 3)",
+            f"Accuracy per site at σ = {target:.3g} ({which}), {_label(family)} (cf. paper Fig. 3)",
             family,
         )
         others = [c for c in curve_group_columns(family_curves) if c not in (*family, "placement")]
@@ -529,8 +549,15 @@ def _walking(
             format_mu(v, e)
             for v, e in zip(shown["preservation"], shown["preservation_err"], strict=True)
         ]
-        display["clean accuracy"] = shown["clean_accuracy"].map(cell_text)
+        display["clean accuracy (smallest σ)"] = shown["clean_accuracy"].map(cell_text)
         report.table(display.reset_index(drop=True))
+        report.paragraph(
+            "preserved = accuracy at σ max / clean test accuracy of the models of the curve's "
+            "smallest σ: the shared clean model for inference-only noise, the least noisy "
+            "training for noisy training (a model trained at σ max may itself test far lower "
+            "without noise).",
+            "note",
+        )
         for family, part in _families(kept, _PRESERVATION_FAMILY):
             report.figure(
                 figures.preservation_figure(

@@ -33,6 +33,20 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
+def flat_columns(frame: pd.DataFrame) -> list[str]:
+    """Headers of a frame with several column levels, one text each: ``additive / batchnorm:
+    no``. A yes/no value names its level, as it says nothing alone."""
+    names = frame.columns.names
+    return [
+        " / ".join(
+            f"{name}: {text}" if name and text in ("yes", "no") else text
+            for name, text in ((n, cell_text(p)) for n, p in zip(names, column, strict=True))
+            if text
+        )
+        for column in frame.columns
+    ]
+
+
 def markdown_escape(text: str) -> str:
     """Escape a cell for a Markdown table: HTML characters, pipes, backticks, newlines."""
     escaped = html.escape(text, quote=False).replace("|", "\\|").replace("`", "\\`")
@@ -45,7 +59,7 @@ def markdown_table(frame: pd.DataFrame, *, index: bool = False) -> str:
         frame = frame.reset_index()
     if isinstance(frame.columns, pd.MultiIndex):
         frame = frame.copy()
-        frame.columns = [" / ".join(cell_text(p) for p in c if cell_text(p)) for c in frame.columns]
+        frame.columns = flat_columns(frame)
     header = [markdown_escape(cell_text(c)) for c in frame.columns]
     if not header:
         return "_(empty)_\n"
