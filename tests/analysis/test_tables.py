@@ -10,7 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from walkingnoise.analysis.curves import accuracy_curves, describe_group, prepare_results
+from walkingnoise.analysis.curves import (
+    accuracy_curves,
+    describe_difference,
+    describe_group,
+    prepare_results,
+)
 from walkingnoise.analysis.synthetic import write_synthetic_store
 from walkingnoise.analysis.tables import (
     dataset_site_names,
@@ -279,6 +284,18 @@ def test_a_curve_whose_floor_stays_above_half_way_to_chance_drops_only_partly() 
     )
     assert partial_drops(table).tolist() == [False, False, True, False]
     assert not partial_drops(table.drop(columns="chance")).any()  # chance unknown
+
+
+def test_a_series_set_apart_by_an_unset_value_says_so() -> None:
+    """Unclamped beside clamped reads ``no clamp``, not the whole group, nor nothing."""
+    columns = ["recipe.clamp"]
+    assert describe_difference({"recipe.clamp": math.nan, "noise": "additive"}, columns) == (
+        "no clamp"
+    )
+    assert describe_difference({"recipe.clamp": 1.0}, columns) == "clamp 1"
+    assert describe_difference({"train_noise": True, "order": ""}, ["train_noise", "order"]) == (
+        "noisy training · no order"
+    )
 
 
 def test_preservation_table(results: pd.DataFrame) -> None:

@@ -166,6 +166,8 @@ def test_report_with_sweep_reports_the_selection(
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "6 experiments: 0 pending, 0 running, 6 done, 0 failed" in page
     assert f"Selected 6 of the 8 experiments in the store: those of {now} as it is now." in page
+    assert "1 shared clean training stored (whole store)" in page
+    assert "running `walking-noise report` again with the same selection regenerates" in page
     assert f"<h3>{now}</h3>" in page  # the file given, as it is now, not the stored versions
     assert page.count("<pre>") == 1
     with (out / "tables" / "midpoints.csv").open() as file:

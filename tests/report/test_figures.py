@@ -121,7 +121,11 @@ def test_site_mu_figure(fits: pd.DataFrame, tmp_path: Path) -> None:
     ax = figure.axes[0]
     assert ax.get_yscale() == "log"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["inference-only", "noisy training", "noisy training · clamp 1"]
+    assert labels == [  # the unclamped series say so beside the clamped one
+        "inference-only · no clamp",
+        "noisy training · no clamp",
+        "noisy training · clamp 1",
+    ]
     assert [t.get_text() for t in ax.get_xticklabels()][:2] == ["0 input", "1"]
 
 

@@ -225,3 +225,34 @@ def test_the_summary_says_where_results_computed_and_warns_of_a_mix(
     text = " ".join(_parse(write_report(mixed, tmp_path / "gpus", site_names=False)).text)
     assert f"computed on: {SECOND_GPU} 12, {GPU} 8" in text
     assert "kinds of device" not in text
+
+
+def test_the_plateau_hint_is_for_poor_fits_of_scaling_noise_without_batchnorm() -> None:
+    from walkingnoise.report.html import _plateau_suspects
+
+    fits = pd.DataFrame(
+        {
+            "noise": ["additive", "multiplicative", "multiplicative", "mixed"],
+            "batchnorm": [False, True, False, False],
+            "poor_fit": [True, True, True, False],
+        }
+    )
+    assert _plateau_suspects(fits).tolist() == [False, False, True, False]
+
+
+@pytest.mark.parametrize(
+    ("label", "slug"),
+    [
+        ("digits · mlp · BN · additive", "digits-mlp-bn-additive"),
+        (
+            "digits · mlp · BN · multiplicative · noisy training · gradient=through_noise",
+            "digits-mlp-bn-multiplicative-noisy-training-gradient-through",  # whole words
+        ),
+        ("a" * 70, "a" * 60),  # one long word is cut
+        ("· ·", "all"),
+    ],
+)
+def test_figure_file_names_are_short_and_cut_between_words(label: str, slug: str) -> None:
+    from walkingnoise.report.html import _slug
+
+    assert _slug(label) == slug

@@ -276,6 +276,18 @@ def describe_group(group: dict[str, Any], *, skip: tuple[str, ...] = ()) -> str:
     return " · ".join(parts)
 
 
+def describe_difference(group: dict[str, Any], columns: list[str]) -> str:
+    """What tells a series apart from the others on ``columns``: :func:`describe_group` of
+    them, naming an unset value where it is what differs (``no clamp`` beside ``clamp 1``)."""
+    shown = describe_group({c: group[c] for c in columns})
+    unset = [
+        "no clamp" if c == "recipe.clamp" else f"no {c.removeprefix('recipe.')}"
+        for c in columns
+        if _missing(group.get(c))
+    ]
+    return " · ".join(part for part in (shown, *unset) if part)
+
+
 def _missing(value: Any) -> bool:
     if value is None or (isinstance(value, str) and not value):
         return True

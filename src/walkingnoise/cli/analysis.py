@@ -105,6 +105,9 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     parts = ("1", "2") if args.double else ("",)
     for k in parts:
         shown[f"μ{k} ± err"] = [midpoint_text(row, k) for _, row in table.iterrows()]
+    mixed_spaces = table["space"].dropna().nunique() > 1
+    if mixed_spaces:  # which rows' μ, s are in log10 σ
+        shown["fit in"] = table["space"].map(lambda space: f"{space} σ" if space else "")
     if args.double:
         shown["plateau"] = table["plateau"].map(cell_text)
     else:
@@ -119,10 +122,11 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     spaces = " and ".join(sorted(table.loc[fitted, "space"].unique()))
     where = f" in {spaces} σ" if spaces else ""
     unfitted = f" ({int((~fitted).sum())} could not be fitted)" if not fitted.all() else ""
+    logged = not args.double and (table.loc[fitted, "space"] == "log").any()
+    widths = "; log-space widths s are in decades" if logged else ""
     print(
         f"\n{int(fitted.sum())} of {len(table)} curves fitted{where}{unfitted}, "
-        f"{flagged} with a quality flag (a_min: {args.a_min}); log-space widths s are in "
-        "decades"
+        f"{flagged} with a quality flag (a_min: {args.a_min}){widths}"
     )
 
 

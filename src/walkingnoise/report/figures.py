@@ -24,6 +24,7 @@ import pandas as pd
 
 from walkingnoise.analysis.curves import (
     curve_group_columns,
+    describe_difference,
     describe_group,
     iter_curves,
     row_keys,
@@ -252,7 +253,7 @@ def _series(table: pd.DataFrame, exclude: Sequence[str]) -> list[tuple[str, pd.D
     groups = [{c: part[c].iloc[0] for c in columns} for part in parts]
     varying = _varying(groups)
     return [
-        (describe_group({c: g[c] for c in varying}) or describe_group(g), part.drop(columns="_key"))
+        (describe_difference(g, varying) or describe_group(g), part.drop(columns="_key"))
         for g, part in zip(groups, parts, strict=True)
     ]
 

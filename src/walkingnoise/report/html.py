@@ -31,6 +31,7 @@ from walkingnoise import __version__
 from walkingnoise.analysis.curves import (
     accuracy_curves,
     curve_group_columns,
+    describe_difference,
     describe_group,
     prepare_results,
 )
@@ -184,9 +185,12 @@ class _Report:
 
 
 def _slug(text: str) -> str:
-    """A file-name part made of ``a-z0-9-`` only."""
+    """A file-name part made of ``a-z0-9-`` only, at most 60 characters, cut between words."""
     slug = re.sub(r"[^a-z0-9.]+", "-", text.lower()).replace(".", "").strip("-")
-    return slug[:60].strip("-") or "all"
+    if len(slug) > 60:
+        cut = slug[:61].rfind("-")
+        slug = slug[: cut if cut > 0 else 60]
+    return slug.strip("-") or "all"
 
 
 def _families(frame: pd.DataFrame, columns: Iterable[str]) -> list[tuple[dict, pd.DataFrame]]:
@@ -269,11 +273,12 @@ def write_report(
     report = _Report(out, embed)
     title = f"Walking Noise report: {Path(store).name}"
     report.heading(title, 1)
+    again = "" if experiments is None else " with the same selection"
     report.paragraph(
         f"Store {Path(store)}; walkingnoise {__version__}. Everything below is computed from "
-        "the store alone; running `walking-noise report` again regenerates it."
+        f"the store alone; running `walking-noise report` again{again} regenerates it."
     )
-    _summary(report, results, counts, trainings, devices)
+    _summary(report, results, counts, trainings, devices, whole=experiments is not None)
     if experiments is not None:
         report.paragraph(
             f"Selected {len(results)} of the {stored} experiments in the store: "
@@ -338,14 +343,19 @@ def _summary(
     counts: Mapping[str, int],
     trainings: int,
     devices: Mapping[str | None, int],
+    *,
+    whole: bool = False,
 ) -> None:
+    """Counts per status, the clean trainings (of the ``whole`` store, where the report is of a
+    selection) and the devices."""
     report.heading("Summary", anchor="summary")
     total = sum(counts.values())
     report.items(
         [
             f"{total} experiments: "
             + ", ".join(f"{count} {status}" for status, count in counts.items()),
-            f"{trainings} shared clean trainings stored",
+            f"{trainings} shared clean training{'' if trainings == 1 else 's'} stored"
+            + (" (whole store)" if whole else ""),
             *([f"computed on: {devices_text(devices)}"] if devices else []),
         ]
     )
@@ -384,7 +394,7 @@ def _warnings(
         for _, row in fits[fits["quality"] != "ok"].iterrows():
             group = {c: row[c] for c in columns if c in row}
             lines.append(f"{_label(group)}: {row['quality']}")
-    if not fits.empty and fits["poor_fit"].any():
+    if not fits.empty and _plateau_suspects(fits).any():
         lines.append(
             "a poor fit may be a curve with a plateau (multiplicative noise without BatchNorm): "
             "`walking-noise fit STORE --double` fits two stacked logistics"
@@ -447,6 +457,14 @@ PARTIAL_DROP_NOTE = (
 )
 
 
+def _plateau_suspects(fits: pd.DataFrame) -> pd.Series:
+    """Poor fits of curves that may have a plateau: noise that scales x (multiplicative, or
+    mixed) in a network without BatchNorm, where a double logistic may fit."""
+    poor = fits["poor_fit"].fillna(False).astype(bool)
+    scaling = fits["noise"].astype(str) != "additive"
+    return poor & scaling & ~fits["batchnorm"].fillna(False).astype(bool)
+
+
 def _site_pivot(part: pd.DataFrame) -> pd.DataFrame:
     """Sites as rows, one column per series (noisy training, clamping, …), μ ± err cells."""
     columns = [
@@ -454,9 +472,7 @@ def _site_pivot(part: pd.DataFrame) -> pd.DataFrame:
     ]
     varying = [c for c in columns if part[c].map(cell_text).nunique() > 1]
     frame = part.copy()
-    frame["series"] = [
-        describe_group({c: r[c] for c in varying}) or "μ" for _, r in frame.iterrows()
-    ]
+    frame["series"] = [describe_difference(dict(r), varying) or "μ" for _, r in frame.iterrows()]
     frame["row"] = [
         f"{int(s)} {n}".strip() for s, n in zip(frame["site"], frame["site_name"], strict=True)
     ]
