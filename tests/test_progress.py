@@ -50,22 +50,20 @@ def test_a_line_is_written_at_most_once_an_interval_with_the_time_left() -> None
     )
 
 
-def test_work_done_within_one_interval_writes_no_line() -> None:
+@pytest.mark.parametrize(
+    ("every", "expected"),
+    [
+        (60, []),  # all done within one interval: no line at all
+        (1, ["walk: 4 of 4 experiments run (0 failed), 2 s"]),  # and the last one not twice
+    ],
+)
+def test_a_run_ends_with_at_most_one_line_of_its_last_state(every: float, expected: list) -> None:
     clock, stream = _Clock(), io.StringIO()
-    lines = ProgressLines("walk", 10, every=60, stream=stream, clock=clock)
-    clock.now = 5
-    lines.update(10, 0)
-    lines.close()
-    assert stream.getvalue() == ""
-
-
-def test_the_last_line_is_not_repeated() -> None:
-    clock, stream = _Clock(), io.StringIO()
-    lines = ProgressLines("walk", 4, every=1, stream=stream, clock=clock)
+    lines = ProgressLines("walk", 4, every=every, stream=stream, clock=clock)
     clock.now = 2
     lines.update(4, 0)
     lines.close()
-    assert stream.getvalue().splitlines() == ["walk: 4 of 4 experiments run (0 failed), 2 s"]
+    assert stream.getvalue().splitlines() == expected
 
 
 @pytest.mark.parametrize(
