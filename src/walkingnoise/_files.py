@@ -29,11 +29,31 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def refuse_database(path: Path) -> None:
+    """Raise ``FileExistsError`` if ``path`` is a SQLite database (a store): an output file
+    given there by a slip (``fit STORE --csv STORE``) would replace every stored result."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(len(SQLITE_HEADER))
+    except OSError:
+        return  # missing or unreadable: whatever writes it says why
+    if start == SQLITE_HEADER:
+        raise FileExistsError(
+            f"{path}: is a SQLite database (a store?); not overwriting it with this output"
+        )
+
+
 def check_writable(path: Path) -> None:
     """Raise ``OSError`` naming ``path`` unless a file can be written there (its folder is
-    made if missing): checked before long work whose result goes there, not after it."""
+    made if missing) without replacing a store: checked before long work whose result goes
+    there, not after it."""
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory, not a file to write")
+    refuse_database(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):

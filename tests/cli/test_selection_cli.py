@@ -230,3 +230,30 @@ def test_fit_says_nothing_of_a_selection_it_cannot_fit(
         f"walking-noise: error: {store}: no finished experiments with a scalar σ to fit among "
         "the 2 selected (0 finished)\n"
     )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["fit", "{store}", "--no-site-names", "--csv", "{store}"],
+        ["multiexec", "evaluate", "{store}", "--sigma", "1", "--csv", "{store}"],
+        ["train", "--dataset", "digits", "--sigma", "0.1", "--epochs", "1", "--save", "{store}"],
+    ],
+)
+def test_an_output_file_that_is_the_store_is_refused_and_the_store_kept(
+    command: list[str],
+    edited: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A slip such as ``fit STORE --csv STORE`` would replace every stored result."""
+    store = tmp_path / "study.sqlite"
+    shutil.copy(edited[0], store)
+    before = store.read_bytes()
+    assert main([part.format(store=store) for part in command]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"walking-noise: error: {store}: is a SQLite database (a store?); not overwriting it "
+        "with this output\n"
+    )
+    assert store.read_bytes() == before

@@ -190,6 +190,9 @@ def one_line(error: BaseException) -> str:
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
-    """Write a table as CSV, creating its folder (as ``report --out`` and ``run --store``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
+    """Write a table as CSV, creating its folder (as ``report --out`` and ``run --store``),
+    whole or not at all, and never over a store."""
+    from walkingnoise._files import refuse_database, write_atomic
+
+    refuse_database(path)
+    write_atomic(path, table.to_csv(index=False).encode("utf-8"))

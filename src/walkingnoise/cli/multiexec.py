@@ -297,6 +297,7 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from walkingnoise._files import check_writable
     from walkingnoise.analysis.curves import describe_group, prepare_results
     from walkingnoise.analysis.multiexec import (
         group_of,
@@ -312,6 +313,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
     if args.repeats < 1:
         raise ValueError(f"--repeats must be ≥ 1, got {args.repeats}")
+    if args.csv is not None:
+        check_writable(args.csv)  # before the evaluations, not after them
     placement = _global_placement(args.placement)
     results, _, rows = _walking_group(args)
     group = group_of(rows)
