@@ -387,6 +387,67 @@ def test_a_clean_training_whose_checkpoint_vanished_is_not_found(store: Store) -
     assert store.training("f" * 64) is None
 
 
+def _stored_pair(folder: Path) -> tuple[Path, str, str]:
+    """A store with a finished experiment's checkpoint and a clean training's: (path, the
+    experiment's hash, the training's hash)."""
+    path = folder / "study.sqlite"
+    experiment, training = Experiment(sigma=0.5), Experiment(noise="none", recipe={"epochs": 2})
+    key = experiment.content_hash()
+    with Store(path) as store:
+        store.add([(experiment, "")])
+        store.claim([key])
+        store.finish(
+            key,
+            metrics={},
+            history=[],
+            weights={},
+            timings={},
+            diverged=False,
+            checkpoint=store.write_checkpoint(key, b"noisy"),
+        )
+        store.save_training(
+            training, b"clean", history=[], weights={}, metrics={}, timings={}, diverged=False
+        )
+    return path, key, training.content_hash()
+
+
+def test_a_store_renamed_with_its_checkpoint_folder_finds_its_checkpoints(tmp_path: Path) -> None:
+    path, key, training = _stored_pair(tmp_path)
+    renamed = path.with_name("study-v1.sqlite")
+    path.rename(renamed)
+    path.with_suffix(".checkpoints").rename(renamed.with_suffix(".checkpoints"))
+    with Store(renamed, create=False) as store:
+        found = store.checkpoint_path(key)
+        assert found is not None
+        assert found.read_bytes() == b"noisy"
+        record = store.training(training)
+        assert record is not None
+        assert record.checkpoint.read_bytes() == b"clean"
+
+
+def test_a_copied_store_reads_its_own_checkpoints_and_the_original_s_where_it_has_none(
+    tmp_path: Path,
+) -> None:
+    path, key, training = _stored_pair(tmp_path)
+    copy = path.with_name("copy.sqlite")
+    copy.write_bytes(path.read_bytes())
+    with Store(copy, create=False) as store:  # no folder of its own: the original's files
+        assert store.training(training) is not None
+        own = store.checkpoint_dir / key[:2] / f"{key}.pt"
+        own.parent.mkdir(parents=True)
+        own.write_bytes(b"own")
+        assert store.checkpoint_path(key) == own  # its own folder first
+
+
+def test_a_damaged_row_is_a_store_error_naming_the_experiment(tmp_path: Path) -> None:
+    path, key, _ = _stored_pair(tmp_path)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE experiments SET config = '{not json' WHERE hash = ?", (key,))
+    db.close()
+    with pytest.raises(StoreError, match=f"experiment {key[:12]}'s config is not valid JSON"):
+        load_results(path)
+
+
 # -- where experiments computed, and stores made before that was recorded ---------------------
 
 

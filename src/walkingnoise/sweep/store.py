@@ -588,7 +588,14 @@ class Store:
         for values in found:
             row = missing | dict(zip(names, values, strict=True))
             for column in ("config", "metrics", "history", "weights", "timings"):
-                row[column] = _load(row[column])
+                try:
+                    row[column] = _load(row[column])
+                except ValueError as error:  # a row edited or damaged outside walkingnoise
+                    raise StoreError(
+                        f"{self.path}: experiment {str(row['hash'])[:12]}'s {column} is not "
+                        f"valid JSON ({one_line(error)}); the store was changed outside "
+                        "walkingnoise"
+                    ) from None
             rows.append(row)
         return rows
 
@@ -641,7 +648,7 @@ class Store:
         if not found:
             return None
         row = found[0]
-        path = self.path.parent / row[1]
+        path = self._located(row[1])
         if not path.is_file():
             return None
         return TrainingRecord(
@@ -716,7 +723,20 @@ class Store:
         found = self._fetch("SELECT checkpoint FROM experiments WHERE hash = ?", (key,))
         if not found or found[0][0] is None:
             return None
-        return self.path.parent / found[0][0]
+        return self._located(found[0][0])
+
+    def _located(self, stored: str) -> Path:
+        """A checkpoint path as stored (relative to the store's folder, under the checkpoint
+        folder the store had when it was written), in this store's own checkpoint folder where
+        the file is there or nowhere else: a store renamed or copied together with its folder
+        keeps finding its files, and its own rather than the original's."""
+        recorded = self.path.parent / stored
+        parts = Path(stored).parts
+        if len(parts) > 1 and parts[0].endswith(".checkpoints"):
+            own = self.checkpoint_dir.joinpath(*parts[1:])
+            if own.is_file() or not recorded.is_file():
+                return own
+        return recorded
 
     def _relative(self, path: Path) -> str:
         return str(path.relative_to(self.path.parent))
