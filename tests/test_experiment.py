@@ -153,6 +153,15 @@ def test_experiment_is_frozen() -> None:
         ({"recipe": {"clamp": True}}, "expected a number, got true"),
         ({"distillation": {"temperature": True}}, "expected a number, got true"),
         ({"distillation": {"alpha": False}}, "expected a number, got false"),
+        # values the computation cannot hold: refused here, not failed in every run
+        ({"seed": 2**63}, "less than or equal to 9223372036854775807"),
+        ({"sigma": 1e39}, "sigma = 1e+39 is beyond the float32 noise levels"),
+        ({"placement": "map:0=1e50", "sigma": None}, "beyond the float32 noise levels"),
+        ({"noise": "mixed", "sigma": (0.1, 1e300)}, "sigma_add = 1e+300 is beyond"),
+        ({"weight_noise": 1e300}, "1e+300 is beyond float32"),
+        ({"recipe": {"lr": 1e308}}, "1e+308 is beyond float32"),
+        ({"recipe": {"clamp": 1e39}}, "1e+39 is beyond float32"),
+        ({"recipe": {"weight_decay": 1e39}}, "1e+39 is beyond float32"),
     ],
     ids=lambda value: str(value) if isinstance(value, dict) else "",
 )

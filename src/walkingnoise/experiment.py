@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from walkingnoise._numbers import no_bool
+from walkingnoise._numbers import MAX_SEED, no_bool, within_float32
 from walkingnoise.data.registry import dataset_names
 from walkingnoise.models.registry import model_names, unknown_model
 from walkingnoise.noise.models import (
@@ -63,13 +63,14 @@ class Experiment(BaseModel):
     sigma: float | tuple[float, float] | None = None
     train_noise: bool = False
     eval_repeats: int = Field(default=5, ge=1)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     weight_noise: float = Field(default=0.0, ge=0)
     distillation: Distillation | None = None
 
     _numbers = field_validator(
         "ratio", "sigma", "eval_repeats", "seed", "weight_noise", mode="before"
     )(no_bool)
+    _float32 = field_validator("weight_noise")(within_float32)
 
     @field_validator("dataset")
     @classmethod

@@ -445,6 +445,7 @@ def test_a_bad_sweep_writes_nothing(tmp_path: Path, dry_run: bool) -> None:
     ("variable", "value"),
     [
         ("WALKINGNOISE_THREADS", "two"),
+        ("WALKINGNOISE_THREADS", "99999"),  # OpenMP ran out of memory making the threads
         ("WALKINGNOISE_MEMORY_BUDGET", "lots"),
         ("WALKINGNOISE_GPU_SHARE", "2"),
         ("WALKINGNOISE_DEVICE", "tpu"),

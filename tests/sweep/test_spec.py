@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from walkingnoise.models import register_model
 from walkingnoise.models import registry as model_registry
 from walkingnoise.sweep.sites import SiteCounter
 from walkingnoise.sweep.spec import (
+    MAX_SWEEP_BYTES,
     SweepError,
     SweepTooLargeError,
     count_experiments,
@@ -460,6 +462,37 @@ def test_an_empty_file_is_an_error(text: str) -> None:
 def test_a_missing_sweep_file(tmp_path: Path) -> None:
     with pytest.raises(SweepError, match="no such sweep file"):
         load_sweep(tmp_path / "absent.yaml")
+
+
+def _deep_blocks(levels: int) -> str:
+    """A sweep of blocks nested ``levels`` deep, each a valid block."""
+    return "".join(f"{'  ' * i}b{i}:\n" for i in range(levels)) + "  " * levels + "fixed: {}\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["fixed: " + "[" * 100_000 + "]" * 100_000, _deep_blocks(3000)],
+    ids=["deep-flow", "deep-blocks"],
+)
+def test_a_sweep_nested_beyond_reason_is_one_error(text: str) -> None:
+    """Python's recursion limit stops the YAML parser (blocks 300 deep still parse)."""
+    with pytest.raises(SweepError, match=r"^deep\.yaml: nested too deeply to be a sweep file$"):
+        parse_sweep(text, "deep.yaml")
+
+
+def test_a_sweep_file_that_is_no_regular_file_or_too_large_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)  # reading it would wait for a writer forever
+    with pytest.raises(SweepError, match="is not a regular file"):
+        load_sweep(fifo)
+    with pytest.raises(SweepError, match="is not a regular file"):
+        load_sweep("/dev/zero")  # would fill the memory
+    huge = tmp_path / "huge.yaml"
+    huge.write_bytes(b"#" * (MAX_SWEEP_BYTES + 1))
+    with pytest.raises(SweepError, match="larger than 1,000,000 bytes"):
+        load_sweep(huge)
+    with pytest.raises(SweepError, match="is a directory"):
+        load_sweep(tmp_path)
 
 
 def test_the_top_level_must_be_a_mapping() -> None:

@@ -35,6 +35,8 @@ from typing import ClassVar, Literal
 
 import torch
 
+from walkingnoise._numbers import FLOAT32_MAX
+
 Gradient = Literal["forward_only", "through_noise"]
 MixedOrder = Literal["mul_first", "add_first"]
 NoiseLevel = float | tuple[float, float]
@@ -149,6 +151,10 @@ def _check_sigma(name: str, value: float) -> float:
     value = float(value)
     if not value >= 0.0 or value == float("inf"):
         raise ValueError(f"{name} must be a finite number ≥ 0, got {value!r}")
+    if value > FLOAT32_MAX:
+        raise ValueError(
+            f"{name} = {value:g} is beyond the float32 noise levels (at most {FLOAT32_MAX:.3g})"
+        )
     return value
 
 

@@ -458,6 +458,8 @@ def parse_sweep(text: str | bytes, source: str = "<sweep>") -> SweepSpec:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SweepError(f"{source}: YAML syntax error{where}: {problem}") from None
+    except RecursionError:  # thousands of nested [ or {: no sweep file is built like that
+        raise SweepError(f"{source}: nested too deeply to be a sweep file") from None
     if raw is None:
         raise SweepError(f"{source}: the sweep file is empty")
     root = _parse_block(raw, "", source, top=True)
@@ -465,15 +467,27 @@ def parse_sweep(text: str | bytes, source: str = "<sweep>") -> SweepSpec:
     return SweepSpec(name=str(name), root=root, source=source, text=text)
 
 
+#: Largest sweep file read (the paper's largest study is a few kilobytes).
+MAX_SWEEP_BYTES = 1_000_000
+
+
 def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and parse a sweep file."""
+    """Read and parse a sweep file: a regular file of at most :data:`MAX_SWEEP_BYTES` (a pipe
+    would hang the read, ``/dev/zero`` fill the memory)."""
     path = Path(path)
+    if path.is_dir():
+        raise SweepError(f"{path}: is a directory, not a sweep file")
+    if path.exists() and not path.is_file():
+        raise SweepError(f"{path}: is not a regular file (a pipe or a device?), not a sweep file")
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SWEEP_BYTES + 1)
     except FileNotFoundError:
         raise SweepError(f"{path}: no such sweep file") from None
-    except IsADirectoryError:
-        raise SweepError(f"{path}: is a directory, not a sweep file") from None
+    except OSError as error:
+        raise SweepError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if len(data) > MAX_SWEEP_BYTES:
+        raise SweepError(f"{path}: larger than {MAX_SWEEP_BYTES:,} bytes; not a sweep file")
     return parse_sweep(data, str(path))
 
 

@@ -84,6 +84,11 @@ def _optimizers_imported() -> None:
     import torch._dynamo  # noqa: F401
 
 
+#: Most threads a unit may ask for: more than any machine's cores, and far fewer than
+#: make OpenMP run out of memory allocating its thread pool (99,999 did).
+MAX_THREADS = 1024
+
+
 def unit_threads() -> int:
     """Threads a unit of work computes with: ``$WALKINGNOISE_THREADS``, else 1.
 
@@ -94,8 +99,8 @@ def unit_threads() -> int:
     Parallelism comes from running units side by side.
     """
     text = os.environ.get(THREADS_ENV, "1")
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {text!r}")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_THREADS:
+        raise ValueError(f"{THREADS_ENV} must be an integer from 1 to {MAX_THREADS}, got {text!r}")
     return int(text)
 
 

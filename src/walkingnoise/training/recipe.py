@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from walkingnoise._numbers import no_bool
+from walkingnoise._numbers import no_bool, within_float32
 
 
 class Recipe(BaseModel):
@@ -44,3 +44,4 @@ class Recipe(BaseModel):
     _numbers = field_validator(
         "epochs", "batch_size", "lr", "weight_decay", "clamp", "eval_batch_size", mode="before"
     )(no_bool)
+    _float32 = field_validator("lr", "weight_decay", "clamp")(within_float32)
