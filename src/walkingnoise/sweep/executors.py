@@ -131,6 +131,11 @@ def _interrupted(signum, frame):
 
 threading.Thread(target=_watch_parent, name="exit-with-parent", daemon=True).start()
 signal.signal(signal.SIGINT, _interrupted)
+
+# tqdm's first bar makes a multiprocessing lock, a named semaphore that a worker ended while
+# it computes never unlinks: the resource tracker then warns of it when the sweep ends
+import tqdm.std
+tqdm.std.tqdm.set_lock(threading.RLock())
 """
 
 
