@@ -148,6 +148,9 @@ def test_sigterm_puts_the_unfinished_experiments_back_and_exits_143(
     assert child.returncode == 128 + signum, stderr
     said = "interrupted" if signum == signal.SIGINT else f"terminated ({signum.name})"
     assert f"walking-noise: {said}" in stderr
+    stopped = _counts(store)
+    kept = f"{store}: {stopped.get('done', 0)} done, {stopped.get('pending', 0)} pending, 0 failed"
+    assert f"{kept}; finished results are kept: run the same command again to go on" in stderr
     assert "Traceback" not in stderr
     assert "leaked" not in stderr  # no semaphore of an ended worker left to the tracker
     stopped = _counts(store)

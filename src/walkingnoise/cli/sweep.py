@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from walkingnoise._signals import Terminated
 from walkingnoise.cli._common import add_progress_option
 
 #: ``sweep.spec.DEFAULT_MAX_EXPERIMENTS``, written out so that building the parser stays light.
@@ -160,13 +162,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print("adaptive σ: these are the first round's; each later round adds σ to the")
             print("curves whose midpoint is not settled yet")
         return 0
-    with make_executor(
-        executor_name,
-        workers=args.workers,
-        ray_address=args.ray_address,
-        gpus_per_task=args.gpus_per_task,
-    ) as executor:
-        summary = run_sweep(spec, path, executor=executor, progress=args.progress, **options)
+    try:
+        with make_executor(
+            executor_name,
+            workers=args.workers,
+            ray_address=args.ray_address,
+            gpus_per_task=args.gpus_per_task,
+        ) as executor:
+            summary = run_sweep(spec, path, executor=executor, progress=args.progress, **options)
+    except (KeyboardInterrupt, Terminated):
+        _say_what_is_kept(path)
+        raise
     with Store(path, read_only=True) as store:
         counts = store.counts()
     print(summary.describe())
@@ -178,6 +184,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         return 1  # for batch jobs: the sweep ran, but not all of its experiments succeeded
     return 0
+
+
+def _say_what_is_kept(path: Path) -> None:
+    """After Ctrl-C or SIGTERM: what the store holds, and how to go on (a line on stderr)."""
+    from walkingnoise.sweep import Store, StoreError
+
+    try:
+        with Store(path, read_only=True) as store:
+            counts = store.counts()
+    except (StoreError, OSError):  # not created yet, or not readable: nothing to say
+        return
+    print(
+        f"{path}: {counts['done']} done, {counts['pending']} pending, {counts['failed']} failed; "
+        "finished results are kept: run the same command again to go on",
+        file=sys.stderr,
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
