@@ -119,6 +119,35 @@ def test_python_dash_m_runs_the_command(module: str, tmp_path: Path) -> None:
     assert set(done.stdout.split()) >= {"mlp", "lenet5", "cnn_s"}
 
 
+#: Runs the console script's entry with the import of the command line held up (as PyTorch's
+#: takes a second or more on a cold start), saying on stdout when it is held.
+SLOW_IMPORT = """
+import importlib.abc, sys, time
+class Slow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "walkingnoise.cli":
+            print("importing", flush=True)
+            time.sleep(60)
+sys.meta_path.insert(0, Slow())
+from walkingnoise._command import main
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_while_the_command_imports_is_an_interruption_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_IMPORT, "models"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stdout.readline() == "importing\n"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, err, out) == (130, "walking-noise: interrupted\n", "")
+
+
 def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """``walking-noise models | head -0``: the reader is gone before anything is written; the
     command stops with 128 + SIGPIPE, as ``cat`` does, and prints no error."""

@@ -2,6 +2,6 @@
 
 import sys
 
-from walkingnoise.cli import main
+from walkingnoise._command import main
 
 sys.exit(main())
