@@ -62,6 +62,19 @@ def check_writable(path: Path) -> None:
         raise _cannot_write(path, error) from None
 
 
+def check_folder(path: Path) -> None:
+    """Make the output folder ``path`` (with its parents) or raise ``OSError`` naming it: before
+    the work whose files go there, not after it."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path}: is a file; give a folder for the output")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise _cannot_write(path, error) from None
+
+
 def _cannot_write(path: Path, error: OSError) -> OSError:
     """``error`` (its class kept) as one line that names the file the user gave, and the file
     in its way where a folder should be."""

@@ -178,6 +178,8 @@ def test_store_experiment_gives_model_and_setting(
         ),
         ("store", [], "is a store: choose the model with --experiment"),
         ("missing", [], "missing.pt: no such checkpoint or store"),
+        ("folder", [], ": is a directory; give a checkpoint file or a store"),
+        ("checkpoint", ["--out", "{checkpoint}"], ": is a file; give a folder for the output"),
         ("store", ["--experiment", "zz"], "no experiment with a hash starting 'zz'"),
         (
             "checkpoint",
@@ -199,12 +201,19 @@ def test_bad_input_is_a_one_line_error(
     message: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    sources = {"checkpoint": checkpoint, "store": store, "missing": store.with_name("missing.pt")}
+    sources = {
+        "checkpoint": checkpoint,
+        "store": store,
+        "missing": store.with_name("missing.pt"),
+        "folder": store.parent,
+    }
+    arguments = [a.format(checkpoint=checkpoint) for a in arguments]
     assert main(["sqnr", str(sources[which]), *arguments]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.startswith("walking-noise: error: ")
     assert message in err
     assert err.count("\n") == 1
+    assert out == ""  # checked before any table is printed
 
 
 def test_a_map_placement_carries_its_own_sigmas(

@@ -151,6 +151,10 @@ def test_binarization_errors_are_one_line(store: Path, capsys: pytest.CaptureFix
     assert "zero cluster" in _error(capsys)
     assert main(["binarization", str(store), "--site", "40", "--where", "sigma=1e8"]) == 2
     assert "--site 40 does not exist" in _error(capsys)
+    assert main(["binarization", str(store), "--site", "3", "--thresholds", "-1"]) == 2
+    assert "--thresholds: -1.0 is no magnitude" in _error(capsys)
+    assert main(["binarization", str(store), "--site", "3", "--out", str(store)]) == 2
+    assert "is a file; give a folder for the output" in _error(capsys)
 
 
 def test_binarization_of_a_store_without_finished_experiments_names_it(

@@ -37,3 +37,17 @@ def test_a_module_name_from_the_current_directory_imports(
     monkeypatch.setattr(sys, "path", list(sys.path))
     assert import_user_modules(["walkingnoise_test_usermodule"]) == ["walkingnoise_test_usermodule"]
     assert os.environ[IMPORTS_VARIABLE] == "walkingnoise_test_usermodule"
+
+
+def test_a_module_that_exits_while_imported_is_an_import_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script run as a module (``sys.exit(main())`` at the bottom) would end the command
+    with its own status and no message."""
+    (tmp_path / "walkingnoise_test_exits.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.delitem(sys.modules, "walkingnoise_test_exits", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(IMPORTS_VARIABLE, "")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    with pytest.raises(ImportError, match=r"^--import walkingnoise_test_exits: the module called "):
+        import_user_modules(["walkingnoise_test_exits"])

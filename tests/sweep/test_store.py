@@ -286,6 +286,13 @@ def test_opening_a_missing_store_without_create(tmp_path: Path) -> None:
         load_results(path)
 
 
+@pytest.mark.parametrize("options", [{}, {"create": False}, {"read_only": True}])
+def test_a_directory_given_as_the_store_says_so(tmp_path: Path, options: dict) -> None:
+    """``run`` said "unable to open database file", the readers "no such store"."""
+    with pytest.raises(StoreError, match=r"is a directory; give the store's file \(\.sqlite\)"):
+        Store(tmp_path, **options)
+
+
 def test_a_store_that_cannot_be_created_names_the_file(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -10,9 +10,11 @@ Each reads a finished study's store and calls the library: the weight comparison
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
+from walkingnoise._files import check_folder
 from walkingnoise.cli._common import WHERE_HELP, parse_sigma, write_csv
 
 
@@ -194,6 +196,9 @@ def _cmd_binarization(args: argparse.Namespace) -> None:
 
     if args.repeats is not None and args.repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    for threshold in args.thresholds or []:
+        if not 0 < threshold < math.inf:
+            raise ValueError(f"--thresholds: {threshold} is no magnitude (give numbers > 0)")
     with Store(args.store, read_only=True) as db:
         results = load_results(db)
         try:
@@ -206,6 +211,8 @@ def _cmd_binarization(args: argparse.Namespace) -> None:
     placement = experiment.placement_spec()
     site = args.site
     if site is None:
+        if experiment.noise_model() is None:
+            raise ValueError("--site is needed: the experiment has no activation noise")
         if not isinstance(placement, WalkingPlacement):
             raise ValueError(f"--site is needed: the experiment's placement is {placement}")
         site = placement.site
@@ -218,6 +225,8 @@ def _cmd_binarization(args: argparse.Namespace) -> None:
         if experiment.noise_model() is None:
             raise ValueError("--sigma: the experiment has no noise")
         model.set_noise(experiment.noise_model(), placement, sigma)
+    out = args.out or study_dir(args.store, "binarization")
+    check_folder(out)  # before the study, and before anything is printed
     dataset = load_dataset(experiment.dataset, root=args.data_root)
     key = experiment.content_hash()
     print(f"experiment {key[:12]}: {_describe(experiment)}")
@@ -234,7 +243,6 @@ def _cmd_binarization(args: argparse.Namespace) -> None:
         seed=experiment.evaluation_seed(),
         batch_size=experiment.recipe.eval_batch_size,
     )
-    out = args.out or study_dir(args.store, "binarization")
     name = f"{key[:12]}-site{site}" + ("" if args.sigma is None else f"-sigma{_sigma_text(sigma)}")
     title = f"{_describe(experiment)} · site {site} {site_name} · {noise}"
     activation_histogram_figure(

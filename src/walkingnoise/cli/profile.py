@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from walkingnoise._files import check_folder
 from walkingnoise.cli._common import parse_sigma
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ def load_source(source: Path, experiment: str | None) -> tuple[Experiment, Noisy
     """
     from walkingnoise.training.checkpoint import load_checkpoint, read_checkpoint
 
+    if source.is_dir():
+        raise ValueError(f"{source}: is a directory; give a checkpoint file or a store")
     if not source.is_file():
         raise ValueError(f"{source}: no such checkpoint or store")
     with source.open("rb") as handle:
@@ -147,6 +150,8 @@ def _cmd_sqnr(args: argparse.Namespace) -> None:
         raise ValueError(f"--repeats must be ≥ 1, got {args.repeats}")
     if args.samples is not None and args.samples < 1:
         raise ValueError(f"--samples must be ≥ 1, got {args.samples}")
+    if args.out is not None:
+        check_folder(args.out)  # before the profiles, not after the table
     experiment, model = load_source(args.source, args.experiment)
     settings = [_setting(args, experiment, sigma) for sigma in args.sigma or [None]]
     first = settings[0]

@@ -34,6 +34,10 @@ def import_user_modules(modules: Sequence[str] = ()) -> list[str]:
     for name in names:
         try:
             importlib.import_module(name)
+        except SystemExit as stop:  # a script's sys.exit() at import: not the command's exit
+            raise ImportError(
+                f"--import {name}: the module called sys.exit({stop.code!r}) while imported"
+            ) from None
         except Exception as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             if name.endswith(".py") or "/" in name or os.sep in name:

@@ -239,6 +239,8 @@ class Store:
         ``report`` need, and all a read-only file or folder allows.
         """
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory; give the store's file (.sqlite)")
         if (read_only or not create) and not self.path.is_file():
             raise StoreError(f"{self.path}: no such store")
         self.read_only = read_only
