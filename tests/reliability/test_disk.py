@@ -245,6 +245,11 @@ def test_a_read_only_store_is_read_but_never_written(
         assert out.startswith(f"walking-noise: error: {store}: cannot "), out
         assert "readonly database" in out, out
 
+    code, out = _unprivileged(tmp_path, folder, "report", str(store))  # beside the store
+    assert code == 2, out
+    report = store.with_name(f"{store.stem}-report")
+    assert out == f"walking-noise: error: {report}: cannot be written (Permission denied)\n"
+
     new = folder / "new.sqlite"
     code, out = _unprivileged(tmp_path, folder, "run", str(sweep), "--store", str(new))
     assert code == 2, out

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from walkingnoise import __version__
+from walkingnoise._files import check_folder
 from walkingnoise.analysis.curves import (
     accuracy_curves,
     curve_group_columns,
@@ -255,7 +256,7 @@ def write_report(
         results = results[results["hash"].isin(set(experiments))].reset_index(drop=True)
         counts = {status: int((results["status"] == status).sum()) for status in counts}
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_folder(out)  # one line naming it where it cannot be made or written
     names: SiteNames | None
     if callable(site_names):
         names = site_names
