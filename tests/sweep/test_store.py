@@ -402,16 +402,7 @@ def _stored_pair(folder: Path) -> tuple[Path, str, str]:
     key = experiment.content_hash()
     with Store(path) as store:
         store.add([(experiment, "")])
-        store.claim([key])
-        store.finish(
-            key,
-            metrics={},
-            history=[],
-            weights={},
-            timings={},
-            diverged=False,
-            checkpoint=store.write_checkpoint(key, b"noisy"),
-        )
+        _finish(store, key, checkpoint=store.write_checkpoint(key, b"noisy"))
         store.save_training(
             training, b"clean", history=[], weights={}, metrics={}, timings={}, diverged=False
         )
@@ -458,7 +449,7 @@ def test_a_damaged_row_is_a_store_error_naming_the_experiment(tmp_path: Path) ->
 # -- where experiments computed, and stores made before that was recorded ---------------------
 
 
-def _finish(store: Store, key: str, **where: str | None) -> None:
+def _finish(store: Store, key: str, checkpoint: Path | None = None, **where: str | None) -> None:
     store.claim([key])
     store.finish(
         key,
@@ -467,7 +458,7 @@ def _finish(store: Store, key: str, **where: str | None) -> None:
         weights={},
         timings={},
         diverged=False,
-        checkpoint=None,
+        checkpoint=checkpoint,
         **where,
     )
 
