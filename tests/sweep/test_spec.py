@@ -495,6 +495,14 @@ def test_a_sweep_file_that_is_no_regular_file_or_too_large_is_refused(tmp_path: 
         load_sweep(tmp_path)
 
 
+@pytest.mark.parametrize("value", ["[1, 2]", "''", "true", "", "{a: 1}"])
+def test_a_sweep_name_must_be_text(value: str) -> None:
+    """It names the sweep in the store and the report: a list or nothing is a slip."""
+    with pytest.raises(SweepError, match=r"^s\.yaml: name: must be text, got "):
+        parse_sweep(f"name: {value}\nfixed: {{noise: none}}\n", "s.yaml")
+    assert parse_sweep("name: 7\nfixed: {noise: none}\n", "s.yaml").name == "7"
+
+
 def test_the_top_level_must_be_a_mapping() -> None:
     with pytest.raises(SweepError, match=r"^<sweep>: a block must be a mapping"):
         parse_sweep("- 1\n- 2\n")

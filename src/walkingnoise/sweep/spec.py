@@ -464,6 +464,8 @@ def parse_sweep(text: str | bytes, source: str = "<sweep>") -> SweepSpec:
         raise SweepError(f"{source}: the sweep file is empty")
     root = _parse_block(raw, "", source, top=True)
     name = raw.get("name", Path(source).stem) if isinstance(raw, Mapping) else "sweep"
+    if not isinstance(name, str | int | float) or isinstance(name, bool) or not str(name).strip():
+        raise SweepError(f"{source}: name: must be text, got {name!r}")
     return SweepSpec(name=str(name), root=root, source=source, text=text)
 
 
