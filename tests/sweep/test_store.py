@@ -446,6 +446,22 @@ def test_a_damaged_row_is_a_store_error_naming_the_experiment(tmp_path: Path) ->
         load_results(path)
 
 
+def test_two_sweep_files_of_one_name_are_both_kept_and_an_edited_one_replaced(
+    store: Store,
+) -> None:
+    store.save_sweep("study", "first: 1", "/runs/a.yaml")
+    store.save_sweep("study", "second: 2", "/runs/b.yaml")
+    store.save_sweep("other", "other: 1", "/runs/c.yaml")
+    assert store.sweeps() == {
+        "study (/runs/a.yaml)": "first: 1",
+        "study (/runs/b.yaml)": "second: 2",
+        "other": "other: 1",  # a name of one file is shown as it is
+    }
+    store.save_sweep("study", "first: 3", "/runs/a.yaml")  # the file edited and run again
+    assert store.sweeps()["study (/runs/a.yaml)"] == "first: 3"
+    assert len(store.sweeps()) == 3
+
+
 # -- where experiments computed, and stores made before that was recorded ---------------------
 
 

@@ -457,7 +457,8 @@ def _run(
     )
     summary.deferred = len(work.deferred)
     if spec.text:
-        store.save_sweep(spec.name, spec.text)
+        source = Path(spec.source)
+        store.save_sweep(spec.name, spec.text, str(source.resolve()) if source.is_file() else "")
     units = _counted(len(work.units), "unit")
     log.info("%s; %s of work", summary.describe().replace("\n", "; "), units)
     if not work.units:

@@ -100,6 +100,10 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True)
 
 
+#: Between a sweep's name and its file's path in the key a sweep file is kept under.
+_SOURCE_MARK = "\x1f"
+
+
 def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
@@ -603,15 +607,24 @@ class Store:
 
     # -- sweep files ------------------------------------------------------------------------
 
-    def save_sweep(self, name: str, text: str) -> None:
-        """Keep the text of a sweep file run on this store (the latest one per name)."""
+    def save_sweep(self, name: str, text: str, source: str = "") -> None:
+        """Keep the text of a sweep file run on this store: the latest one per name and file
+        (``source``, its path), so that two files of one name both stay."""
+        key = f"sweep:{name}" + (f"{_SOURCE_MARK}{source}" if source else "")
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"sweep:{name}", text))
+            db.execute("DELETE FROM meta WHERE key = ?", (f"sweep:{name}",))  # no file known
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, text))
 
     def sweeps(self) -> dict[str, str]:
-        """Name → YAML text of every sweep file run on this store."""
+        """Name → YAML text of every sweep file run on this store; a name that two files share
+        is told apart by each file's path: ``study (/runs/a.yaml)``."""
         rows = self._fetch("SELECT key, value FROM meta WHERE key LIKE 'sweep:%'")
-        return {key.removeprefix("sweep:"): value for key, value in rows}
+        parts = [(*key.removeprefix("sweep:").partition(_SOURCE_MARK)[::2], v) for key, v in rows]
+        names = Counter(name for name, _, _ in parts)
+        return {
+            f"{name} ({source})" if names[name] > 1 and source else name: text
+            for name, source, text in parts
+        }
 
     # -- what results rest on: networks and teacher files ------------------------------------
 
