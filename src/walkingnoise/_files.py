@@ -33,15 +33,20 @@ def write_atomic(path: Path, data: bytes) -> None:
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
+def is_database(path: Path) -> bool:
+    """Whether ``path`` is a SQLite database file, by its first bytes (False where it is missing
+    or unreadable)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
+
+
 def refuse_database(path: Path) -> None:
     """Raise ``FileExistsError`` if ``path`` is a SQLite database (a store): an output file
     given there by a slip (``fit STORE --csv STORE``) would replace every stored result."""
-    try:
-        with path.open("rb") as handle:
-            start = handle.read(len(SQLITE_HEADER))
-    except OSError:
-        return  # missing or unreadable: whatever writes it says why
-    if start == SQLITE_HEADER:
+    if is_database(path):
         raise FileExistsError(
             f"{path}: is a SQLite database (a store?); not overwriting it with this output"
         )

@@ -26,5 +26,5 @@ def within_float32(value: Any) -> Any:
     """``value`` if a float32 holds it (None passes): a pydantic field validator for settings
     used in float32 tensors (pydantic names the field in its error)."""
     if value is not None and abs(value) > FLOAT32_MAX:
-        raise ValueError(f"{value:g} is beyond float32 (at most 3.4e+38)")
+        raise ValueError(f"{value:g} is beyond float32 (at most {FLOAT32_MAX:.2g})")
     return value

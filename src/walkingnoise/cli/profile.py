@@ -6,15 +6,12 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from walkingnoise._files import check_folder
+from walkingnoise._files import check_folder, is_database
 from walkingnoise.cli._common import parse_sigma
 
 if TYPE_CHECKING:
     from walkingnoise.experiment import Experiment
     from walkingnoise.noise.instrument import NoisyModel
-
-#: The first bytes of every SQLite database file.
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -82,9 +79,7 @@ def load_source(source: Path, experiment: str | None) -> tuple[Experiment, Noisy
         raise ValueError(f"{source}: is a directory; give a checkpoint file or a store")
     if not source.is_file():
         raise ValueError(f"{source}: no such checkpoint or store")
-    with source.open("rb") as handle:
-        is_store = handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    if not is_store:
+    if not is_database(source):
         if experiment is not None:
             raise ValueError(f"{source}: --experiment needs a store, this is not one")
         return load_checkpoint(source)

@@ -619,11 +619,14 @@ class Store:
         """Name → YAML text of every sweep file run on this store; a name that two files share
         is told apart by each file's path: ``study (/runs/a.yaml)``."""
         rows = self._fetch("SELECT key, value FROM meta WHERE key LIKE 'sweep:%'")
-        parts = [(*key.removeprefix("sweep:").partition(_SOURCE_MARK)[::2], v) for key, v in rows]
-        names = Counter(name for name, _, _ in parts)
+        kept = []  # (name, file, text)
+        for key, text in rows:
+            name, _, source = key.removeprefix("sweep:").partition(_SOURCE_MARK)
+            kept.append((name, source, text))
+        files = Counter(name for name, _, _ in kept)
         return {
-            f"{name} ({source})" if names[name] > 1 and source else name: text
-            for name, source, text in parts
+            f"{name} ({source})" if files[name] > 1 and source else name: text
+            for name, source, text in kept
         }
 
     # -- what results rest on: networks and teacher files ------------------------------------
