@@ -65,7 +65,9 @@ def test_archive_gives_the_same_data_as_the_folder(cifar_root: Path, tmp_path: P
     assert from_tar.metadata["source"].endswith("cifar-10-python.tar.gz")
 
 
-def test_an_archive_with_any_flipped_bit_is_refused(cifar_root: Path, tmp_path: Path) -> None:
+def test_an_archive_with_any_flipped_bit_or_cut_short_is_named_corrupt(
+    cifar_root: Path, tmp_path: Path
+) -> None:
     """tarfile's stream reader does not check gzip's CRC-32: a bit flipped inside the data
     could read as a changed pixel. Every flip, wherever it is, must be an error."""
     good = _archive(cifar_root / "cifar-10-batches-py", tmp_path / "good.tar.gz").read_bytes()
@@ -74,7 +76,11 @@ def test_an_archive_with_any_flipped_bit_is_refused(cifar_root: Path, tmp_path: 
         data = bytearray(good)
         data[position] ^= 0x01
         damaged.write_bytes(bytes(data))
-        with pytest.raises(DatasetFormatError, match=r"cifar-10-python\.tar\.gz"):
+        with pytest.raises(DatasetFormatError, match=r"cifar-10-python\.tar\.gz: corrupt archive"):
+            read_cifar10_batches(damaged)
+    for end in (len(good) // 3, len(good) - 100):  # cut short inside a batch, or at its end
+        damaged.write_bytes(good[:end])
+        with pytest.raises(DatasetFormatError, match=r"cifar-10-python\.tar\.gz: corrupt archive"):
             read_cifar10_batches(damaged)
 
 

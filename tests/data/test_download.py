@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -10,8 +11,10 @@ import shutil
 import socket
 import tarfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from walkingnoise.data import (
@@ -26,7 +29,7 @@ from walkingnoise.data import (
 )
 from walkingnoise.data.download import OFFICIAL_FILES, extract_archive, fetch, verify_file
 
-from .helpers import T10K_IMAGES, T10K_LABELS, write_cifar_dir
+from .helpers import T10K_IMAGES, T10K_LABELS, encode_idx, write_cifar_dir
 from .http_server import FileServer, RunningServer
 
 PAYLOAD = bytes(range(256)) * 40  # 10 240 bytes
@@ -140,7 +143,10 @@ def test_interruption_never_leaves_a_complete_looking_file(
     server.cuts["/blob.bin"] = (3, 1000)  # every attempt of this call is cut
     with pytest.raises(DownloadError) as err:
         fetch("demo", tmp_path, [remote], retries=2)
-    assert "blob.bin" in _one_line(err)
+    assert (
+        "connection closed after 3,000 of 10,240 bytes (3,000 kept in blob.bin.part"
+        in _one_line(err)
+    )
     assert not (tmp_path / "blob.bin").exists()
     part = tmp_path / "blob.bin.part"
     assert part.stat().st_size == 3000  # three cut attempts, each resumed
@@ -236,6 +242,22 @@ def test_archive_is_extracted_into_place(server: FileServer, tmp_path: Path) -> 
     assert sorted(p.name for p in (tmp_path / "Data").iterdir()) == ["pack"]  # no scratch left
     server.requests.clear()
     assert fetch("demo", tmp_path, [remote]) == []  # extracted content counts as present
+
+
+def test_a_killed_extractions_scratch_folder_is_named(
+    server: FileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SIGKILL leaves no chance to clean up: the next extraction names what was left."""
+    leftover = tmp_path / "Data" / ".pack.extract-abc123"
+    leftover.mkdir(parents=True)
+    (leftover / "half.bin").write_bytes(b"x" * 3_000_000)
+    remote = _remote(server, "pack.tar.gz", _tar({"top/x.txt": b"X"}), extract_to="Data/pack",
+                     archive_dir="top")  # fmt: skip
+    with caplog.at_level("WARNING", logger="walkingnoise.data.download"):
+        fetch("demo", tmp_path, [remote])
+    assert f"{leftover}: left by an extraction that was killed" in caplog.text
+    assert "delete it to free 3 MB" in caplog.text
+    assert (tmp_path / "Data" / "pack" / "x.txt").read_bytes() == b"X"
 
 
 def test_a_partly_extracted_folder_is_moved_aside_and_extracted_again(
@@ -349,6 +371,30 @@ def test_mnist_t10k_download_of_the_real_bytes(
     dataset = load_dataset("mnist-t10k", tmp_path, download=files)
     assert len(dataset.test) == 2000
     assert (tmp_path / "MNIST" / "raw" / f"{T10K_IMAGES}.gz").is_file()
+
+
+def test_fashion_download_is_not_satisfied_by_mnist_files_loose_in_the_root(
+    server: FileServer, mnist_t10k_dir: Path, tmp_path: Path
+) -> None:
+    """MNIST's t10k files loose in the root share FashionMNIST's names: the download still
+    fetches FashionMNIST's four files into its own folder, and those are what loads."""
+    for stem in (T10K_IMAGES, T10K_LABELS):
+        shutil.copy(mnist_t10k_dir / f"{stem}.gz", tmp_path / f"{stem}.gz")
+    files = []
+    for official in official_files("fashion_mnist"):
+        images = "images" in official.name
+        count = 12 if official.name.startswith("train") else 5
+        array = np.full((count, 28, 28), 200, np.uint8) if images else np.full(count, 3, np.uint8)
+        data = gzip.compress(encode_idx(array))
+        server.files[f"/{official.name}"] = data
+        files.append(replace(official, urls=(server.url(f"/{official.name}"),),
+                             digests=(_sha256(data),)))  # fmt: skip
+    status = download_dataset("fashion_mnist", tmp_path, files=files)
+    assert {path.parent for path in status.files} == {tmp_path / "FashionMNIST" / "raw"}
+    assert len(server.requests) == 4
+    dataset = load_dataset("fashion_mnist", tmp_path, normalize=False)
+    assert len(dataset.test) == 5
+    assert dataset.test.y.unique().tolist() == [3]
 
 
 def test_download_dataset_with_a_mirror_keeps_official_checksums(

@@ -138,14 +138,15 @@ def test_another_datasets_published_file_is_refused(
     assert len(load_dataset("mnist", tmp_path).test) == 6  # MNIST's own: fine
 
 
-def test_parts_may_come_from_different_folders(tmp_path: Path) -> None:
-    """Train loose in the root, t10k fetched into the own folder (as a download puts it)."""
+def test_a_dataset_is_never_put_together_from_two_folders(tmp_path: Path) -> None:
+    """Train files loose in the root (here MNIST's) and t10k files in FashionMNIST's own folder
+    are two datasets: the files must all be in one folder, and the error says so."""
     _write_pair(tmp_path, 0, labels=1)
     for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (tmp_path / name).unlink()
-    _write_pair(tmp_path / "FashionMNIST" / "raw", 255, labels=7)
+    _write_pair(_raw(tmp_path), 255, labels=7)
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
-        (tmp_path / "FashionMNIST" / "raw" / name).unlink()
-    dataset = load_dataset("fashion_mnist", tmp_path, normalize=False)
-    assert dataset.test.y.unique().tolist() == [7]
-    assert dataset.train.y.unique().tolist() == [1]
+        (_raw(tmp_path) / name).unlink()
+    with pytest.raises(DatasetNotFoundError, match="missing train-images-idx3-ubyte") as err:
+        load_dataset("fashion_mnist", tmp_path)
+    assert f"together in {_raw(tmp_path)}/" in str(err.value)

@@ -159,6 +159,19 @@ def test_bad_magic_in_gzip_file_names_the_gz_file(t10k_raw_dir: Path, tmp_path: 
     assert "bad magic number 0x00000503" in _assert_one_line_naming(err, path)
 
 
+def test_wrong_number_of_dimensions_is_told_by_the_magic_number(
+    t10k_raw_dir: Path, tmp_path: Path
+) -> None:
+    """A loader that knows a file holds images (3 dimensions) says so, not 'trailing bytes'."""
+    path = tmp_path / T10K_IMAGES
+    path.write_bytes(bytes([0, 0, 8, 7]) + (t10k_raw_dir / T10K_IMAGES).read_bytes()[4:])
+    with pytest.raises(IdxFormatError) as err:
+        read_idx(path, dimensions=3)
+    message = _assert_one_line_naming(err, path)
+    assert "bad magic number 0x00000807: it says 7 dimensions, expected 3 (0x0803" in message
+    assert read_idx(t10k_raw_dir / T10K_LABELS, dimensions=1).shape == (10_000,)
+
+
 def test_truncated_payload(t10k_raw_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / T10K_IMAGES
     path.write_bytes((t10k_raw_dir / T10K_IMAGES).read_bytes()[:-1234])

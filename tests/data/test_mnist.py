@@ -82,8 +82,9 @@ def test_t10k_rejects_sizes_beyond_a_smaller_file(
     images, labels = t10k_arrays
     write_idx(tmp_path / T10K_IMAGES, images[:500])
     write_idx(tmp_path / T10K_LABELS, labels[:500])
-    with pytest.raises(ValueError, match="exceeds the 500 images"):
+    with pytest.raises(ValueError, match="holds 500 images, fewer than") as err:
         load_dataset("mnist-t10k", tmp_path, n_train=400, n_test=200)
+    assert _assert_one_line(err).startswith(f"{tmp_path / T10K_IMAGES}: ")
     assert len(load_dataset("mnist-t10k", tmp_path, n_train=400, n_test=100).test) == 100
 
 
@@ -150,6 +151,19 @@ def test_missing_everything_lists_all_files_and_dirs(tmp_path: Path) -> None:
     assert str(tmp_path) in message
     assert str(tmp_path / "MNIST" / "raw") in message
     assert "MNIST/raw/" in message
+    assert message.endswith("or fetch them: walking-noise data download mnist --root ROOT")
+
+
+def test_a_folder_or_dead_link_where_a_file_belongs_is_named(
+    mnist_t10k_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / f"{T10K_IMAGES}.gz").mkdir()
+    (tmp_path / T10K_LABELS).symlink_to(tmp_path / "gone")
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("mnist-t10k", tmp_path)
+    message = _assert_one_line(err)
+    assert f"{tmp_path / T10K_IMAGES}.gz is a folder, " in message
+    assert f"{tmp_path / T10K_LABELS} is a link to nothing; place" in message
 
 
 def test_missing_only_labels_lists_exactly_that_file(mnist_t10k_dir: Path, tmp_path: Path) -> None:

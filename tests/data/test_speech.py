@@ -160,6 +160,17 @@ def test_corrupt_wav_is_named(speech_root: Path, speech_dir: Path) -> None:
     assert "\n" not in str(err.value)
 
 
+def test_a_wav_cut_short_is_named(speech_root: Path, speech_dir: Path) -> None:
+    """libsndfile reads a recording whose data chunk lacks bytes as a shorter one; the
+    loader would pad it to a second of silence, so the header's length is checked."""
+    bad = speech_dir / "yes" / sorted(os.listdir(speech_dir / "yes"))[0]
+    whole = bad.read_bytes()
+    bad.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DatasetFormatError, match="cut short: its data chunk declares") as err:
+        _load(speech_root, cache=False)
+    assert str(err.value).startswith(f"{bad}: ")
+
+
 @pytest.mark.parametrize(("rate", "channels", "match"), [(8000, 1, "8000 Hz"), (16000, 2, "2 ch")])
 def test_wrong_rate_or_channels_is_named(
     speech_root: Path, speech_dir: Path, rate: int, channels: int, match: str

@@ -190,6 +190,17 @@ def _class_names(meta: dict[str, Any], label: str) -> tuple[str, ...]:
     return tuple(n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names)
 
 
+def _check_compression(archive: Path) -> None:
+    """Raise ``DatasetFormatError`` (corrupt archive) if ``archive``'s gzip stream is damaged
+    (cut short, or a flipped bit its CRC-32 catches)."""
+    try:
+        with gzip.open(archive) as unpacked:
+            while unpacked.read(1 << 20):
+                pass
+    except (EOFError, zlib.error, OSError) as error:
+        raise DatasetFormatError(f"{archive}: corrupt archive: {one_line(error)}") from error
+
+
 def read_cifar10_batches(
     source: str | Path,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
@@ -204,11 +215,16 @@ def read_cifar10_batches(
     source = Path(source)
     batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     class_names: tuple[str, ...] = ()
-    for name, label, content in _iter_batches(source):
-        if name == CIFAR10_META:
-            class_names = _class_names(content, label)
-        else:
-            batches[name] = _check_batch(content, label)
+    try:
+        for name, label, content in _iter_batches(source):
+            if name == CIFAR10_META:
+                class_names = _class_names(content, label)
+            else:
+                batches[name] = _check_batch(content, label)
+    except DatasetFormatError:
+        if source.is_file():
+            _check_compression(source)  # a damaged archive is named as such, not its batch
+        raise
     logger.debug("read %d CIFAR-10 batches from %s", len(batches), source)
     return batches, class_names
 

@@ -40,7 +40,7 @@ from walkingnoise.data.registry import (
     dataset_names,
     dataset_status,
 )
-from walkingnoise.data.status import DatasetStatus
+from walkingnoise.data.status import DatasetStatus, disk_usage
 
 __all__ = [
     "OFFICIAL_FILES",
@@ -56,7 +56,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16  # small enough for a smooth bar and for little lost when a read times out
 _USER_AGENT = f"walkingnoise/{__version__} (+dataset download; Python urllib)"
 _DIGEST = re.compile(r"^(md5|sha1|sha256|sha512):([0-9a-f]+)$")
 
@@ -167,7 +167,7 @@ def _idx_files(
             digests=(f"md5:{md5}", f"sha256:{sha256}"),
             size=size,
             subdir=f"{folder}/raw",
-            present_if=(stem, f"{stem}.gz", f"{folder}/raw/{stem}"),
+            present_if=(f"{folder}/raw/{stem}",),
         )
         for stem, md5, sha256, size in table
     )
@@ -438,12 +438,19 @@ def _transfer(
                 leave=False,
             ) as bar,
         ):
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
+            try:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            except http.client.IncompleteRead as short:  # the body ended early: said below
+                out.write(short.partial)
+                received += len(short.partial)
         if remaining is not None and received < remaining:
-            raise http.client.IncompleteRead(b"", remaining - received)
+            raise ConnectionError(
+                f"connection closed after {offset + received:,} of {total:,} bytes "
+                f"({offset + received:,} kept in {part.name} for a later resume)"
+            )
 
 
 def _download_one(
@@ -555,6 +562,13 @@ def _extract_into_place(archive: Path, remote: RemoteFile, root: Path) -> Path:
     assert remote.extract_to is not None
     final = _under(root, remote.extract_to)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in sorted(final.parent.glob(f".{final.name}.extract-*")):
+        logger.warning(
+            "%s: left by an extraction that was killed (or one running beside this); delete it "
+            "to free %s MB",
+            leftover,
+            f"{disk_usage(leftover) / 1e6:,.0f}",
+        )
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.extract-", dir=final.parent))
     try:
         logger.info("extracting %s to %s", archive, final)
@@ -645,6 +659,9 @@ def locate_or_download(
         files = official_files(dataset) if download is True else tuple(download)
         fetch(dataset, root, files, progress=progress)
         status = locate(root)
+    elif not status.present and OFFICIAL_FILES.get(dataset):
+        fetch_them = f"or fetch them: walking-noise data download {dataset} --root ROOT"
+        status = replace(status, hint=f"{status.hint}; {fetch_them}" if status.hint else fetch_them)
     status.require()
     return status
 

@@ -43,8 +43,10 @@ class IdxFormatError(DatasetFormatError):
     """
 
 
-def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Decode uncompressed IDX ``data`` into a native-endian array; ``source`` names it in errors.
+def parse_idx(data: bytes, source: str = "<bytes>", dimensions: int | None = None) -> np.ndarray:
+    """Decode uncompressed IDX ``data`` into a native-endian array; ``source`` names it in errors
+    and ``dimensions``, when given, the number of dimensions it should have: a file whose
+    length does not fit its header is then told to have a bad magic number if that is why.
 
     Raises:
         IdxFormatError: bad magic number, short header, or a payload that is not exactly the
@@ -69,6 +71,11 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     dtype = IDX_DTYPES[type_code]
     expected = math.prod(shape) * dtype.itemsize
     found = len(data) - header_len
+    if found != expected and dimensions is not None and ndim != dimensions:
+        raise IdxFormatError(
+            f"{source}: bad magic number 0x{magic:08X}: it says {ndim} dimensions, expected "
+            f"{dimensions} (0x{type_code:02X}{dimensions:02X} in its last two bytes)"
+        )
     if found < expected:
         raise IdxFormatError(
             f"{source}: truncated: expected {expected} bytes of data for shape {shape} "
@@ -84,8 +91,9 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     return array.reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file, raw or gzip-compressed, into a native-endian numpy array.
+def read_idx(path: str | Path, dimensions: int | None = None) -> np.ndarray:
+    """Read an IDX file, raw or gzip-compressed, into a native-endian numpy array;
+    ``dimensions``, when given, is how many it should have (see :func:`parse_idx`).
 
     Example:
         >>> import numpy as np, tempfile, pathlib
@@ -105,4 +113,4 @@ def read_idx(path: str | Path) -> np.ndarray:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
             raise IdxFormatError(f"{path}: corrupt gzip stream: {one_line(exc)}") from exc
-    return parse_idx(data, source=str(path))
+    return parse_idx(data, source=str(path), dimensions=dimensions)

@@ -63,22 +63,21 @@ class IdxPairLayout:
         return [base / self.folder / "raw", base]
 
     def status(self, dataset: str, root: str | Path | None, parts: Sequence[str]) -> DatasetStatus:
-        """Which files of ``parts`` are on disk (raw preferred over ``.gz``). A part's images
-        and labels come from one directory, the first of :meth:`search_dirs` that holds both,
-        so they never come from two datasets; else what the fullest directory lacks."""
+        """Which files of ``parts`` are on disk (raw preferred over ``.gz``). All of them come
+        from one directory, the first of :meth:`search_dirs` that holds them all, so a dataset
+        is never put together from two (MNIST's test files loose in the root beside
+        FashionMNIST's training files in its own folder); else what the fullest one lacks."""
         dirs = self.search_dirs(root)
-        found: dict[str, Path | None] = {}
-        for part in parts:
-            pairs = [{f"{n}[.gz]": _find_file([d], n) for n in self.files[part]} for d in dirs]
-            complete = [pair for pair in pairs if all(pair.values())]
-            found |= (
-                complete[0] if complete else max(pairs, key=lambda p: sum(map(bool, p.values())))
-            )
+        names = [name for part in parts for name in self.files[part]]
+        found_in = [{f"{name}[.gz]": _find_file([d], name) for name in names} for d in dirs]
+        complete = [found for found in found_in if all(found.values())]
+        found = complete[0] if complete else max(found_in, key=lambda f: sum(map(bool, f.values())))
         hint = (
-            f"place the published IDX files (raw or .gz) in {dirs[0]}/ (ROOT/{self.folder}/raw/, "
-            f"torchvision's layout) or directly in {dirs[-1]}/"
+            f"place the published IDX files (raw or .gz) together in {dirs[0]}/ "
+            f"(ROOT/{self.folder}/raw/, torchvision's layout) or directly in {dirs[-1]}/"
         )
-        return DatasetStatus.of(dataset, found, dirs, hint=hint)
+        odd = _not_files(dirs, names)
+        return DatasetStatus.of(dataset, found, dirs, hint=f"{odd}; {hint}" if odd else hint)
 
     def read_parts(
         self,
@@ -103,7 +102,7 @@ class IdxPairLayout:
         for part in parts:
             images_name, labels_name = self.files[part]
             images_path, labels_path = paths[f"{images_name}[.gz]"], paths[f"{labels_name}[.gz]"]
-            images, labels = read_idx(images_path), read_idx(labels_path)
+            images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
             self.check_pair(images, labels, images_path, labels_path)
             logger.debug("read %d %s images from %s", len(labels), dataset, images_path)
             arrays[part] = (images, labels)
@@ -159,6 +158,20 @@ def _refuse_another_datasets_file(dataset: str, path: Path) -> None:
                     f"{path}: this is {other}'s published file, not {dataset}'s; keep each "
                     "dataset in its own folder (ROOT/MNIST/raw/, ROOT/FashionMNIST/raw/)"
                 )
+
+
+def _not_files(dirs: Sequence[Path], names: Sequence[str]) -> str:
+    """What stands where a file of ``names`` belongs but is no file (a folder, a link to
+    nothing), in words, or ""."""
+    odd = []
+    for directory in dirs:
+        for name in names:
+            for candidate in (directory / name, directory / f"{name}.gz"):
+                if candidate.is_dir():
+                    odd.append(f"{candidate} is a folder")
+                elif candidate.is_symlink() and not candidate.exists():
+                    odd.append(f"{candidate} is a link to nothing")
+    return ", ".join(odd)
 
 
 def _find_file(dirs: Sequence[Path], name: str) -> Path | None:

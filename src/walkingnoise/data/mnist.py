@@ -44,7 +44,7 @@ _METADATA = {"paper_augmentation": "none"}
 
 
 def mnist_search_dirs(root: str | Path | None) -> list[Path]:
-    """Directories searched for MNIST files: ``root``, then torchvision's ``root/MNIST/raw``."""
+    """Directories searched for MNIST files: torchvision's ``root/MNIST/raw``, then ``root``."""
     return MNIST_LAYOUT.search_dirs(root)
 
 
@@ -112,9 +112,10 @@ def load_mnist_t10k(
         )
     images, labels = MNIST_LAYOUT.read_parts("mnist-t10k", root, ["t10k"], download)["t10k"]
     if n_train + n_test > len(labels):
+        images_path = MNIST_LAYOUT.status("mnist-t10k", root, ["t10k"]).files[0]
         raise ValueError(
-            f"mnist-t10k: n_train + n_test = {n_train + n_test} exceeds the {len(labels)} "
-            "images in the t10k files"
+            f"{images_path}: holds {len(labels)} images, fewer than mnist-t10k's n_train + "
+            f"n_test = {n_train + n_test}"
         )
     x, y = idx_pair_tensors(images, labels, normalize)
     train, validation = split_train_validation(x[:n_train], y[:n_train], val_fraction)
