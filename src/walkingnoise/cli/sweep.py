@@ -69,6 +69,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "purpose: keep the new one, and let its results join the old ones",
     )
     run.add_argument(
+        "--accept-data-change",
+        action="store_true",
+        help="a dataset's data differs from the data the store's experiments of it ran on, on "
+        "purpose: keep the new fingerprint, and let its results join the old ones",
+    )
+    run.add_argument(
         "--accept-teacher-change",
         action="store_true",
         help="a distillation's teacher file differs from the one the store's students of it "
@@ -151,6 +157,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "max_experiments": None if args.yes else limit,
         "accept_network_change": args.accept_network_change,
         "accept_teacher_change": args.accept_teacher_change,
+        "accept_data_change": args.accept_data_change,
     }
     if args.dry_run:
         if args.ray_address is not None:

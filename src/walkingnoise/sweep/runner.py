@@ -20,6 +20,7 @@ from walkingnoise.data.errors import one_line
 from walkingnoise.experiment import Experiment
 from walkingnoise.sweep.adaptive import propose_sigmas
 from walkingnoise.sweep.architecture import check_networks
+from walkingnoise.sweep.data_fingerprints import check_datasets
 from walkingnoise.sweep.executors import Executor, InProcessExecutor, ProcessExecutor, TaskError
 from walkingnoise.sweep.planner import Plan, WorkUnit, plan
 from walkingnoise.sweep.sites import SiteCounter
@@ -193,6 +194,7 @@ def run_sweep(
     dry_run: bool = False,
     progress: bool | None = None,
     accept_network_change: bool = False,
+    accept_data_change: bool = False,
     accept_teacher_change: bool = False,
 ) -> SweepSummary:
     """Run every experiment of ``spec`` that ``store`` does not have yet.
@@ -202,11 +204,12 @@ def run_sweep(
     Experiments another process is running are left to it. On an exception (Ctrl-C included)
     the experiments this run claimed but did not finish go back to pending, so running again
     resumes. A model whose network is not the one the store's experiments of it ran (a user's
-    model edited in between, see ``sweep.architecture``), or a teacher checkpoint file that is
-    not the one its students ran with (``sweep.teacher_files``), stops the run before it writes
-    anything, unless ``accept_network_change`` (``accept_teacher_change``): then the store
-    keeps the new one and its results join the old ones. A ``dry_run`` only counts and plans:
-    the store is read, never created or written.
+    model edited in between, see ``sweep.architecture``), a dataset whose data is not the one
+    they ran on (``sweep.data_fingerprints``), or a teacher checkpoint file that is not the one
+    its students ran with (``sweep.teacher_files``), stops the run before it writes anything,
+    unless ``accept_network_change`` (``accept_data_change``, ``accept_teacher_change``): then
+    the store keeps the new one and its results join the old ones. A ``dry_run`` only counts
+    and plans: the store is read, never created or written.
     Settings from the environment (``$WALKINGNOISE_THREADS``, ``$WALKINGNOISE_MEMORY_BUDGET``,
     ``$WALKINGNOISE_DEVICE``, ...) are checked first: a bad one stops the sweep before it
     writes anything, instead of failing every unit.
@@ -225,9 +228,15 @@ def run_sweep(
     entries, repeats = expand_counted(spec, site_count=counter, max_experiments=max_experiments)
     _check_teachers(entries, store)
     now = _Fingerprints(
-        counter.networks(), teacher_fingerprints(entry.experiment for entry in entries)
+        counter.networks(),
+        teacher_fingerprints(entry.experiment for entry in entries),
+        counter.datasets(entry.experiment.dataset for entry in entries),
     )
-    accepted = {"network": accept_network_change, "teacher": accept_teacher_change}
+    accepted = {
+        "network": accept_network_change,
+        "teacher": accept_teacher_change,
+        "data": accept_data_change,
+    }
     if dry_run:
         with _readable(store) as readable:
             now = now.settled(entries, readable)
@@ -246,11 +255,13 @@ def run_sweep(
 
 @dataclass(frozen=True)
 class _Fingerprints:
-    """What a sweep's results rest on besides their settings: its models' networks and its
-    teacher files, each checked against (and kept in) the store unless a change is accepted."""
+    """What a sweep's results rest on besides their settings: its models' networks, its
+    teacher files and its datasets' data, each checked against (and kept in) the store unless
+    a change is accepted."""
 
     networks: dict[str, list[str]]
     teachers: dict[str, list[str]]
+    datasets: dict[str, list[str]]
     #: Teacher files with a finished student in the store: only those are checked; the
     #: others' fingerprints follow the file until a student of it is done.
     taught: frozenset[str] = frozenset()
@@ -264,13 +275,14 @@ class _Fingerprints:
         }
         done = store.statuses(list(students)) if students else {}
         taught = {path for key, path in students.items() if done.get(key) == "done"}
-        return _Fingerprints(self.networks, self.teachers, frozenset(taught))
+        return _Fingerprints(self.networks, self.teachers, self.datasets, frozenset(taught))
 
     def _kinds(self) -> list[tuple[str, dict[str, list[str]], Callable[..., None]]]:
         taught = {path: f for path, f in self.teachers.items() if path in self.taught}
         return [
             ("network", self.networks, check_networks),
             ("teacher", taught, check_teacher_files),
+            ("data", self.datasets, check_datasets),
         ]
 
     def check(self, store: Store, accepted: dict[str, bool]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from walkingnoise.models import build_model, check_logits
 from walkingnoise.noise.instrument import NoisyModel, instrument
 from walkingnoise.noise.site import SiteInfo
 from walkingnoise.sweep.architecture import architecture_key, describe_network
+from walkingnoise.sweep.data_fingerprints import dataset_fingerprint
 from walkingnoise.sweep.planner import cohort_key
 from walkingnoise.training.cohort import trains_alone
 from walkingnoise.training.memory import default_device, device_setting
@@ -38,13 +40,27 @@ class SiteCounter:
         self._models: dict[tuple[str, str, bool], NoisyModel] = {}
         self._alone: dict[str, bool] = {}
         self._said: set[tuple[str, str, str]] = set()  # why cohorts train alone, said once
+        self._data: dict[str, list[str]] = {}  # dataset_fingerprint of each dataset loaded
 
     def shape(self, dataset: str) -> tuple[tuple[int, ...], int]:
         """(input shape, number of classes) of a dataset."""
         if dataset not in self._shapes:
-            data = load_dataset(dataset, root=self.data_root)
-            self._shapes[dataset] = (data.input_shape, data.num_classes)
+            self._load(dataset)
         return self._shapes[dataset]
+
+    def _load(self, dataset: str) -> None:
+        """Load a dataset once, keeping its shape and fingerprint, not its tensors."""
+        data = load_dataset(dataset, root=self.data_root)
+        self._shapes[dataset] = (data.input_shape, data.num_classes)
+        self._data[dataset] = dataset_fingerprint(data)
+
+    def datasets(self, names: Iterable[str]) -> dict[str, list[str]]:
+        """The ``dataset_fingerprint`` of each dataset of ``names``, loading those not yet."""
+        wanted = sorted(set(names))
+        for name in wanted:
+            if name not in self._data:
+                self._load(name)
+        return {name: self._data[name] for name in wanted}
 
     def table(self, experiment: Experiment) -> list[SiteInfo]:
         """The site table of the experiment's instrumented model."""
