@@ -332,6 +332,38 @@ def test_sites_of_a_model_that_is_not_a_classifier_of_the_data_is_one_line(
     assert fragment in line
 
 
+class _FailsInTraining(nn.Module):
+    """A model whose forward raises only in training mode (the example pass is in eval)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            raise RuntimeError("boom only in training")
+        return self.fc(x.flatten(1))
+
+
+def test_train_of_a_model_that_fails_while_training_is_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("fails")(lambda shape, classes, *, batchnorm: _FailsInTraining())
+    args = ["train", "--dataset", "digits", "--model", "fails", "--no-batchnorm", "--noise", "none"]
+    saved = tmp_path / "model.pt"
+    assert main([*args, "--save", str(saved)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "model 'fails' failed while the experiment ran (RuntimeError: boom only in" in line
+    assert not saved.exists()
+    with caplog.at_level("INFO", logger="walkingnoise.cli"):
+        assert main(["-v", *args]) == 2
+    assert "in forward" in caplog.text  # -v: the whole error, where it was raised
+
+
 def test_unknown_model_for_sites(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sites", "nope-model"]) == 2
     line = _one_error_line(capsys.readouterr().err)

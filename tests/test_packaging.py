@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import doctest
+import importlib
+import pkgutil
 import re
 from pathlib import Path
 
@@ -36,3 +39,16 @@ def test_every_data_file_of_the_package_is_package_data() -> None:
     }
     assert data, "the package has data files (the quickstart's sweep at least)"
     assert data <= declared, f"not declared as package data: {sorted(map(str, data - declared))}"
+
+
+def test_the_examples_in_docstrings_give_what_they_show() -> None:
+    """Every ``>>>`` example of the package runs and prints what its docstring says."""
+    examples = 0
+    for info in pkgutil.walk_packages(walkingnoise.__path__, "walkingnoise."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+        assert result.failed == 0, f"{info.name}: {result.failed} docstring example(s) failed"
+        examples += result.attempted
+    assert examples >= 8

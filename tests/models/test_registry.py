@@ -99,13 +99,19 @@ def test_a_builder_that_fails_is_a_one_line_error_naming_the_model(builder, frag
 
 
 @pytest.mark.usefixtures("isolated_registry")
-def test_a_builders_own_value_error_passes_unchanged() -> None:
+def test_a_builders_own_value_error_is_kept_and_names_the_model() -> None:
     def refuse(shape, classes, *, batchnorm):
         raise ValueError(f"needs image inputs, got {shape}")
 
+    def refuse_by_name(shape, classes, *, batchnorm):
+        raise ValueError("picky2 needs image inputs")
+
     register_model("picky")(refuse)
-    with pytest.raises(ValueError, match=r"^needs image inputs, got \(1, 3\)$"):
+    register_model("picky2")(refuse_by_name)
+    with pytest.raises(ValueError, match=r"^model 'picky': needs image inputs, got \(1, 3\)$"):
         build_model("picky", (1, 3), 4)
+    with pytest.raises(ValueError, match=r"^picky2 needs image inputs$"):  # named already
+        build_model("picky2", (1, 3), 4)
 
 
 @pytest.mark.usefixtures("isolated_registry")

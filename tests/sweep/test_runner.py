@@ -17,6 +17,8 @@ import torch
 
 from walkingnoise.cli import main
 from walkingnoise.data import load_dataset
+from walkingnoise.models import register_model
+from walkingnoise.models import registry as model_registry
 from walkingnoise.sweep import Store, SweepError, SweepSummary, expand, load_results, run_sweep
 from walkingnoise.sweep.executors import ProcessExecutor
 from walkingnoise.sweep.sites import SiteCounter
@@ -517,3 +519,34 @@ def test_a_dry_run_plans_for_gpus_from_a_machine_without_one(
     summary = run_sweep(spec(MIXED_SWEEP), path, dry_run=True)
     assert summary.to_run == summary.experiments > 0
     assert not path.parent.exists()
+
+
+class _NotANumber(torch.nn.Module):
+    """A classifier of the digits whose logits are NaN: its training loss is NaN at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1)) * float("nan")
+
+
+def test_run_and_status_count_the_experiments_whose_training_diverged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("nan_net")(lambda shape, classes, *, batchnorm: _NotANumber())
+    text = """
+fixed: {dataset: digits, model: nan_net, batchnorm: false, noise: additive,
+        placement: "walking:1", eval_repeats: 1, recipe: {epochs: 1}}
+grid:
+  sigma: {type: choice, options: [0.1, 1.0]}
+  train_noise: {type: choice, options: [true, false]}
+"""
+    store = tmp_path / "nan.sqlite"
+    summary = run_sweep(spec(text), store, progress=False)
+    assert (summary.ran, summary.failed, summary.diverged) == (4, 0, 4)
+    assert "4 finished experiments diverged in training (the loss became NaN" in summary.describe()
+    assert main(["status", str(store)]) == 0
+    assert "  4 finished experiments diverged in training" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from walkingnoise.analysis.multiexec import execution_plan, uniform_plan
 from walkingnoise.analysis.noisy_machines import accuracy_vs_eta, weight_noise_accuracy
 from walkingnoise.analysis.sqnr import sqnr_profile
 from walkingnoise.analysis.tables import (
+    dataset_site_names,
     double_midpoint_table,
     fit_curves,
     global_table,
@@ -30,6 +31,7 @@ __all__ = [
     "MidpointFit",
     "accuracy_curves",
     "accuracy_vs_eta",
+    "dataset_site_names",
     "double_midpoint_table",
     "execution_plan",
     "fit_curves",

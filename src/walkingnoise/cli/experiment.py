@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,10 @@ from walkingnoise._cores import usable_cores
 from walkingnoise.cli._common import add_data_options, add_progress_option, parse_sigma
 
 if TYPE_CHECKING:
+    from walkingnoise.data.dataset import InMemoryDataset
+    from walkingnoise.experiment import Experiment
     from walkingnoise.training.distillation import Distillation
+    from walkingnoise.training.run import ExperimentResult
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -132,6 +136,26 @@ def register(commands: argparse._SubParsersAction) -> None:
     quick.set_defaults(handler=_cmd_quickstart)
 
 
+def _run_user_experiment(
+    experiment: Experiment, dataset: InMemoryDataset, progress: bool | None
+) -> ExperimentResult:
+    """Run the experiment; what a model's own code raises while it trains or evaluates is
+    one line naming the model (a ValueError: exit status 2), not a traceback."""
+    from walkingnoise.training.run import run_experiment
+
+    try:
+        return run_experiment(experiment, dataset=dataset, progress=progress)
+    except (ValueError, KeyError, OSError, ImportError):
+        raise  # the command's own one-line errors
+    except Exception as error:
+        logging.getLogger(__name__).info("the model's error:", exc_info=True)  # shown with -v
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"model {experiment.model!r} failed while the experiment ran "
+            f"({type(error).__name__}: {first}); run with -v for the whole error"
+        ) from error
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from walkingnoise._files import check_writable
     from walkingnoise.data import load_dataset
@@ -139,7 +163,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from walkingnoise.training.checkpoint import save_checkpoint
     from walkingnoise.training.memory import default_device, device_label
     from walkingnoise.training.recipe import Recipe
-    from walkingnoise.training.run import run_experiment
 
     if args.save and Path(args.save).is_dir():
         raise ValueError(f"--save {args.save}: is a directory; give a file name")
@@ -178,7 +201,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
     device = default_device()  # the GPU when there is one, as a sweep's units
     dataset = load_dataset(experiment.dataset, root=args.data_root).to(device)
-    result = run_experiment(experiment, dataset=dataset, progress=args.progress)
+    result = _run_user_experiment(experiment, dataset, args.progress)
     m = result.metrics
     training = "noisy training" if experiment.train_noise else "inference-only"
     where = device_label(dataset.test.x.device)  # as a sweep's results name it

@@ -212,7 +212,7 @@ def _say_what_is_kept(path: Path) -> None:
 def _cmd_status(args: argparse.Namespace) -> None:
     from walkingnoise.cli._common import sweep_hashes
     from walkingnoise.sweep import Store
-    from walkingnoise.sweep.results import devices_text
+    from walkingnoise.sweep.results import DIVERGED_NOTE, devices_text
 
     members = None if args.sweep is None else sweep_hashes(args)
     if args.where:
@@ -223,6 +223,7 @@ def _cmd_status(args: argparse.Namespace) -> None:
         counts = store.counts(None if members is None else sorted(members))
         trainings = store.training_count()
         devices = store.devices(None if members is None else sorted(members))
+        diverged = store.diverged(None if members is None else sorted(members))
         claims = store.running_claims()
         errors = store.errors() if args.errors else []
     if members is not None:
@@ -245,6 +246,8 @@ def _cmd_status(args: argparse.Namespace) -> None:
     for status, count in counts.items():
         note = _claims_note(list(claims.values())) if status == "running" else ""
         print(f"  {status:8s} {count}{note}")
+    if diverged:
+        print(f"  {DIVERGED_NOTE % diverged}")
     if devices:
         print(f"  done on: {devices_text(devices)}")
     if args.sweep is not None:

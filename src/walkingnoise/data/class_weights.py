@@ -17,7 +17,7 @@ def inverse_density_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
 
     Example:
         >>> inverse_density_weights(torch.tensor([0, 0, 0, 1]), 3).tolist()
-        [0.6666666865348145, 2.0, 0.0]
+        [0.6666666865348816, 2.0, 0.0]
     """
     if y.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {tuple(y.shape)}")

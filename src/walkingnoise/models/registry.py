@@ -74,8 +74,10 @@ def build_model(
         raise KeyError(unknown_model(name)) from None
     try:
         model = builder(tuple(input_shape), num_classes, batchnorm=batchnorm)
-    except ValueError:
-        raise  # a builder's own refusal (e.g. of an input shape) speaks for itself
+    except ValueError as error:  # a builder's own refusal (e.g. of an input shape)
+        if name in str(error):
+            raise
+        raise ValueError(f"model {name!r}: {error}") from error
     except Exception as error:  # the user's code: whatever it raises, name the model
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ModelBuildError(

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Models torch.fx could not trace, and why, warned about once each in this process.
+_SAID_UNTRACEABLE: set[tuple[str, str, str]] = set()
+
 Method = Literal["auto", "fx", "hooks"]
 
 
@@ -240,13 +243,16 @@ def instrument(
                 if method == "fx":
                     raise
                 first = str(error).splitlines()[0] if str(error) else ""
-                log.warning(
-                    "torch.fx could not trace %s (%s: %s); using module hooks instead: "
-                    "functional operations such as skip-connection adds get no noise site",
-                    type(model).__name__,
-                    type(error).__name__,
-                    first,
-                )
+                said = (type(model).__qualname__, type(error).__name__, first)
+                if said not in _SAID_UNTRACEABLE:  # a sweep builds the model many times
+                    _SAID_UNTRACEABLE.add(said)
+                    log.warning(
+                        "torch.fx could not trace %s (%s: %s); using module hooks instead: "
+                        "functional operations such as skip-connection adds get no noise site",
+                        type(model).__name__,
+                        type(error).__name__,
+                        first,
+                    )
         with _probing(model):
             return _on_model_device(_instrument_hooks(model, args, kinds), model, args)
     finally:

@@ -81,7 +81,8 @@ class Plan:
 
     @property
     def shared_trainings(self) -> int:
-        """Clean trainings shared by inference-only experiments that still have to run."""
+        """Clean trainings still to run that inference-only experiments or distillation
+        students share (their evaluated model, their teacher)."""
         return sum(1 for u in self.units if u.shared_training is not None and u.checkpoint is None)
 
 

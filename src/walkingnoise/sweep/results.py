@@ -9,6 +9,12 @@ import pandas as pd
 
 from walkingnoise.sweep.store import Store
 
+#: Said of finished experiments whose training diverged, by ``run``, ``status`` and the report.
+DIVERGED_NOTE = (
+    "%d finished experiments diverged in training (the loss became NaN or infinite): they "
+    "count at chance level in the curves and fits"
+)
+
 
 def load_results(store: str | Path | Store) -> pd.DataFrame:
     """One row per experiment: hash, status, block, flat config (``recipe.epochs``, ...),

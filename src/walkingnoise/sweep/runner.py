@@ -23,6 +23,7 @@ from walkingnoise.sweep.architecture import check_networks
 from walkingnoise.sweep.data_fingerprints import check_datasets
 from walkingnoise.sweep.executors import Executor, InProcessExecutor, ProcessExecutor, TaskError
 from walkingnoise.sweep.planner import Plan, WorkUnit, plan
+from walkingnoise.sweep.results import DIVERGED_NOTE
 from walkingnoise.sweep.sites import SiteCounter
 from walkingnoise.sweep.spec import (
     DEFAULT_MAX_EXPERIMENTS,
@@ -65,6 +66,7 @@ class SweepSummary:
     repeat_example: str = ""
     ran: int = 0
     failed: int = 0
+    diverged: int = 0  # of those ran: finished, but their training loss became non-finite
     seconds: float = 0.0
     deferred: int = 0  # distillation students run in a second pass, once their teacher is stored
 
@@ -83,8 +85,8 @@ class SweepSummary:
             f"{self.failed_before} failed before (use `retry`), {running}{self.to_run} to run",
             f"{self.to_run} to run {'needs' if self.to_run == 1 else 'need'} "
             f"{_counted(self.trainings, 'training')} "
-            f"({_counted(self.shared_trainings, 'clean training')} shared by inference-only "
-            "experiments)",
+            f"({_counted(self.shared_trainings, 'clean training')} shared: the model that "
+            "inference-only experiments evaluate or distillation students learn from)",
         ]
         if self.repeats:
             lines.append(
@@ -96,6 +98,8 @@ class SweepSummary:
                 f"ran {_counted(self.ran, 'experiment')} ({self.failed} failed) "
                 f"in {self.seconds:.1f} s"
             )
+        if self.diverged:
+            lines.append(DIVERGED_NOTE % self.diverged)
         return "\n".join(lines)
 
 
@@ -503,6 +507,7 @@ def _run(
                 open_keys.discard(outcome.experiment.content_hash())
                 summary.ran += 1
                 summary.failed += outcome.error is not None
+                summary.diverged += outcome.error is None and outcome.diverged
             bar.update(len(result.members))
             bar.set_postfix(failed=summary.failed)
             if lines is not None:

@@ -559,6 +559,12 @@ class Store:
         counts = Counter(device for key, device in found if wanted is None or key in wanted)
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0] is None, item[0])))
 
+    def diverged(self, hashes: Sequence[str] | None = None) -> int:
+        """How many finished experiments (all, or of ``hashes``) diverged in training."""
+        found = self._fetch("SELECT hash FROM experiments WHERE status = 'done' AND diverged = 1")
+        wanted = None if hashes is None else set(hashes)
+        return sum(1 for (key,) in found if wanted is None or key in wanted)
+
     def fail(self, key: str, error: str) -> None:
         """Record a failed experiment with its traceback."""
         with self._transaction() as db:
