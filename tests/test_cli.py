@@ -250,11 +250,19 @@ def test_sites_without_batchnorm(capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
-def test_models_lists_the_registered_names(capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_lists_the_registered_names_and_marks_the_users(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert main(["models"]) == 0
     listed = capsys.readouterr().out.split()
     assert listed == model_names()
     assert {"mlp", "mlp256", "mlp1024", "lenet5", "cnn_s"} <= set(listed)
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("aaa_mine")(lambda shape, classes, *, batchnorm: _flat(classes))
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "aaa_mine  (yours)"
+    assert "mlp" in lines
 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

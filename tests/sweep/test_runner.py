@@ -550,3 +550,23 @@ grid:
     assert "4 finished experiments diverged in training (the loss became NaN" in summary.describe()
     assert main(["status", str(store)]) == 0
     assert "  4 finished experiments diverged in training" in capsys.readouterr().out
+
+
+def test_a_model_its_workers_cannot_build_stops_the_run_before_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registered here (as under a script's ``if __name__ == '__main__':``) but not in the
+    spawned workers: one error, not every experiment failing one by one."""
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("here_only")(lambda shape, classes, *, batchnorm: _NotANumber())
+    text = """
+fixed: {dataset: digits, model: here_only, batchnorm: false, noise: additive, sigma: 0.5,
+        placement: "walking:1", train_noise: false, eval_repeats: 1, recipe: {epochs: 1}}
+"""
+    store = tmp_path / "here.sqlite"
+    with (
+        ProcessExecutor(1) as executor,
+        pytest.raises(SweepError, match=r"^model 'here_only': registered in this process but"),
+    ):
+        run_sweep(spec(text), store, executor=executor, progress=False)
+    assert not store.exists()

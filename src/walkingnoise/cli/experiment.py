@@ -112,7 +112,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     sites.set_defaults(handler=_cmd_sites)
 
-    models = commands.add_parser("models", help="list the built-in models")
+    models = commands.add_parser(
+        "models", help="list the models: the built-in ones and yours (--import)"
+    )
     models.set_defaults(handler=_cmd_models)
 
     quick = commands.add_parser(
@@ -268,10 +270,11 @@ def _cmd_sites(args: argparse.Namespace) -> None:
 
 
 def _cmd_models(_args: argparse.Namespace) -> None:
-    from walkingnoise.models import model_names
+    from walkingnoise.models import model_names, own_model_names
 
+    own = set(own_model_names())
     for name in model_names():
-        print(name)
+        print(f"{name}  (yours)" if name in own else name)
 
 
 def _quickstart_workers(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from walkingnoise.models.registry import (
     build_model,
     check_logits,
     model_names,
+    own_model_names,
     register_model,
 )
 
@@ -16,5 +17,6 @@ __all__ = [
     "convnets",
     "mlp",
     "model_names",
+    "own_model_names",
     "register_model",
 ]

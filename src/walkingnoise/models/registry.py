@@ -39,6 +39,16 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def own_model_names() -> list[str]:
+    """The registered names whose builders are the user's, not this package's, sorted."""
+    return sorted(name for name, builder in _REGISTRY.items() if not _ours(builder))
+
+
+def _ours(builder: ModelBuilder) -> bool:
+    module = getattr(builder, "__module__", None) or ""
+    return module == "walkingnoise" or module.startswith("walkingnoise.")
+
+
 class ModelBuildError(ValueError):
     """A registered builder failed, or built something other than the model it was asked for."""
 
@@ -51,7 +61,10 @@ def unknown_model(name: str) -> str:
             "names, or at the top level of your script, not under `if __name__ == '__main__':`"
         )
     else:
-        hint = "a model of your own: name the module that registers it with `--import MODULE`"
+        hint = (
+            "a model of your own: import the module that registers it, on the command line "
+            "with `--import MODULE`"
+        )
     return f"unknown model {name!r}; known: {', '.join(model_names())} ({hint})"
 
 

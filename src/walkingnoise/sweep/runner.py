@@ -18,6 +18,7 @@ from walkingnoise._progress import LINE_INTERVAL, ProgressLines, bar_disabled, l
 from walkingnoise._signals import interrupts_held
 from walkingnoise.data.errors import one_line
 from walkingnoise.experiment import Experiment
+from walkingnoise.models.registry import own_model_names
 from walkingnoise.sweep.adaptive import propose_sigmas
 from walkingnoise.sweep.architecture import check_networks
 from walkingnoise.sweep.data_fingerprints import check_datasets
@@ -29,6 +30,7 @@ from walkingnoise.sweep.spec import (
     DEFAULT_MAX_EXPERIMENTS,
     AdaptiveAxis,
     SweepEntry,
+    SweepError,
     SweepSpec,
     expand_counted,
 )
@@ -40,6 +42,7 @@ from walkingnoise.sweep.work import (
     oversubscription,
     run_unit,
     unit_threads,
+    unknown_models,
 )
 from walkingnoise.training.checkpoint import CheckpointError, read_checkpoint
 from walkingnoise.training.memory import check_budget, default_device, device_setting
@@ -247,6 +250,7 @@ def run_sweep(
             now.check(readable, accepted)
             summary = prepare(entries, readable, register=False, alone=counter.trains_alone)[1]
     else:
+        _check_models_in_workers(executor, entries)
         context = _RunContext(executor, data_root, progress, counter)
         with _opened(store) as opened:
             now = now.settled(entries, opened)
@@ -255,6 +259,28 @@ def run_sweep(
             summary = _run_rounds(entries, spec, opened, context)
     summary.repeats, summary.repeat_example = repeats.count, repeats.example
     return summary
+
+
+def _check_models_in_workers(executor: Executor | None, entries: list[SweepEntry]) -> None:
+    """Raise before anything runs if the executor's workers cannot build a model of the user's
+    that this process can: registered under ``if __name__ == '__main__':``, it would fail every
+    experiment of it, one by one."""
+    if executor is None or isinstance(executor, InProcessExecutor):
+        return
+    own = set(own_model_names())
+    models = sorted({e.experiment.model for e in entries} & own)
+    if not models:
+        return
+    for _models, missing in executor.run(unknown_models, [models]):
+        if isinstance(missing, TaskError) or not missing:
+            return  # a worker that cannot even start says why in the units, as before
+        names = ", ".join(repr(name) for name in missing)
+        raise SweepError(
+            f"model {names}: registered in this process but unknown to the sweep's worker "
+            "processes; register it at the top level of a module named with `--import "
+            "MODULE` (or that your script imports), or at the top level of your script, not "
+            "under `if __name__ == '__main__':`; nothing was run"
+        )
 
 
 @dataclass(frozen=True)

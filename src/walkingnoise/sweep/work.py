@@ -20,6 +20,7 @@ from walkingnoise.analysis.weights import weight_statistics
 from walkingnoise.data import InMemoryDataset, load_dataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.models.imports import import_user_modules
+from walkingnoise.models.registry import model_names
 from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.noise.weight import remove_weight_noise
 from walkingnoise.sweep.planner import WorkUnit
@@ -120,6 +121,14 @@ def oversubscription(threads: int, processes: int, cores: int | None = None) -> 
         f"threads on {cores} core(s): the threads take turns and the sweep runs slower; 1 "
         f"thread per worker (the default) uses the cores by running units side by side"
     )
+
+
+def unknown_models(names: Sequence[str]) -> list[str]:
+    """Which of ``names`` this process cannot build, once the user's modules are imported: run
+    in a worker, it finds models registered only in the parent (under ``__main__``'s guard)."""
+    import_user_modules()
+    known = set(model_names())
+    return [name for name in names if name not in known]
 
 
 def run_unit(
