@@ -209,7 +209,8 @@ def test_load_dataset_download_without_network(closed_url: str, tmp_path: Path) 
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("svhn", tmp_path, download=files)
     message = _one_line(err)
-    assert f"place train_32x32.mat, test_32x32.mat from {closed_url}/ in {tmp_path}/" in message
+    publisher = "http://ufldl.stanford.edu/housenumbers/"  # not the mirror that failed
+    assert f"place train_32x32.mat, test_32x32.mat from {publisher} in {tmp_path}/" in message
 
 
 # --- archives ----------------------------------------------------------------------------------
@@ -405,6 +406,11 @@ def test_download_dataset_with_a_mirror_keeps_official_checksums(
         download_dataset("svhn", tmp_path, mirror=server.base_url + "/")
     assert server.requests[0][0] == "/train_32x32.mat"
     assert "435e94d69a87fde4fd4d7f3dd208dfc32cb6ae8af2240d066de1df7508d083b8" in str(err.value)
+    # fetching by hand: from the publisher, not from the mirror that just failed
+    assert (
+        "place train_32x32.mat, test_32x32.mat from http://ufldl.stanford.edu/housenumbers/ in"
+        in str(err.value)
+    )
 
 
 def test_nothing_to_download_for_bundled_or_present_data(tmp_path: Path) -> None:

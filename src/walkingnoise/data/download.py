@@ -323,7 +323,7 @@ class DownloadError(DatasetNotFoundError):
         places = []
         for directory, group in groups.items():
             names = ", ".join(r.name for r in group)
-            source = group[0].urls[0].rsplit("/", 1)[0] + "/"
+            source = _publisher_url(group[0]).rsplit("/", 1)[0] + "/"
             extract = "".join(
                 f" (or its content extracted to {_under(root, r.extract_to)}/)"
                 for r in group
@@ -340,6 +340,16 @@ class DownloadError(DatasetNotFoundError):
         err.missing = tuple(r.name for r in todo)
         err.searched = tuple(groups)
         return err
+
+
+def _publisher_url(remote: RemoteFile) -> str:
+    """Where the publisher serves ``remote`` (an official file of its name, in its folder),
+    else its own first URL: a hint to fetch by hand must not name the mirror that failed."""
+    for files in OFFICIAL_FILES.values():
+        for official in files:
+            if (official.name, official.subdir) == (remote.name, remote.subdir):
+                return official.urls[0]
+    return remote.urls[0]
 
 
 class _FetchFailedError(Exception):
