@@ -97,6 +97,43 @@ def test_train_says_it_computes_on_the_cpu_as_the_device_setting_says(
     assert "(noisy training, on cpu)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("arguments", "line"),
+    [
+        (
+            ["--noise", "mixed", "--sigma", "10", "--ratio", "0.1", "--order", "add_first"],
+            "noise: mixed add_first walking:10, amplitude A=10, ratio r=0.1: "
+            "sigma_mul=A·(1-r)=9, sigma_add=A·r=1",
+        ),
+        (
+            ["--noise", "mixed", "--sigma", "0,3"],
+            "noise: mixed mul_first walking:10 sigma_mul=0 sigma_add=3",
+        ),
+        (["--noise", "additive", "--sigma", "0.5"], "noise: additive walking:10 sigma=0.5"),
+    ],
+)
+def test_train_names_the_order_ratio_and_each_sigma_of_mixed_noise(
+    arguments: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["train", "--dataset", "digits", "--placement", "walking:10", "--epochs", "1"]
+    assert main([*base, *arguments]) == 0
+    assert f"\n{line}\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("arguments", "line"),
+    [
+        (["--train-noise"], "weight noise: eta=0.1, in training and evaluation"),
+        ([], "weight noise: eta=0.1, in evaluation only"),
+    ],
+)
+def test_train_says_whether_weight_noise_is_on_in_training(
+    arguments: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--weight-noise", "0.1", "--epochs", "1", *arguments]) == 0
+    assert f"\n{line}\n" in capsys.readouterr().out
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests a machine without CUDA")
 def test_train_asked_for_cuda_where_there_is_none_is_a_one_line_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

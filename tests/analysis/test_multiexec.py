@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from walkingnoise.analysis.multiexec import (
+    describe_power,
     execution_plan,
     largest_remainder,
     plan_table,
@@ -99,6 +100,13 @@ def test_a_site_below_one_execution_is_clamped_and_the_rest_reshared() -> None:
 
 def test_power_zero_spreads_the_budget_evenly() -> None:
     assert execution_plan({0: 3.0, 1: 1.0, 2: 2.0}, 7, 0.0) == {0: 2, 1: 3, 2: 2}
+
+
+def test_the_guided_plan_of_power_zero_is_not_labelled_uniform() -> None:
+    # p = 0 gives leftovers to the smallest μ, the uniform plan to the lowest site index
+    assert describe_power(0.0) == "1/μ^0"
+    assert ExecutionPlan("guided", {0: 1}, 0.0).label == "guided 1/μ^0"
+    assert ExecutionPlan("uniform", {0: 1}).label == "uniform"
 
 
 def test_largest_remainder_breaks_ties_by_the_given_order() -> None:

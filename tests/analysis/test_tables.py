@@ -18,6 +18,7 @@ from walkingnoise.analysis.curves import (
 )
 from walkingnoise.analysis.synthetic import write_synthetic_store
 from walkingnoise.analysis.tables import (
+    amplitude_rows,
     dataset_site_names,
     format_midpoint,
     format_mu,
@@ -93,6 +94,13 @@ def test_mixed_amplitude_and_ratio_become_sigma_pairs(results: pd.DataFrame) -> 
     assert set(mixed["order"]) == {"mul_first", "add_first"}
     assert np.allclose(mixed["sigma_add"], mixed["sigma"] * mixed["ratio"])
     assert np.allclose(mixed["sigma_mul"], mixed["sigma"] * (1 - mixed["ratio"]))
+
+
+def test_the_mu_of_mixed_noise_with_a_ratio_is_an_amplitude(fits: pd.DataFrame) -> None:
+    amplitude = amplitude_rows(fits)
+    assert amplitude.tolist() == (fits["noise"] == "mixed").tolist()
+    assert amplitude.sum() == 6  # two orders × three ratios
+    assert not amplitude_rows(fits[fits["noise"] != "mixed"].drop(columns="ratio")).any()
 
 
 def test_missing_config_columns_get_defaults() -> None:

@@ -73,6 +73,17 @@ def test_plan_prints_and_writes_plans_that_spend_the_budget(
     assert ranked["n(p=2)"].is_monotonic_decreasing
 
 
+def test_plan_of_power_zero_is_told_apart_from_the_uniform_plan(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["multiexec", "plan", str(store), "--budget", "19", "--power", "0", "1"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "μ ± err" in line).split()
+    assert header[-3:] == ["uniform", "1/μ^0", "1/μ"]
+    assert "uniform: leftover executions to the lowest site index" in out
+    assert "1/μ^0: to the smallest μ" in out
+
+
 def test_plan_default_budget_is_twice_the_sites(
     store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -177,6 +177,7 @@ def test_mixed_map_prints_one_table_per_order_and_writes_figures(
     assert out.count("σ_add=") == 4  # two rows in each of the two orders' tables
     assert "mul-first" in out
     assert "add-first" in out
+    assert f"; 2 figures in {tmp_path} (PNG, SVG)" in out
     for order in ("mul-first", "add-first"):
         assert (tmp_path / f"mixed-map-{order}.png").stat().st_size > 0
         assert (tmp_path / f"mixed-map-{order}.svg").stat().st_size > 0
@@ -187,6 +188,15 @@ def test_mixed_map_prints_one_table_per_order_and_writes_figures(
     point = point[point["sigma_add"] == 0.1]
     assert point["mean"].iloc[0] == pytest.approx(row["noisy_test_accuracy"].iloc[0])
     assert f"{100 * row['noisy_test_accuracy'].iloc[0]:.1f}" in out
+
+
+def test_mixed_map_of_one_figure_says_figure(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["mixed-map", str(store), "--where", "order=mul_first", "--out", str(tmp_path)]) == 0
+    )
+    assert f"; 1 figure in {tmp_path} (PNG, SVG)" in capsys.readouterr().out
 
 
 def test_mixed_map_without_mixed_results_is_an_error(

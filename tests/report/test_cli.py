@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from walkingnoise.analysis.tables import AMPLITUDE_NOTE
 from walkingnoise.cli import main
 from walkingnoise.sweep import Store
 
@@ -17,6 +18,21 @@ def test_fit_prints_the_mu_table(synthetic_store: Path, capsys: pytest.CaptureFi
     assert "quality" in out
     assert "layers.10:Linear" in out  # site names
     assert "62 of 62 curves fitted in log σ," in out
+
+
+def test_fit_says_the_mu_of_mixed_noise_with_a_ratio_is_an_amplitude(
+    synthetic_store: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["fit", str(synthetic_store), "--no-site-names"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "μ is" in lines[0]
+    units = [line for line in lines[1:] if "walking:4" in line and "0.5" in line.split()]
+    assert len(units) == 2  # mixed, both orders, r = 0.5
+    assert all("amplitude A" in line for line in units)
+    others = [line for line in lines if "global" in line]
+    assert len(others) == 4
+    assert all(" σ " in line and "amplitude" not in line for line in others)
+    assert AMPLITUDE_NOTE in lines
 
 
 def test_fit_double_and_csv(

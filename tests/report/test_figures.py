@@ -243,6 +243,9 @@ def test_mixed_heatmap_has_a_panel_per_order(curves: pd.DataFrame, tmp_path: Pat
     titles = [ax.get_title() for ax in figure.axes]
     assert "mul-first" in titles
     assert "add-first" in titles
+    colorbar = figure.axes[-1]  # in %, as the tables of `mixed-map`
+    assert colorbar.get_ylabel() == "test accuracy (%)"
+    assert colorbar.get_ylim() == (0.0, 100.0)
 
 
 def test_mixed_heatmap_with_collinear_points_falls_back_to_points(

@@ -100,8 +100,8 @@ def test_no_mixed_results_is_an_error(tmp_path: Path) -> None:
         write_mixed_maps(points, tmp_path)
 
 
-def test_an_amplitude_sweep_is_tabled_by_ratio_and_amplitude() -> None:
-    """Mixed noise as amplitude A × ratio r: pairs (A·(1 − r), A·r) fill no σ grid."""
+def _amplitude_results() -> pd.DataFrame:
+    """Mixed noise as amplitude A × ratio r, one seed: A in {0.01, 1, 100}, r in {0.1, 0.5, 0.9}."""
     rows = []
     for i, (ratio, amplitude) in enumerate(itertools.product((0.1, 0.5, 0.9), (0.01, 1.0, 100.0))):
         rows.append(
@@ -113,7 +113,12 @@ def test_an_amplitude_sweep_is_tabled_by_ratio_and_amplitude() -> None:
                 "noisy_test_accuracy": 0.5 + ratio / 10 - amplitude / 1000,
             }
         )
-    points = mixed_map_points(pd.DataFrame(rows))
+    return pd.DataFrame(rows)
+
+
+def test_an_amplitude_sweep_is_tabled_by_ratio_and_amplitude() -> None:
+    """Mixed noise as amplitude A × ratio r: pairs (A·(1 − r), A·r) fill no σ grid."""
+    points = mixed_map_points(_amplitude_results())
     assert points["amplitude"].to_numpy() == pytest.approx(
         points["sigma_mul"] + points["sigma_add"]
     )
@@ -127,3 +132,14 @@ def test_an_amplitude_sweep_is_tabled_by_ratio_and_amplitude() -> None:
     assert grid.index.name == "sigma_add"
     with pytest.raises(ValueError, match="layout"):
         mixed_map_pivot(points, layout="polar")  # type: ignore[arg-type]
+
+
+def test_sigmas_computed_from_amplitude_and_ratio_are_written_rounded(tmp_path: Path) -> None:
+    """A·(1 − r) of A = 0.01, r = 0.9 is 0.0009999999999999998 in floats; the CSV says 0.001."""
+    written = write_mixed_maps(mixed_map_points(_amplitude_results()), tmp_path)
+    columns = ["sigma_mul", "sigma_add", "amplitude", "ratio"]
+    written_text = pd.read_csv(written["points"][0], usecols=columns, dtype=str)
+    assert written_text.map(len).max().max() <= 6  # 0.0001, 0.009, 100.0, …
+    csv = pd.read_csv(written["points"][0])
+    point = csv[(csv["amplitude"] == 0.01) & (csv["ratio"] == 0.9)].iloc[0]
+    assert (point["sigma_mul"], point["sigma_add"]) == (0.001, 0.009)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from walkingnoise.analysis.noisy_machines import ETA_ZERO_NOTE, weight_noise_accuracy
+from walkingnoise.analysis.tables import AMPLITUDE_NOTE
 from walkingnoise.experiment import Experiment
 from walkingnoise.report import write_report
 from walkingnoise.report.html import FIGURE_MANIFEST
@@ -194,6 +195,24 @@ def test_a_weight_noise_study_gets_the_noisy_machines_table(tmp_path: Path) -> N
     assert "| inference-only | noise injection |" in shown
     row = table[(table["weight_noise"] == 0.1) & (table["training"] == "inference-only")]
     assert f"{100 * row['mean'].iloc[0]:.2f}" in text
+
+
+def test_the_mu_of_mixed_noise_with_a_ratio_is_said_to_be_an_amplitude(
+    synthetic_store: Path, embedded: Path, tmp_path: Path
+) -> None:
+    """μ of a mixed-noise curve over an amplitude A (σ_add = A·r) is in units of A, not σ."""
+    results = load_results(synthetic_store)
+    chosen = results[(results["noise"] == "mixed") | results["placement"].str.startswith("global")]
+    index = write_report(
+        synthetic_store, tmp_path / "out", site_names=False, experiments=set(chosen["hash"])
+    )
+    text = " ".join(_parse(index).text)
+    assert AMPLITUDE_NOTE in text
+    shown = (tmp_path / "out" / "tables" / "midpoints.md").read_text(encoding="utf-8")
+    assert "| μ | μ is |" in shown.splitlines()[0]
+    assert shown.count("| amplitude A |") == 6
+    assert shown.count("| σ |") == 4  # the global curves
+    assert AMPLITUDE_NOTE not in (embedded.parent / "report.md").read_text(encoding="utf-8")
 
 
 GPU = "cuda:0 (NVIDIA H100 80GB HBM3)"

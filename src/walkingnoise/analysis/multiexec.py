@@ -6,8 +6,9 @@ Sec. "guided multi-execution"). Given a budget of n_t executions in all, a site 
     n_i ∝ μ_i^(−p)
 
 of it, μ_i being its walking-noise midpoint (a small μ is a sensitive site) and p the power
-(1: the paper's 1/μ; 0.5: 1/√μ; 2: 1/μ²; 0: uniform). The real-valued quotas
-q_i = n_t · μ_i^(−p) / Σ_j μ_j^(−p) become integers by
+(1: the paper's 1/μ; 0.5: 1/√μ; 2: 1/μ²; 0: even shares with the leftovers to the smallest μ,
+unlike :func:`uniform_plan`). The real-valued quotas q_i = n_t · μ_i^(−p) / Σ_j μ_j^(−p) become
+integers by
 
 1. clamping: every site executes at least once, so sites whose quota is below 1 get exactly 1
    and the rest of the budget is shared out again among the others, until no quota is below 1;
@@ -157,9 +158,8 @@ def power_label(power: float) -> str:
 
 
 def describe_power(power: float) -> str:
-    """``1/μ``, ``1/√μ``, ``1/μ^2``, … for a power p of n ∝ μ^(−p)."""
-    if power == 0:
-        return "uniform"
+    """``1/μ``, ``1/√μ``, ``1/μ^2``, … for a power p of n ∝ μ^(−p); p = 0 is ``1/μ^0``, not
+    ``uniform``, since its leftovers go to the smallest μ, not to the lowest site index."""
     if power == 0.5:
         return "1/√μ"
     if power == 1:

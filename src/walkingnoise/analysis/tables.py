@@ -318,6 +318,26 @@ def global_table(data: pd.DataFrame, **options: Any) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+#: Under a table of μ with rows of mixed noise over an amplitude: what their μ measures.
+AMPLITUDE_NOTE = (
+    "μ is amplitude A: the μ of mixed noise over an amplitude A with a ratio r is a value of "
+    "A, not of a σ; there σ_add = A·r and σ_mul = A·(1−r)."
+)
+
+
+def amplitude_rows(table: pd.DataFrame) -> pd.Series:
+    """Which rows of a fit table are mixed noise over an amplitude A with a ratio r, whose μ is
+    in units of A (σ_add = A·r, σ_mul = A·(1−r)) rather than a σ."""
+    if "noise" not in table or "ratio" not in table:
+        return pd.Series(False, index=table.index)
+    return (table["noise"] == "mixed") & pd.to_numeric(table["ratio"], errors="coerce").notna()
+
+
+def midpoint_units(table: pd.DataFrame) -> list[str]:
+    """What the μ of each row of a fit table is: ``amplitude A`` or ``σ``."""
+    return ["amplitude A" if a else "σ" for a in amplitude_rows(table)]
+
+
 def format_mu(mu: float, err: float) -> str:
     """``μ ± err`` with the error to two significant digits (``0.52 ± 0.031``, ``0 ± 5800``)."""
     if not math.isfinite(mu):

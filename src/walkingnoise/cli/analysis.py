@@ -72,10 +72,13 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from walkingnoise.analysis.tables import (
+        AMPLITUDE_NOTE,
+        amplitude_rows,
         dataset_site_names,
         double_midpoint_table,
         midpoint_table,
         midpoint_text,
+        midpoint_units,
         result_test_sizes,
     )
     from walkingnoise.report.markdown import cell_text, varying_columns
@@ -105,6 +108,9 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     parts = ("1", "2") if args.double else ("",)
     for k in parts:
         shown[f"μ{k} ± err"] = [midpoint_text(row, k) for _, row in table.iterrows()]
+    amplitudes = amplitude_rows(table).any()
+    if amplitudes:
+        shown["μ is"] = midpoint_units(table)
     mixed_spaces = table["space"].dropna().nunique() > 1
     if mixed_spaces:  # which rows' μ, s are in log10 σ
         shown["fit in"] = table["space"].map(lambda space: f"{space} σ" if space else "")
@@ -117,6 +123,8 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     shown["quality"] = table["quality"]
     with pd.option_context("display.max_rows", None, "display.width", 250):
         print(shown.to_string(index=False))
+    if amplitudes:
+        print(AMPLITUDE_NOTE)
     flagged = int((table["quality"] != "ok").sum())
     fitted = table["mu1" if args.double else "mu"].notna()
     spaces = " and ".join(sorted(table.loc[fitted, "space"].unique()))

@@ -326,5 +326,7 @@ def _cmd_mixed_map(args: argparse.Namespace) -> None:
         with pd.option_context("display.max_rows", None, "display.width", 250):
             print(shown.to_string())
         print()
-    print(f"test accuracy in % (mean over seeds); {len(written) - 1} figures in {out} (PNG, SVG)")
+    figures = len(written) - 1  # the rest are the maps, one figure each
+    plural = "figure" if figures == 1 else "figures"
+    print(f"test accuracy in % (mean over seeds); {figures} {plural} in {out} (PNG, SVG)")
     print(f"points with standard errors: {written['points'][0]}")

@@ -208,12 +208,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     training = "noisy training" if experiment.train_noise else "inference-only"
     where = device_label(dataset.test.x.device)  # as a sweep's results name it
     print(f"experiment {experiment.content_hash()[:12]}  ({training}, on {where})")
-    if experiment.noise == "none":
-        print("noise: none (no activation noise)")
-    else:
-        print(f"noise: {experiment.noise} {experiment.placement} sigma={experiment.sigma}")
+    print(f"noise: {_describe_noise(experiment)}")
     if experiment.weight_noise > 0:
-        print(f"weight noise: eta={experiment.weight_noise:g}")
+        print(f"weight noise: {_describe_weight_noise(experiment)}")
     if distillation is not None:
         print(
             f"distillation: T={distillation.temperature:g}, alpha={distillation.alpha:g}, "
@@ -229,6 +226,32 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.save:
         path = save_checkpoint(args.save, result.model, experiment, dataset)
         print(f"saved model to {path}")
+
+
+def _describe_noise(experiment: Experiment) -> str:
+    """The activation noise of ``experiment``, with mixed noise's order and which σ is σ_mul
+    and which σ_add, so that a pair or an amplitude reads unambiguously."""
+    if experiment.noise == "none":
+        return "none (no activation noise)"
+    if experiment.noise != "mixed":
+        return f"{experiment.noise} {experiment.placement} sigma={experiment.sigma}"
+    head = f"mixed {experiment.order} {experiment.placement}"
+    sigma, ratio = experiment.sigma, experiment.ratio
+    if sigma is None:
+        return head  # a map: placement carries its own σ per site
+    if isinstance(sigma, tuple):
+        return f"{head} sigma_mul={sigma[0]:.6g} sigma_add={sigma[1]:.6g}"
+    assert ratio is not None  # validated: a scalar σ of mixed noise needs a ratio
+    return (
+        f"{head}, amplitude A={sigma:.6g}, ratio r={ratio:.6g}: "
+        f"sigma_mul=A·(1-r)={sigma * (1 - ratio):.6g}, sigma_add=A·r={sigma * ratio:.6g}"
+    )
+
+
+def _describe_weight_noise(experiment: Experiment) -> str:
+    """η of the weight noise and whether training sees it too, not only evaluation."""
+    when = "in training and evaluation" if experiment.train_noise else "in evaluation only"
+    return f"eta={experiment.weight_noise:g}, {when}"
 
 
 def _distillation(args: argparse.Namespace) -> Distillation | None:

@@ -293,7 +293,15 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         f"{placement}; n_i ∝ μ_i^(−p), each ≥ 1"
     )
     _print_table(shown)
+    _print_power_zero_note(args.power)
     _print_global_hint(args, _global_rows(midpoints, group), placement)
+
+
+def _print_power_zero_note(powers: list[float]) -> None:
+    """Say how the uniform plan and the guided plan of p = 0 differ, when both are shown: both
+    spread the budget evenly, but give the leftover executions to other sites."""
+    if 0.0 in powers:
+        print("uniform: leftover executions to the lowest site index; 1/μ^0: to the smallest μ")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -383,6 +391,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         for a, s in zip(table["accuracy"], table["accuracy_std"], strict=True)
     ]
     _print_table(shown)
+    _print_power_zero_note(args.power)
     print(
         f"\nclean accuracy {100 * clean:.2f} %; mean ± std over R={args.repeats} noisy "
         "evaluations; executions as site:n"

@@ -507,9 +507,9 @@ def mixed_heatmap_figure(
     """Accuracy over σ_mul × σ_add for mixed noise, one panel per order (Fig. 6).
 
     ``curves`` are ``accuracy_curves`` rows of mixed noise (σ pairs or amplitude × ratio) of one
-    configuration. Colours are interpolated between the measured points on log10 axes
-    (``tricontourf``); the measured points are marked. Points with σ = 0 cannot sit on a log
-    axis and are left out.
+    configuration. Colours (test accuracy in %, as the tables of ``mixed-map``) are interpolated
+    between the measured points on log10 axes (``tricontourf``); the measured points are marked.
+    Points with σ = 0 cannot sit on a log axis and are left out.
     """
     from matplotlib.ticker import FuncFormatter
 
@@ -519,7 +519,7 @@ def mixed_heatmap_figure(
     orders = orders or [""]
     figure = new_figure(5.2 * len(orders) + 0.8, 4.6)
     axes = figure.subplots(1, len(orders), squeeze=False)[0]
-    levels = np.linspace(0.0, 1.0, 21)
+    levels = np.linspace(0.0, 100.0, 21)  # in %, as the tables of `mixed-map`
     mappable = None
     power = FuncFormatter(lambda v, _pos: f"$10^{{{v:g}}}$")
     for ax, order in zip(axes, orders, strict=True):
@@ -531,14 +531,14 @@ def mixed_heatmap_figure(
         )
         x = np.log10(part["sigma_mul"].to_numpy(dtype=float))
         y = np.log10(part["sigma_add"].to_numpy(dtype=float))
-        z = part["mean"].to_numpy(dtype=float)
+        z = 100 * part["mean"].to_numpy(dtype=float)
         if x.size >= 3:
             try:
                 mappable = ax.tricontourf(x, y, z, levels=levels, cmap="viridis", extend="neither")
             except (ValueError, RuntimeError):  # collinear points: no triangulation
                 mappable = None
         points = ax.scatter(
-            x, y, c=z, cmap="viridis", vmin=0, vmax=1, s=14, edgecolors="white", linewidths=0.5
+            x, y, c=z, cmap="viridis", vmin=0, vmax=100, s=14, edgecolors="white", linewidths=0.5
         )
         mappable = mappable or points
         ax.xaxis.set_major_formatter(power)
@@ -548,6 +548,6 @@ def mixed_heatmap_figure(
         ax.set_title(text(order.replace("_", "-") if order else "mixed"), fontsize=10)
         ax.set_aspect("auto")
     if mappable is not None:
-        figure.colorbar(mappable, ax=list(axes), label="test accuracy")
+        figure.colorbar(mappable, ax=list(axes), label="test accuracy (%)")
     figure.suptitle(text(title or "mixed noise"), fontsize=10)
     return _finish(figure, out, name)

@@ -45,8 +45,10 @@ from walkingnoise.analysis.noisy_machines import (
     weight_noise_accuracy,
 )
 from walkingnoise.analysis.tables import (
+    AMPLITUDE_NOTE,
     AMin,
     SiteNames,
+    amplitude_rows,
     dataset_site_names,
     fit_curves,
     format_mu,
@@ -442,6 +444,8 @@ def _midpoints(report: _Report, fits: pd.DataFrame, sites: pd.DataFrame, tables:
     shown = readable_midpoints(fits)
     report.table_files(fits, tables, "midpoints", shown)
     report.table(shown)
+    if amplitude_rows(fits).any():
+        report.paragraph(AMPLITUDE_NOTE, "note")
     report.paragraph("Full table: tables/midpoints.csv (all fit parameters and flags).", "note")
 
 
@@ -594,6 +598,8 @@ def _global(report: _Report, curves: pd.DataFrame, fits: pd.DataFrame, tables: P
     report.table_files(table, tables, "global", readable_midpoints(table))
     report.table(pivot_mu(table), index=True)
     report.paragraph("μ ± error per configuration (cf. paper Tables 1 and 4).", "note")
+    if amplitude_rows(table).any():
+        report.paragraph(AMPLITUDE_NOTE, "note")
     glob = curves[
         curves["placement"].astype(str).str.startswith("global") & curves["sigma"].notna()
     ]

@@ -39,8 +39,9 @@ def mixed_map_points(data: pd.DataFrame, metric: str = "noisy_test_accuracy") ->
     ``data`` is a store's results (``load_results``) or their ``accuracy_curves``. The columns
     are the configuration (group columns other than order and ratio), then
     :data:`POINT_COLUMNS`, with ``amplitude`` = σ_mul + σ_add and ``ratio`` = σ_add / amplitude
-    (the paper's A and r) for every point. Points with σ_mul or σ_add equal to 0 are kept (they
-    have no place on the log axes of the figure, but are measured).
+    (the paper's A and r) for every point, all four to 10 significant digits. Points with σ_mul
+    or σ_add equal to 0 are kept (they have no place on the log axes of the figure, but are
+    measured).
     """
     curves = data if "mean" in data.columns and "status" not in data.columns else None
     curves = accuracy_curves(data, metric) if curves is None else curves
@@ -64,9 +65,17 @@ def mixed_map_points(data: pd.DataFrame, metric: str = "noisy_test_accuracy") ->
     points = pd.DataFrame(rows)
     points["amplitude"] = points["sigma_mul"] + points["sigma_add"]
     points["ratio"] = points["sigma_add"] / points["amplitude"].where(points["amplitude"] > 0)
+    for column in ("sigma_mul", "sigma_add", "amplitude", "ratio"):
+        points[column] = _rounded(points[column])
     points = points[[*family, *POINT_COLUMNS]]
     points.attrs["family_columns"] = family
     return points
+
+
+def _rounded(values: pd.Series) -> pd.Series:
+    """Values to 10 significant digits, so A·(1 − r) + A·r lands on A again and a σ computed
+    from A and r reads 0.001, not 0.0009999999999999998."""
+    return values.map(lambda v: float(f"{v:.10g}"))
 
 
 def _family_columns(points: pd.DataFrame) -> list[str]:
@@ -86,11 +95,6 @@ def iter_maps(points: pd.DataFrame) -> Iterator[tuple[dict[str, Any], str, pd.Da
         values = dict(zip([*family, "order"], key, strict=True))
         order = str(values.pop("order"))
         yield values, order, part
-
-
-def _rounded(values: pd.Series) -> pd.Series:
-    """Values to 10 significant digits, so A·(1 − r) + A·r lands on A again."""
-    return values.map(lambda v: float(f"{v:.10g}"))
 
 
 def _table(points: pd.DataFrame, index: str, columns: str, value: str) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from walkingnoise.analysis.curves import curve_group_columns
-from walkingnoise.analysis.tables import midpoint_text
+from walkingnoise.analysis.tables import amplitude_rows, midpoint_text, midpoint_units
 
 
 def cell_text(value: Any) -> str:
@@ -93,7 +93,8 @@ def varying_columns(table: pd.DataFrame, *, always: tuple[str, ...] = ()) -> lis
 
 
 def readable_midpoints(table: pd.DataFrame) -> pd.DataFrame:
-    """The midpoint table for people: varying group columns, μ ± err, s, a_min, quality."""
+    """The midpoint table for people: varying group columns, μ ± err (and what μ is, where some
+    rows are mixed noise over an amplitude), s, a_min, quality."""
     if table.empty:
         return pd.DataFrame(columns=["μ", "quality"])
     groups = varying_columns(table, always=("placement",))
@@ -103,6 +104,8 @@ def readable_midpoints(table: pd.DataFrame) -> pd.DataFrame:
     if "site_name" in table and (table["site_name"].fillna("") != "").any():
         shown.insert(len(groups), "site name", table["site_name"].fillna("").map(str))
     shown["μ"] = [midpoint_text(row) for _, row in table.iterrows()]
+    if amplitude_rows(table).any():
+        shown["μ is"] = midpoint_units(table)
     shown["space"] = table["space"]
     shown["s"] = table["s"].map(cell_text)
     shown["δa"] = table["delta_a"].map(cell_text)
