@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import doctest
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -241,14 +242,36 @@ def test_mu_outside_the_sampled_range_is_flagged() -> None:
 @pytest.mark.parametrize("a_min", [0.1, None])
 def test_a_curve_that_dropped_before_the_grid_gets_no_top_above_one(a_min: float | None) -> None:
     """Only a tail, y = 0.1 + 0.5/σ, fits a logistic along a ridge of ever higher tops and
-    earlier μ: the top stops 5 % above an accuracy of 1 (above 1 + the floor, where the floor
-    is fitted too), and the fit says it is at a bound."""
+    earlier μ: the top stops 5 % above an accuracy of 1, and the fit says it is at a bound."""
     sigma = np.logspace(0, 3, 10)
     fit = fit_midpoint(sigma, 0.1 + 0.5 / sigma, a_min=a_min, n_samples=np.full(10, 2000))
-    assert 2 * fit.delta_a <= 1.05 - (a_min or 0.0) + 1e-9
+    assert fit.a_max <= 1.05 + 1e-9
     assert fit.at_bound
     double = fit_double_logistic(sigma, 0.1 + 0.5 / sigma, a_min=0.1, n_samples=np.full(10, 2000))
     assert max(double.delta_a1, double.delta_a2) <= 0.475 + 1e-9
+
+
+def test_a_fitted_floor_does_not_lift_the_top_past_the_bound() -> None:
+    """A curve that slid from 0.95 to a plateau of 0.9 (multiplicative noise with BatchNorm):
+    the free fit would explain it by a floor of 0.9 under a top of 1.95 and a μ far before
+    the grid; pinned at the bound, the top is 1.05, the floor stays near the plateau, and μ
+    is flagged outside the sampled σ."""
+    sigma = np.logspace(0, 10, 11)
+    y = np.array([0.95, 0.925, 0.915, 0.91, 0.905, 0.9, 0.9, 0.895, 0.9, 0.895, 0.9])
+    fit = fit_midpoint(sigma, y, np.full(11, 0.005), a_min=None)
+    assert fit.a_max == pytest.approx(1.05)
+    assert fit.a_min == pytest.approx(0.9, abs=0.01)
+    assert fit.a_min_err == pytest.approx(2 * fit.delta_a_err)
+    assert fit.at_bound
+    assert "μ outside the sampled σ" in fit.quality
+
+
+def test_a_mu_outside_the_grid_is_said_even_where_the_fit_did_not_converge() -> None:
+    sigma = np.logspace(-2, 0, 9)
+    fit = fit_midpoint(sigma, log_logistic(10.0, 0.5, 0.4, 0.1)(sigma), None, a_min=0.1)
+    unconverged = replace(fit, converged=False, message="covariance not finite")
+    assert unconverged.quality.startswith("not converged (covariance not finite); ")
+    assert "μ outside the sampled σ" in unconverged.quality
 
 
 def test_mismatched_lengths_raise() -> None:

@@ -8,7 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from walkingnoise.analysis.noisy_machines import accuracy_vs_eta, weight_noise_accuracy
+from walkingnoise.analysis.noisy_machines import (
+    accuracy_vs_eta,
+    distillation_settings,
+    weight_noise_accuracy,
+)
 from walkingnoise.experiment import Experiment
 from walkingnoise.training.distillation import Distillation
 from walkingnoise.training.recipe import Recipe
@@ -118,6 +122,17 @@ def test_several_distillation_settings_get_their_own_columns() -> None:
     assert "distillation + noise injection (T=2, α=0.5)" in wide.columns
     assert "distillation + noise injection (T=6, α=0.9)" in wide.columns
     assert wide.loc[wide.index[-1], "distillation + noise injection (T=2, α=0.5)"] == "50.00"
+
+
+def test_one_distillation_setting_is_said_in_words() -> None:
+    """The wide table names a distillation's T and α only where several occur; with one, the
+    caption says them."""
+    said = distillation_settings(weight_noise_accuracy(_results()))
+    assert said == "distillation: T=6, α=0.9, teacher: the clean model of each seed (same recipe)"
+    table = weight_noise_accuracy(_results())
+    several = pd.concat([table, table.assign(temperature=2.0)], ignore_index=True)
+    assert distillation_settings(several) == ""
+    assert distillation_settings(table[~table["training"].str.startswith("distil")]) == ""
 
 
 def test_unfinished_rows_are_left_out_and_a_missing_metric_is_an_error() -> None:

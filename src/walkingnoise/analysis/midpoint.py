@@ -190,7 +190,9 @@ def _quality(fit: MidpointFit | DoubleLogisticFit) -> str:
         problems.append("flat curve")
     if fit.non_monotone:
         problems.append("non-monotone curve")
-    if not fit.too_few_points and fit.converged and not fit.mu_in_range:
+    midpoints = [getattr(fit, name, math.nan) for name in ("mu", "mu1", "mu2")]
+    fitted = any(math.isfinite(mu) for mu in midpoints)
+    if not fit.too_few_points and fitted and not fit.mu_in_range:
         problems.append("μ outside the sampled σ")
     if fit.steep:
         problems.append("drop steeper than the σ grid")
@@ -360,7 +362,8 @@ def _lowest_floor(y: np.ndarray) -> float:
 def _most_drop(y: np.ndarray, a_min: float | None) -> float:
     """Upper bound of δa: the fitted top a_min + 2·δa may not pass 1 (or the largest |y|, for
     data that are no accuracies) by more than 5 % (plus the floor, where it is fitted too: a
-    box of bounds cannot tie δa to it). Without it, a curve whose first points have
+    box of bounds cannot tie δa to it, so a fit whose top passes it is fitted again with its
+    top pinned there, see :func:`_fit_at_highest_top`). Without it, a curve whose first points have
     already dropped could be explained by a top of 2 (an accuracy of 200 %) and a μ before
     the first σ; bounded, such a fit ends at the bound, which is flagged."""
     scale = max(float(np.max(np.abs(y))), 1.0)
@@ -584,6 +587,10 @@ def fit_midpoint(
             return logistic(xv, m, w, d, fixed)
 
     params, cov, reason = _run_curve_fit(model, x, y, dy, starts, lower_a, upper_a)
+    pinned = False
+    if free and not reason and params[3] + 2 * params[2] > _highest_top(y):
+        params, cov, reason = _fit_at_highest_top(x, y, dy, starts, lower_a, upper_a)
+        pinned = True
     flags = {
         "flat": _is_flat(points),
         "non_monotone": _is_non_monotone(points),
@@ -631,11 +638,41 @@ def fit_midpoint(
         mu_in_range=in_range,
         poor_fit=poor,
         message="" if converged else "covariance not finite",
-        **_bounds_hit(params, lower_a, upper_a, (1,)),
+        **(_bounds_hit(params, lower_a, upper_a, (1,)) | ({"at_bound": True} if pinned else {})),
         **log10,
         **flags,
         **base,
     )
+
+
+def _highest_top(y: np.ndarray) -> float:
+    """Where the fitted top a_min + 2·δa may reach at most: 5 % above 1 (or the largest |y|)."""
+    return 1.05 * max(float(np.max(np.abs(y))), 1.0)
+
+
+def _fit_at_highest_top(
+    x: np.ndarray,
+    y: np.ndarray,
+    dy: np.ndarray,
+    starts: list[list[float]],
+    lower: np.ndarray,
+    upper: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The free-floor fit again with its top pinned at :func:`_highest_top`, a_min = top − 2·δa:
+    where the best fit's top passed it, the best within it lies on it (a box of bounds cannot
+    tie the floor to δa). Returns the four parameters and their covariance, as the free fit."""
+    top = _highest_top(y)
+
+    def model(xv: np.ndarray, m: float, w: float, d: float) -> np.ndarray:
+        return logistic(xv, m, w, d, top - 2 * d)
+
+    # δa such that the floor a_min = top − 2·δa stays within its own bounds
+    low = np.array([lower[0], lower[1], max((top - upper[3]) / 2, 0.0)])
+    high = np.array([upper[0], upper[1], max((top - lower[3]) / 2, low[2] + 1e-9)])
+    three = [start[:3] for start in starts]
+    params, cov, reason = _run_curve_fit(model, x, y, dy, three, low, high)
+    to_four = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, -2]], float)  # a_min = top − 2δa
+    return np.append(params, top - 2 * params[2]), to_four @ cov @ to_four.T, reason
 
 
 def _to_sigma(x: float, space: str) -> float:

@@ -187,6 +187,23 @@ def accuracy_vs_eta(data: pd.DataFrame, metric: str = "noisy_test_accuracy") -> 
     return wide.fillna("")
 
 
+def distillation_settings(table: pd.DataFrame) -> str:
+    """The one distillation setting of :func:`weight_noise_accuracy`'s ``table`` in words
+    (``distillation: T=6, α=0.9, teacher: the clean model of each seed``), which its wide
+    layout then leaves out of the column names; "" for none or several."""
+    distilled = table["training"].astype(str).str.startswith("distillation")
+    settings = table.loc[distilled, ["temperature", "alpha", "teacher"]].drop_duplicates()
+    if len(settings) != 1:
+        return ""
+    row = settings.iloc[0]
+    teacher = (
+        "the clean model of each seed (same recipe)"
+        if row["teacher"] == "clean"
+        else str(row["teacher"])
+    )
+    return f"distillation: T={row['temperature']:g}, α={row['alpha']:g}, teacher: {teacher}"
+
+
 def shares_clean_models(table: pd.DataFrame) -> bool:
     """Whether :func:`weight_noise_accuracy`'s ``table`` has a noise-injection row at η = 0,
     which may be the inference-only models (:data:`ETA_ZERO_NOTE`)."""

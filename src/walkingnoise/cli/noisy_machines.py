@@ -35,6 +35,7 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     from walkingnoise.analysis.noisy_machines import (
         ETA_ZERO_NOTE,
         accuracy_vs_eta,
+        distillation_settings,
         shares_clean_models,
         weight_noise_accuracy,
     )
@@ -56,6 +57,8 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
         print(wide.to_string())
     if shares_clean_models(table):
         print(ETA_ZERO_NOTE)
+    if setting := distillation_settings(table):
+        print(setting)
     if args.csv is not None:
         write_csv(table, args.csv)
         print(f"table: {args.csv}")

@@ -40,6 +40,7 @@ from walkingnoise.analysis.midpoint import DEFAULT_FLOOR
 from walkingnoise.analysis.noisy_machines import (
     ETA_ZERO_NOTE,
     accuracy_vs_eta,
+    distillation_settings,
     has_weight_noise,
     shares_clean_models,
     weight_noise_accuracy,
@@ -645,7 +646,8 @@ def _noisy_machines(report: _Report, results: pd.DataFrame, tables: Path) -> Non
     report.paragraph(
         "Noisy test accuracy in % (mean ± std over seeds) under weight noise "
         "N(0, (η·(max W − min W))²) per layer, by training (cf. Zhou et al., arXiv 2001.04974)."
-        + (f" {ETA_ZERO_NOTE}" if shares_clean_models(table) else ""),
+        + (f" {ETA_ZERO_NOTE}" if shares_clean_models(table) else "")
+        + (f" The {setting}." if (setting := distillation_settings(table)) else ""),
         "note",
     )
 
