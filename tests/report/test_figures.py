@@ -161,7 +161,8 @@ def test_site_mu_figure_draws_a_log_fit_s_interval_in_log_space(tmp_path: Path) 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # one unnamed series: no empty legend, no warning
         figure = figures.site_mu_figure(sites, out=tmp_path, name="logbars")
-    assert figure.axes[0].get_legend() is None
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert legend == ["flagged fit or no error bar"]  # the two without a bar are hollow
     bars = [
         (segment[0][1], segment[1][1])
         for collection in figure.axes[0].collections
@@ -198,6 +199,18 @@ def test_site_mu_figure_marks_curves_that_drop_only_partly(tmp_path: Path) -> No
     labels = figure.axes[0].get_legend_handles_labels()[1]
     assert labels == ["partial drop: floor above half way"]  # the one series has no name
     _check_images(tmp_path, "partial")
+    # flagged, or with an error of many decades: hollow, whatever the curve's shape
+    loose = sites.assign(
+        quality=["ok", "poor fit (χ²/dof = 40)"], mu_err=[1e9, 0.1], log10_mu=[0.3, 0.5],
+        log10_mu_err=[4.0, 0.01],
+    )  # fmt: skip
+    figure = figures.site_mu_figure(loose, out=tmp_path, name="loose")
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    assert labels == [
+        "flagged fit or no error bar",
+        "partial drop: floor above half way, flagged fit",
+    ]
+    assert [handle.lines[0].get_markerfacecolor() for handle in handles] == ["white", "white"]
 
 
 def test_site_accuracy_figure(curves: pd.DataFrame, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from walkingnoise.analysis.noisy_machines import ETA_ZERO_NOTE, weight_noise_acc
 from walkingnoise.analysis.tables import AMPLITUDE_NOTE
 from walkingnoise.experiment import Experiment
 from walkingnoise.report import write_report
-from walkingnoise.report.html import FIGURE_MANIFEST
+from walkingnoise.report.html import ACCURACY_MARKS, FIGURE_MANIFEST
 from walkingnoise.sweep import Store, StoreError, load_results, parse_sweep, run_sweep
 
 from .conftest import IMG_ERROR, SCRIPT_BLOCK, SCRIPT_NAME
@@ -91,6 +91,7 @@ def test_report_of_a_real_sweep_parses_with_every_image_embedded(embedded: Path)
     assert "clean accuracy (smallest σ)" in text  # what the preservation is relative to
     assert "clean test accuracy of the models of the curve's smallest σ" in text
     assert any("logspace" in pre for pre in page.pre)  # the sweep file
+    assert ACCURACY_MARKS in text  # what the points, lines and diamonds of Fig. 1 are
 
 
 @pytest.mark.slow  # a real sweep (shared), then its figures

@@ -278,7 +278,8 @@ def site_mu_figure(
 
     ``sites`` is a site table (:func:`~walkingnoise.analysis.tables.site_table`) of one model;
     each combination of its other group columns (noisy training, clamping, …) is a series.
-    Hollow markers are fits with a quality flag, triangles curves that drop only partly
+    Hollow markers are fits with a quality flag or a μ too loose for an error bar (see
+    :func:`_error_bar`), triangles curves that drop only partly
     (:func:`~walkingnoise.analysis.tables.partial_drops`), whose μ is no robustness level.
     """
     figure = new_figure(8.0, 4.8)
@@ -295,14 +296,17 @@ def site_mu_figure(
         offset = (i - (len(series) - 1) / 2) * width
         mu = part["mu"].to_numpy(dtype=float)
         positive.extend(mu[mu > 0])
-        good = (part["quality"] == "ok").to_numpy()
+        lower, err = _error_bar(part, mu)
+        # a flagged fit, or one whose μ has no bar (unconstrained): hollow, never precise-looking
+        loose = (part["quality"] != "ok").to_numpy() | ~np.isfinite(err)
         partial = partial_drops(part).to_numpy()
         color = _COLORS[i % len(_COLORS)]
-        lower, err = _error_bar(part, mu)
+        drop = "partial drop: floor above half way"
         kinds = [
-            (good & ~partial, "o", color, label),
-            (~good & ~partial, "o", "white", _qualified(label, "flagged fit")),
-            (partial, "^", color, _qualified(label, "partial drop: floor above half way")),
+            (~loose & ~partial, "o", color, label),
+            (loose & ~partial, "o", "white", _qualified(label, "flagged fit or no error bar")),
+            (~loose & partial, "^", color, _qualified(label, drop)),
+            (loose & partial, "^", "white", _qualified(label, f"{drop}, flagged fit")),
         ]
         for chosen, marker, face, series_label in kinds:
             if chosen.any() or series_label == label:

@@ -96,6 +96,12 @@ _SITE_FAMILY = ("dataset", "model", "batchnorm", "noise")
 #: Fig. 5 compares datasets: one figure per (model, BatchNorm, noise).
 _PRESERVATION_FAMILY = ("model", "batchnorm", "noise")
 
+#: What the marks of an accuracy-vs-σ figure are, for its caption.
+ACCURACY_MARKS = (
+    "Points: mean accuracy over seeds ± its standard error; lines: the fitted logistics, "
+    "dotted where a fit is flagged; diamonds: μ, half way down its curve."
+)
+
 
 def esc(value: object) -> str:
     """HTML-escaped text of any value (quotes included)."""
@@ -548,7 +554,8 @@ def _walking(
             report.figure(
                 figures.accuracy_figure(sub_curves, fits, title=label, site_names=names_map),
                 "accuracy",
-                f"Accuracy vs σ per site with fitted logistics, {label} (cf. Fig. 1)",
+                f"Accuracy vs σ per site with fitted logistics, {label} (cf. Fig. 1). "
+                f"{ACCURACY_MARKS}",
                 family | sub,
             )
 
@@ -610,7 +617,7 @@ def _global(report: _Report, curves: pd.DataFrame, fits: pd.DataFrame, tables: P
         report.figure(
             figures.accuracy_figure(part, fits, title=label),
             "global",
-            f"Accuracy vs σ, global noise, {label} (cf. paper Fig. 1)",
+            f"Accuracy vs σ, global noise, {label} (cf. paper Fig. 1). {ACCURACY_MARKS}",
             family,
         )
 
