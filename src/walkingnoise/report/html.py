@@ -453,6 +453,8 @@ def _midpoints(report: _Report, fits: pd.DataFrame, sites: pd.DataFrame, tables:
     report.table(shown)
     if amplitude_rows(fits).any():
         report.paragraph(AMPLITUDE_NOTE, "note")
+    if partial_drops(fits).any():
+        report.paragraph(PARTIAL_DROP_NOTE, "note")
     report.paragraph("Full table: tables/midpoints.csv (all fit parameters and flags).", "note")
 
 

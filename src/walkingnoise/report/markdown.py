@@ -15,7 +15,12 @@ import numpy as np
 import pandas as pd
 
 from walkingnoise.analysis.curves import curve_group_columns
-from walkingnoise.analysis.tables import amplitude_rows, midpoint_text, midpoint_units
+from walkingnoise.analysis.tables import (
+    amplitude_rows,
+    midpoint_text,
+    midpoint_units,
+    partial_drops,
+)
 
 
 def cell_text(value: Any) -> str:
@@ -93,8 +98,9 @@ def varying_columns(table: pd.DataFrame, *, always: tuple[str, ...] = ()) -> lis
 
 
 def readable_midpoints(table: pd.DataFrame) -> pd.DataFrame:
-    """The midpoint table for people: varying group columns, μ ± err (and what μ is, where some
-    rows are mixed noise over an amplitude), s, a_min, quality."""
+    """The midpoint table for people: varying group columns, μ ± err (``†`` where the curve
+    drops only partly, see ``partial_drops``; and what μ is, where some rows are mixed noise
+    over an amplitude), s, a_min, quality."""
     if table.empty:
         return pd.DataFrame(columns=["μ", "quality"])
     groups = varying_columns(table, always=("placement",))
@@ -103,7 +109,11 @@ def readable_midpoints(table: pd.DataFrame) -> pd.DataFrame:
         shown[column] = table[column].map(cell_text)
     if "site_name" in table and (table["site_name"].fillna("") != "").any():
         shown.insert(len(groups), "site name", table["site_name"].fillna("").map(str))
-    shown["μ"] = [midpoint_text(row) for _, row in table.iterrows()]
+    partial = partial_drops(table)
+    shown["μ"] = [
+        midpoint_text(row) + ("†" if part else "")
+        for (_, row), part in zip(table.iterrows(), partial, strict=True)
+    ]
     if amplitude_rows(table).any():
         shown["μ is"] = midpoint_units(table)
     shown["space"] = table["space"]
