@@ -60,7 +60,9 @@ def test_unknown_name_raises_key_error_listing_known_names() -> None:
         build_model("nope", (1, 8, 8), 10)
     message = info.value.args[0]
     assert "'nope'" in message
-    assert "name the module that registers it with `--import MODULE`" in message
+    assert "import the module that registers it, on the command line with `--import MODULE`" in (
+        message
+    )
     for name in model_names():
         assert name in message
 

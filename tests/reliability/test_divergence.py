@@ -126,4 +126,4 @@ def test_fit_and_report_commands_work_on_a_store_with_a_diverged_experiment(
     code = main(["report", str(diverged), "--out", str(out), "--no-site-names"])
     assert code == 0, capsys.readouterr().err
     page = (out / "index.html").read_text(encoding="utf-8")
-    assert "1 experiments diverged in training" in page
+    assert "1 finished experiment diverged in training (the loss became NaN" in page

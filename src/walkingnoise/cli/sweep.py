@@ -212,7 +212,7 @@ def _say_what_is_kept(path: Path) -> None:
 def _cmd_status(args: argparse.Namespace) -> None:
     from walkingnoise.cli._common import sweep_hashes
     from walkingnoise.sweep import Store
-    from walkingnoise.sweep.results import DIVERGED_NOTE, devices_text
+    from walkingnoise.sweep.results import devices_text, diverged_note
 
     members = None if args.sweep is None else sweep_hashes(args)
     if args.where:
@@ -247,7 +247,7 @@ def _cmd_status(args: argparse.Namespace) -> None:
         note = _claims_note(list(claims.values())) if status == "running" else ""
         print(f"  {status:8s} {count}{note}")
     if diverged:
-        print(f"  {DIVERGED_NOTE % diverged}")
+        print(f"  {diverged_note(diverged)}")
     if devices:
         print(f"  done on: {devices_text(devices)}")
     if args.sweep is not None:

@@ -72,7 +72,7 @@ from walkingnoise.report.markdown import (
     readable_midpoints,
     write_table,
 )
-from walkingnoise.sweep.results import DIVERGED_NOTE, devices_text
+from walkingnoise.sweep.results import devices_text, diverged_note
 from walkingnoise.sweep.store import distinct_errors
 
 log = logging.getLogger(__name__)
@@ -419,7 +419,7 @@ def _warnings(
     if "diverged" in results:
         diverged = int(results["diverged"].fillna(False).astype(bool).sum())
         if diverged:
-            lines.append(DIVERGED_NOTE % diverged)
+            lines.append(diverged_note(diverged))
     kinds = list(dict.fromkeys(_device_kind(d) for d in devices if d is not None))
     if len(kinds) > 1:
         lines.append(

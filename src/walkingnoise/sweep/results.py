@@ -9,11 +9,15 @@ import pandas as pd
 
 from walkingnoise.sweep.store import Store
 
-#: Said of finished experiments whose training diverged, by ``run``, ``status`` and the report.
-DIVERGED_NOTE = (
-    "%d finished experiments diverged in training (the loss became NaN or infinite): they "
-    "count at chance level in the curves and fits"
-)
+
+def diverged_note(count: int) -> str:
+    """What ``run``, ``status`` and the report say of finished experiments whose training
+    diverged."""
+    them = "experiment diverged" if count == 1 else "experiments diverged"
+    return (
+        f"{count} finished {them} in training (the loss became NaN or infinite): counted at "
+        "chance level in the curves and fits"
+    )
 
 
 def load_results(store: str | Path | Store) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from walkingnoise.sweep.architecture import check_networks
 from walkingnoise.sweep.data_fingerprints import check_datasets
 from walkingnoise.sweep.executors import Executor, InProcessExecutor, ProcessExecutor, TaskError
 from walkingnoise.sweep.planner import Plan, WorkUnit, plan
-from walkingnoise.sweep.results import DIVERGED_NOTE
+from walkingnoise.sweep.results import diverged_note
 from walkingnoise.sweep.sites import SiteCounter
 from walkingnoise.sweep.spec import (
     DEFAULT_MAX_EXPERIMENTS,
@@ -102,7 +102,7 @@ class SweepSummary:
                 f"in {self.seconds:.1f} s"
             )
         if self.diverged:
-            lines.append(DIVERGED_NOTE % self.diverged)
+            lines.append(diverged_note(self.diverged))
         return "\n".join(lines)
 
 
