@@ -267,6 +267,8 @@ def test_format_mu() -> None:
     assert format_mu(0.0, 5772.0) == "0 ± 5800"  # two significant digits of the error
     assert format_mu(12346.0, 678.0) == "12350 ± 680"
     assert format_mu(3.0, 2e6) == "3.00e+00 ± 2.0e+06"
+    assert format_mu(9.75, 1.7e-15) == "9.75 ± 0"  # equal values: their std is rounding
+    assert format_mu(9.75, 0.0) == "9.75 ± 0"
 
 
 def test_format_midpoint_shows_a_wide_log_error_as_a_factor() -> None:

@@ -188,6 +188,9 @@ def test_a_weight_noise_study_gets_the_noisy_machines_table(tmp_path: Path) -> N
     text = " ".join(_parse(index).text)
     assert "Noisy Machines: accuracy vs weight noise η" in text
     assert ETA_ZERO_NOTE in text
+    assert "Midpoint noise levels" not in text  # nothing to fit is no section, no warning
+    assert "no curve to fit" not in text
+    assert "Midpoint fits: the logistic" not in text
     table = pd.read_csv(tmp_path / "out" / "tables" / "noisy_machines.csv")
     expected = weight_noise_accuracy(load_results(store))
     numbers = ["training", "weight_noise", "mean", "std", "seeds", "clean_mean"]

@@ -339,11 +339,12 @@ def midpoint_units(table: pd.DataFrame) -> list[str]:
 
 
 def format_mu(mu: float, err: float) -> str:
-    """``μ ± err`` with the error to two significant digits (``0.52 ± 0.031``, ``0 ± 5800``)."""
+    """``μ ± err`` with the error to two significant digits (``0.52 ± 0.031``, ``0 ± 5800``);
+    ``± 0`` where the values did not spread (an error below float rounding's, 1e-9 of μ)."""
     if not math.isfinite(mu):
         return "n/a"
-    if not math.isfinite(err) or err <= 0:
-        return f"{mu:.3g} ± ?" if not math.isfinite(err) else f"{mu:.3g}"
+    if not math.isfinite(err) or err <= 1e-9 * abs(mu):  # no spread but float rounding's
+        return f"{mu:.3g} ± ?" if not math.isfinite(err) else f"{mu:.3g} ± 0"
     if _scientific(mu) or err >= 1e5:
         return f"{mu:.2e} ± {err:.1e}"
     place = math.floor(math.log10(err)) - 1  # the error's second significant digit

@@ -304,7 +304,7 @@ def write_report(
     tables = out / "tables"
 
     _warnings(report, results, fits, a_min, n_test, devices)
-    _midpoints(report, fits, sites, tables)
+    _midpoints(report, results, fits, sites, tables)
     _walking(report, curves, fits, sites, preservation, names, tables)
     _global(report, curves, fits, tables)
     _mixed(report, curves)
@@ -384,20 +384,10 @@ def _warnings(
     n_test: int | Mapping[str, int] | None,
     devices: Mapping[str | None, int],
 ) -> None:
-    report.heading("Fit quality and warnings", anchor="warnings")
-    if isinstance(n_test, Mapping):
-        sizes = ", ".join(f"{k} {v}" for k, v in n_test.items()) or "unknown"
-    else:
-        sizes = "unknown" if n_test is None else str(n_test)
-    report.paragraph(
-        "Midpoint fits: the logistic F(σ) = 2·δa / (1 + exp((σ − μ)/s)) + a_min by weighted "
-        "least squares, each σ weighted by the standard error of its mean over seeds, at least "
-        f"{DEFAULT_FLOOR} and at least the binomial error of that mean, √(p(1−p)/n) with n = "
-        f"test-set size × seeds (test-set sizes: {sizes}); a_min = {a_min}. σ spanning a "
-        "factor ≥ 100 is fitted in log10 σ, where s is in decades. A * marks a flagged fit in "
-        "the tables.",
-        "note",
-    )
+    fitting = not (fits.empty and _weight_noise_only(results))
+    report.heading("Fit quality and warnings" if fitting else "Warnings", anchor="warnings")
+    if fitting:
+        _fit_method(report, a_min, n_test)
     lines = []
     if not fits.empty:
         columns = curve_group_columns(fits)
@@ -428,12 +418,38 @@ def _warnings(
             "otherwise, so curves that mix them agree in distribution, not number for number; "
             "`--where device=…` selects one"
         )
-    if fits.empty:
+    if fits.empty and fitting:
         lines.insert(0, "no curve to fit: no finished experiment with a scalar σ")
     if lines:
         report.items(lines, "warn")
-    else:
+    elif fitting:
         report.paragraph("No warnings: every fit converged with μ inside the sampled σ.")
+    else:
+        report.paragraph("No warnings.")
+
+
+def _weight_noise_only(results: pd.DataFrame) -> bool:
+    """A store of weight noise alone (a Noisy Machines study): it has no σ, and nothing to fit
+    is no warning there."""
+    done = results[results["status"] == "done"] if "status" in results else results
+    return not done.empty and has_weight_noise(done)
+
+
+def _fit_method(report: _Report, a_min: AMin, n_test: int | Mapping[str, int] | None) -> None:
+    """How the midpoints are fitted, in words."""
+    if isinstance(n_test, Mapping):
+        sizes = ", ".join(f"{k} {v}" for k, v in n_test.items()) or "unknown"
+    else:
+        sizes = "unknown" if n_test is None else str(n_test)
+    report.paragraph(
+        "Midpoint fits: the logistic F(σ) = 2·δa / (1 + exp((σ − μ)/s)) + a_min by weighted "
+        "least squares, each σ weighted by the standard error of its mean over seeds, at least "
+        f"{DEFAULT_FLOOR} and at least the binomial error of that mean, √(p(1−p)/n) with n = "
+        f"test-set size × seeds (test-set sizes: {sizes}); a_min = {a_min}. σ spanning a "
+        "factor ≥ 100 is fitted in log10 σ, where s is in decades. A * marks a flagged fit in "
+        "the tables.",
+        "note",
+    )
 
 
 def _device_kind(label: str) -> str:
@@ -443,7 +459,11 @@ def _device_kind(label: str) -> str:
     return name or label
 
 
-def _midpoints(report: _Report, fits: pd.DataFrame, sites: pd.DataFrame, tables: Path) -> None:
+def _midpoints(
+    report: _Report, results: pd.DataFrame, fits: pd.DataFrame, sites: pd.DataFrame, tables: Path
+) -> None:
+    if fits.empty and _weight_noise_only(results):
+        return  # its table is the Noisy Machines one
     report.heading("Midpoint noise levels", anchor="midpoints")
     if fits.empty:
         report.paragraph("No finished experiments with a scalar σ to fit.")
