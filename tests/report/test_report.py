@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import re
 import sqlite3
 from contextlib import closing
@@ -16,7 +17,7 @@ from walkingnoise.analysis.noisy_machines import ETA_ZERO_NOTE, weight_noise_acc
 from walkingnoise.analysis.tables import AMPLITUDE_NOTE
 from walkingnoise.experiment import Experiment
 from walkingnoise.report import write_report
-from walkingnoise.report.html import ACCURACY_MARKS, FIGURE_MANIFEST
+from walkingnoise.report.html import ACCURACY_MARKS, FIGURE_MANIFEST, _sigmas_text
 from walkingnoise.sweep import Store, StoreError, load_results, parse_sweep, run_sweep
 
 from .conftest import IMG_ERROR, SCRIPT_BLOCK, SCRIPT_NAME
@@ -279,3 +280,9 @@ def test_figure_file_names_are_short_and_cut_between_words(label: str, slug: str
     from walkingnoise.report.html import _slug
 
     assert _slug(label) == slug
+
+
+def test_a_preservation_figure_names_the_sigma_it_compares_at() -> None:
+    assert _sigmas_text(pd.Series([1e6, 1e6])) == "σ = 1e+06"
+    assert _sigmas_text(pd.Series([100.0, 1e6, math.nan])) == "σ = 100 … 1e+06"
+    assert _sigmas_text(pd.Series([], dtype=float)) == "the largest σ"

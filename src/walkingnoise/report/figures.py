@@ -489,7 +489,7 @@ def preservation_figure(
         )
     _site_axis(ax, sorted(all_sites), site_names)
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
-    ax.set_ylabel("preserved accuracy (max σ / clean)")
+    ax.set_ylabel("accuracy at the largest σ / clean accuracy")
     ax.set_ylim(0, max(1.1, float(np.nanmax(table["preservation"])) + 0.05) if len(table) else 1.1)
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(text(title or "accuracy preserved at the largest σ"), fontsize=10)

@@ -610,7 +610,8 @@ def _walking(
             report.figure(
                 figures.preservation_figure(
                     part,
-                    title=f"preserved accuracy: {_label(family)}",
+                    title=f"accuracy preserved at {_sigmas_text(part['sigma_max'])}: "
+                    f"{part['dataset'].iloc[0]} · {_label(family)}",
                     site_names=_names(names, {"dataset": part["dataset"].iloc[0]} | family),
                 ),
                 "preservation",
@@ -642,6 +643,14 @@ def _global(report: _Report, curves: pd.DataFrame, fits: pd.DataFrame, tables: P
             f"Accuracy vs σ, global noise, {label} (cf. paper Fig. 1). {ACCURACY_MARKS}",
             family,
         )
+
+
+def _sigmas_text(sigmas: pd.Series) -> str:
+    """``σ = 1e+06``, or ``σ = 100 … 1e+06`` where the series of a figure differ."""
+    values = sorted({float(v) for v in sigmas.dropna()})
+    if not values:
+        return "the largest σ"
+    return f"σ = {values[0]:g}" + (f" … {values[-1]:g}" if len(values) > 1 else "")
 
 
 def _mixed(report: _Report, curves: pd.DataFrame) -> None:
