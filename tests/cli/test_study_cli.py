@@ -83,6 +83,8 @@ def test_weights_compares_unclamped_with_clamped(
     assert table.loc["layers.4", "ratio"] == pytest.approx(ratio)
     assert (table["models_a"] == 2).all()
     assert (table["models_b"] == 2).all()
+    assert set(table["a"]) == {"recipe.clamp=null"}  # which group each column is
+    assert set(table["b"]) == {"recipe.clamp=1"}
     line = next(line for line in out.splitlines() if line.strip().startswith("layers.4 "))
     assert f"{ratio:.2f}" in line or f"{ratio:.3g}" in line
     assert "2/2" in line
@@ -215,6 +217,7 @@ def test_the_report_compares_weights_at_the_noisy_sites_own_layer(
     assert main(["report", str(store), "--out", str(tmp_path / "report")]) == 0
     table = pd.read_csv(tmp_path / "report" / "tables" / "weights_at_site.csv")
     assert table[["site", "layer"]].values.tolist() == [[1, "layers.1"]]
+    assert table[["a", "b"]].values.tolist() == [["recipe.clamp=null", "recipe.clamp=1"]]
     clamped = results[results["placement"] == "walking:1"]
     groups = {"a": clamped["recipe.clamp"].isna(), "b": clamped["recipe.clamp"] == 1.0}
     for label, rows in groups.items():

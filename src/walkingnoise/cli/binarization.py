@@ -145,12 +145,12 @@ def _cmd_weights(args: argparse.Namespace) -> None:
 
     results = _results(args.store, args.where)
     table = weight_comparison_table(results, args.compare, by=args.by, stat=args.stat)
-    if args.csv is not None:
-        write_csv(table, args.csv)
     first, second = ("null" if v is None else cell_text(v) for v in table.attrs["values"])
     by = table.attrs["by"]
     stat = {"mean_abs": "mean |w|", "max_abs": "max |w|", "std": "std w"}[args.stat]
     label_a, label_b = f"{args.compare}={first}", f"{args.compare}={second}"
+    if args.csv is not None:  # which group each of the _a and _b columns is
+        write_csv(table.assign(a=label_a, b=label_b), args.csv)
     groups = table.groupby(by, dropna=False, sort=False) if by else [((), table)]
     for key, part in groups:
         key = key if isinstance(key, tuple) else (key,)

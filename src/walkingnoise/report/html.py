@@ -712,7 +712,7 @@ def _weights(report: _Report, results: pd.DataFrame, tables: Path, names: SiteNa
         table = table[(table["models_a"] > 0) & (table["models_b"] > 0)]
         if table.empty:
             continue
-        frames.append(table.assign(clamp=clamp))
+        frames.append(table.assign(clamp=clamp, **_clamp_groups(clamp)))
     if not frames:
         report.paragraph("No configuration has both clamped and unclamped models.")
         return
@@ -742,6 +742,11 @@ def _weight_display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return display
 
 
+def _clamp_groups(clamp: float) -> dict[str, str]:
+    """Which group each of a weight table's ``_a`` and ``_b`` columns is, for its CSV."""
+    return {"a": "recipe.clamp=null", "b": f"recipe.clamp={clamp:g}"}
+
+
 def _weights_at_site(
     done: pd.DataFrame, clamps: list[float], by: list[str], names: SiteNames | None
 ) -> pd.DataFrame:
@@ -762,7 +767,7 @@ def _weights_at_site(
             and row.models_b > 0
             for row in table.itertuples()
         ]
-        frames.append(table[keep].assign(clamp=clamp))
+        frames.append(table[keep].assign(clamp=clamp, **_clamp_groups(clamp)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
