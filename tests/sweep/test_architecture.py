@@ -195,3 +195,26 @@ def test_the_command_line_stops_in_one_line_and_accepts_a_change_on_request(
     assert line.startswith("walking-noise: error: model 'mine' (no-batchnorm, on digits)")
     assert main([*run, "--accept-network-change"]) == 0
     assert main(run) == 0
+
+
+def test_a_stores_tables_name_the_sites_of_a_model_that_is_not_imported(
+    tmp_path: Path,
+    registry: dict,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Analysis on a machine without the model's module: the names the run kept."""
+    store = tmp_path / "mine.sqlite"
+    register_model("mine")(_builder(16))
+    run_sweep(spec(SWEEP), store, progress=False)
+    with Store(store, read_only=True) as opened:
+        kept = opened.fingerprints("sites")["digits|mine|no-batchnorm"]
+    assert kept[:3] == ["input", "1:Linear", "2:ReLU"]
+    del registry["mine"]  # as where its module is not imported
+    with caplog.at_level("INFO", logger="walkingnoise"):
+        assert main(["fit", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "1:Linear" in out
+    assert "2:ReLU" in out
+    assert "site names of mine from" in caplog.text
+    assert "no site names" not in caplog.text

@@ -15,6 +15,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -195,14 +196,18 @@ def _as_midpoints(data: pd.DataFrame, **options: Any) -> pd.DataFrame:
     return midpoint_table(data, **options)
 
 
-def dataset_site_names(data_root: str | None = None) -> SiteNames:
-    """Site names from the instrumented model; ``{}`` where the dataset cannot be loaded."""
+def dataset_site_names(data_root: str | None = None, store: str | Path | None = None) -> SiteNames:
+    """Site names from the instrumented model; where it cannot be built (a user's model whose
+    module is not imported, data that are not here), those ``store`` kept when its sweeps ran,
+    else ``{}``."""
     from walkingnoise.experiment import Experiment
     from walkingnoise.models.registry import model_names, unknown_model
+    from walkingnoise.sweep.architecture import architecture_key
     from walkingnoise.sweep.sites import SiteCounter
 
     counter = SiteCounter(data_root)
     cache: dict[tuple[str, str, bool], dict[int, str]] = {}
+    kept: list[Mapping[str, list[str]]] = []  # the store's, read once, at the first failure
 
     def names(dataset: str, model: str, batchnorm: bool) -> Mapping[int, str]:
         key = (dataset, model, bool(batchnorm))
@@ -211,6 +216,13 @@ def dataset_site_names(data_root: str | None = None) -> SiteNames:
                 probe = Experiment(dataset=dataset, model=model, batchnorm=batchnorm, noise="none")
                 cache[key] = {info.index: info.name for info in counter.table(probe)}
             except Exception as error:  # names are a nicety: any failure leaves indices only
+                if not kept:
+                    kept.append(_stored_site_names(store))
+                stored = kept[0].get(architecture_key(*key))
+                if stored is not None:
+                    log.info("site names of %s from %s (the model: %s)", model, store, error)
+                    cache[key] = dict(enumerate(stored))
+                    return cache[key]
                 if model in model_names():
                     log.info("no site names for %s/%s: %s", dataset, model, error)
                 else:  # a user's model, its module not imported: say how to get them
@@ -219,6 +231,20 @@ def dataset_site_names(data_root: str | None = None) -> SiteNames:
         return cache[key]
 
     return names
+
+
+def _stored_site_names(store: str | Path | None) -> Mapping[str, list[str]]:
+    """The site names a store kept per network (``{}`` without a store, or one that cannot
+    be read)."""
+    from walkingnoise.sweep.store import Store
+
+    if store is None:
+        return {}
+    try:
+        with Store(store, read_only=True) as opened:
+            return opened.fingerprints("sites")
+    except (OSError, ValueError):  # StoreError is an OSError
+        return {}
 
 
 def result_test_sizes(results: pd.DataFrame, data_root: str | None = None) -> dict[str, int]:

@@ -98,7 +98,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         write_csv(table, args.csv)
     shown = table[varying_columns(table, always=("placement",))].map(cell_text)
     if args.site_names and table["site"].notna().any():
-        names = dataset_site_names(args.data_root)
+        names = dataset_site_names(args.data_root, args.store)
         shown["site"] = [
             names(r["dataset"], r["model"], r["batchnorm"]).get(int(r["site"]), "")
             if pd.notna(r["site"])

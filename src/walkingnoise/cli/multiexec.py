@@ -163,7 +163,7 @@ def _walking_group(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame
     midpoints = midpoint_table(
         results, a_min=args.a_min, n_test=result_test_sizes(results, args.data_root)
     )
-    names = dataset_site_names(args.data_root) if args.site_names else None
+    names = dataset_site_names(args.data_root, args.store) if args.site_names else None
     sites = site_table(midpoints, site_names=names)
     if sites.empty:
         raise ValueError(

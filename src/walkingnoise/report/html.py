@@ -271,7 +271,7 @@ def write_report(
         names = site_names
     else:
         names = (
-            dataset_site_names(None if data_root is None else str(data_root))
+            dataset_site_names(None if data_root is None else str(data_root), store)
             if site_names
             else None
         )

@@ -256,6 +256,7 @@ def run_sweep(
             now = now.settled(entries, opened)
             now.check(opened, accepted)  # before anything is written
             now.save(opened, accepted)
+            opened.save_fingerprints("sites", counter.site_names(), replace=True)
             summary = _run_rounds(entries, spec, opened, context)
     summary.repeats, summary.repeat_example = repeats.count, repeats.example
     return summary

@@ -112,6 +112,15 @@ class SiteCounter:
             for key, model in self._models.items()
         }
 
+    def site_names(self) -> dict[str, list[str]]:
+        """The site names of each network built so far, in site order, by ``architecture_key``:
+        kept in the store, so that a store's tables name the sites of a user's model where its
+        module cannot be imported."""
+        return {
+            architecture_key(*key): [info.name for info in table]
+            for key, table in self._tables.items()
+        }
+
     def __call__(self, experiment: Experiment) -> int:
         """The number of noise sites of the experiment's instrumented model."""
         return len(self.table(experiment))
