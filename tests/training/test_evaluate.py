@@ -158,3 +158,29 @@ def test_evaluation_summary_statistics() -> None:
         "noisy_test_loss": pytest.approx(2.0),
         "noisy_test_loss_std": pytest.approx(1.0),
     }
+
+
+class _WithAuxiliary(torch.nn.Module):
+    """A classifier that also returns its features, as some models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fc(x.flatten(1)), x
+
+
+def test_a_model_that_gives_no_tensor_of_logits_is_refused_in_one_line(
+    digits: InMemoryDataset,
+) -> None:
+    noisy = instrument(_WithAuxiliary(), digits.train.x[:2])
+    for run in (
+        lambda: evaluate(noisy, digits.test),
+        lambda: train_model(noisy, digits.train, Recipe(epochs=1), seed=0),
+    ):
+        with pytest.raises(
+            TypeError, match=r"^_WithAuxiliary gives tuple for a batch, not a"
+        ) as err:
+            run()
+        assert "\n" not in str(err.value)

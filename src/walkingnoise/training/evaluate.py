@@ -54,6 +54,20 @@ class Evaluation:
         }
 
 
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``, which must be a tensor of logits: a model that gives a tuple or a dict
+    (auxiliary outputs) is refused in one line, not deep inside the loss."""
+    logits = model(x)
+    if not isinstance(logits, torch.Tensor):
+        named = getattr(model, "source", model)  # the user's model inside a NoisyModel
+        raise TypeError(
+            f"{type(named).__name__} gives {type(logits).__name__} for a batch, not a tensor "
+            "of logits (batch, classes): training and evaluation need one; wrap the model so "
+            "that its forward returns the logits alone"
+        )
+    return logits
+
+
 def _std(values: tuple[float, ...]) -> float:
     if len(values) < 2:
         return 0.0
@@ -74,7 +88,7 @@ def accuracy_and_loss(
     try:
         for start in range(0, len(split), batch_size):
             x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
-            logits = model(x)
+            logits = logits_of(model, x)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             correct += (logits.argmax(dim=1) == y).sum()
     finally:

@@ -19,7 +19,7 @@ from walkingnoise.data.dataset import Split
 from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.noise.weight import weight_noise_disabled
 from walkingnoise.training.clamp import clamp_weights
-from walkingnoise.training.evaluate import accuracy_and_loss
+from walkingnoise.training.evaluate import accuracy_and_loss, logits_of
 from walkingnoise.training.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def train_model(
             x, y = train.x[index], train.y[index]
             if augmentation is not None:
                 x = augmentation(x, augment_with, index=index)
-            logits = model(x)
+            logits = logits_of(model, x)
             if loss is None:
                 batch_loss = F.cross_entropy(logits, y, weight=class_weights)
             else:
