@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from torch import nn
 
 from walkingnoise.noise.site import SiteInfo
+from walkingnoise.sweep.changes import refuse_changes
 
 
 class ArchitectureChangedError(ValueError):
@@ -54,18 +55,18 @@ def _shape(shape: Iterable[int]) -> str:
 def check_networks(now: Mapping[str, list[str]], stored: Mapping[str, list[str]]) -> None:
     """Raise ``ArchitectureChangedError`` (one line: the model and its first difference) if a
     network of ``now`` differs from the one ``stored`` under the same key."""
-    for key, lines in now.items():
-        before = stored.get(key)
-        if before is None or before == lines:
-            continue
-        dataset, rest = key.split("|", 1)
-        model, norm = rest.rsplit("|", 1)
-        raise ArchitectureChangedError(
-            f"model {model!r} ({norm}, on {dataset}) is not the network this store's "
-            f"experiments of it ran: {_first_difference(lines, before)}; register the changed "
-            "model under a new name, or use a new store, so that its results do not join the "
-            "old ones (--accept-network-change: they may)"
-        )
+    refuse_changes(now, stored, _changed_network)
+
+
+def _changed_network(key: str, lines: list[str], before: list[str]) -> ArchitectureChangedError:
+    dataset, rest = key.split("|", 1)
+    model, norm = rest.rsplit("|", 1)
+    return ArchitectureChangedError(
+        f"model {model!r} ({norm}, on {dataset}) is not the network this store's "
+        f"experiments of it ran: {_first_difference(lines, before)}; register the changed "
+        "model under a new name, or use a new store, so that its results do not join the "
+        "old ones (--accept-network-change: they may)"
+    )
 
 
 def _first_difference(now: list[str], before: list[str]) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import torch
 
 from walkingnoise.data.dataset import InMemoryDataset
+from walkingnoise.sweep.changes import refuse_changes
 
 __all__ = ["DataChangedError", "check_datasets", "dataset_fingerprint"]
 
@@ -46,16 +47,16 @@ def _bytes(tensor: torch.Tensor) -> memoryview:
 def check_datasets(now: Mapping[str, list[str]], stored: Mapping[str, list[str]]) -> None:
     """Raise ``DataChangedError`` (one line, naming the dataset and what differs) if a
     dataset of ``now`` differs from the one ``stored`` under the same name."""
-    for name, fingerprint in now.items():
-        before = stored.get(name)
-        if before is None or before == fingerprint:
-            continue
-        raise DataChangedError(
-            f"dataset {name!r}: not the data this store's experiments of it ran on "
-            f"({_difference(fingerprint, before)}); point --data-root at the data they ran on, "
-            "or use a new store, so that results of other data do not join theirs "
-            "(--accept-data-change: they may)"
-        )
+    refuse_changes(now, stored, _changed_data)
+
+
+def _changed_data(name: str, fingerprint: list[str], before: list[str]) -> DataChangedError:
+    return DataChangedError(
+        f"dataset {name!r}: not the data this store's experiments of it ran on "
+        f"({_difference(fingerprint, before)}); point --data-root at the data they ran on, "
+        "or use a new store, so that results of other data do not join theirs "
+        "(--accept-data-change: they may)"
+    )
 
 
 def _difference(now: list[str], before: list[str]) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from walkingnoise.experiment import Experiment
+from walkingnoise.sweep.changes import refuse_changes
 
 
 class TeacherChangedError(ValueError):
@@ -47,13 +48,13 @@ def _fingerprint(path: Path) -> list[str]:
 def check_teacher_files(now: Mapping[str, list[str]], stored: Mapping[str, list[str]]) -> None:
     """Raise ``TeacherChangedError`` (one line, naming the file) if a teacher file of ``now``
     differs from the one ``stored`` under the same path."""
-    for path, fingerprint in now.items():
-        before = stored.get(path)
-        if before is None or before == fingerprint:
-            continue
-        raise TeacherChangedError(
-            f"distillation.teacher {path}: not the file this store's students of it ran with "
-            f"(now {', '.join(fingerprint)}; was {', '.join(before)}); save a new teacher under "
-            "a new path, or use a new store, so that its students run anew instead of counting "
-            "as done (--accept-teacher-change: their results stay)"
-        )
+    refuse_changes(now, stored, _changed_teacher)
+
+
+def _changed_teacher(path: str, fingerprint: list[str], before: list[str]) -> TeacherChangedError:
+    return TeacherChangedError(
+        f"distillation.teacher {path}: not the file this store's students of it ran with "
+        f"(now {', '.join(fingerprint)}; was {', '.join(before)}); save a new teacher under "
+        "a new path, or use a new store, so that its students run anew instead of counting "
+        "as done (--accept-teacher-change: their results stay)"
+    )
