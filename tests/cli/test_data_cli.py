@@ -17,6 +17,9 @@ import pytest
 from walkingnoise.cli import main
 from walkingnoise.data import dataset_names
 
+from ..data.helpers import T10K_IMAGES, T10K_LABELS
+from ..data.http_server import FileServer, RunningServer
+
 MNIST_T10K = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist-t10k"
 
 
@@ -171,3 +174,20 @@ def test_download_of_the_real_mnist_t10k_bytes_through_a_mirror(
 def test_unknown_dataset_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "download", "imagenet", "--root", str(tmp_path)]) == 2
     assert "unknown dataset 'imagenet'; known: cifar10" in _error_line(capsys)
+
+
+def test_download_from_a_server_that_hangs_gives_up_after_the_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server answers only after 5 s (then with a 404): with --timeout 0.5 the download
+    says it timed out instead of waiting for it."""
+    state = FileServer(stalls={f"/{name}.gz": 5.0 for name in (T10K_IMAGES, T10K_LABELS)})
+    with RunningServer(state):
+        root = tmp_path / "root"
+        args = ["data", "download", "mnist-t10k", "--root", str(root), "--mirror", state.url("/")]
+        assert main([*args, "--timeout", "0.5"]) == 2
+    line = _error_line(capsys)
+    assert f"{state.url('/')}{T10K_IMAGES}.gz: timed out" in line
+    assert "HTTP Error 404" not in line
+    assert main([*args, "--timeout", "0"]) == 2
+    assert _error_line(capsys).endswith("--timeout must be a positive number of seconds, got 0.0")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,12 +15,14 @@ class FileServer:
 
     ``files`` maps a path (``/name``) to its bytes. With ``ranges`` off, ``Range`` headers are
     ignored (full 200 responses). ``cuts[path] = (n, k)`` drops the connection after ``k`` body
-    bytes on the next ``n`` requests of that path.
+    bytes on the next ``n`` requests of that path. ``stalls[path]`` is how many seconds the
+    server waits before it answers a request of that path (a server that hangs).
     """
 
     files: dict[str, bytes] = field(default_factory=dict)
     ranges: bool = True
     cuts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    stalls: dict[str, float] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     base_url: str = ""
 
@@ -38,6 +41,7 @@ def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             header = self.headers.get("Range")
             state.requests.append((self.path, header))
+            time.sleep(state.stalls.get(self.path, 0.0))
             data = state.files.get(self.path)
             if data is None:
                 self.send_error(404)

@@ -31,6 +31,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="URL",
         help="fetch every file from this base URL instead of the publisher's (same checksums)",
     )
+    download.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up on a server that sends nothing for this long, then try the next mirror "
+        "(default: 60)",
+    )
     add_progress_option(download)
     download.set_defaults(handler=_cmd_download)
 
@@ -99,7 +107,11 @@ def _cmd_download(args: argparse.Namespace) -> None:
     from walkingnoise.data.download import damaged_files, data_root, official_files
 
     before = dataset_status(args.name, args.root)
-    status = download_dataset(args.name, args.root, mirror=args.mirror, progress=args.progress)
+    if not args.timeout > 0:  # NaN too
+        raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    status = download_dataset(
+        args.name, args.root, mirror=args.mirror, progress=args.progress, timeout=args.timeout
+    )
     where = _location(status.files) or status.note
     if before.present:
         print(f"{args.name}: already present ({where})")
