@@ -32,10 +32,11 @@ def _head(message: str) -> str:
 
 
 def _names_the_path(message: str, case: Malformed, source: Path) -> bool:
-    """Whether the error starts with the broken path (or the file, for whole-file errors)."""
-    head = _head(message)
+    """Whether the error starts with the broken path, after the file (or with the file alone,
+    for whole-file errors)."""
     if not case.where:
-        return head == str(source)
+        return _head(message) == str(source)
+    head = _head(message.removeprefix(f"{source}: "))
     return head == case.where or head.startswith(case.where + ".")
 
 

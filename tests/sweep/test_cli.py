@@ -228,7 +228,7 @@ def test_a_bad_sweep_exits_2_with_the_yaml_path(
     assert code == 2
     assert out == ""
     assert err.count("\n") == 1
-    assert err.startswith("walking-noise: error: fixed.placement: site 11 is beyond the 11 noise")
+    assert err.startswith(f"walking-noise: error: {sweep}: fixed.placement: site 11 is beyond")
     assert not store.parent.exists()
 
 
@@ -257,7 +257,7 @@ def test_the_real_command_reports_a_bad_sweep_in_one_line(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
-    assert done.stderr.startswith("walking-noise: error: fixed.sigmaa: unknown key; known:")
+    assert done.stderr.startswith(f"walking-noise: error: {sweep}: fixed.sigmaa: unknown key;")
     assert not (tmp_path / "runs").exists()
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from walkingnoise._signals import Terminated
@@ -137,6 +139,19 @@ def _executor_name(args: argparse.Namespace) -> str:
     return str(args.executor)
 
 
+@contextlib.contextmanager
+def _naming_the_file(sweep: Path) -> Iterator[None]:
+    """A sweep's error found while it expands (``fixed.model: unknown model …``) names its
+    file first, as those found while it is read do."""
+    from walkingnoise.sweep import SweepError
+
+    try:
+        yield
+    except SweepError as error:
+        text = str(error)
+        raise SweepError(text if str(sweep) in text else f"{sweep}: {text}") from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from walkingnoise.sweep import Store, load_sweep, make_executor, run_sweep
     from walkingnoise.sweep.executors import check_gpus_per_task, check_ray_address
@@ -162,7 +177,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         if args.ray_address is not None:
             check_ray_address(args.ray_address)
-        summary = run_sweep(spec, path, dry_run=True, **options)
+        with _naming_the_file(args.sweep):
+            summary = run_sweep(spec, path, dry_run=True, **options)
         print(f"store: {path}")
         print(summary.describe())
         if spec.adaptive_axes():
@@ -170,12 +186,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print("curves whose midpoint is not settled yet")
         return 0
     try:
-        with make_executor(
-            executor_name,
-            workers=args.workers,
-            ray_address=args.ray_address,
-            gpus_per_task=args.gpus_per_task,
-        ) as executor:
+        with (
+            make_executor(
+                executor_name,
+                workers=args.workers,
+                ray_address=args.ray_address,
+                gpus_per_task=args.gpus_per_task,
+            ) as executor,
+            _naming_the_file(args.sweep),
+        ):
             summary = run_sweep(spec, path, executor=executor, progress=args.progress, **options)
     except (KeyboardInterrupt, Terminated):
         _say_what_is_kept(path)
