@@ -93,6 +93,9 @@ def test_report_of_a_real_sweep_parses_with_every_image_embedded(embedded: Path)
     assert "clean test accuracy of the models of the curve's smallest σ" in text
     assert any("logspace" in pre for pre in page.pre)  # the sweep file
     assert ACCURACY_MARKS in text  # what the points, lines and diamonds of Fig. 1 are
+    source = embedded.read_text(encoding="utf-8")
+    assert '<a href="tables/midpoints.csv">midpoints.csv</a>' in source  # linked, not named
+    assert "[sites.md](tables/sites.md)" in (out / "report.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow  # a real sweep (shared), then its figures

@@ -165,8 +165,21 @@ class _Report:
     def table_files(
         self, frame: pd.DataFrame, folder: Path, name: str, display: pd.DataFrame | None = None
     ) -> None:
-        """Write ``folder/NAME.csv`` and ``.md`` (see ``write_table``) and remember them."""
-        self.tables.update(write_table(frame, folder, name, display))
+        """Write ``folder/NAME.csv`` and ``.md`` (see ``write_table``), remember them, and
+        link them on the page (the CSV holds every column, the page a readable few)."""
+        written = write_table(frame, folder, name, display)
+        self.tables.update(written)
+        links = [f"{folder.name}/{Path(path).name}" for path in sorted(written)]
+        self.html.append(
+            '<p class="note">Table files: '
+            + ", ".join(f'<a href="{esc(link)}">{esc(Path(link).name)}</a>' for link in links)
+            + " (the CSV with every column)</p>"
+        )
+        self.md.append(
+            "Table files: "
+            + ", ".join(f"[{Path(link).name}]({link})" for link in links)
+            + " (the CSV with every column)\n"
+        )
 
     def pre(self, text: str) -> None:
         self.html.append(f"<pre>{esc(text)}</pre>")
@@ -475,7 +488,6 @@ def _midpoints(
         report.paragraph(AMPLITUDE_NOTE, "note")
     if partial_drops(fits).any():
         report.paragraph(PARTIAL_DROP_NOTE, "note")
-    report.paragraph("Full table: tables/midpoints.csv (all fit parameters and flags).", "note")
 
 
 #: Under a μ-per-site table with curves that drop only partly (``†``).
