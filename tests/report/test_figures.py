@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -285,3 +286,23 @@ def test_dollar_signs_in_labels_do_not_start_mathtext(tmp_path: Path) -> None:
     curve.attrs["group_columns"] = ["model", "placement"]
     figures.accuracy_figure(curve, None, title="cost $5", out=tmp_path, name="dollar")
     _check_images(tmp_path, "dollar")
+
+
+def test_eta_accuracy_figure_draws_a_line_per_training() -> None:
+    table = pd.DataFrame(
+        {
+            "training": ["inference-only"] * 3 + ["noise injection"] * 3,
+            "temperature": math.nan,
+            "alpha": math.nan,
+            "teacher": "",
+            "weight_noise": [0.1, 0.0, 0.05] * 2,
+            "mean": [0.5, 0.9, 0.7, 0.8, 0.9, 0.85],
+            "std": [0.02, 0.01, math.nan, 0.01, 0.01, 0.01],
+        }
+    )
+    figure = figures.eta_accuracy_figure(table, title="digits · mlp")
+    ax = figure.axes[0]
+    assert ax.get_legend_handles_labels()[1] == ["inference-only", "noise injection"]
+    first = ax.get_lines()[0]
+    assert first.get_xdata().tolist() == [0.0, 0.05, 0.1]  # in order of η
+    assert first.get_ydata().tolist() == [0.9, 0.7, 0.5]

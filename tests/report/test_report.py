@@ -193,6 +193,8 @@ def test_a_weight_noise_study_gets_the_noisy_machines_table(tmp_path: Path) -> N
     assert "Noisy Machines: accuracy vs weight noise η" in text
     assert ETA_ZERO_NOTE in text
     assert "Midpoint noise levels" not in text  # nothing to fit is no section, no warning
+    assert len(_parse(index).images) == 1  # accuracy vs η, one line per training
+    assert any((tmp_path / "out" / "figures").glob("*-noisy-machines-*.png"))
     assert "no curve to fit" not in text
     assert "Midpoint fits: the logistic" not in text
     table = pd.read_csv(tmp_path / "out" / "tables" / "noisy_machines.csv")

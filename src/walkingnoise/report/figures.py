@@ -498,6 +498,55 @@ def preservation_figure(
     return _finish(figure, out, name)
 
 
+# -- Noisy Machines --------------------------------------------------------------------------
+
+
+def eta_accuracy_figure(
+    table: pd.DataFrame,
+    *,
+    title: str = "",
+    out: str | Path | None = None,
+    name: str = "eta-accuracy",
+) -> Figure:
+    """Noisy test accuracy against weight noise η, one line per training (Zhou et al.).
+
+    ``table`` is :func:`~walkingnoise.analysis.noisy_machines.weight_noise_accuracy`'s output
+    for one group; error bars are the std over seeds; a distillation's T and α name its line
+    where several settings occur.
+    """
+    figure = new_figure(6.5, 4.2)
+    ax = figure.add_subplot()
+    several = table.loc[
+        table["training"].astype(str).str.startswith("distillation"),
+        ["temperature", "alpha", "teacher"],
+    ].drop_duplicates()
+    keys = ["training", "temperature", "alpha", "teacher"]
+    lines = table.groupby(keys, dropna=False, sort=False)
+    for i, (_key_values, part) in enumerate(lines):
+        part = part.sort_values("weight_noise")
+        row = part.iloc[0]
+        label = str(row["training"])
+        if len(several) > 1 and label.startswith("distillation"):
+            label += f" (T={row['temperature']:g}, α={row['alpha']:g})"
+        ax.errorbar(
+            part["weight_noise"].to_numpy(float),
+            part["mean"].to_numpy(float),
+            yerr=np.nan_to_num(part["std"].to_numpy(float)),
+            fmt="o-",
+            ms=4,
+            lw=1,
+            capsize=2,
+            color=_COLORS[i % len(_COLORS)],
+            label=text(label),
+        )
+    ax.set_xlabel("weight noise η (std relative to each layer's max W − min W)")
+    ax.set_ylabel("noisy test accuracy")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(text(title or "accuracy vs weight noise η"), fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    return _finish(figure, out, name)
+
+
 # -- Fig. 6 -----------------------------------------------------------------------------------
 
 

@@ -693,6 +693,16 @@ def _noisy_machines(report: _Report, results: pd.DataFrame, tables: Path) -> Non
     report.heading("Noisy Machines: accuracy vs weight noise η", anchor="noisy-machines")
     report.table_files(table, tables, "noisy_machines", wide)
     report.table(wide, index=True)
+    columns = [c for c in table.attrs.get("group_columns", ()) if c in table]
+    for family, part in _families(table, columns):
+        label = _label(family)
+        report.figure(
+            figures.eta_accuracy_figure(part, title=label),
+            "noisy-machines",
+            f"Noisy test accuracy vs weight noise η by training, {label}: mean ± std over "
+            "seeds (cf. Zhou et al., arXiv 2001.04974)",
+            family,
+        )
     report.paragraph(
         "Noisy test accuracy in % (mean ± std over seeds) under weight noise "
         "N(0, (η·(max W − min W))²) per layer, by training (cf. Zhou et al., arXiv 2001.04974)."
