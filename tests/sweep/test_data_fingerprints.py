@@ -4,6 +4,7 @@ the next run instead of joining them."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -111,6 +112,40 @@ def test_the_command_line_names_the_dataset_in_one_line(
     assert main([*run, "--data-root", other]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("walking-noise: error: dataset 'fashion_mnist': not the data")
-    assert line.endswith("(--accept-data-change: they may)")
+    assert line.endswith("(--accept-data-change: they may, and these data become the store's)")
+    assert "its labels differ: now inputs " in line
     assert main([*run, "--data-root", other, "--dry-run"]) == 2
     assert main([*run, "--data-root", other, "--accept-data-change"]) == 0
+
+
+def test_a_store_is_tied_to_its_data_only_once_an_experiment_of_it_finished(
+    tmp_path: Path,
+) -> None:
+    """A run stopped before anything finished leaves a fingerprint that binds nothing: the next
+    run may read other data, and its fingerprint replaces that one."""
+    store = tmp_path / "f.sqlite"
+    relabelled = _write_fashion(tmp_path / "relabelled", shuffle_labels=True)
+    other = ["inputs sha256 0", "labels sha256 0", "train 1, validation 1, test 1"]
+    with Store(store) as opened:
+        opened.save_fingerprints("data", {"fashion_mnist": other})
+    assert run_sweep(spec(SWEEP % "[0.1]"), store, data_root=relabelled, progress=False).ran == 1
+    with Store(store, read_only=True) as opened:
+        kept = opened.fingerprints("data")["fashion_mnist"]
+    assert kept == dataset_fingerprint(load_dataset("fashion_mnist", relabelled))
+
+
+def test_a_store_from_before_fingerprints_says_it_records_this_runs_data(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "f.sqlite"
+    first = _write_fashion(tmp_path / "first")
+    run_sweep(spec(SWEEP % "[0.1]"), store, data_root=first, progress=False)
+    with sqlite3.connect(store) as db:  # as a store written before data fingerprints
+        db.execute("DELETE FROM meta WHERE key LIKE 'data:%'")
+    with caplog.at_level("WARNING", logger="walkingnoise"):
+        run_sweep(spec(SWEEP % "[0.1, 1.0]"), store, data_root=first, progress=False)
+    assert "no fingerprint of the data of fashion_mnist kept with its finished" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="walkingnoise"):
+        run_sweep(spec(SWEEP % "[0.1, 1.0]"), store, data_root=first, progress=False)
+    assert "no fingerprint" not in caplog.text  # recorded now

@@ -52,10 +52,10 @@ def check_datasets(now: Mapping[str, list[str]], stored: Mapping[str, list[str]]
 
 def _changed_data(name: str, fingerprint: list[str], before: list[str]) -> DataChangedError:
     return DataChangedError(
-        f"dataset {name!r}: not the data this store's experiments of it ran on "
-        f"({_difference(fingerprint, before)}); point --data-root at the data they ran on, "
-        "or use a new store, so that results of other data do not join theirs "
-        "(--accept-data-change: they may)"
+        f"dataset {name!r}: not the data this store recorded for its finished experiments "
+        f"({_difference(fingerprint, before)}); point --data-root at those data, or use a new "
+        "store, so that results of other data do not join theirs (--accept-data-change: they "
+        "may, and these data become the store's)"
     )
 
 
@@ -70,9 +70,11 @@ def _difference(now: list[str], before: list[str]) -> str:
         if differ == ["inputs"]
         else ""
     )
-    return f"its {said} differ: now {_short(now)}, was {_short(before)}{note}"
+    return f"its {said} differ: now {_short(now)}; was {_short(before)}{note}"
 
 
 def _short(fingerprint: list[str]) -> str:
-    """The two digests cut to 12 hex digits each, for a message."""
-    return "/".join(line.rsplit(" ", 1)[-1][:12] for line in fingerprint[:2])
+    """``inputs 9723eaff1416, labels 582a296989eb``: the digests cut to 12 hex digits."""
+    return ", ".join(
+        f"{line.split(' ', 1)[0]} {line.rsplit(' ', 1)[-1][:12]}" for line in fingerprint[:2]
+    )

@@ -255,6 +255,7 @@ def run_sweep(
         with _opened(store) as opened:
             now = now.settled(entries, opened)
             now.check(opened, accepted)  # before anything is written
+            now.say_unrecorded_data(opened)
             now.save(opened, accepted)
             opened.save_fingerprints("sites", counter.site_names(), replace=True)
             summary = _run_rounds(entries, spec, opened, context)
@@ -296,6 +297,9 @@ class _Fingerprints:
     #: Teacher files with a finished student in the store: only those are checked; the
     #: others' fingerprints follow the file until a student of it is done.
     taught: frozenset[str] = frozenset()
+    #: Datasets with a finished experiment in the store, likewise: a run stopped before any
+    #: finished ties the store to no data.
+    used: frozenset[str] = frozenset()
 
     def settled(self, entries: list[SweepEntry], store: Store) -> _Fingerprints:
         """These fingerprints, knowing which teacher files have a finished student."""
@@ -306,14 +310,18 @@ class _Fingerprints:
         }
         done = store.statuses(list(students)) if students else {}
         taught = {path for key, path in students.items() if done.get(key) == "done"}
-        return _Fingerprints(self.networks, self.teachers, self.datasets, frozenset(taught))
+        used = store.datasets_done() & set(self.datasets)
+        return _Fingerprints(
+            self.networks, self.teachers, self.datasets, frozenset(taught), frozenset(used)
+        )
 
     def _kinds(self) -> list[tuple[str, dict[str, list[str]], Callable[..., None]]]:
         taught = {path: f for path, f in self.teachers.items() if path in self.taught}
+        used = {name: f for name, f in self.datasets.items() if name in self.used}
         return [
             ("network", self.networks, check_networks),
             ("teacher", taught, check_teacher_files),
-            ("data", self.datasets, check_datasets),
+            ("data", used, check_datasets),
         ]
 
     def check(self, store: Store, accepted: dict[str, bool]) -> None:
@@ -332,6 +340,22 @@ class _Fingerprints:
                 check(now, stored)
         untaught = {p: f for p, f in self.teachers.items() if p not in self.taught}
         store.save_fingerprints("teacher", untaught, replace=True)
+        unused = {name: f for name, f in self.datasets.items() if name not in self.used}
+        store.save_fingerprints("data", unused, replace=True)
+
+    def say_unrecorded_data(self, store: Store) -> None:
+        """Warn of datasets whose finished results the store holds without a fingerprint (a
+        store from before they were kept): this run's data are recorded as theirs."""
+        recorded = store.fingerprints("data")
+        unknown = sorted(name for name in self.used if name not in recorded)
+        if unknown:
+            log.warning(
+                "%s: no fingerprint of the data of %s kept with its finished results (a store "
+                "from before they were kept): the data this run reads are recorded as theirs, "
+                "and later runs are checked against them",
+                store.path,
+                ", ".join(unknown),
+            )
 
 
 @dataclass(frozen=True)

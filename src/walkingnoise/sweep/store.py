@@ -559,6 +559,14 @@ class Store:
         counts = Counter(device for key, device in found if wanted is None or key in wanted)
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0] is None, item[0])))
 
+    def datasets_done(self) -> set[str]:
+        """The datasets of which the store holds a finished experiment."""
+        rows = self._fetch(
+            "SELECT DISTINCT json_extract(config, '$.dataset') FROM experiments"
+            " WHERE status = 'done'"
+        )
+        return {name for (name,) in rows if name is not None}
+
     def diverged(self, hashes: Sequence[str] | None = None) -> int:
         """How many finished experiments (all, or of ``hashes``) diverged in training."""
         found = self._fetch("SELECT hash FROM experiments WHERE status = 'done' AND diverged = 1")
