@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,27 @@ def test_binarization_takes_the_largest_sigma_at_the_site(
     assert ((table["accuracy"] >= 0) & (table["accuracy"] <= 1)).all()
     for setting in ("clean", "noisy", "quantized"):
         assert re.search(rf"^\s*{setting}\b", out, flags=re.MULTILINE)
+
+
+def test_binarization_warns_where_the_data_are_not_the_stores(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stored models evaluated on other data than they ran on: the numbers are of those data,
+    and a line on stderr says so (here the store's record is made to differ)."""
+    copy = tmp_path / "copy.sqlite"
+    shutil.copy(store, copy)
+    shutil.copytree(store.with_suffix(".checkpoints"), copy.with_suffix(".checkpoints"))
+    args = ["binarization", str(copy), "--site", "3", "--out", str(tmp_path / "bin")]
+    assert main(args) == 0
+    assert "not the data" not in capsys.readouterr().err  # the data it ran on
+    with Store(copy) as opened:
+        (fingerprint,) = opened.fingerprints("data").values()
+        other = ["labels sha256 0" if line.startswith("labels") else line for line in fingerprint]
+        opened.save_fingerprints("data", {"digits": other}, replace=True)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: dataset 'digits': not the data {copy} recorded for its")
+    assert "its labels differ" in err
 
 
 def test_binarization_with_given_thresholds_and_sigma(

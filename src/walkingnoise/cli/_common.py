@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,8 @@ import pydantic
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from walkingnoise.data.dataset import InMemoryDataset
 
 WHERE_HELP = (
     "keep only the finished experiments with this setting (repeatable), e.g. --where seed=0 "
@@ -196,3 +199,12 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
 
     refuse_database(path)
     write_atomic(path, table.to_csv(index=False).encode("utf-8"))
+
+
+def say_other_data(store: str | Path, dataset: InMemoryDataset) -> None:
+    """Warn on stderr where the data read now are not those the store's models ran on (a
+    command that evaluates them: ``binarization``, ``sqnr``, ``multiexec evaluate``)."""
+    from walkingnoise.sweep.data_fingerprints import other_data_warning
+
+    if warning := other_data_warning(store, dataset):
+        print(warning, file=sys.stderr)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from walkingnoise._files import check_folder
-from walkingnoise.cli._common import WHERE_HELP, parse_sigma, write_csv
+from walkingnoise.cli._common import WHERE_HELP, parse_sigma, say_other_data, write_csv
 
 
 def study_dir(store: Path, study: str) -> Path:
@@ -228,6 +228,7 @@ def _cmd_binarization(args: argparse.Namespace) -> None:
     out = args.out or study_dir(args.store, "binarization")
     check_folder(out)  # before the study, and before anything is printed
     dataset = load_dataset(experiment.dataset, root=args.data_root)
+    say_other_data(args.store, dataset)
     key = experiment.content_hash()
     print(f"experiment {key[:12]}: {_describe(experiment)}")
     site_name = model.site_table[site].name

@@ -13,6 +13,7 @@ from walkingnoise.cli._common import (
     WHERE_HELP,
     add_site_options,
     parse_sigma,
+    say_other_data,
     where_hashes,
     write_csv,
 )
@@ -357,6 +358,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     budget = _budget(args, len(planned))
     plans = standard_plans(planned, budget, args.power)
     dataset = load_dataset(trained.dataset, root=args.data_root)
+    say_other_data(args.store, dataset)
     split = dataset.split(args.split)
     print(f"walking-noise group: {label}")
     print(

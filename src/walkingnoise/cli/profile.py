@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from walkingnoise._files import check_folder, is_database
-from walkingnoise.cli._common import parse_sigma
+from walkingnoise.cli._common import parse_sigma, say_other_data
 
 if TYPE_CHECKING:
     from walkingnoise.experiment import Experiment
@@ -150,7 +150,10 @@ def _cmd_sqnr(args: argparse.Namespace) -> None:
     experiment, model = load_source(args.source, args.experiment)
     settings = [_setting(args, experiment, sigma) for sigma in args.sigma or [None]]
     first = settings[0]
-    split = load_dataset(first.dataset, root=args.data_root).split(args.split)
+    dataset = load_dataset(first.dataset, root=args.data_root)
+    if is_database(Path(args.source)):  # a store: its models ran on the data it recorded
+        say_other_data(args.source, dataset)
+    split = dataset.split(args.split)
     x = split.x[: args.samples]
     profiles = []
     for setting in settings:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
 from walkingnoise.data.dataset import InMemoryDataset
 from walkingnoise.sweep.changes import refuse_changes
 
-__all__ = ["DataChangedError", "check_datasets", "dataset_fingerprint"]
+__all__ = ["DataChangedError", "check_datasets", "dataset_fingerprint", "other_data_warning"]
 
 _SPLITS = ("train", "validation", "test")
 
@@ -77,4 +78,23 @@ def _short(fingerprint: list[str]) -> str:
     """``inputs 9723eaff1416, labels 582a296989eb``: the digests cut to 12 hex digits."""
     return ", ".join(
         f"{line.split(' ', 1)[0]} {line.rsplit(' ', 1)[-1][:12]}" for line in fingerprint[:2]
+    )
+
+
+def other_data_warning(store: str | Path, data: InMemoryDataset) -> str:
+    """For commands that evaluate a store's models on data read now (``binarization``,
+    ``sqnr``, ``multiexec evaluate``): a line saying ``data`` are not the data the store
+    recorded for their dataset, or "" where they are (or none were recorded)."""
+    from walkingnoise.sweep.store import Store
+
+    with Store(store, read_only=True) as opened:
+        before = opened.fingerprints("data").get(data.name)
+    if before is None:
+        return ""
+    now = dataset_fingerprint(data)
+    if now == before:
+        return ""
+    return (
+        f"warning: dataset {data.name!r}: not the data {store} recorded for its experiments "
+        f"({_difference(now, before)}); the numbers below are of the data read now"
     )
