@@ -150,3 +150,5 @@ def test_a_dataset_is_never_put_together_from_two_folders(tmp_path: Path) -> Non
     with pytest.raises(DatasetNotFoundError, match="missing train-images-idx3-ubyte") as err:
         load_dataset("fashion_mnist", tmp_path)
     assert f"together in {_raw(tmp_path)}/" in str(err.value)
+    apart = f"train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz] are in {tmp_path}/"
+    assert f"{apart}, apart from the others" in str(err.value)

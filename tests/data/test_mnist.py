@@ -151,7 +151,7 @@ def test_missing_everything_lists_all_files_and_dirs(tmp_path: Path) -> None:
     assert str(tmp_path) in message
     assert str(tmp_path / "MNIST" / "raw") in message
     assert "MNIST/raw/" in message
-    assert message.endswith("or fetch them: walking-noise data download mnist --root ROOT")
+    assert message.endswith(f"or fetch them: walking-noise data download mnist --root {tmp_path}")
 
 
 def test_a_folder_or_dead_link_where_a_file_belongs_is_named(

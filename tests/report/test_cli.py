@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from walkingnoise.analysis.synthetic import write_synthetic_store
 from walkingnoise.analysis.tables import AMPLITUDE_NOTE
 from walkingnoise.cli import main
 from walkingnoise.sweep import Store
@@ -33,6 +34,18 @@ def test_fit_says_the_mu_of_mixed_noise_with_a_ratio_is_an_amplitude(
     assert len(others) == 4
     assert all(" σ " in line and "amplitude" not in line for line in others)
     assert AMPLITUDE_NOTE in lines
+
+
+def test_fit_marks_the_curves_that_drop_only_partly(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = write_synthetic_store(tmp_path / "partial.sqlite", floor=0.8)
+    assert main(["fit", str(store), "--no-site-names", "--where", "noise=multiplicative"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    walking = [line for line in lines if "walking:" in line]
+    marked = [line for line in walking if "†" in line]
+    assert 0 < len(marked) < len(walking)  # the last three sites fall to chance
+    assert any(line.startswith("† the curve drops only partly") for line in lines)
 
 
 def test_fit_double_and_csv(

@@ -306,3 +306,22 @@ def test_eta_accuracy_figure_draws_a_line_per_training() -> None:
     first = ax.get_lines()[0]
     assert first.get_xdata().tolist() == [0.0, 0.05, 0.1]  # in order of η
     assert first.get_ydata().tolist() == [0.9, 0.7, 0.5]
+
+
+def test_one_wide_error_bar_puts_the_mu_axis_on_a_log_scale() -> None:
+    """μ of 0.55 ×/÷ 540 beside μ near 1: on a linear axis its bar up to ~300 would flatten
+    every other μ to zero."""
+    sites = pd.DataFrame(
+        {
+            "placement": ["walking:1", "walking:2"],
+            "site": pd.array([1, 2], dtype="Int64"),
+            "site_name": "",
+            "mu": [0.554, 1.2],
+            "mu_err": [0.554 * math.log(10) * 2.73, 0.1],
+            "log10_mu": [math.log10(0.554), math.log10(1.2)],
+            "log10_mu_err": [2.73, 0.036],
+            "quality": "ok",
+        }
+    )
+    figure = figures.site_mu_figure(sites)
+    assert figure.axes[0].get_yscale() == "log"

@@ -550,6 +550,10 @@ grid:
     assert "4 finished experiments diverged in training (the loss became NaN" in summary.describe()
     assert main(["status", str(store)]) == 0
     assert "  4 finished experiments diverged in training" in capsys.readouterr().out
+    sweep = tmp_path / "nan.yaml"
+    sweep.write_text(text)
+    assert main(["run", str(sweep), "--store", str(store), "--no-progress"]) == 0
+    assert "(4 done, 4 of them diverged, 0 failed in total)" in capsys.readouterr().out
 
 
 def test_a_model_its_workers_cannot_build_stops_the_run_before_it_runs(

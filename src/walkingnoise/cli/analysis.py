@@ -79,6 +79,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         midpoint_table,
         midpoint_text,
         midpoint_units,
+        partial_drops,
         result_test_sizes,
     )
     from walkingnoise.report.markdown import cell_text, varying_columns
@@ -106,8 +107,12 @@ def _cmd_fit(args: argparse.Namespace) -> None:
             for _, r in table.iterrows()
         ]
     parts = ("1", "2") if args.double else ("",)
+    partial = partial_drops(table) if not args.double else pd.Series(False, index=table.index)
     for k in parts:
-        shown[f"μ{k} ± err"] = [midpoint_text(row, k) for _, row in table.iterrows()]
+        shown[f"μ{k} ± err"] = [
+            midpoint_text(row, k) + ("†" if part else "")
+            for (_, row), part in zip(table.iterrows(), partial, strict=True)
+        ]
     amplitudes = amplitude_rows(table).any()
     if amplitudes:
         shown["μ is"] = midpoint_units(table)
@@ -125,6 +130,12 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         print(shown.to_string(index=False))
     if amplitudes:
         print(AMPLITUDE_NOTE)
+    if partial.any():
+        print(
+            "† the curve drops only partly (its fitted floor stays above half way to chance): "
+            "μ is the middle of that drop, not a robustness level to rank against curves that "
+            "fall to chance; compare them by the accuracy kept at the largest σ"
+        )
     flagged = int((table["quality"] != "ok").sum())
     fitted = table["mu1" if args.double else "mu"].notna()
     spaces = " and ".join(sorted(table.loc[fitted, "space"].unique()))

@@ -201,8 +201,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise
     with Store(path, read_only=True) as store:
         counts = store.counts()
+        diverged = store.diverged()
     print(summary.describe())
-    print(f"store: {path}  ({counts['done']} done, {counts['failed']} failed in total)")
+    among = f", {diverged} of them diverged" if diverged else ""
+    print(f"store: {path}  ({counts['done']} done{among}, {counts['failed']} failed in total)")
     if summary.failed or summary.failed_before:
         print(
             f"see why with `walking-noise status {path} --errors`, then "
@@ -254,9 +256,9 @@ def _cmd_status(args: argparse.Namespace) -> None:
         + [f"--where {text}" for text in args.where]
     )
     if members is None:
-        print(f"{args.store}: {total} experiments")
+        print(f"{args.store}: {_count(total, 'experiment')}")
     else:
-        print(f"{args.store}: {total} experiments {chosen}")
+        print(f"{args.store}: {_count(total, 'experiment')} {chosen}")
         if len(members) > total:
             unstored = len(members) - total
             print(
@@ -279,6 +281,11 @@ def _cmd_status(args: argparse.Namespace) -> None:
     print(f"  clean trainings stored: {trainings}{'' if members is None else ' (whole store)'}")
     if args.errors:
         _print_errors(errors)
+
+
+def _count(count: int, noun: str) -> str:
+    """``1 experiment``, ``3 experiments``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _passing(args: argparse.Namespace) -> set[str]:

@@ -670,7 +670,9 @@ def locate_or_download(
         fetch(dataset, root, files, progress=progress)
         status = locate(root)
     elif not status.present and OFFICIAL_FILES.get(dataset):
-        fetch_them = f"or fetch them: walking-noise data download {dataset} --root ROOT"
+        fetch_them = (
+            f"or fetch them: walking-noise data download {dataset} --root {data_root(root)}"
+        )
         status = replace(status, hint=f"{status.hint}; {fetch_them}" if status.hint else fetch_them)
     status.require()
     return status

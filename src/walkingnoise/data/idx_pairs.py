@@ -76,6 +76,15 @@ class IdxPairLayout:
             f"place the published IDX files (raw or .gz) together in {dirs[0]}/ "
             f"(ROOT/{self.folder}/raw/, torchvision's layout) or directly in {dirs[-1]}/"
         )
+        folders: dict[Path, list[str]] = {}
+        for label, path in _found_elsewhere(found, found_in).items():
+            folders.setdefault(path.parent, []).append(label)
+        if folders:
+            apart = "; ".join(
+                f"{', '.join(labels)} {'is' if len(labels) == 1 else 'are'} in {folder}/"
+                for folder, labels in folders.items()
+            )
+            hint = f"{apart}, apart from the others; {hint}"
         odd = _not_files(dirs, names)
         return DatasetStatus.of(dataset, found, dirs, hint=f"{odd}; {hint}" if odd else hint)
 
@@ -158,6 +167,19 @@ def _refuse_another_datasets_file(dataset: str, path: Path) -> None:
                     f"{path}: this is {other}'s published file, not {dataset}'s; keep each "
                     "dataset in its own folder (ROOT/MNIST/raw/, ROOT/FashionMNIST/raw/)"
                 )
+
+
+def _found_elsewhere(
+    chosen: Mapping[str, Path | None], found_in: Sequence[Mapping[str, Path | None]]
+) -> dict[str, Path]:
+    """The files ``chosen`` lacks that another searched folder holds: a dataset split over
+    two folders, which is read from neither."""
+    elsewhere: dict[str, Path] = {}
+    for found in found_in:
+        for label, path in found.items():
+            if path is not None and chosen[label] is None:
+                elsewhere.setdefault(label, path)
+    return elsewhere
 
 
 def _not_files(dirs: Sequence[Path], names: Sequence[str]) -> str:

@@ -197,7 +197,9 @@ def accuracy_figure(
         mu = float(fit["mu"])
         if lo <= mu <= hi:
             level = float(fit["a_min"]) + float(fit["delta_a"])  # F(μ): half way down
-            ax.plot([mu], [level], marker="D", color=color, ms=6, mec="black", mew=0.6)
+            flagged = fit.get("quality", "ok") != "ok"  # hollow, as its line is dotted
+            face = "white" if flagged else color
+            ax.plot([mu], [level], marker="D", color=color, mfc=face, ms=6, mec="black", mew=0.6)
             if len(groups) == 1:
                 ax.axvline(mu, color=color, lw=0.8, ls="--")
                 ax.annotate(
@@ -297,6 +299,8 @@ def site_mu_figure(
         mu = part["mu"].to_numpy(dtype=float)
         positive.extend(mu[mu > 0])
         lower, err = _error_bar(part, mu)
+        tops = mu + err
+        positive.extend(tops[np.isfinite(tops) & (tops > 0)])  # a wide bar asks for a log axis
         # a flagged fit, or one whose μ has no bar (unconstrained): hollow, never precise-looking
         loose = (part["quality"] != "ok").to_numpy() | ~np.isfinite(err)
         partial = partial_drops(part).to_numpy()
