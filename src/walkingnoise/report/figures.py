@@ -458,6 +458,22 @@ def site_accuracy_figure(
 # -- Fig. 5 -----------------------------------------------------------------------------------
 
 
+def _series_line(ax: Axes, x: Any, y: Any, err: Any, index: int, label: str) -> None:
+    """One series as points joined by a line, with error bars (none where NaN), in the
+    ``index``-th of the fixed colours."""
+    ax.errorbar(
+        np.asarray(x, dtype=float),
+        np.asarray(y, dtype=float),
+        yerr=np.nan_to_num(np.asarray(err, dtype=float)),
+        fmt="o-",
+        ms=4,
+        lw=1,
+        capsize=2,
+        color=_COLORS[index % len(_COLORS)],
+        label=text(label),
+    )
+
+
 def preservation_figure(
     preservation: pd.DataFrame,
     *,
@@ -480,17 +496,7 @@ def preservation_figure(
         part = part.sort_values("site")
         index = part["site"].to_numpy(dtype=float)
         all_sites.update(int(s) for s in index)
-        ax.errorbar(
-            index,
-            part["preservation"].to_numpy(float),
-            yerr=np.nan_to_num(part["preservation_err"].to_numpy(float)),
-            fmt="o-",
-            ms=4,
-            lw=1,
-            capsize=2,
-            color=_COLORS[i % len(_COLORS)],
-            label=text(label),
-        )
+        _series_line(ax, index, part["preservation"], part["preservation_err"], i, label)
     _site_axis(ax, sorted(all_sites), site_names)
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax.set_ylabel("accuracy at the largest σ / clean accuracy")
@@ -532,17 +538,7 @@ def eta_accuracy_figure(
         label = str(row["training"])
         if len(several) > 1 and label.startswith("distillation"):
             label += f" (T={row['temperature']:g}, α={row['alpha']:g})"
-        ax.errorbar(
-            part["weight_noise"].to_numpy(float),
-            part["mean"].to_numpy(float),
-            yerr=np.nan_to_num(part["std"].to_numpy(float)),
-            fmt="o-",
-            ms=4,
-            lw=1,
-            capsize=2,
-            color=_COLORS[i % len(_COLORS)],
-            label=text(label),
-        )
+        _series_line(ax, part["weight_noise"], part["mean"], part["std"], i, label)
     ax.set_xlabel("weight noise η (std relative to each layer's max W − min W)")
     ax.set_ylabel("noisy test accuracy")
     ax.grid(True, alpha=0.3)
