@@ -3,9 +3,10 @@
 An experiment names its dataset, not the data's content, so that the same data read from
 another folder or machine keeps its results. The store therefore keeps, per dataset name, a
 fingerprint of the tensors its experiments trained and tested on: SHA-256 of the inputs and of
-the labels of every split, and the split sizes. A run whose data differs (files replaced,
-labels relabelled, another ``--data-root`` holding other files) stops before it runs
-anything, unless told the change is meant.
+the labels of every split, and the split sizes. A run whose data differ from those the
+store's finished experiments of that dataset ran on (files replaced, labels relabelled,
+another ``--data-root`` holding other files) stops before it runs anything, unless told the
+change is meant; until an experiment of it has finished, the fingerprint follows the data.
 """
 
 from __future__ import annotations
