@@ -366,9 +366,8 @@ def _most_drop(y: np.ndarray, a_min: float | None) -> float:
     top pinned there, see :func:`_fit_at_highest_top`). Without it, a curve whose first points have
     already dropped could be explained by a top of 2 (an accuracy of 200 %) and a μ before
     the first σ; bounded, such a fit ends at the bound, which is flagged."""
-    scale = max(float(np.max(np.abs(y))), 1.0)
     floor = _lowest_floor(y) if a_min is None else float(a_min)
-    return max((1.05 * scale - floor) / 2, 1e-3)
+    return max((_highest_top(y) - floor) / 2, 1e-3)
 
 
 def _crossing(points: _Points, a_min: float, top: float) -> float:

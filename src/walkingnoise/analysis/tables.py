@@ -329,6 +329,19 @@ def partial_drops(table: pd.DataFrame) -> pd.Series:
     return partial.fillna(False).astype(bool)
 
 
+def midpoint_cells(table: pd.DataFrame, suffix: str = "", *, flagged: bool = False) -> list[str]:
+    """μ with its error of each row of a fit table as text (:func:`midpoint_text`), marked as
+    every table marks it: ``†`` where the curve drops only partly (:func:`partial_drops`) and,
+    with ``flagged``, ``*`` first where the fit has a quality flag."""
+    partial = partial_drops(table)
+    return [
+        midpoint_text(row, suffix)
+        + ("*" if flagged and row["quality"] != "ok" else "")
+        + ("†" if part else "")
+        for (_, row), part in zip(table.iterrows(), partial, strict=True)
+    ]
+
+
 def global_table(data: pd.DataFrame, **options: Any) -> pd.DataFrame:
     """Global-noise μ rows (placement ``global`` or ``global-except:…``), as in Tables 1 and 4.
 

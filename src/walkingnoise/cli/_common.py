@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -136,16 +138,25 @@ def where_hashes(
 
 def sweep_hashes(args: argparse.Namespace) -> set[str]:
     """The experiments ``--sweep`` defines; an error in its file names the file."""
-    from walkingnoise.sweep import Store, SweepError, load_sweep
+    from walkingnoise.sweep import Store, load_sweep
     from walkingnoise.sweep.membership import sweep_members
 
     spec = load_sweep(args.sweep)
+    with naming_the_sweep_file(args.sweep), Store(args.store, read_only=True) as store:
+        return sweep_members(spec, store, data_root=args.data_root)
+
+
+@contextlib.contextmanager
+def naming_the_sweep_file(sweep: Path) -> Iterator[None]:
+    """A sweep's error found while it expands (``fixed.model: unknown model …``) names its
+    file first, as those found while it is read do."""
+    from walkingnoise.sweep import SweepError
+
     try:
-        with Store(args.store, read_only=True) as store:
-            return sweep_members(spec, store, data_root=args.data_root)
+        yield
     except SweepError as error:
         text = str(error)
-        raise SweepError(text if str(args.sweep) in text else f"{args.sweep}: {text}") from None
+        raise SweepError(text if str(sweep) in text else f"{sweep}: {text}") from None
 
 
 def _values_hint(results: pd.DataFrame, filters: dict) -> str:

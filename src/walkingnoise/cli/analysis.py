@@ -76,8 +76,8 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         amplitude_rows,
         dataset_site_names,
         double_midpoint_table,
+        midpoint_cells,
         midpoint_table,
-        midpoint_text,
         midpoint_units,
         partial_drops,
         result_test_sizes,
@@ -107,12 +107,8 @@ def _cmd_fit(args: argparse.Namespace) -> None:
             for _, r in table.iterrows()
         ]
     parts = ("1", "2") if args.double else ("",)
-    partial = partial_drops(table) if not args.double else pd.Series(False, index=table.index)
-    for k in parts:
-        shown[f"μ{k} ± err"] = [
-            midpoint_text(row, k) + ("†" if part else "")
-            for (_, row), part in zip(table.iterrows(), partial, strict=True)
-        ]
+    for k in parts:  # a double fit has no single top: partial_drops marks none of it
+        shown[f"μ{k} ± err"] = midpoint_cells(table, k)
     amplitudes = amplitude_rows(table).any()
     if amplitudes:
         shown["μ is"] = midpoint_units(table)
@@ -130,7 +126,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         print(shown.to_string(index=False))
     if amplitudes:
         print(AMPLITUDE_NOTE)
-    if partial.any():
+    if partial_drops(table).any():
         print(
             "† the curve drops only partly (its fitted floor stays above half way to chance): "
             "μ is the middle of that drop, not a robustness level to rank against curves that "

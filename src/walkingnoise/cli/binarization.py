@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from walkingnoise._files import check_folder
+from walkingnoise._words import counted
 from walkingnoise.cli._common import WHERE_HELP, parse_sigma, say_other_data, write_csv
 
 
@@ -327,7 +328,6 @@ def _cmd_mixed_map(args: argparse.Namespace) -> None:
         with pd.option_context("display.max_rows", None, "display.width", 250):
             print(shown.to_string())
         print()
-    figures = len(written) - 1  # the rest are the maps, one figure each
-    plural = "figure" if figures == 1 else "figures"
-    print(f"test accuracy in % (mean over seeds); {figures} {plural} in {out} (PNG, SVG)")
+    figures = counted(len(written) - 1, "figure")  # the rest are the maps, one figure each
+    print(f"test accuracy in % (mean over seeds); {figures} in {out} (PNG, SVG)")
     print(f"points with standard errors: {written['points'][0]}")

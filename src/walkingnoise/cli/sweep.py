@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from walkingnoise._signals import Terminated
-from walkingnoise.cli._common import add_progress_option
+from walkingnoise._words import counted
+from walkingnoise.cli._common import add_progress_option, naming_the_sweep_file
 
 #: ``sweep.spec.DEFAULT_MAX_EXPERIMENTS``, written out so that building the parser stays light.
 MAX_EXPERIMENTS_HELP = "20000"
@@ -139,19 +138,6 @@ def _executor_name(args: argparse.Namespace) -> str:
     return str(args.executor)
 
 
-@contextlib.contextmanager
-def _naming_the_file(sweep: Path) -> Iterator[None]:
-    """A sweep's error found while it expands (``fixed.model: unknown model …``) names its
-    file first, as those found while it is read do."""
-    from walkingnoise.sweep import SweepError
-
-    try:
-        yield
-    except SweepError as error:
-        text = str(error)
-        raise SweepError(text if str(sweep) in text else f"{sweep}: {text}") from None
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from walkingnoise.sweep import Store, load_sweep, make_executor, run_sweep
     from walkingnoise.sweep.executors import check_gpus_per_task, check_ray_address
@@ -177,7 +163,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         if args.ray_address is not None:
             check_ray_address(args.ray_address)
-        with _naming_the_file(args.sweep):
+        with naming_the_sweep_file(args.sweep):
             summary = run_sweep(spec, path, dry_run=True, **options)
         print(f"store: {path}")
         print(summary.describe())
@@ -193,7 +179,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 ray_address=args.ray_address,
                 gpus_per_task=args.gpus_per_task,
             ) as executor,
-            _naming_the_file(args.sweep),
+            naming_the_sweep_file(args.sweep),
         ):
             summary = run_sweep(spec, path, executor=executor, progress=args.progress, **options)
     except (KeyboardInterrupt, Terminated):
@@ -256,9 +242,9 @@ def _cmd_status(args: argparse.Namespace) -> None:
         + [f"--where {text}" for text in args.where]
     )
     if members is None:
-        print(f"{args.store}: {_count(total, 'experiment')}")
+        print(f"{args.store}: {counted(total, 'experiment')}")
     else:
-        print(f"{args.store}: {_count(total, 'experiment')} {chosen}")
+        print(f"{args.store}: {counted(total, 'experiment')} {chosen}")
         if len(members) > total:
             unstored = len(members) - total
             print(
@@ -281,11 +267,6 @@ def _cmd_status(args: argparse.Namespace) -> None:
     print(f"  clean trainings stored: {trainings}{'' if members is None else ' (whole store)'}")
     if args.errors:
         _print_errors(errors)
-
-
-def _count(count: int, noun: str) -> str:
-    """``1 experiment``, ``3 experiments``."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _passing(args: argparse.Namespace) -> set[str]:

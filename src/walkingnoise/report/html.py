@@ -29,6 +29,7 @@ import pandas as pd
 
 from walkingnoise import __version__
 from walkingnoise._files import check_folder
+from walkingnoise._words import counted
 from walkingnoise.analysis.curves import (
     accuracy_curves,
     curve_group_columns,
@@ -54,7 +55,7 @@ from walkingnoise.analysis.tables import (
     fit_curves,
     format_mu,
     global_table,
-    midpoint_text,
+    midpoint_cells,
     partial_drops,
     pivot_mu,
     preservation_table,
@@ -167,17 +168,17 @@ class _Report:
     ) -> None:
         """Write ``folder/NAME.csv`` and ``.md`` (see ``write_table``), remember them, and
         link them on the page (the CSV holds every column, the page a readable few)."""
-        written = write_table(frame, folder, name, display)
-        self.tables.update(written)
-        links = [f"{folder.name}/{Path(path).name}" for path in sorted(written)]
+        files = sorted(write_table(frame, folder, name, display))
+        self.tables.update(files)
+        links = {file.name: f"{folder.name}/{file.name}" for file in files}
         self.html.append(
             '<p class="note">Table files: '
-            + ", ".join(f'<a href="{esc(link)}">{esc(Path(link).name)}</a>' for link in links)
+            + ", ".join(f'<a href="{esc(link)}">{esc(shown)}</a>' for shown, link in links.items())
             + " (the CSV with every column)</p>"
         )
         self.md.append(
             "Table files: "
-            + ", ".join(f"[{Path(link).name}]({link})" for link in links)
+            + ", ".join(f"[{shown}]({link})" for shown, link in links.items())
             + " (the CSV with every column)\n"
         )
 
@@ -316,8 +317,10 @@ def write_report(
     preservation = preservation_table(curves)
     tables = out / "tables"
 
-    _warnings(report, results, fits, a_min, n_test, devices)
-    _midpoints(report, results, fits, sites, tables)
+    fitting = not (fits.empty and _weight_noise_only(results))  # a Noisy Machines store: no σ
+    _warnings(report, results, fits, a_min, n_test, devices, fitting=fitting)
+    if fitting:
+        _midpoints(report, fits, sites, tables)
     _walking(report, curves, fits, sites, preservation, names, tables)
     _global(report, curves, fits, tables)
     _mixed(report, curves)
@@ -377,7 +380,7 @@ def _summary(
         [
             f"{total} experiments: "
             + ", ".join(f"{count} {status}" for status, count in counts.items()),
-            f"{trainings} shared clean training{'' if trainings == 1 else 's'} stored"
+            f"{counted(trainings, 'shared clean training')} stored"
             + (" (whole store)" if whole else ""),
             *([f"computed on: {devices_text(devices)}"] if devices else []),
         ]
@@ -396,8 +399,11 @@ def _warnings(
     a_min: AMin,
     n_test: int | Mapping[str, int] | None,
     devices: Mapping[str | None, int],
+    *,
+    fitting: bool = True,
 ) -> None:
-    fitting = not (fits.empty and _weight_noise_only(results))
+    """Fit quality and every warning; without ``fitting`` (a store with no σ to fit) neither
+    the fit method nor the lack of curves."""
     report.heading("Fit quality and warnings" if fitting else "Warnings", anchor="warnings")
     if fitting:
         _fit_method(report, a_min, n_test)
@@ -472,11 +478,7 @@ def _device_kind(label: str) -> str:
     return name or label
 
 
-def _midpoints(
-    report: _Report, results: pd.DataFrame, fits: pd.DataFrame, sites: pd.DataFrame, tables: Path
-) -> None:
-    if fits.empty and _weight_noise_only(results):
-        return  # its table is the Noisy Machines one
+def _midpoints(report: _Report, fits: pd.DataFrame, sites: pd.DataFrame, tables: Path) -> None:
     report.heading("Midpoint noise levels", anchor="midpoints")
     if fits.empty:
         report.paragraph("No finished experiments with a scalar σ to fit.")
@@ -519,11 +521,7 @@ def _site_pivot(part: pd.DataFrame) -> pd.DataFrame:
     frame["row"] = [
         f"{int(s)} {n}".strip() for s, n in zip(frame["site"], frame["site_name"], strict=True)
     ]
-    partial = partial_drops(frame)
-    frame["cell"] = [
-        midpoint_text(row) + ("" if row["quality"] == "ok" else "*") + ("†" if part else "")
-        for (_, row), part in zip(frame.iterrows(), partial, strict=True)
-    ]
+    frame["cell"] = midpoint_cells(frame, flagged=True)
     frame = frame.sort_values("site", kind="stable")
     table = frame.pivot_table(
         index="row", columns="series", values="cell", aggfunc="first", sort=False

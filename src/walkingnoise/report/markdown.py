@@ -15,12 +15,7 @@ import numpy as np
 import pandas as pd
 
 from walkingnoise.analysis.curves import curve_group_columns
-from walkingnoise.analysis.tables import (
-    amplitude_rows,
-    midpoint_text,
-    midpoint_units,
-    partial_drops,
-)
+from walkingnoise.analysis.tables import amplitude_rows, midpoint_cells, midpoint_units
 
 
 def cell_text(value: Any) -> str:
@@ -109,11 +104,7 @@ def readable_midpoints(table: pd.DataFrame) -> pd.DataFrame:
         shown[column] = table[column].map(cell_text)
     if "site_name" in table and (table["site_name"].fillna("") != "").any():
         shown.insert(len(groups), "site name", table["site_name"].fillna("").map(str))
-    partial = partial_drops(table)
-    shown["μ"] = [
-        midpoint_text(row) + ("†" if part else "")
-        for (_, row), part in zip(table.iterrows(), partial, strict=True)
-    ]
+    shown["μ"] = midpoint_cells(table)
     if amplitude_rows(table).any():
         shown["μ is"] = midpoint_units(table)
     shown["space"] = table["space"]

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from walkingnoise._words import counted
 from walkingnoise.sweep.store import Store
 
 
 def diverged_note(count: int) -> str:
     """What ``run``, ``status`` and the report say of finished experiments whose training
     diverged."""
-    them = "experiment diverged" if count == 1 else "experiments diverged"
     return (
-        f"{count} finished {them} in training (the loss became NaN or infinite): counted at "
-        "chance level in the curves and fits"
+        f"{counted(count, 'finished experiment')} diverged in training (the loss became NaN or "
+        "infinite): counted at chance level in the curves and fits"
     )
 
 

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from walkingnoise._progress import LINE_INTERVAL, ProgressLines, bar_disabled, lines_wanted
 from walkingnoise._signals import interrupts_held
+from walkingnoise._words import counted
 from walkingnoise.data.errors import one_line
 from walkingnoise.experiment import Experiment
 from walkingnoise.models.registry import own_model_names
@@ -84,31 +85,26 @@ class SweepSummary:
         if self.running_elsewhere:
             running = f"{self.running_elsewhere} being run by another process (left to it), "
         lines = [
-            f"{_counted(self.experiments, 'experiment')}: {self.done_before} already done, "
+            f"{counted(self.experiments, 'experiment')}: {self.done_before} already done, "
             f"{self.failed_before} failed before (use `retry`), {running}{self.to_run} to run",
             f"{self.to_run} to run {'needs' if self.to_run == 1 else 'need'} "
-            f"{_counted(self.trainings, 'training')} "
-            f"({_counted(self.shared_trainings, 'clean training')} shared: the model that "
+            f"{counted(self.trainings, 'training')} "
+            f"({counted(self.shared_trainings, 'clean training')} shared: the model that "
             "inference-only experiments evaluate or distillation students learn from)",
         ]
         if self.repeats:
             lines.append(
-                f"{_counted(self.repeats, 'grid point')} gave an experiment that another point "
+                f"{counted(self.repeats, 'grid point')} gave an experiment that another point "
                 f"already gives, counted once: e.g. {self.repeat_example} give the same experiment"
             )
         if self.ran or self.failed:
             lines.append(
-                f"ran {_counted(self.ran, 'experiment')} ({self.failed} failed) "
+                f"ran {counted(self.ran, 'experiment')} ({self.failed} failed) "
                 f"in {self.seconds:.1f} s"
             )
         if self.diverged:
             lines.append(diverged_note(self.diverged))
         return "\n".join(lines)
-
-
-def _counted(count: int, noun: str) -> str:
-    """``1 training``, ``3 trainings``."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def prepare(
@@ -526,7 +522,7 @@ def _run(
     if spec.text:
         source = Path(spec.source)
         store.save_sweep(spec.name, spec.text, str(source.resolve()) if source.is_file() else "")
-    units = _counted(len(work.units), "unit")
+    units = counted(len(work.units), "unit")
     log.info("%s; %s of work", summary.describe().replace("\n", "; "), units)
     if not work.units:
         return summary
@@ -546,7 +542,7 @@ def _run(
         if lines_wanted(progress):
             lines = ProgressLines(spec.name, len(open_keys), every=LINE_INTERVAL)
             lines.say(
-                f"{stage}running {_counted(len(open_keys), 'experiment')} in {units} of work "
+                f"{stage}running {counted(len(open_keys), 'experiment')} in {units} of work "
                 f"(progress every {LINE_INTERVAL:.0f} s)"
             )
         root = None if data_root is None else str(data_root)
