@@ -203,7 +203,8 @@ def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> t
 
     Per pass over the validation and test samples: 2 × the multiply-adds of the Linear layers
     after the noisy site (the part before it is computed once for all σ and repeats), and one
-    sample per element of the site's activation.
+    sample per element of the site's activation, drawn once for the experiments that share
+    their draws (those that differ only in σ: ``Experiment.evaluation_seed``).
     """
     model = build_noisy_model(experiments[0], dataset)
     modules = dict(model.net.named_modules())
@@ -220,13 +221,16 @@ def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> t
             after[int(str(node.target).split(".")[1])] = linear
     samples = len(dataset.validation) + len(dataset.test)
     flops = normals = 0.0
+    drawn = set()
     for experiment in experiments:
         if experiment.train_noise:
             continue
         site = experiment.placement_spec().site
         passes = samples * experiment.eval_repeats
         flops += 2 * after[site] * passes
-        normals += sizes[site] * passes
+        if experiment.evaluation_seed() not in drawn:
+            drawn.add(experiment.evaluation_seed())
+            normals += sizes[site] * passes
     return flops, normals
 
 

@@ -339,3 +339,18 @@ def test_a_weight_noise_experiment_survives_a_dict_round_trip() -> None:
     assert again == experiment
     assert again.content_hash() == experiment.content_hash()
     assert isinstance(again.distillation, Distillation)
+
+
+def test_experiments_that_differ_only_in_sigma_share_their_evaluation_seed() -> None:
+    """Common random numbers: the same standard normal draws for every σ of one seed and site
+    (and so one draw for them all in a stack); anything else gives other draws."""
+    base = Experiment(noise="additive", placement="walking:3", sigma=0.1, seed=2)
+    assert base.model_copy(update={"sigma": 7.0}).evaluation_seed() == base.evaluation_seed()
+    for change in ({"seed": 3}, {"placement": "walking:4"}, {"noise": "multiplicative"},
+                   {"eval_repeats": 2}, {"train_noise": True}):  # fmt: skip
+        other = Experiment(**(base.model_dump() | change))
+        assert other.evaluation_seed() != base.evaluation_seed(), change
+    # training draws stay each experiment's own: models trained at other σ see other noise
+    noisy = base.model_copy(update={"train_noise": True})
+    again = noisy.model_copy(update={"sigma": 7.0})
+    assert again.training_noise_seed() != noisy.training_noise_seed()

@@ -168,12 +168,17 @@ class Experiment(BaseModel):
         return _derived_seed(self.content_hash(), "training-noise")
 
     def evaluation_seed(self) -> int:
-        """A seed for the noise of evaluation, derived from the content hash.
+        """A seed for the noise of evaluation, derived from the content hash without σ.
 
         A generator seeded with it makes the noisy metrics independent of which other
-        experiments were evaluated before, or beside, it on the same model.
+        experiments were evaluated before, or beside, it on the same model. Experiments that
+        differ only in σ share it: they see the same standard normal draws, each scaled by its
+        own σ (common random numbers), so a stack draws them once, and a seed's accuracy
+        against σ does not move from one σ to the next by the luck of fresh draws.
         """
-        return _derived_seed(self.content_hash(), "evaluation-noise")
+        fields = self.identity()
+        fields.pop("sigma", None)
+        return _derived_seed(_digest(fields), "evaluation-noise")
 
     def placement_spec(self) -> Placement:
         """The placement object this experiment's ``placement`` string describes."""
@@ -223,11 +228,21 @@ class Experiment(BaseModel):
 
     def canonical_json(self) -> str:
         """Key-sorted compact JSON of ``identity()``: the basis of the content hash."""
-        return json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return _canonical(self.identity())
 
     def content_hash(self) -> str:
         """SHA-256 of the canonical JSON: equal experiments get equal hashes."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        return _digest(self.identity())
+
+
+def _canonical(fields: dict[str, object]) -> str:
+    """Key-sorted compact JSON of ``fields``."""
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(fields: dict[str, object]) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``fields``."""
+    return hashlib.sha256(_canonical(fields).encode()).hexdigest()
 
 
 def _derived_seed(content_hash: str, purpose: str) -> int:

@@ -23,6 +23,7 @@ from walkingnoise.noise import AdditiveNoise, MultiplicativeNoise, WalkingPlacem
 from walkingnoise.noise.weight import attach_weight_noise, weight_noise_of
 from walkingnoise.training.cohort import (
     evaluate_shared,
+    evaluation_generators,
     stacking_slower,
     train_alone,
     train_cohort,
@@ -33,7 +34,12 @@ from walkingnoise.training.loop import TrainHistory
 from walkingnoise.training.memory import bytes_per_model
 from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
-from walkingnoise.training.stacked import NotStackableError, StackedModel, _last_uses
+from walkingnoise.training.stacked import (
+    KeptPrefixes,
+    NotStackableError,
+    StackedModel,
+    _last_uses,
+)
 from walkingnoise.training.stacked_loop import (
     EXP_FLOOR,
     _loss_and_correct,
@@ -925,7 +931,7 @@ def test_distinct_models_reuse_their_prefix_across_passes(factory) -> None:
         with torch.no_grad(), stack.prefixes_kept() if keep else contextlib.nullcontext():
             outputs.append([stack(x, shared=True) for _ in range(3)])
             if keep:
-                assert len(stack._kept) == 1  # the prefix of the one batch, computed once
+                assert len(stack._kept.values) == 1  # the prefix of the one batch, computed once
     for kept, plain in zip(*outputs, strict=True):
         torch.testing.assert_close(kept, plain, rtol=0, atol=0)
     assert not torch.equal(outputs[0][0], outputs[0][1])  # fresh noise on each pass
@@ -1517,3 +1523,108 @@ def test_each_value_is_freed_once_after_its_last_reader() -> None:
         for value in values:
             readers = [order.index(user) for user in value.users]
             assert order.index(node) == max(readers)
+
+
+def _alone(model, noise, site: int, sigma: float, x: torch.Tensor, seed: int) -> list:
+    """``model``'s outputs of two passes over ``x`` with noise σ at ``site`` drawn from a
+    generator seeded ``seed`` (its own noise settings restored)."""
+    with model.noise_preserved(), torch.no_grad():
+        model.set_noise(noise, WalkingPlacement(site), sigma)
+        model.set_generator(torch.Generator().manual_seed(seed))
+        return [model.eval()(x) for _ in range(2)]
+
+
+@pytest.mark.parametrize("noise", [AdditiveNoise(), MultiplicativeNoise()])
+def test_members_given_one_generator_take_one_draw_as_each_would_alone(noise) -> None:
+    """Members holding one generator that draw alike take the same draws, once (the σ of one
+    seed and site: common random numbers); one holding it but drawing elsewhere gets a copy.
+    Each gets what it gets alone from a generator seeded alike, on every pass."""
+    torch.manual_seed(0)
+    x = torch.randn(300, 1, 8, 8)
+    model = instrument(build_model("mlp", (1, 8, 8), 10, batchnorm=True), x[:2]).eval()
+    last = len(model.sites) - 1
+    members = [(last, 0.5), (last, 2.0), (5, 1.0), (last, 0.0)]
+    stack = StackedModel([model] * len(members)).eval()
+    stack.set_noise([(noise, {site: sigma}) for site, sigma in members])
+    one = torch.Generator().manual_seed(7)
+    stack.set_generators([one] * len(members))
+    with torch.no_grad():
+        passes = [stack(x, shared=True) for _ in range(2)]
+        clean = model(x)
+    for k, (site, sigma) in enumerate(members):
+        for one_pass, alone in zip(passes, _alone(model, noise, site, sigma, x, 7), strict=True):
+            torch.testing.assert_close(one_pass[k], alone)
+    # at the logits the draws show: σ = 2 is four times σ = 0.5's noise, element for element
+    torch.testing.assert_close(
+        passes[1][1] - clean, 4 * (passes[1][0] - clean), rtol=1e-4, atol=1e-4
+    )
+    assert not torch.allclose(passes[0][0], passes[1][0])  # fresh draws on each pass
+    torch.testing.assert_close(passes[0][3], clean)
+
+
+def test_weight_noise_of_members_given_one_generator_is_drawn_once() -> None:
+    """Weight noise too: members holding one generator read their weights with the same
+    draws, each scaled by its own η, as each alone from a generator seeded alike."""
+    torch.manual_seed(0)
+    model = instrument(nn.Sequential(nn.Linear(64, 64, bias=False)), torch.randn(2, 64))
+    stack = StackedModel([model] * 2).eval()
+    stack.set_weight_noise([0.1, 0.3])
+    stack.set_generators([torch.Generator().manual_seed(3)] * 2)
+    with torch.no_grad():
+        read = stack(torch.eye(64), shared=True).transpose(1, 2)  # (K, out, in): W̃ per member
+    weight = stack.state_dict(0)["0.weight"]
+    torch.testing.assert_close(read[1] - weight, 3 * (read[0] - weight), rtol=1e-4, atol=1e-5)
+    for k, eta in enumerate((0.1, 0.3)):
+        alone = copy.deepcopy(model)
+        attach_weight_noise(alone, eta, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            torch.testing.assert_close(read[k], alone.eval()(torch.eye(64)).T)
+
+
+def test_inference_only_experiments_of_one_seed_and_site_see_one_draw(
+    digits: InMemoryDataset,
+) -> None:
+    """Through ``evaluate_shared``, as the engine runs them: the σ of one site share their draws
+    (one stack, one generator), and each experiment's metrics are those it gets alone."""
+    torch.manual_seed(0)
+    trained = _experiments(1, recipe=Recipe(epochs=3))[0]
+    model, _ = train_experiment(trained, digits, progress=False)
+    members = [Experiment(placement="walking:10", sigma=s, eval_repeats=2) for s in (0.5, 1.0)]
+    members.append(Experiment(placement="walking:4", sigma=1.0, eval_repeats=2))
+    generators = evaluation_generators(members)
+    assert generators[0] is generators[1]
+    assert generators[2] is not generators[0]
+    stacked = evaluate_shared(model, members, digits)
+    for experiment, metrics in zip(members, stacked, strict=True):
+        alone = evaluate_experiment(experiment, model, digits)
+        assert metrics["noisy_test_accuracy"] == alone["noisy_test_accuracy"]
+        assert metrics == pytest.approx(alone, rel=1e-5, abs=1e-6)  # losses: summed otherwise
+
+
+@pytest.mark.parametrize("factory", [ViewAlias, lambda: build_model("mlp", (1, 8, 8), 10)])
+def test_stacks_of_copies_at_later_sites_go_on_from_the_kept_clean_prefix(factory) -> None:
+    """Stacks of copies of one model sharing ``KeptPrefixes`` run the model's first layer once a
+    batch, whichever sites they start at, and still give what the model gives alone (also where
+    a later node changes an earlier value in place)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(48, 1, 8, 8), torch.randint(0, 10, (48,))
+    model = instrument(factory().eval(), x[:2])
+    first = next(n for n, m in model.net.named_modules() if isinstance(m, nn.Linear))
+    calls = []
+    model.net.get_submodule(first).register_forward_hook(lambda *_: calls.append(1))
+    sites = [s.info.index for s in model.sites][1:4]
+    kept, results = KeptPrefixes(), {}
+    for site in sites:  # a stack of two σ per site, in turn, as evaluate_shared runs them
+        stack = StackedModel([model] * 2).eval()
+        stack.set_noise([(AdditiveNoise(), {site: sigma}) for sigma in (0.5, 2.0)])
+        stack.set_generators([torch.Generator().manual_seed(site)] * 2)
+        results[site] = evaluate_stacked(stack, Split(x, y), repeats=2, batch_size=16, kept=kept)
+    assert len(calls) == 3  # one clean run of each of the 3 batches, for all sites
+    for site in sites:
+        for k, sigma in enumerate((0.5, 2.0)):
+            with model.noise_preserved():
+                model.set_noise(AdditiveNoise(), WalkingPlacement(site), sigma)
+                model.set_generator(torch.Generator().manual_seed(site))
+                alone = evaluate(model, Split(x, y), repeats=2, batch_size=16)
+            assert results[site][k].accuracies == alone.accuracies
+            assert results[site][k].losses == pytest.approx(alone.losses, rel=1e-5)

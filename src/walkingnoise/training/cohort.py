@@ -40,7 +40,7 @@ from walkingnoise.training.run import (
     train_experiment,
     training_augmentation,
 )
-from walkingnoise.training.stacked import NotStackableError, StackedModel
+from walkingnoise.training.stacked import KeptPrefixes, NotStackableError, StackedModel
 from walkingnoise.training.stacked_loop import evaluate_stacked, train_stacked
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ def _train_chunk(
     trained = time.perf_counter()
     repeats = chunk[0].eval_repeats
     device = dataset.test.x.device
-    stack.set_generators([seeded_generator(e.evaluation_seed(), device) for e in chunk])
+    stack.set_generators(evaluation_generators(chunk, device))
     batch = chunk[0].recipe.eval_batch_size
     clean = {s: evaluate_stacked(stack, dataset.split(s), clean=True, batch_size=batch)
              for s in EVALUATED_SPLITS}  # fmt: skip
@@ -347,14 +347,17 @@ def evaluate_shared(
             metrics[i] = values
     # the stacks set each experiment's weight noise; the model's own (if any) stays off, as alone
     stacks: dict[int, StackedModel | NotStackableError] = {}
+    kept = KeptPrefixes()  # the model's clean runs on each batch, for every stack's prefix
 
     def evaluate(chunk: Sequence[int]) -> list[dict[str, float]]:
+        nonlocal kept
         members = [experiments[i] for i in chunk]
         try:
-            return _evaluate_chunk(model, members, dataset, clean, stacks)
+            return _evaluate_chunk(model, members, dataset, clean, stacks, kept)
         except Exception as error:
             if is_out_of_memory(error):
                 stacks.clear()  # the stacks of copies built so far hold memory too
+                kept = KeptPrefixes()
             raise
 
     with weight_noise_disabled(model):
@@ -362,6 +365,20 @@ def evaluate_shared(
             for i, one in zip(chunk, values, strict=True):
                 metrics[i] = one
     return metrics
+
+
+def evaluation_generators(
+    experiments: Sequence[Experiment], device: torch.device | str = "cpu"
+) -> list[torch.Generator]:
+    """Each experiment's evaluation-noise generator, seeded with its ``evaluation_seed``; the
+    experiments of one seed (those that differ only in σ) hold one generator, so a stack takes
+    their draws once (``StackedModel.set_generators``)."""
+    made: dict[int, torch.Generator] = {}
+    for experiment in experiments:
+        seed = experiment.evaluation_seed()
+        if seed not in made:
+            made[seed] = seeded_generator(seed, device)
+    return [made[e.evaluation_seed()] for e in experiments]
 
 
 def _first_site(experiment: Experiment, sites: Sequence[SiteInfo]) -> int | None:
@@ -382,9 +399,11 @@ def _evaluate_chunk(
     dataset: InMemoryDataset,
     clean: dict[str, Evaluation],
     stacks: dict[int, StackedModel | NotStackableError],
+    kept: KeptPrefixes,
 ) -> list[dict[str, float]]:
     """Noisy metrics of experiments evaluating ``model``, as one stack of its copies; the
-    stacks of copies already built, by size, are reused (only their noise changes)."""
+    stacks of copies already built, by size, are reused (only their noise changes), and so
+    are the model's clean runs on each batch (``kept``)."""
     if members[0].noise_model() is None and not members[0].weight_noise:
         return [experiment_metrics(dataset, clean, clean) for _ in members]
     stack = stacks.get(len(members))
@@ -405,10 +424,12 @@ def _evaluate_chunk(
         return _evaluate_alone(model, members, dataset, str(error))
     repeats = members[0].eval_repeats
     device = dataset.test.x.device
-    stack.set_generators([seeded_generator(e.evaluation_seed(), device) for e in members])
+    stack.set_generators(evaluation_generators(members, device))
     batch = members[0].recipe.eval_batch_size
-    noisy = {s: evaluate_stacked(stack, dataset.split(s), repeats=repeats, batch_size=batch)
-             for s in EVALUATED_SPLITS}  # fmt: skip
+    noisy = {
+        s: evaluate_stacked(stack, dataset.split(s), repeats=repeats, batch_size=batch, kept=kept)
+        for s in EVALUATED_SPLITS
+    }
     return [
         experiment_metrics(dataset, clean, {s: noisy[s][k] for s in noisy})
         for k in range(len(members))

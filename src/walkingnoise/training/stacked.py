@@ -5,7 +5,8 @@ function runs once for all K models under ``torch.func.vmap`` over stacked param
 buffers (a Linear becomes a batched matmul, a convolution a grouped one; BatchNorm keeps
 running statistics per model). Noise sites run outside ``vmap``: at each site noise is drawn
 only for the models that have noise there, each model's from its own generator, so a model
-draws the same noise in a stack as alone, whichever models share the stack. Weight noise
+draws the same noise in a stack as alone, whichever models share the stack; models given one
+generator that draw alike (experiments that differ only in σ) take each draw once. Weight noise
 (Noisy Machines) is drawn the same way: when a layer runs, each member with weight noise on it
 draws its noise for its own slice of the stacked weight, in the order the model alone draws.
 
@@ -757,6 +758,15 @@ def _broadcast(value: Any, k: int, *, copy: bool = True) -> Any:
     return tree_unflatten(flat, spec)
 
 
+class KeptPrefixes:
+    """Clean prefixes of batches kept for reuse (``StackedModel.prefixes_kept``), with the
+    bytes still free."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+        self.values: dict[tuple, Any] = {}
+        self.room = max_bytes
+
+
 @dataclass(frozen=True)
 class _SiteNoise:
     """The noise of one site in a stack: which models have it (``index``, and ``rows`` as a
@@ -815,8 +825,9 @@ class StackedModel:
         #: when built from copies, cleared once the tensors may change (handed to an optimizer,
         #: clamped, or BatchNorm statistics updated by a training pass).
         self.copies = all(m is template for m in models)
-        self._kept: dict[tuple, Any] | None = None
-        self._kept_room = 0
+        self._kept: KeptPrefixes | None = None
+        #: each graph node's place in the graph's order
+        self._order = {node: i for i, node in enumerate(template.net.graph.nodes)}
         #: the models' mode, as the template's (which ``train``/``eval`` set, and restore after)
         self.training = template.training
         self.noise_enabled = True
@@ -877,7 +888,7 @@ class StackedModel:
         weight_ids = {id(w) for w in clampable_weights(template.source)}
         self._clampable = [n for n, p in net.named_parameters() if id(p) in weight_ids]
         self._site_noise: dict[int, _SiteNoise] = {}
-        self.set_noise([(m.noise, _levels_of(m)) for m in models])
+        self._set_site_noise([(m.noise, _levels_of(m)) for m in models])
         self.generators: list[torch.Generator | None] = [m.generator for m in models]
         #: {layer: the members whose weights it reads with noise}, and each member's settings
         self._weight_rows: dict[str, list[int]] = {}
@@ -885,8 +896,11 @@ class StackedModel:
         self._weight_generators: list[torch.Generator | None] = [None] * self.size
         #: the noisy members' rows as index tensors on the device, made once per set of rows
         self._row_indices: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
+        #: per member, the member whose draws it takes (itself unless they share a generator)
+        self._leader = list(range(self.size))
         for k, model in enumerate(models):
             self._take_weight_noise(k, model)
+        self._share_draws()
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -908,6 +922,12 @@ class StackedModel:
 
     def set_noise(self, members: Sequence[tuple[NoiseModel | None, dict[int, NoiseLevel]]]) -> None:
         """Per model: its noise model and {site: σ}. All models must share one noise model."""
+        self._set_site_noise(members)
+        self._share_draws()
+
+    def _set_site_noise(
+        self, members: Sequence[tuple[NoiseModel | None, dict[int, NoiseLevel]]]
+    ) -> None:
         if len(members) != self.size:
             raise ValueError(f"expected noise for {self.size} models, got {len(members)}")
         kinds = {noise for noise, levels in members if noise is not None and levels}
@@ -952,6 +972,7 @@ class StackedModel:
             _MemberWeightNoise(float(eta), False, True) if eta > 0 else None for eta in etas
         ]
         self._weight_rows = {name: rows for name in names} if rows else {}
+        self._share_draws()
 
     def _take_weight_noise(self, k: int, model: NoisyModel) -> None:
         """Take member ``k``'s weight noise (switched on, η > 0) from its layers' hooks."""
@@ -1047,29 +1068,33 @@ class StackedModel:
             return _Interpreter(self, x.shape[1], x if owned else None).run(x)
 
     @contextmanager
-    def prefixes_kept(self, max_bytes: int = 256 * 2**20) -> Iterator[None]:
+    def prefixes_kept(
+        self, max_bytes: int = 256 * 2**20, *, kept: KeptPrefixes | None = None
+    ) -> Iterator[None]:
         """Within the block, the clean prefix of a shared batch seen before is reused, not
         recomputed (evaluation only).
 
         For repeated noisy passes over one split: the part of the graph before the first noisy
-        site is the same on every pass (for copies of one model, computed once by the model
-        itself). Batches are recognised by their memory, so the split must not change inside
-        the block; at most ``max_bytes`` are kept.
+        site is the same on every pass. Copies of one model run the model itself once on each
+        batch, keeping every value, which serves every first noisy site; ``kept``, given to
+        the stacks of copies of one model in turn, lets them share it. Batches are recognised
+        by their memory, so the splits must not change while it is used; at most ``max_bytes``
+        (or ``kept``'s room) are kept.
         """
-        self._kept, self._kept_room = {}, max_bytes
+        self._kept = kept if kept is not None else KeptPrefixes(max_bytes)
         try:
             yield
         finally:
-            self._kept, self._kept_room = None, 0
+            self._kept = None
 
     def _run_copies(self, x: torch.Tensor) -> torch.Tensor:
         """Copies of one model on one batch: the clean prefix once, the rest as a stack."""
         stop = self._first_noisy_node()
-        key = (x.data_ptr(), tuple(x.shape), stop)
-        kept = self._kept.get(key) if self._kept is not None else None
+        batch = ("clean", self.template, x.data_ptr(), tuple(x.shape))
+        kept = self._kept.values.get((*batch, stop)) if self._kept is not None else None
         if kept is None:
-            kept = self._prefix(x, stop)
-            self._keep(key, kept)
+            kept = self._prefix(x, stop, self._kept_before(batch, stop))
+            self._keep((*batch, stop), kept)
         if stop is None:
             return _broadcast(kept, self.size)
         if _read_only_at(kept, stop):
@@ -1077,6 +1102,19 @@ class StackedModel:
         else:  # later nodes may change these values in place: each model gets its own memory
             env = _copied(kept, self.size)
         return _Interpreter(self, x.shape[0]).run(x, initial_env=env)
+
+    def _kept_before(self, batch: tuple, stop: fx.Node | None) -> dict[fx.Node, Any] | None:
+        """The kept clean prefix of ``batch`` that ends latest before ``stop`` (None if none),
+        from which the model's run may go on instead of starting again."""
+        if self._kept is None:
+            return None
+        end = len(self._order) if stop is None else self._order[stop]
+        earlier = [
+            (self._order[key[-1]], values)
+            for key, values in self._kept.values.items()
+            if key[:-1] == batch and key[-1] is not None and self._order[key[-1]] < end
+        ]
+        return max(earlier, key=lambda entry: entry[0])[1] if earlier else None
 
     def _run_kept(self, x: torch.Tensor) -> torch.Tensor:
         """Distinct models on one batch: the stacked prefix before the first noisy site kept
@@ -1086,8 +1124,8 @@ class StackedModel:
         if stop is None:
             return _Interpreter(self, x.shape[0]).run(wide)
         assert self._kept is not None
-        key = ("stacked", x.data_ptr(), tuple(x.shape), stop)
-        kept = self._kept.get(key)
+        key = ("stacked", self, x.data_ptr(), tuple(x.shape), stop)
+        kept = self._kept.values.get(key)
         if kept is None:
             prefix = _Interpreter(self, x.shape[0], stop=stop)
             with suppress(_PrefixEndError):
@@ -1102,15 +1140,20 @@ class StackedModel:
         if self._kept is None:
             return
         size = sum(t.nbytes for t in tree_flatten(kept)[0] if isinstance(t, torch.Tensor))
-        if size <= self._kept_room:
-            self._kept[key], self._kept_room = kept, self._kept_room - size
+        if size <= self._kept.room:
+            self._kept.values[key] = kept
+            self._kept.room -= size
 
-    def _prefix(self, x: torch.Tensor, stop: fx.Node | None) -> Any:
-        """The model's output if no site is noisy; else the prefix values the rest needs."""
+    def _prefix(
+        self, x: torch.Tensor, stop: fx.Node | None, start: dict[fx.Node, Any] | None = None
+    ) -> Any:
+        """The model's output if no site is noisy; else the prefix values the rest needs. The
+        run goes on from ``start``, an earlier prefix of ``x`` (copied first, since the nodes
+        run now may change its values in place)."""
         prefix = _Prefix(self, stop)
         with self.template.noise_disabled():
             try:
-                return prefix.run(x)
+                return prefix.run(x, initial_env=None if start is None else _copied(start))
             except _PrefixEndError:
                 pass
         return _needed_from(prefix.env, stop)
@@ -1149,24 +1192,31 @@ class StackedModel:
             return None
         weight = self._module_state[layer]["weight"]
         with torch.no_grad():
-            deltas = []
+            deltas, drawn = [], {}
             for k in rows:
                 member, noise = weight[k], self._weight_noise[k]
                 assert noise is not None
-                z = torch.randn(
-                    member.shape,
-                    generator=self._weight_generators[k],
-                    dtype=member.dtype,
-                    device=member.device,
-                )
-                deltas.append(z.mul_(weight_noise_std(member, noise.eta)))
+                leader = self._leader[k]
+                if leader not in drawn:
+                    drawn[leader] = torch.randn(
+                        member.shape,
+                        generator=self._weight_generators[leader],
+                        dtype=member.dtype,
+                        device=member.device,
+                    )
+                deltas.append(drawn[leader] * weight_noise_std(member, noise.eta))
             delta = torch.stack(deltas)
         if len(rows) == self.size:
             return weight + delta
-        key = (tuple(rows), weight.device)
-        if key not in self._row_indices:  # not copied to the device (a GPU sync) every step
-            self._row_indices[key] = torch.tensor(rows, device=weight.device)
-        return weight.index_add(0, self._row_indices[key], delta)
+        return weight.index_add(0, self._index(rows, weight.device), delta)
+
+    def _index(self, rows: Sequence[int], device: torch.device) -> torch.Tensor:
+        """``rows`` as an index tensor on ``device``, made once (not copied to the device, a
+        GPU sync, on every step)."""
+        key = (tuple(rows), device)
+        if key not in self._row_indices:
+            self._row_indices[key] = torch.tensor(rows, device=device)
+        return self._row_indices[key]
 
     def _layer(self, node: fx.Node) -> nn.Module | None:
         """The module a graph node calls (None for other nodes)."""
@@ -1195,7 +1245,7 @@ class StackedModel:
             part = x[:1].expand(len(config.rows), *x.shape[1:])
         z = self._draws(part, config.rows, noise.draws)
         with torch.no_grad():
-            delta = noise.perturbation(part, config.levels, z, scratch=True)
+            delta = noise.perturbation(part, config.levels, z, scratch=not _shared_rows(z))
         if everyone and not inplace:
             return x + delta if x.requires_grad else delta.add_(x)
         if not inplace:
@@ -1230,24 +1280,72 @@ class StackedModel:
         return torch.cat((x[: span.start], noisy, x[span.stop :]))
 
     def _draws(self, x: torch.Tensor, members: list[int], count: int) -> tuple[torch.Tensor, ...]:
-        """Standard normal draws for ``x`` (n, B, ...), model j's from its own generator."""
+        """Standard normal draws for ``x`` (n, B, ...), model j's from its own generator;
+        members that share a generator (see ``set_generators``) take one draw."""
         if all(self.generators[j] is None for j in members):
             return standard_normal(x, count)
+        leaders = [self._leader[j] for j in members]
+        drawing = list(dict.fromkeys(leaders))
         draws = []
         for _ in range(count):
-            z = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-            for row, j in zip(z, members, strict=True):
+            z = torch.empty((len(drawing), *x.shape[1:]), dtype=x.dtype, device=x.device)
+            for row, j in zip(z, drawing, strict=True):
                 row.normal_(generator=self.generators[j])
+            if len(drawing) == 1 < len(members):
+                z = z.expand(len(members), *z.shape[1:])  # one draw for all: no copies
+            elif len(drawing) < len(members):
+                where = [drawing.index(leader) for leader in leaders]
+                z = z.index_select(0, self._index(where, x.device))
             draws.append(z)
         return tuple(draws)
 
     def set_generators(self, generators: Sequence[torch.Generator | None]) -> None:
         """Draw model k's noise, activation and weight noise alike, from ``generators[k]``
-        (None: PyTorch's global generator)."""
+        (None: PyTorch's global generator).
+
+        Members given one generator object, seeded as each would be alone, take the same
+        draws: the stack draws once for them all, which each alone would draw. Members given
+        one generator that draw differently (noise at other sites, σ = 0 at one, weight noise
+        or not) each get a copy of it, so no member's draws depend on the others.
+        """
         if len(generators) != self.size:
             raise ValueError(f"expected {self.size} generators, got {len(generators)}")
         self.generators = list(generators)
         self._weight_generators = list(generators)
+        self._share_draws()
+
+    def _share_draws(self) -> None:
+        """Find the members that take one draw (one generator, the same draws in both modes:
+        ``_leader``), and give a copy of its generator to a member that holds one but draws
+        otherwise."""
+        first: dict[tuple[int, int], tuple] = {}
+        leaders: dict[tuple, int] = {}
+        self._leader = list(range(self.size))
+        for k in range(self.size):
+            generator, weights = self.generators[k], self._weight_generators[k]
+            if generator is None:
+                continue
+            held = (id(generator), id(weights))
+            pattern = self._draw_pattern(k)
+            if first.setdefault(held, pattern) != pattern:
+                own = _copy_generator(generator)
+                self.generators[k] = own
+                self._weight_generators[k] = own if weights is generator else weights
+                continue
+            self._leader[k] = leaders.setdefault((held, pattern), k)
+
+    def _draw_pattern(self, k: int) -> tuple:
+        """What member ``k`` draws, in training and in evaluation mode: its noisy sites and
+        the draws each takes, and the layers whose weights it reads with noise."""
+        sites = tuple(
+            (site, config.noise.draws, config.noise.training, config.noise.evaluation)
+            for site, config in sorted(self._site_noise.items())
+            if k in config.rows
+        )
+        noise = self._weight_noise[k]
+        layers = tuple(sorted(n for n, rows in self._weight_rows.items() if k in rows))
+        modes = None if noise is None else (noise.training, noise.evaluation)
+        return sites, layers, modes
 
     @torch.no_grad()
     def clamp_(self, limits: torch.Tensor) -> None:
@@ -1332,6 +1430,16 @@ def _views_replayed() -> Any:
     layer's output) as the view it was (a transpose), not as ``as_strided``, whose backward
     copies the whole gradient."""
     return torch.autograd._force_original_view_tracking(True)
+
+
+def _shared_rows(draws: tuple[torch.Tensor, ...]) -> bool:
+    """Whether the rows of the draws are one row's memory (expanded, not to be written)."""
+    return any(z.shape[0] > 1 and z.stride(0) == 0 for z in draws)
+
+
+def _copy_generator(generator: torch.Generator) -> torch.Generator:
+    """A new generator on ``generator``'s device, in its state."""
+    return torch.Generator(device=generator.device).set_state(generator.get_state())
 
 
 def _levels_of(model: NoisyModel) -> dict[int, NoiseLevel]:

@@ -23,7 +23,7 @@ from walkingnoise.training.distillation import (
 from walkingnoise.training.evaluate import Evaluation
 from walkingnoise.training.loop import EpochRecord, TrainHistory, make_optimizer
 from walkingnoise.training.recipe import Recipe
-from walkingnoise.training.stacked import StackedModel
+from walkingnoise.training.stacked import KeptPrefixes, StackedModel
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,13 @@ def evaluate_stacked(
     repeats: int = 1,
     batch_size: int = 1024,
     clean: bool = False,
+    kept: KeptPrefixes | None = None,
 ) -> list[Evaluation]:
-    """Evaluate every model on the same split; ``repeats`` noisy passes, one clean pass."""
+    """Evaluate every model on the same split; ``repeats`` noisy passes, one clean pass.
+
+    ``kept``: clean prefixes to reuse and add to, shared by the stacks of copies of one model
+    that evaluate the same splits in turn (see ``StackedModel.prefixes_kept``).
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be ≥ 1, got {repeats}")
     was_training, was_enabled = stack.training, stack.noise_enabled
@@ -173,9 +178,9 @@ def evaluate_stacked(
     noisy = stack.draws_noise()
     accuracies: list[list[float]] = [[] for _ in range(stack.size)]
     losses: list[list[float]] = [[] for _ in range(stack.size)]
-    kept = stack.prefixes_kept() if noisy and repeats > 1 else contextlib.nullcontext()
+    reuse = noisy and (repeats > 1 or kept is not None)
     try:
-        with kept:
+        with stack.prefixes_kept(kept=kept) if reuse else contextlib.nullcontext():
             for _ in range(repeats if noisy else 1):
                 correct = torch.zeros(stack.size, dtype=torch.float64, device=split.x.device)
                 loss = torch.zeros(stack.size, dtype=torch.float64, device=split.x.device)
@@ -265,6 +270,11 @@ def _loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     """Summed cross-entropy and number of correct predictions per model of (K, B, C) logits
     against labels ``y`` (B,)."""
     target = y.unsqueeze(0).expand(logits.shape[0], -1)
-    lse, predicted, _, _ = _softmax_parts(logits)
+    top, predicted = logits.max(dim=-1)
+    shift = top.nan_to_num(0.0, 0.0, 0.0)  # no shift for ±inf and NaN, as _softmax_parts
+    total = (logits - shift.unsqueeze(-1)).clamp_min_(EXP_FLOOR).exp_().sum(dim=-1)
+    # all classes at -inf: NaN (as F.cross_entropy gives), not the clamp's uniform softmax;
+    # marked per sample here, not per logit, since no gradient needs the softmax
+    lse = total.log_().add_(shift).masked_fill_(top == float("-inf"), float("nan"))
     picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     return (lse - picked).sum(dim=1), (predicted == target).sum(dim=1)
