@@ -1628,3 +1628,30 @@ def test_stacks_of_copies_at_later_sites_go_on_from_the_kept_clean_prefix(factor
                 alone = evaluate(model, Split(x, y), repeats=2, batch_size=16)
             assert results[site][k].accuracies == alone.accuracies
             assert results[site][k].losses == pytest.approx(alone.losses, rel=1e-5)
+
+
+def test_copies_evaluating_run_the_models_own_layers_on_their_merged_batches() -> None:
+    """After the first noisy site, copies of one model in evaluation run each Linear and
+    BatchNorm as the model's own layer on the K·B samples at once (one matmul), and give what
+    the model gives alone; a layer whose weights copies read with noise runs stacked."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 8, 8)
+    model = instrument(build_model("mlp", (1, 8, 8), 10, batchnorm=True).eval(), x[:2])
+    seen = []
+    for name in ("layers.4", "layers.5"):  # the second Linear and its BatchNorm
+        layer = model.net.get_submodule(name)
+        layer.register_forward_hook(lambda _m, args, _o, n=name: seen.append((n, args[0].shape)))
+    stack = StackedModel([model] * 3).eval()
+    stack.set_noise([(AdditiveNoise(), {1: sigma}) for sigma in (0.1, 0.5, 1.0)])
+    stack.set_generators([torch.Generator().manual_seed(4)] * 3)
+    with torch.no_grad():
+        out = stack(x, shared=True)
+    assert seen == [("layers.4", (96, 64)), ("layers.5", (96, 64))]
+    for k, sigma in enumerate((0.1, 0.5, 1.0)):
+        alone = _alone(model, AdditiveNoise(), 1, sigma, x, seed=4)[0]
+        torch.testing.assert_close(out[k], alone, rtol=1e-5, atol=1e-5)
+    seen.clear()
+    stack.set_weight_noise([0.0, 0.1, 0.0])  # on the Linear layers' weights, stacked
+    with torch.no_grad():
+        stack(x, shared=True)
+    assert seen == [("layers.5", (96, 64))]

@@ -544,6 +544,10 @@ class _Interpreter(_LeanInterpreter):
             each, shared = fast
             if shared is not None and self._shared(args[0]):
                 return shared(args[0])
+            if self._one_model_per_sample(target):
+                if target in self.stack._fresh_layers:
+                    self._fresh.add(self._node)
+                return _merged(self.fetch_attr(target), args[0])
             if target in self.stack._relus and self._sole_reader():
                 self._fresh.add(self._node)
                 return _relu(args[0])
@@ -563,6 +567,20 @@ class _Interpreter(_LeanInterpreter):
         # stack draws every member's (``StackedModel._noisy_weight``)
         with _cumulative_rate(module, state), weight_noise_disabled(module):
             return _vmapped(call, (tuple(state[n] for n in names), *args), kwargs)
+
+    def _one_model_per_sample(self, target: str) -> bool:
+        """Whether layer ``target`` may run as the model's own layer on the models' batches
+        merged into one: copies of one model evaluating (one set of weights), and a layer
+        that treats each sample alone (a Linear or convolution, BatchNorm with running
+        statistics). One matmul over K·B rows, in the batch's own memory, takes the place of
+        K batched ones and the transposing copies between them."""
+        stack = self.stack
+        if not stack.copies or stack.training or stack._noisy_weight_rows(target):
+            return False
+        module = stack._submodules[target]
+        if type(module) in _BATCHNORMS:
+            return module.track_running_stats and module.running_mean is not None
+        return type(module) in (nn.Linear, *_CONVOLUTIONS)
 
     def _scratch(self, value: Any) -> bool:
         """Whether the site now running may overwrite its input ``value``: fresh memory a layer
@@ -1172,6 +1190,10 @@ class StackedModel:
             if node.op == "call_module" and node.target in active:
                 return node
         raise NotStackableError(f"no graph node runs {min(active)}")
+
+    def _noisy_weight_rows(self, layer: str) -> list[int]:
+        """The members that read ``layer``'s weight with noise now (none with noise off)."""
+        return self._weight_noisy(layer, self.training) if self.noise_enabled else []
 
     def _weight_noisy(self, layer: str, training: bool) -> list[int]:
         """The members that read ``layer``'s weight with noise in that mode."""
