@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from walkingnoise.data import InMemoryDataset
 from walkingnoise.data.augmentation import RandomCropFlip
@@ -1655,3 +1656,69 @@ def test_copies_evaluating_run_the_models_own_layers_on_their_merged_batches() -
     with torch.no_grad():
         stack(x, shared=True)
     assert seen == [("layers.5", (96, 64))]
+
+
+def test_a_member_at_sigma_zero_listed_first_does_not_part_the_others_draws() -> None:
+    """A σ grid starting at 0 (``linspace: min 0``): the member that draws nothing must not
+    keep the σ > 0 members of its seed from taking one draw."""
+    x = torch.randn(4, 64)
+    model = instrument(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), x[:2])
+    stack = StackedModel([model] * 3).eval()
+    stack.set_noise([(AdditiveNoise(), {1: sigma}) for sigma in (0.0, 0.5, 1.0)])
+    stack.set_generators([torch.Generator().manual_seed(1)] * 3)
+    assert stack._leader[1] == stack._leader[2]
+
+
+def test_copies_merged_after_the_site_read_the_models_weights_without_its_own_noise() -> None:
+    """The model's own weight noise stays off in a stack of its copies (each member's comes from
+    ``set_weight_noise``), also on the layers run as the model's own on the merged batch."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 64)
+    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    model = instrument(net.eval(), x[:2])
+    attach_weight_noise(model, 0.5, generator=torch.Generator().manual_seed(1))
+    stack = StackedModel([model] * 2).eval()
+    stack.set_weight_noise([0.0, 0.0])
+    stack.set_noise([(AdditiveNoise(), {1: 0.3})] * 2)
+    outputs = []
+    for copies in (True, False):
+        stack.copies = copies  # merged layers, or stacked ones
+        stack.set_generators([torch.Generator().manual_seed(2)] * 2)
+        with torch.no_grad():
+            outputs.append(stack(x, shared=True))
+    torch.testing.assert_close(outputs[0], outputs[1])
+
+
+class InputSkip(nn.Module):
+    """Reads the flattened input (a view of the split's memory) after every site."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 32), nn.Linear(32, 32)
+        self.head, self.skip = nn.Linear(32, 10), nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = x.flatten(1)
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(f))))) + self.skip(f)
+
+
+def test_kept_prefixes_hold_no_more_memory_than_they_count() -> None:
+    """A prefix continued from a kept one copies the start's storages whole: a view of the
+    split (the flattened input) keeps a copy of the whole split alive per batch and site, while
+    ``KeptPrefixes.room`` counts only the view's bytes."""
+    torch.manual_seed(0)
+    x, y = torch.randn(2048, 1, 8, 8), torch.randint(0, 10, (2048,))
+    model = instrument(InputSkip().eval(), x[:2])
+    kept = KeptPrefixes(64 * 2**20)
+    for site in (1, 2, 3):
+        stack = StackedModel([model] * 2).eval()
+        stack.set_noise([(AdditiveNoise(), {site: sigma}) for sigma in (0.5, 1.0)])
+        stack.set_generators([torch.Generator().manual_seed(site)] * 2)
+        evaluate_stacked(stack, Split(x, y), batch_size=64, kept=kept)
+    storages = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+        for values in kept.values.values()
+        for t in tree_flatten(values)[0]
+        if isinstance(t, torch.Tensor)
+    }
+    assert sum(storages.values()) <= 64 * 2**20 - kept.room

@@ -547,7 +547,9 @@ class _Interpreter(_LeanInterpreter):
             if self._one_model_per_sample(target):
                 if target in self.stack._fresh_layers:
                     self._fresh.add(self._node)
-                return _merged(self.fetch_attr(target), args[0])
+                module = self.fetch_attr(target)
+                with weight_noise_disabled(module):  # the stack draws every member's
+                    return _merged(module, args[0])
             if target in self.stack._relus and self._sole_reader():
                 self._fresh.add(self._node)
                 return _relu(args[0])
@@ -1343,12 +1345,15 @@ class StackedModel:
         first: dict[tuple[int, int], tuple] = {}
         leaders: dict[tuple, int] = {}
         self._leader = list(range(self.size))
-        for k in range(self.size):
+        patterns = [self._draw_pattern(k) for k in range(self.size)]
+        # members that draw come first: one that draws nothing (σ = 0) gets the copy, and
+        # does not part the others when it comes first
+        for k in sorted(range(self.size), key=lambda k: not (patterns[k][0] or patterns[k][1])):
             generator, weights = self.generators[k], self._weight_generators[k]
             if generator is None:
                 continue
             held = (id(generator), id(weights))
-            pattern = self._draw_pattern(k)
+            pattern = patterns[k]
             if first.setdefault(held, pattern) != pattern:
                 own = _copy_generator(generator)
                 self.generators[k] = own
