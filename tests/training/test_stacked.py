@@ -1703,9 +1703,9 @@ class InputSkip(nn.Module):
 
 
 def test_kept_prefixes_hold_no_more_memory_than_they_count() -> None:
-    """A prefix continued from a kept one copies the start's storages whole: a view of the
-    split (the flattened input) keeps a copy of the whole split alive per batch and site, while
-    ``KeptPrefixes.room`` counts only the view's bytes."""
+    """A prefix continued from a kept one copies only the memory its values reach, so what
+    ``KeptPrefixes`` holds is what its room counts: a view of the split (the flattened input,
+    read again after the site) keeps a copy of its batch, not of the whole split."""
     torch.manual_seed(0)
     x, y = torch.randn(2048, 1, 8, 8), torch.randint(0, 10, (2048,))
     model = instrument(InputSkip().eval(), x[:2])

@@ -20,7 +20,11 @@ Conventions of this module:
   standard error of the mean over seeds and ``n_samples`` = test-set size × seeds when known. The
   floor keeps a zero spread (one seed, or identical seeds) from dominating; the binomial term
   shrinks with more seeds, so the errors of μ do too. Errors are absolute
-  (``curve_fit(absolute_sigma=True)``).
+  (``curve_fit(absolute_sigma=True)``). The points are taken as independent, which they are
+  not quite: a seed's inference-only experiments evaluate one clean model, and the σ of one
+  seed and site share their evaluation draws (``Experiment.evaluation_seed``), so the
+  deviations of one seed's curve move together across σ; μ's error is that of the weighted
+  fit, not of a fit with the points' covariance.
 - **Failures are flags, never exceptions.** Too few points, a flat or non-monotone curve, a fit
   that does not converge, μ outside the sampled σ: each sets a flag and :attr:`MidpointFit.quality`
   says which in words.

@@ -738,30 +738,61 @@ def _copied(values: dict[fx.Node, Any], k: int | None = None) -> dict[fx.Node, A
     leave the originals intact; with ``k``, given a leading model dimension of size ``k``, each
     model with its own memory.
 
-    Tensors that share memory share the copy too (a view still sees its base change).
+    Tensors that share memory share the copy too (a view still sees its base change). Only the
+    span of a memory the values reach is copied: a batch that is a slice of its split copies
+    the batch, not the split.
     """
-    storages: dict[int, torch.UntypedStorage] = {}
+    leaves = [leaf for value in values.values() for leaf in tree_flatten(value)[0]]
+    spans: dict[int, tuple[int, int]] = {}
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            pointer, start, end = _byte_span(leaf)
+            low, high = spans.get(pointer, (start, end))
+            spans[pointer] = (min(low, start), max(high, end))
+    copies: dict[int, tuple[torch.UntypedStorage, int, int]] = {}
 
     def copy(v: Any) -> Any:
         if not isinstance(v, torch.Tensor):
             return v
         storage = v.untyped_storage()
-        if k is not None and storage.nbytes() % v.element_size():
-            return _broadcast(v, k)
-        if storage.data_ptr() not in storages:
-            raw = torch.empty(0, dtype=torch.uint8, device=v.device).set_(storage)
-            storages[storage.data_ptr()] = raw.repeat(k or 1).untyped_storage()
+        pointer = storage.data_ptr()
+        if pointer not in copies:
+            low, high = spans[pointer]
+            low -= low % _ALIGN  # a multiple of every element size, as the span's length
+            length = -(-(high - low) // _ALIGN) * _ALIGN
+            used = max(0, min(length, storage.nbytes() - low))
+            raw = torch.empty(0, dtype=torch.uint8, device=v.device).set_(storage, low, (used,))
+            block = torch.empty((k or 1, length), dtype=torch.uint8, device=v.device)
+            block[:, :used].copy_(raw)
+            copies[pointer] = (block.untyped_storage(), low, length)
+        copied, low, length = copies[pointer]
+        size = v.element_size()
+        offset = (v.storage_offset() * size - low) // size
         shape, stride = v.shape, v.stride()
         if k is not None:
-            shape, stride = (k, *shape), (storage.nbytes() // v.element_size(), *stride)
+            shape, stride = (k, *shape), (length // size, *stride)
         out = torch.empty(0, dtype=v.dtype, device=v.device)
-        return out.set_(storages[storage.data_ptr()], v.storage_offset(), shape, stride)
+        return out.set_(copied, offset, shape, stride)
 
     copied = {}
     for node, value in values.items():
         flat, spec = tree_flatten(value)
         copied[node] = tree_unflatten([copy(v) for v in flat], spec)
     return copied
+
+
+#: Alignment, in bytes, of the spans ``_copied`` copies: every element size divides it.
+_ALIGN = 64
+
+
+def _byte_span(tensor: torch.Tensor) -> tuple[int, int, int]:
+    """(its memory's address, first byte, byte after the last) that ``tensor`` reaches."""
+    size = tensor.element_size()
+    start = tensor.storage_offset() * size
+    if tensor.numel() == 0:
+        return tensor.untyped_storage().data_ptr(), start, start
+    last = sum((n - 1) * step for n, step in zip(tensor.shape, tensor.stride(), strict=True))
+    return tensor.untyped_storage().data_ptr(), start, start + (last + 1) * size
 
 
 def _broadcast(value: Any, k: int, *, copy: bool = True) -> Any:
@@ -980,7 +1011,8 @@ class StackedModel:
         """Per model: η of its weight noise in evaluation (0: none), on every layer weight noise
         perturbs (``noisy_weight_layers``); for stacks of copies of one model, which only
         evaluate. Each draws from its generator of ``set_generators``: copies built from one
-        model share its generator until given their own."""
+        model hold its generator until given their own, and so take the same draws (see
+        ``set_generators``; with no generator, each draws from the global one in turn)."""
         if len(etas) != self.size:
             raise ValueError(f"expected weight noise for {self.size} models, got {len(etas)}")
         names = [name for name, _ in noisy_weight_layers(self.template.net)]
