@@ -1722,3 +1722,25 @@ def test_kept_prefixes_hold_no_more_memory_than_they_count() -> None:
         if isinstance(t, torch.Tensor)
     }
     assert sum(storages.values()) <= 64 * 2**20 - kept.room
+
+
+def test_a_member_given_its_own_generators_copies_a_weight_generator_of_its_own() -> None:
+    """Copies holding one activation generator and one weight-noise generator (two objects),
+    with noise at different sites: each gets copies of both, and reads its weights with the
+    noise it reads alone, not with the draws after another member's."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 8, 8)
+    model = instrument(build_model("mlp", (1, 8, 8), 10, batchnorm=True).eval(), x[:2])
+    model.set_generator(torch.Generator().manual_seed(1))
+    attach_weight_noise(model, 0.1, generator=torch.Generator().manual_seed(2))
+    stack = StackedModel([model] * 2).eval()
+    stack.set_noise([(AdditiveNoise(), {site: 0.5}) for site in (2, 5)])
+    with torch.no_grad():
+        out = stack(x, shared=True)
+    for k, site in enumerate((2, 5)):
+        alone = copy.deepcopy(model)
+        alone.set_noise(AdditiveNoise(), WalkingPlacement(site), 0.5)
+        alone.set_generator(torch.Generator().manual_seed(1))
+        attach_weight_noise(alone, 0.1, generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            torch.testing.assert_close(out[k], alone(x), rtol=1e-5, atol=1e-5)

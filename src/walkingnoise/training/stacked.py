@@ -1127,11 +1127,11 @@ class StackedModel:
         recomputed (evaluation only).
 
         For repeated noisy passes over one split: the part of the graph before the first noisy
-        site is the same on every pass. Copies of one model run the model itself once on each
-        batch, keeping every value, which serves every first noisy site; ``kept``, given to
-        the stacks of copies of one model in turn, lets them share it. Batches are recognised
-        by their memory, so the splits must not change while it is used; at most ``max_bytes``
-        (or ``kept``'s room) are kept.
+        site is the same on every pass. Copies of one model run the model itself up to that
+        site, going on from the latest prefix of the batch kept before it; ``kept``, given to
+        the stacks of copies of one model in turn (one per first noisy site), lets them share
+        those prefixes. Batches are recognised by their memory, so the splits must not change
+        while it is used; at most ``max_bytes`` (or ``kept``'s room) are kept.
         """
         self._kept = kept if kept is not None else KeptPrefixes(max_bytes)
         try:
@@ -1389,7 +1389,10 @@ class StackedModel:
             if first.setdefault(held, pattern) != pattern:
                 own = _copy_generator(generator)
                 self.generators[k] = own
-                self._weight_generators[k] = own if weights is generator else weights
+                if weights is generator:
+                    self._weight_generators[k] = own
+                elif weights is not None:
+                    self._weight_generators[k] = _copy_generator(weights)
                 continue
             self._leader[k] = leaders.setdefault((held, pattern), k)
 
