@@ -228,8 +228,9 @@ def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> t
         site = experiment.placement_spec().site
         passes = samples * experiment.eval_repeats
         flops += 2 * after[site] * passes
-        if experiment.evaluation_seed() not in drawn:
-            drawn.add(experiment.evaluation_seed())
+        seed = experiment.evaluation_seed()
+        if seed not in drawn:
+            drawn.add(seed)
             normals += sizes[site] * passes
     return flops, normals
 

@@ -1744,3 +1744,21 @@ def test_a_member_given_its_own_generators_copies_a_weight_generator_of_its_own(
         attach_weight_noise(alone, 0.1, generator=torch.Generator().manual_seed(2))
         with torch.no_grad():
             torch.testing.assert_close(out[k], alone(x), rtol=1e-5, atol=1e-5)
+
+
+def test_members_of_two_shared_generators_at_one_site_each_take_their_own_draw() -> None:
+    """Members at one site holding two generators, interleaved: each group takes one draw,
+    gathered to its members' rows, as each alone from a generator seeded alike."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 8, 8)
+    model = instrument(build_model("mlp", (1, 8, 8), 10, batchnorm=True).eval(), x[:2])
+    members = [(0.5, 1), (1.0, 2), (0.5, 1), (2.0, 2)]
+    stack = StackedModel([model] * 4).eval()
+    stack.set_noise([(AdditiveNoise(), {4: sigma}) for sigma, _ in members])
+    generators = {seed: torch.Generator().manual_seed(seed) for seed in (1, 2)}
+    stack.set_generators([generators[seed] for _, seed in members])
+    with torch.no_grad():
+        out = stack(x, shared=True)
+    for k, (sigma, seed) in enumerate(members):
+        torch.testing.assert_close(out[k], _alone(model, AdditiveNoise(), 4, sigma, x, seed)[0])
+    torch.testing.assert_close(out[0], out[2])  # one draw, one σ

@@ -373,12 +373,9 @@ def evaluation_generators(
     """Each experiment's evaluation-noise generator, seeded with its ``evaluation_seed``; the
     experiments of one seed (those that differ only in σ) hold one generator, so a stack takes
     their draws once (``StackedModel.set_generators``)."""
-    made: dict[int, torch.Generator] = {}
-    for experiment in experiments:
-        seed = experiment.evaluation_seed()
-        if seed not in made:
-            made[seed] = seeded_generator(seed, device)
-    return [made[e.evaluation_seed()] for e in experiments]
+    seeds = [experiment.evaluation_seed() for experiment in experiments]
+    made = {seed: seeded_generator(seed, device) for seed in dict.fromkeys(seeds)}
+    return [made[seed] for seed in seeds]
 
 
 def _first_site(experiment: Experiment, sites: Sequence[SiteInfo]) -> int | None:

@@ -1241,9 +1241,7 @@ class StackedModel:
         """``layer``'s stacked weight with each noisy member's noise added, drawn from its own
         generator as alone (differentiable in the weight); None when no member has noise
         there now."""
-        if not self.noise_enabled:
-            return None
-        rows = self._weight_noisy(layer, self.training)
+        rows = self._noisy_weight_rows(layer)
         if not rows:
             return None
         weight = self._module_state[layer]["weight"]
@@ -1350,8 +1348,8 @@ class StackedModel:
             if len(drawing) == 1 < len(members):
                 z = z.expand(len(members), *z.shape[1:])  # one draw for all: no copies
             elif len(drawing) < len(members):
-                where = [drawing.index(leader) for leader in leaders]
-                z = z.index_select(0, self._index(where, x.device))
+                row_of = {leader: i for i, leader in enumerate(drawing)}
+                z = z.index_select(0, self._index([row_of[j] for j in leaders], x.device))
             draws.append(z)
         return tuple(draws)
 
