@@ -204,12 +204,15 @@ def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> t
     Per pass over the validation and test samples: 2 × the multiply-adds of the Linear layers
     after the noisy site (the part before it is computed once for all σ and repeats), and one
     sample per element of the site's activation, drawn once for the experiments that share
-    their draws (those that differ only in σ: ``Experiment.evaluation_seed``).
+    their draws (those that differ only in σ: ``Experiment.evaluation_seed``). A Linear layer
+    that alone reads the site (through ``Flatten``) maps the clean input and the draw once
+    for those experiments, not each one's noisy input (additive noise: one direction).
     """
     model = build_noisy_model(experiments[0], dataset)
     modules = dict(model.net.named_modules())
     sizes = {info.index: math.prod(info.shape[1:]) for info in model.site_table}
     after: dict[int, int] = {}
+    reader: dict[int, int] = {}
     linear = 0
     for node in reversed(list(model.net.graph.nodes)):
         if node.op != "call_module":
@@ -218,7 +221,9 @@ def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> t
         if isinstance(module, torch.nn.Linear):
             linear += module.in_features * module.out_features
         elif str(node.target).startswith("noise_sites."):
-            after[int(str(node.target).split(".")[1])] = linear
+            site = int(str(node.target).split(".")[1])
+            after[site] = linear
+            reader[site] = _linear_reader_size(node, modules)
     samples = len(dataset.validation) + len(dataset.test)
     flops = normals = 0.0
     drawn = set()
@@ -227,12 +232,27 @@ def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> t
             continue
         site = experiment.placement_spec().site
         passes = samples * experiment.eval_repeats
-        flops += 2 * after[site] * passes
+        flops += 2 * (after[site] - reader[site]) * passes
         seed = experiment.evaluation_seed()
         if seed not in drawn:
             drawn.add(seed)
             normals += sizes[site] * passes
+            flops += 2 * 2 * reader[site] * passes  # the clean input and the draw
     return flops, normals
+
+
+def _linear_reader_size(site: torch.fx.Node, modules: dict[str, torch.nn.Module]) -> int:
+    """The multiply-adds per sample of the Linear layer that alone reads ``site`` (through
+    ``Flatten``), 0 if none does."""
+    node = site
+    while len(node.users) == 1:
+        (node,) = node.users
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, torch.nn.Linear):
+            return module.in_features * module.out_features
+        if not isinstance(module, (torch.nn.Flatten, torch.nn.Identity)):
+            return 0
+    return 0
 
 
 def descendant_peak_rss() -> list[float]:

@@ -202,3 +202,51 @@ def test_additive_noise_is_one_computation_with_either_gradient_rule() -> None:
     assert not AdditiveNoise(gradient="through_noise").differentiates_noise
     assert MultiplicativeNoise().differentiates_noise
     assert not MultiplicativeNoise(gradient="forward_only").differentiates_noise
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        AdditiveNoise(),
+        MultiplicativeNoise(),
+        MixedNoise(order="mul_first"),
+        MixedNoise(order="add_first"),
+    ],
+    ids=["additive", "multiplicative", "mul_first", "add_first"],
+)
+def test_separable_noise_is_its_directions_scaled_by_its_coefficients(model: NoiseModel) -> None:
+    """y − x = Σ_t c_t(levels) · d_t(x, z) for every member's levels: the directions read no
+    level, so a linear layer maps them once for all σ (float32 rounding apart)."""
+    x = torch.randn(1, 1000) * 3
+    z = tuple(torch.randn(1, 1000) for _ in range(model.draws))
+    levels = torch.tensor([[0.1, 2.0], [3.0, 0.5], [0.0, 0.0], [7.0, 1e-3]])
+    if model.draws == 1:
+        levels[:, 1] = 0.0
+    changes = model.sample(x, levels, z) - x
+    directions = model.directions(x, z)
+    coefficients = model.coefficients(levels)
+    assert model.separable
+    assert coefficients.shape == (4, len(directions))
+    expected = sum(coefficients[:, t : t + 1] * d for t, d in enumerate(directions))
+    torch.testing.assert_close(expected, changes, rtol=1e-5, atol=1e-4)
+    assert torch.count_nonzero(expected[2]) == 0  # σ = 0: no change
+
+
+def test_a_noise_model_with_arithmetic_of_its_own_is_not_separable() -> None:
+    """A user's subclass that changes ``sample`` keeps the site's own arithmetic: the
+    directions it inherits need not describe it."""
+
+    class Clipped(AdditiveNoise):
+        def sample(self, x, levels, z):
+            return super().sample(x, levels, z).clamp(-1, 1)
+
+    class Scaled(MultiplicativeNoise):
+        def directions(self, x, z):
+            return super().directions(x, z)
+
+    assert AdditiveNoise.separable
+    assert not Clipped.separable
+    assert Scaled.separable  # it says how it separates
+    assert not NoiseModel.separable
+    with pytest.raises(NotImplementedError, match="not separable"):
+        NoiseModel.directions(Clipped(), torch.zeros(1), (torch.zeros(1),))

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from walkingnoise.data import InMemoryDataset
@@ -20,7 +21,13 @@ from walkingnoise.data.dataset import Split
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model, register_model
 from walkingnoise.models import registry as model_registry
-from walkingnoise.noise import AdditiveNoise, MultiplicativeNoise, WalkingPlacement, instrument
+from walkingnoise.noise import (
+    AdditiveNoise,
+    MixedNoise,
+    MultiplicativeNoise,
+    WalkingPlacement,
+    instrument,
+)
 from walkingnoise.noise.weight import attach_weight_noise, weight_noise_of
 from walkingnoise.training.cohort import (
     evaluate_shared,
@@ -1762,3 +1769,141 @@ def test_members_of_two_shared_generators_at_one_site_each_take_their_own_draw()
     for k, (sigma, seed) in enumerate(members):
         torch.testing.assert_close(out[k], _alone(model, AdditiveNoise(), 4, sigma, x, seed)[0])
     torch.testing.assert_close(out[0], out[2])  # one draw, one σ
+
+
+class _LayerCalls(TorchDispatchMode):
+    """Records the rows of every matmul or convolution that reads ``weight``."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = weight.data_ptr()
+        self.rows: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        aten = torch.ops.aten
+        operands = {
+            aten.mm.default: (0, 1),
+            aten.addmm.default: (1, 2),
+            aten.convolution.default: (0, 1),
+        }.get(func)
+        if operands is not None and args[operands[1]].data_ptr() == self.weight:
+            self.rows.append(args[operands[0]].shape[0])
+        return func(*args, **(kwargs or {}))
+
+
+_SEPARABLE = {
+    "additive": (AdditiveNoise(), [0.0, 0.3, 1.0, 4.0]),
+    "multiplicative": (MultiplicativeNoise(), [0.0, 0.3, 1.0, 4.0]),
+    "mul_first": (MixedNoise(order="mul_first"), [(0.0, 0.0), (0.3, 0.1), (1.0, 2.0), (4.0, 0.5)]),
+    "add_first": (MixedNoise(order="add_first"), [(0.0, 0.0), (0.3, 0.1), (1.0, 2.0), (4.0, 0.5)]),
+}
+_READERS = {  # model, input, site, which Linear or convolution alone reads it (via Flatten)
+    "mlp-input": (lambda: build_model("mlp", (1, 6, 6), 10, batchnorm=True), (1, 6, 6), 0, 0),
+    "mlp-hidden": (lambda: build_model("mlp", (1, 6, 6), 10, batchnorm=True), (1, 6, 6), 3, 1),
+    "lenet-input": (
+        lambda: build_model("lenet5", (1, 16, 16), 10, batchnorm=True),
+        (1, 16, 16),
+        0,
+        0,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_READERS))
+@pytest.mark.parametrize("kind", list(_SEPARABLE))
+def test_copies_pass_the_first_sites_noise_through_the_next_layer_once_per_draw(
+    kind: str, case: str
+) -> None:
+    """Copies evaluating, whose σ share one draw, map the clean input and the noise's
+    directions through the layer after their site once each, on B rows, not each member's
+    noisy input (W(x + σz) + b as (Wx + b) + σ(Wz)). Each member gets what it gets alone, to
+    float32 rounding, and bit for bit what it gets in a stack of its own."""
+    noise, sigmas = _SEPARABLE[kind]
+    factory, shape, site, reader = _READERS[case]
+    torch.manual_seed(0)
+    x = torch.randn(24, *shape)
+    model = instrument(factory().eval(), x[:2])
+    layers = [m for m in model.net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    stack = StackedModel([model] * len(sigmas)).eval()
+    stack.set_noise([(noise, {site: sigma}) for sigma in sigmas])
+    stack.set_generators([torch.Generator().manual_seed(5)] * len(sigmas))
+    calls = _LayerCalls(layers[reader].weight)
+    with torch.no_grad(), calls:
+        out = stack(x, shared=True)
+    assert calls.rows == [24] * (1 + len(noise.directions(x, (x,) * noise.draws)))
+    for k, sigma in enumerate(sigmas):
+        alone = _alone(model, noise, site, sigma, x, seed=5)[0]
+        torch.testing.assert_close(out[k], alone, rtol=1e-5, atol=1e-5)
+        own = StackedModel([model]).eval()
+        own.set_noise([(noise, {site: sigma})])
+        own.set_generators([torch.Generator().manual_seed(5)])
+        with torch.no_grad():
+            assert torch.equal(own(x, shared=True)[0], out[k])
+    assert torch.equal(out[0], out[0].clone().copy_(model(x)))  # σ = 0: the clean model
+
+
+def test_a_layer_watched_by_a_hook_sees_every_members_noisy_input() -> None:
+    """A hook on the layer after the site (a user's probe) sees what it sees alone: the noisy
+    inputs of all K members, so the stack does not pass the noise through as terms there."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 6, 6)
+    model = instrument(build_model("mlp", (1, 6, 6), 10, batchnorm=True).eval(), x[:2])
+    seen = []
+    model.net.get_submodule("layers.1").register_forward_hook(
+        lambda _m, args, _o: seen.append(args[0].shape)
+    )
+    stack = StackedModel([model] * 3).eval()
+    stack.set_noise([(AdditiveNoise(), {0: sigma}) for sigma in (0.1, 0.5, 1.0)])
+    stack.set_generators([torch.Generator().manual_seed(2)] * 3)
+    with torch.no_grad():
+        out = stack(x, shared=True)
+    assert seen == [(48, 36)]
+    for k, sigma in enumerate((0.1, 0.5, 1.0)):
+        torch.testing.assert_close(out[k], _alone(model, AdditiveNoise(), 0, sigma, x, seed=2)[0])
+
+
+def test_a_noise_model_of_its_own_arithmetic_is_applied_as_alone_before_a_linear_layer() -> None:
+    """A user's noise model that clips its output is not separable: copies apply it at the
+    site, as the model alone does, and the layer after it reads the clipped values."""
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Clipped(AdditiveNoise):
+        def sample(self, x, levels, z):
+            return super().sample(x, levels, z).clamp(-0.5, 0.5)
+
+        def perturbation(self, x, levels, z, *, scratch=False):
+            return self.sample(x, levels, z) - x
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 6, 6)
+    model = instrument(build_model("mlp", (1, 6, 6), 10, batchnorm=True).eval(), x[:2])
+    stack = StackedModel([model] * 2).eval()
+    stack.set_noise([(Clipped(), {0: sigma}) for sigma in (0.5, 2.0)])
+    stack.set_generators([torch.Generator().manual_seed(3)] * 2)
+    with torch.no_grad():
+        out = stack(x, shared=True)
+    for k, sigma in enumerate((0.5, 2.0)):
+        torch.testing.assert_close(out[k], _alone(model, Clipped(), 0, sigma, x, seed=3)[0])
+
+
+def test_copies_evaluating_leave_the_models_own_noise_at_later_sites_off() -> None:
+    """The layers after the copies' site run as the model's own modules, but the model's own
+    noise settings (here σ = 3 at a later site, and weight noise) stay off: each member gets
+    what the model gives with its member's noise alone."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 6, 6)
+    model = instrument(build_model("mlp", (1, 6, 6), 10, batchnorm=True).eval(), x[:2])
+    model.set_noise(AdditiveNoise(), WalkingPlacement(8), 3.0)
+    attach_weight_noise(model, 0.5, generator=torch.Generator().manual_seed(9))
+    stack = StackedModel([model] * 2).eval()
+    stack.set_noise([(AdditiveNoise(), {2: sigma}) for sigma in (0.5, 1.0)])
+    stack.set_weight_noise([0.0, 0.0])
+    stack.set_generators([torch.Generator().manual_seed(4)] * 2)
+    with torch.no_grad():
+        out = stack(x, shared=True)
+    own = weight_noise_of(model)
+    assert own is not None
+    with own.disabled():
+        for k, sigma in enumerate((0.5, 1.0)):
+            alone = _alone(model, AdditiveNoise(), 2, sigma, x, seed=4)[0]
+            torch.testing.assert_close(out[k], alone)

@@ -78,9 +78,18 @@ class NoiseModel(ABC):
     draws: ClassVar[int] = 1
     #: Whether ``perturbation`` reads the values of ``x`` (False: only its shape and dtype).
     reads_input: ClassVar[bool] = True
+    #: Whether the change y − x is a sum of terms c_t · d_t, each a coefficient of the levels
+    #: alone (``coefficients``) times a tensor of ``x`` and the draws alone (``directions``).
+    separable: ClassVar[bool] = False
     training: bool = True
     evaluation: bool = True
     gradient: Gradient = "through_noise"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if ("sample" in own or "perturbation" in own) and "directions" not in own:
+            cls.separable = False  # arithmetic of its own: inherited directions need not hold
 
     def __post_init__(self) -> None:
         if self.gradient not in ("forward_only", "through_noise"):
@@ -116,6 +125,15 @@ class NoiseModel(ABC):
         """The change y − x the noise makes (computed directly where cheaper), as a tensor that
         is not ``x``. ``scratch``: the draws ``z`` are the caller's to overwrite."""
         return self.sample(x, levels, z) - x
+
+    def directions(self, x: torch.Tensor, z: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The d_t of y − x = Σ_t c_t · d_t (``separable`` models): a layer linear in its input
+        maps each d_t once for every level, whose values differ only in c_t."""
+        raise NotImplementedError(f"{type(self).__name__} noise is not separable")
+
+    def coefficients(self, levels: torch.Tensor) -> torch.Tensor:
+        """The c_t of ``directions``, shape (..., T), for levels of shape (..., MAX_LEVELS)."""
+        raise NotImplementedError(f"{type(self).__name__} noise is not separable")
 
     @property
     def differentiates_noise(self) -> bool:
@@ -165,6 +183,7 @@ class AdditiveNoise(NoiseModel):
     name: ClassVar[str] = "additive"
     level_names: ClassVar[tuple[str, ...]] = ("sigma",)
     reads_input: ClassVar[bool] = False
+    separable: ClassVar[bool] = True
 
     def levels(self, sigma: NoiseLevel) -> tuple[float, ...]:
         """The single level (σ,)."""
@@ -182,6 +201,14 @@ class AdditiveNoise(NoiseModel):
         """n ~ N(0, σ²)."""
         return _scaled(z[0], levels[..., 0], inplace=scratch)
 
+    def directions(self, x: torch.Tensor, z: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """y − x = σ · z."""
+        return (z[0],)
+
+    def coefficients(self, levels: torch.Tensor) -> torch.Tensor:
+        """(σ,)."""
+        return levels[..., :1]
+
 
 @dataclass(frozen=True, kw_only=True)
 class MultiplicativeNoise(NoiseModel):
@@ -189,6 +216,7 @@ class MultiplicativeNoise(NoiseModel):
 
     name: ClassVar[str] = "multiplicative"
     level_names: ClassVar[tuple[str, ...]] = ("sigma",)
+    separable: ClassVar[bool] = True
 
     def levels(self, sigma: NoiseLevel) -> tuple[float, ...]:
         """The single level (σ,)."""
@@ -208,6 +236,14 @@ class MultiplicativeNoise(NoiseModel):
             return _scaled(z[0], levels[..., 0], inplace=True).mul_(x)
         return x * _scaled(z[0], levels[..., 0])
 
+    def directions(self, x: torch.Tensor, z: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """y − x = σ · (x · z)."""
+        return (x * z[0],)
+
+    def coefficients(self, levels: torch.Tensor) -> torch.Tensor:
+        """(σ,)."""
+        return levels[..., :1]
+
 
 @dataclass(frozen=True, kw_only=True)
 class MixedNoise(NoiseModel):
@@ -224,6 +260,7 @@ class MixedNoise(NoiseModel):
     name: ClassVar[str] = "mixed"
     level_names: ClassVar[tuple[str, ...]] = ("sigma_mul", "sigma_add")
     draws: ClassVar[int] = 2
+    separable: ClassVar[bool] = True
     order: MixedOrder = "mul_first"
     ratio: float | None = None
 
@@ -255,6 +292,20 @@ class MixedNoise(NoiseModel):
         if self.order == "mul_first":
             return x * m + n
         return (x + n) * m
+
+    def directions(self, x: torch.Tensor, z: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """y − x = σ_mul · x·z₀ + σ_add · z₁ (``mul_first``), and + σ_mul·σ_add · z₀·z₁
+        (``add_first``)."""
+        if self.order == "mul_first":
+            return (x * z[0], z[1])
+        return (x * z[0], z[1], z[0] * z[1])
+
+    def coefficients(self, levels: torch.Tensor) -> torch.Tensor:
+        """(σ_mul, σ_add), and σ_mul·σ_add (``add_first``)."""
+        if self.order == "mul_first":
+            return levels[..., :2]
+        product = levels[..., 0] * levels[..., 1]
+        return torch.cat((levels[..., :2], product.unsqueeze(-1)), dim=-1)
 
 
 NOISE_MODELS: dict[str, type[NoiseModel]] = {

@@ -327,6 +327,17 @@ def weight_noise_preserved(model: nn.Module) -> Iterator[None]:
                 setattr(noise, name, value)
 
 
+def hooked_beyond_weight_noise(module: nn.Module) -> bool:
+    """Whether forward hooks besides its weight noise's watch ``module`` (also hooks on every
+    module): a caller that computes the layer's result without calling it would skip them."""
+    entry = module.__dict__.get(_ATTRIBUTE)
+    own = {handle.id for handle in entry[1]} if entry is not None else set()
+    hooks = set(module._forward_pre_hooks) | set(module._forward_hooks)
+    everywhere = nn.modules.module._global_forward_pre_hooks
+    everywhere_after = nn.modules.module._global_forward_hooks
+    return bool(hooks - own) or bool(everywhere) or bool(everywhere_after)
+
+
 @contextmanager
 def weight_noise_disabled(model: nn.Module) -> Iterator[None]:
     """Within the block ``model``'s weights are read without noise (if it has weight noise)."""

@@ -311,7 +311,10 @@ def evaluate_shared(
     The clean metrics are computed once; the noisy ones in stacks of copies of the model, each
     copy with its experiment's placement, σ and weight noise. Experiments are stacked by their
     first noisy site (with weight noise: the first layer), so the stack computes the clean part
-    of the network before it only once. ``model`` keeps its own noise settings.
+    of the network before it only once; and since every member of a stack starts its noise at
+    that site, a layer after it that maps the noise once for all of them (``StackedModel``)
+    computes each experiment as it computes it in any other stack. ``model`` keeps its own
+    noise settings.
     """
     if not experiments:
         return []

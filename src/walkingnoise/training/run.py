@@ -247,7 +247,8 @@ def evaluate_experiment(
 
     The model's noise (activation and weight noise) is set to the experiment's and drawn from a
     generator seeded with ``experiment.evaluation_seed()``, so a shared clean model gives every
-    inference-only experiment the numbers it would get alone. The clean metrics have neither.
+    inference-only experiment the noise it would get alone (``evaluate_shared`` computes it
+    with the same draws, to float32 rounding). The clean metrics have neither.
     """
     generator = seeded_generator(experiment.evaluation_seed(), dataset.test.x.device)
     configure_noise(model, experiment, generator)

@@ -15,15 +15,20 @@ optimizer state (Adam is elementwise, so one Adam over stacked tensors is K inde
 
 A stack of copies of one model (inference-only experiments sharing a clean model) evaluating one
 shared batch computes the part of the graph before the first noisy site once, with the model
-itself, and runs only the rest as a stack: walking noise at a late site costs little.
+itself, and runs only the rest as a stack: walking noise at a late site costs little. Where that
+site's noise is separable (``NoiseModel.separable``: additive, multiplicative, mixed) and a
+Linear layer or convolution alone reads it, the layer maps the clean input and the noise's
+directions once for all members instead of each member's noisy input: W(x + σz) + b is computed
+as (Wx + b) + σ(Wz), which agrees with the model alone to float32 rounding (not bit for bit) and
+does not depend on the members a stack holds.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -38,6 +43,7 @@ from walkingnoise.noise.kinds import module_kind
 from walkingnoise.noise.models import NoiseLevel, NoiseModel, standard_normal
 from walkingnoise.noise.site import MAX_LEVELS
 from walkingnoise.noise.weight import (
+    hooked_beyond_weight_noise,
     noisy_weight_layers,
     weight_noise_disabled,
     weight_noise_layers,
@@ -336,6 +342,74 @@ def _feature_major_linears(graph: fx.Graph, modules: dict[str, nn.Module]) -> se
     return {target for target, nodes in calls.items() if all(accepts(n) for n in nodes)}
 
 
+def _reshapes_only(module: nn.Module) -> bool:
+    """Whether ``module`` only reshapes each sample (or passes it on as it is)."""
+    if type(module) is nn.Flatten:
+        return module.start_dim == 1
+    return type(module) is nn.Identity
+
+
+def _linear_readers(graph: fx.Graph, modules: dict[str, nn.Module]) -> dict[str, str]:
+    """{site: the Linear layer or convolution that alone reads its output}, through modules
+    that only reshape it, where none of them runs hooks besides weight noise's. A stack of
+    copies evaluating passes the site's noise through that layer as terms (``_NoiseTerms``)."""
+    readers: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not str(node.target).startswith(_SITES):
+            continue
+        user = node
+        while len(user.users) == 1:
+            (user,) = user.users
+            module = modules.get(str(user.target)) if user.op == "call_module" else None
+            if module is None or user.kwargs or len(user.args) != 1:
+                break
+            if hooked_beyond_weight_noise(module):
+                break
+            if _linear_in_input(module):
+                readers[str(node.target)] = str(user.target)
+                break
+            if not _reshapes_only(module):
+                break
+    return readers
+
+
+#: Pooling layers of PyTorch's, which pool each sample alone.
+_POOLS = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+)  # fmt: skip
+
+
+def _treats_samples_alone(module: nn.Module) -> bool:
+    """Whether ``module`` in evaluation mode computes each sample of a batch alone, whatever
+    the batch holds: a Linear layer, convolution, BatchNorm with running statistics,
+    elementwise module, pooling (without indices) or ``Flatten`` after the batch dimension,
+    of PyTorch's own classes."""
+    kind = type(module)
+    if kind in _BATCHNORMS:
+        return module.track_running_stats and module.running_mean is not None
+    if kind is nn.Flatten:
+        return module.start_dim >= 1
+    if kind in _POOLS:
+        return not getattr(module, "return_indices", False)
+    return kind in (nn.Linear, *_CONVOLUTIONS, *_ELEMENTWISE)
+
+
+def _linear_in_input(module: nn.Module) -> bool:
+    """Whether ``module`` is a Linear layer or a convolution of PyTorch's (affine in its input:
+    its bias plus a linear map, ``_without_bias``)."""
+    if type(module) is nn.Linear:
+        return True
+    return type(module) in _CONVOLUTIONS and not module.transposed
+
+
+def _without_bias(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The linear part of a Linear layer or convolution: its result on ``x`` without the bias."""
+    if type(module) is nn.Linear:
+        return F.linear(x, module.weight)
+    return module._conv_forward(x, module.weight, None)
+
+
 def _per_sample(module: nn.Module, ndim: int) -> bool:
     """Whether a parameter-free module leaves the batch dimension of its ``ndim``-dimensional
     input alone, so the models' batches may be merged: no ``dim`` setting (``nn.Softmax``,
@@ -505,10 +579,18 @@ class _Interpreter(_LeanInterpreter):
         owned: torch.Tensor | None = None,
         *,
         stop: fx.Node | None = None,
+        first: fx.Node | None = None,
+        free: bool | None = None,
     ) -> None:
-        super().__init__(stack, None if stop is not None else stack._freed, stop)
+        """``free``: drop each value after its last reader (default: unless ``stop`` is set,
+        whose run keeps them all)."""
+        free = stop is None if free is None else free
+        super().__init__(stack, stack._freed if free else None, stop)
         self.batch = batch
         self.owned = owned
+        #: the first noisy site of copies of one model, whose input is their shared clean
+        #: value (``_run_copies``): its noise may pass to the next layer as terms
+        self.first = first
         self._node: fx.Node | None = None
         self._computed: set[fx.Node] = set()
         #: nodes run here whose output no backward keeps: a noise site may add to it in place
@@ -521,7 +603,16 @@ class _Interpreter(_LeanInterpreter):
         return value
 
     def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
+        if args and isinstance(args[0], _NoiseTerms):
+            module = self.fetch_attr(target)
+            if not _linear_in_input(module):
+                return args[0].reshaped(module)
+            if target in self.stack._fresh_layers:
+                self._fresh.add(self._node)
+            return args[0].through(module)
         if target.startswith(_SITES):
+            if self._node is self.first and (terms := self._terms(target, args[0])) is not None:
+                return terms
             owned = self.owned is not None and args[0] is self.owned
             # not an input expanded from one batch, whose rows share their memory
             owned = owned and not args[0].requires_grad and args[0].stride(0) != 0
@@ -569,6 +660,14 @@ class _Interpreter(_LeanInterpreter):
         # stack draws every member's (``StackedModel._noisy_weight``)
         with _cumulative_rate(module, state), weight_noise_disabled(module):
             return _vmapped(call, (tuple(state[n] for n in names), *args), kwargs)
+
+    def _terms(self, site: str, x: Any) -> _NoiseTerms | None:
+        """The first noisy site's output as terms for the layer that alone reads it, where that
+        layer runs as the model's own (see ``_one_model_per_sample``); None to run the site."""
+        reader = self.stack._linear_readers.get(site)
+        if reader is None or not self._one_model_per_sample(reader):
+            return None
+        return self.stack._site_terms(int(site[len(_SITES) :]), x)
 
     def _one_model_per_sample(self, target: str) -> bool:
         """Whether layer ``target`` may run as the model's own layer on the models' batches
@@ -801,12 +900,13 @@ def _broadcast(value: Any, k: int, *, copy: bool = True) -> Any:
     With ``copy`` each model gets its own memory, so later in-place operations are safe;
     without, the K views share one (for a value only a noise site reads).
     """
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        wide = value.unsqueeze(0).expand(k, *value.shape)
+        return wide.clone(memory_format=torch.contiguous_format) if copy else wide
     flat, spec = tree_flatten(value)
-    for i, leaf in enumerate(flat):
-        if isinstance(leaf, torch.Tensor):
-            wide = leaf.unsqueeze(0).expand(k, *leaf.shape)
-            flat[i] = wide.clone(memory_format=torch.contiguous_format) if copy else wide
-    return tree_unflatten(flat, spec)
+    return tree_unflatten([_broadcast(leaf, k, copy=copy) for leaf in flat], spec)
 
 
 class KeptPrefixes:
@@ -830,6 +930,53 @@ class _SiteNoise:
     rows: list[int]
     levels: torch.Tensor
     span: slice | None
+
+
+@dataclass(frozen=True)
+class _NoiseTerms:
+    """The output of the first noisy site of copies evaluating, kept in parts until the layer
+    that reads it, which is linear in its input: member k's value is
+    ``base + Σ_t coefficients[k, t] · directions[t][draw[k]]``.
+
+    ``base`` (B, ...) is the clean input all copies share, ``directions`` the noise model's
+    d_t (one tensor (J, B, ...) per term, a row per distinct draw), ``coefficients`` (K, T) the
+    members' c_t (zero for a member without noise at the site). The layer then maps the base
+    and each direction once, on B rows, instead of each member's noisy input: W(x + σz) + b
+    is computed as (Wx + b) + σ(Wz).
+    """
+
+    base: torch.Tensor
+    directions: tuple[torch.Tensor, ...]
+    coefficients: torch.Tensor
+    draw: torch.Tensor
+
+    def reshaped(self, module: nn.Module) -> _NoiseTerms:
+        """The terms after a module that only reshapes each sample."""
+        return replace(
+            self,
+            base=module(self.base),
+            directions=tuple(_merged(module, d) for d in self.directions),
+        )
+
+    def through(self, module: nn.Module) -> torch.Tensor:
+        """The members' outputs (K, B, ...) of a Linear layer or convolution: its base output
+        plus, per term, the coefficients times the direction's output without the bias. Each
+        direction's rows are mapped alone, so a member's numbers do not depend on the rows
+        drawn for others."""
+        with weight_noise_disabled(module):  # the stack draws every member's
+            out = module(self.base)
+        total = None
+        for t, direction in enumerate(self.directions):
+            mapped = torch.stack([_without_bias(module, row) for row in direction])
+            if mapped.shape[0] == 1:
+                mapped = mapped.expand(self.draw.shape[0], *mapped.shape[1:])
+            else:
+                mapped = mapped.index_select(0, self.draw)
+            shape = (-1, *([1] * (mapped.dim() - 1)))
+            term = mapped * self.coefficients[:, t].to(mapped.dtype).reshape(shape)
+            total = term if total is None else total.add_(term)
+        assert total is not None
+        return total.add_(out)
 
 
 @dataclass(frozen=True)
@@ -877,6 +1024,8 @@ class StackedModel:
         #: clamped, or BatchNorm statistics updated by a training pass).
         self.copies = all(m is template for m in models)
         self._kept: KeptPrefixes | None = None
+        #: per first noisy node, the end of the graph copies run as plain calls (``_merged_tail``)
+        self._tails: dict[fx.Node, tuple[fx.Node, list[nn.Module]] | None] = {}
         #: each graph node's place in the graph's order
         self._order = {node: i for i, node in enumerate(template.net.graph.nodes)}
         #: the models' mode, as the template's (which ``train``/``eval`` set, and restore after)
@@ -925,6 +1074,7 @@ class StackedModel:
                     "different numbers of batches"
                 )
         feature_major = _feature_major_linears(net.graph, modules)
+        self._linear_readers = _linear_readers(net.graph, modules)
         self._fast: dict[str, tuple[Callable, Callable | None]] = {
             name: fast
             for name, state in self._module_state.items()
@@ -979,6 +1129,7 @@ class StackedModel:
     def _set_site_noise(
         self, members: Sequence[tuple[NoiseModel | None, dict[int, NoiseLevel]]]
     ) -> None:
+        self._tails.clear()
         if len(members) != self.size:
             raise ValueError(f"expected noise for {self.size} models, got {len(members)}")
         kinds = {noise for noise, levels in members if noise is not None and levels}
@@ -1024,6 +1175,7 @@ class StackedModel:
             _MemberWeightNoise(float(eta), False, True) if eta > 0 else None for eta in etas
         ]
         self._weight_rows = {name: rows for name in names} if rows else {}
+        self._tails.clear()
         self._share_draws()
 
     def _take_weight_noise(self, k: int, model: NoisyModel) -> None:
@@ -1153,7 +1305,73 @@ class StackedModel:
             env = {node: _broadcast(value, self.size, copy=False) for node, value in kept.items()}
         else:  # later nodes may change these values in place: each model gets its own memory
             env = _copied(kept, self.size)
-        return _Interpreter(self, x.shape[0]).run(x, initial_env=env)
+        tail = self._merged_tail(stop)
+        if tail is None:
+            return _Interpreter(self, x.shape[0], first=stop).run(x, initial_env=env)
+        start, modules = tail
+        head = _Interpreter(self, x.shape[0], stop=start, first=stop, free=True)
+        with suppress(_PrefixEndError):
+            head.run(x, initial_env=env)
+        value = head.env[start.args[0]]
+        merged = value.reshape(-1, *value.shape[2:])
+        with ExitStack() as disabled:
+            for module in modules:  # the stack draws every member's weight noise
+                disabled.enter_context(weight_noise_disabled(module))
+            for module in modules:
+                merged = module(merged)
+        out = merged.reshape(self.size, x.shape[0], *merged.shape[1:])
+        return self.template.net.graph.process_outputs(out)
+
+    def _merged_tail(self, stop: fx.Node) -> tuple[fx.Node, list[nn.Module]] | None:
+        """The chain of nodes ending the graph after ``stop`` (and after the layer its noise
+        reaches as terms) that copies evaluating may run as the model's own modules on their
+        merged K·B batch, one after the other, as plain calls: layers that treat each sample
+        alone (``_treats_samples_alone``), each reading the one before and read by it alone,
+        read with no weight noise and watched by no hook, and noise sites without noise. Its
+        first node and its modules; None if the graph does not end so. Kept per ``stop``
+        until the noise changes."""
+        if stop not in self._tails:
+            self._tails[stop] = self._find_merged_tail(stop)
+        return self._tails[stop]
+
+    def _find_merged_tail(self, stop: fx.Node) -> tuple[fx.Node, list[nn.Module]] | None:
+        limit = self._order[stop]
+        reader = self._linear_readers.get(str(stop.target))
+        if reader is not None:
+            limit = min(
+                self._order[n] for n in self._order if n.target == reader and self._order[n] > limit
+            )
+        output = next(reversed(self.template.net.graph.nodes))
+        chain: list[fx.Node] = []
+        node = output.args[0]
+        while (
+            isinstance(node, fx.Node)
+            and self._order[node] > limit
+            and len(node.users) == 1
+            and self._runs_merged(node)
+        ):
+            chain.append(node)
+            node = node.args[0]
+        if not chain:
+            return None
+        chain.reverse()
+        layers = [n for n in chain if not str(n.target).startswith(_SITES)]  # they pass it on
+        return chain[0], [self._submodules[str(n.target)] for n in layers]
+
+    def _runs_merged(self, node: fx.Node) -> bool:
+        """Whether ``node`` may run in ``_merged_tail``: see there."""
+        if node.op != "call_module" or node.kwargs or len(node.args) != 1:
+            return False
+        if not isinstance(node.args[0], fx.Node):
+            return False
+        target = str(node.target)
+        if target.startswith(_SITES):
+            config = self._site_noise.get(int(target[len(_SITES) :]))
+            return config is None or not config.noise.active_in(self.training)
+        module = self._submodules[target]
+        if self._noisy_weight_rows(target) or hooked_beyond_weight_noise(module):
+            return False
+        return _treats_samples_alone(module)
 
     def _kept_before(self, batch: tuple, stop: fx.Node | None) -> dict[fx.Node, Any] | None:
         """The kept clean prefix of ``batch`` that ends latest before ``stop`` (None if none),
@@ -1333,18 +1551,57 @@ class StackedModel:
             return x.index_copy(0, config.index, noisy)
         return torch.cat((x[: span.start], noisy, x[span.stop :]))
 
+    def _site_terms(self, index: int, x: Any) -> _NoiseTerms | None:
+        """Site ``index``'s noise on ``x``, the copies' shared clean value (K, B, ...), as
+        terms (``_NoiseTerms``): the members' draws, taken as ``_site`` takes them, turned into
+        the noise model's directions once per distinct draw. None where the site would not
+        draw, the noise model is not separable, or a member draws from PyTorch's global
+        generator (one draw per member: nothing to share)."""
+        config = self._site_noise.get(index)
+        if (
+            config is None
+            or not self.noise_enabled
+            or not isinstance(x, torch.Tensor)
+            or not config.noise.active_in(self.training)
+            or not config.noise.separable
+            or any(self.generators[k] is None for k in config.rows)
+        ):
+            return None
+        base = x[0]
+        drawing, draws = self._leader_draws(base, config.rows, config.noise.draws)
+        directions = config.noise.directions(base, draws)
+        levels = config.levels
+        coefficients = levels.new_zeros((self.size, len(directions)))
+        coefficients[config.rows] = config.noise.coefficients(levels)
+        row_of = {leader: i for i, leader in enumerate(drawing)}
+        draw = [0] * self.size
+        for k in config.rows:
+            draw[k] = row_of[self._leader[k]]
+        return _NoiseTerms(base, directions, coefficients, self._index(draw, x.device))
+
+    def _leader_draws(
+        self, x: torch.Tensor, members: list[int], count: int
+    ) -> tuple[list[int], tuple[torch.Tensor, ...]]:
+        """The members' leaders that draw (``_leader``, in order), and ``count`` tensors of
+        standard normal draws (J, *x.shape), row j from leader j's generator."""
+        drawing = list(dict.fromkeys(self._leader[j] for j in members))
+        draws = []
+        for _ in range(count):
+            z = torch.empty((len(drawing), *x.shape), dtype=x.dtype, device=x.device)
+            for row, j in zip(z, drawing, strict=True):
+                row.normal_(generator=self.generators[j])
+            draws.append(z)
+        return drawing, tuple(draws)
+
     def _draws(self, x: torch.Tensor, members: list[int], count: int) -> tuple[torch.Tensor, ...]:
         """Standard normal draws for ``x`` (n, B, ...), model j's from its own generator;
         members that share a generator (see ``set_generators``) take one draw."""
         if all(self.generators[j] is None for j in members):
             return standard_normal(x, count)
         leaders = [self._leader[j] for j in members]
-        drawing = list(dict.fromkeys(leaders))
+        drawing, drawn = self._leader_draws(x[0], members, count)
         draws = []
-        for _ in range(count):
-            z = torch.empty((len(drawing), *x.shape[1:]), dtype=x.dtype, device=x.device)
-            for row, j in zip(z, drawing, strict=True):
-                row.normal_(generator=self.generators[j])
+        for z in drawn:
             if len(drawing) == 1 < len(members):
                 z = z.expand(len(members), *z.shape[1:])  # one draw for all: no copies
             elif len(drawing) < len(members):
