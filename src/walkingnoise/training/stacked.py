@@ -43,10 +43,12 @@ from walkingnoise.noise.kinds import module_kind
 from walkingnoise.noise.models import NoiseLevel, NoiseModel, standard_normal
 from walkingnoise.noise.site import MAX_LEVELS
 from walkingnoise.noise.weight import (
+    WeightNoise,
     hooked_beyond_weight_noise,
     noisy_weight_layers,
     weight_noise_disabled,
     weight_noise_layers,
+    weight_noise_of,
     weight_noise_std,
 )
 from walkingnoise.training.clamp import clampable_weights
@@ -393,6 +395,16 @@ def _treats_samples_alone(module: nn.Module) -> bool:
     if kind in _POOLS:
         return not getattr(module, "return_indices", False)
     return kind in (nn.Linear, *_CONVOLUTIONS, *_ELEMENTWISE)
+
+
+def _weight_noises(modules: Sequence[nn.Module]) -> list[WeightNoise]:
+    """The weight noise attached to any of the Linear layers and convolutions of ``modules``,
+    each once."""
+    found: dict[int, WeightNoise] = {}
+    for module in modules:
+        if _linear_in_input(module) and (noise := weight_noise_of(module)) is not None:
+            found.setdefault(id(noise), noise)
+    return list(found.values())
 
 
 def _linear_in_input(module: nn.Module) -> bool:
@@ -1315,8 +1327,8 @@ class StackedModel:
         value = head.env[start.args[0]]
         merged = value.reshape(-1, *value.shape[2:])
         with ExitStack() as disabled:
-            for module in modules:  # the stack draws every member's weight noise
-                disabled.enter_context(weight_noise_disabled(module))
+            for noise in _weight_noises(modules):  # the stack draws every member's
+                disabled.enter_context(noise.disabled())
             for module in modules:
                 merged = module(merged)
         out = merged.reshape(self.size, x.shape[0], *merged.shape[1:])
