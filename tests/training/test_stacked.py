@@ -1609,6 +1609,24 @@ def test_inference_only_experiments_of_one_seed_and_site_see_one_draw(
         assert metrics == pytest.approx(alone, rel=1e-5, abs=1e-6)  # losses: summed otherwise
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_an_experiment_with_zero_sigma_at_its_first_mapped_site_evaluates_as_in_any_stack(
+    digits: InMemoryDataset,
+) -> None:
+    """``map:0=0;3=30`` injects noise first at site 3, so it is stacked with the experiments
+    whose noise starts there, not with those starting at site 0: its noise passes the layer
+    after site 3 as terms in every stack, and its numbers do not depend on its stack's."""
+    torch.manual_seed(0)
+    clean = Experiment(noise="none", recipe=Recipe(epochs=1))
+    model, _ = train_experiment(clean, digits, progress=False)
+    mapped = Experiment(placement="map:0=0;3=30", sigma=None, eval_repeats=1)
+    first = Experiment(placement="walking:0", sigma=1.0, eval_repeats=1)
+    assert (
+        evaluate_shared(model, [mapped, first], digits)[0]
+        == evaluate_shared(model, [mapped], digits)[0]
+    )
+
+
 @pytest.mark.parametrize("factory", [ViewAlias, lambda: build_model("mlp", (1, 8, 8), 10)])
 def test_stacks_of_copies_at_later_sites_go_on_from_the_kept_clean_prefix(factory) -> None:
     """Stacks of copies of one model sharing ``KeptPrefixes`` run the model's first layer once a
