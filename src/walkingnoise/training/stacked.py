@@ -1576,7 +1576,7 @@ class StackedModel:
         directions = config.noise.directions(base, draws)
         levels = config.levels
         coefficients = levels.new_zeros((self.size, len(directions)))
-        coefficients[config.rows] = config.noise.coefficients(levels)
+        coefficients.index_copy_(0, config.index, config.noise.coefficients(levels))
         row_of = {leader: i for i, leader in enumerate(drawing)}
         draw = [0] * self.size
         for k in config.rows:
