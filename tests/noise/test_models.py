@@ -244,8 +244,13 @@ def test_a_noise_model_with_arithmetic_of_its_own_is_not_separable() -> None:
         def directions(self, x, z):
             return super().directions(x, z)
 
+    class Applied(MultiplicativeNoise):  # what a site and a stack's site both call
+        def apply(self, x, levels, z=None, *, generator=None):
+            return super().apply(x, levels, z, generator=generator).clamp(-1, 1)
+
     assert AdditiveNoise.separable
     assert not Clipped.separable
+    assert not Applied.separable
     assert Scaled.separable  # it says how it separates
     assert not NoiseModel.separable
     with pytest.raises(NotImplementedError, match="not separable"):

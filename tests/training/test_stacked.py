@@ -1609,6 +1609,24 @@ def test_inference_only_experiments_of_one_seed_and_site_see_one_draw(
         assert metrics == pytest.approx(alone, rel=1e-5, abs=1e-6)  # losses: summed otherwise
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_an_experiment_with_zero_sigma_at_its_first_mapped_site_evaluates_as_in_any_stack(
+    digits: InMemoryDataset,
+) -> None:
+    """``map:0=0;3=30`` injects noise first at site 3, so it is stacked with the experiments
+    whose noise starts there, not with those starting at site 0: its noise passes the layer
+    after site 3 as terms in every stack, and its numbers do not depend on its stack's."""
+    torch.manual_seed(0)
+    clean = Experiment(noise="none", recipe=Recipe(epochs=1))
+    model, _ = train_experiment(clean, digits, progress=False)
+    mapped = Experiment(placement="map:0=0;3=30", sigma=None, eval_repeats=1)
+    first = Experiment(placement="walking:0", sigma=1.0, eval_repeats=1)
+    assert (
+        evaluate_shared(model, [mapped, first], digits)[0]
+        == evaluate_shared(model, [mapped], digits)[0]
+    )
+
+
 @pytest.mark.parametrize("factory", [ViewAlias, lambda: build_model("mlp", (1, 8, 8), 10)])
 def test_stacks_of_copies_at_later_sites_go_on_from_the_kept_clean_prefix(factory) -> None:
     """Stacks of copies of one model sharing ``KeptPrefixes`` run the model's first layer once a
@@ -1843,22 +1861,34 @@ def test_copies_pass_the_first_sites_noise_through_the_next_layer_once_per_draw(
         assert torch.equal(out[0], model(x))  # σ = 0: the clean model
 
 
-def test_a_layer_watched_by_a_hook_sees_every_members_noisy_input() -> None:
-    """A hook on the layer after the site (a user's probe) sees what it sees alone: the noisy
-    inputs of all K members, so the stack does not pass the noise through as terms there."""
+@pytest.mark.parametrize("layer", ["layers.0", "layers.1"], ids=["flatten", "linear"])
+@pytest.mark.parametrize("registered", ["before", "after"])
+def test_a_layer_watched_by_a_hook_sees_every_members_noisy_input(
+    layer: str, registered: str
+) -> None:
+    """A hook on the layer after the site, or on the Flatten before it (a user's probe, put
+    there before or after the stack is built), sees what it sees alone: the noisy inputs of
+    all K members, so the stack does not pass the noise through as terms there."""
     torch.manual_seed(0)
     x = torch.randn(16, 1, 6, 6)
     model = instrument(build_model("mlp", (1, 6, 6), 10, batchnorm=True).eval(), x[:2])
     seen = []
-    model.net.get_submodule("layers.1").register_forward_hook(
-        lambda _m, args, _o: seen.append(args[0].shape)
-    )
+
+    def watch() -> None:
+        model.net.get_submodule(layer).register_forward_hook(
+            lambda _m, args, _o: seen.append(tuple(args[0].shape[:1]))
+        )
+
+    if registered == "before":
+        watch()
     stack = StackedModel([model] * 3).eval()
+    if registered == "after":
+        watch()
     stack.set_noise([(AdditiveNoise(), {0: sigma}) for sigma in (0.1, 0.5, 1.0)])
     stack.set_generators([torch.Generator().manual_seed(2)] * 3)
     with torch.no_grad():
         out = stack(x, shared=True)
-    assert seen == [(48, 36)]
+    assert seen == [(48,)]
     for k, sigma in enumerate((0.1, 0.5, 1.0)):
         torch.testing.assert_close(out[k], _alone(model, AdditiveNoise(), 0, sigma, x, seed=2)[0])
 

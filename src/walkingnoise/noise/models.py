@@ -88,7 +88,8 @@ class NoiseModel(ABC):
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         own = vars(cls)
-        if ("sample" in own or "perturbation" in own) and "directions" not in own:
+        arithmetic = ("sample", "perturbation", "apply")
+        if any(name in own for name in arithmetic) and "directions" not in own:
             cls.separable = False  # arithmetic of its own: inherited directions need not hold
 
     def __post_init__(self) -> None:

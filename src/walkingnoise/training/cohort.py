@@ -382,8 +382,14 @@ def evaluation_generators(
 
 
 def _first_site(experiment: Experiment, sites: Sequence[SiteInfo]) -> int | None:
-    """The first site where the experiment injects noise (None: nowhere)."""
-    return min(_levels(experiment, sites), default=None)
+    """The first site where the experiment injects noise (None: nowhere); a site a ``map:``
+    placement gives σ = 0 injects none, as in its stack (``StackedModel.set_noise``)."""
+    noise = experiment.noise_model()
+    if noise is None:
+        return None
+    levels = _levels(experiment, sites)
+    noisy = [site for site, sigma in levels.items() if any(v > 0 for v in noise.levels(sigma))]
+    return min(noisy, default=None)
 
 
 def _levels(experiment: Experiment, sites: Sequence[SiteInfo]) -> dict[int, NoiseLevel]:

@@ -351,24 +351,24 @@ def _reshapes_only(module: nn.Module) -> bool:
     return type(module) is nn.Identity
 
 
-def _linear_readers(graph: fx.Graph, modules: dict[str, nn.Module]) -> dict[str, str]:
-    """{site: the Linear layer or convolution that alone reads its output}, through modules
-    that only reshape it, where none of them runs hooks besides weight noise's. A stack of
-    copies evaluating passes the site's noise through that layer as terms (``_NoiseTerms``)."""
-    readers: dict[str, str] = {}
+def _linear_readers(graph: fx.Graph, modules: dict[str, nn.Module]) -> dict[str, tuple[str, ...]]:
+    """{site: the modules from it to the Linear layer or convolution that alone reads its
+    output, that layer last}, through modules that only reshape it. A stack of copies
+    evaluating passes the site's noise through that layer as terms (``_NoiseTerms``) where
+    none of them runs hooks then (``_Interpreter._terms``)."""
+    readers: dict[str, tuple[str, ...]] = {}
     for node in graph.nodes:
         if node.op != "call_module" or not str(node.target).startswith(_SITES):
             continue
-        user = node
+        user, path = node, []
         while len(user.users) == 1:
             (user,) = user.users
             module = modules.get(str(user.target)) if user.op == "call_module" else None
             if module is None or user.kwargs or len(user.args) != 1:
                 break
-            if hooked_beyond_weight_noise(module):
-                break
+            path.append(str(user.target))
             if _linear_in_input(module):
-                readers[str(node.target)] = str(user.target)
+                readers[str(node.target)] = tuple(path)
                 break
             if not _reshapes_only(module):
                 break
@@ -676,8 +676,11 @@ class _Interpreter(_LeanInterpreter):
     def _terms(self, site: str, x: Any) -> _NoiseTerms | None:
         """The first noisy site's output as terms for the layer that alone reads it, where that
         layer runs as the model's own (see ``_one_model_per_sample``); None to run the site."""
-        reader = self.stack._linear_readers.get(site)
-        if reader is None or not self._one_model_per_sample(reader):
+        path = self.stack._linear_readers.get(site)
+        if path is None or not self._one_model_per_sample(path[-1]):
+            return None
+        # a hook (put there before or after the stack was built) must see every member's input
+        if any(hooked_beyond_weight_noise(self.stack._submodules[name]) for name in path):
             return None
         return self.stack._site_terms(int(site[len(_SITES) :]), x)
 
@@ -1348,8 +1351,9 @@ class StackedModel:
 
     def _find_merged_tail(self, stop: fx.Node) -> tuple[fx.Node, list[nn.Module]] | None:
         limit = self._order[stop]
-        reader = self._linear_readers.get(str(stop.target))
-        if reader is not None:
+        path = self._linear_readers.get(str(stop.target))
+        if path is not None:
+            reader = path[-1]
             limit = min(
                 self._order[n] for n in self._order if n.target == reader and self._order[n] > limit
             )
@@ -1584,7 +1588,7 @@ class StackedModel:
         directions = config.noise.directions(base, draws)
         levels = config.levels
         coefficients = levels.new_zeros((self.size, len(directions)))
-        coefficients[config.rows] = config.noise.coefficients(levels)
+        coefficients.index_copy_(0, config.index, config.noise.coefficients(levels))
         row_of = {leader: i for i, leader in enumerate(drawing)}
         draw = [0] * self.size
         for k in config.rows:
