@@ -1870,7 +1870,7 @@ def test_a_layer_watched_by_a_hook_sees_every_members_noisy_input(
     there before or after the stack is built), sees what it sees alone: the noisy inputs of
     all K members, so the stack does not pass the noise through as terms there."""
     torch.manual_seed(0)
-    x = torch.randn(16, 1, 6, 6)
+    x = torch.randn(40, 1, 6, 6)  # enough samples that the copies' batches merge
     model = instrument(build_model("mlp", (1, 6, 6), 10, batchnorm=True).eval(), x[:2])
     seen = []
 
@@ -1888,7 +1888,7 @@ def test_a_layer_watched_by_a_hook_sees_every_members_noisy_input(
     stack.set_generators([torch.Generator().manual_seed(2)] * 3)
     with torch.no_grad():
         out = stack(x, shared=True)
-    assert seen == [(48,)]
+    assert seen == [(120,)]
     for k, sigma in enumerate((0.1, 0.5, 1.0)):
         torch.testing.assert_close(out[k], _alone(model, AdditiveNoise(), 0, sigma, x, seed=2)[0])
 
@@ -1938,3 +1938,24 @@ def test_copies_evaluating_leave_the_models_own_noise_at_later_sites_off() -> No
         for k, sigma in enumerate((0.5, 1.0)):
             alone = _alone(model, AdditiveNoise(), 2, sigma, x, seed=4)[0]
             torch.testing.assert_close(out[k], alone)
+
+
+@pytest.mark.parametrize("last", [1, 2, 9])
+def test_a_last_batch_of_few_samples_evaluates_as_in_a_stack_of_one(
+    digits: InMemoryDataset, last: int
+) -> None:
+    """BLAS picks another kernel for a matmul of few rows, whose rows then differ in their
+    last bits from the same rows among many: copies evaluating a batch of few samples run the
+    layers after their site member by member, so a stack of many gives each experiment what a
+    stack of one gives (here: a test split whose last batch holds ``last`` samples)."""
+    torch.manual_seed(0)
+    model, _ = train_experiment(_experiments(1, recipe=Recipe(epochs=1))[0], digits)
+    batch = len(digits.test) - last
+    recipe = Recipe(epochs=1, eval_batch_size=batch)
+    members = [
+        Experiment(placement=f"walking:{site}", sigma=sigma, eval_repeats=2, recipe=recipe)
+        for site in (0, 2, 5)
+        for sigma in (0.3, 1.0, 3.0)
+    ]
+    together = evaluate_shared(model, members, digits)
+    assert together == evaluate_shared(model, members, digits, max_models=1)

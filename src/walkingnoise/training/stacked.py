@@ -397,6 +397,19 @@ def _treats_samples_alone(module: nn.Module) -> bool:
     return kind in (nn.Linear, *_CONVOLUTIONS, *_ELEMENTWISE)
 
 
+#: Batches of fewer samples than this a member run member by member where copies would merge
+#: them: BLAS picks other kernels for a matmul of few rows, whose rows then differ in their last
+#: bits from the same rows among many, and a member's numbers would depend on its stack's size.
+_FEW_ROWS = 32
+
+
+def _chained(modules: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """``x`` through ``modules``, one after the other."""
+    for module in modules:
+        x = module(x)
+    return x
+
+
 def _weight_noises(modules: Sequence[nn.Module]) -> list[WeightNoise]:
     """The weight noise attached to any of the Linear layers and convolutions of ``modules``,
     each once."""
@@ -652,6 +665,8 @@ class _Interpreter(_LeanInterpreter):
                     self._fresh.add(self._node)
                 module = self.fetch_attr(target)
                 with weight_noise_disabled(module):  # the stack draws every member's
+                    if self.batch < _FEW_ROWS:
+                        return torch.stack([module(member) for member in args[0]])
                     return _merged(module, args[0])
             if target in self.stack._relus and self._sole_reader():
                 self._fresh.add(self._node)
@@ -1328,13 +1343,14 @@ class StackedModel:
         with suppress(_PrefixEndError):
             head.run(x, initial_env=env)
         value = head.env[start.args[0]]
-        merged = value.reshape(-1, *value.shape[2:])
         with ExitStack() as disabled:
             for noise in _weight_noises(modules):  # the stack draws every member's
                 disabled.enter_context(noise.disabled())
-            for module in modules:
-                merged = module(merged)
-        out = merged.reshape(self.size, x.shape[0], *merged.shape[1:])
+            if x.shape[0] < _FEW_ROWS:
+                out = torch.stack([_chained(modules, member) for member in value])
+            else:
+                merged = _chained(modules, value.reshape(-1, *value.shape[2:]))
+                out = merged.reshape(self.size, x.shape[0], *merged.shape[1:])
         return self.template.net.graph.process_outputs(out)
 
     def _merged_tail(self, stop: fx.Node) -> tuple[fx.Node, list[nn.Module]] | None:
