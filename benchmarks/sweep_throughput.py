@@ -248,9 +248,9 @@ def _linear_reader_size(site: torch.fx.Node, modules: dict[str, torch.nn.Module]
     while len(node.users) == 1:
         (node,) = node.users
         module = modules.get(str(node.target)) if node.op == "call_module" else None
-        if isinstance(module, torch.nn.Linear):
+        if type(module) is torch.nn.Linear:  # PyTorch's own classes, as the engine takes
             return module.in_features * module.out_features
-        if not isinstance(module, (torch.nn.Flatten, torch.nn.Identity)):
+        if type(module) not in (torch.nn.Flatten, torch.nn.Identity):
             return 0
     return 0
 
