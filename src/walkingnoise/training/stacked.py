@@ -29,6 +29,7 @@ import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -410,6 +411,14 @@ def _chained(modules: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _on_merged_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Any:
+    """A per-sample ``fn`` of copies' activations (K, B, ...): on their batches merged into one
+    (``_merged``), or member by member where a batch has fewer than ``_FEW_ROWS`` samples."""
+    if x.shape[1] < _FEW_ROWS:
+        return torch.stack([fn(member) for member in x])
+    return _merged(fn, x)
+
+
 def _weight_noises(modules: Sequence[nn.Module]) -> list[WeightNoise]:
     """The weight noise attached to any of the Linear layers and convolutions of ``modules``,
     each once."""
@@ -665,9 +674,7 @@ class _Interpreter(_LeanInterpreter):
                     self._fresh.add(self._node)
                 module = self.fetch_attr(target)
                 with weight_noise_disabled(module):  # the stack draws every member's
-                    if self.batch < _FEW_ROWS:
-                        return torch.stack([module(member) for member in args[0]])
-                    return _merged(module, args[0])
+                    return _on_merged_batches(module, args[0])
             if target in self.stack._relus and self._sole_reader():
                 self._fresh.add(self._node)
                 return _relu(args[0])
@@ -1342,15 +1349,10 @@ class StackedModel:
         head = _Interpreter(self, x.shape[0], stop=start, first=stop, free=True)
         with suppress(_PrefixEndError):
             head.run(x, initial_env=env)
-        value = head.env[start.args[0]]
         with ExitStack() as disabled:
             for noise in _weight_noises(modules):  # the stack draws every member's
                 disabled.enter_context(noise.disabled())
-            if x.shape[0] < _FEW_ROWS:
-                out = torch.stack([_chained(modules, member) for member in value])
-            else:
-                merged = _chained(modules, value.reshape(-1, *value.shape[2:]))
-                out = merged.reshape(self.size, x.shape[0], *merged.shape[1:])
+            out = _on_merged_batches(partial(_chained, modules), head.env[start.args[0]])
         return self.template.net.graph.process_outputs(out)
 
     def _merged_tail(self, stop: fx.Node) -> tuple[fx.Node, list[nn.Module]] | None:
@@ -1366,13 +1368,10 @@ class StackedModel:
         return self._tails[stop]
 
     def _find_merged_tail(self, stop: fx.Node) -> tuple[fx.Node, list[nn.Module]] | None:
-        limit = self._order[stop]
-        path = self._linear_readers.get(str(stop.target))
-        if path is not None:
-            reader = path[-1]
-            limit = min(
-                self._order[n] for n in self._order if n.target == reader and self._order[n] > limit
-            )
+        last = stop  # the last node the interpreter runs: the site, or the layer of its terms
+        for _ in self._linear_readers.get(str(stop.target), ()):
+            (last,) = last.users
+        limit = self._order[last]
         output = next(reversed(self.template.net.graph.nodes))
         chain: list[fx.Node] = []
         node = output.args[0]
@@ -1600,22 +1599,21 @@ class StackedModel:
         ):
             return None
         base = x[0]
-        drawing, draws = self._leader_draws(base, config.rows, config.noise.draws)
+        rows, draws = self._leader_draws(base, config.rows, config.noise.draws)
         directions = config.noise.directions(base, draws)
         levels = config.levels
         coefficients = levels.new_zeros((self.size, len(directions)))
         coefficients.index_copy_(0, config.index, config.noise.coefficients(levels))
-        row_of = {leader: i for i, leader in enumerate(drawing)}
-        draw = [0] * self.size
-        for k in config.rows:
-            draw[k] = row_of[self._leader[k]]
+        draw = [0] * self.size  # a member without noise here: any row (its coefficients are 0)
+        for k, row in zip(config.rows, rows, strict=True):
+            draw[k] = row
         return _NoiseTerms(base, directions, coefficients, self._index(draw, x.device))
 
     def _leader_draws(
         self, x: torch.Tensor, members: list[int], count: int
     ) -> tuple[list[int], tuple[torch.Tensor, ...]]:
-        """The members' leaders that draw (``_leader``, in order), and ``count`` tensors of
-        standard normal draws (J, *x.shape), row j from leader j's generator."""
+        """Per member, the row of the draws it takes, and ``count`` tensors of standard normal
+        draws (J, *x.shape): a row for each distinct leader (``_leader``), from its generator."""
         drawing = list(dict.fromkeys(self._leader[j] for j in members))
         draws = []
         for _ in range(count):
@@ -1623,22 +1621,21 @@ class StackedModel:
             for row, j in zip(z, drawing, strict=True):
                 row.normal_(generator=self.generators[j])
             draws.append(z)
-        return drawing, tuple(draws)
+        row_of = {leader: i for i, leader in enumerate(drawing)}
+        return [row_of[self._leader[j]] for j in members], tuple(draws)
 
     def _draws(self, x: torch.Tensor, members: list[int], count: int) -> tuple[torch.Tensor, ...]:
         """Standard normal draws for ``x`` (n, B, ...), model j's from its own generator;
         members that share a generator (see ``set_generators``) take one draw."""
         if all(self.generators[j] is None for j in members):
             return standard_normal(x, count)
-        leaders = [self._leader[j] for j in members]
-        drawing, drawn = self._leader_draws(x[0], members, count)
+        rows, drawn = self._leader_draws(x[0], members, count)
         draws = []
         for z in drawn:
-            if len(drawing) == 1 < len(members):
+            if z.shape[0] == 1 < len(members):
                 z = z.expand(len(members), *z.shape[1:])  # one draw for all: no copies
-            elif len(drawing) < len(members):
-                row_of = {leader: i for i, leader in enumerate(drawing)}
-                z = z.index_select(0, self._index([row_of[j] for j in leaders], x.device))
+            elif z.shape[0] < len(members):
+                z = z.index_select(0, self._index(rows, x.device))
             draws.append(z)
         return tuple(draws)
 
