@@ -680,22 +680,43 @@ def test_evaluate_stacked_repeats_only_with_noise(digits: InMemoryDataset) -> No
     assert noisy[0].accuracies != noisy[1].accuracies  # independent noise per member
 
 
-def test_stacked_scores_equal_cross_entropy_and_argmax_also_for_infinite_logits() -> None:
+@pytest.mark.parametrize("memory", ["sample-major", "class-major"])
+def test_stacked_scores_equal_cross_entropy_and_argmax_also_for_infinite_logits(
+    memory: str,
+) -> None:
     """Also for logits hundreds apart (as σ = 100 at the output gives), whose exp the loss
-    clamps out of the subnormal range."""
+    clamps out of the subnormal range; for ties and NaN the prediction is argmax's (the first
+    of the largest, a NaN counting as the largest); in either memory order of the logits."""
     torch.manual_seed(0)
     logits = torch.randn(3, 50, 10) * 20
     logits[0, 1, 4] = float("inf")
     logits[1, 2, 7] = float("-inf")
     logits[2, 3, :] = float("-inf")
     y = torch.randint(0, 10, (50,))
-    logits = torch.cat([logits, torch.randn(1, 50, 10) * 300])
-    loss, correct = _loss_and_correct(logits, y)
+    ties = torch.randint(0, 3, (1, 50, 10)).float()  # most samples tie among several classes
+    nans = torch.randn(1, 50, 10)
+    nans[0, :10, 5] = float("nan")  # one NaN: at the label for some samples
+    nans[0, 10:20] = float("nan")  # all NaN, as a diverged model gives
+    nans[0, 20:30, 7:] = float("nan")  # several NaN: the first counts
+    nans[0, 20:30, 2] = float("inf")
+    logits = torch.cat([logits, torch.randn(1, 50, 10) * 300, ties, nans])
+    y[:30] = torch.tensor([5, 0, 7, 8, 2] * 6)
+
+    def laid_out(t: torch.Tensor) -> torch.Tensor:
+        return t.permute(2, 0, 1).contiguous().permute(1, 2, 0) if memory == "class-major" else t
+
+    loss, correct = _loss_and_correct(laid_out(logits), y)
     assert (logits[3] - logits[3].amax(dim=-1, keepdim=True) < EXP_FLOOR).float().mean() > 0.5
-    for k in range(4):
+    assert (ties[0] == ties[0].amax(dim=-1, keepdim=True)).sum(dim=-1).gt(1).sum() > 25
+    assert 0 < correct[5] < 50
+    for k in range(6):
         expected = F.cross_entropy(logits[k], y, reduction="none").sum()
-        assert torch.allclose(loss[k], expected, equal_nan=True, rtol=1e-5)
-        assert correct[k] == (logits[k].argmax(dim=-1) == y).sum()
+        right = (logits[k].argmax(dim=-1) == y).sum()
+        # alone: a model whose logits are all finite takes the class-major fast way
+        alone_loss, alone_correct = _loss_and_correct(laid_out(logits[k : k + 1]), y)
+        for ours, hits in [(loss[k], correct[k]), (alone_loss[0], alone_correct[0])]:
+            assert torch.allclose(ours, expected, equal_nan=True, rtol=1e-5)
+            assert hits == right
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

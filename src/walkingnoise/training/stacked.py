@@ -54,6 +54,7 @@ from walkingnoise.noise.weight import (
 )
 from walkingnoise.training.clamp import clampable_weights
 from walkingnoise.training.memory import is_out_of_memory
+from walkingnoise.training.plain_tail import PlainTail
 
 _SITES = "noise_sites."
 
@@ -402,13 +403,6 @@ def _treats_samples_alone(module: nn.Module) -> bool:
 #: them: BLAS picks other kernels for a matmul of few rows, whose rows then differ in their last
 #: bits from the same rows among many, and a member's numbers would depend on its stack's size.
 _FEW_ROWS = 32
-
-
-def _chained(modules: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """``x`` through ``modules``, one after the other."""
-    for module in modules:
-        x = module(x)
-    return x
 
 
 def _on_merged_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Any:
@@ -1062,7 +1056,8 @@ class StackedModel:
         self.copies = all(m is template for m in models)
         self._kept: KeptPrefixes | None = None
         #: per first noisy node, the end of the graph copies run as plain calls (``_merged_tail``)
-        self._tails: dict[fx.Node, tuple[fx.Node, list[nn.Module]] | None] = {}
+        self._tails: dict[fx.Node, tuple[fx.Node, PlainTail] | None] = {}
+        self._class_major = False
         #: each graph node's place in the graph's order
         self._order = {node: i for i, node in enumerate(template.net.graph.nodes)}
         #: the models' mode, as the template's (which ``train``/``eval`` set, and restore after)
@@ -1328,6 +1323,17 @@ class StackedModel:
         finally:
             self._kept = None
 
+    @contextmanager
+    def class_major_logits(self) -> Iterator[None]:
+        """Within the block, copies evaluating may return logits class-major in memory: the
+        (K, B, C) result a view of (C, K·B) memory, whose few classes a loss reduces over
+        several times faster (``PlainTail``). For a caller that only scores the logits."""
+        self._class_major = True
+        try:
+            yield
+        finally:
+            self._class_major = False
+
     def _run_copies(self, x: torch.Tensor) -> torch.Tensor:
         """Copies of one model on one batch: the clean prefix once, the rest as a stack."""
         stop = self._first_noisy_node()
@@ -1345,29 +1351,30 @@ class StackedModel:
         tail = self._merged_tail(stop)
         if tail is None:
             return _Interpreter(self, x.shape[0], first=stop).run(x, initial_env=env)
-        start, modules = tail
+        start, plain = tail
         head = _Interpreter(self, x.shape[0], stop=start, first=stop, free=True)
         with suppress(_PrefixEndError):
             head.run(x, initial_env=env)
         with ExitStack() as disabled:
-            for noise in _weight_noises(modules):  # the stack draws every member's
+            for noise in _weight_noises(plain.modules):  # the stack draws every member's
                 disabled.enter_context(noise.disabled())
-            out = _on_merged_batches(partial(_chained, modules), head.env[start.args[0]])
+            run = partial(plain, class_major=self._class_major)
+            out = _on_merged_batches(run, head.env[start.args[0]])
         return self.template.net.graph.process_outputs(out)
 
-    def _merged_tail(self, stop: fx.Node) -> tuple[fx.Node, list[nn.Module]] | None:
+    def _merged_tail(self, stop: fx.Node) -> tuple[fx.Node, PlainTail] | None:
         """The chain of nodes ending the graph after ``stop`` (and after the layer its noise
         reaches as terms) that copies evaluating may run as the model's own modules on their
         merged K·B batch, one after the other, as plain calls: layers that treat each sample
         alone (``_treats_samples_alone``), each reading the one before and read by it alone,
         read with no weight noise and watched by no hook, and noise sites without noise. Its
-        first node and its modules; None if the graph does not end so. Kept per ``stop``
-        until the noise changes."""
+        first node and its modules (as a ``PlainTail``); None if the graph does not end so.
+        Kept per ``stop`` until the noise changes."""
         if stop not in self._tails:
             self._tails[stop] = self._find_merged_tail(stop)
         return self._tails[stop]
 
-    def _find_merged_tail(self, stop: fx.Node) -> tuple[fx.Node, list[nn.Module]] | None:
+    def _find_merged_tail(self, stop: fx.Node) -> tuple[fx.Node, PlainTail] | None:
         last = stop  # the last node the interpreter runs: the site, or the layer of its terms
         for _ in self._linear_readers.get(str(stop.target), ()):
             (last,) = last.users
@@ -1387,7 +1394,7 @@ class StackedModel:
             return None
         chain.reverse()
         layers = [n for n in chain if not str(n.target).startswith(_SITES)]  # they pass it on
-        return chain[0], [self._submodules[str(n.target)] for n in layers]
+        return chain[0], PlainTail([self._submodules[str(n.target)] for n in layers])
 
     def _runs_merged(self, node: fx.Node) -> bool:
         """Whether ``node`` may run in ``_merged_tail``: see there."""
