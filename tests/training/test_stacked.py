@@ -1980,3 +1980,26 @@ def test_a_last_batch_of_few_samples_evaluates_as_in_a_stack_of_one(
     ]
     together = evaluate_shared(model, members, digits)
     assert together == evaluate_shared(model, members, digits, max_models=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_class_major_scores_of_many_classes_in_any_float_type_are_argmaxs(
+    dtype: torch.dtype,
+) -> None:
+    """Class-major logits of 300 classes (more than bfloat16 counts exactly) in half, bfloat16
+    and double precision: the loss is F.cross_entropy's (in float32 for the halves), the
+    number correct argmax's."""
+    torch.manual_seed(0)
+    logits = (torch.randn(2, 64, 300) * 4).to(dtype)
+    y = torch.randint(250, 300, (64,))
+    logits[:, torch.arange(64), y] = logits.amax(dim=-1) + 1  # every label the largest
+    logits[1, :32] = logits[1, :32].round()  # ties among the largest, at the label or before
+    y[40:48] = 257  # the largest, tied with class 256, which bfloat16 cannot tell from 257
+    logits[:, 40:48, 256:258] = logits[:, 40:48].amax(dim=-1, keepdim=True) + 2
+    laid_out = logits.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    loss, correct = _loss_and_correct(laid_out, y)
+    for k in range(2):
+        expected = F.cross_entropy(logits[k].float(), y, reduction="none").sum()
+        torch.testing.assert_close(loss[k].float(), expected, rtol=1e-2, atol=1e-2)
+        assert correct[k] == (logits[k].argmax(dim=-1) == y).sum()
+    assert correct[0] == 56

@@ -303,11 +303,14 @@ def _scores(
 def _scores_by_class(
     logits: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``_scores`` of class-major logits (C, N) whose largest logit is finite for every
-    sample (None otherwise), by float operations along N and reductions over the classes
-    without indices, which PyTorch vectorises; ``max`` with its indices reduces a few classes
-    several times slower. The prediction is the first class whose logit is the largest:
-    x − top is 0 there and negative elsewhere, so its floor is 0 only there."""
+    """``_scores`` of class-major logits (C, N) in float32 or float64 whose largest logit is
+    finite for every sample (None otherwise), by float operations along N and reductions over
+    the classes without indices, which PyTorch vectorises; ``max`` with its indices reduces a
+    few classes several times slower. The prediction is the first class whose logit is the
+    largest: x − top is 0 there and negative elsewhere, so its floor is 0 only there, and the
+    class numbers are exact floats (not in half precision, which counts to 256 or 2048)."""
+    if logits.dtype not in (torch.float32, torch.float64):
+        return None
     top = logits.amax(dim=0, keepdim=True)
     if not math.isfinite(top.sum()):  # an infinite or NaN logit somewhere (or a huge sum)
         return None
