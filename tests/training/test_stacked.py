@@ -719,6 +719,78 @@ def test_stacked_scores_equal_cross_entropy_and_argmax_also_for_infinite_logits(
             assert hits == right
 
 
+@pytest.mark.parametrize(("models", "batch"), [(1, 359), (3, 1000), (8, 128)])
+def test_stacked_scores_do_not_depend_on_the_logits_memory_order(models: int, batch: int) -> None:
+    """The same logits sample-major (as a stack gives them where no plain-call tail writes
+    them, or member by member) and class-major (as copies' closing Linear layer writes them):
+    the same loss bit for bit and the same count, so an experiment scores the same in a stack
+    with a plain-call tail as in one without."""
+    torch.manual_seed(0)
+    for _ in range(5):
+        logits = torch.randn(models, batch, 10) * 3
+        y = torch.randint(0, 10, (batch,))
+        class_major = logits.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+        loss, correct = _loss_and_correct(logits, y)
+        by_class_loss, by_class_correct = _loss_and_correct(class_major, y)
+        assert torch.equal(loss, by_class_loss)
+        assert torch.equal(correct, by_class_correct)
+
+
+@pytest.mark.parametrize("batch", [40, 100, 359])
+def test_a_members_class_major_scores_do_not_depend_on_its_stack(batch: int) -> None:
+    """Class-major logits of K members, (C, K·B) in memory: each member's loss and count are
+    what its logits alone give, wherever its samples stand among the K·B (the sum over the
+    classes is not rounded by a sample's column)."""
+
+    def class_major(t: torch.Tensor) -> torch.Tensor:
+        return t.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+
+    torch.manual_seed(0)
+    for _ in range(5):
+        logits = torch.randn(8, batch, 10) * 3
+        y = torch.randint(0, 10, (batch,))
+        loss, correct = _loss_and_correct(class_major(logits), y)
+        for k in range(8):
+            alone_loss, alone_correct = _loss_and_correct(class_major(logits[k : k + 1]), y)
+            assert torch.equal(alone_loss[0], loss[k])
+            assert torch.equal(alone_correct[0], correct[k])
+
+
+def test_a_batch_of_rows_not_a_multiple_of_32_evaluates_as_in_a_stack_of_one(
+    digits: InMemoryDataset,
+) -> None:
+    """Copies' merged batches of 100 samples (K·100 rows, class-major logits): a stack of
+    many gives each experiment what a stack of one gives."""
+    torch.manual_seed(0)
+    model, _ = train_experiment(_experiments(1, recipe=Recipe(epochs=1))[0], digits)
+    recipe = Recipe(epochs=1, eval_batch_size=100)
+    members = [
+        Experiment(placement=f"walking:{site}", sigma=sigma, eval_repeats=2, recipe=recipe)
+        for site in (0, 2, 5)
+        for sigma in (0.3, 1.0, 3.0)
+    ]
+    together = evaluate_shared(model, members, digits)
+    assert together == evaluate_shared(model, members, digits, max_models=1)
+
+
+def test_an_experiment_scores_the_same_in_a_stack_whose_end_runs_node_by_node(
+    digits: InMemoryDataset,
+) -> None:
+    """``walking:0`` alone runs the layers after its site as plain calls (its closing layer
+    writing class-major logits); stacked with ``global`` (the same first site, noise at the
+    output too) it runs them node by node: the same numbers either way."""
+    torch.manual_seed(0)
+    model, _ = train_experiment(_experiments(1, recipe=Recipe(epochs=1))[0], digits)
+    recipe = Recipe(epochs=1, eval_batch_size=128)
+    members = [
+        Experiment(placement=placement, sigma=sigma, eval_repeats=2, recipe=recipe)
+        for placement in ("walking:0", "global")
+        for sigma in (0.1, 0.3)
+    ]
+    together = evaluate_shared(model, members, digits)
+    assert together == evaluate_shared(model, members, digits, max_models=1)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_stacked_training_loss_and_its_gradient_equal_cross_entropy(dtype: torch.dtype) -> None:
     """Per model: the mean cross-entropy, its gradient (softmax − one-hot, from the forward

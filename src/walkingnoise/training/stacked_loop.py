@@ -293,7 +293,7 @@ def _scores(
         return fast
     top, predicted = logits.max(dim=dim, keepdim=True)
     shift = top.nan_to_num(0.0, 0.0, 0.0)  # no shift for ±inf and NaN, as _softmax_parts
-    total = (logits - shift).clamp_min_(EXP_FLOOR).exp_().sum(dim=dim, keepdim=True)
+    total = _summed_by_sample((logits - shift).clamp_min_(EXP_FLOOR).exp_(), dim)
     # all classes at -inf, or one at +inf: NaN, as F.cross_entropy gives (not the clamp's
     # uniform softmax, nor +inf); marked per sample, since no gradient needs the softmax
     lse = total.log_().add_(shift).masked_fill_(top.isinf(), float("nan"))
@@ -318,5 +318,17 @@ def _scores_by_class(
     shifted = logits - top
     order = torch.arange(classes, dtype=logits.dtype, device=logits.device).unsqueeze(1)
     first = shifted.floor().mul_(-classes).add_(order).amin(dim=0, keepdim=True)
-    lse = shifted.clamp_min_(EXP_FLOOR).exp_().sum(dim=0, keepdim=True).log_().add_(top)
+    lse = _summed_by_sample(shifted.clamp_min_(EXP_FLOOR).exp_(), 0).log_().add_(top)
     return lse - logits.gather(0, labels), first == labels
+
+
+def _summed_by_sample(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """``values.sum(dim=dim, keepdim=True)`` over the classes along ``dim``, each sample's
+    classes summed as one contiguous row, as sample-major logits' last dimension sums: that
+    rounding depends on the sample's values alone. Summed over the first dimension of (C, N)
+    memory, the columns past the last multiple of the kernel's vector block (N mod 32 with
+    AVX2) round otherwise, so a sample's loss would depend on how many samples its stack
+    merges and where it stands among them."""
+    if dim != 0:
+        return values.sum(dim=dim, keepdim=True)
+    return values.t().contiguous().sum(dim=1).unsqueeze(0)
