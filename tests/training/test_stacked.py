@@ -773,17 +773,19 @@ def test_a_batch_of_rows_not_a_multiple_of_32_evaluates_as_in_a_stack_of_one(
     assert together == evaluate_shared(model, members, digits, max_models=1)
 
 
+@pytest.mark.parametrize("name", ["mlp", "mlp256"])
 def test_an_experiment_scores_the_same_in_a_stack_whose_end_runs_node_by_node(
-    digits: InMemoryDataset,
+    digits: InMemoryDataset, name: str
 ) -> None:
     """``walking:0`` alone runs the layers after its site as plain calls (its closing layer
     writing class-major logits); stacked with ``global`` (the same first site, noise at the
-    output too) it runs them node by node: the same numbers either way."""
+    output too) it runs them node by node: the same numbers either way, also where the
+    closing layer reads 256 inputs."""
     torch.manual_seed(0)
-    model, _ = train_experiment(_experiments(1, recipe=Recipe(epochs=1))[0], digits)
+    model, _ = train_experiment(_experiments(1, model=name, recipe=Recipe(epochs=1))[0], digits)
     recipe = Recipe(epochs=1, eval_batch_size=128)
     members = [
-        Experiment(placement=placement, sigma=sigma, eval_repeats=2, recipe=recipe)
+        Experiment(model=name, placement=placement, sigma=sigma, eval_repeats=2, recipe=recipe)
         for placement in ("walking:0", "global")
         for sigma in (0.1, 0.3)
     ]

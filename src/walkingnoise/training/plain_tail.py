@@ -6,10 +6,9 @@ graph runs as the model's own layers, called one after the other on the K·B row
 what they compute:
 
 - a ReLU acts in place on activations the tail made itself, not on a new tensor;
-- with ``class_major``, a closing Linear layer writes its output class-major, (C, N) in
-  memory, returned as the (N, C) view: each logit is the same dot product plus bias, and a
-  loss reduces over a few classes several times faster in that order
-  (``stacked_loop._loss_and_correct``).
+- with ``class_major``, a closing Linear layer's output is copied class-major, (C, N) in
+  memory, returned as the (N, C) view: a loss reduces over a few classes several times
+  faster in that order (``stacked_loop._loss_and_correct``).
 
 A module watched by a hook is called as itself, so the hook sees what it would.
 """
@@ -19,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from walkingnoise.noise.weight import hooked_beyond_weight_noise
@@ -57,8 +57,8 @@ def _writes_by_class(module: nn.Module, x: torch.Tensor) -> bool:
 
 
 def _linear_by_class(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)`` for x (N, I), computed as W·xᵀ (+ b) into (C, N) memory and returned as
-    its (N, C) view."""
-    if layer.bias is None:
-        return torch.mm(layer.weight, x.t()).t()
-    return torch.addmm(layer.bias.unsqueeze(1), layer.weight, x.t()).t()
+    """``layer(x)`` for x (N, I), copied into (C, N) memory and returned as its (N, C) view.
+    Computed as the layer computes it, x·Wᵀ + b: BLAS picks other kernels for W·xᵀ, whose
+    dot products of a few hundred terms and more round otherwise, and the logits would
+    differ in their last bits from those of a stack without a plain-call tail."""
+    return F.linear(x, layer.weight, layer.bias).t().contiguous().t()
