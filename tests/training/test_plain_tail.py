@@ -111,3 +111,31 @@ def test_evaluating_copies_score_their_logits_class_major(
     with torch.no_grad():
         logits = stack(digits.test.x[:64], shared=True)
     assert logits.is_contiguous()
+
+
+def test_a_hook_keeps_the_output_it_saw() -> None:
+    """A hook that keeps the output of the layer before a ReLU (a user's probe, put there
+    after the stack found its tail) keeps what the layer gave, not what the ReLU made of it."""
+    modules = _layers()
+    kept: list[torch.Tensor] = []
+    modules[1].register_forward_hook(lambda _m, _args, out: kept.append(out))
+    x = torch.randn(64, 20)
+    with torch.no_grad():
+        out = PlainTail(modules)(x, class_major=True)
+        expected = modules[1](modules[0](x))
+    assert len(kept) == 2
+    assert torch.equal(kept[0], expected)
+    assert (kept[0] < 0).any()
+    assert torch.equal(out, _in_turn(modules, x))
+
+
+def test_with_gradients_the_relu_leaves_what_backward_needs() -> None:
+    """Copies evaluating with gradients on (a caller differentiating through the stack in
+    evaluation mode): a ReLU after a Tanh, whose backward reads its output, does not change
+    that output in place; the gradient is the modules' own."""
+    torch.manual_seed(0)
+    modules = [nn.Linear(20, 16), nn.Tanh(), nn.ReLU(), nn.Linear(16, 10)]
+    x = torch.randn(64, 20, requires_grad=True)
+    (grad,) = torch.autograd.grad(PlainTail(modules)(x).sum(), x)
+    (expected,) = torch.autograd.grad(_in_turn(modules, x).sum(), x)
+    assert torch.equal(grad, expected)

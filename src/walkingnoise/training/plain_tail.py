@@ -5,7 +5,8 @@ graph runs as the model's own layers, called one after the other on the K·B row
 (``StackedModel``). Two things make it cheaper than the calls alone, without changing a bit of
 what they compute:
 
-- a ReLU acts in place on activations the tail made itself, not on a new tensor;
+- a ReLU acts in place on activations the tail made itself, not on a new tensor (not on
+  those a hook saw, which it may keep, nor on those a backward pass may read);
 - with ``class_major``, a closing Linear layer's output is copied class-major, (C, N) in
   memory, returned as the (N, C) view: a loss reduces over a few classes several times
   faster in that order (``stacked_loop._loss_and_correct``).
@@ -44,7 +45,9 @@ class PlainTail:
                 x = torch.relu_(x)
                 continue
             out = module(x)
-            if out is not x and type(module) not in _PASSING_ON:
+            if hooked_beyond_weight_noise(module) or out.requires_grad:
+                owned = False  # a hook may keep it, a backward pass may read it
+            elif out is not x and type(module) not in _PASSING_ON:
                 owned = True
             x = out
         return x
