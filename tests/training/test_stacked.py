@@ -773,6 +773,15 @@ def test_a_batch_of_rows_not_a_multiple_of_32_evaluates_as_in_a_stack_of_one(
     assert together == evaluate_shared(model, members, digits, max_models=1)
 
 
+def test_stacked_scores_off_the_cpu_read_nothing_back_to_the_host() -> None:
+    """On a device (here the meta device, whose values cannot be read), scoring class-major
+    logits reads no number back: on a GPU that would wait for the device every batch."""
+    logits = torch.randn(3, 64, 10).permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    y = torch.randint(0, 10, (64,))
+    loss, correct = _loss_and_correct(logits.to("meta"), y.to("meta"))
+    assert loss.shape == correct.shape == (3,)
+
+
 @pytest.mark.parametrize("name", ["mlp", "mlp256"])
 def test_an_experiment_scores_the_same_in_a_stack_whose_end_runs_node_by_node(
     digits: InMemoryDataset, name: str

@@ -308,8 +308,10 @@ def _scores_by_class(
     the classes without indices, which PyTorch vectorises; ``max`` with its indices reduces a
     few classes several times slower. The prediction is the first class whose logit is the
     largest: x − top is 0 there and negative elsewhere, so its floor is 0 only there, and the
-    class numbers are exact floats (not in half precision, which counts to 256 or 2048)."""
-    if logits.dtype not in (torch.float32, torch.float64):
+    class numbers are exact floats (not in half precision, which counts to 256 or 2048).
+    On the CPU only: the check for a non-finite logit reads a number back to the host, which
+    on a GPU would wait for the device every batch."""
+    if logits.device.type != "cpu" or logits.dtype not in (torch.float32, torch.float64):
         return None
     top = logits.amax(dim=0, keepdim=True)
     if not math.isfinite(top.sum()):  # an infinite or NaN logit somewhere (or a huge sum)
