@@ -61,11 +61,17 @@ def test_class_major_logits_are_the_modules_output_bit_for_bit(
     assert torch.equal(scored[1], reference[1])
 
 
-def test_relu_acts_in_place_only_on_what_the_tail_made() -> None:
+@pytest.mark.parametrize(
+    "first",
+    [[], [nn.Flatten()], [nn.Identity(), nn.Flatten()], [nn.Flatten(), nn.Dropout().eval()]],
+    ids=["relu", "flatten", "identity", "dropout"],
+)
+def test_relu_acts_in_place_only_on_what_the_tail_made(first: list[nn.Module]) -> None:
     """The input, which others may read (a kept clean prefix), is left as it is, also when a
-    ReLU comes first; the output is what the modules give."""
-    modules = [nn.ReLU(), *_layers()]
-    x = torch.randn(64, 20)
+    ReLU comes first or after modules that pass the input on (or a view of it); the output
+    is what the modules give."""
+    modules = [*first, nn.ReLU(), *_layers()]
+    x = torch.randn(64, 20) if not first else torch.randn(64, 4, 5)
     before = x.clone()
     with torch.no_grad():
         out = PlainTail(modules)(x)
@@ -139,3 +145,20 @@ def test_with_gradients_the_relu_leaves_what_backward_needs() -> None:
     (grad,) = torch.autograd.grad(PlainTail(modules)(x).sum(), x)
     (expected,) = torch.autograd.grad(_in_turn(modules, x).sum(), x)
     assert torch.equal(grad, expected)
+
+
+def test_only_a_closing_linear_layer_of_pytorchs_on_rows_writes_class_major() -> None:
+    """A closing Linear layer on (N, T, I) input, or of a subclass of the user's (its own
+    forward), is called as itself: the same numbers, sample-major."""
+
+    class Halved(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) / 2
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 5, 20)
+    with torch.no_grad():
+        for modules, rows in [([nn.Linear(20, 10)], x), ([Halved(20, 10)], x[:, 0])]:
+            out = PlainTail(modules)(rows, class_major=True)
+            assert torch.equal(out, _in_turn(modules, rows))
+            assert out.is_contiguous()
