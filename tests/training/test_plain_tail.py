@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from walkingnoise.data.dataset import InMemoryDataset
-from walkingnoise.models import build_model
-from walkingnoise.noise.instrument import instrument
-from walkingnoise.noise.models import AdditiveNoise
-from walkingnoise.training import stacked_loop
 from walkingnoise.training.plain_tail import PlainTail
-from walkingnoise.training.stacked import StackedModel
-from walkingnoise.training.stacked_loop import _loss_and_correct, evaluate_stacked
 
 
 def _layers(width: int = 16) -> list[nn.Module]:
@@ -34,31 +28,31 @@ def _in_turn(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("rows", [1, 32, 100, 4096])
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("width", [16, 512])
-def test_class_major_logits_are_the_modules_output_bit_for_bit(
-    rows: int, bias: bool, width: int
-) -> None:
-    """A closing Linear layer's output in (C, N) memory, as the (N, C) view: every logit is
-    what the layer gives, also where it reads hundreds of inputs (W·xᵀ then rounds otherwise
-    than x·Wᵀ), and a loss scores it as it scores the layer's own output."""
-    modules = _layers(width)
-    modules[-1] = nn.Linear(width, 10, bias=bias)
-    x = torch.randn(rows, 20) * 3
+class _ReluCalls(TorchDispatchMode):
+    """Counts ReLUs that write a tensor of their own and those that act in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func.overloadpacket in (torch.ops.aten.relu, torch.ops.aten.relu_):
+            self.calls.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_tail_gives_the_modules_output_with_its_relus_in_place() -> None:
+    """The numbers of the modules called in turn, bit for bit, with every ReLU acting in
+    place on what the layer before it made."""
+    modules = _layers()
+    x = torch.randn(100, 20) * 3
+    calls = _ReluCalls()
     with torch.no_grad():
         expected = _in_turn(modules, x.clone())
-        out = PlainTail(modules)(x, class_major=True)
-        plain = PlainTail(modules)(x)
-    assert out.shape == expected.shape
-    assert out.t().is_contiguous()  # class-major memory
-    assert plain.is_contiguous()
+        with calls:
+            out = PlainTail(modules)(x)
     assert torch.equal(out, expected)
-    assert torch.equal(plain, expected)
-    y = torch.randint(0, 10, (rows,))
-    scored, reference = _loss_and_correct(out[None], y), _loss_and_correct(expected[None], y)
-    assert torch.equal(scored[0], reference[0])
-    assert torch.equal(scored[1], reference[1])
+    assert calls.calls == ["relu_", "relu_"]
 
 
 @pytest.mark.parametrize(
@@ -80,43 +74,17 @@ def test_relu_acts_in_place_only_on_what_the_tail_made(first: list[nn.Module]) -
     assert torch.equal(out, expected)
 
 
-def test_a_hooked_module_is_called_as_itself() -> None:
-    """A hook on a ReLU or on the closing Linear layer sees its call, and the output is then
-    the layer's own (sample-major)."""
+def test_a_hooked_relu_is_called_as_itself() -> None:
+    """A hook on a ReLU sees its call, and the output is the modules' own."""
     modules = _layers()
     seen: list[str] = []
     modules[4].register_forward_hook(lambda *_: seen.append("relu"))
-    modules[5].register_forward_hook(lambda *_: seen.append("linear"))
     x = torch.randn(64, 20)
     with torch.no_grad():
-        out = PlainTail(modules)(x, class_major=True)
+        out = PlainTail(modules)(x)
         expected = _in_turn(modules, x)
-    assert seen == ["relu", "linear", "relu", "linear"]
-    assert out.is_contiguous()
+    assert seen == ["relu", "relu"]
     assert torch.equal(out, expected)
-
-
-def test_evaluating_copies_score_their_logits_class_major(
-    digits: InMemoryDataset, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``evaluate_stacked`` asks copies for class-major logits (their closing layer's output
-    in (C, K·B) memory); called directly, the stack gives them sample-major as before."""
-    torch.manual_seed(0)
-    model = instrument(build_model("mlp", (1, 8, 8), 10, batchnorm=True).eval(), digits.test.x[:2])
-    stack = StackedModel([model] * 3).eval()
-    stack.set_noise([(AdditiveNoise(), {2: sigma}) for sigma in (0.1, 0.5, 1.0)])
-    orders: list[bool] = []
-
-    def scored(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        orders.append(logits.permute(2, 0, 1).is_contiguous())
-        return _loss_and_correct(logits, y)
-
-    monkeypatch.setattr(stacked_loop, "_loss_and_correct", scored)
-    evaluate_stacked(stack, digits.test, repeats=1)
-    assert orders == [True]
-    with torch.no_grad():
-        logits = stack(digits.test.x[:64], shared=True)
-    assert logits.is_contiguous()
 
 
 def test_a_hook_keeps_the_output_it_saw() -> None:
@@ -127,7 +95,7 @@ def test_a_hook_keeps_the_output_it_saw() -> None:
     modules[1].register_forward_hook(lambda _m, _args, out: kept.append(out))
     x = torch.randn(64, 20)
     with torch.no_grad():
-        out = PlainTail(modules)(x, class_major=True)
+        out = PlainTail(modules)(x)
         expected = modules[1](modules[0](x))
     assert len(kept) == 2
     assert torch.equal(kept[0], expected)
@@ -145,20 +113,3 @@ def test_with_gradients_the_relu_leaves_what_backward_needs() -> None:
     (grad,) = torch.autograd.grad(PlainTail(modules)(x).sum(), x)
     (expected,) = torch.autograd.grad(_in_turn(modules, x).sum(), x)
     assert torch.equal(grad, expected)
-
-
-def test_only_a_closing_linear_layer_of_pytorchs_on_rows_writes_class_major() -> None:
-    """A closing Linear layer on (N, T, I) input, or of a subclass of the user's (its own
-    forward), is called as itself: the same numbers, sample-major."""
-
-    class Halved(nn.Linear):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return super().forward(x) / 2
-
-    torch.manual_seed(0)
-    x = torch.randn(64, 5, 20)
-    with torch.no_grad():
-        for modules, rows in [([nn.Linear(20, 10)], x), ([Halved(20, 10)], x[:, 0])]:
-            out = PlainTail(modules)(rows, class_major=True)
-            assert torch.equal(out, _in_turn(modules, rows))
-            assert out.is_contiguous()

@@ -680,13 +680,11 @@ def test_evaluate_stacked_repeats_only_with_noise(digits: InMemoryDataset) -> No
     assert noisy[0].accuracies != noisy[1].accuracies  # independent noise per member
 
 
-@pytest.mark.parametrize("memory", ["sample-major", "class-major"])
-def test_stacked_scores_equal_cross_entropy_and_argmax_also_for_infinite_logits(
-    memory: str,
-) -> None:
+def test_stacked_scores_equal_cross_entropy_and_argmax_also_for_infinite_logits() -> None:
     """Also for logits hundreds apart (as σ = 100 at the output gives), whose exp the loss
-    clamps out of the subnormal range; for ties and NaN the prediction is argmax's (the first
-    of the largest, a NaN counting as the largest); in either memory order of the logits."""
+    clamps out of the subnormal range, and for a logit of +inf (NaN, as F.cross_entropy
+    gives); for ties and NaN the prediction is argmax's (the first of the largest, a NaN
+    counting as the largest)."""
     torch.manual_seed(0)
     logits = torch.randn(3, 50, 10) * 20
     logits[0, 1, 4] = float("inf")
@@ -701,66 +699,21 @@ def test_stacked_scores_equal_cross_entropy_and_argmax_also_for_infinite_logits(
     nans[0, 20:30, 2] = float("inf")
     logits = torch.cat([logits, torch.randn(1, 50, 10) * 300, ties, nans])
     y[:30] = torch.tensor([5, 0, 7, 8, 2] * 6)
-
-    def laid_out(t: torch.Tensor) -> torch.Tensor:
-        return t.permute(2, 0, 1).contiguous().permute(1, 2, 0) if memory == "class-major" else t
-
-    loss, correct = _loss_and_correct(laid_out(logits), y)
+    loss, correct = _loss_and_correct(logits, y)
     assert (logits[3] - logits[3].amax(dim=-1, keepdim=True) < EXP_FLOOR).float().mean() > 0.5
     assert (ties[0] == ties[0].amax(dim=-1, keepdim=True)).sum(dim=-1).gt(1).sum() > 25
     assert 0 < correct[5] < 50
     for k in range(6):
         expected = F.cross_entropy(logits[k], y, reduction="none").sum()
-        right = (logits[k].argmax(dim=-1) == y).sum()
-        # alone: a model whose logits are all finite takes the class-major fast way
-        alone_loss, alone_correct = _loss_and_correct(laid_out(logits[k : k + 1]), y)
-        for ours, hits in [(loss[k], correct[k]), (alone_loss[0], alone_correct[0])]:
-            assert torch.allclose(ours, expected, equal_nan=True, rtol=1e-5)
-            assert hits == right
-
-
-@pytest.mark.parametrize(("models", "batch"), [(1, 359), (3, 1000), (8, 128)])
-def test_stacked_scores_do_not_depend_on_the_logits_memory_order(models: int, batch: int) -> None:
-    """The same logits sample-major (as a stack gives them where no plain-call tail writes
-    them, or member by member) and class-major (as copies' closing Linear layer writes them):
-    the same loss bit for bit and the same count, so an experiment scores the same in a stack
-    with a plain-call tail as in one without."""
-    torch.manual_seed(0)
-    for _ in range(5):
-        logits = torch.randn(models, batch, 10) * 3
-        y = torch.randint(0, 10, (batch,))
-        class_major = logits.permute(2, 0, 1).contiguous().permute(1, 2, 0)
-        loss, correct = _loss_and_correct(logits, y)
-        by_class_loss, by_class_correct = _loss_and_correct(class_major, y)
-        assert torch.equal(loss, by_class_loss)
-        assert torch.equal(correct, by_class_correct)
-
-
-@pytest.mark.parametrize("batch", [40, 100, 359])
-def test_a_members_class_major_scores_do_not_depend_on_its_stack(batch: int) -> None:
-    """Class-major logits of K members, (C, K·B) in memory: each member's loss and count are
-    what its logits alone give, wherever its samples stand among the K·B (the sum over the
-    classes is not rounded by a sample's column)."""
-
-    def class_major(t: torch.Tensor) -> torch.Tensor:
-        return t.permute(2, 0, 1).contiguous().permute(1, 2, 0)
-
-    torch.manual_seed(0)
-    for _ in range(5):
-        logits = torch.randn(8, batch, 10) * 3
-        y = torch.randint(0, 10, (batch,))
-        loss, correct = _loss_and_correct(class_major(logits), y)
-        for k in range(8):
-            alone_loss, alone_correct = _loss_and_correct(class_major(logits[k : k + 1]), y)
-            assert torch.equal(alone_loss[0], loss[k])
-            assert torch.equal(alone_correct[0], correct[k])
+        assert torch.allclose(loss[k], expected, equal_nan=True, rtol=1e-5)
+        assert correct[k] == (logits[k].argmax(dim=-1) == y).sum()
 
 
 def test_a_batch_of_rows_not_a_multiple_of_32_evaluates_as_in_a_stack_of_one(
     digits: InMemoryDataset,
 ) -> None:
-    """Copies' merged batches of 100 samples (K·100 rows, class-major logits): a stack of
-    many gives each experiment what a stack of one gives."""
+    """Copies' merged batches of 100 samples (K·100 rows, not a multiple of a vector
+    kernel's block): a stack of many gives each experiment what a stack of one gives."""
     torch.manual_seed(0)
     model, _ = train_experiment(_experiments(1, recipe=Recipe(epochs=1))[0], digits)
     recipe = Recipe(epochs=1, eval_batch_size=100)
@@ -773,23 +726,13 @@ def test_a_batch_of_rows_not_a_multiple_of_32_evaluates_as_in_a_stack_of_one(
     assert together == evaluate_shared(model, members, digits, max_models=1)
 
 
-def test_stacked_scores_off_the_cpu_read_nothing_back_to_the_host() -> None:
-    """On a device (here the meta device, whose values cannot be read), scoring class-major
-    logits reads no number back: on a GPU that would wait for the device every batch."""
-    logits = torch.randn(3, 64, 10).permute(2, 0, 1).contiguous().permute(1, 2, 0)
-    y = torch.randint(0, 10, (64,))
-    loss, correct = _loss_and_correct(logits.to("meta"), y.to("meta"))
-    assert loss.shape == correct.shape == (3,)
-
-
 @pytest.mark.parametrize("name", ["mlp", "mlp256"])
 def test_an_experiment_scores_the_same_in_a_stack_whose_end_runs_node_by_node(
     digits: InMemoryDataset, name: str
 ) -> None:
-    """``walking:0`` alone runs the layers after its site as plain calls (its closing layer
-    writing class-major logits); stacked with ``global`` (the same first site, noise at the
-    output too) it runs them node by node: the same numbers either way, also where the
-    closing layer reads 256 inputs."""
+    """``walking:0`` alone runs the layers after its site as plain calls; stacked with
+    ``global`` (the same first site, noise at the output too) it runs them node by node: the
+    same numbers either way, also where the closing layer reads 256 inputs."""
     torch.manual_seed(0)
     model, _ = train_experiment(_experiments(1, model=name, recipe=Recipe(epochs=1))[0], digits)
     recipe = Recipe(epochs=1, eval_batch_size=128)
@@ -2066,12 +2009,10 @@ def test_a_last_batch_of_few_samples_evaluates_as_in_a_stack_of_one(
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
-def test_class_major_scores_of_many_classes_in_any_float_type_are_argmaxs(
-    dtype: torch.dtype,
-) -> None:
-    """Class-major logits of 300 classes (more than bfloat16 counts exactly) in half, bfloat16
-    and double precision: the loss is F.cross_entropy's (in float32 for the halves), the
-    number correct argmax's."""
+def test_scores_of_many_classes_in_any_float_type_are_argmaxs(dtype: torch.dtype) -> None:
+    """Logits of 300 classes (more than bfloat16 counts exactly) in half, bfloat16 and double
+    precision: the loss is F.cross_entropy's (in float32 for the halves), the number correct
+    argmax's."""
     torch.manual_seed(0)
     logits = (torch.randn(2, 64, 300) * 4).to(dtype)
     y = torch.randint(250, 300, (64,))
@@ -2079,8 +2020,7 @@ def test_class_major_scores_of_many_classes_in_any_float_type_are_argmaxs(
     logits[1, :32] = logits[1, :32].round()  # ties among the largest, at the label or before
     y[40:48] = 257  # the largest, tied with class 256, which bfloat16 cannot tell from 257
     logits[:, 40:48, 256:258] = logits[:, 40:48].amax(dim=-1, keepdim=True) + 2
-    laid_out = logits.permute(2, 0, 1).contiguous().permute(1, 2, 0)
-    loss, correct = _loss_and_correct(laid_out, y)
+    loss, correct = _loss_and_correct(logits, y)
     for k in range(2):
         expected = F.cross_entropy(logits[k].float(), y, reduction="none").sum()
         torch.testing.assert_close(loss[k].float(), expected, rtol=1e-2, atol=1e-2)

@@ -29,7 +29,6 @@ import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 import torch
@@ -1057,7 +1056,6 @@ class StackedModel:
         self._kept: KeptPrefixes | None = None
         #: per first noisy node, the end of the graph copies run as plain calls (``_merged_tail``)
         self._tails: dict[fx.Node, tuple[fx.Node, PlainTail] | None] = {}
-        self._class_major = False
         #: each graph node's place in the graph's order
         self._order = {node: i for i, node in enumerate(template.net.graph.nodes)}
         #: the models' mode, as the template's (which ``train``/``eval`` set, and restore after)
@@ -1323,17 +1321,6 @@ class StackedModel:
         finally:
             self._kept = None
 
-    @contextmanager
-    def class_major_logits(self) -> Iterator[None]:
-        """Within the block, copies evaluating may return logits class-major in memory: the
-        (K, B, C) result a view of (C, K·B) memory, whose few classes a loss reduces over
-        several times faster (``PlainTail``). For a caller that only scores the logits."""
-        self._class_major = True
-        try:
-            yield
-        finally:
-            self._class_major = False
-
     def _run_copies(self, x: torch.Tensor) -> torch.Tensor:
         """Copies of one model on one batch: the clean prefix once, the rest as a stack."""
         stop = self._first_noisy_node()
@@ -1358,8 +1345,7 @@ class StackedModel:
         with ExitStack() as disabled:
             for noise in _weight_noises(plain.modules):  # the stack draws every member's
                 disabled.enter_context(noise.disabled())
-            run = partial(plain, class_major=self._class_major)
-            out = _on_merged_batches(run, head.env[start.args[0]])
+            out = _on_merged_batches(plain, head.env[start.args[0]])
         return self.template.net.graph.process_outputs(out)
 
     def _merged_tail(self, stop: fx.Node) -> tuple[fx.Node, PlainTail] | None:

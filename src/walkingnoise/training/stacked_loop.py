@@ -180,10 +180,7 @@ def evaluate_stacked(
     losses: list[list[float]] = [[] for _ in range(stack.size)]
     reuse = noisy and (repeats > 1 or kept is not None)
     try:
-        with (
-            stack.prefixes_kept(kept=kept) if reuse else contextlib.nullcontext(),
-            stack.class_major_logits(),
-        ):
+        with stack.prefixes_kept(kept=kept) if reuse else contextlib.nullcontext():
             for _ in range(repeats if noisy else 1):
                 correct = torch.zeros(stack.size, dtype=torch.float64, device=split.x.device)
                 loss = torch.zeros(stack.size, dtype=torch.float64, device=split.x.device)
@@ -271,66 +268,14 @@ def _mean_cross_entropy(
 
 def _loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy and number of correct predictions per model of (K, B, C) logits
-    against labels ``y`` (B,); the prediction is ``argmax``'s. Logits class-major in memory
-    (``StackedModel.class_major_logits``) are scored as (C, K·B), where the fast way of
-    ``_scores_by_class`` reads them."""
-    k, b, classes = logits.shape
-    by_class = logits.permute(2, 0, 1)
-    if by_class.is_contiguous():
-        loss, correct = _scores(by_class.reshape(classes, k * b), y.repeat(k).unsqueeze(0), 0)
-    else:
-        loss, correct = _scores(logits, y.view(1, b, 1).expand(k, b, 1), -1)
-    return loss.view(k, b).sum(dim=1), correct.view(k, b).sum(dim=1)
-
-
-def _scores(
-    logits: torch.Tensor, labels: torch.Tensor, dim: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample, the cross-entropy and whether ``argmax`` (the first of the largest, a NaN
-    counting as the largest) is the label, of logits with their classes along ``dim``; the
-    labels and both results keep that dimension, of size 1."""
-    if dim == 0 and (fast := _scores_by_class(logits, labels)) is not None:
-        return fast
-    top, predicted = logits.max(dim=dim, keepdim=True)
+    against labels ``y`` (B,); the prediction is ``argmax``'s (the first of the largest, a NaN
+    counting as the largest)."""
+    target = y.unsqueeze(0).expand(logits.shape[0], -1)
+    top, predicted = logits.max(dim=-1)
     shift = top.nan_to_num(0.0, 0.0, 0.0)  # no shift for ±inf and NaN, as _softmax_parts
-    total = _summed_by_sample((logits - shift).clamp_min_(EXP_FLOOR).exp_(), dim)
+    total = (logits - shift.unsqueeze(-1)).clamp_min_(EXP_FLOOR).exp_().sum(dim=-1)
     # all classes at -inf, or one at +inf: NaN, as F.cross_entropy gives (not the clamp's
     # uniform softmax, nor +inf); marked per sample, since no gradient needs the softmax
     lse = total.log_().add_(shift).masked_fill_(top.isinf(), float("nan"))
-    return lse - logits.gather(dim, labels), predicted == labels
-
-
-def _scores_by_class(
-    logits: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``_scores`` of class-major logits (C, N) in float32 or float64 whose largest logit is
-    finite for every sample (None otherwise), by float operations along N and reductions over
-    the classes without indices, which PyTorch vectorises; ``max`` with its indices reduces a
-    few classes several times slower. The prediction is the first class whose logit is the
-    largest: x − top is 0 there and negative elsewhere, so its floor is 0 only there, and the
-    class numbers are exact floats (not in half precision, which counts to 256 or 2048).
-    On the CPU only: the check for a non-finite logit reads a number back to the host, which
-    on a GPU would wait for the device every batch."""
-    if logits.device.type != "cpu" or logits.dtype not in (torch.float32, torch.float64):
-        return None
-    top = logits.amax(dim=0, keepdim=True)
-    if not math.isfinite(top.sum()):  # an infinite or NaN logit somewhere (or a huge sum)
-        return None
-    classes = logits.shape[0]
-    shifted = logits - top
-    order = torch.arange(classes, dtype=logits.dtype, device=logits.device).unsqueeze(1)
-    first = shifted.floor().mul_(-classes).add_(order).amin(dim=0, keepdim=True)
-    lse = _summed_by_sample(shifted.clamp_min_(EXP_FLOOR).exp_(), 0).log_().add_(top)
-    return lse - logits.gather(0, labels), first == labels
-
-
-def _summed_by_sample(values: torch.Tensor, dim: int) -> torch.Tensor:
-    """``values.sum(dim=dim, keepdim=True)`` over the classes along ``dim``, each sample's
-    classes summed as one contiguous row, as sample-major logits' last dimension sums: that
-    rounding depends on the sample's values alone. Summed over the first dimension of (C, N)
-    memory, the columns past the last multiple of the kernel's vector block (N mod 32 with
-    AVX2) round otherwise, so a sample's loss would depend on how many samples its stack
-    merges and where it stands among them."""
-    if dim != 0:
-        return values.sum(dim=dim, keepdim=True)
-    return values.t().contiguous().sum(dim=1).unsqueeze(0)
+    picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    return (lse - picked).sum(dim=1), (predicted == target).sum(dim=1)
