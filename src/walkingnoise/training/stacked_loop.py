@@ -276,6 +276,8 @@ def _loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     total = (logits - shift.unsqueeze(-1)).clamp_min_(EXP_FLOOR).exp_().sum(dim=-1)
     # all classes at -inf, or one at +inf: NaN, as F.cross_entropy gives (not the clamp's
     # uniform softmax, nor +inf); marked per sample, since no gradient needs the softmax
-    lse = total.log_().add_(shift).masked_fill_(top.isinf(), float("nan"))
+    spread = total.log_().masked_fill_(top.isinf(), float("nan"))
     picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    return (lse - picked).sum(dim=1), (predicted == target).sum(dim=1)
+    # log Σ exp(x − top) − (x_label − top), as log_softmax takes it: logits far from zero
+    # keep their small differences, which log Σ exp(x) − x_label would round away
+    return (spread - picked.sub_(shift)).sum(dim=1), (predicted == target).sum(dim=1)
