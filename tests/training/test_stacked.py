@@ -2010,17 +2010,19 @@ def test_a_last_batch_of_few_samples_evaluates_as_in_a_stack_of_one(
 
 @pytest.mark.parametrize("offset", [1e7, -3e38])
 def test_stacked_scores_keep_small_differences_of_logits_far_from_zero(offset: float) -> None:
-    """Logits a few apart around 10⁷ (or −3·10³⁸): the loss is F.cross_entropy's, which
-    takes the differences to the largest first; their log Σ exp less the label's logit
-    would round the loss away at that magnitude."""
+    """Logits a few apart around 10⁷ (or −3·10³⁸): the evaluation's and the training's loss
+    are F.cross_entropy's, which takes the differences to the largest first; their log Σ exp
+    less the label's logit would round the loss away at that magnitude."""
     torch.manual_seed(0)
     logits = offset + torch.randn(2, 40, 10).mul_(2).round_()  # differences that float32 holds
     y = torch.randint(0, 10, (40,))
     loss, _ = _loss_and_correct(logits, y)
+    mean, _ = _mean_cross_entropy(logits, y.expand(2, -1))
     for k in range(2):
-        expected = F.cross_entropy(logits[k], y, reduction="none").sum()
-        assert expected > 10
-        torch.testing.assert_close(loss[k], expected, rtol=1e-5, atol=0)
+        expected = F.cross_entropy(logits[k], y, reduction="none")
+        assert expected.sum() > 10
+        torch.testing.assert_close(loss[k], expected.sum(), rtol=1e-5, atol=0)
+        torch.testing.assert_close(mean[k], expected.mean(), rtol=1e-5, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])

@@ -207,10 +207,10 @@ EXP_FLOOR = -87.0
 
 def _softmax_parts(
     logits: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(logsumexp, predicted class, exp of the shifted logits, their sum) over the last
-    dimension: one max gives both the prediction and the shift, where ``argmax`` and
-    ``logsumexp`` would reduce twice."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log Σ exp of the shifted logits, the shift, predicted class, exp of the shifted
+    logits, their sum) over the last dimension: one max gives both the prediction and the
+    shift, where ``argmax`` and ``logsumexp`` would reduce twice."""
     top, predicted = logits.max(dim=-1)
     shift = top.masked_fill(~torch.isfinite(top), 0.0)
     shifted = (logits - shift.unsqueeze(-1)).clamp_min_(EXP_FLOOR)
@@ -218,7 +218,7 @@ def _softmax_parts(
     shifted.masked_fill_((top == float("-inf")).unsqueeze(-1), float("nan"))
     exps = shifted.exp_()
     total = exps.sum(dim=-1)
-    return total.log().add_(shift), predicted, exps, total
+    return total.log(), shift, predicted, exps, total
 
 
 class _MeanCrossEntropy(torch.autograd.Function):
@@ -232,9 +232,9 @@ class _MeanCrossEntropy(torch.autograd.Function):
     def forward(
         ctx: Any, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None
     ) -> Any:
-        lse, predicted, exps, total = _softmax_parts(logits)
+        spread, shift, predicted, exps, total = _softmax_parts(logits)
         picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        per_sample = lse - picked
+        per_sample = spread - picked.sub_(shift)  # as _loss_and_correct: far from zero too
         if weight is None:
             scale = None
             mean = per_sample.mean(dim=1)
