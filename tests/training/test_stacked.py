@@ -709,23 +709,6 @@ def test_stacked_scores_equal_cross_entropy_and_argmax_also_for_infinite_logits(
         assert correct[k] == (logits[k].argmax(dim=-1) == y).sum()
 
 
-def test_a_batch_of_rows_not_a_multiple_of_32_evaluates_as_in_a_stack_of_one(
-    digits: InMemoryDataset,
-) -> None:
-    """Copies' merged batches of 100 samples (K·100 rows, not a multiple of a vector
-    kernel's block): a stack of many gives each experiment what a stack of one gives."""
-    torch.manual_seed(0)
-    model, _ = train_experiment(_experiments(1, recipe=Recipe(epochs=1))[0], digits)
-    recipe = Recipe(epochs=1, eval_batch_size=100)
-    members = [
-        Experiment(placement=f"walking:{site}", sigma=sigma, eval_repeats=2, recipe=recipe)
-        for site in (0, 2, 5)
-        for sigma in (0.3, 1.0, 3.0)
-    ]
-    together = evaluate_shared(model, members, digits)
-    assert together == evaluate_shared(model, members, digits, max_models=1)
-
-
 @pytest.mark.parametrize("name", ["mlp", "mlp256"])
 def test_an_experiment_scores_the_same_in_a_stack_whose_end_runs_node_by_node(
     digits: InMemoryDataset, name: str
@@ -1987,17 +1970,19 @@ def test_copies_evaluating_leave_the_models_own_noise_at_later_sites_off() -> No
             torch.testing.assert_close(out[k], alone)
 
 
-@pytest.mark.parametrize("last", [1, 2, 9])
+@pytest.mark.parametrize("batches", ["last of 1", "last of 2", "last of 9", "of 100"])
 def test_a_last_batch_of_few_samples_evaluates_as_in_a_stack_of_one(
-    digits: InMemoryDataset, last: int
+    digits: InMemoryDataset, batches: str
 ) -> None:
     """BLAS picks another kernel for a matmul of few rows, whose rows then differ in their
     last bits from the same rows among many: copies evaluating a batch of few samples run the
     layers after their site member by member, so a stack of many gives each experiment what a
-    stack of one gives (here: a test split whose last batch holds ``last`` samples)."""
+    stack of one gives (here: a test split whose last batch holds 1, 2 or 9 samples; and
+    batches of 100, whose K·100 merged rows are no multiple of a vector kernel's block)."""
     torch.manual_seed(0)
     model, _ = train_experiment(_experiments(1, recipe=Recipe(epochs=1))[0], digits)
-    batch = len(digits.test) - last
+    last = batches.removeprefix("last of ")
+    batch = 100 if batches == "of 100" else len(digits.test) - int(last)
     recipe = Recipe(epochs=1, eval_batch_size=batch)
     members = [
         Experiment(placement=f"walking:{site}", sigma=sigma, eval_repeats=2, recipe=recipe)
