@@ -194,7 +194,8 @@ def evaluate_stacked(
                     accuracies[k].append(c / len(split))  # one read per pass, not 2 per model
                     losses[k].append(lo / len(split))
     finally:
-        stack.train(was_training)
+        if was_training:  # else eval() above left every module as it was asked to be
+            stack.train()
         stack.noise_enabled = was_enabled
     return [Evaluation(tuple(a), tuple(lo)) for a, lo in zip(accuracies, losses, strict=True)]
 
