@@ -2010,6 +2010,19 @@ def test_stacked_scores_keep_small_differences_of_logits_far_from_zero(offset: f
         torch.testing.assert_close(mean[k], expected.mean(), rtol=1e-5, atol=0)
 
 
+def test_stacked_training_loss_of_an_infinite_logit_is_cross_entropys_nan() -> None:
+    """A logit at +inf away from the label: the training's loss is NaN for that model, as
+    F.cross_entropy gives (not +inf); the other model's is finite."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 8, 10)
+    target = torch.randint(0, 10, (2, 8))
+    logits[0, 0, (int(target[0, 0]) + 1) % 10] = float("inf")
+    loss, _ = _mean_cross_entropy(logits, target)
+    expected = torch.stack([F.cross_entropy(logits[k], target[k]) for k in range(2)])
+    assert expected[0].isnan()
+    torch.testing.assert_close(loss, expected, equal_nan=True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_scores_of_many_classes_in_any_float_type_are_argmaxs(dtype: torch.dtype) -> None:
     """Logits of 300 classes (more than bfloat16 counts exactly) in half, bfloat16 and double

@@ -219,7 +219,9 @@ def _softmax_parts(
     shifted.masked_fill_((top == float("-inf")).unsqueeze(-1), float("nan"))
     exps = shifted.exp_()
     total = exps.sum(dim=-1)
-    return total.log(), shift, predicted, exps, total
+    # a logit at +inf: NaN, as F.cross_entropy gives, not +inf
+    spread = total.log().masked_fill_(top == float("inf"), float("nan"))
+    return spread, shift, predicted, exps, total
 
 
 class _MeanCrossEntropy(torch.autograd.Function):
