@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
+from walkingnoise.noise.instrument import instrument
 from walkingnoise.noise.models import (
     AdditiveNoise,
     MixedNoise,
@@ -14,6 +16,8 @@ from walkingnoise.noise.models import (
     NoiseModel,
     make_noise_model,
 )
+from walkingnoise.noise.placement import WalkingPlacement
+from walkingnoise.training.stacked import StackedModel
 
 from .stats import assert_fraction, assert_mean, assert_variance
 
@@ -255,3 +259,36 @@ def test_a_noise_model_with_arithmetic_of_its_own_is_not_separable() -> None:
     assert not NoiseModel.separable
     with pytest.raises(NotImplementedError, match="not separable"):
         NoiseModel.directions(Clipped(), torch.zeros(1), (torch.zeros(1),))
+
+
+class _Offset(AdditiveNoise):
+    """A user's noise model that shifts the activations by one even at σ = 0."""
+
+    def perturbation(self, x, levels, z, *, scratch=False):
+        return super().perturbation(x, levels, z, scratch=scratch) + 1
+
+    def injects(self, levels) -> bool:
+        return True
+
+
+def test_a_site_injects_where_some_level_is_above_zero_or_where_its_model_says() -> None:
+    """The rule every site and stack follows (``NoiseModel.injects``): σ = 0 is no noise, for
+    every model; a user's model that does something at σ = 0 says so, and its site stays on
+    there, alone and in a stack."""
+    assert not AdditiveNoise().injects((0.0,))
+    assert AdditiveNoise().injects((0.5,))
+    assert not MixedNoise().injects((0.0, 0.0))
+    assert MixedNoise().injects((0.0, 0.1))
+    x = torch.randn(40, 6)
+    model = instrument(nn.Sequential(nn.Linear(6, 4)).eval(), x[:2])
+    stack = StackedModel([model] * 2).eval()
+    stack.set_noise([(_Offset(), {1: 0.0}), (None, {})])
+    model.set_noise(_Offset(), WalkingPlacement(1), 0.0)
+    with torch.no_grad():
+        alone = model(x)
+        model.clear_noise()
+        clean = model(x)
+        out = stack(x, shared=True)
+    torch.testing.assert_close(alone, clean + 1)
+    torch.testing.assert_close(out[0], clean + 1)
+    assert torch.equal(out[1], clean)

@@ -30,6 +30,7 @@ formed as ``randn · σ`` (never σ², which overflows float32 above ~1.8e19).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -101,6 +102,12 @@ class NoiseModel(ABC):
     @abstractmethod
     def levels(self, sigma: NoiseLevel) -> tuple[float, ...]:
         """Turn a user-facing σ into this model's level vector (one entry per ``level_names``)."""
+
+    def injects(self, levels: Sequence[float]) -> bool:
+        """Whether a site at ``levels`` (as ``levels`` gives them) changes anything: some
+        level above zero. A site at σ = 0 is off, alone (``NoiseSite``) and in a stack alike,
+        and stacks group experiments by their first site that injects."""
+        return any(v > 0 for v in levels)
 
     @abstractmethod
     def sample(

@@ -71,7 +71,7 @@ class NoiseSite(nn.Module):
             self.levels = torch.zeros(MAX_LEVELS, dtype=like.dtype, device=like.device)
             return
         values = noise.levels(sigma)
-        self.noise = noise if any(v > 0 for v in values) else None
+        self.noise = noise if noise.injects(values) else None
         padded = list(values) + [0.0] * (MAX_LEVELS - len(values))
         self.levels = torch.tensor(padded, dtype=like.dtype, device=like.device)
 

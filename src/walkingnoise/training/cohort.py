@@ -383,12 +383,12 @@ def evaluation_generators(
 
 def _first_site(experiment: Experiment, sites: Sequence[SiteInfo]) -> int | None:
     """The first site where the experiment injects noise (None: nowhere); a site a ``map:``
-    placement gives σ = 0 injects none, as in its stack (``StackedModel.set_noise``)."""
+    placement gives σ = 0 injects none, as in its stack (``NoiseModel.injects``)."""
     noise = experiment.noise_model()
     if noise is None:
         return None
     levels = _levels(experiment, sites)
-    noisy = [site for site, sigma in levels.items() if any(v > 0 for v in noise.levels(sigma))]
+    noisy = [site for site, sigma in levels.items() if noise.injects(noise.levels(sigma))]
     return min(noisy, default=None)
 
 

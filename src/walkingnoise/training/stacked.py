@@ -1174,7 +1174,7 @@ class StackedModel:
         for k, (_, levels) in enumerate(members):
             for site, sigma in levels.items():
                 values = noise.levels(sigma)
-                if any(v > 0 for v in values):
+                if noise.injects(values):
                     padded = (*values, *([0.0] * (MAX_LEVELS - len(values))))
                     per_site.setdefault(site, []).append((k, padded))
         for site, entries in per_site.items():
