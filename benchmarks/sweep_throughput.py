@@ -53,6 +53,7 @@ from walkingnoise.training.evaluate import accuracy_and_loss
 from walkingnoise.training.loop import make_optimizer
 from walkingnoise.training.memory import check_budget, default_device
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
+from walkingnoise.training.stacked import _linear_readers
 
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist-t10k"
 
@@ -211,6 +212,7 @@ def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> t
     model = build_noisy_model(experiments[0], dataset)
     modules = dict(model.net.named_modules())
     sizes = {info.index: math.prod(info.shape[1:]) for info in model.site_table}
+    readers = _linear_readers(model.net.graph, modules)  # as the engine finds them
     after: dict[int, int] = {}
     reader: dict[int, int] = {}
     linear = 0
@@ -223,7 +225,10 @@ def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> t
         elif str(node.target).startswith("noise_sites."):
             site = int(str(node.target).split(".")[1])
             after[site] = linear
-            reader[site] = _linear_reader_size(node, modules)
+            path = readers.get(str(node.target))
+            layer = modules[path[-1]] if path else None  # counted where a Linear layer
+            linear_reader = type(layer) is torch.nn.Linear
+            reader[site] = layer.in_features * layer.out_features if linear_reader else 0
     samples = len(dataset.validation) + len(dataset.test)
     flops = normals = 0.0
     drawn = set()
@@ -239,20 +244,6 @@ def inference_work(experiments: list[Experiment], dataset: InMemoryDataset) -> t
             normals += sizes[site] * passes
             flops += 2 * 2 * reader[site] * passes  # the clean input and the draw
     return flops, normals
-
-
-def _linear_reader_size(site: torch.fx.Node, modules: dict[str, torch.nn.Module]) -> int:
-    """The multiply-adds per sample of the Linear layer that alone reads ``site`` (through
-    ``Flatten``), 0 if none does."""
-    node = site
-    while len(node.users) == 1:
-        (node,) = node.users
-        module = modules.get(str(node.target)) if node.op == "call_module" else None
-        if type(module) is torch.nn.Linear:  # PyTorch's own classes, as the engine takes
-            return module.in_features * module.out_features
-        if type(module) not in (torch.nn.Flatten, torch.nn.Identity):
-            return 0
-    return 0
 
 
 def descendant_peak_rss() -> list[float]:
