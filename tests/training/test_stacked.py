@@ -38,7 +38,7 @@ from walkingnoise.training.cohort import (
 )
 from walkingnoise.training.distillation import Distillation
 from walkingnoise.training.evaluate import evaluate
-from walkingnoise.training.loop import TrainHistory
+from walkingnoise.training.loop import TrainHistory, train_model
 from walkingnoise.training.memory import bytes_per_model
 from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import build_noisy_model, evaluate_experiment, train_experiment
@@ -303,6 +303,37 @@ def test_a_stack_trains_with_augmentation_and_class_weights_as_alone(
         _, other = train_experiment(experiments[0], changed, progress=False)
         first = stacked[0].history.epochs[0].train_loss
         assert abs(other.epochs[0].train_loss - first) > 1e-2 * first
+
+
+def _batch_statistics_mlp() -> nn.Module:
+    """An MLP whose BatchNorm keeps no running statistics: in evaluation too it normalises
+    with its batch's, so its numbers depend on the evaluation batch size."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(64, 32),
+        nn.BatchNorm1d(32, track_running_stats=False),
+        nn.ReLU(),
+        nn.Linear(32, 10),
+    )
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_stack_validates_in_batches_of_the_recipes_eval_batch_size(
+    digits: InMemoryDataset,
+) -> None:
+    """The validation pass of each epoch runs in batches of ``eval_batch_size``, as alone: a
+    model whose evaluation reads its batch validates as alone (and a stack whose memory was
+    sized for that batch stays within it)."""
+    recipe = Recipe(epochs=2, batch_size=64, eval_batch_size=16)
+    models = _instrumented(_batch_statistics_mlp, (1, 8, 8), range(2))
+    alone = [copy.deepcopy(model) for model in models]
+    histories = train_stacked(
+        StackedModel(models), digits.train, recipe, seeds=[0, 1], validation=digits.validation
+    )
+    for k, model in enumerate(alone):
+        history = train_model(model, digits.train, recipe, seed=k, validation=digits.validation)
+        stacked = [record.val_accuracy for record in histories[k].epochs]
+        assert stacked == [record.val_accuracy for record in history.epochs]
 
 
 def test_weighted_stacked_loss_and_its_gradient_equal_weighted_cross_entropy() -> None:

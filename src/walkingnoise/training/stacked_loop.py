@@ -116,7 +116,10 @@ def train_stacked(
         scheduler.step()
         val = None
         if validation is not None and len(validation):
-            val = [e.accuracy for e in evaluate_stacked(stack, validation, clean=True)]
+            clean = evaluate_stacked(
+                stack, validation, clean=True, batch_size=recipe.eval_batch_size
+            )
+            val = [e.accuracy for e in clean]
         train_loss = (loss_sum / seen).tolist()
         train_accuracy = (correct.double() / seen).tolist()
         for k, history in enumerate(histories):
