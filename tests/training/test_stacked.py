@@ -1491,6 +1491,26 @@ def _bn_net() -> nn.Module:
     return nn.Sequential(nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
 
 
+def test_batchnorm_statistics_past_float32_stay_infinite_as_alone() -> None:
+    """Batches whose variance overflows float32 (noise far above the activations) make the
+    running variance +inf, and PyTorch's kernel keeps it +inf on the next such batch: the
+    stack's update too, not inf + rate·(inf − inf) = NaN, after which the model evaluated to
+    NaN where alone it gives finite logits."""
+    models = _instrumented(_bn_net, (16,), range(2))
+    stack = StackedModel(models).train()
+    batches = torch.randn(2, 2, 6, 16) * 1e25
+    with torch.no_grad():
+        for x in batches:
+            stack(x)
+        for k, model in enumerate(models):
+            model.train()
+            for x in batches:
+                model(x[k])
+            for name, value in model.source.state_dict().items():
+                torch.testing.assert_close(stack.state_dict(k)[name], value, msg=name)
+            assert stack.eval()(x[:, :3])[k].isfinite().all()
+
+
 def test_an_evaluation_pass_and_a_training_pass_in_one_graph_backpropagate_as_alone() -> None:
     """The training pass updates the running statistics the evaluation pass keeps for its
     backward, which must not count as a change of them (as with PyTorch's own kernel)."""

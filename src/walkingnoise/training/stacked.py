@@ -214,9 +214,10 @@ def _batchnorm(module: nn.modules.batchnorm._BatchNorm, state: dict[str, torch.T
         out, batch_mean, batch_var = _ChannelMajorBatchNorm.apply(merged, weight, bias, module.eps)
         if module.training and mean is not None and var is not None:
             # through .data, as PyTorch's kernel updates them: no version change that would
-            # invalidate an earlier pass's saved statistics
-            mean.data.view(-1).lerp_(batch_mean, rate)
-            var.data.view(-1).lerp_(batch_var * (b / (b - 1)), rate)
+            # invalidate an earlier pass's saved statistics; and as it weighs them, which
+            # keeps a statistic at ±inf (lerp's old + rate·(new − old) gives NaN)
+            mean.data.view(-1).mul_(1.0 - rate).add_(batch_mean, alpha=rate)
+            var.data.view(-1).mul_(1.0 - rate).add_(batch_var * (b / (b - 1)), alpha=rate)
         return out.view(k, c, b).transpose(1, 2)
     out = F.batch_norm(
         merged,
