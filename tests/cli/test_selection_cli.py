@@ -211,6 +211,22 @@ def test_an_error_in_the_sweep_file_names_the_file(
         assert err.startswith(f"walking-noise: error: {typo}: fixed.sigmaa: unknown key")
 
 
+def test_an_error_found_while_the_sweep_file_is_read_names_the_file(
+    edited: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An axis the file's parser refuses (before any experiment is built) names the file too,
+    as an unknown key of an experiment does."""
+    store, _, _ = edited
+    text = "grid: {sigma: {type: logspace, min: -1, max: 1, num: 0}}\n"
+    empty = write_sweep(tmp_path, text, "empty.yaml")
+    for command in ("fit", "status", "report"):
+        assert main([command, str(store), "--sweep", str(empty)]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.startswith(f"walking-noise: error: {empty}: grid.sigma.num: "), err
+        assert err.count("\n") == 1
+
+
 def test_fit_says_nothing_of_a_selection_it_cannot_fit(
     edited: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

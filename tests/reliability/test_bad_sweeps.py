@@ -133,7 +133,7 @@ grid:
 @pytest.mark.parametrize(
     ("num", "start"),
     [
-        ("1e6", "grid.sigma.num: Input should be a valid integer"),  # YAML reads 1e6 as text
+        ("1e6", "{sweep}: grid.sigma.num: Input should be a valid integer"),  # 1e6 is text
         ("1000000", "{sweep}: the sweep has 1000000 experiments, more than the limit of 20000"),
         ("10000000000000000", "{sweep}: the sweep has 10000000000000000 experiments"),
     ],

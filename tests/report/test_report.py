@@ -10,6 +10,7 @@ from contextlib import closing
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -291,3 +292,23 @@ def test_a_preservation_figure_names_the_sigma_it_compares_at() -> None:
     assert _sigmas_text(pd.Series([1e6, 1e6])) == "σ = 1e+06"
     assert _sigmas_text(pd.Series([100.0, 1e6, math.nan])) == "σ = 100 … 1e+06"
     assert _sigmas_text(pd.Series([], dtype=float)) == "the largest σ"
+
+
+def test_the_per_site_accuracy_figure_says_its_sigma_is_the_measured_one_nearest_the_median(
+    synthetic_store: Path, tmp_path: Path
+) -> None:
+    """Fig. 3 is drawn at a measured σ, the one nearest the family's median μ; the caption
+    gives both, so the σ is not read as the median μ itself."""
+    out = tmp_path / "report"
+    write_report(synthetic_store, out)
+    sites = pd.read_csv(out / "tables" / "sites.csv")
+    family = sites[~sites["batchnorm"] & (sites["noise"] == "additive")]
+    kept = family.loc[family["mu_in_range"], "mu"].astype(float)
+    median = float(np.exp(np.log(kept).median()))
+    caption = re.search(
+        r"Accuracy per site at σ = (\S+) \(([^)]*)\), digits · mlp · no BN · additive",
+        (out / "report.md").read_text(encoding="utf-8"),
+    )
+    assert caption is not None
+    assert float(caption.group(1)) != pytest.approx(median, rel=0.01)  # a grid σ, not μ
+    assert caption.group(2).startswith(f"the measured σ nearest {median:.3g}, the median μ")

@@ -141,9 +141,10 @@ def sweep_hashes(args: argparse.Namespace) -> set[str]:
     from walkingnoise.sweep import Store, load_sweep
     from walkingnoise.sweep.membership import sweep_members
 
-    spec = load_sweep(args.sweep)
-    with naming_the_sweep_file(args.sweep), Store(args.store, read_only=True) as store:
-        return sweep_members(spec, store, data_root=args.data_root)
+    with naming_the_sweep_file(args.sweep):
+        spec = load_sweep(args.sweep)
+        with Store(args.store, read_only=True) as store:
+            return sweep_members(spec, store, data_root=args.data_root)
 
 
 @contextlib.contextmanager

@@ -151,7 +151,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     limit = DEFAULT_MAX_EXPERIMENTS if args.max_experiments is None else args.max_experiments
     if limit < 1:
         raise ValueError(f"--max-experiments must be at least 1, got {limit}")
-    spec = load_sweep(args.sweep)
+    with naming_the_sweep_file(args.sweep):
+        spec = load_sweep(args.sweep)
     path = args.store or default_store(args.sweep)
     options = {
         "data_root": args.data_root,

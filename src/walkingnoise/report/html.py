@@ -567,9 +567,14 @@ def _walking(
         kept = np.isfinite(part["mu"].astype(float)) & part["mu_in_range"] & ~partial
         finite = part["mu"][kept]
         sigma_max = float(family_curves["sigma"].max())
-        target = float(np.exp(np.log(finite.astype(float)).median())) if len(finite) else sigma_max
-        target = figures.nearest_sigma(family_curves, target)
-        which = "median μ of the sites whose fits are in range" if len(finite) else "largest σ"
+        median = float(np.exp(np.log(finite.astype(float)).median())) if len(finite) else math.nan
+        target = figures.nearest_sigma(family_curves, median if len(finite) else sigma_max)
+        which = (
+            f"the measured σ nearest {median:.3g}, the median μ of the sites whose fits are in "
+            "range"
+            if len(finite)
+            else "the largest σ"
+        )
         if len(finite) and partial.any():
             which += " and fall at least half way to chance"
         report.figure(
