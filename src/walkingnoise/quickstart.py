@@ -3,7 +3,7 @@
 The study (``studies/quickstart.yaml``, also ``examples/01_quickstart.yaml``) trains the
 paper's MLP with and without BatchNorm under additive and multiplicative noise at every site
 in turn, with noisy training and with inference-only noise, for 8 σ values and 2 seeds. It runs
-in about 3 minutes on 2 cores; a second run finds everything in the store and only reports.
+in about a minute on 2 cores; a second run finds everything in the store and only reports.
 """
 
 from __future__ import annotations
