@@ -336,6 +336,80 @@ def test_a_stack_validates_in_batches_of_the_recipes_eval_batch_size(
         assert stacked == [record.val_accuracy for record in history.epochs]
 
 
+def _overflowing_classifier(overflows: bool) -> nn.Module:
+    """A linear classifier; with ``overflows`` two of its logits lie further apart than float32
+    holds, so its loss is +inf while its gradient stays finite and training goes on changing
+    its weights."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    if overflows:
+        with torch.no_grad():
+            net[1].bias[:2] = torch.tensor([3e38, -3e38])
+    return net
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_diverged_member_keeps_the_weights_it_diverged_with_as_alone(
+    digits: InMemoryDataset,
+) -> None:
+    """Alone, training stops at the first epoch whose loss is not finite; a member of a stack
+    that diverges ends with the weights of that epoch too, while the others train on."""
+    torch.manual_seed(0)
+    example = torch.randn(2, 1, 8, 8)
+    models = [instrument(_overflowing_classifier(o), example) for o in (True, False)]
+    recipe = Recipe(epochs=3, batch_size=64, schedule="constant")
+
+    def trained(epochs: int) -> tuple[StackedModel, list[TrainHistory]]:
+        stack = StackedModel(copy.deepcopy(models))
+        once = recipe.model_copy(update={"epochs": epochs})
+        return stack, train_stacked(stack, digits.train, once, seeds=[0, 0])
+
+    stack, histories = trained(3)
+    after_one, _ = trained(1)
+    assert histories[0].diverged
+    assert len(histories[0].epochs) == 1
+    assert not histories[1].diverged
+    assert len(histories[1].epochs) == 3
+    for name, value in stack.state_dict(0).items():
+        assert torch.equal(value, after_one.state_dict(0)[name]), name
+    weight = "1.weight"
+    assert not torch.equal(stack.state_dict(1)[weight], after_one.state_dict(1)[weight])
+    alone = copy.deepcopy(models[0])
+    history = train_model(alone, digits.train, recipe, seed=0)
+    assert history.diverged
+    assert len(history.epochs) == 1
+    torch.testing.assert_close(stack.state_dict(0)[weight], alone.source.state_dict()[weight])
+
+
+class _Steps(TorchDispatchMode):
+    """Counts the optimizer's fused Adam steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._fused_adam_.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_stack_whose_every_member_diverged_stops(digits: InMemoryDataset) -> None:
+    """Once every model's loss has stopped being finite the stack trains no further epoch, as
+    each alone stops."""
+    torch.manual_seed(0)
+    models = [instrument(_overflowing_classifier(True), torch.randn(2, 1, 8, 8)) for _ in "ab"]
+    steps = []
+    for epochs in (1, 3):
+        recipe = Recipe(epochs=epochs, batch_size=64, schedule="constant")
+        with _Steps() as counted:
+            histories = train_stacked(
+                StackedModel(copy.deepcopy(models)), digits.train, recipe, seeds=[0, 1]
+            )
+        assert all(h.diverged and len(h.epochs) == 1 for h in histories)
+        steps.append(counted.count)
+    assert steps[0] > 0
+    assert steps[1] == steps[0]
+
+
 def test_weighted_stacked_loss_and_its_gradient_equal_weighted_cross_entropy() -> None:
     torch.manual_seed(0)
     logits = torch.randn(3, 40, 10) * 4

@@ -1702,6 +1702,12 @@ class StackedModel:
         return {name: self._tensors[name][k].detach().clone() for name in self.persistent}
 
     @torch.no_grad()
+    def load_state(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        """Set model k's weights and statistics to ``state``, as ``state_dict(k)`` gave them."""
+        for name in self.persistent:
+            self._tensors[name][k].copy_(state[name])
+
+    @torch.no_grad()
     def write_back(self, models: Sequence[NoisyModel]) -> None:
         """Copy every model's stacked weights and statistics into its own module."""
         for k, model in enumerate(models):

@@ -51,7 +51,9 @@ def train_stacked(
     that differs between the models run once for all. ``class_weights`` and ``augmentation``
     act as in ``train_model``: model k's batches are augmented from ``seeds[k]``'s generator.
     With ``teacher`` and ``distillation`` every model is a student of ``teacher`` (as
-    ``DistillationLoss`` trains one alone); the teacher runs once on a shared batch.
+    ``DistillationLoss`` trains one alone); the teacher runs once on a shared batch. A model
+    whose epoch loss is not finite ends with that epoch's weights, as alone, where training
+    stops there; the stack stops once every model has.
     """
     if (teacher is None) != (distillation is None):
         raise ValueError("give both a teacher and its distillation settings, or neither")
@@ -70,6 +72,7 @@ def train_stacked(
     generators = [torch.Generator().manual_seed(seed) for seed in seeds[: 1 if shared else None]]
     augment_with = [augmentation_generator(s) for s in seeds[: 1 if shared else None]]
     histories = [TrainHistory() for _ in range(k_models)]
+    diverged: dict[int, dict[str, torch.Tensor]] = {}  # each such model's state at the time
     n = len(train)
     bar = tqdm(range(recipe.epochs), desc="epochs", unit="epoch", disable=bar_disabled(progress))
     for epoch in bar:
@@ -132,9 +135,18 @@ def train_stacked(
             )
             if not math.isfinite(train_loss[k]):
                 history.diverged = True
-                log.warning("model %d of the stack diverged at epoch %d", k, epoch)
+                diverged[k] = stack.state_dict(k)
+                log.warning(
+                    "model %d of the stack diverged at epoch %d; its weights stay as they are",
+                    k,
+                    epoch,
+                )
         bar.set_postfix(loss=f"{sum(train_loss) / k_models:.4f}")
+        if len(diverged) == k_models:
+            break
     bar.close()
+    for k, state in diverged.items():  # alone, training stops where the loss is not finite
+        stack.load_state(k, state)
     return histories
 
 
