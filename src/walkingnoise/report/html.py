@@ -566,17 +566,18 @@ def _walking(
         )
         kept = np.isfinite(part["mu"].astype(float)) & part["mu_in_range"] & ~partial
         finite = part["mu"][kept]
-        sigma_max = float(family_curves["sigma"].max())
-        median = float(np.exp(np.log(finite.astype(float)).median())) if len(finite) else math.nan
-        target = figures.nearest_sigma(family_curves, median if len(finite) else sigma_max)
-        which = (
-            f"the measured σ nearest {median:.3g}, the median μ of the sites whose fits are in "
-            "range"
-            if len(finite)
-            else "the largest σ"
-        )
-        if len(finite) and partial.any():
-            which += " and fall at least half way to chance"
+        if len(finite):
+            median = float(np.exp(np.log(finite.astype(float)).median()))
+            target = figures.nearest_sigma(family_curves, median)
+            which = (
+                f"the measured σ nearest {median:.3g}, the median μ of the sites whose fits "
+                "are in range"
+            )
+            if partial.any():
+                which += " and fall at least half way to chance"
+        else:
+            target = figures.nearest_sigma(family_curves, float(family_curves["sigma"].max()))
+            which = "the largest σ"
         report.figure(
             figures.site_accuracy_figure(
                 family_curves, target, title=_label(family), site_names=names_map
