@@ -1,4 +1,4 @@
-"""Evaluation with noise: repeats, clean evaluation, and sweeps over placements and σ."""
+"""Evaluation with noise: repeats and clean evaluation."""
 
 from __future__ import annotations
 
@@ -12,13 +12,11 @@ from walkingnoise.models import build_model
 from walkingnoise.noise import (
     AdditiveNoise,
     GlobalPlacement,
-    MultiplicativeNoise,
     NoisyModel,
-    WalkingPlacement,
     instrument,
 )
 from walkingnoise.training import Recipe, evaluate, evaluate_clean, train_model
-from walkingnoise.training.evaluate import Evaluation, accuracy_and_loss, evaluate_placements
+from walkingnoise.training.evaluate import Evaluation, accuracy_and_loss
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +36,6 @@ def model(trained: NoisyModel) -> Iterator[NoisyModel]:
     trained.clear_noise()
     yield trained
     trained.clear_noise()
-
-
-def _snapshot(model: NoisyModel) -> tuple:
-    return (model.noise, [(site.noise, site.sigma, site.is_active()) for site in model.sites])
 
 
 def test_noisy_evaluation_repeats_with_fresh_noise(
@@ -116,35 +110,6 @@ def test_batch_size_does_not_change_clean_results(
     chunked = evaluate_clean(model, digits.test, batch_size=50)
     assert chunked.accuracy == whole.accuracy
     assert chunked.loss == pytest.approx(whole.loss, rel=1e-5)
-
-
-def test_evaluate_placements_restores_the_noise_and_degrades_with_sigma(
-    model: NoisyModel, digits: InMemoryDataset
-) -> None:
-    model.set_noise(MultiplicativeNoise(), WalkingPlacement(3), 0.2)
-    model.eval()
-    before = _snapshot(model)
-    sigmas = [1e-3, 1.0, 1e3]
-    rows = evaluate_placements(
-        model,
-        digits.test,
-        AdditiveNoise(),
-        [GlobalPlacement(), WalkingPlacement(0)],
-        sigmas,
-        repeats=2,
-    )
-    assert _snapshot(model) == before
-    assert [(r["placement"], r["site"], r["sigma"]) for r in rows] == [
-        ("global", None, s) for s in sigmas
-    ] + [("walking:0", 0, s) for s in sigmas]
-    clean = evaluate_clean(model, digits.test).accuracy
-    for placement in ("global", "walking:0"):
-        acc = [r["accuracy"] for r in rows if r["placement"] == placement]
-        assert acc[0] > acc[1] > acc[2], (placement, acc)
-        assert acc[0] == pytest.approx(clean, abs=0.02)
-    global_huge = next(r for r in rows if r["placement"] == "global" and r["sigma"] == 1e3)
-    assert global_huge["accuracy"] < 0.25  # chance is 0.1
-    assert global_huge["accuracy_std"] >= 0.0
 
 
 def test_evaluation_summary_statistics() -> None:

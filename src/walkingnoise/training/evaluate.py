@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,8 +11,6 @@ from torch import nn
 
 from walkingnoise.data.dataset import Split
 from walkingnoise.noise.instrument import NoisyModel
-from walkingnoise.noise.models import NoiseLevel, NoiseModel
-from walkingnoise.noise.placement import Placement
 
 
 @dataclass(frozen=True)
@@ -114,38 +110,3 @@ def evaluate_clean(model: NoisyModel, split: Split, *, batch_size: int = 1024) -
     """Evaluate with every noise site switched off."""
     with model.noise_disabled():
         return evaluate(model, split, batch_size=batch_size)
-
-
-def evaluate_placements(
-    model: NoisyModel,
-    split: Split,
-    noise: NoiseModel,
-    placements: Sequence[Placement],
-    sigmas: Sequence[NoiseLevel],
-    *,
-    repeats: int = 1,
-    batch_size: int = 1024,
-) -> list[dict[str, Any]]:
-    """Evaluate one trained model at every (placement, σ); no retraining.
-
-    This is how inference-only experiments share one clean training run. The model's own noise
-    configuration is restored afterwards. Returns one row per pair: placement, site (for
-    walking placements), sigma, accuracy, accuracy_std, loss.
-    """
-    rows = []
-    with model.noise_preserved():
-        for placement in placements:
-            for sigma in sigmas:
-                model.set_noise(noise, placement, sigma)
-                result = evaluate(model, split, repeats=repeats, batch_size=batch_size)
-                rows.append(
-                    {
-                        "placement": str(placement),
-                        "site": getattr(placement, "site", None),
-                        "sigma": sigma,
-                        "accuracy": result.accuracy,
-                        "accuracy_std": result.accuracy_std,
-                        "loss": result.loss,
-                    }
-                )
-    return rows
