@@ -144,8 +144,8 @@ class NoisyModel(nn.Module):
         """Execute site i ``counts[i]`` times with fresh noise and average; others once.
 
         This is guided multi-execution: a site's noise std falls as 1/√n. Only the one-model
-        forward path honours it (the stacked training engine ignores it). A site without
-        active noise is unaffected.
+        forward path runs it: a ``StackedModel`` refuses such a model (``NotStackableError``).
+        A site without active noise is unaffected.
         """
         known = range(len(self.sites))
         for index in counts:
