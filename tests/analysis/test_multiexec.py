@@ -263,9 +263,12 @@ def test_compare_plans_is_reproducible_and_independent_of_the_other_plans() -> N
     net = nn.Sequential(nn.Linear(4, 3))
     x, y = torch.randn(200, 4), torch.randint(0, 3, (200,))
     model = instrument(net, x[:2])
+    own = torch.Generator()
+    model.set_generator(own)
     plan = ExecutionPlan("uniform", {0: 2, 1: 2})
     args = (model, Split(x, y), AdditiveNoise(), GlobalPlacement(), 1.0)
     alone = compare_plans(*args, [plan], repeats=3, seed=7)
     after = compare_plans(*args, [ExecutionPlan("single", {0: 1, 1: 1}), plan], repeats=3, seed=7)
     assert alone.iloc[0]["accuracy"] == after.iloc[1]["accuracy"]
     assert alone.iloc[0]["accuracy_std"] > 0
+    assert all(site.generator is own for site in model.sites)  # the model's own, restored

@@ -96,7 +96,6 @@ def compare_plans(
     if repeats < 1:
         raise ValueError(f"repeats must be ≥ 1, got {repeats}")
     saved_executions = {site.info.index: site.executions for site in model.sites}
-    saved_generator = model.generator
     rows = []
     device = split.x.device
     try:
@@ -129,7 +128,6 @@ def compare_plans(
                 )
     finally:
         model.set_executions(saved_executions)
-        model.set_generator(saved_generator)
     return pd.DataFrame(rows)
 
 
