@@ -27,12 +27,7 @@ from walkingnoise.sweep.planner import WorkUnit
 from walkingnoise.training.checkpoint import checkpoint_bytes, read_checkpoint
 from walkingnoise.training.cohort import Trained, evaluate_shared, train_alone, train_cohort
 from walkingnoise.training.memory import default_device, device_label
-from walkingnoise.training.run import (
-    evaluate_experiment,
-    history_records,
-    load_teacher,
-    train_experiment,
-)
+from walkingnoise.training.run import evaluate_experiment, history_records, load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +220,6 @@ def _evaluate_shared(
     members and used as the teacher of the distillation members."""
     training = unit.shared_training
     assert training is not None
-    started = time.perf_counter()
     outcome = None
     try:
         if unit.checkpoint is not None:
@@ -234,19 +228,9 @@ def _evaluate_shared(
             history: list[dict[str, Any]] = []
             diverged = False
         else:
-            model, trained_history = train_experiment(training, dataset, progress=False)
-            trained = time.perf_counter()
-            history, diverged = history_records(trained_history), trained_history.diverged
-            metrics = evaluate_experiment(training, model, dataset)
-            outcome = Outcome(
-                training,
-                metrics=metrics,
-                history=history,
-                weights=weight_statistics(model.source),
-                timings={"train": trained - started, "evaluate": time.perf_counter() - trained},
-                diverged=diverged,
-                checkpoint=checkpoint_bytes(model, training, dataset),
-            )
+            trained = train_alone(training, dataset)
+            outcome = _outcome(trained, dataset, save_checkpoint=True)  # the members' model
+            model, history, diverged = trained.model, outcome.history, outcome.diverged
     except Exception:
         error = traceback.format_exc()
         return UnitOutcome([Outcome(e, error=error) for e in unit.members])
