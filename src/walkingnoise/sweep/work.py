@@ -25,9 +25,14 @@ from walkingnoise.noise.instrument import NoisyModel
 from walkingnoise.noise.weight import remove_weight_noise
 from walkingnoise.sweep.planner import WorkUnit
 from walkingnoise.training.checkpoint import checkpoint_bytes, read_checkpoint
-from walkingnoise.training.cohort import Trained, evaluate_shared, train_alone, train_cohort
+from walkingnoise.training.cohort import evaluate_shared, train_alone, train_cohort
 from walkingnoise.training.memory import default_device, device_label
-from walkingnoise.training.run import evaluate_experiment, history_records, load_teacher
+from walkingnoise.training.run import (
+    ExperimentResult,
+    evaluate_experiment,
+    history_records,
+    load_teacher,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +169,12 @@ def _run_on(unit: WorkUnit, dataset: InMemoryDataset, save_checkpoints: bool) ->
     return _evaluate_shared(unit, dataset, save_checkpoints)
 
 
-def _outcome(trained: Trained, dataset: InMemoryDataset, save_checkpoint: bool) -> Outcome:
+def _outcome(trained: ExperimentResult, dataset: InMemoryDataset, save_checkpoint: bool) -> Outcome:
     return Outcome(
         trained.experiment,
         metrics=trained.metrics,
         history=history_records(trained.history),
-        weights=weight_statistics(trained.model.source),
+        weights=trained.weights,
         timings=trained.seconds,
         diverged=trained.history.diverged,
         checkpoint=(

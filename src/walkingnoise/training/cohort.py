@@ -14,7 +14,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
@@ -27,10 +26,10 @@ from walkingnoise.noise.models import NoiseLevel
 from walkingnoise.noise.site import SiteInfo
 from walkingnoise.noise.weight import weight_noise_disabled, weight_noise_preserved
 from walkingnoise.training.evaluate import Evaluation, evaluate_clean
-from walkingnoise.training.loop import TrainHistory
 from walkingnoise.training.memory import is_out_of_memory, models_per_stack
 from walkingnoise.training.run import (
     EVALUATED_SPLITS,
+    ExperimentResult,
     build_noisy_model,
     build_noisy_models,
     configure_noise,
@@ -47,17 +46,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-@dataclass
-class Trained:
-    """One trained experiment of a cohort: model, history, metrics, seconds per phase."""
-
-    experiment: Experiment
-    model: NoisyModel
-    history: TrainHistory
-    metrics: dict[str, float]
-    seconds: dict[str, float]
 
 
 #: Fewest models per stack, on average, for which stacks of one seed beat mixed ones.
@@ -128,7 +116,7 @@ def train_cohort(
     max_models: int | None = None,
     progress: bool | None = False,
     teacher: NoisyModel | None = None,
-) -> list[Trained]:
+) -> list[ExperimentResult]:
     """Train and evaluate noisy-training experiments of one cohort, as stacks where possible.
 
     Stacks are formed per seed, with the models that put noise on the input apart, so the
@@ -166,7 +154,7 @@ def train_cohort(
         fit = min(fit, evaluated)
     size = min(fit, max_models or fit)
     sites = probe.site_table
-    results: list[Trained | None] = [None] * len(experiments)
+    results: list[ExperimentResult | None] = [None] * len(experiments)
     by_loss: dict[object, list[int]] = {}
     for i, experiment in enumerate(experiments):
         by_loss.setdefault(experiment.distillation, []).append(i)
@@ -180,7 +168,7 @@ def train_cohort(
             per_seed = {(settings,): members}
         groups |= per_seed
 
-    def train(chunk: Sequence[int]) -> list[Trained]:
+    def train(chunk: Sequence[int]) -> list[ExperimentResult]:
         return _train_chunk([experiments[i] for i in chunk], dataset, progress, teacher)
 
     for chunk, trained in in_chunks_that_fit(list(groups.values()), size, train):
@@ -234,7 +222,7 @@ def _train_chunk(
     dataset: InMemoryDataset,
     progress: bool | None,
     teacher: NoisyModel | None,
-) -> list[Trained]:
+) -> list[ExperimentResult]:
     started = time.perf_counter()
     models = build_noisy_models(chunk, dataset)
     try:
@@ -273,7 +261,7 @@ def _train_chunk(
         "evaluate": (finished - trained) / len(chunk),
     }
     return [
-        Trained(
+        ExperimentResult(
             experiment,
             model,
             histories[k],
@@ -288,7 +276,7 @@ def _train_chunk(
 
 def train_alone(
     experiment: Experiment, dataset: InMemoryDataset, *, teacher: NoisyModel | None = None
-) -> Trained:
+) -> ExperimentResult:
     """Train and evaluate one experiment by itself: the path for models a stack cannot run
     (``teacher``: a distillation experiment's)."""
     started = time.perf_counter()
@@ -296,7 +284,7 @@ def train_alone(
     trained = time.perf_counter()
     metrics = evaluate_experiment(experiment, model, dataset)
     seconds = {"train": trained - started, "evaluate": time.perf_counter() - trained}
-    return Trained(experiment, model, history, metrics, seconds)
+    return ExperimentResult(experiment, model, history, metrics, seconds)
 
 
 def evaluate_shared(
