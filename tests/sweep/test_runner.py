@@ -556,6 +556,25 @@ grid:
     assert "(4 done, 4 of them diverged, 0 failed in total)" in capsys.readouterr().out
 
 
+def test_run_counts_the_diverged_students_of_its_second_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Distillation students of a clean teacher run in a second pass, once it is stored:
+    their diverged trainings count as the first pass's do."""
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("nan_net")(lambda shape, classes, *, batchnorm: _NotANumber())
+    text = """
+fixed: {dataset: digits, model: nan_net, batchnorm: false, noise: additive, sigma: 0.1,
+        placement: "walking:1", eval_repeats: 1, recipe: {epochs: 1}}
+inference_only:
+  fixed: {train_noise: false}
+students:
+  fixed: {train_noise: true, distillation: {temperature: 4}}
+"""
+    summary = run_sweep(spec(text), tmp_path / "nan.sqlite", progress=False)
+    assert (summary.deferred, summary.ran, summary.failed, summary.diverged) == (1, 2, 0, 2)
+
+
 def test_a_model_its_workers_cannot_build_stops_the_run_before_it_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

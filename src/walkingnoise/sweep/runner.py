@@ -427,7 +427,9 @@ def _run_rounds(
     if summary.deferred:
         log.info("%d distillation students, now that their teachers are stored", summary.deferred)
         later = _run(entries, spec, store, context, stage="distillation students: ")
-        summary.ran, summary.failed = summary.ran + later.ran, summary.failed + later.failed
+        summary.ran += later.ran
+        summary.failed += later.failed
+        summary.diverged += later.diverged
         summary.seconds += later.seconds
         if later.deferred:
             log.warning(
