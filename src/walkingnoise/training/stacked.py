@@ -1303,9 +1303,7 @@ class StackedModel:
             return _Interpreter(self, x.shape[1], x if owned else None).run(x)
 
     @contextmanager
-    def prefixes_kept(
-        self, max_bytes: int = 256 * 2**20, *, kept: KeptPrefixes | None = None
-    ) -> Iterator[None]:
+    def prefixes_kept(self, *, kept: KeptPrefixes | None = None) -> Iterator[None]:
         """Within the block, the clean prefix of a shared batch seen before is reused, not
         recomputed (evaluation only).
 
@@ -1314,9 +1312,9 @@ class StackedModel:
         site, going on from the latest prefix of the batch kept before it; ``kept``, given to
         the stacks of copies of one model in turn (one per first noisy site), lets them share
         those prefixes. Batches are recognised by their memory, so the splits must not change
-        while it is used; at most ``max_bytes`` (or ``kept``'s room) are kept.
+        while it is used; at most ``kept``'s room is kept (a new ``KeptPrefixes`` by default).
         """
-        self._kept = kept if kept is not None else KeptPrefixes(max_bytes)
+        self._kept = kept if kept is not None else KeptPrefixes()
         try:
             yield
         finally:
