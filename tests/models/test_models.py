@@ -8,6 +8,7 @@ from torch import nn
 
 from walkingnoise.models import build_model, model_names
 from walkingnoise.noise import NoiseSite, instrument
+from walkingnoise.noise.instrument import instrument_like
 
 # Input shapes (without batch) each registered model is checked on; every model needs one.
 INPUT_SHAPES: dict[str, list[tuple[int, ...]]] = {
@@ -104,6 +105,21 @@ def test_default_sites_follow_the_papers_order(
     assert table[-1].shape == (2, NUM_CLASSES.get(name, 10))
     # Instrumenting adds no parameters of its own: the noisy model trains the same tensors.
     assert {id(p) for p in noisy.parameters()} == {id(p) for p in model.parameters()}
+
+
+@pytest.mark.parametrize(("name", "shape", "batchnorm"), _cases())
+def test_a_model_instrumented_like_another_has_the_code_instrument_gives(
+    name: str, shape: tuple[int, ...], batchnorm: bool
+) -> None:
+    """A cohort's models are instrumented like the first (``instrument_like``), and a stack
+    takes only models of one graph: the copy's code, its forward's type hints included, is
+    what tracing the model gives."""
+    example = torch.zeros(2, *shape)
+    template = instrument(_build(name, shape, batchnorm), example)
+    model = _build(name, shape, batchnorm)
+    like = instrument_like(model, template)
+    assert like is not None
+    assert like.net.code == instrument(model, example).net.code
 
 
 @pytest.mark.parametrize(

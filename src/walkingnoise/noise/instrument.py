@@ -293,7 +293,8 @@ def instrument_like(model: nn.Module, template: NoisyModel) -> NoisyModel | None
     root.update({f"noise_sites.{i}": site for i, site in enumerate(sites)})
     graph = fx.Graph(tracer_cls=old._tracer_cls, tracer_extras=old._tracer_extras)
     graph._codegen = copy.deepcopy(old._codegen)
-    graph.output(graph.graph_copy(old, {}))
+    value, output = graph.graph_copy(old, {}, return_output_node=True)
+    graph.output(value, type_expr=output.type)  # the return annotation too: the same code
     gm = fx.GraphModule(root, graph, class_name=type(model).__name__)
     gm.noise_sites = nn.ModuleList(sites)
     for name in template.net._modules:  # in the template's order
