@@ -58,7 +58,7 @@ class ConvClassifier(nn.Module):
         self.flatten = nn.Flatten()
         self.classifier = classifier
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of (C, H, W) inputs."""
         return self.classifier(self.flatten(self.features(x)))
 

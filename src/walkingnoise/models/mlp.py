@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from walkingnoise.models.registry import register_model
@@ -37,7 +38,7 @@ class MLP(nn.Module):
         layers.append(nn.Linear(width, num_classes))
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of inputs of any shape (flattened first)."""
         return self.layers(x)
 
