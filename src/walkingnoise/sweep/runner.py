@@ -35,7 +35,7 @@ from walkingnoise.sweep.spec import (
     SweepSpec,
     expand_counted,
 )
-from walkingnoise.sweep.store import Store, StoreError
+from walkingnoise.sweep.store import Store, StoreError, error_line
 from walkingnoise.sweep.teacher_files import check_teacher_files, teacher_fingerprints
 from walkingnoise.sweep.work import (
     Outcome,
@@ -604,9 +604,7 @@ def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
     for outcome in result.members:
         key = outcome.experiment.content_hash()
         if outcome.error is not None:
-            log.warning(
-                "experiment %s failed: %s", key[:12], outcome.error.strip().splitlines()[-1]
-            )
+            log.warning("experiment %s failed: %s", key[:12], error_line(outcome.error))
             store.fail(key, outcome.error)
             continue
         checkpoint = None
