@@ -354,6 +354,14 @@ class Store:
                 raise self._error("write to", error) from None
             raise
 
+    def flush(self) -> None:
+        """Copy the writes that the write-ahead log (the ``-wal`` file) holds into the database
+        file, as far as no reader still needs them: a run killed later leaves its finished
+        results in the ``.sqlite`` file, which a move or copy of the store takes along, not in
+        a ``-wal`` file left behind. Best effort: what it cannot copy now stays in the log."""
+        with suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def _rollback(self) -> None:
         """Undo the open transaction, if SQLite has not done so already."""
         if self._db.in_transaction:
