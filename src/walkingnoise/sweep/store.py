@@ -481,18 +481,23 @@ class Store:
                 claims[key] = "live" if _claimer_alive(pid, started) else "stale"
         return claims
 
-    def requeue_stale(self) -> int:
+    def requeue_stale(self, *, other_hosts: bool = False) -> int:
         """Put ``running`` rows of dead processes on this host back to ``pending``.
 
-        Rows of other hosts are left alone: their processes cannot be checked from here. Also
-        removes unfinished checkpoint files that no running experiment is still writing.
+        Rows of other hosts are left alone, their processes cannot be checked from here,
+        unless ``other_hosts`` (the user knows their runs have ended). Also removes unfinished
+        checkpoint files that no running experiment is still writing.
         """
         with self._transaction() as db:
             rows = db.execute(
-                "SELECT hash, pid, started FROM experiments WHERE status = 'running' AND host = ?",
-                (self.host,),
+                "SELECT hash, host, pid, started FROM experiments WHERE status = 'running'"
             ).fetchall()
-            stale = [key for key, pid, started in rows if not _claimer_alive(pid, started)]
+            stale = [
+                key
+                for key, host, pid, started in rows
+                if (other_hosts and host != self.host)
+                or (host == self.host and not _claimer_alive(pid, started))
+            ]
             db.executemany(
                 "UPDATE experiments SET status = 'pending', pid = NULL"
                 " WHERE hash = ? AND status = 'running'",
