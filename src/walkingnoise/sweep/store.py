@@ -109,14 +109,25 @@ def _load(text: str | None) -> Any:
 
 
 def _alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host."""
+    """Whether a process with this id runs on this host (one that has ended, but that its
+    parent has not waited for yet, a zombie, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _ended(pid)
+
+
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended and waits for its parent to reap it (Linux's state
+    ``Z`` or ``X`` in ``/proc``); False where that cannot be read."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
 
 
 @cache
