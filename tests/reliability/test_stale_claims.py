@@ -9,6 +9,7 @@ experiment can still be writing them.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -63,6 +64,37 @@ def test_a_claim_whose_process_id_now_belongs_to_a_later_process_is_requeued(
     set_columns(store.path, keys[2], pid=later_process, started=now - PID_REUSE_SLACK / 2)
     assert store.requeue_stale() == 1
     assert store.statuses(keys) == {keys[0]: "pending", keys[1]: "running", keys[2]: "running"}
+
+
+@pytest.fixture
+def killed_unreaped() -> Iterator[int]:
+    """The id of a process killed with SIGKILL that its parent has not waited for yet: a
+    zombie, as a run is that a script killed (on a timeout) before it waits for it."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    child.send_signal(signal.SIGKILL)
+    state = Path(f"/proc/{child.pid}/stat")
+    deadline = time.monotonic() + 30
+    while state.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the killed process did not become a zombie"
+        time.sleep(0.01)
+    try:
+        yield child.pid
+    finally:
+        child.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process states: Linux")
+def test_a_claim_of_a_killed_process_its_parent_has_not_reaped_is_requeued(
+    store: Store, killed_unreaped: int
+) -> None:
+    experiments = _experiments(2)
+    keys = [e.content_hash() for e in experiments]
+    store.add((e, "a") for e in experiments)
+    store.claim(keys)
+    set_columns(store.path, keys[0], pid=killed_unreaped, started=time.time())
+    assert store.running_claims() == {keys[0]: "stale", keys[1]: "live"}
+    assert store.requeue_stale() == 1
+    assert store.statuses(keys) == {keys[0]: "pending", keys[1]: "running"}
 
 
 def _temp(store: Store, key: str, age: float = 0.0) -> Path:

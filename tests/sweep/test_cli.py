@@ -409,3 +409,39 @@ def test_dry_run_and_status_tell_dead_claims_from_live_ones(
         "  running  3  (1 by live processes on this host; 2 by processes that are gone: "
         "the next run puts them back to pending)"
     ) in out
+
+
+def test_claims_of_a_run_killed_on_another_host_go_back_with_retry_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed on one cluster node leaves its claims running; a run on another node
+    cannot see that process is gone, so `status` says how to give them back, and `retry
+    --running` does, keeping the claims of live processes on this host."""
+    sweep = write_sweep(tmp_path, SWEEP)
+    store = tmp_path / "tiny.sqlite"
+    with Store(store) as opened:
+        from walkingnoise.sweep.spec import expand, load_sweep
+
+        experiments = [e.experiment for e in expand(load_sweep(sweep))]
+        opened.add((e, "tiny") for e in experiments)
+        keys = [e.content_hash() for e in experiments]
+        opened.claim(keys[:3])  # keys[2] stays claimed by this live process
+    for key in keys[:2]:
+        set_columns(store, key, host="node17", pid=4321)
+    code, out, err = _run(capsys, "run", str(sweep), "--store", str(store), "--no-progress")
+    assert code == 0, err
+    assert status_counts(store) == {"running": 3, "done": 1}  # left to the dead run
+    code, out, err = _run(capsys, "status", str(store))
+    assert code == 0, err
+    assert (
+        "  running  3  (1 by live processes on this host; 2 on other hosts: if their runs "
+        f"have ended, `walking-noise retry {store} --running` puts them back to pending)"
+    ) in out.splitlines()
+    code, out, err = _run(capsys, "retry", str(store), "--running")
+    assert code == 0, err
+    assert out.startswith("2 running experiments put back to pending")
+    assert status_counts(store) == {"pending": 2, "running": 1, "done": 1}
+    code, out, err = _run(capsys, "run", str(sweep), "--store", str(store), "--no-progress")
+    assert code == 0, err
+    assert "ran 2 experiments (0 failed)" in out
+    assert status_counts(store) == {"running": 1, "done": 3}

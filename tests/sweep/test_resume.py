@@ -14,7 +14,7 @@ import pytest
 
 from walkingnoise.sweep import Store, load_results, load_sweep, run_sweep
 
-from .helpers import pragma, read_only, write_sweep
+from .helpers import MIXED_SWEEP, pragma, read_only, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,40 @@ def _counts(path: Path) -> dict[str, int]:
             db.close()
     except sqlite3.OperationalError:  # not created yet, or its tables not yet
         return {}
+
+
+#: Runs a sweep on an open store, then kills itself as ``kill -9`` would: no connection closes.
+RUN_THEN_KILL = """
+import os, signal, sys
+from walkingnoise.sweep import Store, load_sweep, run_sweep
+with Store(sys.argv[2]) as store:
+    run_sweep(load_sweep(sys.argv[1]), store, progress=False)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_runs_results_are_in_the_store_file_moved_without_its_wal(
+    tmp_path: Path,
+) -> None:
+    """A store moved as the README says (its .sqlite file and its checkpoint folder) after
+    its run was killed keeps every finished result: the -wal file the killed run leaves
+    behind holds none of them."""
+    sweep = write_sweep(tmp_path, MIXED_SWEEP)
+    store = tmp_path / "a.sqlite"
+    killed = subprocess.run(
+        [sys.executable, "-c", RUN_THEN_KILL, str(sweep), str(store)], capture_output=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert store.with_name("a.sqlite-wal").stat().st_size > 0  # what a killed run leaves
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    store.rename(moved / "b.sqlite")
+    store.with_suffix(".checkpoints").rename(moved / "b.checkpoints")
+    with Store(moved / "b.sqlite", read_only=True) as opened:
+        assert opened.counts() == {"pending": 0, "running": 0, "done": 8, "failed": 0}
+        assert opened.training_count() == 1
+    summary = run_sweep(load_sweep(sweep), moved / "b.sqlite", progress=False)
+    assert (summary.done_before, summary.ran) == (8, 0)
 
 
 def test_kill_9_then_resume_gives_exactly_n_done_rows(tmp_path: Path) -> None:

@@ -110,9 +110,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     status.add_argument("--data-root", default=None, help="directory holding the dataset files")
     status.set_defaults(handler=_cmd_status)
 
-    retry = commands.add_parser("retry", help="put failed experiments back to pending")
+    retry = commands.add_parser(
+        "retry", help="put failed experiments, or those of ended runs, back to pending"
+    )
     retry.add_argument("store", type=Path, help="the study's store (.sqlite)")
-    retry.add_argument("--failed", action="store_true", required=True, help="retry failed ones")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--failed", action="store_true", help="retry failed ones")
+    which.add_argument(
+        "--running",
+        action="store_true",
+        help="retry the running ones but those of live processes on this host: claims of runs "
+        "on other hosts that have ended (killed on a cluster node)",
+    )
     retry.set_defaults(handler=_cmd_retry)
 
 
@@ -252,7 +261,7 @@ def _cmd_status(args: argparse.Namespace) -> None:
                 f"  ({unstored} more it defines are not stored yet: `walking-noise run` adds them)"
             )
     for status, count in counts.items():
-        note = _claims_note(list(claims.values())) if status == "running" else ""
+        note = _claims_note(list(claims.values()), args.store) if status == "running" else ""
         print(f"  {status:8s} {count}{note}")
     if diverged:
         print(f"  {diverged_note(diverged)}")
@@ -300,13 +309,14 @@ def _print_errors(errors: list[tuple[str, str, str]]) -> None:
     print("full tracebacks: the error column of walkingnoise.sweep.load_results(STORE)")
 
 
-def _claims_note(claims: list[str]) -> str:
+def _claims_note(claims: list[str], store: Path) -> str:
     """Who runs the running experiments, e.g. ``  (3 by live processes on this host; 2 on
-    other hosts)``; empty when none runs."""
+    other hosts: …)``; empty when none runs."""
     parts = {
         "live": "by live processes on this host",
         "stale": "by processes that are gone: the next run puts them back to pending",
-        "elsewhere": "on other hosts",
+        "elsewhere": f"on other hosts: if their runs have ended, `walking-noise retry {store} "
+        "--running` puts them back to pending",
     }
     said = [f"{claims.count(kind)} {words}" for kind, words in parts.items() if kind in claims]
     return f"  ({'; '.join(said)})" if said else ""
@@ -316,5 +326,12 @@ def _cmd_retry(args: argparse.Namespace) -> None:
     from walkingnoise.sweep import Store
 
     with Store(args.store, create=False) as store:
+        if args.running:
+            count = store.requeue_stale(other_hosts=True)
+            print(
+                f"{count} running experiments put back to pending (those of live processes on "
+                "this host stay running); run the sweep again to run them"
+            )
+            return
         count = store.retry_failed()
     print(f"{count} failed experiments put back to pending; run the sweep again to retry them")

@@ -552,6 +552,7 @@ def _run(
             if isinstance(result, TaskError):
                 result = UnitOutcome([Outcome(e, error=result.traceback) for e in unit.members])
             _record(store, unit, result)
+            store.flush()
             for outcome in result.members:
                 open_keys.discard(outcome.experiment.content_hash())
                 summary.ran += 1

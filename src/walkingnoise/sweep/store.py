@@ -109,14 +109,25 @@ def _load(text: str | None) -> Any:
 
 
 def _alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host."""
+    """Whether a process with this id runs on this host (one that has ended, but that its
+    parent has not waited for yet, a zombie, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _ended(pid)
+
+
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended and waits for its parent to reap it (Linux's state
+    ``Z`` or ``X`` in ``/proc``); False where that cannot be read."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
 
 
 @cache
@@ -354,6 +365,14 @@ class Store:
                 raise self._error("write to", error) from None
             raise
 
+    def flush(self) -> None:
+        """Copy the writes that the write-ahead log (the ``-wal`` file) holds into the database
+        file, as far as no reader still needs them: a run killed later leaves its finished
+        results in the ``.sqlite`` file, which a move or copy of the store takes along, not in
+        a ``-wal`` file left behind. Best effort: what it cannot copy now stays in the log."""
+        with suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def _rollback(self) -> None:
         """Undo the open transaction, if SQLite has not done so already."""
         if self._db.in_transaction:
@@ -473,18 +492,23 @@ class Store:
                 claims[key] = "live" if _claimer_alive(pid, started) else "stale"
         return claims
 
-    def requeue_stale(self) -> int:
+    def requeue_stale(self, *, other_hosts: bool = False) -> int:
         """Put ``running`` rows of dead processes on this host back to ``pending``.
 
-        Rows of other hosts are left alone: their processes cannot be checked from here. Also
-        removes unfinished checkpoint files that no running experiment is still writing.
+        Rows of other hosts are left alone, their processes cannot be checked from here,
+        unless ``other_hosts`` (the user knows their runs have ended). Also removes unfinished
+        checkpoint files that no running experiment is still writing.
         """
         with self._transaction() as db:
             rows = db.execute(
-                "SELECT hash, pid, started FROM experiments WHERE status = 'running' AND host = ?",
-                (self.host,),
+                "SELECT hash, host, pid, started FROM experiments WHERE status = 'running'"
             ).fetchall()
-            stale = [key for key, pid, started in rows if not _claimer_alive(pid, started)]
+            stale = [
+                key
+                for key, host, pid, started in rows
+                if (other_hosts and host != self.host)
+                or (host == self.host and not _claimer_alive(pid, started))
+            ]
             db.executemany(
                 "UPDATE experiments SET status = 'pending', pid = NULL"
                 " WHERE hash = ? AND status = 'running'",
