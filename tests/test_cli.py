@@ -409,6 +409,21 @@ def test_train_of_a_model_that_fails_while_training_is_one_line(
     assert "in forward" in caplog.text  # -v: the whole error, where it was raised
 
 
+def test_training_a_model_with_nothing_to_train_is_one_line_naming_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("nothing")(  # logits of 10 pooled pixels each, and no parameter at all
+        lambda shape, classes, *, batchnorm: nn.Sequential(
+            nn.Flatten(), nn.AdaptiveAvgPool1d(classes)
+        )
+    )
+    args = ["train", "--dataset", "digits", "--model", "nothing", "--no-batchnorm"]
+    assert main([*args, "--noise", "none", "--epochs", "1"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("walking-noise: error: model 'nothing' has no parameter to train")
+
+
 def test_unknown_model_for_sites(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sites", "nope-model"]) == 2
     line = _one_error_line(capsys.readouterr().err)

@@ -31,10 +31,11 @@ def _run(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_readme_has_its_three_python_examples() -> None:
+def test_the_readme_has_its_four_python_examples() -> None:
     blocks = _python_blocks()
-    assert len(blocks) == 3
-    assert blocks[2].startswith("# mymodels.py")
+    assert len(blocks) == 4
+    assert "write_report(" in blocks[2]
+    assert blocks[3].startswith("# mymodels.py")
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["from-python", "a-study"])
@@ -48,10 +49,16 @@ def test_a_python_example_runs(index: int, tmp_path: Path) -> None:
         assert lines[-3].split()[-2:] == ["mu", "mu_err"]
         assert "layers.1:Linear" in lines[-2]
         assert (tmp_path / "walking.sqlite").is_file()
+        script.write_text(_python_blocks()[2], encoding="utf-8")  # its figures and report
+        done = _run([str(script)], tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "figures" / "accuracy.png").is_file()
+        assert (tmp_path / "figures" / "site-mu.png").is_file()
+        assert (tmp_path / "walking-report" / "index.html").is_file()
 
 
 def test_the_own_model_example_gives_its_sites(tmp_path: Path) -> None:
-    (tmp_path / "mymodels.py").write_text(_python_blocks()[2], encoding="utf-8")
+    (tmp_path / "mymodels.py").write_text(_python_blocks()[3], encoding="utf-8")
     done = _run(["-m", "walkingnoise", "--import", "mymodels", "sites", "mynet"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Linear" in done.stdout

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from walkingnoise.analysis.tables import two_values, weight_comparison_table
 from walkingnoise.analysis.weights import weight_statistics
@@ -34,6 +35,16 @@ def test_a_single_weight_has_zero_std() -> None:
     with torch.no_grad():
         layer.weight.fill_(-3.0)
     assert weight_statistics(layer) == {"": {"mean_abs": 3.0, "max_abs": 3.0, "std": 0.0}}
+
+
+def test_statistics_do_not_run_a_weights_parametrization() -> None:
+    """Spectral norm's power iteration would move its buffers (training mode) if the statistics
+    read its computed weight; they leave the layer as it was and keep the plain weights."""
+    torch.manual_seed(0)
+    model = nn.Sequential(spectral_norm(nn.Linear(4, 4)), nn.ReLU(), nn.Linear(4, 2)).train()
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    assert list(weight_statistics(model)) == ["2"]
+    assert all(torch.equal(b, before[name]) for name, b in model.named_buffers())
 
 
 def _results() -> pd.DataFrame:

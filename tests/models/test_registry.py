@@ -17,6 +17,7 @@ from walkingnoise.models import (
 )
 from walkingnoise.models import registry as model_registry
 from walkingnoise.models.mlp import MLP
+from walkingnoise.models.registry import check_trainable
 
 BUILTIN = ("mlp", "mlp256", "mlp1024", "lenet5", "cnn_s")
 
@@ -179,3 +180,17 @@ def test_check_logits_passes_a_classifier_and_leaves_it_as_it_was() -> None:
     assert model.calls.item() == 0  # its forward ran, and the buffer is as it was
     model(torch.randn(2, 3))
     assert model.calls.item() == 1
+
+
+@pytest.mark.parametrize(
+    "model",
+    [nn.Flatten(), nn.Sequential(nn.Flatten(), nn.Linear(3, 4)).requires_grad_(False)],
+    ids=["no-parameters", "all-frozen"],
+)
+def test_check_trainable_refuses_a_model_with_nothing_to_train(model: nn.Module) -> None:
+    with pytest.raises(ModelBuildError, match=r"^model 'mine' has no parameter to train"):
+        check_trainable("mine", model)
+
+
+def test_check_trainable_takes_a_model_with_frozen_layers_and_one_to_train() -> None:
+    check_trainable("mine", nn.Sequential(nn.Linear(3, 3).requires_grad_(False), nn.Linear(3, 4)))

@@ -12,7 +12,7 @@ from torch import nn
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import register_model
 from walkingnoise.models import registry as model_registry
-from walkingnoise.sweep import run_sweep
+from walkingnoise.sweep import SweepError, run_sweep
 from walkingnoise.sweep.sites import SiteCounter
 from walkingnoise.training.memory import default_device
 
@@ -118,3 +118,21 @@ def test_trainings_one_at_a_time_are_stored_as_each_finishes(
     assert "3 units of work" in caplog.text
     for done in (1, 2, 3):
         assert f"{done} of 3 experiments run (0 failed)" in caplog.text
+
+
+def test_a_model_with_nothing_to_train_stops_the_sweep_before_it_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep trains every model it evaluates: one without a parameter to train (none at all,
+    or all frozen) is an error naming the key and the model, not a failure of every experiment
+    at run time."""
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    register_model("all-frozen")(
+        lambda shape, classes, *, batchnorm: nn.Sequential(
+            nn.Flatten(), nn.Linear(64, classes)
+        ).requires_grad_(False)
+    )
+    frozen = SWEEP.replace("with-dropout", "all-frozen")
+    with pytest.raises(SweepError, match=r"^fixed\.model: model 'all-frozen' has no parameter"):
+        run_sweep(spec(frozen), tmp_path / "s.sqlite", progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from walkingnoise.data import InMemoryDataset
 from walkingnoise.experiment import Experiment
@@ -90,3 +91,13 @@ def test_clampable_weights_skips_norm_layers() -> None:
     model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     chosen = {id(w) for w in clampable_weights(model)}
     assert chosen == {id(model[0].weight), id(model[3].weight)}
+
+
+def test_clampable_weights_does_not_run_a_weights_parametrization() -> None:
+    """Reading a parametrized weight computes it: spectral norm's power iteration would move
+    its buffers in training mode, so listing the weights must leave such a layer alone."""
+    torch.manual_seed(0)
+    model = nn.Sequential(spectral_norm(nn.Linear(4, 4)), nn.ReLU(), nn.Linear(4, 2)).train()
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    assert {id(w) for w in clampable_weights(model)} == {id(model[2].weight)}
+    assert all(torch.equal(b, before[name]) for name, b in model.named_buffers())

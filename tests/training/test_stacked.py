@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -2166,3 +2167,47 @@ def test_scores_of_many_classes_in_any_float_type_are_argmaxs(dtype: torch.dtype
         torch.testing.assert_close(loss[k].float(), expected, rtol=1e-2, atol=1e-2)
         assert correct[k] == (logits[k].argmax(dim=-1) == y).sum()
     assert correct[0] == 56
+
+
+_PARAMETRIZATIONS = {"weight_norm": weight_norm, "spectral_norm": spectral_norm}
+
+
+@pytest.fixture
+def parametrized_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``torch.nn.utils.parametrize`` gives every parametrized layer a class of its own."""
+    monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
+    for name, parametrization in _PARAMETRIZATIONS.items():
+        register_model(f"test-{name}")(
+            lambda shape, classes, *, batchnorm, parametrization=parametrization: nn.Sequential(
+                nn.Flatten(), parametrization(nn.Linear(64, 32)), nn.ReLU(), nn.Linear(32, classes)
+            )
+        )
+
+
+@pytest.mark.usefixtures("parametrized_models")
+@pytest.mark.parametrize("name", sorted(_PARAMETRIZATIONS))
+def test_models_of_parametrized_layers_train_as_a_stack_where_they_can(
+    digits: InMemoryDataset, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Members built apart hold layers of different classes of one name (``ParametrizedLinear``);
+    they stack all the same. Spectral norm's power iteration, which runs in training alone and
+    writes into its buffers (``out=``), cannot run under vmap: its cohort trains one at a time,
+    with the reason, not as a stack that fails. Either way each model trains as it does alone."""
+    members = [
+        Experiment(model=f"test-{name}", batchnorm=False, placement=f"walking:{site}",
+                   sigma=0.3, train_noise=True, recipe=Recipe(epochs=1), eval_repeats=1)
+        for site in (1, 2)
+    ]  # fmt: skip
+    models = [build_noisy_model(e, digits) for e in members]
+    stack = StackedModel(models)
+    if name == "spectral_norm":
+        with pytest.raises(NotStackableError, match="div"):
+            stack.check(digits.train.x[:2], training=True)
+    else:
+        stack.check(digits.train.x[:2], training=True)
+    with caplog.at_level(logging.INFO, logger="walkingnoise"):
+        together = train_cohort(members, digits)
+    assert ("one at a time" in caplog.text) == (name == "spectral_norm")
+    for trained in together:
+        alone = train_alone(trained.experiment, digits)
+        assert trained.metrics == pytest.approx(alone.metrics, abs=1e-6)

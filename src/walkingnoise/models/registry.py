@@ -150,3 +150,14 @@ def check_logits(name: str, model: nn.Module, example: torch.Tensor, num_classes
         f"model {name!r} gives {got} for a batch of {example.shape[0]}; it must give logits of "
         f"shape {want}: one per class of the dataset"
     )
+
+
+def check_trainable(name: str, model: nn.Module) -> None:
+    """Raise ``ModelBuildError`` unless ``model`` has a parameter to train: every experiment
+    trains its model (an inference-only one, the clean model it evaluates)."""
+    if any(parameter.requires_grad for parameter in model.parameters()):
+        return
+    raise ModelBuildError(
+        f"model {name!r} has no parameter to train (none at all, or all with requires_grad "
+        "False), and every experiment trains its model"
+    )

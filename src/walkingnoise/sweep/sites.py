@@ -11,6 +11,7 @@ import torch
 from walkingnoise.data import load_dataset
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model, check_logits
+from walkingnoise.models.registry import check_trainable
 from walkingnoise.noise.instrument import NoisyModel, instrument
 from walkingnoise.noise.site import SiteInfo
 from walkingnoise.sweep.architecture import architecture_key, describe_network
@@ -73,6 +74,7 @@ class SiteCounter:
             example = torch.zeros(2, *input_shape)
             noisy = instrument(model, example)
             check_logits(experiment.model, noisy, example, classes)
+            check_trainable(experiment.model, model)
             self._tables[key] = noisy.site_table
             self._models[key] = noisy
         return self._tables[key]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrize import is_parametrized
 
 from walkingnoise.noise.kinds import module_kind
 
 
 def clampable_weights(model: nn.Module) -> list[torch.Tensor]:
-    """The ``weight`` parameters of every module that is not a normalisation layer."""
+    """The ``weight`` parameters of every module that is not a normalisation layer; a
+    parametrized weight is no parameter, and is not computed (which could change its state)."""
     weights = []
     for module in model.modules():
-        if module_kind(module) in ("batchnorm", "norm"):
+        if module_kind(module) in ("batchnorm", "norm") or is_parametrized(module, "weight"):
             continue
         weight = getattr(module, "weight", None)
         if isinstance(weight, nn.Parameter):

@@ -17,6 +17,7 @@ from walkingnoise.data import InMemoryDataset, Split, load_dataset
 from walkingnoise.data.augmentation import Augmentation
 from walkingnoise.experiment import Experiment
 from walkingnoise.models import build_model, check_logits
+from walkingnoise.models.registry import check_trainable
 from walkingnoise.noise.instrument import NoisyModel, instrument, instrument_like
 from walkingnoise.noise.weight import set_weight_noise, weight_noise_active, weight_noise_disabled
 from walkingnoise.training.checkpoint import CheckpointError, load_checkpoint
@@ -112,9 +113,11 @@ def _seeded_model(experiment: Experiment, dataset: InMemoryDataset) -> nn.Module
 
 
 def _instrumented(experiment: Experiment, clean: nn.Module, dataset: InMemoryDataset) -> NoisyModel:
-    """``clean`` instrumented (traced with a batch of the dataset), its logits checked."""
+    """``clean`` instrumented (traced with a batch of the dataset), its logits checked, and
+    that it has a parameter to train."""
     noisy = instrument(clean, dataset.train.x[:2])
     check_logits(experiment.model, noisy, dataset.train.x[:2], dataset.num_classes)
+    check_trainable(experiment.model, clean)
     return noisy
 
 

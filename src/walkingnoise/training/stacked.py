@@ -36,6 +36,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.nn.utils.parametrize import type_before_parametrizations
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from walkingnoise.noise.instrument import NoisyModel
@@ -1251,7 +1252,9 @@ class StackedModel:
         Every node runs stacked, also for copies of one model (which run their clean prefix
         with the model itself), since any node may come after a noisy site. ``training``: the
         stack is to be trained, which a model with random layers (dropout) cannot be: the
-        members would share their draws, and each one's draws would depend on the others.
+        members would share their draws, and each one's draws would depend on the others; the
+        batch then runs in training mode, whose code may differ (spectral norm's power
+        iteration).
         """
         if training:
             random = _random_layers(self.template.net)
@@ -1267,7 +1270,7 @@ class StackedModel:
         buffers = {name: buffer.clone() for name, buffer in self._buffers.items()}
         try:
             with torch.no_grad():
-                self.eval()(example, shared=True)
+                self.train(training)(example, shared=True)
         except Exception as error:
             if is_out_of_memory(error):
                 raise  # a stack too big for the GPU, not one that cannot run
@@ -1720,7 +1723,7 @@ def _structure(model: NoisyModel) -> tuple:
     its tensors' values, which are per member; so is the noise of the noise sites), and the
     site table."""
     modules = tuple(
-        (name, type(module), module.extra_repr() if _stock(module) else "")
+        (name, type_before_parametrizations(module), module.extra_repr() if _stock(module) else "")
         for name, module in model.net.named_modules()
         if name and not name.startswith(_SITES)  # the root: its graph, compared as code
     )
