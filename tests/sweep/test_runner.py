@@ -7,8 +7,11 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+import time
+from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
@@ -195,6 +198,39 @@ def test_experiments_of_a_live_process_are_left_to_it(tmp_path: Path) -> None:
     assert (summary.done_before, summary.to_run, summary.ran) == (2, 2, 2)
     with Store(path) as store:
         assert store.counts() == {"pending": 0, "running": 0, "done": 4, "failed": 0}
+
+
+def test_experiments_another_run_claims_after_the_plan_are_counted_as_its(
+    tmp_path: Path,
+) -> None:
+    """Two runs started at one moment: the second plans every experiment as to run, then the
+    first claims two before it does. A trigger on the store, fired when the second run keeps
+    its sweep file (between its plan and its claims), makes that claim in SQLite itself."""
+    path = tmp_path / "race.sqlite"
+    text = MIXED_SWEEP.replace("[0.1, 1.0]", "[0.1]").replace('"walking:5"', '"walking:6"')
+    with Store(path) as store:
+        store.add((e.experiment, e.block) for e in expand(spec(text), site_count=SiteCounter()))
+        keys = [row["hash"] for row in store.rows()][:2]
+        host = store.host
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        claim = (
+            f"UPDATE experiments SET status = 'running', host = '{host}', pid = {other.pid},"
+            f" started = {time.time()} WHERE hash IN ('{keys[0]}', '{keys[1]}')"
+        )
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute(
+                "CREATE TRIGGER other_run AFTER INSERT ON meta"
+                f" WHEN NEW.key LIKE 'sweep:%' BEGIN {claim}; END"
+            )
+        summary = run_sweep(spec(text), path, progress=False)
+    finally:
+        other.kill()
+        other.wait()
+    assert (summary.running_elsewhere, summary.to_run, summary.ran) == (2, 2, 2)
+    assert "2 being run by another process (left to it), 2 to run" in summary.describe()
+    with Store(path) as store:
+        assert store.counts() == {"pending": 0, "running": 2, "done": 2, "failed": 0}
 
 
 # -- inference-only experiments reuse one clean model -----------------------------------------

@@ -540,6 +540,13 @@ def _run(
             members = tuple(e for e in unit.members if e.content_hash() in claimed)
             if members:
                 claimed_units.append(WorkUnit(members, unit.shared_training, unit.checkpoint))
+        taken = sum(len(unit.members) for unit in work.units) - len(open_keys)
+        if taken:  # another run, started with this one, claimed them since the plan
+            log.warning(
+                "%s claimed by another run since the plan: left to it", counted(taken, "experiment")
+            )
+            summary.running_elsewhere += taken
+            summary.to_run -= taken
         bar = tqdm(total=len(open_keys), desc=spec.name, unit="exp", disable=bar_disabled(progress))
         if lines_wanted(progress):
             lines = ProgressLines(spec.name, len(open_keys), every=LINE_INTERVAL)
