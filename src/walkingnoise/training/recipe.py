@@ -21,8 +21,9 @@ class Recipe(BaseModel):
         lr: Adam's learning rate (paper: 1e-3; 5e-4 for speech commands).
         weight_decay: Adam's L2 penalty.
         schedule: ``cosine`` annealing of the learning rate to 0 over all epochs, or ``constant``.
-        clamp: if set, clamp every weight (not BatchNorm parameters, not biases) to
-            [-clamp, clamp] after each optimizer step; the paper uses 1.0.
+        clamp: if set, clamp every weight (not BatchNorm parameters, not biases, not a
+            parametrized weight: ``weight_norm``'s, ``spectral_norm``'s) to [-clamp, clamp]
+            after each optimizer step; the paper uses 1.0.
         eval_batch_size: samples per forward pass during evaluation (memory only).
         augment: apply the dataset's published training augmentation to every training batch
             (FashionMNIST, SVHN, CIFAR-10: random crop with padding 4 and horizontal flip, as in
