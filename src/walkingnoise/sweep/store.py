@@ -116,7 +116,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another user's process: it exists, and may have ended all the same
     return not _ended(pid)
 
 
