@@ -619,10 +619,13 @@ class Store:
         query = "SELECT hash, block, error FROM experiments WHERE status = 'failed' ORDER BY rowid"
         return [(key, block or "", error or "") for key, block, error in self._fetch(query)]
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every experiment row with its JSON columns decoded (for ``load_results``)."""
+    def rows(self, *, history: bool = True) -> list[dict[str, Any]]:
+        """Every experiment row with its JSON columns decoded (for ``load_results``); without
+        ``history`` the per-epoch history is neither read nor decoded (the row has none)."""
+        names = [row[1] for row in self._fetch("PRAGMA table_info(experiments)")]
+        wanted = ", ".join(name for name in names if history or name != "history")
         try:
-            cursor = self._db.execute("SELECT * FROM experiments ORDER BY rowid")
+            cursor = self._db.execute(f"SELECT {wanted} FROM experiments ORDER BY rowid")
             names = [d[0] for d in cursor.description]
             found = cursor.fetchall()
         except sqlite3.Error as error:
@@ -632,6 +635,8 @@ class Store:
         for values in found:
             row = missing | dict(zip(names, values, strict=True))
             for column in ("config", "metrics", "history", "weights", "timings"):
+                if column not in row:
+                    continue
                 try:
                     row[column] = _load(row[column])
                 except ValueError as error:  # a row edited or damaged outside walkingnoise
