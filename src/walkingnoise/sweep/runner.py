@@ -587,8 +587,9 @@ def _release(store: Store, keys: list[str]) -> None:
 def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
     """Write a unit's outcomes: the shared clean training first, then each member."""
     training = result.training
+    shared = None
     if training is not None and training.error is None and training.checkpoint is not None:
-        store.save_training(
+        shared = store.save_training(
             training.experiment,
             training.checkpoint,
             history=training.history,
@@ -599,7 +600,6 @@ def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
             device=training.device,
             node=training.node,
         )
-    shared = None
     if unit.shared_training is not None and training is None:
         shared = store.training(unit.shared_training.content_hash())
     for outcome in result.members:
@@ -612,10 +612,9 @@ def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
         if outcome.checkpoint is not None:
             checkpoint = store.write_checkpoint(key, outcome.checkpoint)
         elif unit.shared_training is not None and outcome.experiment.shares_clean_model:
-            record = shared or store.training(unit.shared_training.content_hash())
-            checkpoint = None if record is None else record.checkpoint
-            if record is not None and not outcome.history:
-                outcome.history, outcome.diverged = record.history, record.diverged
+            checkpoint = None if shared is None else shared.checkpoint
+            if shared is not None and not outcome.history:
+                outcome.history, outcome.diverged = shared.history, shared.diverged
         store.finish(
             key,
             metrics=outcome.metrics,
