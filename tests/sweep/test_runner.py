@@ -275,6 +275,45 @@ def test_recording_a_unit_reads_its_clean_training_once_not_once_per_experiment(
     assert frame["history"].map(len).eq(2).all()
 
 
+def test_a_units_results_are_written_in_one_transaction_its_shared_history_encoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a transaction and a JSON encoding of the clean model's history (~15 KB at 100 epochs)
+    # for each inference-only experiment made the sweep's one recording process its bottleneck
+    from walkingnoise.sweep import store as store_module
+
+    histories: list[object] = []
+    encode = store_module._json
+
+    def counted(value: object) -> str | None:
+        if isinstance(value, list):
+            histories.append(value)
+        return encode(value)
+
+    monkeypatch.setattr(store_module, "_json", counted)
+    commits = {}
+    for sigmas in ([0.1, 0.5], [0.1, 0.5, 2.0, 8.0]):
+        histories.clear()
+        path = tmp_path / f"{len(sigmas)}.sqlite"
+        with Store(path) as store:
+            made: list[str] = []
+            store._db.set_trace_callback(
+                lambda statement, made=made: (
+                    made.append(statement) if statement == "COMMIT" else None
+                )
+            )
+            summary = run_sweep(eval_only_spec(sigmas), store, progress=False)
+            store._db.set_trace_callback(None)
+        assert (summary.ran, summary.failed, summary.trainings) == (2 * len(sigmas), 0, 1)
+        assert len(histories) == 2  # the clean training's row, and once for all its experiments
+        commits[len(sigmas)] = len(made)
+        frame = load_results(path)
+        assert frame["status"].eq("done").all()
+        assert frame["history"].map(len).eq(2).all()
+        assert frame["checkpoint"].nunique() == 1
+    assert commits[4] == commits[2]  # twice the experiments in the unit, no more transactions
+
+
 # -- where experiments computed ---------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ from walkingnoise.sweep.spec import (
     SweepSpec,
     expand_counted,
 )
-from walkingnoise.sweep.store import Store, StoreError, error_line
+from walkingnoise.sweep.store import Finished, Store, StoreError, error_line
 from walkingnoise.sweep.teacher_files import check_teacher_files, teacher_fingerprints
 from walkingnoise.sweep.work import (
     Outcome,
@@ -585,7 +585,8 @@ def _release(store: Store, keys: list[str]) -> None:
 
 
 def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
-    """Write a unit's outcomes: the shared clean training first, then each member."""
+    """Write a unit's outcomes: the shared clean training first, then its failures, then its
+    finished members in one transaction."""
     training = result.training
     shared = None
     if training is not None and training.error is None and training.checkpoint is not None:
@@ -602,6 +603,7 @@ def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
         )
     if unit.shared_training is not None and training is None:
         shared = store.training(unit.shared_training.content_hash())
+    finished = []
     for outcome in result.members:
         key = outcome.experiment.content_hash()
         if outcome.error is not None:
@@ -615,14 +617,17 @@ def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
             checkpoint = None if shared is None else shared.checkpoint
             if shared is not None and not outcome.history:
                 outcome.history, outcome.diverged = shared.history, shared.diverged
-        store.finish(
-            key,
-            metrics=outcome.metrics,
-            history=outcome.history,
-            weights=outcome.weights,
-            timings=outcome.timings,
-            diverged=outcome.diverged,
-            checkpoint=checkpoint,
-            device=outcome.device,
-            node=outcome.node,
+        finished.append(
+            Finished(
+                key,
+                metrics=outcome.metrics,
+                history=outcome.history,
+                weights=outcome.weights,
+                timings=outcome.timings,
+                diverged=outcome.diverged,
+                checkpoint=checkpoint,
+                device=outcome.device,
+                node=outcome.node,
+            )
         )
+    store.finish_all(finished)
