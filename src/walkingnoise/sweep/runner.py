@@ -128,12 +128,14 @@ def prepare(
         if stale:
             log.warning("%d experiments of dead processes put back to pending", stale)
         store.add((entry.experiment, entry.block) for entry in entries)
-    found = store.statuses([entry.experiment.content_hash() for entry in entries])
+    keys = [entry.experiment.content_hash() for entry in entries]
+    found = store.statuses(keys)
     if not register:  # what a run would put back to pending first
         stale = [key for key, claim in store.running_claims().items() if claim == "stale"]
         found |= {key: "pending" for key in stale if key in found}
-    statuses = {e.experiment.content_hash(): "pending" for e in entries} | found
-    todo = [e.experiment for e in entries if statuses[e.experiment.content_hash()] == "pending"]
+    statuses = dict.fromkeys(keys, "pending") | found
+    listed = list(zip(entries, keys, strict=True))
+    todo = [e.experiment for e, key in listed if statuses[key] == "pending"]
 
     def trained(key: str) -> bytes | None:
         """The stored clean model's checkpoint (a dry run only needs to know it is usable).
@@ -154,8 +156,8 @@ def prepare(
 
     elsewhere = {  # clean models another run is training: its evaluations are running
         e.experiment.clean_training().content_hash()
-        for e in entries
-        if statuses[e.experiment.content_hash()] == "running" and e.experiment.shares_clean_model
+        for e, key in listed
+        if statuses[key] == "running" and e.experiment.shares_clean_model
     }
     work = plan(
         todo,
