@@ -17,12 +17,15 @@ import torch
 
 from walkingnoise.cli import main
 from walkingnoise.data import load_dataset
+from walkingnoise.experiment import Experiment
 from walkingnoise.models import register_model
 from walkingnoise.models import registry as model_registry
 from walkingnoise.sweep import Store, SweepError, SweepSummary, expand, load_results, run_sweep
 from walkingnoise.sweep.executors import ProcessExecutor
+from walkingnoise.sweep.planner import WorkUnit
+from walkingnoise.sweep.runner import WorkDone
 from walkingnoise.sweep.sites import SiteCounter
-from walkingnoise.sweep.work import oversubscription
+from walkingnoise.sweep.work import Outcome, UnitOutcome, oversubscription
 from walkingnoise.training import evaluate_clean
 from walkingnoise.training.checkpoint import load_checkpoint
 from walkingnoise.training.memory import DEVICE_ENV
@@ -319,7 +322,6 @@ def test_deciding_what_is_left_hashes_each_experiment_a_bounded_number_of_times(
 ) -> None:
     # a hash is a JSON dump and a SHA-256 (~12 us): taken 7 times per experiment, it was most of
     # the 17 s that `run` spent on a store of 102,600 finished experiments before doing nothing
-    from walkingnoise.experiment import Experiment
     from walkingnoise.sweep.runner import prepare
 
     path, _ = mixed
@@ -337,6 +339,39 @@ def test_deciding_what_is_left_hashes_each_experiment_a_bounded_number_of_times(
     assert (summary.experiments, summary.done_before, summary.to_run) == (8, 8, 0)
     assert not work.units
     assert len(hashed) <= 3 * len(entries)  # adding (its own and its training's), then once
+
+
+def test_the_share_of_a_runs_work_done_weighs_experiments_by_what_their_kind_took() -> None:
+    # a LeNet-5 sweep on the CPU: a clean model's unit of 100 inference-only experiments first,
+    # then 100 trainings of one model each; counted by experiments, the first unit looked like
+    # half of the run, and `run` said "about 34 s left" of 142 s
+    base = Experiment(noise="additive", placement="walking:3", sigma=1.0, recipe={"epochs": 1})
+    evaluated = [base.model_copy(update={"sigma": 0.01 * (i + 1)}) for i in range(100)]
+    trained = [e.model_copy(update={"train_noise": True}) for e in evaluated]
+    shared = WorkUnit(tuple(evaluated), base.clean_training())
+    alone = [WorkUnit((e,)) for e in trained]
+    work = WorkDone([shared, *alone])
+    assert work.share() is None  # nothing measured yet
+    clean = Outcome(base.clean_training(), timings={"train": 1.0, "evaluate": 0.1})
+    members = [Outcome(e, timings={"evaluate": 0.01}) for e in evaluated]
+    work.finished(shared, UnitOutcome(members, clean))
+    # 2.1 s done; 100 trainings left, at what the clean one took until one of theirs is known
+    assert work.share() == pytest.approx(2.1 / (2.1 + 100 * 1.1))
+    work.finished(alone[0], UnitOutcome([Outcome(trained[0], timings={"train": 2.0})]))
+    assert work.share() == pytest.approx(4.1 / (4.1 + 99 * 2.0))
+    failed = Outcome(trained[1], error="Traceback …\nValueError: no")
+    work.finished(alone[1], UnitOutcome([failed]))  # done, at no known cost
+    assert work.share() == pytest.approx(4.1 / (4.1 + 98 * 2.0))
+
+
+def test_without_a_measured_training_the_share_of_work_done_is_not_known() -> None:
+    base = Experiment(noise="additive", placement="walking:3", sigma=1.0, recipe={"epochs": 1})
+    evaluated = base.model_copy(update={"sigma": 0.5})
+    trained = evaluated.model_copy(update={"train_noise": True})
+    stored = WorkUnit((evaluated,), base.clean_training(), b"checkpoint")
+    work = WorkDone([stored, WorkUnit((trained,))])
+    work.finished(stored, UnitOutcome([Outcome(evaluated, timings={"evaluate": 0.01})]))
+    assert work.share() is None  # a training is left and none was measured
 
 
 # -- where experiments computed ---------------------------------------------------------------
