@@ -50,6 +50,20 @@ def test_a_line_is_written_at_most_once_an_interval_with_the_time_left() -> None
     )
 
 
+def test_the_time_left_follows_the_share_of_the_work_done_where_it_is_known() -> None:
+    # 25 of 100 experiments, but those took half of the work: as long again, not three times
+    clock, stream = _Clock(), io.StringIO()
+    lines = ProgressLines("walk", 100, every=60, stream=stream, clock=clock)
+    clock.now = 60
+    lines.update(25, 0, share=0.5)
+    clock.now = 120
+    lines.update(30, 0)  # not known any more: by the experiments
+    assert stream.getvalue().splitlines() == [
+        "walk: 25 of 100 experiments run (0 failed), 60 s, about 60 s left",
+        "walk: 30 of 100 experiments run (0 failed), 2 min, about 5 min left",
+    ]
+
+
 @pytest.mark.parametrize(
     ("every", "expected"),
     [

@@ -54,6 +54,7 @@ class ProgressLines:
         self.clock = clock
         self.started = self.last = clock()
         self.done = self.failed = 0
+        self.share: float | None = None
         self.written = 0
         self._unwritten = False
 
@@ -61,9 +62,11 @@ class ProgressLines:
         """Write one line of ``text`` about this work."""
         print(f"{self.name}: {text}", file=self.stream, flush=True)
 
-    def update(self, done: int, failed: int) -> None:
-        """Record ``done`` finished (``failed`` of them failed); write a line if one is due."""
-        self.done, self.failed, self._unwritten = done, failed, True
+    def update(self, done: int, failed: int, share: float | None = None) -> None:
+        """Record ``done`` finished (``failed`` of them failed) and, where it is known, the
+        ``share`` of the work that is done (else the time left goes by the experiments); write a
+        line if one is due."""
+        self.done, self.failed, self.share, self._unwritten = done, failed, share, True
         if self.clock() - self.last >= self.every:
             self._write()
 
@@ -77,7 +80,8 @@ class ProgressLines:
         elapsed = now - self.started
         text = f"{self.done} of {self.total} experiments run ({self.failed} failed), "
         text += duration_text(elapsed)
-        if 0 < self.done < self.total:
-            text += f", about {duration_text(elapsed * (self.total - self.done) / self.done)} left"
+        share = self.done / self.total if self.share is None else self.share
+        if 0 < self.done < self.total and share > 0:
+            text += f", about {duration_text(elapsed * (1 - share) / share)} left"
         self.say(text)
         self.last, self.written, self._unwritten = now, self.written + 1, False

@@ -20,12 +20,15 @@ import torch
 
 from walkingnoise.cli import main
 from walkingnoise.data import load_dataset
+from walkingnoise.experiment import Experiment
 from walkingnoise.models import register_model
 from walkingnoise.models import registry as model_registry
 from walkingnoise.sweep import Store, SweepError, SweepSummary, expand, load_results, run_sweep
 from walkingnoise.sweep.executors import ProcessExecutor
+from walkingnoise.sweep.planner import WorkUnit
+from walkingnoise.sweep.runner import WorkDone
 from walkingnoise.sweep.sites import SiteCounter
-from walkingnoise.sweep.work import oversubscription
+from walkingnoise.sweep.work import Outcome, UnitOutcome, oversubscription
 from walkingnoise.training import evaluate_clean
 from walkingnoise.training.checkpoint import load_checkpoint
 from walkingnoise.training.memory import DEVICE_ENV
@@ -284,6 +287,127 @@ def test_eval_only_sweep_trains_one_clean_model_and_reuses_it(tmp_path: Path) ->
     trained = load_results(fresh_path).set_index("hash").sort_index()
     clean = [c for c in METRICS if c.startswith("clean_")]
     pd.testing.assert_frame_equal(reused[clean], trained[clean], check_exact=True)
+
+
+def test_recording_a_unit_reads_its_clean_training_once_not_once_per_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # reading the training back (its row, config and history) for each of a unit's thousands
+    # of inference-only experiments took a third of the driver's time at 100 epochs
+    reads: list[str] = []
+    read = Store.training
+
+    def counted(store: Store, key: str) -> object:
+        reads.append(key)
+        return read(store, key)
+
+    monkeypatch.setattr(Store, "training", counted)
+    first = run_sweep(eval_only_spec([0.1, 0.5, 2.0, 8.0]), tmp_path / "a.sqlite", progress=False)
+    assert (first.ran, first.failed, first.trainings) == (8, 0, 1)
+    assert len(reads) <= 1  # the plan looks for a stored one; recording reads none
+    reads.clear()
+    later = run_sweep(eval_only_spec([0.1, 0.3, 3.0]), tmp_path / "a.sqlite", progress=False)
+    assert (later.ran, later.failed, later.trainings) == (4, 0, 0)
+    assert len(reads) <= 2  # the plan's, and once when the unit is recorded
+    frame = load_results(tmp_path / "a.sqlite")
+    assert frame["checkpoint"].nunique() == 1
+    assert frame["history"].map(len).eq(2).all()
+
+
+def test_a_units_results_are_written_in_one_transaction_its_shared_history_encoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a transaction and a JSON encoding of the clean model's history (~15 KB at 100 epochs)
+    # for each inference-only experiment made the sweep's one recording process its bottleneck
+    from walkingnoise.sweep import store as store_module
+
+    histories: list[object] = []
+    encode = store_module._json
+
+    def counted(value: object) -> str | None:
+        if isinstance(value, list):
+            histories.append(value)
+        return encode(value)
+
+    monkeypatch.setattr(store_module, "_json", counted)
+    commits = {}
+    for sigmas in ([0.1, 0.5], [0.1, 0.5, 2.0, 8.0]):
+        histories.clear()
+        path = tmp_path / f"{len(sigmas)}.sqlite"
+        with Store(path) as store:
+            made: list[str] = []
+            store._db.set_trace_callback(
+                lambda statement, made=made: (
+                    made.append(statement) if statement == "COMMIT" else None
+                )
+            )
+            summary = run_sweep(eval_only_spec(sigmas), store, progress=False)
+            store._db.set_trace_callback(None)
+        assert (summary.ran, summary.failed, summary.trainings) == (2 * len(sigmas), 0, 1)
+        assert len(histories) == 2  # the clean training's row, and once for all its experiments
+        commits[len(sigmas)] = len(made)
+        frame = load_results(path)
+        assert frame["status"].eq("done").all()
+        assert frame["history"].map(len).eq(2).all()
+        assert frame["checkpoint"].nunique() == 1
+    assert commits[4] == commits[2]  # twice the experiments in the unit, no more transactions
+
+
+def test_deciding_what_is_left_hashes_each_experiment_a_bounded_number_of_times(
+    mixed: tuple[Path, SweepSummary], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a hash is a JSON dump and a SHA-256 (~12 us): taken 7 times per experiment, it was most of
+    # the 17 s that `run` spent on a store of 102,600 finished experiments before doing nothing
+    from walkingnoise.sweep.runner import prepare
+
+    path, _ = mixed
+    entries = expand(spec(MIXED_SWEEP))
+    hashed = []
+    content_hash = Experiment.content_hash
+
+    def counted(experiment: Experiment) -> str:
+        hashed.append(experiment)
+        return content_hash(experiment)
+
+    monkeypatch.setattr(Experiment, "content_hash", counted)
+    with Store(path) as store:
+        work, summary = prepare(entries, store)
+    assert (summary.experiments, summary.done_before, summary.to_run) == (8, 8, 0)
+    assert not work.units
+    assert len(hashed) <= 3 * len(entries)  # adding (its own and its training's), then once
+
+
+def test_the_share_of_a_runs_work_done_weighs_experiments_by_what_their_kind_took() -> None:
+    # a LeNet-5 sweep on the CPU: a clean model's unit of 100 inference-only experiments first,
+    # then 100 trainings of one model each; counted by experiments, the first unit looked like
+    # half of the run, and `run` said "about 34 s left" of 142 s
+    base = Experiment(noise="additive", placement="walking:3", sigma=1.0, recipe={"epochs": 1})
+    evaluated = [base.model_copy(update={"sigma": 0.01 * (i + 1)}) for i in range(100)]
+    trained = [e.model_copy(update={"train_noise": True}) for e in evaluated]
+    shared = WorkUnit(tuple(evaluated), base.clean_training())
+    alone = [WorkUnit((e,)) for e in trained]
+    work = WorkDone([shared, *alone])
+    assert work.share() is None  # nothing measured yet
+    clean = Outcome(base.clean_training(), timings={"train": 1.0, "evaluate": 0.1})
+    members = [Outcome(e, timings={"evaluate": 0.01}) for e in evaluated]
+    work.finished(shared, UnitOutcome(members, clean))
+    # 2.1 s done; 100 trainings left, at what the clean one took until one of theirs is known
+    assert work.share() == pytest.approx(2.1 / (2.1 + 100 * 1.1))
+    work.finished(alone[0], UnitOutcome([Outcome(trained[0], timings={"train": 2.0})]))
+    assert work.share() == pytest.approx(4.1 / (4.1 + 99 * 2.0))
+    failed = Outcome(trained[1], error="Traceback …\nValueError: no")
+    work.finished(alone[1], UnitOutcome([failed]))  # done, at no known cost
+    assert work.share() == pytest.approx(4.1 / (4.1 + 98 * 2.0))
+
+
+def test_without_a_measured_training_the_share_of_work_done_is_not_known() -> None:
+    base = Experiment(noise="additive", placement="walking:3", sigma=1.0, recipe={"epochs": 1})
+    evaluated = base.model_copy(update={"sigma": 0.5})
+    trained = evaluated.model_copy(update={"train_noise": True})
+    stored = WorkUnit((evaluated,), base.clean_training(), b"checkpoint")
+    work = WorkDone([stored, WorkUnit((trained,))])
+    work.finished(stored, UnitOutcome([Outcome(evaluated, timings={"evaluate": 0.01})]))
+    assert work.share() is None  # a training is left and none was measured
 
 
 # -- where experiments computed ---------------------------------------------------------------

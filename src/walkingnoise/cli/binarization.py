@@ -122,7 +122,7 @@ def _results(store: Path, where: list[str] | None) -> Any:
     from walkingnoise.sweep import load_results
 
     filters = parse_filters(where)
-    results = load_results(store)
+    results = load_results(store, history=False)
     selected = select_results(results, filters)
     if selected.empty:
         shown = " ".join(f"--where {key}={value}" for key, value in filters.items())
@@ -201,7 +201,7 @@ def _cmd_binarization(args: argparse.Namespace) -> None:
         if not 0 < threshold < math.inf:
             raise ValueError(f"--thresholds: {threshold} is no magnitude (give numbers > 0)")
     with Store(args.store, read_only=True) as db:
-        results = load_results(db)
+        results = load_results(db, history=False)
         try:
             row = choose_experiment(
                 results, prefix=args.experiment, site=args.site, filters=parse_filters(args.where)

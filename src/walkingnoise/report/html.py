@@ -269,7 +269,7 @@ def write_report(
     from walkingnoise.sweep.store import Store
 
     with Store(store, read_only=True) as db:
-        results = load_results(db)
+        results = load_results(db, history=False)
         sweeps = db.sweeps() if sweeps is None else sweeps
         counts = db.counts()
         trainings = db.training_count()

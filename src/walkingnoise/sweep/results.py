@@ -20,7 +20,7 @@ def diverged_note(count: int) -> str:
     )
 
 
-def load_results(store: str | Path | Store) -> pd.DataFrame:
+def load_results(store: str | Path | Store, *, history: bool = True) -> pd.DataFrame:
     """One row per experiment: hash, status, block, flat config (``recipe.epochs``, ...),
     metrics (``clean_test_accuracy``, ...), ``diverged``, timings (``seconds_train``, ...),
     ``error``, and the per-epoch ``history`` and per-layer ``weights`` as Python objects.
@@ -36,11 +36,14 @@ def load_results(store: str | Path | Store) -> pd.DataFrame:
     Settings that cannot matter or are at their default are not stored and read NaN
     (``Experiment.identity``), e.g. ``weight_noise`` without weight noise: group with
     ``dropna=False``, or fill them with ``analysis.prepare_results``.
+
+    ``history=False`` leaves the ``history`` column out, unread: the analysis never needs it,
+    and at 100 epochs it is most of what reading a large store costs in time and memory.
     """
     own = not isinstance(store, Store)
     db = Store(store, read_only=True) if own else store
     try:
-        rows = db.rows()
+        rows = db.rows(history=history)
     finally:
         if own:
             db.close()
@@ -62,10 +65,11 @@ def load_results(store: str | Path | Store) -> pd.DataFrame:
             "device": [r["device"] for r in rows],
             "node": [r["node"] for r in rows],
             "version": [r["version"] for r in rows],
-            "history": [r["history"] for r in rows],
             "weights": [r["weights"] for r in rows],
         }
     )
+    if history:
+        meta.insert(len(meta.columns) - 1, "history", [r["history"] for r in rows])
     return pd.concat([meta, config, metrics, timings], axis=1)
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -35,7 +36,7 @@ from walkingnoise.sweep.spec import (
     SweepSpec,
     expand_counted,
 )
-from walkingnoise.sweep.store import Store, StoreError, error_line
+from walkingnoise.sweep.store import Finished, Store, StoreError, error_line
 from walkingnoise.sweep.teacher_files import check_teacher_files, teacher_fingerprints
 from walkingnoise.sweep.work import (
     Outcome,
@@ -128,12 +129,14 @@ def prepare(
         if stale:
             log.warning("%d experiments of dead processes put back to pending", stale)
         store.add((entry.experiment, entry.block) for entry in entries)
-    found = store.statuses([entry.experiment.content_hash() for entry in entries])
+    keys = [entry.experiment.content_hash() for entry in entries]
+    found = store.statuses(keys)
     if not register:  # what a run would put back to pending first
         stale = [key for key, claim in store.running_claims().items() if claim == "stale"]
         found |= {key: "pending" for key in stale if key in found}
-    statuses = {e.experiment.content_hash(): "pending" for e in entries} | found
-    todo = [e.experiment for e in entries if statuses[e.experiment.content_hash()] == "pending"]
+    statuses = dict.fromkeys(keys, "pending") | found
+    listed = list(zip(entries, keys, strict=True))
+    todo = [e.experiment for e, key in listed if statuses[key] == "pending"]
 
     def trained(key: str) -> bytes | None:
         """The stored clean model's checkpoint (a dry run only needs to know it is usable).
@@ -154,8 +157,8 @@ def prepare(
 
     elsewhere = {  # clean models another run is training: its evaluations are running
         e.experiment.clean_training().content_hash()
-        for e in entries
-        if statuses[e.experiment.content_hash()] == "running" and e.experiment.shares_clean_model
+        for e, key in listed
+        if statuses[key] == "running" and e.experiment.shares_clean_model
     }
     work = plan(
         todo,
@@ -502,6 +505,66 @@ def _sem(values: list[float]) -> float:
     return float(np.std(values, ddof=1) / math.sqrt(len(values)))
 
 
+class WorkDone:
+    """The share of a run's work that is done, by what its finished experiments of each kind
+    took: a trained model can cost a hundred inference-only experiments, so the share of
+    experiments run says little about the time left."""
+
+    def __init__(self, units: list[WorkUnit]) -> None:
+        """Count what ``units`` will run: trainings of their own, inference-only experiments,
+        and the clean trainings of units whose clean model is not stored."""
+        self.left: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
+        self.measured: Counter[str] = Counter()
+        for unit in units:
+            self.left.update(_kind(member) for member in unit.members)
+            self.left["clean"] += _trains_clean(unit)
+
+    def finished(self, unit: WorkUnit, result: UnitOutcome) -> None:
+        """Count a unit's outcomes as done, and what those that finished took."""
+        self.left["clean"] -= _trains_clean(unit)
+        if result.training is not None:
+            self._took("clean", result.training)
+        for outcome in result.members:
+            self.left[_kind(outcome.experiment)] -= 1
+            if outcome.error is None:
+                self._took(_kind(outcome.experiment), outcome)
+
+    def _took(self, kind: str, outcome: Outcome) -> None:
+        self.seconds[kind] += sum(outcome.timings.values())
+        self.measured[kind] += 1
+
+    def share(self) -> float | None:
+        """The share of the work done (0 to 1), or None while a kind of training is left of
+        which none has been measured. A clean training stands in for a noisy one and back
+        until one is measured; inference-only experiments not yet measured count as free."""
+        mean: dict[str, float | None] = {
+            kind: self.seconds[kind] / n for kind, n in self.measured.items() if n
+        }
+        mean.setdefault("trained", mean.get("clean"))
+        mean.setdefault("clean", mean.get("trained"))
+        mean.setdefault("evaluated", 0.0)
+        left = 0.0
+        for kind, count in self.left.items():
+            each = mean[kind]
+            if count > 0:
+                if each is None:
+                    return None
+                left += count * each
+        done = sum(self.seconds.values())
+        return done / (done + left) if done > 0 else None
+
+
+def _kind(experiment: Experiment) -> str:
+    """``evaluated`` (inference-only: its clean model only evaluated) or ``trained``."""
+    return "evaluated" if experiment.shares_clean_model else "trained"
+
+
+def _trains_clean(unit: WorkUnit) -> int:
+    """1 if the unit trains its shared clean model (none is stored), else 0."""
+    return int(unit.shared_training is not None and unit.checkpoint is None)
+
+
 def _run(
     entries: list[SweepEntry],
     spec: SweepSpec,
@@ -547,6 +610,7 @@ def _run(
             )
             summary.running_elsewhere += taken
             summary.to_run -= taken
+        work_done = WorkDone(claimed_units)
         bar = tqdm(total=len(open_keys), desc=spec.name, unit="exp", disable=bar_disabled(progress))
         if lines_wanted(progress):
             lines = ProgressLines(spec.name, len(open_keys), every=LINE_INTERVAL)
@@ -560,6 +624,7 @@ def _run(
                 result = UnitOutcome([Outcome(e, error=result.traceback) for e in unit.members])
             _record(store, unit, result)
             store.flush()
+            work_done.finished(unit, result)
             for outcome in result.members:
                 open_keys.discard(outcome.experiment.content_hash())
                 summary.ran += 1
@@ -568,7 +633,7 @@ def _run(
             bar.update(len(result.members))
             bar.set_postfix(failed=summary.failed)
             if lines is not None:
-                lines.update(summary.ran, summary.failed)
+                lines.update(summary.ran, summary.failed, work_done.share())
             log.info("%d of %d experiments run (%d failed)", summary.ran, bar.total, summary.failed)
     finally:
         if bar is not None:
@@ -592,10 +657,12 @@ def _release(store: Store, keys: list[str]) -> None:
 
 
 def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
-    """Write a unit's outcomes: the shared clean training first, then each member."""
+    """Write a unit's outcomes: the shared clean training first, then its failures, then its
+    finished members in one transaction."""
     training = result.training
+    shared = None
     if training is not None and training.error is None and training.checkpoint is not None:
-        store.save_training(
+        shared = store.save_training(
             training.experiment,
             training.checkpoint,
             history=training.history,
@@ -606,9 +673,9 @@ def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
             device=training.device,
             node=training.node,
         )
-    shared = None
     if unit.shared_training is not None and training is None:
         shared = store.training(unit.shared_training.content_hash())
+    finished = []
     for outcome in result.members:
         key = outcome.experiment.content_hash()
         if outcome.error is not None:
@@ -619,18 +686,20 @@ def _record(store: Store, unit: WorkUnit, result: UnitOutcome) -> None:
         if outcome.checkpoint is not None:
             checkpoint = store.write_checkpoint(key, outcome.checkpoint)
         elif unit.shared_training is not None and outcome.experiment.shares_clean_model:
-            record = shared or store.training(unit.shared_training.content_hash())
-            checkpoint = None if record is None else record.checkpoint
-            if record is not None and not outcome.history:
-                outcome.history, outcome.diverged = record.history, record.diverged
-        store.finish(
-            key,
-            metrics=outcome.metrics,
-            history=outcome.history,
-            weights=outcome.weights,
-            timings=outcome.timings,
-            diverged=outcome.diverged,
-            checkpoint=checkpoint,
-            device=outcome.device,
-            node=outcome.node,
+            checkpoint = None if shared is None else shared.checkpoint
+            if shared is not None and not outcome.history:
+                outcome.history, outcome.diverged = shared.history, shared.diverged
+        finished.append(
+            Finished(
+                key,
+                metrics=outcome.metrics,
+                history=outcome.history,
+                weights=outcome.weights,
+                timings=outcome.timings,
+                diverged=outcome.diverged,
+                checkpoint=checkpoint,
+                device=outcome.device,
+                node=outcome.node,
+            )
         )
+    store.finish_all(finished)

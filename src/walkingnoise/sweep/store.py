@@ -231,6 +231,21 @@ def _empty_store() -> sqlite3.Connection:
 
 
 @dataclass(frozen=True)
+class Finished:
+    """What a finished experiment recorded, for ``Store.finish_all``."""
+
+    key: str
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    weights: dict[str, dict[str, float]]
+    timings: dict[str, float]
+    diverged: bool
+    checkpoint: Path | None
+    device: str | None = None
+    node: str | None = None
+
+
+@dataclass(frozen=True)
 class TrainingRecord:
     """A finished clean training: its checkpoint path and what training recorded."""
 
@@ -552,25 +567,46 @@ class Store:
     ) -> None:
         """Record a finished experiment as ``done``, with the ``device`` and ``node`` it
         computed on (None: not known)."""
+        self.finish_all(
+            [Finished(key, metrics, history, weights, timings, diverged, checkpoint, device, node)]
+        )
+
+    def finish_all(self, finished: Sequence[Finished]) -> None:
+        """Record finished experiments as ``done`` in one transaction (a unit's, all or none);
+        a value they share (the history of one clean model) is encoded once."""
+        if not finished:
+            return
+        encoded: dict[int, str | None] = {}  # by id: the values live as long as ``finished``
+
+        def text(value: Any) -> str | None:
+            if id(value) not in encoded:
+                encoded[id(value)] = _json(value)
+            return encoded[id(value)]
+
+        now = time.time()
+        rows = [
+            (
+                text(one.metrics),
+                text(one.history),
+                text(one.weights),
+                text(one.timings),
+                int(one.diverged),
+                None if one.checkpoint is None else self._relative(one.checkpoint),
+                __version__,
+                self.host,
+                now,
+                one.device,
+                one.node,
+                one.key,
+            )
+            for one in finished
+        ]
         with self._transaction() as db:
-            db.execute(
+            db.executemany(
                 "UPDATE experiments SET status = 'done', metrics = ?, history = ?, weights = ?,"
                 " timings = ?, diverged = ?, checkpoint = ?, error = NULL, version = ?,"
                 " host = ?, pid = NULL, finished = ?, device = ?, node = ? WHERE hash = ?",
-                (
-                    _json(metrics),
-                    _json(history),
-                    _json(weights),
-                    _json(timings),
-                    int(diverged),
-                    None if checkpoint is None else self._relative(checkpoint),
-                    __version__,
-                    self.host,
-                    time.time(),
-                    device,
-                    node,
-                    key,
-                ),
+                rows,
             )
 
     def devices(self, hashes: Sequence[str] | None = None) -> dict[str | None, int]:
@@ -619,10 +655,13 @@ class Store:
         query = "SELECT hash, block, error FROM experiments WHERE status = 'failed' ORDER BY rowid"
         return [(key, block or "", error or "") for key, block, error in self._fetch(query)]
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every experiment row with its JSON columns decoded (for ``load_results``)."""
+    def rows(self, *, history: bool = True) -> list[dict[str, Any]]:
+        """Every experiment row with its JSON columns decoded (for ``load_results``); without
+        ``history`` the per-epoch history is neither read nor decoded (the row has none)."""
+        names = [row[1] for row in self._fetch("PRAGMA table_info(experiments)")]
+        wanted = ", ".join(name for name in names if history or name != "history")
         try:
-            cursor = self._db.execute("SELECT * FROM experiments ORDER BY rowid")
+            cursor = self._db.execute(f"SELECT {wanted} FROM experiments ORDER BY rowid")
             names = [d[0] for d in cursor.description]
             found = cursor.fetchall()
         except sqlite3.Error as error:
@@ -632,6 +671,8 @@ class Store:
         for values in found:
             row = missing | dict(zip(names, values, strict=True))
             for column in ("config", "metrics", "history", "weights", "timings"):
+                if column not in row:
+                    continue
                 try:
                     row[column] = _load(row[column])
                 except ValueError as error:  # a row edited or damaged outside walkingnoise
