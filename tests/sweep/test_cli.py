@@ -382,17 +382,7 @@ def test_dry_run_and_status_tell_dead_claims_from_live_ones(
 ) -> None:
     """A killed run leaves rows running: the next run does them (dead), another live run keeps
     its own; both a dry run and status say which is which."""
-    from walkingnoise.sweep import Store
-
-    sweep = write_sweep(tmp_path, SWEEP)
-    store = tmp_path / "tiny.sqlite"
-    with Store(store) as opened:
-        from walkingnoise.sweep.spec import expand, load_sweep
-
-        experiments = [e.experiment for e in expand(load_sweep(sweep))]
-        opened.add((e, "tiny") for e in experiments)
-        keys = [e.content_hash() for e in experiments]
-        opened.claim(keys[:3])
+    sweep, store, keys = _three_claimed(tmp_path)  # by this live process
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     set_columns(store, keys[0], pid=int(dead.stdout))
@@ -417,15 +407,7 @@ def test_claims_of_a_run_killed_on_another_host_go_back_with_retry_running(
     """A run killed on one cluster node leaves its claims running; a run on another node
     cannot see that process is gone, so `status` says how to give them back, and `retry
     --running` does, keeping the claims of live processes on this host."""
-    sweep = write_sweep(tmp_path, SWEEP)
-    store = tmp_path / "tiny.sqlite"
-    with Store(store) as opened:
-        from walkingnoise.sweep.spec import expand, load_sweep
-
-        experiments = [e.experiment for e in expand(load_sweep(sweep))]
-        opened.add((e, "tiny") for e in experiments)
-        keys = [e.content_hash() for e in experiments]
-        opened.claim(keys[:3])  # keys[2] stays claimed by this live process
+    sweep, store, keys = _three_claimed(tmp_path)  # by this live process
     for key in keys[:2]:
         set_columns(store, key, host="node17", pid=4321)
     code, out, err = _run(capsys, "run", str(sweep), "--store", str(store), "--no-progress")
@@ -445,3 +427,18 @@ def test_claims_of_a_run_killed_on_another_host_go_back_with_retry_running(
     assert code == 0, err
     assert "ran 2 experiments (0 failed)" in out
     assert status_counts(store) == {"running": 1, "done": 3}
+
+
+def _three_claimed(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """The tiny sweep's file, a store of its experiments, and their keys, the first three
+    claimed by this process."""
+    from walkingnoise.sweep.spec import expand, load_sweep
+
+    sweep = write_sweep(tmp_path, SWEEP)
+    store = tmp_path / "tiny.sqlite"
+    with Store(store) as opened:
+        experiments = [e.experiment for e in expand(load_sweep(sweep))]
+        opened.add((e, "tiny") for e in experiments)
+        keys = [e.content_hash() for e in experiments]
+        opened.claim(keys[:3])
+    return sweep, store, keys
