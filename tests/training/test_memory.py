@@ -10,6 +10,7 @@ import torch
 
 from walkingnoise.models import build_model
 from walkingnoise.noise import instrument
+from walkingnoise.training import memory
 from walkingnoise.training.memory import (
     BUDGET_ENV,
     DEVICE_ENV,
@@ -59,15 +60,20 @@ def test_the_variable_is_checked_on_demand(monkeypatch: pytest.MonkeyPatch) -> N
     check_budget()
 
 
-def test_a_budget_below_one_model_stacks_one_and_says_so(
+def test_a_budget_below_one_model_stacks_one_and_warns_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     torch.manual_seed(0)
     model = instrument(build_model("mlp", (1, 8, 8), 10), torch.randn(2, 1, 8, 8))
+    monkeypatch.setattr(memory, "_SAID_BELOW", set())  # as in a new process
     monkeypatch.setenv(BUDGET_ENV, "1KB")
-    with caplog.at_level(logging.INFO, logger="walkingnoise"):
-        assert models_per_stack(model, 64, torch.device("cpu"), training=True) == 1
-    assert "below one model's" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="walkingnoise"):
+        for _ in range(3):  # a sweep sizes a stack per unit: the warning comes once
+            assert models_per_stack(model, 64, torch.device("cpu"), training=True) == 1
+    warnings = [r for r in caplog.records if "below one model's" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+    assert BUDGET_ENV in warnings[0].getMessage()
     caplog.clear()
     monkeypatch.setenv(BUDGET_ENV, "1GB")
     with caplog.at_level(logging.INFO, logger="walkingnoise"):

@@ -33,6 +33,7 @@ _UNITS = {
     "GIB": 2**30,
     "TIB": 2**40,
 }
+_SAID_BELOW: set[int] = set()  # one model's needs warned of as above the budget, once each
 
 
 def device_setting() -> str | None:
@@ -179,10 +180,13 @@ def models_per_stack(
     ``weight_noise``: some read their weights with noise."""
     budget = memory_budget(device)
     need = max(1, bytes_per_model(model, batch_size, training=training, weight_noise=weight_noise))
-    if budget < need:
-        log.info(
-            "the memory budget of %s bytes is below one model's %s: one model per stack",
+    if budget < need and need not in _SAID_BELOW:
+        _SAID_BELOW.add(need)
+        log.warning(
+            "the memory budget of %s bytes is below one model's %s: one model per stack, "
+            "which may not fit either (set %s to change the budget)",
             f"{budget:,}",
             f"{need:,}",
+            BUDGET_ENV,
         )
     return max(1, budget // need)
