@@ -446,21 +446,27 @@ def test_a_damaged_row_is_a_store_error_naming_the_experiment(tmp_path: Path) ->
         load_results(path)
 
 
-def test_load_results_without_history_neither_reads_nor_decodes_it(tmp_path: Path) -> None:
-    # the per-epoch history is most of a large store (100 epochs: ~13 KB a row), and the
-    # analysis never needs it: a damaged one shows that it is not even decoded
+@pytest.mark.parametrize("column", ["history", "weights"])
+def test_load_results_without_a_column_neither_reads_nor_decodes_it(
+    tmp_path: Path, column: str
+) -> None:
+    # the per-epoch history is most of a large store (100 epochs: ~13 KB a row), the weight
+    # statistics half of a row without it, and only `weights` needs them: a damaged one shows
+    # that a column left out is not even decoded
     path, key, _ = _stored_pair(tmp_path)
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE experiments SET history = '[{not json' WHERE hash = ?", (key,))
+        db.execute(f"UPDATE experiments SET {column} = '[{{not json' WHERE hash = ?", (key,))
     db.close()
-    with pytest.raises(StoreError, match="history is not valid JSON"):
+    with pytest.raises(StoreError, match=f"{column} is not valid JSON"):
         load_results(path)
-    frame = load_results(path, history=False)
-    assert "history" not in frame.columns
+    frame = load_results(path, **{column: False})
+    assert column not in frame.columns
     assert frame.loc[0, "hash"] == key
     assert frame.loc[0, "status"] == "done"
+    other = "weights" if column == "history" else "history"
+    assert other in frame.columns
     with Store(path, read_only=True) as store:
-        assert "history" not in store.rows(history=False)[0]
+        assert column not in store.rows(**{column: False})[0]
 
 
 def test_two_sweep_files_of_one_name_are_both_kept_and_an_edited_one_replaced(

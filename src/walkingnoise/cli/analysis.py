@@ -85,7 +85,9 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     from walkingnoise.report.markdown import cell_text, varying_columns
     from walkingnoise.sweep import load_results
 
-    results, chosen, selection = selected_results(args, load_results(args.store, history=False))
+    results, chosen, selection = selected_results(
+        args, load_results(args.store, history=False, weights=False)
+    )
     fitter = double_midpoint_table if args.double else midpoint_table
     table = fitter(results, a_min=args.a_min, n_test=result_test_sizes(results, args.data_root))
     if table.empty:
@@ -160,7 +162,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
     chosen, said, sweeps = None, "", None
     if args.sweep is not None or args.where:
-        chosen, said = selected_hashes(args, load_results(args.store, history=False))
+        chosen, said = selected_hashes(args, load_results(args.store, history=False, weights=False))
     if args.sweep is not None:
         sweeps = {str(args.sweep): args.sweep.read_text(encoding="utf-8", errors="replace")}
     out = args.out or default_report_dir(args.store)

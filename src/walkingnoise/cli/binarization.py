@@ -117,12 +117,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     mixed.set_defaults(handler=_cmd_mixed_map)
 
 
-def _results(store: Path, where: list[str] | None) -> Any:
+def _results(store: Path, where: list[str] | None, *, weights: bool = False) -> Any:
     from walkingnoise.analysis.selection import parse_filters, select_results
     from walkingnoise.sweep import load_results
 
     filters = parse_filters(where)
-    results = load_results(store, history=False)
+    results = load_results(store, history=False, weights=weights)
     selected = select_results(results, filters)
     if selected.empty:
         shown = " ".join(f"--where {key}={value}" for key, value in filters.items())
@@ -144,7 +144,7 @@ def _cmd_weights(args: argparse.Namespace) -> None:
     from walkingnoise.analysis.tables import format_mu, weight_comparison_table
     from walkingnoise.report.markdown import cell_text
 
-    results = _results(args.store, args.where)
+    results = _results(args.store, args.where, weights=True)
     table = weight_comparison_table(results, args.compare, by=args.by, stat=args.stat)
     first, second = ("null" if v is None else cell_text(v) for v in table.attrs["values"])
     by = table.attrs["by"]
@@ -201,7 +201,7 @@ def _cmd_binarization(args: argparse.Namespace) -> None:
         if not 0 < threshold < math.inf:
             raise ValueError(f"--thresholds: {threshold} is no magnitude (give numbers > 0)")
     with Store(args.store, read_only=True) as db:
-        results = load_results(db, history=False)
+        results = load_results(db, history=False, weights=False)
         try:
             row = choose_experiment(
                 results, prefix=args.experiment, site=args.site, filters=parse_filters(args.where)

@@ -157,7 +157,7 @@ def _walking_group(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame
     )
     from walkingnoise.sweep import load_results
 
-    results = load_results(args.store, history=False)
+    results = load_results(args.store, history=False, weights=False)
     if args.where:
         kept = where_hashes(args.store, results, args.where)
         results = results[results["hash"].isin(kept)].reset_index(drop=True)

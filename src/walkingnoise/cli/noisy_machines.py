@@ -41,7 +41,9 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     )
     from walkingnoise.sweep import load_results
 
-    results, _, selection = selected_results(args, load_results(args.store, history=False))
+    results, _, selection = selected_results(
+        args, load_results(args.store, history=False, weights=False)
+    )
     table = weight_noise_accuracy(results, args.metric)
     if table.empty or not (pd.to_numeric(table["weight_noise"]) > 0).any():
         finished = results["status"].eq("done").any() if "status" in results else len(results)

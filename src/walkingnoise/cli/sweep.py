@@ -284,7 +284,7 @@ def _passing(args: argparse.Namespace) -> set[str]:
     from walkingnoise.analysis.selection import parse_filters, select_results
     from walkingnoise.sweep import load_results
 
-    results = load_results(args.store, history=False)
+    results = load_results(args.store, history=False, weights=False)
     if results.empty:
         return set()
     # filtered on their settings alone: a pending experiment passes as a finished one would

@@ -20,7 +20,9 @@ def diverged_note(count: int) -> str:
     )
 
 
-def load_results(store: str | Path | Store, *, history: bool = True) -> pd.DataFrame:
+def load_results(
+    store: str | Path | Store, *, history: bool = True, weights: bool = True
+) -> pd.DataFrame:
     """One row per experiment: hash, status, block, flat config (``recipe.epochs``, ...),
     metrics (``clean_test_accuracy``, ...), ``diverged``, timings (``seconds_train``, ...),
     ``error``, and the per-epoch ``history`` and per-layer ``weights`` as Python objects.
@@ -39,11 +41,13 @@ def load_results(store: str | Path | Store, *, history: bool = True) -> pd.DataF
 
     ``history=False`` leaves the ``history`` column out, unread: the analysis never needs it,
     and at 100 epochs it is most of what reading a large store costs in time and memory.
+    ``weights=False`` leaves ``weights`` out too: only the weight statistics need it, and it
+    is about half of what a row without history holds in memory.
     """
     own = not isinstance(store, Store)
     db = Store(store, read_only=True) if own else store
     try:
-        rows = db.rows(history=history)
+        rows = db.rows(history=history, weights=weights)
     finally:
         if own:
             db.close()
@@ -65,11 +69,11 @@ def load_results(store: str | Path | Store, *, history: bool = True) -> pd.DataF
             "device": [r["device"] for r in rows],
             "node": [r["node"] for r in rows],
             "version": [r["version"] for r in rows],
-            "weights": [r["weights"] for r in rows],
         }
     )
-    if history:
-        meta.insert(len(meta.columns) - 1, "history", [r["history"] for r in rows])
+    for column, kept in (("history", history), ("weights", weights)):
+        if kept:
+            meta[column] = [r[column] for r in rows]
     return pd.concat([meta, config, metrics, timings], axis=1)
 
 

@@ -655,11 +655,13 @@ class Store:
         query = "SELECT hash, block, error FROM experiments WHERE status = 'failed' ORDER BY rowid"
         return [(key, block or "", error or "") for key, block, error in self._fetch(query)]
 
-    def rows(self, *, history: bool = True) -> list[dict[str, Any]]:
+    def rows(self, *, history: bool = True, weights: bool = True) -> list[dict[str, Any]]:
         """Every experiment row with its JSON columns decoded (for ``load_results``); without
-        ``history`` the per-epoch history is neither read nor decoded (the row has none)."""
+        ``history`` (``weights``) the per-epoch history (the per-layer weight statistics) is
+        neither read nor decoded: the row has none."""
+        left_out = {name for name, kept in (("history", history), ("weights", weights)) if not kept}
         names = [row[1] for row in self._fetch("PRAGMA table_info(experiments)")]
-        wanted = ", ".join(name for name in names if history or name != "history")
+        wanted = ", ".join(name for name in names if name not in left_out)
         try:
             cursor = self._db.execute(f"SELECT {wanted} FROM experiments ORDER BY rowid")
             names = [d[0] for d in cursor.description]
