@@ -76,6 +76,15 @@ def test_forward_gives_finite_logits_and_gradients(
 
 
 @pytest.mark.parametrize(("name", "shape", "batchnorm"), _cases())
+def test_models_are_built_in_training_mode_throughout(
+    name: str, shape: tuple[int, ...], batchnorm: bool
+) -> None:
+    """A fresh model and every submodule are in training mode, as any new nn.Module is."""
+    model = _build(name, shape, batchnorm)
+    assert [n for n, m in model.named_modules() if not m.training] == []
+
+
+@pytest.mark.parametrize(("name", "shape", "batchnorm"), _cases())
 def test_models_are_plain_modules_without_noise_sites(
     name: str, shape: tuple[int, ...], batchnorm: bool
 ) -> None:

@@ -108,6 +108,18 @@ def test_training_and_evaluation_flags_decide_when_noise_is_drawn() -> None:
     assert not torch.allclose(_seen_weight(layer), clean)
 
 
+@pytest.mark.parametrize(("name", "shape"), [("lenet5", (1, 28, 28)), ("cnn_s", (1, 10, 49))])
+def test_evaluation_only_noise_spares_a_fresh_convnet_in_training_mode(
+    name: str, shape: tuple[int, ...]
+) -> None:
+    """A built-in conv net, fresh and in training mode, draws no evaluation-only weight noise."""
+    model = build_model(name, shape, 10, batchnorm=False)
+    attach_weight_noise(model, 0.5, training=False, evaluation=True, generator=_generator())
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
 def test_eta_zero_and_removal_leave_the_model_clean() -> None:
     layer = _layer(5, 5, 1.0, seed=6)
     clean = layer.weight.detach().clone()

@@ -40,6 +40,7 @@ def _feature_size(features: nn.Module, input_shape: tuple[int, ...], model: str)
     """Flattened size of ``features`` applied to one input, or a clear error if it is too small."""
     if len(input_shape) != 3:
         raise ValueError(f"{model} needs image-like inputs (C, H, W), got shape {input_shape}")
+    was_training = features.training
     try:
         with torch.no_grad():
             return math.prod(features.eval()(torch.zeros(1, *input_shape)).shape[1:])
@@ -47,6 +48,8 @@ def _feature_size(features: nn.Module, input_shape: tuple[int, ...], model: str)
         raise ValueError(
             f"{model} cannot take inputs of shape {input_shape}: {str(error).splitlines()[0]}"
         ) from None
+    finally:
+        features.train(was_training)
 
 
 class ConvClassifier(nn.Module):
