@@ -11,7 +11,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from walkingnoise.experiment import Experiment
+from walkingnoise.experiment import STORED, Experiment
 from walkingnoise.noise import AdditiveNoise, MixedNoise, MultiplicativeNoise, WalkingPlacement
 from walkingnoise.training import Recipe
 from walkingnoise.training.distillation import Distillation
@@ -201,6 +201,20 @@ def test_mixed_noise_accepts_a_pair_or_an_amplitude_with_ratio() -> None:
     model = amplitude.noise_model()
     assert isinstance(model, MixedNoise)
     assert model.levels(1.0) == (0.75, 0.25)
+
+
+def test_a_ratio_beside_a_pair_of_sigmas_is_refused_as_it_would_be_ignored() -> None:
+    # the pair decides both σ; the ratio would change the hash and the stored settings alone
+    with pytest.raises(pydantic.ValidationError, match=r"ratio 0\.25 would be ignored"):
+        Experiment(**{**BASE, "noise": "mixed", "ratio": 0.25, "sigma": (0.1, 0.2)})
+
+
+def test_a_stored_ratio_beside_a_pair_still_reads() -> None:
+    # stores written before the check keep such experiments: reading them must not fail
+    text = json.dumps({**BASE, "noise": "mixed", "ratio": 0.25, "sigma": [0.1, 0.2]})
+    experiment = Experiment.model_validate_json(text, context=STORED)
+    assert experiment.ratio == 0.25
+    assert experiment.noise_model().levels(experiment.sigma) == (0.1, 0.2)
 
 
 def test_noise_model_follows_the_fields() -> None:

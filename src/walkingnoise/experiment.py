@@ -7,7 +7,14 @@ import json
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from walkingnoise._numbers import MAX_SEED, no_bool, within_float32
 from walkingnoise.data.registry import dataset_names
@@ -23,6 +30,9 @@ from walkingnoise.training.distillation import CLEAN_TEACHER, Distillation
 from walkingnoise.training.recipe import Recipe
 
 NoiseName = Literal["none", "additive", "multiplicative", "mixed"]
+#: Validation context of experiments read back from a store or a checkpoint: checks added
+#: after they were written (a ratio beside a pair of σ) do not make them unreadable.
+STORED = {"stored": True}
 
 
 class Experiment(BaseModel):
@@ -107,11 +117,17 @@ class Experiment(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _sigma_fits(self) -> Experiment:
+    def _sigma_fits(self, info: ValidationInfo) -> Experiment:
         """σ against the noise model and placement: the experiment's only check of several
         fields together, so a sweep file's error of it points at ``sigma``."""
         if self.noise == "none":
             return self
+        stored = bool(info.context and info.context.get("stored"))
+        if isinstance(self.sigma, tuple) and self.ratio is not None and not stored:
+            raise ValueError(
+                f"mixed noise with the pair sigma {list(self.sigma)} takes both σ from it: "
+                f"ratio {self.ratio} would be ignored; give a pair or an amplitude with ratio"
+            )
         model = self.noise_model()
         placement = self.placement_spec()
         if isinstance(placement, SiteMapPlacement):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from walkingnoise.data import load_dataset
-from walkingnoise.experiment import Experiment
+from walkingnoise.experiment import STORED, Experiment
 from walkingnoise.sweep import Store, StoreError, expand, load_results
 from walkingnoise.sweep.store import distinct_errors
 from walkingnoise.training.checkpoint import checkpoint_bytes, read_checkpoint
@@ -46,6 +46,18 @@ def _dead_pid() -> int:
 
 
 # -- round trip and dedupe --------------------------------------------------------------------
+
+
+def test_experiments_stored_before_a_check_was_added_still_read(store: Store) -> None:
+    # a ratio beside a pair of σ is refused now; stores written before keep such experiments
+    written = Experiment.model_validate(
+        {"noise": "mixed", "ratio": 0.25, "sigma": [0.1, 0.2], "placement": "walking:3"},
+        context=STORED,
+    )
+    store.add([(written, "a")])
+    (read,) = store.experiments()
+    assert read == written
+    assert read.content_hash() == written.content_hash()
 
 
 def test_round_trip_through_rows_and_load_results(store: Store) -> None:

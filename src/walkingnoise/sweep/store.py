@@ -33,7 +33,7 @@ from typing import Any
 from walkingnoise import __version__
 from walkingnoise._files import write_atomic
 from walkingnoise.data.errors import one_line
-from walkingnoise.experiment import Experiment
+from walkingnoise.experiment import STORED, Experiment
 
 #: The layout of the tables: "2" added ``device`` and ``node`` (see ``_ADDED_COLUMNS``).
 SCHEMA_VERSION = "2"
@@ -468,7 +468,7 @@ class Store:
             rows = self._fetch(
                 "SELECT config FROM experiments WHERE status = ? ORDER BY rowid", (status,)
             )
-        return [Experiment.model_validate_json(config) for (config,) in rows]
+        return [Experiment.model_validate_json(config, context=STORED) for (config,) in rows]
 
     def claim(self, hashes: Sequence[str]) -> list[str]:
         """Mark those of ``hashes`` that are pending as running by this process; returns them."""
@@ -752,7 +752,7 @@ class Store:
             return None
         return TrainingRecord(
             hash=key,
-            experiment=Experiment.model_validate_json(row[0]),
+            experiment=Experiment.model_validate_json(row[0], context=STORED),
             checkpoint=path,
             history=_load(row[2]) or [],
             weights=_load(row[3]) or {},

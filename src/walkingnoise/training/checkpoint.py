@@ -11,7 +11,7 @@ import torch
 from walkingnoise import __version__
 from walkingnoise._files import write_atomic
 from walkingnoise.data.dataset import InMemoryDataset
-from walkingnoise.experiment import Experiment
+from walkingnoise.experiment import STORED, Experiment
 from walkingnoise.models import build_model, model_names
 from walkingnoise.models.registry import unknown_model
 from walkingnoise.noise.instrument import NoisyModel, instrument
@@ -70,7 +70,7 @@ def read_checkpoint(data: bytes, source: str = "<bytes>") -> tuple[Experiment, N
     if isinstance(model, str) and model not in model_names():
         raise CheckpointError(f"{source}: its model is not built here: {unknown_model(model)}")
     try:
-        experiment = Experiment.model_validate(payload["experiment"])
+        experiment = Experiment.model_validate(payload["experiment"], context=STORED)
         input_shape = tuple(payload["input_shape"])
         clean = build_model(
             experiment.model,
