@@ -158,6 +158,29 @@ def test_interruption_never_leaves_a_complete_looking_file(
     assert not part.exists()
 
 
+def test_a_cut_chunked_transfer_is_resumed(server: FileServer, tmp_path: Path) -> None:
+    """A body without Content-Length (chunked) that ends early is an interruption, as one with
+    it: resumed from what arrived, not fetched whole and called a checksum mismatch."""
+    remote = _remote(server)
+    server.chunked = True
+    server.cuts["/blob.bin"] = (1, 3000)  # inside the third chunk of 1,024 bytes
+    fetch("demo", tmp_path, [remote])
+    assert (tmp_path / "blob.bin").read_bytes() == PAYLOAD
+    assert server.requests == [("/blob.bin", None), ("/blob.bin", "bytes=2048-")]
+
+
+def test_every_chunked_attempt_cut_says_so(server: FileServer, tmp_path: Path) -> None:
+    remote = _remote(server)
+    server.chunked = True
+    server.cuts["/blob.bin"] = (3, 3000)
+    with pytest.raises(DownloadError) as err:
+        fetch("demo", tmp_path, [remote], retries=2)
+    message = _one_line(err)
+    assert "checksum mismatch" not in message
+    assert "connection closed after 2,048 bytes (2,048 kept in blob.bin.part" in message
+    assert not (tmp_path / "blob.bin").exists()
+
+
 def test_stale_part_is_discarded_and_fetched_again(server: FileServer, tmp_path: Path) -> None:
     remote = _remote(server)
     (tmp_path / "blob.bin.part").write_bytes(b"x" * len(PAYLOAD))  # complete but wrong

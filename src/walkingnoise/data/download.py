@@ -434,7 +434,7 @@ def _transfer(
         length = response.headers.get("Content-Length")
         remaining = int(length) if length is not None and length.isdigit() else None
         total = offset + remaining if remaining is not None else size
-        received = 0
+        received, cut = 0, False
         with (
             part.open(mode) as out,
             tqdm(
@@ -456,9 +456,11 @@ def _transfer(
             except http.client.IncompleteRead as short:  # the body ended early: said below
                 out.write(short.partial)
                 received += len(short.partial)
-        if remaining is not None and received < remaining:
+                cut = True  # a chunked body has no Content-Length to compare with
+        if cut or (remaining is not None and received < remaining):
+            of = f" of {total:,}" if total is not None else ""
             raise ConnectionError(
-                f"connection closed after {offset + received:,} of {total:,} bytes "
+                f"connection closed after {offset + received:,}{of} bytes "
                 f"({offset + received:,} kept in {part.name} for a later resume)"
             )
 
