@@ -19,7 +19,7 @@ from walkingnoise.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from walkingnoise.data.dataset import InMemoryDataset, Split
 from walkingnoise.data.download import RemoteFile, locate_or_download
 from walkingnoise.data.errors import DatasetFormatError, one_line
-from walkingnoise.data.registry import data_root, register_dataset, split_train_validation
+from walkingnoise.data.registry import data_root, register_dataset, split_arrays
 from walkingnoise.data.status import DatasetStatus
 
 __all__ = ["SVHN_FILES", "SVHN_MEAN", "SVHN_STD", "load_svhn", "read_svhn_mat"]
@@ -125,8 +125,9 @@ def load_svhn(
     """
     status = locate_or_download("svhn", root, _status, download)
     train_path, test_path = status.files
-    train, validation = split_train_validation(
-        *_tensors(*read_svhn_mat(train_path), normalize), val_fraction
+    train, validation = (
+        Split(*_tensors(*part, normalize))
+        for part in split_arrays(*read_svhn_mat(train_path), val_fraction)
     )
     return InMemoryDataset(
         name="svhn",
