@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -345,6 +349,45 @@ def test_corrupt_archive_is_named(tmp_path: Path) -> None:
     archive.write_bytes(_tar({"x": b"1" * 5000})[:40])
     with pytest.raises(DatasetFormatError, match="corrupt archive"):
         extract_archive(archive, tmp_path / "out")
+
+
+@pytest.mark.parametrize("use_filter", [True, False])
+def test_a_full_disk_while_extracting_is_not_a_corrupt_archive(
+    tmp_path: Path, use_filter: bool
+) -> None:
+    """The operating system refusing a write (here the file-size limit, as a full disk does)
+    is said as such: "corrupt archive" would have the user fetch 2.4 GB again for nothing."""
+    resource = pytest.importorskip("resource")
+    if use_filter and not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python has no tarfile data filter")
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(_tar({"big": os.urandom(200_000)}))
+    dest = tmp_path / "out"
+    code = (
+        "import sys\n"
+        "from walkingnoise.data.download import extract_archive\n"
+        "try:\n"
+        f"    extract_archive(sys.argv[1], sys.argv[2], filter_supported={use_filter})\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(archive), str(dest)],
+        preexec_fn=limit_file_size,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "corrupt archive" not in result.stdout
+    assert result.stdout == (
+        f"OSError [Errno {errno.EFBIG}] {archive}: cannot extract into {dest}: "
+        f"{os.strerror(errno.EFBIG)}\n"
+    )
 
 
 # --- datasets through load_dataset / download_dataset ----------------------------------------

@@ -549,6 +549,7 @@ def extract_archive(
 
     Raises:
         DatasetFormatError: the archive is corrupt or has a member that would escape ``dest``.
+        OSError: writing failed (a full disk: one line naming the archive and ``dest``).
     """
     archive, dest = Path(archive), Path(dest)
     use_filter = hasattr(tarfile, "data_filter") if filter_supported is None else filter_supported
@@ -566,6 +567,10 @@ def extract_archive(
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         if isinstance(error, PermissionError):
             raise
+        if isinstance(error, OSError) and error.errno is not None:  # the disk (full…), not the
+            raise OSError(  # archive: a damaged gzip stream is an OSError without an errno
+                error.errno, f"{archive}: cannot extract into {dest}: {error.strerror}"
+            ) from error
         raise DatasetFormatError(f"{archive}: corrupt archive: {one_line(error)}") from error
 
 
