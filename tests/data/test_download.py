@@ -185,6 +185,45 @@ def test_every_chunked_attempt_cut_says_so(server: FileServer, tmp_path: Path) -
     assert not (tmp_path / "blob.bin").exists()
 
 
+def test_a_full_disk_while_downloading_is_not_a_network_failure(
+    server: FileServer, tmp_path: Path
+) -> None:
+    """The operating system refusing a write of the .part (here the file-size limit, as a
+    full disk does) stops the download with that reason: no retry, no next mirror, no advice
+    to fetch the file by hand; what landed stays for a resume."""
+    resource = pytest.importorskip("resource")
+    remote = _remote(server, data=PAYLOAD * 20)  # 204,800 bytes
+    code = (
+        "import sys\n"
+        "from walkingnoise.data.download import RemoteFile, fetch\n"
+        "urls = (sys.argv[1], sys.argv[1].replace('blob.bin', 'mirror/blob.bin'))\n"
+        "remote = RemoteFile(name='blob.bin', urls=urls, digests=(sys.argv[2],))\n"
+        "try:\n"
+        "    fetch('demo', sys.argv[3], [remote])\n"
+        "except OSError as error:\n"
+        "    print(error)\n"
+    )
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    result = subprocess.run(
+        [sys.executable, "-c", code, remote.urls[0], remote.digests[0], str(tmp_path)],
+        preexec_fn=limit_file_size,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    part = tmp_path / "blob.bin.part"
+    assert result.stdout == (
+        f"[Errno {errno.EFBIG}] {part}: cannot write: {os.strerror(errno.EFBIG)}\n"
+    )
+    assert server.requests == [("/blob.bin", None)]
+    assert 0 < part.stat().st_size <= 100_000
+    assert not (tmp_path / "blob.bin").exists()
+
+
 def test_stale_part_is_discarded_and_fetched_again(server: FileServer, tmp_path: Path) -> None:
     remote = _remote(server)
     (tmp_path / "blob.bin.part").write_bytes(b"x" * len(PAYLOAD))  # complete but wrong

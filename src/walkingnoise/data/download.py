@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from tqdm.auto import tqdm
 
@@ -360,6 +361,11 @@ class _FetchFailedError(Exception):
         self.reasons = reasons
 
 
+class _WriteError(OSError):
+    """Internal: the disk refused the ``.part`` (full, read-only): no network error, so no
+    retry and no next mirror."""
+
+
 _NETWORK_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 
@@ -436,7 +442,7 @@ def _transfer(
         total = offset + remaining if remaining is not None else size
         received, cut = 0, False
         with (
-            part.open(mode) as out,
+            _open_part(part, mode) as out,
             tqdm(
                 total=total,
                 initial=offset,
@@ -450,11 +456,11 @@ def _transfer(
         ):
             try:
                 while chunk := response.read(_CHUNK):
-                    out.write(chunk)
+                    _write(out, chunk, part)
                     received += len(chunk)
                     bar.update(len(chunk))
             except http.client.IncompleteRead as short:  # the body ended early: said below
-                out.write(short.partial)
+                _write(out, short.partial, part)
                 received += len(short.partial)
                 cut = True  # a chunked body has no Content-Length to compare with
         if cut or (remaining is not None and received < remaining):
@@ -463,6 +469,24 @@ def _transfer(
                 f"connection closed after {offset + received:,}{of} bytes "
                 f"({offset + received:,} kept in {part.name} for a later resume)"
             )
+
+
+def _open_part(part: Path, mode: str) -> IO[bytes]:
+    """``part`` opened with ``mode``; failing, a :class:`_WriteError` naming it."""
+    try:
+        return part.open(mode)
+    except OSError as error:
+        raise _WriteError(error.errno, f"{part}: cannot write: {error.strerror}") from error
+
+
+def _write(out: IO[bytes], data: bytes, part: Path) -> None:
+    """Write and flush ``data`` (so closing has nothing left to fail on); failing, a
+    :class:`_WriteError` naming ``part``."""
+    try:
+        out.write(data)
+        out.flush()
+    except OSError as error:
+        raise _WriteError(error.errno, f"{part}: cannot write: {error.strerror}") from error
 
 
 def _download_one(
@@ -493,6 +517,8 @@ def _download_one(
                     progress=progress,
                     timeout=timeout,
                 )
+            except _WriteError:
+                raise  # the disk's, not the server's: no other URL helps
             except _NETWORK_ERRORS as error:
                 reasons.append(f"{url}: {one_line(error) or type(error).__name__}")
                 grew = part.exists() and part.stat().st_size > before
@@ -639,6 +665,7 @@ def fetch(
         DownloadError: a file could not be fetched from any URL or failed its checksum; one line
             naming every file still to fetch and the directory it belongs in.
         DatasetFormatError: a downloaded archive is corrupt or unsafe.
+        OSError: the disk refused a write (full, read-only): one line naming the file.
     """
     base = data_root(root)
     written: list[Path] = []
