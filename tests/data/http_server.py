@@ -16,19 +16,34 @@ class FileServer:
     ``files`` maps a path (``/name``) to its bytes. With ``ranges`` off, ``Range`` headers are
     ignored (full 200 responses). ``cuts[path] = (n, k)`` drops the connection after ``k`` body
     bytes on the next ``n`` requests of that path. ``stalls[path]`` is how many seconds the
-    server waits before it answers a request of that path (a server that hangs).
+    server waits before it answers a request of that path (a server that hangs). With
+    ``chunked`` on, bodies are sent with ``Transfer-Encoding: chunked`` in chunks of 1,024 bytes
+    and without a ``Content-Length`` (a cut then ends inside a chunk).
     """
 
     files: dict[str, bytes] = field(default_factory=dict)
     ranges: bool = True
     cuts: dict[str, tuple[int, int]] = field(default_factory=dict)
     stalls: dict[str, float] = field(default_factory=dict)
+    chunked: bool = False
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     base_url: str = ""
 
     def url(self, path: str) -> str:
         """Full URL of ``path`` on this server."""
         return f"{self.base_url}{path}"
+
+
+def _chunked(body: bytes, keep: int | None = None) -> bytes:
+    """``body`` in the chunked transfer coding, or only its first ``keep`` bytes (cut inside a
+    chunk, without the last chunk: what a dropped connection leaves)."""
+    wire = b""
+    for start in range(0, len(body), 1024):
+        chunk = body[start : start + 1024]
+        if keep is not None and start + len(chunk) > keep:
+            return wire + b"%x\r\n" % len(chunk) + chunk[: keep - start]
+        wire += b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+    return wire + b"0\r\n\r\n"
 
 
 def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
@@ -61,16 +76,20 @@ def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self.send_response(200)
             body = data[start:]
-            self.send_header("Content-Length", str(len(body)))
+            if state.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            wire = _chunked(body) if state.chunked else body
             times, keep = state.cuts.get(self.path, (0, 0))
             if times > 0:
                 state.cuts[self.path] = (times - 1, keep)
-                self.wfile.write(body[:keep])
+                self.wfile.write(_chunked(body, keep) if state.chunked else body[:keep])
                 self.wfile.flush()
                 self.close_connection = True
                 return
-            self.wfile.write(body)
+            self.wfile.write(wire)
 
     return Handler
 

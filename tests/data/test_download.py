@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -156,6 +160,68 @@ def test_interruption_never_leaves_a_complete_looking_file(
     assert (tmp_path / "blob.bin").read_bytes() == PAYLOAD
     assert server.requests == [("/blob.bin", "bytes=3000-")]
     assert not part.exists()
+
+
+def test_a_cut_chunked_transfer_is_resumed(server: FileServer, tmp_path: Path) -> None:
+    """A body without Content-Length (chunked) that ends early is an interruption, as one with
+    it: resumed from what arrived, not fetched whole and called a checksum mismatch."""
+    remote = _remote(server)
+    server.chunked = True
+    server.cuts["/blob.bin"] = (1, 3000)  # inside the third chunk of 1,024 bytes
+    fetch("demo", tmp_path, [remote])
+    assert (tmp_path / "blob.bin").read_bytes() == PAYLOAD
+    assert server.requests == [("/blob.bin", None), ("/blob.bin", "bytes=2048-")]
+
+
+def test_every_chunked_attempt_cut_says_so(server: FileServer, tmp_path: Path) -> None:
+    remote = _remote(server)
+    server.chunked = True
+    server.cuts["/blob.bin"] = (3, 3000)
+    with pytest.raises(DownloadError) as err:
+        fetch("demo", tmp_path, [remote], retries=2)
+    message = _one_line(err)
+    assert "checksum mismatch" not in message
+    assert "connection closed after 2,048 bytes (2,048 kept in blob.bin.part" in message
+    assert not (tmp_path / "blob.bin").exists()
+
+
+def test_a_full_disk_while_downloading_is_not_a_network_failure(
+    server: FileServer, tmp_path: Path
+) -> None:
+    """The operating system refusing a write of the .part (here the file-size limit, as a
+    full disk does) stops the download with that reason: no retry, no next mirror, no advice
+    to fetch the file by hand; what landed stays for a resume."""
+    resource = pytest.importorskip("resource")
+    remote = _remote(server, data=PAYLOAD * 20)  # 204,800 bytes
+    code = (
+        "import sys\n"
+        "from walkingnoise.data.download import RemoteFile, fetch\n"
+        "urls = (sys.argv[1], sys.argv[1].replace('blob.bin', 'mirror/blob.bin'))\n"
+        "remote = RemoteFile(name='blob.bin', urls=urls, digests=(sys.argv[2],))\n"
+        "try:\n"
+        "    fetch('demo', sys.argv[3], [remote])\n"
+        "except OSError as error:\n"
+        "    print(error)\n"
+    )
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    result = subprocess.run(
+        [sys.executable, "-c", code, remote.urls[0], remote.digests[0], str(tmp_path)],
+        preexec_fn=limit_file_size,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    part = tmp_path / "blob.bin.part"
+    assert result.stdout == (
+        f"[Errno {errno.EFBIG}] {part}: cannot write: {os.strerror(errno.EFBIG)}\n"
+    )
+    assert server.requests == [("/blob.bin", None)]
+    assert 0 < part.stat().st_size <= 100_000
+    assert not (tmp_path / "blob.bin").exists()
 
 
 def test_stale_part_is_discarded_and_fetched_again(server: FileServer, tmp_path: Path) -> None:
@@ -322,6 +388,45 @@ def test_corrupt_archive_is_named(tmp_path: Path) -> None:
     archive.write_bytes(_tar({"x": b"1" * 5000})[:40])
     with pytest.raises(DatasetFormatError, match="corrupt archive"):
         extract_archive(archive, tmp_path / "out")
+
+
+@pytest.mark.parametrize("use_filter", [True, False])
+def test_a_full_disk_while_extracting_is_not_a_corrupt_archive(
+    tmp_path: Path, use_filter: bool
+) -> None:
+    """The operating system refusing a write (here the file-size limit, as a full disk does)
+    is said as such: "corrupt archive" would have the user fetch 2.4 GB again for nothing."""
+    resource = pytest.importorskip("resource")
+    if use_filter and not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python has no tarfile data filter")
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(_tar({"big": os.urandom(200_000)}))
+    dest = tmp_path / "out"
+    code = (
+        "import sys\n"
+        "from walkingnoise.data.download import extract_archive\n"
+        "try:\n"
+        f"    extract_archive(sys.argv[1], sys.argv[2], filter_supported={use_filter})\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(archive), str(dest)],
+        preexec_fn=limit_file_size,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "corrupt archive" not in result.stdout
+    assert result.stdout == (
+        f"OSError [Errno {errno.EFBIG}] {archive}: cannot extract into {dest}: "
+        f"{os.strerror(errno.EFBIG)}\n"
+    )
 
 
 # --- datasets through load_dataset / download_dataset ----------------------------------------

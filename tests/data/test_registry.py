@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,7 @@ from walkingnoise.data import (
 from walkingnoise.data.registry import (
     UnknownDatasetError,
     data_root,
+    split_arrays,
     split_train_validation,
     stratified_holdout_indices,
     train_validation_indices,
@@ -160,6 +162,21 @@ def test_split_train_validation_keeps_rows_paired() -> None:
     for split in (train, val):
         assert torch.equal(split.x[:, 0], split.y.float() * 10)
     assert set(train.y.tolist()).isdisjoint(val.y.tolist())
+
+
+def test_split_arrays_takes_the_rows_of_split_train_validation() -> None:
+    """Loaders split the files' uint8 arrays with split_arrays before converting them to
+    floats: the same rows, in the same order, as split_train_validation of the floats."""
+    x = np.arange(300, dtype=np.uint8).reshape(100, 3)
+    y = np.arange(100) % 7
+    (train_x, train_y), (val_x, val_y) = split_arrays(x, y, 0.1)
+    train, val = split_train_validation(torch.from_numpy(x).float(), torch.from_numpy(y), 0.1)
+    assert train_x.dtype == np.uint8
+    assert torch.equal(torch.from_numpy(train_x).float(), train.x)
+    assert torch.equal(torch.from_numpy(val_x).float(), val.x)
+    assert (train_y.tolist(), val_y.tolist()) == (train.y.tolist(), val.y.tolist())
+    with pytest.raises(ValueError, match="x has 100 rows but y has 99"):
+        split_arrays(x, y[:99], 0.1)
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])

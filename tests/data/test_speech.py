@@ -198,6 +198,19 @@ def test_a_list_that_is_not_utf8_is_named(speech_root: Path, speech_dir: Path) -
     assert str(err.value).startswith(f"{listed}: ")
 
 
+def test_a_list_saved_with_a_byte_order_mark_reads_as_without(
+    speech_root: Path, speech_dir: Path
+) -> None:
+    """An editor that saves UTF-8 with a BOM (Windows Notepad) must not make the first entry
+    an unknown recording whose name, printed, looks like one that is there."""
+    plain = _load(speech_root, cache=False)
+    listed = speech_dir / "validation_list.txt"
+    listed.write_bytes(b"\xef\xbb\xbf" + listed.read_bytes().replace(b"\n", b"\r\n"))
+    marked = _load(speech_root, cache=False)
+    assert torch.equal(marked.validation.y, plain.validation.y)
+    assert torch.equal(marked.train.x, plain.train.x)
+
+
 def test_a_float_wav_with_nan_is_named(speech_root: Path, speech_dir: Path) -> None:
     """A float WAV can hold NaN, which would become NaN features in training."""
     soundfile = pytest.importorskip("soundfile", reason="the .[speech] extra reads WAV files")

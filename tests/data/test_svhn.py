@@ -49,6 +49,27 @@ def test_subfolder_svhn_is_searched(svhn_root: Path, tmp_path: Path) -> None:
     assert len(load_dataset("svhn", tmp_path).test) == 10
 
 
+def test_files_are_read_from_one_folder_never_some_from_each(
+    svhn_root: Path, tmp_path: Path
+) -> None:
+    """As the README says of every dataset: a stale train file left in the root is not read
+    with the test file of ``root/svhn``; a folder holding both is read whole."""
+    (tmp_path / "svhn").mkdir()
+    shutil.copyfile(svhn_root / "train_32x32.mat", tmp_path / "train_32x32.mat")
+    shutil.copyfile(svhn_root / "test_32x32.mat", tmp_path / "svhn" / "test_32x32.mat")
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("svhn", tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("dataset 'svhn': missing test_32x32.mat; searched ")
+    assert f"test_32x32.mat is in {tmp_path / 'svhn'}/, apart from the others" in message
+    x, y = svhn_arrays(4, 5)
+    write_svhn_mat(tmp_path / "svhn" / "train_32x32.mat", x, y)
+    dataset = load_dataset("svhn", tmp_path)
+    assert len(dataset.train) + len(dataset.validation) == 4
+    assert dataset.metadata["source"] == str(tmp_path / "svhn")
+
+
 def test_missing_test_file_is_named(svhn_root: Path, tmp_path: Path) -> None:
     shutil.copyfile(svhn_root / "train_32x32.mat", tmp_path / "train_32x32.mat")
     with pytest.raises(DatasetNotFoundError) as err:

@@ -24,7 +24,7 @@ from walkingnoise.data.augmentation import RandomCropFlip, black
 from walkingnoise.data.dataset import InMemoryDataset, Split
 from walkingnoise.data.download import RemoteFile, locate_or_download
 from walkingnoise.data.errors import DatasetFormatError, one_line
-from walkingnoise.data.registry import data_root, register_dataset, split_train_validation
+from walkingnoise.data.registry import data_root, register_dataset, split_arrays
 from walkingnoise.data.safe_pickle import restricted_load
 from walkingnoise.data.status import DatasetStatus
 
@@ -258,8 +258,9 @@ def load_cifar10(
     batches, class_names = read_cifar10_batches(status.files[0])
     train_data = np.concatenate([batches[name][0] for name in CIFAR10_TRAIN])
     train_labels = np.concatenate([batches[name][1] for name in CIFAR10_TRAIN])
-    train, validation = split_train_validation(
-        *_tensors(train_data, train_labels, normalize), val_fraction
+    train, validation = (
+        Split(*_tensors(*part, normalize))
+        for part in split_arrays(train_data, train_labels, val_fraction)
     )
     return InMemoryDataset(
         name="cifar10",

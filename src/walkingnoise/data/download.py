@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from tqdm.auto import tqdm
 
@@ -360,6 +361,11 @@ class _FetchFailedError(Exception):
         self.reasons = reasons
 
 
+class _WriteError(OSError):
+    """Internal: the disk refused the ``.part`` (full, read-only): no network error, so no
+    retry and no next mirror."""
+
+
 _NETWORK_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 
@@ -434,9 +440,9 @@ def _transfer(
         length = response.headers.get("Content-Length")
         remaining = int(length) if length is not None and length.isdigit() else None
         total = offset + remaining if remaining is not None else size
-        received = 0
+        received, cut = 0, False
         with (
-            part.open(mode) as out,
+            _open_part(part, mode) as out,
             tqdm(
                 total=total,
                 initial=offset,
@@ -450,17 +456,37 @@ def _transfer(
         ):
             try:
                 while chunk := response.read(_CHUNK):
-                    out.write(chunk)
+                    _write(out, chunk, part)
                     received += len(chunk)
                     bar.update(len(chunk))
             except http.client.IncompleteRead as short:  # the body ended early: said below
-                out.write(short.partial)
+                _write(out, short.partial, part)
                 received += len(short.partial)
-        if remaining is not None and received < remaining:
+                cut = True  # a chunked body has no Content-Length to compare with
+        if cut or (remaining is not None and received < remaining):
+            of = f" of {total:,}" if total is not None else ""
             raise ConnectionError(
-                f"connection closed after {offset + received:,} of {total:,} bytes "
+                f"connection closed after {offset + received:,}{of} bytes "
                 f"({offset + received:,} kept in {part.name} for a later resume)"
             )
+
+
+def _open_part(part: Path, mode: str) -> IO[bytes]:
+    """``part`` opened with ``mode``; failing, a :class:`_WriteError` naming it."""
+    try:
+        return part.open(mode)
+    except OSError as error:
+        raise _WriteError(error.errno, f"{part}: cannot write: {error.strerror}") from error
+
+
+def _write(out: IO[bytes], data: bytes, part: Path) -> None:
+    """Write and flush ``data`` (so closing has nothing left to fail on); failing, a
+    :class:`_WriteError` naming ``part``."""
+    try:
+        out.write(data)
+        out.flush()
+    except OSError as error:
+        raise _WriteError(error.errno, f"{part}: cannot write: {error.strerror}") from error
 
 
 def _download_one(
@@ -491,6 +517,8 @@ def _download_one(
                     progress=progress,
                     timeout=timeout,
                 )
+            except _WriteError:
+                raise  # the disk's, not the server's: no other URL helps
             except _NETWORK_ERRORS as error:
                 reasons.append(f"{url}: {one_line(error) or type(error).__name__}")
                 grew = part.exists() and part.stat().st_size > before
@@ -547,6 +575,7 @@ def extract_archive(
 
     Raises:
         DatasetFormatError: the archive is corrupt or has a member that would escape ``dest``.
+        OSError: writing failed (a full disk: one line naming the archive and ``dest``).
     """
     archive, dest = Path(archive), Path(dest)
     use_filter = hasattr(tarfile, "data_filter") if filter_supported is None else filter_supported
@@ -564,6 +593,10 @@ def extract_archive(
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         if isinstance(error, PermissionError):
             raise
+        if isinstance(error, OSError) and error.errno is not None:  # the disk (full…), not the
+            raise OSError(  # archive: a damaged gzip stream is an OSError without an errno
+                error.errno, f"{archive}: cannot extract into {dest}: {error.strerror}"
+            ) from error
         raise DatasetFormatError(f"{archive}: corrupt archive: {one_line(error)}") from error
 
 
@@ -632,6 +665,7 @@ def fetch(
         DownloadError: a file could not be fetched from any URL or failed its checksum; one line
             naming every file still to fetch and the directory it belongs in.
         DatasetFormatError: a downloaded archive is corrupt or unsafe.
+        OSError: the disk refused a write (full, read-only): one line naming the file.
     """
     base = data_root(root)
     written: list[Path] = []

@@ -24,7 +24,7 @@ from walkingnoise.data.download import (
     verify_file,
 )
 from walkingnoise.data.idx import IdxFormatError, read_idx
-from walkingnoise.data.registry import data_root, split_train_validation
+from walkingnoise.data.registry import data_root, split_arrays
 from walkingnoise.data.status import DatasetStatus
 
 __all__ = ["IDX_PAIR_FILES", "IdxPairLayout", "idx_pair_tensors", "load_idx_pair_dataset"]
@@ -228,8 +228,9 @@ def load_idx_pair_dataset(
 ) -> InMemoryDataset:
     """Official train → train/validation (fixed split), t10k → test, as in-memory tensors."""
     arrays = layout.read_parts(name, root, ["train", "t10k"], download)
-    train, validation = split_train_validation(
-        *idx_pair_tensors(*arrays["train"], normalize), val_fraction
+    train, validation = (
+        Split(*idx_pair_tensors(*part, normalize))
+        for part in split_arrays(*arrays.pop("train"), val_fraction)
     )
     info = dict(metadata or {})
     info["normalization"] = {"mean": (0.5,), "std": (0.5,)} if normalize else None

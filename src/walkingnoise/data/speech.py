@@ -150,7 +150,7 @@ def _read_list(directory: Path, name: str, recordings: set[str]) -> set[str]:
     """Entries of a split list file, each checked to be one of the ``recordings``."""
     path = directory / name
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (some editors write one) is no name
     except UnicodeDecodeError as error:
         raise DatasetFormatError(f"{path}: not a UTF-8 text file ({one_line(error)})") from None
     entries = {line.strip().replace("\\", "/") for line in text.splitlines()}

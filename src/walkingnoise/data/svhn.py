@@ -19,7 +19,7 @@ from walkingnoise.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from walkingnoise.data.dataset import InMemoryDataset, Split
 from walkingnoise.data.download import RemoteFile, locate_or_download
 from walkingnoise.data.errors import DatasetFormatError, one_line
-from walkingnoise.data.registry import data_root, register_dataset, split_train_validation
+from walkingnoise.data.registry import data_root, register_dataset, split_arrays
 from walkingnoise.data.status import DatasetStatus
 
 __all__ = ["SVHN_FILES", "SVHN_MEAN", "SVHN_STD", "load_svhn", "read_svhn_mat"]
@@ -39,17 +39,25 @@ def _search_dirs(root: str | Path | None) -> list[Path]:
 
 
 def _status(root: str | Path | None) -> DatasetStatus:
-    """Which of the two ``.mat`` files are on disk."""
+    """Which of the two ``.mat`` files are on disk, both from the first folder of
+    :func:`_search_dirs` that holds both (never one from each), else what the fullest lacks."""
     dirs = _search_dirs(root)
-    found: dict[str, Path | None] = {}
-    for name in SVHN_FILES.values():
-        found[name] = next((d / name for d in dirs if (d / name).is_file()), None)
-    return DatasetStatus.of(
-        "svhn",
-        found,
-        dirs,
-        hint=f"place the published {', '.join(SVHN_FILES.values())} in {dirs[0]}/",
-    )
+    found_in = [
+        {name: d / name if (d / name).is_file() else None for name in SVHN_FILES.values()}
+        for d in dirs
+    ]
+    complete = [found for found in found_in if all(found.values())]
+    found = complete[0] if complete else max(found_in, key=lambda f: sum(map(bool, f.values())))
+    hint = f"place the published {', '.join(SVHN_FILES.values())} together in {dirs[0]}/"
+    apart = [
+        f"{name} is in {path.parent}/"
+        for other in found_in
+        for name, path in other.items()
+        if path is not None and found[name] is None
+    ]
+    if apart:
+        hint = f"{', '.join(apart)}, apart from the others; {hint}"
+    return DatasetStatus.of("svhn", found, dirs, hint=hint)
 
 
 def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -125,8 +133,9 @@ def load_svhn(
     """
     status = locate_or_download("svhn", root, _status, download)
     train_path, test_path = status.files
-    train, validation = split_train_validation(
-        *_tensors(*read_svhn_mat(train_path), normalize), val_fraction
+    train, validation = (
+        Split(*_tensors(*part, normalize))
+        for part in split_arrays(*read_svhn_mat(train_path), val_fraction)
     )
     return InMemoryDataset(
         name="svhn",
