@@ -159,6 +159,18 @@ def test_bad_magic_in_gzip_file_names_the_gz_file(t10k_raw_dir: Path, tmp_path: 
     assert "bad magic number 0x00000503" in _assert_one_line_naming(err, path)
 
 
+def test_a_file_compressed_twice_is_told_to_be(tmp_path: Path) -> None:
+    # gzip run on a .gz (or a server's gzip encoding kept): the inner stream's magic 1F 8B
+    path = tmp_path / f"{T10K_LABELS}.gz"
+    inner = gzip.compress(encode_idx(np.arange(10, dtype=np.uint8)))
+    path.write_bytes(gzip.compress(inner))
+    with pytest.raises(IdxFormatError) as err:
+        read_idx(path)
+    message = _assert_one_line_naming(err, path)
+    assert "bad magic number 0x1F8B" in message
+    assert "gzip-compressed (twice, if read from a .gz)" in message
+
+
 def test_wrong_number_of_dimensions_is_told_by_the_magic_number(
     t10k_raw_dir: Path, tmp_path: Path
 ) -> None:

@@ -59,7 +59,9 @@ def parse_idx(data: bytes, source: str = "<bytes>", dimensions: int | None = Non
     magic = int.from_bytes(data[:4], "big")
     type_code, ndim = data[2], data[3]
     if data[0] != 0 or data[1] != 0 or type_code not in IDX_DTYPES or ndim == 0:
-        raise IdxFormatError(f"{source}: bad magic number 0x{magic:08X}, {_EXPECTED_MAGIC}")
+        twice = data[:2] == GZIP_MAGIC
+        said = "; it is gzip-compressed (twice, if read from a .gz): decompress it" if twice else ""
+        raise IdxFormatError(f"{source}: bad magic number 0x{magic:08X}, {_EXPECTED_MAGIC}{said}")
 
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
