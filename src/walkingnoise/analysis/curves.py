@@ -48,13 +48,15 @@ OPTIONAL_GROUP_COLUMNS = (
     "recipe.weight_decay",
     "recipe.schedule",
     "recipe.eval_batch_size",
+    "recipe.augment",
     "weight_noise",
     "distillation.temperature",
     "distillation.alpha",
     "distillation.teacher",
 )
-#: Fill values of group columns the store left out (``""``/NaN: not applicable; η = 0, left out
-#: of the store as the default, is a level of its own: ``--where weight_noise=0`` selects it).
+#: Fill values of group columns the store left out (``""``/NaN: not applicable; η = 0 and no
+#: augmentation, left out of the store as defaults, are levels of their own:
+#: ``--where weight_noise=0`` selects them).
 _DEFAULTS: dict[str, Any] = {
     "dataset": "",
     "model": "",
@@ -67,6 +69,7 @@ _DEFAULTS: dict[str, Any] = {
     "placement": "",
     "gradient": "",
     "weight_noise": 0.0,
+    "recipe.augment": False,
 }
 _WALKING = re.compile(r"^walking:(\d+)$")
 #: Accuracies of a diverged experiment that count as chance level (its ``chance_accuracy``).

@@ -35,6 +35,9 @@ OPTIONAL_COLUMNS = (
     "recipe.epochs",
     "recipe.lr",
     "recipe.batch_size",
+    "recipe.weight_decay",
+    "recipe.schedule",
+    "recipe.augment",
     "recipe.clamp",
     "eval_repeats",
 )
@@ -69,6 +72,7 @@ def _prepared(results: pd.DataFrame, metric: str) -> pd.DataFrame:
         "train_noise": False,
         "noise": "none",
         "batchnorm": True,
+        "recipe.augment": False,  # left out of the store when off
         **dict.fromkeys(_DISTILLATION, math.nan),
     }
     for column, default in defaults.items():
