@@ -231,3 +231,25 @@ def test_models_of_another_training_recipe_get_rows_of_their_own(
     assert sorted(table["mean"].unique()) == [0.5, 0.9]
     wide = accuracy_vs_eta(table)
     assert setting in wide.index.names
+
+
+def test_a_diverged_training_counts_at_chance_level() -> None:
+    """NaN weights predict nothing: a diverged model's measured accuracy (the share of the class
+    argmax picks for NaN logits) counts as chance, as in the curves and fits."""
+    rows = []
+    for seed in SEEDS:
+        experiment = Experiment(noise="none", weight_noise=0.1, train_noise=True, seed=seed)
+        row = pd.json_normalize([experiment.identity()])
+        diverged = seed == 0
+        rows.append(
+            row.assign(
+                status="done",
+                noisy_test_accuracy=0.35 if diverged else 0.9,
+                clean_test_accuracy=0.35 if diverged else 0.95,
+                chance_accuracy=0.1,
+                diverged=diverged,
+            )
+        )
+    table = weight_noise_accuracy(pd.concat(rows, ignore_index=True))
+    assert table["mean"].tolist() == [pytest.approx((0.1 + 0.9 + 0.9) / 3)]
+    assert table["clean_mean"].tolist() == [pytest.approx((0.1 + 0.95 + 0.95) / 3)]
