@@ -589,6 +589,11 @@ def _natural(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
+def _standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values``; NaN (unknown, not 0) for fewer than two."""
+    return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else math.nan
+
+
 def weight_ratio_table(
     results: pd.DataFrame,
     group_a: Mapping[str, Any],
@@ -671,8 +676,7 @@ def weight_ratio_table(
             b = np.asarray(stats["b"].get(layer, []), dtype=float)
             mean_a = float(a.mean()) if a.size else math.nan
             mean_b = float(b.mean()) if b.size else math.nan
-            sem_a = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else 0.0
-            sem_b = float(b.std(ddof=1) / math.sqrt(b.size)) if b.size > 1 else 0.0
+            sem_a, sem_b = _standard_error(a), _standard_error(b)
             ratio = mean_a / mean_b if mean_b else math.nan
             err = (
                 abs(ratio) * math.hypot(sem_a / mean_a, sem_b / mean_b)
