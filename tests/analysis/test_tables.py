@@ -353,6 +353,17 @@ def test_preservation_table(results: pd.DataFrame) -> None:
     assert row["preservation_err"] > 0
 
 
+def test_preservation_of_one_seed_has_no_error(results: pd.DataFrame) -> None:
+    """One model a point gives no spread to estimate: the error is unknown, not 0."""
+    table = preservation_table(results[results["seed"] == 0])
+    row = _walking(table, noise="multiplicative", batchnorm=True).loc[0]
+    assert math.isfinite(row["preservation"])
+    assert math.isnan(row["accuracy_max_sigma_sem"])
+    assert math.isnan(row["clean_accuracy_sem"])
+    assert math.isnan(row["preservation_err"])
+    assert format_mu(row["preservation"], row["preservation_err"]).endswith("± ?")
+
+
 def test_weight_ratio_between_unclamped_and_clamped(results: pd.DataFrame) -> None:
     noisy = results[results["train_noise"].astype(bool) & (results["noise"] == "additive")]
     table = weight_ratio_table(noisy, {"recipe.clamp": None}, {"recipe.clamp": 1.0})

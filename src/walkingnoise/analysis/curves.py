@@ -175,9 +175,10 @@ def accuracy_curves(results: pd.DataFrame, metric: str = "noisy_test_accuracy") 
     """Per group and σ: mean, std, n and standard error (std/√n) of ``metric`` over seeds.
 
     Also ``chance`` (mean chance accuracy, the default a_min), ``clean`` and ``clean_sem`` (the
-    clean test accuracy of the same models), ``diverged`` (how many diverged), ``site`` and
-    ``sigma_mul``/``sigma_add`` (mixed noise). Points without a scalar σ (σ pairs) are kept with
-    ``sigma`` NaN; ``results`` may come straight from ``load_results``.
+    clean test accuracy of the same models; its error NaN, unknown, for one model),
+    ``diverged`` (how many diverged), ``site`` and ``sigma_mul``/``sigma_add`` (mixed noise).
+    Points without a scalar σ (σ pairs) are kept with ``sigma`` NaN; ``results`` may come
+    straight from ``load_results``.
     """
     frame = prepare_results(results)
     columns = group_columns(frame)
@@ -194,7 +195,7 @@ def accuracy_curves(results: pd.DataFrame, metric: str = "noisy_test_accuracy") 
         clean = clean[np.isfinite(clean)]
         n = int(values.size)
         std = float(values.std(ddof=1)) if n > 1 else (0.0 if n else math.nan)
-        clean_std = float(clean.std(ddof=1)) if clean.size > 1 else 0.0
+        clean_std = float(clean.std(ddof=1)) if clean.size > 1 else math.nan
         rows.append(
             dict(zip(keys, key, strict=True))
             | {

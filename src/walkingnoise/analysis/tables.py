@@ -489,7 +489,8 @@ def preservation_table(data: pd.DataFrame, metric: str = "noisy_test_accuracy") 
 
     "Without noise" is the clean test accuracy of the models of the smallest σ of the curve
     (for inference-only noise every σ shares one clean model per seed; for noisy training the
-    least noisy training is the baseline). The error propagates both standard errors.
+    least noisy training is the baseline). The error propagates both standard errors; it is NaN
+    (unknown) where a point rests on one model.
     The curves of one family (the sites of a walking-noise group) are compared at one σ: the
     largest that all of them have, so a site whose largest σ is missing (a failed experiment)
     does not look more robust than the others; a family without a common σ falls back to each
@@ -517,7 +518,8 @@ def preservation_table(data: pd.DataFrame, metric: str = "noisy_test_accuracy") 
             curve = curve[curve["sigma"] <= at]
         last, first = curve.iloc[-1], curve.iloc[0]
         clean, clean_sem = float(first["clean"]), float(first["clean_sem"])
-        value, sem = float(last["mean"]), float(last["sem"])
+        value = float(last["mean"])
+        sem = float(last["sem"]) if last["n"] > 1 else math.nan  # one model: no spread
         ratio = value / clean if clean > 0 else math.nan
         err = (
             abs(ratio) * math.hypot(sem / value if value else 0.0, clean_sem / clean)
