@@ -203,3 +203,53 @@ def test_clamped_and_unclamped_models_get_rows_of_their_own() -> None:
     wide = accuracy_vs_eta(table)
     assert list(wide.index.get_level_values("recipe.clamp")) == [1.0, 1.0, "-", "-"]
     assert wide["noise injection"].tolist() == ["50.00 ± 0.00"] * 2 + ["90.00 ± 0.00"] * 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "other"),
+    [
+        ("recipe.augment", {"augment": True}),
+        ("recipe.schedule", {"schedule": "constant"}),
+        ("recipe.weight_decay", {"weight_decay": 1e-4}),
+    ],
+)
+def test_models_of_another_training_recipe_get_rows_of_their_own(
+    setting: str, other: dict[str, object]
+) -> None:
+    """Augmentation, a schedule or weight decay change the trained model: another group."""
+    rows = []
+    for recipe, accuracy in ((Recipe(), 0.9), (Recipe(**other), 0.5)):
+        for eta in (0.0, 0.1):
+            for seed in SEEDS:
+                experiment = Experiment(
+                    noise="none", weight_noise=eta, train_noise=True, seed=seed, recipe=recipe
+                )
+                row = pd.json_normalize([experiment.identity()])
+                rows.append(row.assign(status="done", noisy_test_accuracy=accuracy))
+    table = weight_noise_accuracy(pd.concat(rows, ignore_index=True))
+    assert table["seeds"].tolist() == [len(SEEDS)] * 4
+    assert sorted(table["mean"].unique()) == [0.5, 0.9]
+    wide = accuracy_vs_eta(table)
+    assert setting in wide.index.names
+
+
+def test_a_diverged_training_counts_at_chance_level() -> None:
+    """NaN weights predict nothing: a diverged model's measured accuracy (the share of the class
+    argmax picks for NaN logits) counts as chance, as in the curves and fits."""
+    rows = []
+    for seed in SEEDS:
+        experiment = Experiment(noise="none", weight_noise=0.1, train_noise=True, seed=seed)
+        row = pd.json_normalize([experiment.identity()])
+        diverged = seed == 0
+        rows.append(
+            row.assign(
+                status="done",
+                noisy_test_accuracy=0.35 if diverged else 0.9,
+                clean_test_accuracy=0.35 if diverged else 0.95,
+                chance_accuracy=0.1,
+                diverged=diverged,
+            )
+        )
+    table = weight_noise_accuracy(pd.concat(rows, ignore_index=True))
+    assert table["mean"].tolist() == [pytest.approx((0.1 + 0.9 + 0.9) / 3)]
+    assert table["clean_mean"].tolist() == [pytest.approx((0.1 + 0.95 + 0.95) / 3)]

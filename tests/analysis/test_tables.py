@@ -160,6 +160,39 @@ def test_diverged_experiments_count_and_are_marked(tmp_path: Path) -> None:
     assert table["seeds"].tolist() == [2]
 
 
+def test_training_augmentation_splits_curves(tmp_path: Path) -> None:
+    """Models trained with and without augmentation are two curves, not one of twice the seeds."""
+    with Store(tmp_path / "s.sqlite") as store:
+        experiments = [
+            Experiment(
+                placement="walking:1", sigma=s, seed=seed, recipe=Recipe(epochs=1, augment=augment)
+            )
+            for s in (0.01, 0.1, 1.0, 10.0, 100.0)
+            for seed in (0, 1)
+            for augment in (False, True)
+        ]
+        store.add((e, "b") for e in experiments)
+        store.claim([e.content_hash() for e in experiments])
+        for e in experiments:
+            accuracy = (0.9 if e.recipe.augment else 0.7) if e.sigma < 1 else 0.1
+            store.finish(
+                e.content_hash(),
+                metrics={"noisy_test_accuracy": accuracy, "chance_accuracy": 0.1},
+                history=[],
+                weights={},
+                timings={},
+                diverged=False,
+                checkpoint=None,
+            )
+    results = load_results(tmp_path / "s.sqlite")
+    curves = accuracy_curves(results)
+    assert sorted(curves["recipe.augment"].unique()) == [False, True]
+    assert (curves["n"] == 2).all()
+    table = midpoint_table(results)
+    assert table["seeds"].tolist() == [2, 2]
+    assert "augment=True" in describe_group(table.iloc[1][curves.attrs["group_columns"]])
+
+
 def test_a_min_choices() -> None:
     mul_bn = {"noise": "multiplicative", "batchnorm": True}
     assert resolve_a_min("chance", mul_bn, 0.1) == 0.1
@@ -318,6 +351,17 @@ def test_preservation_table(results: pd.DataFrame) -> None:
     row = part.loc[0]
     assert row["preservation"] == pytest.approx(row["accuracy_max_sigma"] / row["clean_accuracy"])
     assert row["preservation_err"] > 0
+
+
+def test_preservation_of_one_seed_has_no_error(results: pd.DataFrame) -> None:
+    """One model a point gives no spread to estimate: the error is unknown, not 0."""
+    table = preservation_table(results[results["seed"] == 0])
+    row = _walking(table, noise="multiplicative", batchnorm=True).loc[0]
+    assert math.isfinite(row["preservation"])
+    assert math.isnan(row["accuracy_max_sigma_sem"])
+    assert math.isnan(row["clean_accuracy_sem"])
+    assert math.isnan(row["preservation_err"])
+    assert format_mu(row["preservation"], row["preservation_err"]).endswith("± ?")
 
 
 def test_weight_ratio_between_unclamped_and_clamped(results: pd.DataFrame) -> None:

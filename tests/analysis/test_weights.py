@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from walkingnoise.analysis.tables import two_values, weight_comparison_table
+from walkingnoise.analysis.tables import format_mu, two_values, weight_comparison_table
 from walkingnoise.analysis.weights import weight_statistics
 
 
@@ -97,6 +97,18 @@ def test_comparison_of_two_groups_per_layer() -> None:
     assert no_bn.loc["layers.10", "ratio"] == pytest.approx(1.0)
     assert no_bn.loc["layers.10", "ratio_err"] == 0.0
     assert list(no_bn.index) == ["layers.1", "layers.10"]
+
+
+def test_one_model_a_group_has_no_standard_error() -> None:
+    """One model gives no spread to estimate: its error is unknown (``± ?``), not 0."""
+    results = _results()
+    table = weight_comparison_table(results[results["seed"] == 0], "recipe.clamp")
+    row = table[table["batchnorm"] & (table["layer"] == "layers.1")].iloc[0]
+    assert row["ratio"] == pytest.approx(4.0)
+    assert math.isnan(row["mean_abs_a_sem"])
+    assert math.isnan(row["mean_abs_b_sem"])
+    assert math.isnan(row["ratio_err"])
+    assert format_mu(row["ratio"], row["ratio_err"]) == "4 ± ?"
 
 
 def test_comparison_by_another_statistic_and_without_split() -> None:

@@ -48,13 +48,15 @@ OPTIONAL_GROUP_COLUMNS = (
     "recipe.weight_decay",
     "recipe.schedule",
     "recipe.eval_batch_size",
+    "recipe.augment",
     "weight_noise",
     "distillation.temperature",
     "distillation.alpha",
     "distillation.teacher",
 )
-#: Fill values of group columns the store left out (``""``/NaN: not applicable; η = 0, left out
-#: of the store as the default, is a level of its own: ``--where weight_noise=0`` selects it).
+#: Fill values of group columns the store left out (``""``/NaN: not applicable; η = 0 and no
+#: augmentation, left out of the store as defaults, are levels of their own:
+#: ``--where weight_noise=0`` selects them).
 _DEFAULTS: dict[str, Any] = {
     "dataset": "",
     "model": "",
@@ -67,6 +69,7 @@ _DEFAULTS: dict[str, Any] = {
     "placement": "",
     "gradient": "",
     "weight_noise": 0.0,
+    "recipe.augment": False,
 }
 _WALKING = re.compile(r"^walking:(\d+)$")
 #: Accuracies of a diverged experiment that count as chance level (its ``chance_accuracy``).
@@ -172,9 +175,10 @@ def accuracy_curves(results: pd.DataFrame, metric: str = "noisy_test_accuracy") 
     """Per group and σ: mean, std, n and standard error (std/√n) of ``metric`` over seeds.
 
     Also ``chance`` (mean chance accuracy, the default a_min), ``clean`` and ``clean_sem`` (the
-    clean test accuracy of the same models), ``diverged`` (how many diverged), ``site`` and
-    ``sigma_mul``/``sigma_add`` (mixed noise). Points without a scalar σ (σ pairs) are kept with
-    ``sigma`` NaN; ``results`` may come straight from ``load_results``.
+    clean test accuracy of the same models; its error NaN, unknown, for one model),
+    ``diverged`` (how many diverged), ``site`` and ``sigma_mul``/``sigma_add`` (mixed noise).
+    Points without a scalar σ (σ pairs) are kept with ``sigma`` NaN; ``results`` may come
+    straight from ``load_results``.
     """
     frame = prepare_results(results)
     columns = group_columns(frame)
@@ -191,7 +195,7 @@ def accuracy_curves(results: pd.DataFrame, metric: str = "noisy_test_accuracy") 
         clean = clean[np.isfinite(clean)]
         n = int(values.size)
         std = float(values.std(ddof=1)) if n > 1 else (0.0 if n else math.nan)
-        clean_std = float(clean.std(ddof=1)) if clean.size > 1 else 0.0
+        clean_std = float(clean.std(ddof=1)) if clean.size > 1 else math.nan
         rows.append(
             dict(zip(keys, key, strict=True))
             | {

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from walkingnoise.analysis.curves import CHANCE_WHEN_DIVERGED
+
 #: Training labels, in display order.
 TRAININGS = (
     "inference-only",
@@ -35,6 +37,9 @@ OPTIONAL_COLUMNS = (
     "recipe.epochs",
     "recipe.lr",
     "recipe.batch_size",
+    "recipe.weight_decay",
+    "recipe.schedule",
+    "recipe.augment",
     "recipe.clamp",
     "eval_repeats",
 )
@@ -69,6 +74,7 @@ def _prepared(results: pd.DataFrame, metric: str) -> pd.DataFrame:
         "train_noise": False,
         "noise": "none",
         "batchnorm": True,
+        "recipe.augment": False,  # left out of the store when off
         **dict.fromkeys(_DISTILLATION, math.nan),
     }
     for column, default in defaults.items():
@@ -82,7 +88,21 @@ def _prepared(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     frame["temperature"] = pd.to_numeric(frame["distillation.temperature"], errors="coerce")
     frame["alpha"] = pd.to_numeric(frame["distillation.alpha"], errors="coerce")
     frame["teacher"] = frame["distillation.teacher"].where(frame["distilled"], "")
-    return frame.reset_index(drop=True)
+    return _diverged_at_chance(frame).reset_index(drop=True)
+
+
+def _diverged_at_chance(frame: pd.DataFrame) -> pd.DataFrame:
+    """Diverged models' accuracies at chance level, as the curves and fits count them: NaN
+    weights predict nothing, and what argmax makes of NaN logits is one class's share."""
+    if "diverged" not in frame or "chance_accuracy" not in frame:
+        return frame
+    chance = pd.to_numeric(frame["chance_accuracy"], errors="coerce")
+    diverged = frame["diverged"].astype(object).where(frame["diverged"].notna(), False)
+    broken = diverged.astype(bool) & chance.notna()
+    for column in CHANCE_WHEN_DIVERGED:
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").where(~broken, chance)
+    return frame
 
 
 def _assign_trainings(frame: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +148,8 @@ def weight_noise_accuracy(
         vary), ``training`` (one of ``TRAININGS``), ``temperature``, ``alpha`` and ``teacher``
         (distillation settings; NaN/"" without), ``weight_noise`` (η), ``mean``, ``std`` (sample
         standard deviation over seeds, NaN for one seed), ``seeds``, and ``clean_mean``,
-        ``clean_std``: the same models' test accuracy without any noise.
+        ``clean_std``: the same models' test accuracy without any noise. A diverged training
+        counts at chance level, as in the curves.
     """
     frame = _with_weight_noise_or_distillation(_prepared(results, metric))
     columns = _group_columns(frame)

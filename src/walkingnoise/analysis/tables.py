@@ -489,7 +489,8 @@ def preservation_table(data: pd.DataFrame, metric: str = "noisy_test_accuracy") 
 
     "Without noise" is the clean test accuracy of the models of the smallest σ of the curve
     (for inference-only noise every σ shares one clean model per seed; for noisy training the
-    least noisy training is the baseline). The error propagates both standard errors.
+    least noisy training is the baseline). The error propagates both standard errors; it is NaN
+    (unknown) where a point rests on one model.
     The curves of one family (the sites of a walking-noise group) are compared at one σ: the
     largest that all of them have, so a site whose largest σ is missing (a failed experiment)
     does not look more robust than the others; a family without a common σ falls back to each
@@ -517,7 +518,8 @@ def preservation_table(data: pd.DataFrame, metric: str = "noisy_test_accuracy") 
             curve = curve[curve["sigma"] <= at]
         last, first = curve.iloc[-1], curve.iloc[0]
         clean, clean_sem = float(first["clean"]), float(first["clean_sem"])
-        value, sem = float(last["mean"]), float(last["sem"])
+        value = float(last["mean"])
+        sem = float(last["sem"]) if last["n"] > 1 else math.nan  # one model: no spread
         ratio = value / clean if clean > 0 else math.nan
         err = (
             abs(ratio) * math.hypot(sem / value if value else 0.0, clean_sem / clean)
@@ -587,6 +589,11 @@ _NOISE_SETTINGS = ("noise", "order", "ratio", "placement", "sigma", "sigma_mul",
 
 def _natural(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values``; NaN (unknown, not 0) for fewer than two."""
+    return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else math.nan
 
 
 def weight_ratio_table(
@@ -671,8 +678,7 @@ def weight_ratio_table(
             b = np.asarray(stats["b"].get(layer, []), dtype=float)
             mean_a = float(a.mean()) if a.size else math.nan
             mean_b = float(b.mean()) if b.size else math.nan
-            sem_a = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else 0.0
-            sem_b = float(b.std(ddof=1) / math.sqrt(b.size)) if b.size > 1 else 0.0
+            sem_a, sem_b = _standard_error(a), _standard_error(b)
             ratio = mean_a / mean_b if mean_b else math.nan
             err = (
                 abs(ratio) * math.hypot(sem_a / mean_a, sem_b / mean_b)

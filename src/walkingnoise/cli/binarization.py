@@ -175,7 +175,7 @@ def _cmd_weights(args: argparse.Namespace) -> None:
         print()
     print(
         f"ratio = {label_a} / {label_b} over the configurations (σ, site, other settings) "
-        "that both have; ± is the standard error over the models of a group"
+        "that both have; ± is the standard error over the models of a group (? for one model)"
     )
 
 
