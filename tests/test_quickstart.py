@@ -166,6 +166,20 @@ def test_crossing_table_ignores_unfinished_rows(results: pd.DataFrame) -> None:
     )
 
 
+def test_crossing_table_counts_a_diverged_training_at_chance(results: pd.DataFrame) -> None:
+    # as the curves and fits do: NaN weights predict nothing, whatever argmax made of them
+    noisy = results[(results["train_noise"] == True) & (results["noise"] == "additive")]  # noqa: E712
+    first = noisy[noisy["placement"] == "walking:10"].sort_values("sigma").index[0]
+    broken = results.copy()
+    broken.loc[first, "diverged"] = True
+    broken.loc[first, "noisy_test_accuracy"] = 0.95  # what argmax of NaN logits happened to hit
+    at_chance = results.copy()
+    at_chance.loc[first, "noisy_test_accuracy"] = results.loc[first, "chance_accuracy"]
+    pd.testing.assert_frame_equal(
+        crossing_table(broken, batchnorm=True), crossing_table(at_chance, batchnorm=True)
+    )
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from walkingnoise.analysis.crossing import half_accuracy_crossing
+from walkingnoise.analysis.curves import diverged_at_chance
 from walkingnoise.sweep.executors import Executor
 from walkingnoise.sweep.results import load_results
 from walkingnoise.sweep.runner import SweepSummary, run_sweep
@@ -49,12 +50,14 @@ def crossing_table(
     """Per site, the σ where mean test accuracy falls half way to chance, by noise and training.
 
     Rows are sites (``index name`` when ``names`` are given), columns ``noise/training``;
-    accuracies are averaged over seeds first. ``inf``: accuracy never fell that far.
+    accuracies are averaged over seeds first, a diverged training's at chance level (as the
+    curves and fits count it). ``inf``: accuracy never fell that far.
     """
-    done = results[
-        (results["status"] == "done")
-        & (results["batchnorm"] == batchnorm)
-        & results["placement"].str.startswith("walking:")
+    done = diverged_at_chance(results)
+    done = done[
+        (done["status"] == "done")
+        & (done["batchnorm"] == batchnorm)
+        & done["placement"].str.startswith("walking:")
     ]
     done = done.assign(site=done["placement"].str.removeprefix("walking:").astype(int))
     mean = (

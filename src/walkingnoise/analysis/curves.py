@@ -154,10 +154,23 @@ def prepare_results(results: pd.DataFrame) -> pd.DataFrame:
     frame["placement_kind"] = [p.split(":")[0] if p else "" for p in placement]
     for column in _METRICS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
-    broken = frame["diverged"] & frame["chance_accuracy"].notna()
-    for column in CHANCE_WHEN_DIVERGED:
-        frame.loc[broken, column] = frame.loc[broken, "chance_accuracy"]
-    frame.loc[broken, "noisy_test_accuracy_std"] = 0.0
+    return diverged_at_chance(frame)
+
+
+def diverged_at_chance(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with diverged experiments' accuracies (:data:`CHANCE_WHEN_DIVERGED`) at their
+    chance level, where it is known, and their ``noisy_test_accuracy_std`` 0: NaN weights
+    predict nothing, whatever share of the test set argmax of NaN logits happens to hit."""
+    if "diverged" not in frame or "chance_accuracy" not in frame:
+        return frame
+    frame = frame.copy()
+    diverged = frame["diverged"].astype(object).where(frame["diverged"].notna(), False)
+    chance = pd.to_numeric(frame["chance_accuracy"], errors="coerce")
+    broken = diverged.astype(bool) & chance.notna()
+    for column in (*CHANCE_WHEN_DIVERGED, "noisy_test_accuracy_std"):
+        if column in frame:
+            value = chance if column != "noisy_test_accuracy_std" else 0.0
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").where(~broken, value)
     return frame
 
 

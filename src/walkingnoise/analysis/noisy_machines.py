@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from walkingnoise.analysis.curves import CHANCE_WHEN_DIVERGED
+from walkingnoise.analysis.curves import diverged_at_chance
 
 #: Training labels, in display order.
 TRAININGS = (
@@ -88,21 +88,7 @@ def _prepared(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     frame["temperature"] = pd.to_numeric(frame["distillation.temperature"], errors="coerce")
     frame["alpha"] = pd.to_numeric(frame["distillation.alpha"], errors="coerce")
     frame["teacher"] = frame["distillation.teacher"].where(frame["distilled"], "")
-    return _diverged_at_chance(frame).reset_index(drop=True)
-
-
-def _diverged_at_chance(frame: pd.DataFrame) -> pd.DataFrame:
-    """Diverged models' accuracies at chance level, as the curves and fits count them: NaN
-    weights predict nothing, and what argmax makes of NaN logits is one class's share."""
-    if "diverged" not in frame or "chance_accuracy" not in frame:
-        return frame
-    chance = pd.to_numeric(frame["chance_accuracy"], errors="coerce")
-    diverged = frame["diverged"].astype(object).where(frame["diverged"].notna(), False)
-    broken = diverged.astype(bool) & chance.notna()
-    for column in CHANCE_WHEN_DIVERGED:
-        if column in frame:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce").where(~broken, chance)
-    return frame
+    return diverged_at_chance(frame).reset_index(drop=True)
 
 
 def _assign_trainings(frame: pd.DataFrame) -> pd.DataFrame:
