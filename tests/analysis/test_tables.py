@@ -132,27 +132,37 @@ def test_missing_config_columns_get_defaults() -> None:
     assert (curves["diverged"] == 0).all()
 
 
-def test_diverged_experiments_count_and_are_marked(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
-        experiments = [
-            Experiment(placement="walking:1", sigma=s, seed=seed, recipe=Recipe(epochs=1))
-            for s in (0.01, 0.1, 1.0, 10.0, 100.0)
-            for seed in (0, 1)
-        ]
+def _stored_accuracies(
+    path: Path, experiments: list[Experiment], accuracy: dict[str, float], diverged: set[str]
+) -> pd.DataFrame:
+    """``load_results`` of a store whose experiments finished with these accuracies (by hash)
+    and, those in ``diverged``, a non-finite training loss."""
+    with Store(path) as store:
         store.add((e, "b") for e in experiments)
         store.claim([e.content_hash() for e in experiments])
-        for i, e in enumerate(experiments):
-            accuracy = 0.9 if e.sigma < 1 else 0.1
+        for e in experiments:
+            key = e.content_hash()
             store.finish(
-                e.content_hash(),
-                metrics={"noisy_test_accuracy": accuracy, "chance_accuracy": 0.1},
+                key,
+                metrics={"noisy_test_accuracy": accuracy[key], "chance_accuracy": 0.1},
                 history=[],
                 weights={},
                 timings={},
-                diverged=i == 9,
+                diverged=key in diverged,
                 checkpoint=None,
             )
-    results = load_results(tmp_path / "s.sqlite")
+    return load_results(path)
+
+
+def test_diverged_experiments_count_and_are_marked(tmp_path: Path) -> None:
+    experiments = [
+        Experiment(placement="walking:1", sigma=s, seed=seed, recipe=Recipe(epochs=1))
+        for s in (0.01, 0.1, 1.0, 10.0, 100.0)
+        for seed in (0, 1)
+    ]
+    accuracy = {e.content_hash(): 0.9 if e.sigma < 1 else 0.1 for e in experiments}
+    diverged = {experiments[9].content_hash()}
+    results = _stored_accuracies(tmp_path / "s.sqlite", experiments, accuracy, diverged)
     curves = accuracy_curves(results)
     assert curves["diverged"].sum() == 1
     table = midpoint_table(results)
@@ -162,29 +172,19 @@ def test_diverged_experiments_count_and_are_marked(tmp_path: Path) -> None:
 
 def test_training_augmentation_splits_curves(tmp_path: Path) -> None:
     """Models trained with and without augmentation are two curves, not one of twice the seeds."""
-    with Store(tmp_path / "s.sqlite") as store:
-        experiments = [
-            Experiment(
-                placement="walking:1", sigma=s, seed=seed, recipe=Recipe(epochs=1, augment=augment)
-            )
-            for s in (0.01, 0.1, 1.0, 10.0, 100.0)
-            for seed in (0, 1)
-            for augment in (False, True)
-        ]
-        store.add((e, "b") for e in experiments)
-        store.claim([e.content_hash() for e in experiments])
-        for e in experiments:
-            accuracy = (0.9 if e.recipe.augment else 0.7) if e.sigma < 1 else 0.1
-            store.finish(
-                e.content_hash(),
-                metrics={"noisy_test_accuracy": accuracy, "chance_accuracy": 0.1},
-                history=[],
-                weights={},
-                timings={},
-                diverged=False,
-                checkpoint=None,
-            )
-    results = load_results(tmp_path / "s.sqlite")
+    experiments = [
+        Experiment(
+            placement="walking:1", sigma=s, seed=seed, recipe=Recipe(epochs=1, augment=augment)
+        )
+        for s in (0.01, 0.1, 1.0, 10.0, 100.0)
+        for seed in (0, 1)
+        for augment in (False, True)
+    ]
+    accuracy = {
+        e.content_hash(): (0.9 if e.recipe.augment else 0.7) if e.sigma < 1 else 0.1
+        for e in experiments
+    }
+    results = _stored_accuracies(tmp_path / "s.sqlite", experiments, accuracy, set())
     curves = accuracy_curves(results)
     assert sorted(curves["recipe.augment"].unique()) == [False, True]
     assert (curves["n"] == 2).all()
