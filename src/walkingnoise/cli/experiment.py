@@ -189,6 +189,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
             f"--ratio {args.ratio:g}: only --noise mixed reads a ratio (σ as an amplitude); "
             f"this is --noise {noise}"
         )
+    if args.ratio is not None and isinstance(args.sigma, tuple):
+        raise ValueError(
+            f"--ratio {args.ratio:g}: reads a scalar --sigma as an amplitude; with "
+            "--sigma MUL,ADD leave it out"
+        )
     experiment = Experiment(
         dataset=args.dataset,
         model=args.model,
