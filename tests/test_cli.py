@@ -331,6 +331,12 @@ def _one_error_line(err: str) -> str:
         (["--noise", "mixed", "--sigma", "0.5"], "ratio"),
         (["--model", "lenet5"], "lenet5"),
         (["--noise", "none", "--sigma", "0.5"], "--sigma 0.5: --noise none injects no"),
+        (["--ratio", "0.5"], "--ratio 0.5: only --noise mixed"),
+        (["--noise", "multiplicative", "--ratio", "0.5"], "--ratio 0.5: only --noise mixed"),
+        (
+            ["--noise", "mixed", "--sigma", "0.5,0.1", "--ratio", "0.5"],
+            "--ratio 0.5: reads a scalar --sigma as an amplitude",
+        ),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )

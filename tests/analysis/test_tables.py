@@ -341,6 +341,18 @@ def test_a_series_set_apart_by_an_unset_value_says_so() -> None:
     )
 
 
+def test_inference_only_beside_noisy_training_names_no_gradient_rule() -> None:
+    """Inference-only noise has no gradient rule (no noisy training): beside noisy training
+    with one, the label says ``inference-only``, not ``inference-only · no gradient``."""
+    columns = ["train_noise", "gradient"]
+    assert describe_difference({"train_noise": False, "gradient": math.nan}, columns) == (
+        "inference-only"
+    )
+    assert describe_difference({"train_noise": True, "gradient": "through_noise"}, columns) == (
+        "noisy training · gradient=through_noise"
+    )
+
+
 def test_preservation_table(results: pd.DataFrame) -> None:
     table = preservation_table(results)
     part = _walking(table, noise="multiplicative", batchnorm=True)

@@ -153,3 +153,17 @@ def test_a_selection_without_weight_noise_says_so(
         f"walking-noise: error: {store}: no experiment among the 2 selected has weight noise "
         "(weight_noise > 0)\n"
     )
+
+
+def test_a_store_without_finished_experiments_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As every other analysis command says it: the line names the store it read."""
+    from walkingnoise.sweep.store import Store
+
+    store = tmp_path / "empty.sqlite"
+    Store(store).close()
+    assert main(["noisy-machines", str(store)]) == 2
+    assert capsys.readouterr().err == (
+        f"walking-noise: error: {store}: no finished experiments to tabulate\n"
+    )

@@ -273,3 +273,15 @@ def test_an_output_file_that_is_the_store_is_refused_and_the_store_kept(
         "with this output\n"
     )
     assert store.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["fit", "report", "noisy-machines"])
+def test_where_help_names_device_among_the_keys(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--where device=cuda`` selects by where experiments computed (README); the help's
+    list of keys beyond the settings names it."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "block, device" in help_text

@@ -630,6 +630,17 @@ def test_sigma_mul_and_sigma_add_axes_make_a_map_of_pairs() -> None:
     assert sorted(pairs) == sorted((m, a) for m in (0.1, 1.0) for a in (0.5, 2.0, 8.0))
 
 
+def test_a_ratio_beside_a_sigma_pair_is_named() -> None:
+    """A ratio reads a scalar σ as an amplitude; beside a pair it would change nothing but
+    the experiments' hashes (one computation stored twice), so it is refused where it is."""
+    text = (
+        'fixed: {noise: mixed, placement: "walking:2", sigma_mul: 0.5, sigma_add: 0.1}\n'
+        "grid: {ratio: {type: choice, options: [0.1, 0.5]}}"
+    )
+    with pytest.raises(SweepError, match=r"^grid\.ratio: .*sigma_mul/sigma_add"):
+        expand(spec(text))
+
+
 def test_sigma_mul_without_sigma_add_names_the_key() -> None:
     with pytest.raises(SweepError, match=r"^grid\.sigma_mul: needs sigma_add"):
         expand(spec("fixed: {noise: mixed}\ngrid: {sigma_mul: {type: choice, options: [1]}}"))

@@ -295,12 +295,16 @@ def describe_group(group: dict[str, Any], *, skip: tuple[str, ...] = ()) -> str:
 
 def describe_difference(group: dict[str, Any], columns: list[str]) -> str:
     """What tells a series apart from the others on ``columns``: :func:`describe_group` of
-    them, naming an unset value where it is what differs (``no clamp`` beside ``clamp 1``)."""
+    them, naming an unset value where it is what differs (``no clamp`` beside ``clamp 1``).
+    An unset gradient rule is not named without noisy training, which alone has one: the
+    series reads ``inference-only``, not ``inference-only · no gradient``."""
     shown = describe_group({c: group[c] for c in columns})
+    noisy = group.get("train_noise")
+    no_rule = _missing(noisy) or not bool(noisy)
     unset = [
         "no clamp" if c == "recipe.clamp" else f"no {c.removeprefix('recipe.')}"
         for c in columns
-        if _missing(group.get(c))
+        if _missing(group.get(c)) and not (c == "gradient" and no_rule)
     ]
     return " · ".join(part for part in (shown, *unset) if part)
 

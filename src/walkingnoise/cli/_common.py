@@ -80,7 +80,7 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help=WHERE_HELP + "; a key given again adds values (seed=0 --where seed=1: either); "
         "KEY is a setting (seed, sigma, recipe.clamp, ...) or site, placement_kind, "
-        "sigma_mul, sigma_add, block",
+        "sigma_mul, sigma_add, block, device (cpu, cuda, cuda:0, or the full name)",
     )
 
 

@@ -184,6 +184,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if noise is None:
         alone = args.sigma is None and (args.weight_noise > 0 or distillation is not None)
         noise = "none" if alone else "additive"
+    if args.ratio is not None and noise != "mixed":
+        raise ValueError(
+            f"--ratio {args.ratio:g}: only --noise mixed reads a ratio (σ as an amplitude); "
+            f"this is --noise {noise}"
+        )
+    if args.ratio is not None and isinstance(args.sigma, tuple):
+        raise ValueError(
+            f"--ratio {args.ratio:g}: reads a scalar --sigma as an amplitude; with "
+            "--sigma MUL,ADD leave it out"
+        )
     experiment = Experiment(
         dataset=args.dataset,
         model=args.model,

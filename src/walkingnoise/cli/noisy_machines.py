@@ -44,11 +44,11 @@ def _cmd_noisy_machines(args: argparse.Namespace) -> None:
     results, _, selection = selected_results(
         args, load_results(args.store, history=False, weights=False)
     )
+    finished = results["status"].eq("done").any() if "status" in results else len(results)
+    if not finished:
+        raise ValueError(f"{args.store}: no finished experiments to tabulate")
     table = weight_noise_accuracy(results, args.metric)
     if table.empty or not (pd.to_numeric(table["weight_noise"]) > 0).any():
-        finished = results["status"].eq("done").any() if "status" in results else len(results)
-        if not finished:
-            raise ValueError(f"{args.store}: no finished experiments to tabulate")
         among = f" among the {len(results)} selected" if selection else ""
         raise ValueError(f"{args.store}: no experiment{among} has weight noise (weight_noise > 0)")
     if selection:

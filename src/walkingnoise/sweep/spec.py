@@ -571,6 +571,12 @@ def _pair_sigma(config: dict[str, Any], origins: Mapping[str, str], leaf: str) -
     if "sigma" in config:
         where = origins.get("sigma", leaf)
         raise SweepError(f"{where}: give sigma or sigma_mul/sigma_add, not both")
+    if config.get("ratio") is not None:  # it would change only the hashes: one run, two ids
+        where = origins.get("ratio", leaf)
+        raise SweepError(
+            f"{where}: a ratio reads a scalar sigma as an amplitude; with sigma_mul/sigma_add "
+            "leave it out"
+        )
     folded = {key: value for key, value in config.items() if key not in _SIGMA_PAIR}
     folded["sigma"] = (config["sigma_mul"], config["sigma_add"])
     return folded
