@@ -337,6 +337,7 @@ def _one_error_line(err: str) -> str:
             ["--noise", "mixed", "--sigma", "0.5,0.1", "--ratio", "0.5"],
             "--ratio 0.5: reads a scalar --sigma as an amplitude",
         ),
+        (["--order", "add_first"], "--order add_first: only --noise mixed has an order"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )

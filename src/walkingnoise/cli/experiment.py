@@ -36,7 +36,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="activation noise model (default: additive; none when only weight noise or "
         "distillation is asked for, without --sigma)",
     )
-    train.add_argument("--order", default="mul_first", choices=["mul_first", "add_first"])
+    train.add_argument(
+        "--order",
+        default=None,
+        choices=["mul_first", "add_first"],
+        help="mixed: which noise acts first (default mul_first)",
+    )
     train.add_argument("--ratio", type=float, default=None, help="mixed: σ is an amplitude A")
     train.add_argument(
         "--gradient",
@@ -189,6 +194,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
             f"--ratio {args.ratio:g}: only --noise mixed reads a ratio (σ as an amplitude); "
             f"this is --noise {noise}"
         )
+    if args.order is not None and noise != "mixed":
+        raise ValueError(
+            f"--order {args.order}: only --noise mixed has an order; this is --noise {noise}"
+        )
     if args.ratio is not None and isinstance(args.sigma, tuple):
         raise ValueError(
             f"--ratio {args.ratio:g}: reads a scalar --sigma as an amplitude; with "
@@ -200,7 +209,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         batchnorm=args.batchnorm,
         recipe=recipe,
         noise=noise,
-        order=args.order,
+        order=args.order or "mul_first",
         ratio=args.ratio,
         gradient=args.gradient,
         placement=args.placement,
