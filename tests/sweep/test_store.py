@@ -305,6 +305,17 @@ def test_a_directory_given_as_the_store_says_so(tmp_path: Path, options: dict) -
         Store(tmp_path, **options)
 
 
+@pytest.mark.parametrize("options", [{}, {"read_only": True}])
+def test_a_sweep_file_given_as_the_store_says_so_and_stays(tmp_path: Path, options: dict) -> None:
+    """``fit study.yaml`` said only "file is not a database"; the file is left as it was."""
+    sweep = tmp_path / "study.yaml"
+    sweep.write_text("name: study\nfixed: {dataset: digits}\n")
+    with pytest.raises(StoreError, match=r"study\.yaml: cannot open .* a sweep file\?") as caught:
+        Store(sweep, **options)
+    assert "\n" not in str(caught.value)
+    assert sweep.read_text() == "name: study\nfixed: {dataset: digits}\n"
+
+
 def test_a_store_that_cannot_be_created_names_the_file(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

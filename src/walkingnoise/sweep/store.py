@@ -279,7 +279,12 @@ class Store:
         except _NewerSchemaError as error:
             raise StoreError(f"{self.path}: cannot write to the store: {error}") from None
         except (sqlite3.Error, OSError) as error:
-            raise StoreError(f"{self.path}: cannot open the store ({one_line(error)})") from None
+            hint = ""
+            if self.path.suffix.lower() in {".yaml", ".yml"}:
+                hint = "; a sweep file? give the store (.sqlite) that `run` wrote"
+            raise StoreError(
+                f"{self.path}: cannot open the store ({one_line(error)}){hint}"
+            ) from None
         self.host = socket.gethostname()
         self.pid = os.getpid()
         #: Whether the rows have ``device`` and ``node`` (a store of schema 1 read-only has not).
