@@ -309,6 +309,27 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     assert "walking-noise: error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "start"),
+    [
+        (["train", "--noise", "gauss"], "walking-noise train: error: argument --noise: invalid"),
+        (["fitt"], "walking-noise: error: argument COMMAND: invalid choice: 'fitt'"),
+        (["run", "study.yaml", "--workers", "two"], "walking-noise run: error: argument --workers"),
+    ],
+)
+def test_a_bad_argument_is_one_line_naming_the_help(
+    argv: list[str], start: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse printed the usage first: 14 lines for ``train`` before the one that matters."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(start)
+    assert lines[0].endswith(f"(see {start.split(':')[0]} --help)")
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import NoReturn
 
 from walkingnoise import __version__
 from walkingnoise._signals import Terminated, terminate
@@ -43,9 +44,18 @@ COMMAND_GROUPS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the help, as every other bad input
+    of the command is: argparse prints the whole usage first (14 lines for ``train``)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` on stderr; exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command group registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="walking-noise",
         description="Measure where and how much activation noise a neural network tolerates.",
     )
