@@ -11,7 +11,7 @@ from walkingnoise.analysis.midpoint import fit_midpoint, logistic
 from walkingnoise.data import load_dataset
 from walkingnoise.sweep import Store, parse_sweep, run_sweep, runner
 from walkingnoise.sweep.adaptive import propose_sigmas
-from walkingnoise.sweep.spec import AdaptiveAxis, SweepError
+from walkingnoise.sweep.spec import AdaptiveAxis, SweepEntry, SweepError, expand
 
 N_TEST = 2000
 SEEDS = 3
@@ -110,6 +110,60 @@ def test_a_curve_is_never_left_unlocated_with_budget_to_spare() -> None:
             inflated = fit.log10_mu_err * math.sqrt(max(1.0, fit.chi2_red))
             assert fit.converged, trial
             assert inflated <= axis.tolerance, (trial, len(sigmas), inflated)
+
+
+def _record(store: Store, entries: list[SweepEntry], accuracy) -> None:
+    """Store ``entries`` as done, each with the test accuracy ``accuracy(σ, seed)``."""
+    store.add((entry.experiment, entry.block) for entry in entries)
+    keys = [entry.experiment.content_hash() for entry in entries]
+    store.claim(keys)
+    for key, entry in zip(keys, entries, strict=True):
+        experiment = entry.experiment
+        store.finish(
+            key,
+            metrics={
+                "noisy_test_accuracy": accuracy(experiment.sigma, experiment.seed),
+                "chance_accuracy": CHANCE,
+                "test_size": N_TEST,
+            },
+            history=[],
+            weights={},
+            timings={},
+            diverged=False,
+            checkpoint=None,
+        )
+
+
+def _entries(text: str) -> tuple[list[SweepEntry], dict[str, AdaptiveAxis]]:
+    spec = parse_sweep(text, "adaptive.yaml")
+    return expand(spec, max_experiments=None), spec.adaptive_axes()
+
+
+def test_the_sigmas_proposed_do_not_depend_on_the_order_of_the_seeds(tmp_path) -> None:
+    """Seeds listed in another order in the sweep file give the same new σ, bit for bit: a
+    σ that differs in its last digits is another experiment, run again beside the first."""
+    sweep = """
+name: adaptive
+fixed: {dataset: digits, placement: "walking:1", recipe: {epochs: 1}}
+grid:
+  seed: {type: choice, options: %s}
+  sigma: {type: adaptive, min: -2, max: 3}
+"""
+    forward, axes = _entries(sweep % "[0, 1, 2]")
+    backward, _ = _entries(sweep % "[2, 1, 0]")
+    offsets = {0: -3, 1: 1, 2: 4}  # correct answers of each seed off the curve
+
+    def accuracy(sigma: float, seed: int) -> float:
+        """A share of the test set: sums of three in another order can differ in the last bit."""
+        expected = float(logistic(math.log10(sigma), 0.3, 0.4, 0.4, CHANCE))
+        return round(expected * N_TEST + offsets[seed]) / N_TEST
+
+    with Store(tmp_path / "a.sqlite") as store:
+        _record(store, forward, accuracy)
+        first = [e.experiment.content_hash() for e in runner.refine(forward, axes, store)]
+        second = [e.experiment.content_hash() for e in runner.refine(backward, axes, store)]
+    assert first
+    assert sorted(first) == sorted(second)
 
 
 def test_only_sigma_can_be_adaptive() -> None:

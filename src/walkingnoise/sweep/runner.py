@@ -475,7 +475,7 @@ def refine(
         by_sigma: dict[float, list[float]] = {}
         chance = 0.1
         test_size: float | None = None
-        for entry in members:
+        for entry in sorted(members, key=lambda e: e.experiment.seed):  # sums in one order
             values = metrics.get(entry.experiment.content_hash())
             if values is None or not isinstance(entry.experiment.sigma, float):
                 continue
