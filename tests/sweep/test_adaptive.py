@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from walkingnoise.analysis.midpoint import fit_midpoint, logistic
+from walkingnoise.analysis.tables import midpoint_table
 from walkingnoise.data import load_dataset
-from walkingnoise.sweep import Store, parse_sweep, run_sweep, runner
+from walkingnoise.sweep import Store, load_results, parse_sweep, run_sweep, runner
 from walkingnoise.sweep.adaptive import propose_sigmas
 from walkingnoise.sweep.spec import AdaptiveAxis, SweepEntry, SweepError, expand
 
@@ -164,6 +165,33 @@ grid:
         second = [e.experiment.content_hash() for e in runner.refine(backward, axes, store)]
     assert first
     assert sorted(first) == sorted(second)
+
+
+def test_a_curve_that_keeps_a_plateau_is_refined_with_the_floor_fit_fits(tmp_path) -> None:
+    """Multiplicative noise with BatchNorm never falls to chance: ``fit`` frees a_min there,
+    and so must the sampler, or it sees a poor fit, spends its budget and centres its σ on
+    another μ."""
+    entries, axes = _entries(
+        """
+name: adaptive
+fixed: {dataset: digits, placement: "walking:1", noise: multiplicative, recipe: {epochs: 1}}
+grid:
+  seed: {type: choice, options: [0, 1, 2]}
+  sigma: {type: adaptive, min: -1, max: 1, initial: 9}
+"""
+    )
+
+    def accuracy(sigma: float, seed: int) -> float:
+        return float(logistic(math.log10(sigma), 0.1, 0.3, 0.3, 0.35)) + (seed - 1) * 0.002
+
+    path = tmp_path / "a.sqlite"
+    with Store(path) as store:
+        _record(store, entries, accuracy)
+        proposed = runner.refine(entries, axes, store)
+    (fit,) = midpoint_table(load_results(path)).itertuples()
+    assert fit.quality == "ok"
+    assert fit.log10_mu_err < axes["root"].tolerance / 2
+    assert proposed == []
 
 
 def test_only_sigma_can_be_adaptive() -> None:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from walkingnoise._progress import LINE_INTERVAL, ProgressLines, bar_disabled, lines_wanted
 from walkingnoise._signals import interrupts_held
 from walkingnoise._words import counted
+from walkingnoise.analysis.tables import resolve_a_min
 from walkingnoise.data.errors import one_line
 from walkingnoise.experiment import Experiment
 from walkingnoise.models.registry import own_model_names
@@ -487,7 +488,8 @@ def refine(
         errors = [_sem(by_sigma[s]) for s in sigmas]
         samples = None if test_size is None else [test_size * len(by_sigma[s]) for s in sigmas]
         axis = axes[members[0].block]
-        proposals = propose_sigmas(axis, sigmas, means, errors, chance, n_samples=samples)
+        a_min = _a_min(members[0].experiment, chance)
+        proposals = propose_sigmas(axis, sigmas, means, errors, a_min, n_samples=samples)
         tried = {e.experiment.sigma for e in members}
         proposals = [sigma for sigma in proposals if sigma not in tried]
         seeds = sorted({e.experiment.seed for e in members})
@@ -497,6 +499,13 @@ def refine(
                 experiment = template.experiment.model_copy(update={"sigma": sigma, "seed": seed})
                 new.append(SweepEntry(experiment, template.block))
     return new
+
+
+def _a_min(experiment: Experiment, chance: float) -> float | None:
+    """The floor of a curve's fit as ``fit`` takes it: chance, or fitted (None) where the
+    noise keeps accuracy above chance (multiplicative noise with BatchNorm)."""
+    group = {"batchnorm": experiment.batchnorm, "noise": experiment.noise}
+    return resolve_a_min("auto", group | {"order": experiment.order}, chance)
 
 
 def _sem(values: list[float]) -> float:
