@@ -236,3 +236,25 @@ grid:
     assert len(sigmas) == done // 2
     again = run_sweep(spec, store, progress=False)
     assert again.ran == 0
+
+
+@pytest.mark.slow
+def test_a_budget_of_many_rounds_is_spent(tmp_path) -> None:
+    """One σ a round up to 26 σ takes 22 rounds: more than the sweep's usual cap of rounds,
+    which stopped it at 24 σ, silently, and every later run too."""
+    spec = parse_sweep(
+        """
+name: many-rounds
+fixed: {dataset: digits, recipe: {epochs: 1}, eval_repeats: 1, placement: "walking:1"}
+grid:
+  sigma: {type: adaptive, min: -2, max: 3, per_round: 1, max_points: 26, tolerance: 0.0001}
+""",
+        "many-rounds.yaml",
+    )
+    assert runner.MAX_ROUNDS < 1 + 26 - 5
+    store = tmp_path / "a.sqlite"
+    summary = run_sweep(spec, store, progress=False)
+    assert summary.failed == 0
+    with Store(store) as opened:
+        assert len({e.sigma for e in opened.experiments()}) == 26
+    assert run_sweep(spec, store, progress=False).ran == 0

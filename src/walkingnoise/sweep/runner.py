@@ -53,7 +53,8 @@ from walkingnoise.training.run import teacher_from_file
 
 log = logging.getLogger(__name__)
 
-#: Most rounds of an adaptive sweep (each adds σ to the curves not yet done).
+#: Most rounds of an adaptive sweep (each adds σ to the curves not yet done), unless an
+#: axis's budget needs more (see ``_last_round``).
 MAX_ROUNDS = 20
 
 
@@ -442,7 +443,8 @@ def _run_rounds(
                 later.deferred,
             )
     axes = spec.adaptive_axes()
-    for round_number in range(2, MAX_ROUNDS + 1):
+    last = _last_round(axes)
+    for round_number in range(2, last + 1):
         if not axes:
             break
         new = refine(entries, axes, store)
@@ -451,7 +453,17 @@ def _run_rounds(
         log.info("adaptive σ, round %d: %d more experiments", round_number, len(new))
         entries = entries + new
         summary.add(_run(new, spec, store, context, stage=f"adaptive σ, round {round_number}: "))
+    else:
+        if refine(entries, axes, store):
+            log.warning("adaptive σ: stopped after %d rounds with curves still unsettled", last)
     return summary
+
+
+def _last_round(axes: dict[str, AdaptiveAxis]) -> int:
+    """The last round an adaptive sweep runs: :data:`MAX_ROUNDS`, or twice the largest
+    budget, enough to spend it one σ a round (a curve that adds nothing in a round, its σ
+    failed, adds nothing later either)."""
+    return max([MAX_ROUNDS, *(2 * axis.max_points for axis in axes.values())])
 
 
 def _curve_key(experiment: Experiment) -> str:
