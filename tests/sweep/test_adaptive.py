@@ -258,3 +258,22 @@ grid:
     with Store(store) as opened:
         assert len({e.sigma for e in opened.experiments()}) == 26
     assert run_sweep(spec, store, progress=False).ran == 0
+
+
+@pytest.mark.slow
+def test_a_dry_run_counts_the_rounds_the_store_decides(tmp_path) -> None:
+    """After the budget is raised, a dry run counts the σ the next round adds, as the run
+    does; it counted the first round alone, all done: nothing to run."""
+    sweep = """
+name: dry
+fixed: {dataset: digits, recipe: {epochs: 1}, eval_repeats: 1, placement: "walking:1"}
+grid:
+  sigma: {type: adaptive, min: -2, max: 3, max_points: %d, tolerance: 0.0001}
+"""
+    store = tmp_path / "a.sqlite"
+    assert run_sweep(parse_sweep(sweep % 8, "dry.yaml"), store, progress=False).ran == 8
+    raised = parse_sweep(sweep % 11, "dry.yaml")
+    dry = run_sweep(raised, store, dry_run=True)
+    ran = run_sweep(raised, store, progress=False)
+    assert (dry.experiments, dry.done_before, dry.to_run) == (11, 8, 3)
+    assert ran.ran == dry.to_run

@@ -250,6 +250,7 @@ def run_sweep(
             now = now.settled(entries, readable)
             now.check(readable, accepted)
             summary = prepare(entries, readable, register=False, alone=counter.trains_alone)[1]
+            _stored_rounds(entries, spec.adaptive_axes(), readable, summary, counter.trains_alone)
     else:
         _check_models_in_workers(executor, entries)
         context = _RunContext(executor, data_root, progress, counter)
@@ -464,6 +465,26 @@ def _last_round(axes: dict[str, AdaptiveAxis]) -> int:
     budget, enough to spend it one σ a round (a curve that adds nothing in a round, its σ
     failed, adds nothing later either)."""
     return max([MAX_ROUNDS, *(2 * axis.max_points for axis in axes.values())])
+
+
+def _stored_rounds(
+    entries: list[SweepEntry],
+    axes: dict[str, AdaptiveAxis],
+    store: Store,
+    summary: SweepSummary,
+    alone: Callable[[Experiment], bool],
+) -> None:
+    """Count into a dry run's ``summary`` the adaptive rounds after the first that the store's
+    results decide: a run goes through them again, up to the first with experiments not done
+    (an interrupted round, or the next one), whose results the rounds after it wait for."""
+    for _ in range(2, _last_round(axes) + 1):
+        if not axes or summary.to_run or summary.running_elsewhere:
+            break
+        new = refine(entries, axes, store)
+        if not new:
+            break
+        summary.add(prepare(new, store, register=False, alone=alone)[1])
+        entries = entries + new
 
 
 def _curve_key(experiment: Experiment) -> str:
