@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from walkingnoise.analysis.midpoint import fit_midpoint, logistic
+from walkingnoise.analysis.tables import midpoint_table
 from walkingnoise.data import load_dataset
-from walkingnoise.sweep import Store, parse_sweep, run_sweep, runner
+from walkingnoise.sweep import Store, load_results, parse_sweep, run_sweep, runner
 from walkingnoise.sweep.adaptive import propose_sigmas
-from walkingnoise.sweep.spec import AdaptiveAxis, SweepError
+from walkingnoise.sweep.spec import AdaptiveAxis, SweepEntry, SweepError, expand
 
 N_TEST = 2000
 SEEDS = 3
@@ -112,6 +113,87 @@ def test_a_curve_is_never_left_unlocated_with_budget_to_spare() -> None:
             assert inflated <= axis.tolerance, (trial, len(sigmas), inflated)
 
 
+def _record(store: Store, entries: list[SweepEntry], accuracy) -> None:
+    """Store ``entries`` as done, each with the test accuracy ``accuracy(σ, seed)``."""
+    store.add((entry.experiment, entry.block) for entry in entries)
+    keys = [entry.experiment.content_hash() for entry in entries]
+    store.claim(keys)
+    for key, entry in zip(keys, entries, strict=True):
+        experiment = entry.experiment
+        store.finish(
+            key,
+            metrics={
+                "noisy_test_accuracy": accuracy(experiment.sigma, experiment.seed),
+                "chance_accuracy": CHANCE,
+                "test_size": N_TEST,
+            },
+            history=[],
+            weights={},
+            timings={},
+            diverged=False,
+            checkpoint=None,
+        )
+
+
+def _entries(text: str) -> tuple[list[SweepEntry], dict[str, AdaptiveAxis]]:
+    spec = parse_sweep(text, "adaptive.yaml")
+    return expand(spec, max_experiments=None), spec.adaptive_axes()
+
+
+def test_the_sigmas_proposed_do_not_depend_on_the_order_of_the_seeds(tmp_path) -> None:
+    """Seeds listed in another order in the sweep file give the same new σ, bit for bit: a
+    σ that differs in its last digits is another experiment, run again beside the first."""
+    sweep = """
+name: adaptive
+fixed: {dataset: digits, placement: "walking:1", recipe: {epochs: 1}}
+grid:
+  seed: {type: choice, options: %s}
+  sigma: {type: adaptive, min: -2, max: 3}
+"""
+    forward, axes = _entries(sweep % "[0, 1, 2]")
+    backward, _ = _entries(sweep % "[2, 1, 0]")
+    offsets = {0: -3, 1: 1, 2: 4}  # correct answers of each seed off the curve
+
+    def accuracy(sigma: float, seed: int) -> float:
+        """A share of the test set: sums of three in another order can differ in the last bit."""
+        expected = float(logistic(math.log10(sigma), 0.3, 0.4, 0.4, CHANCE))
+        return round(expected * N_TEST + offsets[seed]) / N_TEST
+
+    with Store(tmp_path / "a.sqlite") as store:
+        _record(store, forward, accuracy)
+        first = [e.experiment.content_hash() for e in runner.refine(forward, axes, store)]
+        second = [e.experiment.content_hash() for e in runner.refine(backward, axes, store)]
+    assert first
+    assert sorted(first) == sorted(second)
+
+
+def test_a_curve_that_keeps_a_plateau_is_refined_with_the_floor_fit_fits(tmp_path) -> None:
+    """Multiplicative noise with BatchNorm never falls to chance: ``fit`` frees a_min there,
+    and so must the sampler, or it sees a poor fit, spends its budget and centres its σ on
+    another μ."""
+    entries, axes = _entries(
+        """
+name: adaptive
+fixed: {dataset: digits, placement: "walking:1", noise: multiplicative, recipe: {epochs: 1}}
+grid:
+  seed: {type: choice, options: [0, 1, 2]}
+  sigma: {type: adaptive, min: -1, max: 1, initial: 9}
+"""
+    )
+
+    def accuracy(sigma: float, seed: int) -> float:
+        return float(logistic(math.log10(sigma), 0.1, 0.3, 0.3, 0.35)) + (seed - 1) * 0.002
+
+    path = tmp_path / "a.sqlite"
+    with Store(path) as store:
+        _record(store, entries, accuracy)
+        proposed = runner.refine(entries, axes, store)
+    (fit,) = midpoint_table(load_results(path)).itertuples()
+    assert fit.quality == "ok"
+    assert fit.log10_mu_err < axes["root"].tolerance / 2
+    assert proposed == []
+
+
 def test_only_sigma_can_be_adaptive() -> None:
     text = "grid:\n  seed: {type: adaptive, min: 0, max: 1}\n"
     with pytest.raises(SweepError, match=r"grid\.seed: only sigma can be adaptive"):
@@ -154,3 +236,44 @@ grid:
     assert len(sigmas) == done // 2
     again = run_sweep(spec, store, progress=False)
     assert again.ran == 0
+
+
+@pytest.mark.slow
+def test_a_budget_of_many_rounds_is_spent(tmp_path) -> None:
+    """One σ a round up to 26 σ takes 22 rounds: more than the sweep's usual cap of rounds,
+    which stopped it at 24 σ, silently, and every later run too."""
+    spec = parse_sweep(
+        """
+name: many-rounds
+fixed: {dataset: digits, recipe: {epochs: 1}, eval_repeats: 1, placement: "walking:1"}
+grid:
+  sigma: {type: adaptive, min: -2, max: 3, per_round: 1, max_points: 26, tolerance: 0.0001}
+""",
+        "many-rounds.yaml",
+    )
+    assert runner.MAX_ROUNDS < 1 + 26 - 5
+    store = tmp_path / "a.sqlite"
+    summary = run_sweep(spec, store, progress=False)
+    assert summary.failed == 0
+    with Store(store) as opened:
+        assert len({e.sigma for e in opened.experiments()}) == 26
+    assert run_sweep(spec, store, progress=False).ran == 0
+
+
+@pytest.mark.slow
+def test_a_dry_run_counts_the_rounds_the_store_decides(tmp_path) -> None:
+    """After the budget is raised, a dry run counts the σ the next round adds, as the run
+    does; it counted the first round alone, all done: nothing to run."""
+    sweep = """
+name: dry
+fixed: {dataset: digits, recipe: {epochs: 1}, eval_repeats: 1, placement: "walking:1"}
+grid:
+  sigma: {type: adaptive, min: -2, max: 3, max_points: %d, tolerance: 0.0001}
+"""
+    store = tmp_path / "a.sqlite"
+    assert run_sweep(parse_sweep(sweep % 8, "dry.yaml"), store, progress=False).ran == 8
+    raised = parse_sweep(sweep % 11, "dry.yaml")
+    dry = run_sweep(raised, store, dry_run=True)
+    ran = run_sweep(raised, store, progress=False)
+    assert (dry.experiments, dry.done_before, dry.to_run) == (11, 8, 3)
+    assert ran.ran == dry.to_run

@@ -66,7 +66,7 @@ def test_dry_run_counts_and_writes_nothing(
     )
     code, out, err = _run(capsys, "run", str(adaptive), "--store", str(store), "--dry-run")
     assert code == 0, err
-    assert "adaptive σ: these are the first round's" in out
+    assert "adaptive σ: these are the rounds the store's results decide so far" in out
     clean = write_sweep(tmp_path, SWEEP.replace("noise: additive", "noise: none"))
     code, out, err = _run(capsys, "run", str(clean), "--store", str(store), "--dry-run")
     assert code == 0, err

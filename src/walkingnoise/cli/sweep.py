@@ -178,8 +178,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"store: {path}")
         print(summary.describe())
         if spec.adaptive_axes():
-            print("adaptive σ: these are the first round's; each later round adds σ to the")
-            print("curves whose midpoint is not settled yet")
+            print("adaptive σ: these are the rounds the store's results decide so far (the")
+            print("first, on a new store); each later round adds σ to the curves whose midpoint")
+            print("is not settled yet")
         return 0
     try:
         with (

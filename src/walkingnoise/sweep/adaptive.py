@@ -27,7 +27,7 @@ def propose_sigmas(
     sigmas: Sequence[float],
     means: Sequence[float],
     errors: Sequence[float],
-    chance: float,
+    chance: float | None,
     n_samples: Sequence[float] | float | None = None,
 ) -> list[float]:
     """The next σ values to measure for one curve; empty when it is done.
@@ -36,7 +36,8 @@ def propose_sigmas(
         axis: the adaptive axis (range in log10 σ, initial points, budget, tolerance).
         sigmas: σ measured so far; ``means`` and ``errors`` the mean accuracy over seeds at each
             and its standard error.
-        chance: the floor of the fit, 1/K.
+        chance: the floor of the fit, 1/K; None fits it (noise that keeps accuracy above
+            chance, as ``fit`` frees it there).
         n_samples: test samples behind each mean (test-set size × seeds), so each point's error
             is at least its binomial error: with few seeds their spread alone can be tiny (0
             for one seed), and μ would pass for located on error bars far too small.

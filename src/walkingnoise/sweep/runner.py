@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from walkingnoise._progress import LINE_INTERVAL, ProgressLines, bar_disabled, lines_wanted
 from walkingnoise._signals import interrupts_held
 from walkingnoise._words import counted
+from walkingnoise.analysis.tables import resolve_a_min
 from walkingnoise.data.errors import one_line
 from walkingnoise.experiment import Experiment
 from walkingnoise.models.registry import own_model_names
@@ -52,7 +53,8 @@ from walkingnoise.training.run import teacher_from_file
 
 log = logging.getLogger(__name__)
 
-#: Most rounds of an adaptive sweep (each adds σ to the curves not yet done).
+#: Most rounds of an adaptive sweep (each adds σ to the curves not yet done), unless an
+#: axis's budget needs more (see ``_last_round``).
 MAX_ROUNDS = 20
 
 
@@ -248,6 +250,7 @@ def run_sweep(
             now = now.settled(entries, readable)
             now.check(readable, accepted)
             summary = prepare(entries, readable, register=False, alone=counter.trains_alone)[1]
+            _stored_rounds(entries, spec.adaptive_axes(), readable, summary, counter.trains_alone)
     else:
         _check_models_in_workers(executor, entries)
         context = _RunContext(executor, data_root, progress, counter)
@@ -441,7 +444,8 @@ def _run_rounds(
                 later.deferred,
             )
     axes = spec.adaptive_axes()
-    for round_number in range(2, MAX_ROUNDS + 1):
+    last = _last_round(axes)
+    for round_number in range(2, last + 1):
         if not axes:
             break
         new = refine(entries, axes, store)
@@ -450,7 +454,37 @@ def _run_rounds(
         log.info("adaptive σ, round %d: %d more experiments", round_number, len(new))
         entries = entries + new
         summary.add(_run(new, spec, store, context, stage=f"adaptive σ, round {round_number}: "))
+    else:
+        if refine(entries, axes, store):
+            log.warning("adaptive σ: stopped after %d rounds with curves still unsettled", last)
     return summary
+
+
+def _last_round(axes: dict[str, AdaptiveAxis]) -> int:
+    """The last round an adaptive sweep runs: :data:`MAX_ROUNDS`, or twice the largest
+    budget, enough to spend it one σ a round (a curve that adds nothing in a round, its σ
+    failed, adds nothing later either)."""
+    return max([MAX_ROUNDS, *(2 * axis.max_points for axis in axes.values())])
+
+
+def _stored_rounds(
+    entries: list[SweepEntry],
+    axes: dict[str, AdaptiveAxis],
+    store: Store,
+    summary: SweepSummary,
+    alone: Callable[[Experiment], bool],
+) -> None:
+    """Count into a dry run's ``summary`` the adaptive rounds after the first that the store's
+    results decide: a run goes through them again, up to the first with experiments not done
+    (an interrupted round, or the next one), whose results the rounds after it wait for."""
+    for _ in range(2, _last_round(axes) + 1):
+        if not axes or summary.to_run or summary.running_elsewhere:
+            break
+        new = refine(entries, axes, store)
+        if not new:
+            break
+        summary.add(prepare(new, store, register=False, alone=alone)[1])
+        entries = entries + new
 
 
 def _curve_key(experiment: Experiment) -> str:
@@ -475,7 +509,7 @@ def refine(
         by_sigma: dict[float, list[float]] = {}
         chance = 0.1
         test_size: float | None = None
-        for entry in members:
+        for entry in sorted(members, key=lambda e: e.experiment.seed):  # sums in one order
             values = metrics.get(entry.experiment.content_hash())
             if values is None or not isinstance(entry.experiment.sigma, float):
                 continue
@@ -487,7 +521,8 @@ def refine(
         errors = [_sem(by_sigma[s]) for s in sigmas]
         samples = None if test_size is None else [test_size * len(by_sigma[s]) for s in sigmas]
         axis = axes[members[0].block]
-        proposals = propose_sigmas(axis, sigmas, means, errors, chance, n_samples=samples)
+        a_min = _a_min(members[0].experiment, chance)
+        proposals = propose_sigmas(axis, sigmas, means, errors, a_min, n_samples=samples)
         tried = {e.experiment.sigma for e in members}
         proposals = [sigma for sigma in proposals if sigma not in tried]
         seeds = sorted({e.experiment.seed for e in members})
@@ -497,6 +532,13 @@ def refine(
                 experiment = template.experiment.model_copy(update={"sigma": sigma, "seed": seed})
                 new.append(SweepEntry(experiment, template.block))
     return new
+
+
+def _a_min(experiment: Experiment, chance: float) -> float | None:
+    """The floor of a curve's fit as ``fit`` takes it: chance, or fitted (None) where the
+    noise keeps accuracy above chance (multiplicative noise with BatchNorm)."""
+    group = {"batchnorm": experiment.batchnorm, "noise": experiment.noise}
+    return resolve_a_min("auto", group | {"order": experiment.order}, chance)
 
 
 def _sem(values: list[float]) -> float:
