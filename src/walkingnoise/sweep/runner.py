@@ -537,8 +537,12 @@ def refine(
 def _a_min(experiment: Experiment, chance: float) -> float | None:
     """The floor of a curve's fit as ``fit`` takes it: chance, or fitted (None) where the
     noise keeps accuracy above chance (multiplicative noise with BatchNorm)."""
-    group = {"batchnorm": experiment.batchnorm, "noise": experiment.noise}
-    return resolve_a_min("auto", group | {"order": experiment.order}, chance)
+    group = {
+        "batchnorm": experiment.batchnorm,
+        "noise": experiment.noise,
+        "order": experiment.order,
+    }
+    return resolve_a_min("auto", group, chance)
 
 
 def _sem(values: list[float]) -> float:
