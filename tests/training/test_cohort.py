@@ -7,17 +7,23 @@ filled to the brim; here it is raised, as PyTorch raises it, by stacks above a s
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from walkingnoise.data import InMemoryDataset
+from walkingnoise.data.dataset import Split
 from walkingnoise.experiment import Experiment
 from walkingnoise.training import cohort
 from walkingnoise.training.cohort import evaluate_shared, in_chunks_that_fit, train_cohort
+from walkingnoise.training.memory import BUDGET_ENV, bytes_per_model
 from walkingnoise.training.recipe import Recipe
-from walkingnoise.training.run import train_experiment
+from walkingnoise.training.run import build_noisy_model, train_experiment
 
 
 def _out_of_memory() -> Exception:
@@ -155,3 +161,88 @@ def test_why_models_run_alone_is_said_once_a_process(caplog: pytest.LogCaptureFi
         (logging.INFO, f"training 1 experiment one at a time: {reason}"),
         (logging.DEBUG, f"evaluating 3 experiments one at a time: {reason}"),
     ]
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """The bytes of the tensors that operations make within the block and that are still alive,
+    and the most there were at once (``peak``): a stack's footprint on the CPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+
+    def _freed(self, size: int) -> None:
+        self.live -= size
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        given = tree_flatten((args, kwargs))[0]
+        read = {t.untyped_storage().data_ptr() for t in given if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor) or t._is_view():
+                continue
+            storage = t.untyped_storage()
+            if storage.data_ptr() in read:  # an in-place operation: no new memory
+                continue
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(t, self._freed, storage.nbytes())
+        return out
+
+
+def _tiled(digits: InMemoryDataset, times: int) -> InMemoryDataset:
+    """The digits with their evaluated splits repeated ``times`` times, for larger batches."""
+
+    def tiled(split: Split) -> Split:
+        return Split(split.x.repeat(times, 1, 1, 1), split.y.repeat(times))
+
+    train = Split(digits.train.x[:256], digits.train.y[:256])
+    return InMemoryDataset(
+        digits.name, train, tiled(digits.validation), tiled(digits.test), digits.class_names
+    )
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_evaluations_keep_their_clean_prefixes_within_the_memory_budget(
+    digits: InMemoryDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clean prefixes kept for reuse across passes count in the budget, which sizes the
+    stacks too: they once took up to 256 MiB whatever the budget (2.6 MiB of 1 MiB here)."""
+    recipe = Recipe(epochs=1, eval_batch_size=64)
+    model, _ = train_experiment(Experiment(noise="none", recipe=recipe), digits, progress=False)
+    members = [
+        Experiment(placement=f"walking:{site}", sigma=sigma, eval_repeats=2, recipe=recipe)
+        for site in (2, 5)
+        for sigma in (0.5, 1.0)
+    ]
+    dataset = _tiled(digits, 10)
+    expected = evaluate_shared(model, members, dataset)
+    budget = 2**20
+    monkeypatch.setenv(BUDGET_ENV, str(budget))
+    with LiveTensorBytes() as footprint:
+        assert evaluate_shared(model, members, dataset) == expected
+    assert footprint.peak <= budget
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_training_stack_on_the_cpu_is_sized_for_its_evaluation_too(
+    digits: InMemoryDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stack sized to its training batches of 4 samples evaluates in batches of 1024: it once
+    took 4.5 MiB of a budget of 2.5 MiB here."""
+    recipe = Recipe(epochs=1, batch_size=4, eval_batch_size=1024)
+    experiments = [
+        Experiment(placement="walking:0", sigma=0.1 * k, train_noise=True, eval_repeats=2,
+                   recipe=recipe)
+        for k in range(1, 9)
+    ]  # fmt: skip
+    dataset = _tiled(digits, 3)
+    expected = train_cohort(experiments, dataset, max_models=1)
+    probe = build_noisy_model(experiments[0], dataset)
+    budget = len(experiments) * bytes_per_model(probe, recipe.batch_size, training=True)
+    monkeypatch.setenv(BUDGET_ENV, str(budget))
+    with LiveTensorBytes() as footprint:
+        got = train_cohort(experiments, dataset)
+    assert footprint.peak <= budget
+    assert [r.metrics for r in got] == [r.metrics for r in expected]

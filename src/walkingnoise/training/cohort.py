@@ -26,7 +26,11 @@ from walkingnoise.noise.models import NoiseLevel
 from walkingnoise.noise.site import SiteInfo
 from walkingnoise.noise.weight import weight_noise_disabled, weight_noise_preserved
 from walkingnoise.training.evaluate import Evaluation, evaluate_clean
-from walkingnoise.training.memory import is_out_of_memory, models_per_stack
+from walkingnoise.training.memory import (
+    is_out_of_memory,
+    kept_prefixes_bytes,
+    models_per_stack,
+)
 from walkingnoise.training.run import (
     EVALUATED_SPLITS,
     ExperimentResult,
@@ -147,11 +151,15 @@ def train_cohort(
     fit = models_per_stack(
         probe, recipe.batch_size, device, training=True, weight_noise=weight_noise
     )
-    if device.type == "cuda":  # the stack is evaluated too, in batches of eval_batch_size
-        evaluated = models_per_stack(
-            probe, recipe.eval_batch_size, device, training=False, weight_noise=weight_noise
-        )
-        fit = min(fit, evaluated)
+    # the stack is evaluated too, in batches of eval_batch_size: more samples than it trains on
+    evaluated = models_per_stack(
+        probe,
+        _evaluation_batch(recipe.eval_batch_size, dataset),
+        device,
+        training=False,
+        weight_noise=weight_noise,
+    )
+    fit = min(fit, evaluated)
     size = min(fit, max_models or fit)
     sites = probe.site_table
     results: list[ExperimentResult | None] = [None] * len(experiments)
@@ -252,8 +260,12 @@ def _train_chunk(
     batch = chunk[0].recipe.eval_batch_size
     clean = {s: evaluate_stacked(stack, dataset.split(s), clean=True, batch_size=batch)
              for s in EVALUATED_SPLITS}  # fmt: skip
-    noisy = {s: evaluate_stacked(stack, dataset.split(s), repeats=repeats, batch_size=batch)
-             for s in EVALUATED_SPLITS}  # fmt: skip
+    noisy = {
+        s: evaluate_stacked(
+            stack, dataset.split(s), repeats=repeats, batch_size=batch, kept=_kept(repeats, device)
+        )
+        for s in EVALUATED_SPLITS
+    }
     stack.write_back(models)
     finished = time.perf_counter()
     seconds = {
@@ -314,10 +326,11 @@ def evaluate_shared(
     reason = stacking_slower(model)
     alone = [i for i, e in enumerate(experiments) if e.weight_noise and reason is not None]
     stacked = sorted(set(range(len(experiments))) - set(alone))
+    device = dataset.test.x.device
     fit = models_per_stack(
         model,
-        batch,
-        dataset.test.x.device,
+        _evaluation_batch(batch, dataset),
+        device,
         training=False,
         weight_noise=any(experiments[i].weight_noise for i in stacked),
     )
@@ -338,7 +351,8 @@ def evaluate_shared(
             metrics[i] = values
     # the stacks set each experiment's weight noise; the model's own (if any) stays off, as alone
     stacks: dict[int, StackedModel | NotStackableError] = {}
-    kept = KeptPrefixes()  # the model's clean runs on each batch, for every stack's prefix
+    # the model's clean runs on each batch, for every stack's prefix, within the budget
+    kept = KeptPrefixes(kept_prefixes_bytes(device))
 
     def evaluate(chunk: Sequence[int]) -> list[dict[str, float]]:
         nonlocal kept
@@ -348,7 +362,7 @@ def evaluate_shared(
         except Exception as error:
             if is_out_of_memory(error):
                 stacks.clear()  # the stacks of copies built so far hold memory too
-                kept = KeptPrefixes()
+                kept = KeptPrefixes(kept_prefixes_bytes(device))
             raise
 
     with weight_noise_disabled(model):
@@ -356,6 +370,18 @@ def evaluate_shared(
             for i, one in zip(chunk, values, strict=True):
                 metrics[i] = one
     return metrics
+
+
+def _evaluation_batch(batch_size: int, dataset: InMemoryDataset) -> int:
+    """The most samples an evaluation pass in batches of ``batch_size`` runs at once: fewer
+    where no evaluated split has that many."""
+    return max(1, min(batch_size, max(len(dataset.split(s)) for s in EVALUATED_SPLITS)))
+
+
+def _kept(repeats: int, device: torch.device) -> KeptPrefixes | None:
+    """Where a trained stack's repeated noisy passes over a split keep its clean prefixes,
+    within the memory budget (None for one pass, which has nothing to reuse)."""
+    return KeptPrefixes(kept_prefixes_bytes(device)) if repeats > 1 else None
 
 
 def evaluation_generators(

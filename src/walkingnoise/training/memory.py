@@ -107,6 +107,9 @@ def _available_ram() -> int:
 
 #: Most memory a stack takes on the CPU by default: bigger stacks are no faster there.
 CPU_BUDGET_CAP = 2**30
+#: Most memory the clean prefixes that evaluations keep for their next pass take
+#: (``KeptPrefixes``), whatever the budget.
+KEPT_PREFIXES_CAP = 256 * 2**20
 
 
 def gpu_share() -> float:
@@ -151,6 +154,18 @@ def memory_budget(device: torch.device) -> int:
     return min(_available_ram() // 2, CPU_BUDGET_CAP)
 
 
+def _prefixes_share(budget: int) -> int:
+    """The part of ``budget`` kept clean prefixes may take: a quarter, at most the cap."""
+    return min(KEPT_PREFIXES_CAP, budget // 4)
+
+
+def kept_prefixes_bytes(device: torch.device) -> int:
+    """Bytes the clean prefixes that evaluations keep for their next pass (``KeptPrefixes``)
+    may take on ``device``: a quarter of the memory budget, at most ``KEPT_PREFIXES_CAP``;
+    stacks that evaluate are sized to the rest."""
+    return _prefixes_share(memory_budget(device))
+
+
 def bytes_per_model(
     model: NoisyModel, batch_size: int, *, training: bool, weight_noise: bool = False
 ) -> int:
@@ -177,16 +192,20 @@ def models_per_stack(
     weight_noise: bool = False,
 ) -> int:
     """How many models of this kind fit into one stack within the memory budget (≥ 1);
-    ``weight_noise``: some read their weights with noise."""
+    ``weight_noise``: some read their weights with noise. An evaluating stack (``training``
+    False) gets the budget less what its kept clean prefixes may take
+    (``kept_prefixes_bytes``)."""
     budget = memory_budget(device)
+    room = budget if training else budget - _prefixes_share(budget)
     need = max(1, bytes_per_model(model, batch_size, training=training, weight_noise=weight_noise))
-    if budget < need and need not in _SAID_BELOW:
+    if room < need and need not in _SAID_BELOW:
         _SAID_BELOW.add(need)
         log.warning(
-            "the memory budget of %s bytes is below one model's %s: one model per stack, "
+            "the memory budget of %s bytes%s is below one model's %s: one model per stack, "
             "which may not fit either (set %s to change the budget)",
             f"{budget:,}",
+            "" if room == budget else f" (of which {room:,} for a stack that evaluates)",
             f"{need:,}",
             BUDGET_ENV,
         )
-    return max(1, budget // need)
+    return max(1, room // need)

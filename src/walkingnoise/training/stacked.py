@@ -53,7 +53,7 @@ from walkingnoise.noise.weight import (
     weight_noise_std,
 )
 from walkingnoise.training.clamp import clampable_weights
-from walkingnoise.training.memory import is_out_of_memory
+from walkingnoise.training.memory import KEPT_PREFIXES_CAP, is_out_of_memory
 from walkingnoise.training.plain_tail import PlainTail
 
 _SITES = "noise_sites."
@@ -945,7 +945,7 @@ class KeptPrefixes:
     """Clean prefixes of batches kept for reuse (``StackedModel.prefixes_kept``), with the
     bytes still free."""
 
-    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, max_bytes: int = KEPT_PREFIXES_CAP) -> None:
         self.values: dict[tuple, Any] = {}
         self.room = max_bytes
 
