@@ -312,3 +312,23 @@ def test_the_per_site_accuracy_figure_says_its_sigma_is_the_measured_one_nearest
     assert caption is not None
     assert float(caption.group(1)) != pytest.approx(median, rel=0.01)  # a grid σ, not μ
     assert caption.group(2).startswith(f"the measured σ nearest {median:.3g}, the median μ")
+
+
+def test_a_report_of_an_unfinished_store_warns_that_its_curves_leave_experiments_out(
+    tiny_store: Path, tmp_path: Path
+) -> None:
+    """Experiments still pending or running are in no curve: the warnings say so, rather than
+    'every fit converged' over curves that lack their larger σ."""
+    unfinished = tmp_path / "unfinished.sqlite"
+    with closing(sqlite3.connect(tiny_store)) as source, closing(sqlite3.connect(unfinished)) as db:
+        source.backup(db)
+        with db:
+            done = "SELECT hash FROM experiments WHERE status = 'done' ORDER BY hash LIMIT ?"
+            db.execute(f"UPDATE experiments SET status = 'pending' WHERE hash IN ({done})", (3,))
+            db.execute(f"UPDATE experiments SET status = 'running' WHERE hash IN ({done})", (2,))
+    index = write_report(unfinished, tmp_path / "out", site_names=False)
+    text = " ".join(_parse(index).text)
+    assert "5 experiments not finished (3 pending, 2 running)" in text
+    assert "the curves, fits and figures below leave them out" in text
+    whole = " ".join(_parse(write_report(tiny_store, tmp_path / "whole", site_names=False)).text)
+    assert "not finished" not in whole

@@ -418,6 +418,15 @@ def _warnings(
             "a poor fit may be a curve with a plateau (multiplicative noise without BatchNorm): "
             "`walking-noise fit STORE --double` fits two stacked logistics"
         )
+    status = results["status"] if "status" in results else pd.Series(dtype=object)
+    waiting = {s: int((status == s).sum()) for s in ("pending", "running")}
+    if sum(waiting.values()):
+        lines.append(
+            f"{counted(sum(waiting.values()), 'experiment')} not finished "
+            f"({waiting['pending']} pending, {waiting['running']} running): the curves, fits "
+            "and figures below leave them out, so a curve may lack some of its σ; run the sweep "
+            "again to finish them, then the report"
+        )
     failed = int((results["status"] == "failed").sum()) if "status" in results else 0
     if failed:
         lines.append(f"{failed} experiments failed; `walking-noise retry STORE --failed`")
