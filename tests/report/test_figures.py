@@ -341,3 +341,15 @@ def test_accuracy_figure_of_mixed_noise_over_an_amplitude_labels_its_axis_a(
     assert figures.accuracy_figure(both, fits).axes[0].get_xlabel() == (
         "noise level σ; for mixed noise with a ratio r, amplitude A (σ_add = A·r, σ_mul = A·(1−r))"
     )
+
+
+def test_preservation_figure_marks_where_chance_accuracy_lies(curves: pd.DataFrame) -> None:
+    """A site that falls to chance keeps chance / clean accuracy (about 0.1 for ten classes),
+    not nothing: a line marks that level, as the accuracy figures mark chance."""
+    table = preservation_table(_walking(curves, "multiplicative"))
+    ax = figures.preservation_figure(table).axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "chance / clean accuracy" in labels
+    line = next(line for line in ax.get_lines() if line.get_label() == "chance / clean accuracy")
+    expected = float((table["chance"] / table["clean_accuracy"]).mean())
+    assert line.get_ydata()[0] == pytest.approx(expected)

@@ -499,7 +499,8 @@ def preservation_figure(
     """Accuracy at the largest σ / clean accuracy per site, one series per dataset (Fig. 5).
 
     ``preservation`` is a :func:`~walkingnoise.analysis.tables.preservation_table` restricted
-    to walking-noise rows of one model; other varying group columns split series too.
+    to walking-noise rows of one model; other varying group columns split series too. A dashed
+    line marks chance / clean accuracy, where a site that falls to chance ends.
     """
     figure = new_figure(8.0, 4.5)
     ax = figure.add_subplot()
@@ -513,6 +514,12 @@ def preservation_figure(
         _series_line(ax, index, part["preservation"], part["preservation_err"], i, label)
     _site_axis(ax, sorted(all_sites), site_names)
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    if {"chance", "clean_accuracy"} <= set(table.columns):
+        ratios = table["chance"].to_numpy(float) / table["clean_accuracy"].to_numpy(float)
+        ratios = ratios[np.isfinite(ratios)]
+        if ratios.size:  # where a site that falls to chance ends
+            level = float(ratios.mean())
+            ax.axhline(level, color="grey", lw=0.8, ls="--", label="chance / clean accuracy")
     ax.set_ylabel("accuracy at the largest σ / clean accuracy")
     ax.set_ylim(0, max(1.1, float(np.nanmax(table["preservation"])) + 0.05) if len(table) else 1.1)
     ax.grid(True, axis="y", alpha=0.3)
