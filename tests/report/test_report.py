@@ -18,7 +18,14 @@ from walkingnoise.analysis.noisy_machines import ETA_ZERO_NOTE, weight_noise_acc
 from walkingnoise.analysis.tables import AMPLITUDE_NOTE
 from walkingnoise.experiment import Experiment
 from walkingnoise.report import write_report
-from walkingnoise.report.html import ACCURACY_MARKS, FIGURE_MANIFEST, _sigmas_text
+from walkingnoise.report.html import (
+    ACCURACY_MARKS,
+    FIGURE_MANIFEST,
+    PRESERVATION_MARKS,
+    SITE_ACCURACY_MARKS,
+    SITE_MU_MARKS,
+    _sigmas_text,
+)
 from walkingnoise.sweep import Store, StoreError, load_results, parse_sweep, run_sweep
 
 from .conftest import IMG_ERROR, SCRIPT_BLOCK, SCRIPT_NAME
@@ -94,6 +101,8 @@ def test_report_of_a_real_sweep_parses_with_every_image_embedded(embedded: Path)
     assert "clean test accuracy of the models of the curve's smallest σ" in text
     assert any("logspace" in pre for pre in page.pre)  # the sweep file
     assert ACCURACY_MARKS in text  # what the points, lines and diamonds of Fig. 1 are
+    for marks in (SITE_MU_MARKS, SITE_ACCURACY_MARKS, PRESERVATION_MARKS):  # Figs. 2, 3 and 5
+        assert marks in text
     source = embedded.read_text(encoding="utf-8")
     assert '<a href="tables/midpoints.csv">midpoints.csv</a>' in source  # linked, not named
     assert "[sites.md](tables/sites.md)" in (out / "report.md").read_text(encoding="utf-8")

@@ -102,6 +102,21 @@ ACCURACY_MARKS = (
     "Points: mean accuracy over seeds ± its standard error; lines: the fitted logistics, "
     "dotted where a fit is flagged; diamonds: μ, half way down its curve."
 )
+#: What the marks of a μ-per-site figure (Fig. 2) are, for its caption.
+SITE_MU_MARKS = (
+    "Error bars: the fit's standard error of μ (for a fit in log σ, 10^(log10 μ ± its error)); "
+    "hollow markers: a flagged fit, or a μ the data do not locate (no bar); triangles: curves "
+    "that drop only partly (†)."
+)
+#: What the bars of an accuracy-per-site figure (Fig. 3) are, for its caption.
+SITE_ACCURACY_MARKS = (
+    "Bars: mean test accuracy over seeds ± its standard error; dashed line: chance."
+)
+#: What the marks of an accuracy-preservation figure (Fig. 5) are, for its caption.
+PRESERVATION_MARKS = (
+    "Error bars: the standard errors over seeds of both accuracies, propagated; dashed line: "
+    "chance / clean accuracy."
+)
 
 
 def esc(value: object) -> str:
@@ -570,7 +585,7 @@ def _walking(
                 part, title=f"μ per site: {_label(family)}", site_names=names_map
             ),
             "site-mu",
-            f"Midpoint noise level per site, {_label(family)} (cf. paper Fig. 2)",
+            f"Midpoint noise level per site, {_label(family)} (cf. paper Fig. 2). {SITE_MU_MARKS}",
             family,
         )
         kept = np.isfinite(part["mu"].astype(float)) & part["mu_in_range"] & ~partial
@@ -592,7 +607,8 @@ def _walking(
                 family_curves, target, title=_label(family), site_names=names_map
             ),
             "site-accuracy",
-            f"Accuracy per site at σ = {target:.3g} ({which}), {_label(family)} (cf. paper Fig. 3)",
+            f"Accuracy per site at σ = {target:.3g} ({which}), {_label(family)} (cf. paper "
+            f"Fig. 3). {SITE_ACCURACY_MARKS}",
             family,
         )
         others = [c for c in curve_group_columns(family_curves) if c not in (*family, "placement")]
@@ -641,7 +657,7 @@ def _walking(
                 ),
                 "preservation",
                 f"Accuracy at the largest σ / clean accuracy per site, {_label(family)} "
-                "(cf. paper Fig. 5)",
+                f"(cf. paper Fig. 5). {PRESERVATION_MARKS}",
                 family,
             )
 
