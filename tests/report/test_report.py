@@ -212,7 +212,7 @@ def test_a_weight_noise_study_gets_the_noisy_machines_table(tmp_path: Path) -> N
     numbers = ["training", "weight_noise", "mean", "std", "seeds", "clean_mean"]
     pd.testing.assert_frame_equal(table[numbers], expected[numbers], check_dtype=False)
     shown = (tmp_path / "out" / "tables" / "noisy_machines.md").read_text(encoding="utf-8")
-    assert "| inference-only | noise injection |" in shown
+    assert "| inference-only (%) | noise injection (%) |" in shown  # the file names its unit
     row = table[(table["weight_noise"] == 0.1) & (table["training"] == "inference-only")]
     assert f"{100 * row['mean'].iloc[0]:.2f}" in text
 

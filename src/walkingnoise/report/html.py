@@ -718,7 +718,7 @@ def _noisy_machines(report: _Report, results: pd.DataFrame, tables: Path) -> Non
     if "noisy_test_accuracy" not in done or not has_weight_noise(done):
         return
     table = weight_noise_accuracy(done)
-    wide = accuracy_vs_eta(table)
+    wide = accuracy_vs_eta(table).rename(columns=lambda training: f"{training} (%)")
     report.heading("Noisy Machines: accuracy vs weight noise η", anchor="noisy-machines")
     report.table_files(table, tables, "noisy_machines", wide)
     report.table(wide, index=True)
