@@ -20,6 +20,7 @@ from walkingnoise.experiment import Experiment
 from walkingnoise.report import write_report
 from walkingnoise.report.html import (
     ACCURACY_MARKS,
+    ERROR_NOTATION,
     FIGURE_MANIFEST,
     PRESERVATION_MARKS,
     SITE_ACCURACY_MARKS,
@@ -101,6 +102,7 @@ def test_report_of_a_real_sweep_parses_with_every_image_embedded(embedded: Path)
     assert "clean test accuracy of the models of the curve's smallest σ" in text
     assert any("logspace" in pre for pre in page.pre)  # the sweep file
     assert ACCURACY_MARKS in text  # what the points, lines and diamonds of Fig. 1 are
+    assert ERROR_NOTATION in text  # what ``μ ×/÷ f`` and ``μ (unconstrained)`` mean
     for marks in (SITE_MU_MARKS, SITE_ACCURACY_MARKS, PRESERVATION_MARKS):  # Figs. 2, 3 and 5
         assert marks in text
     source = embedded.read_text(encoding="utf-8")

@@ -48,6 +48,8 @@ from walkingnoise.analysis.noisy_machines import (
 )
 from walkingnoise.analysis.tables import (
     AMPLITUDE_NOTE,
+    MULTIPLICATIVE_ERROR_FROM,
+    UNCONSTRAINED_DECADES,
     AMin,
     SiteNames,
     amplitude_rows,
@@ -101,6 +103,12 @@ _PRESERVATION_FAMILY = ("model", "batchnorm", "noise")
 ACCURACY_MARKS = (
     "Points: mean accuracy over seeds ± its standard error; lines: the fitted logistics, "
     "dotted where a fit is flagged; diamonds: μ, half way down its curve."
+)
+#: What the forms of μ with its error in the tables mean.
+ERROR_NOTATION = (
+    "μ ± err is μ with the standard error of its fit; μ ×/÷ f, for a fit in log σ whose error "
+    f"is a factor f ≥ {MULTIPLICATIVE_ERROR_FROM:g}, spans μ/f … μ·f; μ (unconstrained): an "
+    f"error of {UNCONSTRAINED_DECADES:g} decades or more, the data do not locate μ."
 )
 #: What the marks of a μ-per-site figure (Fig. 2) are, for its caption.
 SITE_MU_MARKS = (
@@ -490,7 +498,7 @@ def _fit_method(report: _Report, a_min: AMin, n_test: int | Mapping[str, int] | 
         f"{DEFAULT_FLOOR} and at least the binomial error of that mean, √(p(1−p)/n) with n = "
         f"test-set size × seeds (test-set sizes: {sizes}); a_min = {a_min}. σ spanning a "
         "factor ≥ 100 is fitted in log10 σ, where s is in decades. A * marks a flagged fit in "
-        "the tables.",
+        f"the tables. {ERROR_NOTATION}",
         "note",
     )
 
