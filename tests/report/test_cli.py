@@ -153,3 +153,21 @@ grid: {sigma: {type: choice, options: [0.1, 10.0]}}
     assert main(["fit", str(store), "--no-site-names"]) == 0
     out = capsys.readouterr().out
     assert "0 of 1 curves fitted (1 could not be fitted), 1 with a quality flag" in out
+
+
+def test_fit_says_unfinished_and_failed_experiments_are_in_no_curve(
+    synthetic_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """μ fitted over a half-run store comes with a line saying what its curves lack."""
+    store = tmp_path / "unfinished.sqlite"
+    shutil.copy(synthetic_store, store)
+    with sqlite3.connect(store) as db:
+        done = "SELECT hash FROM experiments WHERE status = 'done' ORDER BY hash LIMIT ?"
+        db.execute(f"UPDATE experiments SET status = 'pending' WHERE hash IN ({done})", (3,))
+        db.execute(f"UPDATE experiments SET status = 'failed' WHERE hash IN ({done})", (2,))
+    db.close()
+    assert main(["fit", str(store), "--no-site-names"]) == 0
+    out = capsys.readouterr().out
+    assert "5 experiments in no curve (3 pending, 0 running, 2 failed)" in out
+    assert main(["fit", str(synthetic_store), "--no-site-names"]) == 0
+    assert "in no curve" not in capsys.readouterr().out

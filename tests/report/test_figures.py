@@ -325,3 +325,31 @@ def test_one_wide_error_bar_puts_the_mu_axis_on_a_log_scale() -> None:
     )
     figure = figures.site_mu_figure(sites)
     assert figure.axes[0].get_yscale() == "log"
+
+
+def test_accuracy_figure_of_mixed_noise_over_an_amplitude_labels_its_axis_a(
+    curves: pd.DataFrame, fits: pd.DataFrame
+) -> None:
+    """Mixed noise with a ratio r is swept over an amplitude A (σ_add = A·r, σ_mul =
+    A·(1−r)): its x axis is A, not a σ."""
+    mixed = curves[(curves["noise"] == "mixed") & (curves["order"] == "mul_first")]
+    label = figures.accuracy_figure(mixed, fits).axes[0].get_xlabel()
+    assert label == "noise amplitude A (σ_add = A·r, σ_mul = A·(1−r))"
+    additive = _walking(curves)
+    assert figures.accuracy_figure(additive, fits).axes[0].get_xlabel() == "noise level σ"
+    both = pd.concat([mixed, additive])
+    assert figures.accuracy_figure(both, fits).axes[0].get_xlabel() == (
+        "noise level σ; for mixed noise with a ratio r, amplitude A (σ_add = A·r, σ_mul = A·(1−r))"
+    )
+
+
+def test_preservation_figure_marks_where_chance_accuracy_lies(curves: pd.DataFrame) -> None:
+    """A site that falls to chance keeps chance / clean accuracy (about 0.1 for ten classes),
+    not nothing: a line marks that level, as the accuracy figures mark chance."""
+    table = preservation_table(_walking(curves, "multiplicative"))
+    ax = figures.preservation_figure(table).axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "chance / clean accuracy" in labels
+    line = next(line for line in ax.get_lines() if line.get_label() == "chance / clean accuracy")
+    expected = float((table["chance"] / table["clean_accuracy"]).mean())
+    assert line.get_ydata()[0] == pytest.approx(expected)

@@ -18,7 +18,15 @@ from walkingnoise.analysis.noisy_machines import ETA_ZERO_NOTE, weight_noise_acc
 from walkingnoise.analysis.tables import AMPLITUDE_NOTE
 from walkingnoise.experiment import Experiment
 from walkingnoise.report import write_report
-from walkingnoise.report.html import ACCURACY_MARKS, FIGURE_MANIFEST, _sigmas_text
+from walkingnoise.report.html import (
+    ACCURACY_MARKS,
+    ERROR_NOTATION,
+    FIGURE_MANIFEST,
+    PRESERVATION_MARKS,
+    SITE_ACCURACY_MARKS,
+    SITE_MU_MARKS,
+    _sigmas_text,
+)
 from walkingnoise.sweep import Store, StoreError, load_results, parse_sweep, run_sweep
 
 from .conftest import IMG_ERROR, SCRIPT_BLOCK, SCRIPT_NAME
@@ -94,6 +102,9 @@ def test_report_of_a_real_sweep_parses_with_every_image_embedded(embedded: Path)
     assert "clean test accuracy of the models of the curve's smallest σ" in text
     assert any("logspace" in pre for pre in page.pre)  # the sweep file
     assert ACCURACY_MARKS in text  # what the points, lines and diamonds of Fig. 1 are
+    assert ERROR_NOTATION in text  # what ``μ ×/÷ f`` and ``μ (unconstrained)`` mean
+    for marks in (SITE_MU_MARKS, SITE_ACCURACY_MARKS, PRESERVATION_MARKS):  # Figs. 2, 3 and 5
+        assert marks in text
     source = embedded.read_text(encoding="utf-8")
     assert '<a href="tables/midpoints.csv">midpoints.csv</a>' in source  # linked, not named
     assert "[sites.md](tables/sites.md)" in (out / "report.md").read_text(encoding="utf-8")
@@ -203,7 +214,7 @@ def test_a_weight_noise_study_gets_the_noisy_machines_table(tmp_path: Path) -> N
     numbers = ["training", "weight_noise", "mean", "std", "seeds", "clean_mean"]
     pd.testing.assert_frame_equal(table[numbers], expected[numbers], check_dtype=False)
     shown = (tmp_path / "out" / "tables" / "noisy_machines.md").read_text(encoding="utf-8")
-    assert "| inference-only | noise injection |" in shown
+    assert "| inference-only (%) | noise injection (%) |" in shown  # the file names its unit
     row = table[(table["weight_noise"] == 0.1) & (table["training"] == "inference-only")]
     assert f"{100 * row['mean'].iloc[0]:.2f}" in text
 
@@ -312,3 +323,23 @@ def test_the_per_site_accuracy_figure_says_its_sigma_is_the_measured_one_nearest
     assert caption is not None
     assert float(caption.group(1)) != pytest.approx(median, rel=0.01)  # a grid σ, not μ
     assert caption.group(2).startswith(f"the measured σ nearest {median:.3g}, the median μ")
+
+
+def test_a_report_of_an_unfinished_store_warns_that_its_curves_leave_experiments_out(
+    tiny_store: Path, tmp_path: Path
+) -> None:
+    """Experiments still pending or running are in no curve: the warnings say so, rather than
+    'every fit converged' over curves that lack their larger σ."""
+    unfinished = tmp_path / "unfinished.sqlite"
+    with closing(sqlite3.connect(tiny_store)) as source, closing(sqlite3.connect(unfinished)) as db:
+        source.backup(db)
+        with db:
+            done = "SELECT hash FROM experiments WHERE status = 'done' ORDER BY hash LIMIT ?"
+            db.execute(f"UPDATE experiments SET status = 'pending' WHERE hash IN ({done})", (3,))
+            db.execute(f"UPDATE experiments SET status = 'running' WHERE hash IN ({done})", (2,))
+    index = write_report(unfinished, tmp_path / "out", site_names=False)
+    text = " ".join(_parse(index).text)
+    assert "5 experiments not finished (3 pending, 2 running)" in text
+    assert "the curves, fits and figures below leave them out" in text
+    whole = " ".join(_parse(write_report(tiny_store, tmp_path / "whole", site_names=False)).text)
+    assert "not finished" not in whole

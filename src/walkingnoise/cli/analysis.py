@@ -145,6 +145,26 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         f"\n{int(fitted.sum())} of {len(table)} curves fitted{where}{unfitted}, "
         f"{flagged} with a quality flag (a_min: {args.a_min}){widths}"
     )
+    left_out = _unfinished_note(results)
+    if left_out:
+        print(left_out)
+
+
+def _unfinished_note(results: pd.DataFrame) -> str:
+    """``N experiments in no curve (… pending, … running, … failed): …``, or "" for none."""
+    from walkingnoise._words import counted
+
+    status = results.get("status")
+    if status is None:
+        return ""
+    counts = {s: int((status == s).sum()) for s in ("pending", "running", "failed")}
+    if not sum(counts.values()):
+        return ""
+    states = ", ".join(f"{count} {state}" for state, count in counts.items())
+    return (
+        f"{counted(sum(counts.values()), 'experiment')} in no curve ({states}): a curve may "
+        "lack some of its σ"
+    )
 
 
 def _weight_noise_hint(results: pd.DataFrame, store: Path) -> str:

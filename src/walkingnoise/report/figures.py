@@ -31,7 +31,7 @@ from walkingnoise.analysis.curves import (
     shared_sigmas,
 )
 from walkingnoise.analysis.midpoint import choose_space, predict
-from walkingnoise.analysis.tables import UNCONSTRAINED_DECADES, partial_drops
+from walkingnoise.analysis.tables import UNCONSTRAINED_DECADES, amplitude_rows, partial_drops
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -213,7 +213,7 @@ def accuracy_figure(
         ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel("noise level σ")
+    ax.set_xlabel(_sigma_axis_label(curves))
     ax.set_ylabel("test accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, which="major", alpha=0.3)
@@ -223,6 +223,20 @@ def accuracy_figure(
         columns = 2 if len(groups) > 8 else 1
         ax.legend(fontsize=7, ncols=columns, loc="best", framealpha=0.8)
     return _finish(figure, out, name)
+
+
+#: What the x axis of mixed noise over an amplitude A with a ratio r holds.
+AMPLITUDE_AXIS = "amplitude A (σ_add = A·r, σ_mul = A·(1−r))"
+
+
+def _sigma_axis_label(curves: pd.DataFrame) -> str:
+    """``noise level σ``, or the amplitude A where the curves are mixed noise with a ratio."""
+    amplitude = amplitude_rows(curves)
+    if not amplitude.any():
+        return "noise level σ"
+    if amplitude.all():
+        return f"noise {AMPLITUDE_AXIS}"
+    return f"noise level σ; for mixed noise with a ratio r, {AMPLITUDE_AXIS}"
 
 
 def _mu_text(fit: Mapping[str, Any]) -> str:
@@ -485,7 +499,8 @@ def preservation_figure(
     """Accuracy at the largest σ / clean accuracy per site, one series per dataset (Fig. 5).
 
     ``preservation`` is a :func:`~walkingnoise.analysis.tables.preservation_table` restricted
-    to walking-noise rows of one model; other varying group columns split series too.
+    to walking-noise rows of one model; other varying group columns split series too. A dashed
+    line marks chance / clean accuracy, where a site that falls to chance ends.
     """
     figure = new_figure(8.0, 4.5)
     ax = figure.add_subplot()
@@ -499,6 +514,12 @@ def preservation_figure(
         _series_line(ax, index, part["preservation"], part["preservation_err"], i, label)
     _site_axis(ax, sorted(all_sites), site_names)
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    if {"chance", "clean_accuracy"} <= set(table.columns):
+        ratios = table["chance"].to_numpy(float) / table["clean_accuracy"].to_numpy(float)
+        ratios = ratios[np.isfinite(ratios)]
+        if ratios.size:  # where a site that falls to chance ends
+            level = float(ratios.mean())
+            ax.axhline(level, color="grey", lw=0.8, ls="--", label="chance / clean accuracy")
     ax.set_ylabel("accuracy at the largest σ / clean accuracy")
     ax.set_ylim(0, max(1.1, float(np.nanmax(table["preservation"])) + 0.05) if len(table) else 1.1)
     ax.grid(True, axis="y", alpha=0.3)

@@ -48,6 +48,8 @@ from walkingnoise.analysis.noisy_machines import (
 )
 from walkingnoise.analysis.tables import (
     AMPLITUDE_NOTE,
+    MULTIPLICATIVE_ERROR_FROM,
+    UNCONSTRAINED_DECADES,
     AMin,
     SiteNames,
     amplitude_rows,
@@ -101,6 +103,27 @@ _PRESERVATION_FAMILY = ("model", "batchnorm", "noise")
 ACCURACY_MARKS = (
     "Points: mean accuracy over seeds ± its standard error; lines: the fitted logistics, "
     "dotted where a fit is flagged; diamonds: μ, half way down its curve."
+)
+#: What the forms of μ with its error in the tables mean.
+ERROR_NOTATION = (
+    "μ ± err is μ with the standard error of its fit; μ ×/÷ f, for a fit in log σ whose error "
+    f"is a factor f ≥ {MULTIPLICATIVE_ERROR_FROM:g}, spans μ/f … μ·f; μ (unconstrained): an "
+    f"error of {UNCONSTRAINED_DECADES:g} decades or more, the data do not locate μ."
+)
+#: What the marks of a μ-per-site figure (Fig. 2) are, for its caption.
+SITE_MU_MARKS = (
+    "Error bars: the fit's standard error of μ (for a fit in log σ, 10^(log10 μ ± its error)); "
+    "hollow markers: a flagged fit, or a μ the data do not locate (no bar); triangles: curves "
+    "that drop only partly (†)."
+)
+#: What the bars of an accuracy-per-site figure (Fig. 3) are, for its caption.
+SITE_ACCURACY_MARKS = (
+    "Bars: mean test accuracy over seeds ± its standard error; dashed line: chance."
+)
+#: What the marks of an accuracy-preservation figure (Fig. 5) are, for its caption.
+PRESERVATION_MARKS = (
+    "Error bars: the standard errors over seeds of both accuracies, propagated; dashed line: "
+    "chance / clean accuracy."
 )
 
 
@@ -418,6 +441,15 @@ def _warnings(
             "a poor fit may be a curve with a plateau (multiplicative noise without BatchNorm): "
             "`walking-noise fit STORE --double` fits two stacked logistics"
         )
+    status = results["status"] if "status" in results else pd.Series(dtype=object)
+    waiting = {s: int((status == s).sum()) for s in ("pending", "running")}
+    if sum(waiting.values()):
+        lines.append(
+            f"{counted(sum(waiting.values()), 'experiment')} not finished "
+            f"({waiting['pending']} pending, {waiting['running']} running): the curves, fits "
+            "and figures below leave them out, so a curve may lack some of its σ; run the sweep "
+            "again to finish them, then the report"
+        )
     failed = int((results["status"] == "failed").sum()) if "status" in results else 0
     if failed:
         lines.append(f"{failed} experiments failed; `walking-noise retry STORE --failed`")
@@ -466,7 +498,7 @@ def _fit_method(report: _Report, a_min: AMin, n_test: int | Mapping[str, int] | 
         f"{DEFAULT_FLOOR} and at least the binomial error of that mean, √(p(1−p)/n) with n = "
         f"test-set size × seeds (test-set sizes: {sizes}); a_min = {a_min}. σ spanning a "
         "factor ≥ 100 is fitted in log10 σ, where s is in decades. A * marks a flagged fit in "
-        "the tables.",
+        f"the tables. {ERROR_NOTATION}",
         "note",
     )
 
@@ -561,7 +593,7 @@ def _walking(
                 part, title=f"μ per site: {_label(family)}", site_names=names_map
             ),
             "site-mu",
-            f"Midpoint noise level per site, {_label(family)} (cf. paper Fig. 2)",
+            f"Midpoint noise level per site, {_label(family)} (cf. paper Fig. 2). {SITE_MU_MARKS}",
             family,
         )
         kept = np.isfinite(part["mu"].astype(float)) & part["mu_in_range"] & ~partial
@@ -583,7 +615,8 @@ def _walking(
                 family_curves, target, title=_label(family), site_names=names_map
             ),
             "site-accuracy",
-            f"Accuracy per site at σ = {target:.3g} ({which}), {_label(family)} (cf. paper Fig. 3)",
+            f"Accuracy per site at σ = {target:.3g} ({which}), {_label(family)} (cf. paper "
+            f"Fig. 3). {SITE_ACCURACY_MARKS}",
             family,
         )
         others = [c for c in curve_group_columns(family_curves) if c not in (*family, "placement")]
@@ -632,7 +665,7 @@ def _walking(
                 ),
                 "preservation",
                 f"Accuracy at the largest σ / clean accuracy per site, {_label(family)} "
-                "(cf. paper Fig. 5)",
+                f"(cf. paper Fig. 5). {PRESERVATION_MARKS}",
                 family,
             )
 
@@ -693,7 +726,7 @@ def _noisy_machines(report: _Report, results: pd.DataFrame, tables: Path) -> Non
     if "noisy_test_accuracy" not in done or not has_weight_noise(done):
         return
     table = weight_noise_accuracy(done)
-    wide = accuracy_vs_eta(table)
+    wide = accuracy_vs_eta(table).rename(columns=lambda training: f"{training} (%)")
     report.heading("Noisy Machines: accuracy vs weight noise η", anchor="noisy-machines")
     report.table_files(table, tables, "noisy_machines", wide)
     report.table(wide, index=True)
