@@ -21,7 +21,7 @@ from walkingnoise.data.dataset import Split
 from walkingnoise.experiment import Experiment
 from walkingnoise.training import cohort
 from walkingnoise.training.cohort import evaluate_shared, in_chunks_that_fit, train_cohort
-from walkingnoise.training.memory import BUDGET_ENV, bytes_per_model
+from walkingnoise.training.memory import BUDGET_ENV, bytes_per_model, models_per_stack
 from walkingnoise.training.recipe import Recipe
 from walkingnoise.training.run import build_noisy_model, train_experiment
 
@@ -246,3 +246,80 @@ def test_a_training_stack_on_the_cpu_is_sized_for_its_evaluation_too(
         got = train_cohort(experiments, dataset)
     assert footprint.peak <= budget
     assert [r.metrics for r in got] == [r.metrics for r in expected]
+
+
+def _stack_sizes(
+    monkeypatch: pytest.MonkeyPatch, model: Any, passes: Sequence[tuple[int, bool]]
+) -> dict[str, int]:
+    """{budget: models per stack} of ``model`` with weight noise at the two budgets the tests
+    below compare: the fewest over ``passes`` (batch size, training)."""
+    sizes = {}
+    for budget in ("4MiB", "64MiB"):
+        monkeypatch.setenv(BUDGET_ENV, budget)
+        sizes[budget] = min(
+            models_per_stack(model, batch, torch.device("cpu"), training=t, weight_noise=True)
+            for batch, t in passes
+        )
+    return sizes
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_weight_noise_evaluations_do_not_depend_on_the_stack_size(
+    digits: InMemoryDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copies reading their weights with noise: a stack of one once handed BatchNorm the
+    stacked Linear layer's output in feature-major memory, which more copies copy first; the
+    noisy losses differed in their last bits."""
+    recipe = Recipe(epochs=1)
+    clean = Experiment(noise="none", batchnorm=True, recipe=recipe)
+    model, _ = train_experiment(clean, digits, progress=False)
+    members = [
+        Experiment(noise="none", batchnorm=True, weight_noise=eta, eval_repeats=2, recipe=recipe)
+        for eta in (0.02, 0.06, 0.1, 0.15)
+    ]
+    sizes = _stack_sizes(monkeypatch, model, [(len(digits.test), False)])
+    assert sizes["4MiB"] == 1
+    assert sizes["64MiB"] >= len(members)
+    metrics = {}
+    for budget in sizes:
+        monkeypatch.setenv(BUDGET_ENV, budget)
+        metrics[budget] = evaluate_shared(model, members, digits)
+    assert metrics["4MiB"] == metrics["64MiB"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_distillation_students_do_not_depend_on_the_stack_size(
+    digits: InMemoryDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Students of two seeds, with and without weight noise, on a training split whose last
+    batch has 2 samples: the teacher once ran the stack's batches merged, 2·K rows that BLAS
+    computes otherwise than 2; and a student without noise in a noisy stack averaged its
+    repeated passes, whose float64 mean moved its accuracy by an ulp."""
+    recipe = Recipe(epochs=2)
+    train = Split(digits.train.x[:1282], digits.train.y[:1282])  # 10 batches of 128, then 2
+    dataset = InMemoryDataset(
+        digits.name, train, digits.validation, digits.test, digits.class_names
+    )
+    teacher, _ = train_experiment(
+        Experiment(noise="none", batchnorm=True, recipe=recipe), dataset, progress=False
+    )
+    students = [
+        Experiment(
+            noise="none", batchnorm=True, train_noise=True, weight_noise=eta, seed=seed,
+            distillation={"temperature": 6, "alpha": 0.9, "teacher": "clean"}, recipe=recipe,
+        )
+        for eta in (0.0, 0.06)
+        for seed in (0, 1)
+    ]  # fmt: skip
+    probe = build_noisy_model(students[0], dataset)
+    passes = [(recipe.batch_size, True), (len(dataset.test), False)]
+    sizes = _stack_sizes(monkeypatch, probe, passes)
+    assert sizes["4MiB"] == 1
+    assert sizes["64MiB"] >= len(students)
+    results = {}
+    for budget in sizes:
+        monkeypatch.setenv(BUDGET_ENV, budget)
+        results[budget] = train_cohort(students, dataset, teacher=teacher)
+    for a, b in zip(results["4MiB"], results["64MiB"], strict=True):
+        assert a.history == b.history
+        assert a.metrics == b.metrics

@@ -93,12 +93,26 @@ def _vmapped(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
 def _merged(fn: Callable[..., Any], x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     """Apply a per-sample ``fn`` to (K, B, ...) by merging the model and batch dimensions."""
     k, b = x.shape[:2]
-    merged = x.reshape(k * b, *x.shape[2:])
+    merged = _merge(x, k)
     version = merged._version
     out = fn(merged, *args, **kwargs)
     if _changed_a_copy(x, merged, version, out):
         return x.copy_(out.view(x.shape))
     return out.reshape(k, b, *out.shape[1:])
+
+
+def _merge(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(k, B, ...) as (k·B, ...), in the memory a stack of more than one member would give.
+
+    More members merge as a view only where each member's batch dimension is its outermost
+    (as in a contiguous batch); else as a contiguous copy. One member always merges as a view,
+    so it is copied too where its batch is not outermost (the feature-major output of a
+    stacked Linear layer, ``_linear``): kernels that read another layout (BatchNorm's) give
+    other last bits, and a member's numbers would depend on its stack's size."""
+    b = x.shape[1]
+    if k == 1 and b > 1 and not x.is_contiguous() and x.stride(1) * b != x[0].numel():
+        x = x.contiguous()
+    return x.reshape(k * b, *x.shape[2:])
 
 
 def _changed_a_copy(original: Any, merged: Any, version: int, out: Any) -> bool:
@@ -406,8 +420,8 @@ def _treats_samples_alone(module: nn.Module) -> bool:
 _FEW_ROWS = 32
 
 
-def _on_merged_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Any:
-    """A per-sample ``fn`` of copies' activations (K, B, ...): on their batches merged into one
+def on_merged_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Any:
+    """A per-sample ``fn`` of the members' values (K, B, ...): on their batches merged into one
     (``_merged``), or member by member where a batch has fewer than ``_FEW_ROWS`` samples."""
     if x.shape[1] < _FEW_ROWS:
         return torch.stack([fn(member) for member in x])
@@ -669,7 +683,7 @@ class _Interpreter(_LeanInterpreter):
                     self._fresh.add(self._node)
                 module = self.fetch_attr(target)
                 with weight_noise_disabled(module):  # the stack draws every member's
-                    return _on_merged_batches(module, args[0])
+                    return on_merged_batches(module, args[0])
             if target in self.stack._relus and self._sole_reader():
                 self._fresh.add(self._node)
                 return _relu(args[0])
@@ -806,9 +820,7 @@ class _Interpreter(_LeanInterpreter):
         k, b = k or self.stack.size, self.batch
 
         def merge(value: Any) -> Any:
-            return (
-                value.reshape(k * b, *value.shape[2:]) if isinstance(value, torch.Tensor) else value
-            )
+            return _merge(value, k) if isinstance(value, torch.Tensor) else value
 
         flat, spec = tree_flatten((args, kwargs))
         merged = [merge(v) for v in flat]
@@ -1237,13 +1249,20 @@ class StackedModel:
                 "graph runs whole, or traced through)"
             )
 
-    def draws_noise(self) -> bool:
+    def draws_noise(self, member: int | None = None) -> bool:
         """Whether a pass in the current mode draws noise: activation noise at a site, or weight
-        noise of a member."""
+        noise of a member (of ``member`` alone, where given)."""
         if not self.noise_enabled:
             return False
-        return bool(self._site_noise) or any(
-            noise is not None and noise.active_in(self.training) for noise in self._weight_noise
+        members = range(self.size) if member is None else (member,)
+        sites = any(
+            k in config.rows and config.noise.active_in(self.training)
+            for config in self._site_noise.values()
+            for k in members
+        )
+        return sites or any(
+            (noise := self._weight_noise[k]) is not None and noise.active_in(self.training)
+            for k in members
         )
 
     def check(self, example: torch.Tensor, *, training: bool = False) -> None:
@@ -1347,7 +1366,7 @@ class StackedModel:
         with ExitStack() as disabled:
             for noise in _weight_noises(plain.modules):  # the stack draws every member's
                 disabled.enter_context(noise.disabled())
-            out = _on_merged_batches(plain, head.env[start.args[0]])
+            out = on_merged_batches(plain, head.env[start.args[0]])
         return self.template.net.graph.process_outputs(out)
 
     def _merged_tail(self, stop: fx.Node) -> tuple[fx.Node, PlainTail] | None:

@@ -23,7 +23,7 @@ from walkingnoise.training.distillation import (
 from walkingnoise.training.evaluate import Evaluation
 from walkingnoise.training.loop import EpochRecord, TrainHistory, make_optimizer
 from walkingnoise.training.recipe import Recipe
-from walkingnoise.training.stacked import KeptPrefixes, StackedModel
+from walkingnoise.training.stacked import KeptPrefixes, StackedModel, on_merged_batches
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +162,9 @@ def _distilled(
     the teacher's clean logits of its batch: ``x`` is one batch (B, ...) all models share, or
     their own (K, B, ...)."""
     with clean_teacher(teacher):
-        if shared:
-            teacher_logits = teacher(x)
-        else:
-            teacher_logits = teacher(x.reshape(-1, *x.shape[2:])).view(logits.shape)
+        # the models' own batches as the stack's layers take them: few samples member by
+        # member, so a member's soft targets do not depend on how many others its stack has
+        teacher_logits = teacher(x) if shared else on_merged_batches(teacher, x)
     soft = stacked_soft_targets(logits, teacher_logits, settings.temperature)
     return blended(soft, hard, settings.temperature, settings.alpha)
 
@@ -191,6 +190,9 @@ def evaluate_stacked(
     stack.eval()
     stack.noise_enabled = not clean
     noisy = stack.draws_noise()
+    # a member that draws no noise keeps one pass, as alone: its repeats are the same numbers,
+    # whose mean in float64 may differ from them in the last bit
+    passes = [None if stack.draws_noise(k) else 1 for k in range(stack.size)]
     accuracies: list[list[float]] = [[] for _ in range(stack.size)]
     losses: list[list[float]] = [[] for _ in range(stack.size)]
     reuse = noisy and (repeats > 1 or kept is not None)
@@ -212,7 +214,10 @@ def evaluate_stacked(
         if was_training:  # else eval() above left every module as it was asked to be
             stack.train()
         stack.noise_enabled = was_enabled
-    return [Evaluation(tuple(a), tuple(lo)) for a, lo in zip(accuracies, losses, strict=True)]
+    return [
+        Evaluation(tuple(a[:n]), tuple(lo[:n]))
+        for a, lo, n in zip(accuracies, losses, passes, strict=True)
+    ]
 
 
 #: Where a logit's shifted value is clamped before ``exp``: below it exp gives a subnormal
