@@ -14,6 +14,16 @@ from walkingnoise.cli import main
 from walkingnoise.sweep import Store
 
 
+def _changed_copy(store: Path, copy: Path, statements: list[tuple[str, tuple]]) -> Path:
+    """A copy of ``store`` with these SQL statements (and their parameters) run on it."""
+    shutil.copy(store, copy)
+    with sqlite3.connect(copy) as db:
+        for statement, parameters in statements:
+            db.execute(statement, parameters)
+    db.close()
+    return copy
+
+
 def test_fit_prints_the_mu_table(synthetic_store: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["fit", str(synthetic_store), "--a-min", "auto"]) == 0
     out = capsys.readouterr().out
@@ -28,11 +38,9 @@ def test_fit_and_the_report_do_not_read_the_per_epoch_history(
 ) -> None:
     # at 10^5 experiments of 100 epochs, decoding every row's history took 27 of fit's 45 s
     # and 4.7 of its 6.3 GB; neither command uses it, so a damaged one must not stop them
-    store = tmp_path / "damaged.sqlite"
-    shutil.copy(synthetic_store, store)
-    with sqlite3.connect(store) as db:
-        db.execute("UPDATE experiments SET history = '[{not json'")
-    db.close()
+    store = _changed_copy(synthetic_store, tmp_path / "damaged.sqlite", [
+        ("UPDATE experiments SET history = '[{not json'", ()),
+    ])  # fmt: skip
     assert main(["fit", str(store), "--no-site-names", "--where", "noise=additive"]) == 0
     assert "curves fitted" in capsys.readouterr().out
     assert main(["status", str(store), "--where", "seed=0"]) == 0
@@ -159,13 +167,11 @@ def test_fit_says_unfinished_and_failed_experiments_are_in_no_curve(
     synthetic_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """μ fitted over a half-run store comes with a line saying what its curves lack."""
-    store = tmp_path / "unfinished.sqlite"
-    shutil.copy(synthetic_store, store)
-    with sqlite3.connect(store) as db:
-        done = "SELECT hash FROM experiments WHERE status = 'done' ORDER BY hash LIMIT ?"
-        db.execute(f"UPDATE experiments SET status = 'pending' WHERE hash IN ({done})", (3,))
-        db.execute(f"UPDATE experiments SET status = 'failed' WHERE hash IN ({done})", (2,))
-    db.close()
+    done = "SELECT hash FROM experiments WHERE status = 'done' ORDER BY hash LIMIT ?"
+    store = _changed_copy(synthetic_store, tmp_path / "unfinished.sqlite", [
+        (f"UPDATE experiments SET status = 'pending' WHERE hash IN ({done})", (3,)),
+        (f"UPDATE experiments SET status = 'failed' WHERE hash IN ({done})", (2,)),
+    ])  # fmt: skip
     assert main(["fit", str(store), "--no-site-names"]) == 0
     out = capsys.readouterr().out
     assert "5 experiments in no curve (3 pending, 0 running, 2 failed)" in out
