@@ -315,6 +315,14 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         (["train", "--noise", "gauss"], "walking-noise train: error: argument --noise: invalid"),
         (["fitt"], "walking-noise: error: argument COMMAND: invalid choice: 'fitt'"),
         (["run", "study.yaml", "--workers", "two"], "walking-noise run: error: argument --workers"),
+        # an option the command does not have: its own --help lists the options, not the top one
+        (["train", "--bogus", "3"], "walking-noise train: error: unrecognized arguments: --bogus"),
+        (
+            ["data", "download", "mnist", "--bogus"],
+            "walking-noise data download: error: unrecognized arguments: --bogus",
+        ),
+        (["fit", "a.sqlite", "b.sqlite"], "walking-noise fit: error: unrecognized arguments: b."),
+        (["--bogus", "models"], "walking-noise: error: unrecognized arguments: --bogus"),
     ],
 )
 def test_a_bad_argument_is_one_line_naming_the_help(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import shutil
 from pathlib import Path
@@ -10,8 +11,9 @@ import pandas as pd
 import pytest
 
 from walkingnoise.cli import main
+from walkingnoise.cli.profile import _setting
 from walkingnoise.data.digits import load_digits
-from walkingnoise.experiment import Experiment
+from walkingnoise.experiment import STORED, Experiment
 from walkingnoise.sweep import parse_sweep, run_sweep
 from walkingnoise.training.recipe import Recipe
 
@@ -214,6 +216,24 @@ def test_bad_input_is_a_one_line_error(
     assert message in err
     assert err.count("\n") == 1
     assert out == ""  # checked before any table is printed
+
+
+def test_a_pair_of_sigma_drops_a_stored_ratio_the_user_did_not_give() -> None:
+    """A store's mixed noise of an amplitude and a ratio, profiled at ``--sigma MUL,ADD``: the
+    pair takes both σ, so the stored ratio goes; it was refused as if the user had given it
+    (``Experiment`` refuses a pair with a ratio since experiment.STORED came)."""
+    stored = Experiment(
+        dataset="digits", noise="mixed", ratio=0.5, sigma=0.2, placement="walking:1"
+    )
+    no_options = argparse.Namespace(noise=None, order=None, ratio=None, placement=None)
+    setting = _setting(no_options, stored, (0.1, 0.2))
+    assert (setting.sigma, setting.ratio) == ((0.1, 0.2), None)
+    # a pair stored beside a ratio before the check (read back with experiment.STORED)
+    pair = Experiment.model_validate(stored.model_dump() | {"sigma": (0.1, 0.2)}, context=STORED)
+    assert _setting(no_options, pair, None).ratio is None
+    given = argparse.Namespace(noise=None, order=None, ratio=0.3, placement=None)
+    with pytest.raises(ValueError, match=r"ratio 0\.3 would be ignored"):
+        _setting(given, stored, (0.1, 0.2))
 
 
 def test_a_map_placement_carries_its_own_sigmas(

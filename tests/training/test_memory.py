@@ -70,6 +70,10 @@ def test_a_budget_below_one_model_stacks_one_and_warns_once(
     with caplog.at_level(logging.WARNING, logger="walkingnoise"):
         for _ in range(3):  # a sweep sizes a stack per unit: the warning comes once
             assert models_per_stack(model, 64, torch.device("cpu"), training=True) == 1
+        # a cohort sizes its training stack for its evaluation too, and other units evaluate
+        # in other batches: other estimates of the same model kind, still warned of once
+        for batch in (64, 1000, 16):
+            assert models_per_stack(model, batch, torch.device("cpu"), training=False) == 1
     warnings = [r for r in caplog.records if "below one model's" in r.getMessage()]
     assert len(warnings) == 1
     assert warnings[0].levelno == logging.WARNING

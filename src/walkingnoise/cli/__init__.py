@@ -44,6 +44,10 @@ COMMAND_GROUPS = (
 )
 
 
+#: Attribute of a parsed namespace: the innermost parser left with unknown arguments.
+_LEFT_OVER_BY = "_walkingnoise_left_over_by"
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line naming the help, as every other bad input
     of the command is: argparse prints the whole usage first (14 lines for ``train``)."""
@@ -51,6 +55,27 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``PROG: error: MESSAGE (see PROG --help)`` on stderr; exit with status 2."""
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """As argparse's, noting the innermost (sub)command left with arguments it does not
+        know: the error names its ``--help``, which lists its options."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and not hasattr(namespace, _LEFT_OVER_BY):
+            setattr(namespace, _LEFT_OVER_BY, self)
+        return namespace, extras
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """As argparse's, an unknown argument of a command said by that command (``walking-noise
+        train: error: unrecognized arguments: --bogus (see walking-noise train --help)``)."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        parser = vars(namespace).pop(_LEFT_OVER_BY, self)
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -126,6 +126,8 @@ def _setting(
         if sigma is not None:
             raise ValueError(f"--sigma {sigma}: a map: placement carries its own σ values")
         fields["sigma"] = None
+    if isinstance(fields["sigma"], tuple | list) and args.ratio is None:
+        fields["ratio"] = None  # a pair takes both σ: a stored amplitude's ratio does not apply
     if fields["noise"] == "none":
         raise ValueError("the model was trained without noise: give --noise, --placement, --sigma")
     from walkingnoise.experiment import Experiment

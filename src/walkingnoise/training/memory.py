@@ -33,7 +33,8 @@ _UNITS = {
     "GIB": 2**30,
     "TIB": 2**40,
 }
-_SAID_BELOW: set[int] = set()  # one model's needs warned of as above the budget, once each
+#: Model kinds (class, parameter count) whose need was warned of as above the budget, once each.
+_SAID_BELOW: set[tuple[str, int]] = set()
 
 
 def device_setting() -> str | None:
@@ -198,8 +199,9 @@ def models_per_stack(
     budget = memory_budget(device)
     room = budget if training else budget - _prefixes_share(budget)
     need = max(1, bytes_per_model(model, batch_size, training=training, weight_noise=weight_noise))
-    if room < need and need not in _SAID_BELOW:
-        _SAID_BELOW.add(need)
+    kind = (type(model.source).__qualname__, sum(p.numel() for p in model.source.parameters()))
+    if room < need and kind not in _SAID_BELOW:  # once per kind, whatever the batch or mode
+        _SAID_BELOW.add(kind)
         log.warning(
             "the memory budget of %s bytes%s is below one model's %s: one model per stack, "
             "which may not fit either (set %s to change the budget)",
