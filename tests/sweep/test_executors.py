@@ -28,7 +28,7 @@ from walkingnoise.sweep.executors import (
 )
 from walkingnoise.sweep.planner import WorkUnit
 from walkingnoise.sweep.work import UnitOutcome, run_unit, unit_threads
-from walkingnoise.training.memory import DEVICE_ENV, GPU_SHARE_ENV
+from walkingnoise.training.memory import CPU_SHARE_ENV, DEVICE_ENV, GPU_SHARE_ENV
 
 from .helpers import MIXED_SWEEP, eval_only_spec, spec, worker_gpu
 
@@ -323,6 +323,15 @@ def test_pool_workers_share_the_gpu_equally_unless_told(
     monkeypatch.setenv(GPU_SHARE_ENV, "0.3")
     with ProcessExecutor(2) as told:
         assert [share for _, share in told.run(os.getenv, [GPU_SHARE_ENV])] == ["0.3"]
+
+
+def test_pool_workers_share_the_available_ram_equally_unless_told(
+    pool: ProcessExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert {share for _, share in pool.run(os.getenv, [CPU_SHARE_ENV] * 4)} == {"0.5"}
+    monkeypatch.setenv(CPU_SHARE_ENV, "0.3")
+    with ProcessExecutor(2) as told:
+        assert [share for _, share in told.run(os.getenv, [CPU_SHARE_ENV])] == ["0.3"]
 
 
 def test_pool_workers_on_a_machine_with_several_gpus_take_them_in_turn(tmp_path: Path) -> None:

@@ -13,9 +13,11 @@ from walkingnoise.noise import instrument
 from walkingnoise.training import memory
 from walkingnoise.training.memory import (
     BUDGET_ENV,
+    CPU_SHARE_ENV,
     DEVICE_ENV,
     GPU_SHARE_ENV,
     check_budget,
+    cpu_share,
     default_device,
     gpu_share,
     memory_budget,
@@ -152,3 +154,28 @@ def test_cuda_asked_for_where_there_is_none_is_a_one_line_error(
     check_budget()  # a Ray cluster's nodes may have what this machine lacks
     with pytest.raises(ValueError, match=rf"^{DEVICE_ENV}=cuda: PyTorch finds no CUDA device"):
         default_device()
+
+
+def test_a_workers_cpu_budget_is_its_share_of_the_available_ram(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers of a pool each size to their share: N workers each taking half of all the RAM
+    (up to the 1 GiB cap) could take N times what there is."""
+    monkeypatch.delenv(BUDGET_ENV, raising=False)
+    monkeypatch.delenv(CPU_SHARE_ENV, raising=False)
+    assert cpu_share() == 1.0
+    alone = memory_budget(torch.device("cpu"))
+    monkeypatch.setenv(CPU_SHARE_ENV, "0.001")  # small enough that the cap does not bind
+    shared = memory_budget(torch.device("cpu"))
+    available = 2 * alone if alone < 2**30 else None
+    assert shared < alone
+    assert shared < 2**30
+    if available is not None:  # RAM moves between the reads: 10 % leeway
+        assert shared == pytest.approx(available * 0.001 / 2, rel=0.1)
+
+
+@pytest.mark.parametrize("text", ["0", "1.5", "half", "-0.5"])
+def test_a_bad_cpu_share_names_the_variable(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setenv(CPU_SHARE_ENV, text)
+    with pytest.raises(ValueError, match=rf"^{CPU_SHARE_ENV}: not a share in \(0, 1\]"):
+        check_budget()

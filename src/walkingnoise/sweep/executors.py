@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from walkingnoise._signals import deferred
 from walkingnoise.data.errors import one_line
-from walkingnoise.training.memory import DEVICE_ENV, GPU_SHARE_ENV
+from walkingnoise.training.memory import CPU_SHARE_ENV, DEVICE_ENV, GPU_SHARE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +102,15 @@ class InProcessExecutor(Executor):
 #:   where Python would print the traceback of a KeyboardInterrupt in the pool's queue; a busy
 #:   one is interrupted as usual, and the parent reports it.
 #: - the share of a GPU's memory each worker sizes its stacks to, ``gpu_share`` (the workers
-#:   of one GPU share it), unless the environment sets one.
+#:   of one GPU share it), and of the available RAM, ``cpu_share`` (all workers share it),
+#:   unless the environment sets them.
 #: - on a machine with several GPUs, ``gpus``: the next of them in turn (``slot``, a counter the
 #:   workers share) becomes the worker's only visible GPU, before it initialises CUDA.
 EXIT_WITH_PARENT = """
 import concurrent.futures.process, multiprocessing.queues, os, signal, threading, time
 
 os.environ.setdefault(share_variable, gpu_share)
+os.environ.setdefault(cpu_share_variable, cpu_share)
 if gpus:
     with slot.get_lock():
         turn, slot.value = slot.value, slot.value + 1
@@ -145,7 +147,8 @@ class ProcessExecutor(Executor):
     The workers end with the process that started them, even when it is killed. On a machine
     with several GPUs the workers take them in turn (``gpus``: the GPUs to use, by default
     every one visible), each seeing only its own; each sizes its stacks to its share of its
-    GPU's memory, 1/(the workers on that GPU) (``$WALKINGNOISE_GPU_SHARE`` overrides).
+    GPU's memory, 1/(the workers on that GPU) (``$WALKINGNOISE_GPU_SHARE`` overrides), and
+    on the CPU to 1/workers of the available RAM (``$WALKINGNOISE_CPU_SHARE`` overrides).
     """
 
     name = "process"
@@ -171,6 +174,8 @@ class ProcessExecutor(Executor):
                     "parent": os.getpid(),
                     "share_variable": GPU_SHARE_ENV,
                     "gpu_share": repr(1 / per_gpu),
+                    "cpu_share_variable": CPU_SHARE_ENV,
+                    "cpu_share": repr(1 / self.workers),
                     "gpus": spread,
                     "slot": context.Value("i", 0),
                 },

@@ -18,6 +18,9 @@ BUDGET_ENV = "WALKINGNOISE_MEMORY_BUDGET"
 #: Environment variable: the share of a GPU's memory one worker sizes its stacks to, in (0, 1]
 #: (the process and Ray executors set it where workers share a GPU; default 1).
 GPU_SHARE_ENV = "WALKINGNOISE_GPU_SHARE"
+#: Environment variable: the share of this machine's available RAM one worker sizes its CPU
+#: stacks to, in (0, 1] (the process executor sets 1/workers; default 1).
+CPU_SHARE_ENV = "WALKINGNOISE_CPU_SHARE"
 #: Environment variable: the device units compute on, ``cpu`` or ``cuda`` (default: CUDA when
 #: available); the Ray executor sets it to match the GPUs its tasks ask for.
 DEVICE_ENV = "WALKINGNOISE_DEVICE"
@@ -116,7 +119,18 @@ KEPT_PREFIXES_CAP = 256 * 2**20
 def gpu_share() -> float:
     """``$WALKINGNOISE_GPU_SHARE``: the share of the GPU's memory this worker may take (1 if
     unset); a one-line ValueError names the variable if it is not a number in (0, 1]."""
-    text = os.environ.get(GPU_SHARE_ENV, "").strip()
+    return _share(GPU_SHARE_ENV)
+
+
+def cpu_share() -> float:
+    """``$WALKINGNOISE_CPU_SHARE``: the share of the available RAM this worker may size its
+    stacks to (1 if unset); a one-line ValueError names the variable if it is no share."""
+    return _share(CPU_SHARE_ENV)
+
+
+def _share(variable: str) -> float:
+    """The share in (0, 1] that ``variable`` holds, 1 if unset."""
+    text = os.environ.get(variable, "").strip()
     if not text:
         return 1.0
     try:
@@ -124,18 +138,20 @@ def gpu_share() -> float:
     except ValueError:
         share = math.nan
     if not 0 < share <= 1:
-        raise ValueError(f"{GPU_SHARE_ENV}: not a share in (0, 1]: {text!r} (e.g. 0.5)")
+        raise ValueError(f"{variable}: not a share in (0, 1]: {text!r} (e.g. 0.5)")
     return share
 
 
 def check_budget() -> None:
     """Raise a one-line ValueError now if ``$WALKINGNOISE_MEMORY_BUDGET`` is not a size,
-    ``$WALKINGNOISE_GPU_SHARE`` not a share or ``$WALKINGNOISE_DEVICE`` not a device (which
-    a Ray cluster's nodes, not this machine, may have)."""
+    ``$WALKINGNOISE_GPU_SHARE`` or ``$WALKINGNOISE_CPU_SHARE`` not a share or
+    ``$WALKINGNOISE_DEVICE`` not a device (which a Ray cluster's nodes, not this machine, may
+    have)."""
     override = os.environ.get(BUDGET_ENV)
     if override:
         parse_bytes(override)
     gpu_share()
+    cpu_share()
     device_setting()
 
 
@@ -143,7 +159,8 @@ def memory_budget(device: torch.device) -> int:
     """Bytes a stack may use: the override; on a GPU 70 % of its free memory (with what this
     process has cached), or of this worker's share of all of it (``gpu_share``) if that is
     less, so that workers sharing a GPU do not each size to what the others have not taken
-    yet; on the CPU half the available RAM but at most ``CPU_BUDGET_CAP``."""
+    yet; on the CPU half of this worker's share of the available RAM (``cpu_share``: pool
+    workers share it) but at most ``CPU_BUDGET_CAP``."""
     override = os.environ.get(BUDGET_ENV)
     if override:
         return parse_bytes(override)
@@ -152,7 +169,7 @@ def memory_budget(device: torch.device) -> int:
         # what this process's allocator holds but no tensor uses is free to it too
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return int(0.7 * min(free + cached, gpu_share() * total))
-    return min(_available_ram() // 2, CPU_BUDGET_CAP)
+    return min(int(_available_ram() * cpu_share()) // 2, CPU_BUDGET_CAP)
 
 
 def _prefixes_share(budget: int) -> int:
