@@ -471,12 +471,17 @@ def _transfer(
             )
 
 
+def _refused(part: Path, error: OSError) -> _WriteError:
+    """The :class:`_WriteError` of a write to ``part`` that the disk refused."""
+    return _WriteError(error.errno, f"{part}: cannot write: {error.strerror}")
+
+
 def _open_part(part: Path, mode: str) -> IO[bytes]:
     """``part`` opened with ``mode``; failing, a :class:`_WriteError` naming it."""
     try:
         return part.open(mode)
     except OSError as error:
-        raise _WriteError(error.errno, f"{part}: cannot write: {error.strerror}") from error
+        raise _refused(part, error) from error
 
 
 def _write(out: IO[bytes], data: bytes, part: Path) -> None:
@@ -486,7 +491,7 @@ def _write(out: IO[bytes], data: bytes, part: Path) -> None:
         out.write(data)
         out.flush()
     except OSError as error:
-        raise _WriteError(error.errno, f"{part}: cannot write: {error.strerror}") from error
+        raise _refused(part, error) from error
 
 
 def _download_one(

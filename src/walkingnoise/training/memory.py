@@ -216,8 +216,16 @@ def models_per_stack(
     budget = memory_budget(device)
     room = budget if training else budget - _prefixes_share(budget)
     need = max(1, bytes_per_model(model, batch_size, training=training, weight_noise=weight_noise))
+    if room < need:
+        _warn_below(model, budget, room, need)
+    return max(1, room // need)
+
+
+def _warn_below(model: NoisyModel, budget: int, room: int, need: int) -> None:
+    """Warn that one model needs more than a stack's room: once per model kind (class,
+    parameter count), whatever the batch or mode."""
     kind = (type(model.source).__qualname__, sum(p.numel() for p in model.source.parameters()))
-    if room < need and kind not in _SAID_BELOW:  # once per kind, whatever the batch or mode
+    if kind not in _SAID_BELOW:
         _SAID_BELOW.add(kind)
         log.warning(
             "the memory budget of %s bytes%s is below one model's %s: one model per stack, "
@@ -227,4 +235,3 @@ def models_per_stack(
             f"{need:,}",
             BUDGET_ENV,
         )
-    return max(1, room // need)
